@@ -1,0 +1,3 @@
+from cs_posthog.cli import main
+
+main()

@@ -1,0 +1,323 @@
+"""The integration's configuration: a pydantic model, saved as TOML (atomic, 0600 in a 0700 dir).
+
+Secrets are not part of it (see ``secrets.py``). The wizard's draft is the same model with every
+section optional, saved beside the config.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cs_posthog.errors import InvalidConfigError, NotConnectedError
+from cs_posthog.fsutil import atomic_write_text
+from cs_posthog.paths import get_paths
+
+CONFIG_VERSION = 1
+
+US_HOST = "https://us.posthog.com"
+EU_HOST = "https://eu.posthog.com"
+CUSTOMERSCORE_URL = "https://api.customerscore.io"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, str_strip_whitespace=True)
+
+
+class Region(str, Enum):
+    US = "us"
+    EU = "eu"
+    SELF_HOSTED = "self-hosted"
+
+
+class PostHogSettings(_Model):
+    region: Region
+    host: str = Field(description="Base URL of the PostHog API for this project")
+    project_id: int = Field(gt=0)
+    project_name: str = ""
+    timezone: str = "UTC"
+    # Accounts still on PostHog's old limit of 120 HogQL queries an hour can lower this.
+    query_budget_per_hour: int = Field(default=2400, gt=0, le=2400)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return check_base_url(v)
+
+
+class CustomerscoreSettings(_Model):
+    api_url: str = CUSTOMERSCORE_URL
+    tracker_key: str = Field(min_length=1, max_length=255)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = check_base_url(v)
+        # Accept the REST base as documented (…/api/v1) as well as the bare origin.
+        return re.sub(r"/api/v1$", "", v)
+
+    @field_validator("tracker_key")
+    @classmethod
+    def _tracker(cls, v: str) -> str:
+        if not v.startswith("CS-"):
+            raise ValueError("a tracker key starts with 'CS-'")
+        return v
+
+
+class Identification(_Model):
+    kind: Literal["person_property"] = "person_property"
+    property: str = Field(min_length=1, max_length=400)
+
+
+class Operator(str, Enum):
+    EQUALS = "equals"
+    NOT_EQUALS = "not_equals"
+    IS_SET = "is_set"
+    IS_NOT_SET = "is_not_set"
+
+    @property
+    def needs_value(self) -> bool:
+        return self in (Operator.EQUALS, Operator.NOT_EQUALS)
+
+    @property
+    def label(self) -> str:
+        return {
+            "equals": "equals",
+            "not_equals": "does not equal",
+            "is_set": "is set",
+            "is_not_set": "is not set",
+        }[self.value]
+
+
+class PersonFilter(_Model):
+    property: str = Field(min_length=1, max_length=400)
+    operator: Operator
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _value(self) -> "PersonFilter":
+        if self.operator.needs_value and self.value is None:
+            raise ValueError(f"operator '{self.operator.value}' needs a value")
+        if not self.operator.needs_value and self.value is not None:
+            raise ValueError(f"operator '{self.operator.value}' takes no value")
+        return self
+
+    def describe(self) -> str:
+        if self.operator.needs_value:
+            return f"{self.property} {self.operator.label} {self.value!r}"
+        return f"{self.property} {self.operator.label}"
+
+
+class EventsSettings(_Model):
+    selected: list[str] = Field(min_length=1)
+
+    @field_validator("selected")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in v:
+            if not name:
+                raise ValueError("an event name is empty")
+            if name not in out:
+                out.append(name)
+        return out
+
+
+class PersonsSettings(_Model):
+    filters: list[PersonFilter] = Field(default_factory=list)
+    # "person_id" (PostHog's person UUID) or the name of a Person property.
+    contact_id: str = Field(default="person_id", min_length=1, max_length=400)
+
+
+class SyncSettings(_Model):
+    backfill_days: int = Field(default=30, ge=1, le=3650)
+    overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
+    max_lateness_days: int = Field(default=3, ge=1, le=90)
+
+
+class Config(_Model):
+    version: int = CONFIG_VERSION
+    posthog: PostHogSettings
+    customerscore: CustomerscoreSettings
+    identification: Identification
+    events: EventsSettings
+    persons: PersonsSettings = Field(default_factory=PersonsSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v > CONFIG_VERSION:
+            raise ValueError(
+                f"written by a newer cs-posthog (version {v}; this one reads up to {CONFIG_VERSION})"
+            )
+        if v < 1:
+            raise ValueError("must be 1 or more")
+        return v
+
+    def all_filters(self) -> list[PersonFilter]:
+        """The saved filters with the locked condition `{customer property} is set` first."""
+        locked = PersonFilter(property=self.identification.property, operator=Operator.IS_SET)
+        rest = [f for f in self.persons.filters if f != locked]
+        return [locked, *rest]
+
+
+class Draft(_Model):
+    """The wizard's progress: every section optional, same shapes as ``Config``."""
+
+    version: int = CONFIG_VERSION
+    posthog: PostHogSettings | None = None
+    customerscore: CustomerscoreSettings | None = None
+    identification: Identification | None = None
+    events: EventsSettings | None = None
+    persons: PersonsSettings | None = None
+
+
+def check_base_url(v: str) -> str:
+    """An http(s) origin without trailing slash; plain http only for loopback."""
+    from urllib.parse import urlsplit
+
+    v = v.strip().rstrip("/")
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {v!r}")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(f"only https:// is allowed except on loopback: {v!r}")
+    return v
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# --- TOML I/O --------------------------------------------------------------------------------
+def _dump(model: BaseModel) -> str:
+    data = model.model_dump(mode="json", exclude_none=True)
+    return tomli_w.dumps(data)
+
+
+def save_config(cfg: Config, path: Path | None = None) -> Path:
+    path = path or get_paths().config_file
+    atomic_write_text(path, _dump(cfg))
+    return path
+
+
+def save_draft(draft: Draft, path: Path | None = None) -> Path:
+    path = path or get_paths().draft_file
+    atomic_write_text(path, _dump(draft))
+    return path
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Load and validate the config. Raises NotConnectedError or InvalidConfigError (exit 78)."""
+    path = path or get_paths().config_file
+    if not path.exists():
+        raise NotConnectedError()
+    return _load(path, Config)
+
+
+def load_draft(path: Path | None = None) -> Draft | None:
+    path = path or get_paths().draft_file
+    if not path.exists():
+        return None
+    return _load(path, Draft)
+
+
+def _load(path: Path, model: type[BaseModel]) -> Any:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc).split(" (at ")[0]
+        line = getattr(exc, "lineno", None) or _line_from_msg(str(exc))
+        where = f", line {line}" if line else ""
+        raise InvalidConfigError(f"{path}{where}: invalid TOML: {msg}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        key = _display_key(loc)
+        line = find_key_line(text, loc)
+        where = f", line {line}" if line else ""
+        msg = _short_msg(err)
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise InvalidConfigError(f"{path}{where}: {key}: {msg}{more}") from None
+
+
+def _line_from_msg(msg: str) -> int | None:
+    m = re.search(r"line (\d+)", msg)
+    return int(m.group(1)) if m else None
+
+
+def _display_key(loc: list[str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "(top level)"
+
+
+def _short_msg(err: dict) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err.get("msg", "invalid value")
+    msg = re.sub(r"^Value error, ", "", msg)
+    return msg
+
+
+_TABLE_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
+
+
+def find_key_line(text: str, loc: list[str]) -> int | None:
+    """Best-effort 1-based line of a dotted key in TOML text (for error messages).
+
+    Finds the innermost table header or key assignment matching the tail of ``loc``; list
+    indexes are skipped. Falls back to the line of the closest enclosing table.
+    """
+    names = [p for p in loc if not p.isdigit()]
+    if not names:
+        return None
+    best: int | None = None
+    table: list[str] = []
+    for no, line in enumerate(text.splitlines(), start=1):
+        m = _TABLE_RE.match(line)
+        if m:
+            table = [s.strip().strip("\"'") for s in m.group(1).split(".")]
+            if table == names[: len(table)] and best is None and len(table) == len(names):
+                return no
+            if table == names[: len(table)]:
+                best = best or no
+            continue
+        m = _KEY_RE.match(line)
+        if m:
+            key = [s.strip().strip("\"'") for s in m.group(1).split(".")]
+            full = table + key
+            if full == names or (full == names[: len(full)] and len(full) >= 1 and full[:1] == names[:1]):
+                if full == names:
+                    return no
+                best = no
+    return best
