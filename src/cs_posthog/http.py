@@ -1,0 +1,279 @@
+"""HTTP plumbing shared by the PostHog and Customerscore clients: pacing, retries, counters.
+
+No terminal I/O. ``send`` is the one place that decides what is retried:
+
+- 429: wait what the server names (``Retry-After`` header, else a number of seconds read from the
+  body by ``wait_from_body``), block the pacer for that long, retry. A wait longer than
+  ``max_throttle_wait`` gives up at once with ``ThrottledError`` (cron retries later).
+- 5xx, timeouts, dropped connections: retry with exponential backoff and full jitter.
+- Other 4xx: never retried; ``classify`` turns them into typed errors.
+
+A failure after the request may have reached the server (read timeout, connection dropped while
+waiting for the answer) is *ambiguous*: the server may have applied it. Those retries are counted
+apart so a caller that has no idempotency key can say what may have been doubled.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cs_posthog.errors import ApiError, ThrottledError, UnavailableError
+
+DEFAULT_TIMEOUT_S = 30.0
+TIMEOUT_ENV = "CS_POSTHOG_TIMEOUT"
+
+
+def default_timeout() -> httpx.Timeout:
+    """Client timeout; ``CS_POSTHOG_TIMEOUT`` (seconds) overrides it (tests, slow proxies)."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    total = DEFAULT_TIMEOUT_S
+    if raw:
+        try:
+            total = max(0.1, float(raw))
+        except ValueError:
+            pass
+    return httpx.Timeout(total, connect=min(10.0, total))
+
+
+class Pacer:
+    """Client-side sliding-window rate limiter, thread-safe, with an optional concurrency cap.
+
+    ``windows`` is a list of ``(max_requests, period_seconds)``; a request may start only when every
+    window has room. ``margin`` widens each period a little so that latency jitter between our
+    clock and the server's does not make us bounce off the server's own window.
+    """
+
+    def __init__(
+        self,
+        windows: list[tuple[int, float]] | None = None,
+        *,
+        concurrency: int | None = None,
+        margin: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.windows = [(n, p * (1 + margin)) for n, p in (windows or [])]
+        self._logs: list[deque[float]] = [deque() for _ in self.windows]
+        self._lock = threading.Lock()
+        self._sem = threading.BoundedSemaphore(concurrency) if concurrency else None
+        self._blocked_until = 0.0
+        self._clock = clock
+        self._sleep = sleep
+        self.waited_s = 0.0
+
+    def _room_in(self, now: float) -> float:
+        """Seconds to wait before a request may start (0 if now)."""
+        wait = max(0.0, self._blocked_until - now)
+        for (limit, period), log in zip(self.windows, self._logs):
+            while log and log[0] <= now - period:
+                log.popleft()
+            if len(log) >= limit:
+                wait = max(wait, log[len(log) - limit] + period - now)
+        return wait
+
+    def acquire(self) -> float:
+        """Block until a request may start; record it. Returns the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                wait = self._room_in(now)
+                if wait <= 0:
+                    for log in self._logs:
+                        log.append(now)
+                    self.waited_s += waited
+                    return waited
+            wait = min(wait, 5.0)
+            self._sleep(wait)
+            waited += wait
+
+    def block_for(self, seconds: float) -> None:
+        """The server said "come back in N s": nobody starts before then."""
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        if self._sem is not None:
+            self._sem.acquire()
+        try:
+            self.acquire()
+            yield
+        finally:
+            if self._sem is not None:
+                self._sem.release()
+
+
+@dataclass
+class Stats:
+    """Counters of one client, for the sync summary. Thread-safe increments."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    ambiguous_retries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "ambiguous_retries": self.ambiguous_retries,
+        }
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 6  # for 5xx and network failures
+    max_throttled: int = 20  # 429s tolerated in one call
+    backoff_base: float = 0.5
+    backoff_cap: float = 20.0
+    max_throttle_wait: float = 300.0  # longer waits give up (exit 75) instead of hanging cron
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(self.backoff_base / 2, min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+
+@dataclass
+class Sent:
+    response: httpx.Response
+    attempts: int
+    ambiguous: bool  # a retry happened after a failure that the server may have applied
+
+
+_AMBIGUOUS = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+_RETRYABLE = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def retry_after_header(resp: httpx.Response) -> float | None:
+    raw = resp.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def send(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    service: str,
+    pacer: Pacer | None = None,
+    stats: Stats | None = None,
+    policy: RetryPolicy | None = None,
+    classify: Callable[[httpx.Response], ApiError],
+    wait_from_body: Callable[[httpx.Response], float | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> Sent:
+    """Send one request with pacing and retries; return the 2xx answer or raise a typed error."""
+    policy = policy or RetryPolicy()
+    stats = stats if stats is not None else Stats()
+    failures = 0
+    throttled = 0
+    ambiguous = False
+    attempts = 0
+    last_problem = ""
+    while True:
+        attempts += 1
+        stats.add(requests=1)
+        try:
+            if pacer is not None:
+                with pacer.slot():
+                    resp = client.request(method, url, **kwargs)
+            else:
+                resp = client.request(method, url, **kwargs)
+        except _RETRYABLE as exc:
+            failures += 1
+            was_ambiguous = isinstance(exc, _AMBIGUOUS)
+            last_problem = _describe(exc)
+            if failures >= policy.max_attempts:
+                raise UnavailableError(
+                    f"{service} did not answer after {attempts} attempts ({last_problem})",
+                    service=service,
+                ) from exc
+            ambiguous = ambiguous or was_ambiguous
+            stats.add(retries=1, ambiguous_retries=int(was_ambiguous))
+            sleep(policy.backoff(failures))
+            continue
+
+        status = resp.status_code
+        if status < 300:
+            return Sent(resp, attempts, ambiguous)
+        if status == 429:
+            throttled += 1
+            stats.add(throttled=1)
+            wait = retry_after_header(resp)
+            if wait is None and wait_from_body is not None:
+                wait = wait_from_body(resp)
+            if wait is None:
+                wait = policy.backoff(throttled)
+            if wait > policy.max_throttle_wait or throttled > policy.max_throttled:
+                raise ThrottledError(
+                    f"{service} rate limit reached (retry in {wait:.0f} s)",
+                    retry_after=wait,
+                    service=service,
+                    status=429,
+                )
+            if pacer is not None:
+                pacer.block_for(wait)
+                stats.add(retries=1)
+            else:
+                stats.add(retries=1)
+                sleep(wait)
+            continue
+        if status >= 500:
+            failures += 1
+            last_problem = f"HTTP {status}"
+            if failures >= policy.max_attempts:
+                raise UnavailableError(
+                    f"{service} is unavailable (HTTP {status} after {attempts} attempts)",
+                    service=service,
+                    status=status,
+                )
+            stats.add(retries=1)
+            sleep(policy.backoff(failures))
+            continue
+        raise classify(resp)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused or unreachable"
+    return "connection dropped"
+
+
+def error_body(resp: httpx.Response) -> dict[str, Any]:
+    """The JSON error body, or {} when the answer is not JSON (a proxy's HTML page)."""
+    try:
+        data = resp.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
