@@ -1,0 +1,329 @@
+"""The command line. Parses, calls the core, renders results and errors; nothing else.
+
+Heavy modules (httpx, pydantic, questionary, prompt_toolkit) are imported inside command bodies so
+that ``cs-posthog --help`` and ``--version`` stay fast (a test guards it).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from cs_posthog import __version__
+from cs_posthog.errors import CsPosthogError, ExitCode, NotBuiltError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success (also nothing new), 1 unexpected bug, 2 usage or bad input, "
+    "75 try again later (another sync running, API throttled or down), 77 not allowed "
+    "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted."
+)
+
+app = typer.Typer(
+    name="cs-posthog",
+    help=(
+        "Connect a PostHog project to Customerscore and keep it in sync.\n\n"
+        "Start with `cs-posthog connect` (or `cs-posthog demo` to try it on a local sandbox), "
+        "then run `cs-posthog sync` from cron (`cs-posthog schedule --install`).\n\n"
+        "Config, state and logs live in one directory per user; set CS_POSTHOG_HOME to move them.\n\n"
+        + EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class State:
+    debug: bool = False
+    verbose: int = 0
+
+
+state = State()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cs-posthog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Debug logging, and tracebacks on errors.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More log output (-v: info).")] = 0,
+) -> None:
+    state.debug = debug or os.environ.get("CS_POSTHOG_DEBUG") == "1"
+    state.verbose = verbose
+
+
+def _output(*, json_mode: bool = False, quiet: bool = False):  # -> Output
+    from cs_posthog.output import Output, setup_logging
+
+    setup_logging(verbose=state.verbose, debug=state.debug)
+    return Output(json_mode=json_mode, quiet=quiet, debug=state.debug)
+
+
+def handle_errors(fn: F) -> F:
+    """Render known errors as one stderr line plus a hint, with their exit code; never a traceback
+    unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except CsPosthogError as exc:
+            _render_error(exc.message, exc.hint)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            _render_error("interrupted", None)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except Exception as exc:  # a bug: say so, point at --debug
+            _render_error(
+                f"unexpected error: {type(exc).__name__}: {exc}",
+                "This is a bug in cs-posthog. Re-run with --debug for the traceback and report it.",
+            )
+            raise typer.Exit(int(ExitCode.BUG)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _render_error(message: str, hint: str | None) -> None:
+    from cs_posthog.secrets import redact
+
+    if state.debug:
+        import traceback
+
+        sys.stderr.write(redact(traceback.format_exc()))
+    sys.stderr.write(f"error: {redact(message)}\n")
+    if hint:
+        sys.stderr.write(f"hint: {redact(hint)}\n")
+    sys.stderr.flush()
+
+
+def _not_built(command: str, issue: int) -> None:
+    raise NotBuiltError(
+        f"`cs-posthog {command}` is not built yet",
+        hint=f"It is tracked in issue {issue}; use a newer cs-posthog.",
+    )
+
+
+def _call(module: str, issue: int, command: str, *args: Any, **kwargs: Any) -> Any:
+    """Run ``cs_posthog.commands.<module>.run(...)``; a command not built yet says so (exit 1)."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"cs_posthog.commands.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"cs_posthog.commands.{module}", "cs_posthog.commands"):
+            _not_built(command, issue)
+        raise
+    return mod.run(*args, **kwargs)
+
+
+# --- options shared by connect and edit --------------------------------------------------------
+NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt: take everything from flags and env (scripts, CI).")]
+ApiKeyStdin = Annotated[
+    bool, typer.Option("--api-key-stdin", help="Read the PostHog personal API key from stdin (else env POSTHOG_PERSONAL_API_KEY).")
+]
+CsApiKeyStdin = Annotated[
+    bool, typer.Option("--cs-api-key-stdin", help="Read the Customerscore API key from stdin (else env CUSTOMERSCORE_API_KEY).")
+]
+Project = Annotated[Optional[str], typer.Option("--project", metavar="ID|URL", help="PostHog project id, or its URL (the region is read from it).")]
+Host = Annotated[Optional[str], typer.Option("--host", metavar="URL", help="Self-hosted PostHog base URL (instead of US/EU Cloud).")]
+CustomerProperty = Annotated[
+    Optional[str], typer.Option("--customer-property", metavar="NAME", help="Person property holding the customer (company) id.")
+]
+Events = Annotated[Optional[list[str]], typer.Option("--event", metavar="NAME", help="An event to sync (repeatable).")]
+AllEvents = Annotated[bool, typer.Option("--all-events", help="Sync every event PostHog knows.")]
+Filters = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--filter",
+        metavar="RULE",
+        help='Person filter (repeatable): "plan = pro", "plan != free", "email is set", "phone is not set".',
+    ),
+]
+CsUrl = Annotated[Optional[str], typer.Option("--cs-url", metavar="URL", help="Customerscore API base URL (default https://api.customerscore.io).")]
+TrackerKey = Annotated[Optional[str], typer.Option("--tracker-key", metavar="CS-...", help="Customerscore public tracker key.")]
+ContactId = Annotated[
+    Optional[str],
+    typer.Option("--contact-id", metavar="person_id|PROPERTY", help="What identifies a contact: the PostHog person id (default) or a Person property."),
+]
+NoSync = Annotated[bool, typer.Option("--no-sync", help="Save the configuration without running the first sync.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")]
+
+
+@app.command()
+@handle_errors
+def connect(
+    no_input: NoInput = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Ignore a saved draft and start over.")] = False,
+    api_key_stdin: ApiKeyStdin = False,
+    cs_api_key_stdin: CsApiKeyStdin = False,
+    project: Project = None,
+    host: Host = None,
+    customer_property: CustomerProperty = None,
+    event: Events = None,
+    all_events: AllEvents = False,
+    filter: Filters = None,
+    cs_url: CsUrl = None,
+    tracker_key: TrackerKey = None,
+    contact_id: ContactId = None,
+    no_sync: NoSync = False,
+) -> None:
+    """Set up the integration (interactive wizard, or --no-input).
+
+    On a terminal, a five-step wizard that validates as it goes and resumes where it was left.
+    With --no-input, every choice comes from flags and the keys from env or stdin.
+    """
+    out = _output()
+    _call(
+        "connect", 4, "connect", out,
+        no_input=no_input, restart=restart, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
+        project=project, host=host, customer_property=customer_property, events=event or [],
+        all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
+        contact_id=contact_id, no_sync=no_sync,
+    )
+
+
+@app.command()
+@handle_errors
+def edit(
+    section: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[credentials|identification|events|persons]", help="Only this part of the setup."),
+    ] = None,
+    no_input: NoInput = False,
+    api_key_stdin: ApiKeyStdin = False,
+    cs_api_key_stdin: CsApiKeyStdin = False,
+    project: Project = None,
+    host: Host = None,
+    customer_property: CustomerProperty = None,
+    event: Events = None,
+    all_events: AllEvents = False,
+    filter: Filters = None,
+    cs_url: CsUrl = None,
+    tracker_key: TrackerKey = None,
+    contact_id: ContactId = None,
+) -> None:
+    """Change the saved setup (the wizard again, pre-filled).
+
+    With a SECTION, only that part. Leaving without saving changes nothing.
+    """
+    if section is not None and section not in ("credentials", "identification", "events", "persons"):
+        raise typer.BadParameter(
+            f"{section!r} is not a section; choose credentials, identification, events or persons",
+            param_hint="SECTION",
+        )
+    out = _output()
+    _call(
+        "edit", 4, "edit", out, section=section,
+        no_input=no_input, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
+        project=project, host=host, customer_property=customer_property, events=event or [],
+        all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
+        contact_id=contact_id,
+    )
+
+
+@app.command()
+@handle_errors
+def sync(
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map everything, send nothing, move no cursor.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore cursors and fingerprints: a full re-sync.")] = False,
+    since: Annotated[
+        Optional[str], typer.Option("--since", metavar="DATE", help="Backfill events from this date (YYYY-MM-DD) on a first or --full sync.")
+    ] = None,
+) -> None:
+    """Send new events and changed Persons to Customerscore.
+
+    Incremental and safe to run from cron: a second run while one is going exits 75 at once.
+    """
+    out = _output(json_mode=json_, quiet=quiet)
+    _require_config()
+    _call("sync", 5, "sync", out, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
+
+
+@app.command()
+@handle_errors
+def status(json_: JsonOpt = False) -> None:
+    """Show the connection, keys (masked), last runs and schedule."""
+    out = _output(json_mode=json_)
+    _require_config()
+    _call("status", 5, "status", out, json_=json_)
+
+
+@app.command()
+@handle_errors
+def disconnect(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove the integration from this machine.
+
+    Deletes the config, the draft, the stored keys and the sync state. Data already sent to
+    Customerscore stays there.
+    """
+    out = _output()
+    _call("disconnect", 4, "disconnect", out, yes=yes)
+
+
+@app.command()
+@handle_errors
+def schedule(
+    every: Annotated[str, typer.Option("--every", metavar="INTERVAL", help="15m, 30m, 1h (default), 2h, 6h, 12h or 1d.")] = "1h",
+    install: Annotated[bool, typer.Option("--install", help="Add the line to your crontab (never twice).")] = False,
+    remove: Annotated[bool, typer.Option("--remove", help="Take the line out of your crontab.")] = False,
+) -> None:
+    """Print or install the crontab line for regular syncs.
+
+    The line runs `cs-posthog sync --quiet` and appends to a log file.
+    """
+    if install and remove:
+        raise typer.BadParameter("use --install or --remove, not both", param_hint="--install/--remove")
+    out = _output()
+    _call("schedule", 5, "schedule", out, every=every, install=install, remove=remove)
+
+
+@app.command()
+@handle_errors
+def demo(no_input: NoInput = False) -> None:
+    """Try everything on a local sandbox: nothing to sign up for.
+
+    Starts a local PostHog and Customerscore, connects, syncs, shows what arrived, cleans up.
+    """
+    out = _output()
+    _call("demo", 6, "demo", out, no_input=no_input)
+
+
+def _require_config() -> None:
+    """`sync` and `status` without a config: "not connected", exit 78 (before any heavy import)."""
+    from cs_posthog.errors import NotConnectedError
+    from cs_posthog.paths import get_paths
+
+    if not get_paths().config_file.exists():
+        raise NotConnectedError()
+
+
+def main() -> None:
+    app(prog_name="cs-posthog")
+
+
+if __name__ == "__main__":
+    main()
