@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from cs_posthog import __version__
-from cs_posthog.errors import CsPosthogError, ExitCode, NotBuiltError
+from cs_posthog.errors import CsPosthogError, ExitCode, NotBuiltError, UsageError
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (also nothing new), 1 unexpected bug, 2 usage or bad input, "
@@ -227,9 +227,9 @@ def edit(
     With a SECTION, only that part. Leaving without saving changes nothing.
     """
     if section is not None and section not in ("credentials", "identification", "events", "persons"):
-        raise typer.BadParameter(
-            f"{section!r} is not a section; choose credentials, identification, events or persons",
-            param_hint="SECTION",
+        raise UsageError(
+            f"{section!r} is not a section of the setup",
+            hint="Choose one of: credentials, identification, events, persons (or none for all).",
         )
     out = _output()
     _call(
@@ -257,8 +257,8 @@ def sync(
     Incremental and safe to run from cron: a second run while one is going exits 75 at once.
     """
     out = _output(json_mode=json_, quiet=quiet)
-    _require_config()
-    _call("sync", 5, "sync", out, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
+    cfg = _require_config()
+    _call("sync", 5, "sync", out, config=cfg, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
 
 
 @app.command()
@@ -266,8 +266,8 @@ def sync(
 def status(json_: JsonOpt = False) -> None:
     """Show the connection, keys (masked), last runs and schedule."""
     out = _output(json_mode=json_)
-    _require_config()
-    _call("status", 5, "status", out, json_=json_)
+    cfg = _require_config()
+    _call("status", 5, "status", out, config=cfg, json_=json_)
 
 
 @app.command()
@@ -296,7 +296,7 @@ def schedule(
     The line runs `cs-posthog sync --quiet` and appends to a log file.
     """
     if install and remove:
-        raise typer.BadParameter("use --install or --remove, not both", param_hint="--install/--remove")
+        raise UsageError("--install and --remove cannot be used together", hint="Pick one.")
     out = _output()
     _call("schedule", 5, "schedule", out, every=every, install=install, remove=remove)
 
@@ -312,13 +312,11 @@ def demo(no_input: NoInput = False) -> None:
     _call("demo", 6, "demo", out, no_input=no_input)
 
 
-def _require_config() -> None:
-    """`sync` and `status` without a config: "not connected", exit 78 (before any heavy import)."""
-    from cs_posthog.errors import NotConnectedError
-    from cs_posthog.paths import get_paths
+def _require_config():  # -> Config
+    """The validated config for `sync` and `status`: "not connected" or a one-line error, exit 78."""
+    from cs_posthog.config import load_config
 
-    if not get_paths().config_file.exists():
-        raise NotConnectedError()
+    return load_config()
 
 
 def main() -> None:

@@ -1,0 +1,49 @@
+"""Hermetic tests: every test gets its own CS_POSTHOG_HOME, no colour, 80 columns, no real keys,
+no keyring, and no PostHog region overrides leaking from the developer's shell."""
+
+from __future__ import annotations
+
+import pytest
+
+_CLEARED = (
+    "POSTHOG_PERSONAL_API_KEY",
+    "CUSTOMERSCORE_API_KEY",
+    "CS_POSTHOG_US_HOST",
+    "CS_POSTHOG_EU_HOST",
+    "CS_POSTHOG_DEBUG",
+    "CS_POSTHOG_TIMEOUT",
+    "FORCE_COLOR",
+)
+
+
+@pytest.fixture(autouse=True)
+def hermetic_env(tmp_path, monkeypatch):
+    home = tmp_path / "cs-home"
+    monkeypatch.setenv("CS_POSTHOG_HOME", str(home))
+    monkeypatch.setenv("CS_POSTHOG_SECRET_STORE", "file")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in _CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    from cs_posthog import secrets
+
+    secrets._reset_keyring_state()
+    secrets._known.clear()
+    yield home
+
+
+@pytest.fixture
+def home(hermetic_env):
+    return hermetic_env
+
+
+@pytest.fixture(autouse=True)
+def _drop_log_handlers():
+    """setup_logging() binds a handler to the current stderr; don't let it outlive the test."""
+    yield
+    import logging
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_cs_posthog", False):
+            root.removeHandler(h)

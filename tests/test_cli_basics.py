@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cs_posthog import __version__
+from cs_posthog.errors import ExitCode, UnavailableError
+from helpers import run_cli
+
+COMMANDS = ["connect", "edit", "sync", "status", "disconnect", "schedule", "demo"]
+
+
+def test_cli_import_stays_lean():
+    code = (
+        "import sys, cs_posthog.cli; heavy = {'questionary','prompt_toolkit','httpx','pydantic'} "
+        "& set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_help_and_version_import_nothing_heavy(args):
+    code = (
+        "import sys\nfrom cs_posthog.cli import app\n"
+        f"try:\n    app({args!r}, prog_name='cs-posthog')\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "heavy = {'questionary','prompt_toolkit','httpx','pydantic'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_version():
+    r = run_cli("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"cs-posthog {__version__}"
+
+
+def test_help_lists_every_command_with_one_line_and_exit_codes():
+    r = run_cli("--help")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    for cmd in COMMANDS:
+        row = next(line for line in lines if line.strip().startswith(cmd + " "))
+        desc = row.strip()[len(cmd):].strip()
+        assert desc and not desc.endswith("..."), row  # fits on its line, not truncated
+    for code in ("75", "77", "78", "130"):
+        assert code in r.stdout
+
+
+def test_no_args_shows_help():
+    r = run_cli()
+    assert "Usage" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["sync", "status"])
+def test_not_connected_exits_78_with_hint(cmd):
+    r = run_cli(cmd)
+    assert r.exit_code == ExitCode.CONFIG
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "error: not connected: no configuration found",
+        "hint: Run `cs-posthog connect` to set up the integration.",
+    ]
+
+
+def test_unknown_option_is_usage_error_exit_2():
+    r = run_cli("sync", "--frobnicate")
+    assert r.exit_code == 2 and "--frobnicate" in r.stderr
+
+
+def test_bad_edit_section_is_usage_error():
+    r = run_cli("edit", "everything")
+    assert r.exit_code == 2 and "everything" in r.stderr
+
+
+def test_keys_are_never_flag_values():
+    r = run_cli("connect", "--api-key", "phx_abc")
+    assert r.exit_code == 2
+    assert "No such option" in r.stderr
+
+
+def test_errors_render_one_line_hint_and_exit_code(monkeypatch):
+    from cs_posthog import cli
+
+    @cli.handle_errors
+    def failing():
+        raise UnavailableError("PostHog is unavailable (HTTP 502 after 6 attempts)", service="PostHog")
+
+    with pytest.raises(SystemExit) as exc:
+        try:
+            failing()
+        except Exception as e:  # typer.Exit
+            raise SystemExit(e.exit_code)
+    assert exc.value.code == 75
+
+
+def test_unexpected_exception_is_exit_1_and_traceback_only_with_debug(capsys):
+    import typer
+
+    from cs_posthog import cli
+
+    @cli.handle_errors
+    def buggy():
+        raise ZeroDivisionError("division by zero")
+
+    cli.state.debug = False
+    with pytest.raises(typer.Exit) as exc:
+        buggy()
+    assert exc.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: unexpected error: ZeroDivisionError")
+    assert "--debug" in err
+    cli.state.debug = True
+    try:
+        with pytest.raises(typer.Exit):
+            buggy()
+    finally:
+        cli.state.debug = False
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_keyboard_interrupt_exits_130(capsys):
+    import typer
+
+    from cs_posthog import cli
+
+    @cli.handle_errors
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(typer.Exit) as exc:
+        interrupted()
+    assert exc.value.exit_code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_python_dash_m_works():
+    proc = subprocess.run([sys.executable, "-m", "cs_posthog", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cs-posthog {__version__}"
