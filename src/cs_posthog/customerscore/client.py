@@ -1,0 +1,243 @@
+"""Customerscore API client: contacts bulk upsert and tracker events. No terminal I/O.
+
+Facts (``shared/docs/customerscore-api.md``): header ``customerscore-key``, JSON bodies of at most
+100 items and 5 MB, REST 500 requests/minute, tracker 200 requests/minute, 429 with ``Retry-After``
+over the limit. No idempotency key: a batch applied twice is counted twice, so each call says whether
+a retry followed a failure the server may have applied (``Delivery.ambiguous``).
+
+Items are JSON-encoded once (``encode``) and batches are assembled from the encoded bytes, so the
+size limit is checked on exactly what goes on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from cs_posthog import __version__
+from cs_posthog.errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, send
+
+SERVICE = "Customerscore"
+MAX_ITEMS = 100
+# The docs say 5 MB; stay under the smaller reading of it (10^6 or 2^20) with room for the envelope.
+MAX_BYTES = 5_000_000
+REST_PER_MINUTE = 500
+TRACKER_PER_MINUTE = 200
+FIELD_MAX = 255
+# Pacing scale: tests and benchmarks run against a sandbox whose clock is scaled (``--rate-limits
+# fast`` is 60x) or has no limits at all. ``CS_POSTHOG_RATE_SCALE=60`` multiplies the allowed rates;
+# ``off`` (or 0) turns client-side pacing off. Never needed against the real API.
+RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
+
+T = TypeVar("T")
+
+
+def rate_scale() -> float | None:
+    """The pacing multiplier from the environment; None means "no client-side pacing"."""
+    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
+    if not raw:
+        return 1.0
+    if raw in ("off", "none", "0"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else None
+
+
+def encode(item: Any) -> bytes:
+    """Compact JSON of one item, as it will appear inside the request body."""
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class ItemTooLargeError(BadRequestError):
+    """One item alone is over the request size limit: it can never be sent."""
+
+
+def batched(
+    items: Iterable[tuple[T, bytes]],
+    *,
+    max_items: int = MAX_ITEMS,
+    max_bytes: int = MAX_BYTES,
+    envelope: int = 256,
+) -> Iterator[list[tuple[T, bytes]]]:
+    """Group ``(item, encoded)`` pairs, in order, into batches of at most ``max_items`` items whose
+    assembled body stays within ``max_bytes`` (``envelope`` covers the keys around the list)."""
+    batch: list[tuple[T, bytes]] = []
+    size = envelope
+    for pair in items:
+        n = len(pair[1]) + 1  # the comma
+        if envelope + n > max_bytes:
+            raise ItemTooLargeError(
+                f"one item is {len(pair[1])} bytes, over Customerscore's {max_bytes} byte request limit",
+                service=SERVICE,
+            )
+        if batch and (len(batch) >= max_items or size + n > max_bytes):
+            yield batch
+            batch, size = [], envelope
+        batch.append(pair)
+        size += n
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One acknowledged request."""
+
+    count: int  # items in the request
+    attempts: int  # HTTP attempts it took
+    ambiguous: bool  # a retry followed a failure the server may have applied: items may be doubled
+    bytes: int
+
+
+class CustomerscoreClient:
+    """Thread-safe (one ``httpx.Client`` underneath): the sync sends contacts and events from two
+    threads at once, each paced by its own budget."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        tracker_key: str,
+        *,
+        timeout: httpx.Timeout | float | None = None,
+        rest_per_minute: int = REST_PER_MINUTE,
+        tracker_per_minute: int = TRACKER_PER_MINUTE,
+        policy: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        pace: bool | None = None,
+    ) -> None:
+        base = api_url.rstrip("/")
+        if base.endswith("/api/v1"):
+            base = base[: -len("/api/v1")]
+        self.api_url = base
+        self.contacts_url = f"{base}/api/v1/contacts"
+        self.track_url = f"{base}/api/tracker/track"
+        self.tracker_key = tracker_key
+        self._tracker_key_json = json.dumps(tracker_key).encode()
+        self.stats = Stats()
+        self.policy = policy or RetryPolicy()
+        scale = rate_scale() if pace is None else (1.0 if pace else None)
+        if scale is None:
+            self.rest_pacer = self.tracker_pacer = None
+        else:
+            self.rest_pacer = Pacer([(max(1, int(rest_per_minute * scale)), 60.0)])
+            self.tracker_pacer = Pacer([(max(1, int(tracker_per_minute * scale)), 60.0)])
+        self._client = httpx.Client(
+            timeout=timeout if timeout is not None else default_timeout(),
+            transport=transport,
+            headers={
+                "customerscore-key": api_key,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": f"cs-posthog/{__version__}",
+            },
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> CustomerscoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- contacts ----------------------------------------------------------------------------
+    def upsert_contacts(self, contacts: Sequence[dict[str, Any]]) -> Delivery:
+        """One bulk upsert of at most 100 contacts (see ``batched`` to split)."""
+        return self.upsert_contacts_encoded([encode(c) for c in contacts])
+
+    def upsert_contacts_encoded(self, parts: Sequence[bytes]) -> Delivery:
+        body = b'{"contacts":[' + b",".join(parts) + b"]}"
+        return self._post(self.contacts_url, body, len(parts), self.rest_pacer)
+
+    # --- tracker -----------------------------------------------------------------------------
+    def track(self, events: Sequence[dict[str, Any]]) -> Delivery:
+        """One tracker request of at most 100 events (see ``batched`` to split)."""
+        return self.track_encoded([encode(e) for e in events])
+
+    def track_encoded(self, parts: Sequence[bytes]) -> Delivery:
+        body = b'{"trackerKey":' + self._tracker_key_json + b',"events":[' + b",".join(parts) + b"]}"
+        return self._post(self.track_url, body, len(parts), self.tracker_pacer)
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _post(self, url: str, body: bytes, count: int, pacer: Pacer | None) -> Delivery:
+        if count == 0:
+            return Delivery(0, 0, False, 0)
+        if count > MAX_ITEMS:
+            raise ValueError(f"{count} items in one request; Customerscore takes at most {MAX_ITEMS}")
+        if len(body) > MAX_BYTES:
+            raise ValueError(f"request body of {len(body)} bytes; Customerscore takes at most {MAX_BYTES}")
+        sent = send(
+            self._client,
+            "POST",
+            url,
+            service=SERVICE,
+            pacer=pacer,
+            stats=self.stats,
+            policy=self.policy,
+            classify=classify,
+            content=body,
+        )
+        return Delivery(count, sent.attempts, sent.ambiguous, len(body))
+
+
+def _detail(resp: httpx.Response) -> str:
+    body = error_body(resp)
+    for key in ("message", "detail", "error"):
+        val = body.get(key)
+        if isinstance(val, str) and val:
+            return val
+    errors = body.get("errors")
+    if isinstance(errors, list) and errors:
+        first = errors[0]
+        if isinstance(first, dict):
+            return str(first.get("message") or first.get("detail") or first)
+        return str(first)
+    if isinstance(errors, dict) and errors:
+        return "; ".join(f"{k}: {v}" for k, v in list(errors.items())[:3])
+    text = resp.text.strip()
+    return text[:200] if text and not text.startswith("<") else ""
+
+
+def classify(resp: httpx.Response) -> ApiError:
+    """A non-2xx, non-429, non-5xx Customerscore answer as a typed error."""
+    status = resp.status_code
+    detail = _detail(resp)
+    suffix = f": {detail}" if detail else ""
+    common = {"service": SERVICE, "status": status, "detail": detail or None}
+    if status == 401:
+        return AuthError(
+            f"Customerscore rejected the API key (401){suffix}",
+            hint="Check the Customerscore API key (env CUSTOMERSCORE_API_KEY, or `cs-posthog edit credentials`).",
+            **common,
+        )
+    if status == 403:
+        return PermissionDeniedError(
+            f"Customerscore refused the request (403){suffix}",
+            hint="Check the Customerscore API key and tracker key (`cs-posthog edit credentials`).",
+            **common,
+        )
+    if status == 404:
+        return NotFoundError(
+            f"Customerscore has no such endpoint: {resp.request.url} (404)",
+            hint="Check the Customerscore API base URL (`cs-posthog edit credentials`).",
+            **common,
+        )
+    return BadRequestError(f"Customerscore rejected the request ({status}){suffix}", **common)
