@@ -1,0 +1,96 @@
+"""PostHog rows -> Customerscore payloads. Pure functions, no I/O.
+
+One place decides what a customer id and a contact id are, so that a tracker event and the
+contact it belongs to always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from cs_posthog.customerscore.client import FIELD_MAX
+
+PERSON_ID = "person_id"
+
+
+def id_text(value: Any) -> str | None:
+    """A property value as an external id: strings trimmed, integral numbers without ``.0``,
+    booleans and JSON containers refused. None when there is no usable id."""
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        text = str(int(value)) if value.is_integer() else repr(value)
+    else:
+        text = str(value).strip()
+    return text or None
+
+
+def text_or_none(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def clip(text: str, limit: int = FIELD_MAX) -> str:
+    return text if len(text) <= limit else text[:limit]
+
+
+def event_payload(
+    *, name: str, timestamp_ms: int, customer: str, contact: str, email: str | None
+) -> dict[str, Any]:
+    """One tracker event (customerscore-api.md)."""
+    contact_data: dict[str, Any] = {"email": email} if email else {}
+    return {
+        "name": name,
+        "timestamp": timestamp_ms,
+        "identification": {"customer": customer, "contact": contact},
+        "data": {"customer": {}, "contact": contact_data},
+    }
+
+
+def contact_payload(*, customer: str, contact: str, name: str | None, email: str | None) -> dict[str, Any]:
+    """One contact for the bulk upsert: name, else email, else the id; email as an attribute."""
+    attributes: dict[str, Any] = {}
+    if email:
+        attributes["email"] = email
+    return {
+        "customer_external_id": customer,
+        "contact_external_id": contact,
+        "contact_name": clip(name or email or contact),
+        "attributes": attributes,
+    }
+
+
+def fingerprint(payload: dict[str, Any]) -> str:
+    """Hash of a contact payload: equal payloads, equal fingerprints (key order irrelevant)."""
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+def contacts_settings_hash(cfg: Any) -> str:
+    """What makes stored fingerprints meaningful: customer property, filters, contact identity.
+    A change of any of them (``edit``) invalidates the fingerprints (invariant 9)."""
+    data = {
+        "customer_property": cfg.identification.property,
+        "filters": [f.model_dump(mode="json") for f in cfg.all_filters()],
+        "contact_id": cfg.persons.contact_id,
+        "api_url": cfg.customerscore.api_url,
+        "project": [cfg.posthog.host, cfg.posthog.project_id],
+    }
+    raw = json.dumps(data, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
+
+
+def events_settings_hash(cfg: Any) -> str:
+    """What makes event cursors meaningful: the project, the customer property and contact identity
+    do not rewind cursors (already sent events stay sent), but another project or Customerscore
+    account does."""
+    data = {"project": [cfg.posthog.host, cfg.posthog.project_id], "api_url": cfg.customerscore.api_url,
+            "tracker_key": cfg.customerscore.tracker_key}
+    raw = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]

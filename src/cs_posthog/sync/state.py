@@ -1,0 +1,463 @@
+"""The sync's own state, in SQLite under the state dir: cursors, delivered uuids within the overlap
+window, the in-flight marker, contact fingerprints and the history of runs. Plus the run lock.
+
+Durability: WAL with ``synchronous=NORMAL``. A killed process (SIGKILL, OOM, Ctrl-C) loses no
+committed transaction; a power cut may lose the last few, which the next run then resends (the
+cursor and the delivered set always move together, so nothing is ever skipped).
+
+One connection shared by the worker threads, serialised by a lock: every transaction here is small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cs_posthog.errors import LockHeldError
+
+SCHEMA_VERSION = 1
+MAIN_STREAM = "events"
+_CHUNK = 500  # parameters per IN (...) query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS streams (
+    name TEXT PRIMARY KEY,
+    events TEXT NOT NULL,              -- JSON list of the event names this cursor covers
+    floor TEXT NOT NULL,               -- no event with an earlier timestamp is read (backfill start)
+    cursor_created_at TEXT,            -- last (created_at, uuid) delivered or skipped with all before it
+    cursor_uuid TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    uuid TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (created_at);
+CREATE TABLE IF NOT EXISTS inflight (
+    uuid TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    marked_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contacts (
+    contact_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    seen_run INTEGER NOT NULL          -- last run whose complete Persons scan matched it
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,              -- running, ok, partial, failed, interrupted
+    mode TEXT NOT NULL,                -- incremental, full
+    pid INTEGER,
+    summary TEXT,                      -- JSON of the report
+    error TEXT
+);
+"""
+
+
+# --- time ------------------------------------------------------------------------------------
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_ts(value: Any) -> datetime:
+    """A timestamp as PostHog or the sandbox returns it (ISO 8601, 'Z' or offset or naive UTC,
+    'T' or space) as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, (int, float)):
+        dt = datetime.fromtimestamp(value, UTC)
+    else:
+        text = str(value).strip().replace(" ", "T", 1)
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def fmt_ts(dt: datetime) -> str:
+    """Canonical, lexicographically sortable UTC form: 2024-04-03T10:11:12.123456Z."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def norm_ts(value: Any) -> str:
+    return fmt_ts(parse_ts(value))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ts_ms(value: Any) -> int:
+    """Unix milliseconds, exact (integer arithmetic, no float rounding)."""
+    return (parse_ts(value) - _EPOCH) // timedelta(milliseconds=1)
+
+
+# --- records ---------------------------------------------------------------------------------
+@dataclass
+class Cursor:
+    created_at: str  # canonical form (fmt_ts)
+    uuid: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"created_at": self.created_at, "uuid": self.uuid}
+
+
+@dataclass
+class Stream:
+    name: str
+    events: list[str]
+    floor: str
+    cursor: Cursor | None
+    updated_at: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.name == MAIN_STREAM
+
+
+@dataclass
+class RunRecord:
+    id: int
+    started_at: str
+    finished_at: str | None
+    status: str
+    mode: str
+    pid: int | None
+    summary: dict[str, Any] | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "status": self.status,
+            "mode": self.mode,
+            "summary": self.summary,
+            "error": self.error,
+        }
+
+
+def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+class SyncState:
+    """Open (and create) the state database. ``readonly`` never creates or writes anything (dry runs,
+    status): a missing database then reads as empty."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if readonly:
+            if self.path.exists():
+                self._db: sqlite3.Connection | None = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+                )
+            else:
+                self._db = None
+            return
+        from cs_posthog.paths import ensure_private_dir
+
+        ensure_private_dir(self.path.parent)
+        new = not self.path.exists()
+        if new:  # create it private: it names persons and customers
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                self._db.execute(stmt)
+        with self.tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> SyncState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), serialised across threads."""
+        if self.readonly or self._db is None:
+            raise RuntimeError("state opened read-only")
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        if self._db is None:
+            return []
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if self.readonly and "no such table" in str(exc):
+                    return []
+                raise
+
+    # --- meta --------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # --- streams (event cursors) -------------------------------------------------------------
+    def streams(self) -> list[Stream]:
+        rows = self._read(
+            "SELECT name, events, floor, cursor_created_at, cursor_uuid, updated_at FROM streams ORDER BY name"
+        )
+        out = []
+        for name, events, floor, cc, cu, updated in rows:
+            out.append(Stream(name, json.loads(events), floor, Cursor(cc, cu) if cc else None, updated))
+        return out
+
+    def stream(self, name: str) -> Stream | None:
+        for s in self.streams():
+            if s.name == name:
+                return s
+        return None
+
+    def save_stream(self, stream: Stream) -> None:
+        with self.tx() as db:
+            self._save_stream(db, stream)
+
+    @staticmethod
+    def _save_stream(db: sqlite3.Connection, s: Stream) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO streams (name, events, floor, cursor_created_at, cursor_uuid, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                s.name,
+                json.dumps(s.events),
+                s.floor,
+                s.cursor.created_at if s.cursor else None,
+                s.cursor.uuid if s.cursor else None,
+                fmt_ts(utcnow()),
+            ),
+        )
+
+    def merge_stream(self, catchup: Stream, main: Stream) -> Stream:
+        """A catch-up stream reached the main cursor: its events join the main stream (one tx)."""
+        merged = Stream(main.name, main.events + [e for e in catchup.events if e not in main.events], main.floor, main.cursor, "")
+        with self.tx() as db:
+            db.execute("DELETE FROM streams WHERE name=?", (catchup.name,))
+            self._save_stream(db, merged)
+        return merged
+
+    def delete_stream(self, name: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM streams WHERE name=?", (name,))
+
+    # --- delivered uuids and the in-flight marker --------------------------------------------
+    def delivered_among(self, uuids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(list(uuids)):
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in self._read(f"SELECT uuid FROM delivered WHERE uuid IN ({marks})", part))
+        return found
+
+    def delivered_count(self) -> int:
+        rows = self._read("SELECT count(*) FROM delivered")
+        return rows[0][0] if rows else 0
+
+    def mark_inflight(self, items: Sequence[tuple[str, str]]) -> None:
+        """Before a tracker POST: these (uuid, created_at) may be applied without our knowing."""
+        now = fmt_ts(utcnow())
+        with self.tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES (?, ?, ?)",
+                [(u, c, now) for u, c in items],
+            )
+
+    def inflight(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT uuid FROM inflight")}
+
+    def checkpoint(
+        self,
+        stream: Stream,
+        cursor: Cursor,
+        delivered: Sequence[tuple[str, str]] = (),
+        *,
+        prune_before: str | None = None,
+    ) -> None:
+        """After an acknowledgement: record the batch as delivered, clear its in-flight marks, move
+        the stream's cursor, and prune delivered uuids older than the overlap window, atomically."""
+        stream.cursor = cursor
+        with self.tx() as db:
+            if delivered:
+                db.executemany(
+                    "INSERT OR REPLACE INTO delivered (uuid, created_at) VALUES (?, ?)", list(delivered)
+                )
+                db.executemany("DELETE FROM inflight WHERE uuid=?", [(u,) for u, _ in delivered])
+            self._save_stream(db, stream)
+            if prune_before is not None:
+                db.execute("DELETE FROM delivered WHERE created_at < ?", (prune_before,))
+                db.execute("DELETE FROM inflight WHERE created_at < ?", (prune_before,))
+
+    def prune_horizon(self, overlap: timedelta) -> str | None:
+        """Delivered uuids older than (the earliest cursor - overlap) can never be re-read."""
+        rows = self._read("SELECT min(cursor_created_at) FROM streams WHERE cursor_created_at IS NOT NULL")
+        if not rows or rows[0][0] is None:
+            return None
+        return fmt_ts(parse_ts(rows[0][0]) - overlap)
+
+    # --- contacts ----------------------------------------------------------------------------
+    def fingerprints(self, contact_ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in _chunks(list(contact_ids)):
+            marks = ",".join("?" * len(part))
+            for cid, fp in self._read(f"SELECT contact_id, fingerprint FROM contacts WHERE contact_id IN ({marks})", part):
+                out[cid] = fp
+        return out
+
+    def record_contacts(self, rows: Sequence[tuple[str, str, str]], run_id: int) -> None:
+        """After an acknowledgement: (contact_id, customer_id, fingerprint) of the batch."""
+        now = fmt_ts(utcnow())
+        with self.tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO contacts (contact_id, customer_id, fingerprint, sent_at, seen_run) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(cid, cust, fp, now, run_id) for cid, cust, fp in rows],
+            )
+
+    def touch_contacts(self, contact_ids: Iterable[str], run_id: int) -> None:
+        ids = [(run_id, c) for c in contact_ids]
+        if not ids:
+            return
+        with self.tx() as db:
+            db.executemany("UPDATE contacts SET seen_run=? WHERE contact_id=?", ids)
+
+    def contacts_count(self) -> int:
+        rows = self._read("SELECT count(*) FROM contacts")
+        return rows[0][0] if rows else 0
+
+    def contacts_not_seen_since(self, run_id: int) -> int:
+        rows = self._read("SELECT count(*) FROM contacts WHERE seen_run < ?", (run_id,))
+        return rows[0][0] if rows else 0
+
+    def clear_fingerprints(self) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM contacts")
+
+    # --- --full ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
+        with self.tx() as db:
+            for table in ("streams", "delivered", "inflight", "contacts"):
+                db.execute(f"DELETE FROM {table}")
+
+    # --- runs --------------------------------------------------------------------------------
+    def start_run(self, mode: str) -> int:
+        with self.tx() as db:
+            # a run still marked "running" belongs to a process that died (we hold the lock)
+            db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+            cur = db.execute(
+                "INSERT INTO runs (started_at, status, mode, pid) VALUES (?, 'running', ?, ?)",
+                (fmt_ts(utcnow()), mode, os.getpid()),
+            )
+            return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at=?, status=?, summary=?, error=? WHERE id=?",
+                (fmt_ts(utcnow()), status, json.dumps(summary, default=str), error, run_id),
+            )
+            # keep the history bounded
+            db.execute("DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - 200")
+
+    def last_runs(self, n: int = 5) -> list[RunRecord]:
+        rows = self._read(
+            "SELECT id, started_at, finished_at, status, mode, pid, summary, error FROM runs ORDER BY id DESC LIMIT ?",
+            (n,),
+        )
+        return [
+            RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None, r[7]) for r in rows
+        ]
+
+
+# --- the lock --------------------------------------------------------------------------------
+class RunLock:
+    """One sync at a time: a non-blocking file lock; the second run gets ``LockHeldError`` (75).
+
+    The OS releases it when the process dies, so a killed sync never leaves a stale lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from filelock import FileLock
+
+        from cs_posthog.paths import ensure_private_dir
+
+        ensure_private_dir(Path(path).parent)
+        self.path = Path(path)
+        self._lock = FileLock(str(path), timeout=0)
+
+    def acquire(self) -> RunLock:
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            raise LockHeldError() from None
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+    @property
+    def held_elsewhere(self) -> bool:
+        """True when another process holds the lock (for ``status``); never blocks."""
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(str(self.path), timeout=0)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,159 @@
+"""The sync's SQLite state and run lock, without any network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from cs_posthog.errors import ExitCode, LockHeldError
+from cs_posthog.sync.mapping import contact_payload, fingerprint, id_text
+from cs_posthog.sync.state import Cursor, RunLock, Stream, SyncState, norm_ts, parse_ts, ts_ms
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = SyncState(tmp_path / "state" / "state.sqlite3")
+    yield s
+    s.close()
+
+
+def test_timestamps_normalise_and_convert_exactly():
+    assert norm_ts("2024-04-03 10:11:12.5") == "2024-04-03T10:11:12.500000Z"
+    assert norm_ts("2024-04-03T12:11:12.123456+02:00") == "2024-04-03T10:11:12.123456Z"
+    assert norm_ts("2024-04-03T10:11:12Z") == "2024-04-03T10:11:12.000000Z"
+    # 1712123456.789 * 1000 in floats is 1712123456788.9998: the conversion must not truncate
+    assert ts_ms("2024-04-03T05:50:56.789Z") == 1712123456789
+    assert ts_ms("2024-04-03T05:50:56.789999Z") == 1712123456789
+
+
+def test_state_file_is_private(state):
+    assert (state.path.stat().st_mode & 0o777) == 0o600
+    assert (state.path.parent.stat().st_mode & 0o777) == 0o700
+
+
+def test_checkpoint_moves_cursor_delivered_and_inflight_together(state):
+    s = Stream("events", ["a", "b"], "2024-01-01T00:00:00.000000Z", None, "")
+    state.save_stream(s)
+    batch = [("u1", "2024-01-02T00:00:00.000000Z"), ("u2", "2024-01-02T00:05:00.000000Z")]
+    state.mark_inflight(batch)
+    assert state.inflight() == {"u1", "u2"}
+    state.checkpoint(s, Cursor("2024-01-02T00:05:00.000000Z", "u2"), batch)
+    assert state.inflight() == set()
+    assert state.delivered_among(["u1", "u2", "u3"]) == {"u1", "u2"}
+    again = SyncState(state.path)
+    assert again.stream("events").cursor == Cursor("2024-01-02T00:05:00.000000Z", "u2")
+    again.close()
+
+
+def test_prune_keeps_only_the_overlap_window(state):
+    s = Stream("events", ["a"], "2024-01-01T00:00:00.000000Z", None, "")
+    old = [(f"old{i}", "2024-01-02T00:00:00.000000Z") for i in range(3)]
+    recent = [(f"new{i}", "2024-01-02T00:55:00.000000Z") for i in range(3)]
+    state.checkpoint(s, Cursor("2024-01-02T00:55:00.000000Z", "new2"), old + recent)
+    horizon = state.prune_horizon(timedelta(minutes=10))
+    assert horizon == "2024-01-02T00:45:00.000000Z"
+    state.checkpoint(s, Cursor("2024-01-02T01:00:00.000000Z", "x"), [], prune_before=horizon)
+    assert state.delivered_among([u for u, _ in old + recent]) == {u for u, _ in recent}
+
+
+def test_failed_transaction_changes_nothing(state):
+    s = Stream("events", ["a"], "2024-01-01T00:00:00.000000Z", None, "")
+    state.save_stream(s)
+    with pytest.raises(RuntimeError):
+        with state.tx() as db:
+            db.execute("INSERT INTO delivered (uuid, created_at) VALUES ('z', 'x')")
+            raise RuntimeError("crash inside the transaction")
+    assert state.delivered_count() == 0
+
+
+def test_fingerprints_and_seen_runs(state):
+    run = state.start_run("incremental")
+    p = contact_payload(customer="org_1", contact="p1", name=None, email="a@x.io")
+    state.record_contacts([("p1", "org_1", fingerprint(p))], run)
+    assert state.fingerprints(["p1", "p2"]) == {"p1": fingerprint(p)}
+    run2 = state.start_run("incremental")
+    assert state.contacts_not_seen_since(run2) == 1
+    state.touch_contacts(["p1"], run2)
+    assert state.contacts_not_seen_since(run2) == 0
+    state.clear_fingerprints()
+    assert state.fingerprints(["p1"]) == {}
+
+
+def test_runs_history_marks_dead_runs_interrupted(state):
+    r1 = state.start_run("incremental")  # never finished: its process died
+    r2 = state.start_run("full")
+    state.finish_run(r2, "ok", {"events_sent": 3})
+    runs = state.last_runs(5)
+    assert [(r.id, r.status) for r in runs] == [(r2, "ok"), (r1, "interrupted")]
+    assert runs[0].summary == {"events_sent": 3} and runs[0].mode == "full"
+
+
+def test_readonly_state_of_a_missing_db_is_empty_and_creates_nothing(tmp_path):
+    path = tmp_path / "nothing" / "state.sqlite3"
+    s = SyncState(path, readonly=True)
+    assert s.streams() == [] and s.last_runs() == [] and s.inflight() == set()
+    assert not path.exists() and not path.parent.exists()
+    with pytest.raises(RuntimeError):
+        s.save_stream(Stream("events", [], "x", None, ""))
+
+
+def test_lock_second_holder_gets_exit_75(tmp_path):
+    lock_path = tmp_path / "sync.lock"
+    with RunLock(lock_path):
+        with pytest.raises(LockHeldError) as ei:
+            RunLock(lock_path).acquire()
+        assert ei.value.exit_code == ExitCode.TEMPFAIL
+        assert str(ei.value) == "another sync is running"
+        assert RunLock(lock_path).held_elsewhere
+        # and from another process
+        code = (
+            "import sys; from cs_posthog.sync.state import RunLock; from cs_posthog.errors import LockHeldError\n"
+            f"try:\n    RunLock({str(lock_path)!r}).acquire()\nexcept LockHeldError:\n    sys.exit(75)\n"
+        )
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 75
+    # released: free again
+    with RunLock(lock_path):
+        pass
+    assert not RunLock(lock_path).held_elsewhere
+
+
+def test_lock_of_a_killed_process_is_free(tmp_path):
+    lock_path = tmp_path / "sync.lock"
+    code = (
+        "import sys, time; from cs_posthog.sync.state import RunLock\n"
+        f"lk = RunLock({str(lock_path)!r}).acquire(); print('held', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert RunLock(lock_path).held_elsewhere
+    finally:
+        proc.kill()
+        proc.wait()
+    with RunLock(lock_path):
+        pass
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [("org_1", "org_1"), ("  org_1 ", "org_1"), ("", None), ("   ", None), (None, None), (42, "42"),
+     (42.0, "42"), (1.5, "1.5"), (True, None), ({"a": 1}, None)],
+)
+def test_id_text(value, expected):
+    assert id_text(value) == expected
+
+
+def test_fingerprint_ignores_key_order_and_tracks_content():
+    a = {"customer_external_id": "c", "contact_external_id": "p", "contact_name": "n", "attributes": {"email": "e"}}
+    b = dict(reversed(list(a.items())))
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(a) != fingerprint({**a, "contact_name": "m"})
+
+
+def test_parse_ts_naive_is_utc():
+    assert parse_ts("2024-01-01 00:00:00").utcoffset() == timedelta(0)
+    assert os.environ.get("CS_POSTHOG_HOME")  # hermetic fixture active
