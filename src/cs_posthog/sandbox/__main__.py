@@ -1,0 +1,201 @@
+"""``python -m cs_posthog.sandbox``: a local PostHog (US and EU) and Customerscore on loopback.
+
+Generates the data (deterministic by ``--seed``), starts three HTTP servers on 127.0.0.1, prints
+exactly one JSON line on stdout when they are ready::
+
+    {"posthog_us": URL, "posthog_eu": URL, "region": "us"|"eu", "project_id": N, "other_project_id": N,
+     "api_key": "phx_...", "api_key_missing_scopes": "phx_...", "api_key_other_project": "phx_...",
+     "api_key_no_current": "phx_...", "customer_property": "organization_id",
+     "customerscore": URL, "customerscore_api_key": KEY, "tracker_key": "CS-XXXXX", ...}
+
+and serves until SIGTERM or Ctrl-C (exit 0). Progress and figures go to stderr.
+
+``api_key`` has every read scope cs-posthog needs; ``api_key_missing_scopes`` lacks ``query:read`` and
+``property_definition:read``; ``api_key_other_project`` is scoped to ``other_project_id`` (same
+organization, no data); ``api_key_no_current`` has the scopes of ``api_key`` but its
+``/api/personal_api_keys/@current/`` is refused with 403, as some servers do, so scope probing can
+be tested. Keys exist only in ``region``: the other region answers 401 to all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+
+from cs_posthog.sandbox import data as D
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m cs_posthog.sandbox", description=__doc__.split("\n\n")[0])
+    p.add_argument("--port-base", type=int, default=0,
+                   help="0: free ports; else PostHog US = BASE, EU = BASE+1, Customerscore = BASE+2")
+    p.add_argument("--events", type=int, default=20_000, help="number of event rows (default 20,000)")
+    p.add_argument("--persons", type=int, default=None, help="number of persons (default events/20, 50..50,000)")
+    p.add_argument("--customers", type=int, default=60, help="number of companies (default 60)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rate-limits", choices=("off", "real", "fast"), default="off",
+                   help="fast: PostHog's and Customerscore's limits with the clock scaled 60x")
+    p.add_argument("--faults", type=float, default=0.0, help="share of API requests that fail (0..1)")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API request")
+    p.add_argument("--stall-s", type=float, default=65.0, help="how long a 'stall' fault hangs before dropping")
+    p.add_argument("--region", choices=("us", "eu"), default=None,
+                   help="where the project lives (default: from the seed, odd = eu)")
+    p.add_argument("--db", default=None, help="SQLite file to generate into and keep (default: temp, deleted)")
+    p.add_argument("--now", default=None,
+                   help="anchor time of the data, ISO 8601 (default: current time floored to the hour)")
+    args = p.parse_args(argv)
+    if not 0 <= args.faults <= 1:
+        p.error("--faults must be between 0 and 1")
+    if args.events < 0 or args.customers < 0:
+        p.error("--events and --customers must be >= 0")
+    if args.persons is None:
+        args.persons = min(50_000, max(50, args.events // 20))
+    if args.region is None:
+        args.region = "eu" if args.seed % 2 else "us"
+    return args
+
+
+def log(msg: str) -> None:
+    print(f"sandbox: {msg}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001 - signal API
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    # Late imports keep `--help` instant; the HogQL engine (and its parser) is optional at import.
+    from cs_posthog.sandbox.customerscore_app import CustomerscoreApp
+    from cs_posthog.sandbox.posthog_app import PostHogApp, build_identity
+    from cs_posthog.sandbox.server import DBPool, FaultInjector, SandboxHTTPServer
+
+    try:
+        from cs_posthog.sandbox import hogql
+    except ImportError as exc:
+        hogql = None
+        log(f"HogQL engine unavailable ({exc}); /query/ will answer 500")
+    prepare = getattr(hogql, "prepare_connection", None) if hogql else None
+    execute = getattr(hogql, "execute", None) if hogql else None
+
+    workdir = tempfile.mkdtemp(prefix="cs-posthog-sandbox-")
+    servers: list[SandboxHTTPServer] = []
+    pools: list[DBPool] = []
+    apps = []
+    try:
+        anchor = D.default_anchor() if args.now is None else D.parse_time(args.now)
+        db_path = os.path.abspath(args.db) if args.db else os.path.join(workdir, "posthog.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(db_path + suffix):
+                os.remove(db_path + suffix)
+        conn = sqlite3.connect(db_path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=OFF")
+        D.create_schema(conn)
+        t0 = time.perf_counter()
+        ds = D.generate(conn, seed=args.seed, events=args.events, persons=args.persons, customers=args.customers,
+                        anchor_us=anchor, progress=log)
+        D.create_indexes(conn)
+        conn.execute("ANALYZE")
+        conn.commit()
+        conn.close()
+        gen_s = time.perf_counter() - t0
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log(f"generated {args.events:,} events ({ds.n_duplicate_rows} duplicate rows, {ds.n_late} late), "
+            f"{ds.n_persons:,} persons, {len(ds.companies)} companies in {gen_s:.2f} s; max RSS {rss_mb:.0f} MB")
+
+        other_path = os.path.join(workdir, "other-project.db")
+        oconn = sqlite3.connect(other_path)
+        oconn.execute("PRAGMA journal_mode=WAL")
+        D.create_schema(oconn)
+        oconn.close()
+
+        identity = build_identity(args.seed, args.region, anchor)
+        data_pool = DBPool(db_path, prepare=prepare)
+        other_pool = DBPool(other_path, prepare=prepare)
+        pools += [data_pool, other_pool]
+        identity.project.pool = data_pool
+        identity.other_project.pool = other_pool
+
+        krng = random.Random(f"{args.seed}:customerscore")
+        cs_key = "cs_sbx_" + D.random_token(krng, 32)
+        tracker_key = "CS-" + D.random_token(krng, 5, D.string.ascii_uppercase + D.string.digits)
+
+        ph = {}
+        for region in ("us", "eu"):
+            ph[region] = PostHogApp(name=f"posthog-{region}", identity=identity if region == args.region else None,
+                                    data_pool=data_pool, rate_limits=args.rate_limits, hogql_execute=execute,
+                                    seed=args.seed)
+        cs = CustomerscoreApp(api_key=cs_key, tracker_key=tracker_key, customers=ds.customerscore_customers,
+                              store_dir=os.path.join(workdir, "customerscore"), rate_limits=args.rate_limits)
+        apps = [ph["us"], ph["eu"], cs]
+        for i, app in enumerate(apps):
+            app.latency_s = args.latency_ms / 1000
+            app.stall_s = args.stall_s
+            if args.faults > 0:
+                app.faults = FaultInjector(args.faults, f"{args.seed}:{app.name}")
+            server = SandboxHTTPServer(args.port_base + i if args.port_base else 0, app)
+            server.start()
+            servers.append(server)
+
+        info = {
+            "posthog_us": servers[0].url,
+            "posthog_eu": servers[1].url,
+            "region": args.region,
+            "project_id": identity.project.id,
+            "other_project_id": identity.other_project.id,
+            **identity.named_keys,
+            "customer_property": D.CUSTOMER_PROPERTY,
+            "customerscore": servers[2].url,
+            "customerscore_api_key": cs_key,
+            "tracker_key": tracker_key,
+            "seed": args.seed,
+            "events": args.events,
+            "persons": ds.n_persons,
+            "customers": len(ds.companies),
+            "customerscore_customers": len(ds.customerscore_customers),
+            "data_now": D.db_to_iso(D.fmt_db(anchor)),
+            "rate_limits": args.rate_limits,
+            "faults": args.faults,
+            "generation_s": round(gen_s, 3),
+            "rss_mb": round(rss_mb, 1),
+            "db": db_path,
+        }
+        sys.stdout.write(json.dumps(info) + "\n")
+        sys.stdout.flush()
+        while not stop.wait(0.5):
+            pass
+        log("stopping")
+        return 0
+    finally:
+        for app in apps:
+            app.stop_event.set()
+        for server in servers:
+            try:
+                server.stop()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+        for app in apps:
+            if hasattr(app, "close"):
+                app.close()
+        for pool in pools:
+            pool.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,998 @@
+"""The sandbox PostHog: the private API surface cs-posthog uses, with PostHog's shapes and errors.
+
+Shapes follow PostHog's source (``posthog/auth.py``, ``permissions.py``, ``rate_limit.py``,
+``api/query.py``, ``api/event_definition.py``, ``api/routing.py``, drf-exceptions-hog):
+
+* Errors are always ``{"type", "code", "detail", "attr"}``.
+* Auth, in DRF's order: 401 (no key: ``not_authenticated``; unknown key, a ``phc_`` token, or a key
+  of the other region: ``authentication_failed``, "Personal API key found in request
+  Authorization header is invalid."), then permissions (403 ``permission_denied``: a key scoped to
+  other projects first, "API key does not have access to the requested project: ID N.", or on
+  listing endpoints "API keys with scoped projects are only supported on project-based
+  endpoints."; then "API key missing required scope 'x:read'"; ``x:write`` satisfies ``x:read``,
+  ``*`` everything), then throttles (429 ``throttled_error``, "Request was throttled. Expected
+  available in N seconds.", no ``Retry-After`` header: drf-exceptions-hog drops it).
+* Scopes per endpoint: ``@current`` none (a key may read itself; the ``api_key_no_current`` key is
+  refused as older servers did, "API key missing required scope 'personal_api_key:read'"),
+  ``/api/users/@me/`` user:read, organizations organization:read, projects project:read, event
+  definitions event_definition:read, property definitions property_definition:read, ``/query/`` and
+  the legacy ``/events/`` query:read, legacy ``/persons/`` person:read, ``/actions/`` action:read.
+* Rate limits per personal API key: ``/query/`` 240/minute and 2,400/hour plus 3 concurrent queries
+  per organization (a 4th waits up to 30 s for a slot, then 429 "Exceeded maximum concurrency
+  limit: 3 ..."); every other endpoint 480/minute and 4,800/hour. ``fast`` divides every window by
+  60 (240 per second ...); the waits named in ``detail`` are real seconds.
+* ``/query/`` runs ``HogQLQuery`` only (``values``, ``modifiers``, ``refresh``) through
+  ``cs_posthog.sandbox.hogql``; results are cached 6 hours per (query, values, modifiers) unless
+  ``refresh`` is ``force_blocking``/``force_async``/``true``; unknown kinds are refused like
+  pydantic would (400 ``parse_error``), other known kinds with a clear 400.
+* Legacy ``/persons/`` (limit/offset, newest first) and ``/events/`` (``after`` defaults to 24 hours
+  ago, ``before``, ``event``, ``distinct_id``, ``person_id``, ``orderBy``; ``next`` moves ``before``
+  to the last timestamp as PostHog does; offsets over 50,000 refused), both capped at 1,000 rows.
+* Unknown project id: 404 ``not_found`` ("Not found." on the project itself, "Project not found."
+  under it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+from cs_posthog.sandbox import data as D
+from cs_posthog.sandbox.server import (
+    App,
+    DBPool,
+    Request,
+    Response,
+    SlidingWindow,
+    ceil_wait,
+    json_response,
+    jsonl_response,
+    throttle_check,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Identity: organization, projects, keys
+# ---------------------------------------------------------------------------------------------
+
+READ_SCOPES = [
+    "action:read",
+    "event_definition:read",
+    "organization:read",
+    "person:read",
+    "project:read",
+    "property_definition:read",
+    "query:read",
+    "user:read",
+]
+
+
+@dataclass
+class ApiKey:
+    id: str
+    label: str
+    value: str
+    scopes: list[str]
+    scoped_teams: list[int] | None = None
+    scoped_organizations: list[str] | None = None
+    refuse_current: bool = False
+    created_at: str = ""
+
+    @property
+    def mask_value(self) -> str:
+        return f"{self.value[:4]}...{self.value[-4:]}"
+
+
+@dataclass
+class Project:
+    id: int
+    uuid: str
+    name: str
+    timezone: str
+    api_token: str
+    created_at: str
+    pool: DBPool | None = None
+
+
+@dataclass
+class Organization:
+    id: str
+    name: str
+    slug: str
+    created_at: str
+
+
+@dataclass
+class User:
+    uuid: str
+    distinct_id: str
+    first_name: str
+    last_name: str
+    email: str
+    date_joined: str
+
+
+@dataclass
+class Identity:
+    region: str
+    organization: Organization
+    user: User
+    project: Project  # the one with the data
+    other_project: Project  # same organization, no data; api_key_other_project is scoped to it
+    keys: dict[str, ApiKey] = field(default_factory=dict)
+    named_keys: dict[str, str] = field(default_factory=dict)  # JSON-line name -> key value
+
+
+def make_key(rng, label: str, scopes: list[str], created: str, **kw) -> ApiKey:
+    return ApiKey(id=D.uuid4_from(rng), label=label, value="phx_" + D.random_token(rng, 40), scopes=scopes,
+                  created_at=created, **kw)
+
+
+def build_identity(seed: int, region: str, anchor_us: int) -> Identity:
+    import random
+
+    rng = random.Random(f"{seed}:identity")
+    created = D.db_to_iso(D.fmt_db(anchor_us - 400 * D.DAY_US))
+    project_id = rng.randrange(10_000, 99_000)
+    tz = "Europe/Prague" if region == "eu" else "America/New_York"
+    org = Organization(id=D.uuid4_from(rng), name="Sandbox Analytics", slug="sandbox-analytics", created_at=created)
+    user = User(uuid=D.uuid4_from(rng), distinct_id=D.random_token(rng, 32), first_name="Sandra",
+                last_name="Box", email="sandra.box@example.com", date_joined=created)
+    project = Project(id=project_id, uuid=D.uuid4_from(rng), name="Sandbox web app", timezone=tz,
+                      api_token="phc_" + D.random_token(rng, 43), created_at=created)
+    other = Project(id=project_id + 1, uuid=D.uuid4_from(rng), name="Sandbox staging", timezone=tz,
+                    api_token="phc_" + D.random_token(rng, 43), created_at=created)
+    ident = Identity(region=region, organization=org, user=user, project=project, other_project=other)
+    main = make_key(rng, "cs-posthog", list(READ_SCOPES), created)
+    missing = make_key(rng, "cs-posthog (too few scopes)",
+                       [s for s in READ_SCOPES if s not in ("query:read", "property_definition:read")], created)
+    other_key = make_key(rng, "staging only", ["*"], created, scoped_teams=[other.id])
+    no_current = make_key(rng, "cs-posthog (older server)", list(READ_SCOPES), created, refuse_current=True)
+    for name, key in (("api_key", main), ("api_key_missing_scopes", missing),
+                      ("api_key_other_project", other_key), ("api_key_no_current", no_current)):
+        ident.keys[key.value] = key
+        ident.named_keys[name] = key.value
+    return ident
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, code: str, detail: str, attr: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.type, self.code, self.detail, self.attr = status, type_, code, detail, attr
+
+    def response(self) -> Response:
+        return json_response(self.status, {"type": self.type, "code": self.code, "detail": self.detail,
+                                           "attr": self.attr})
+
+
+def not_found(detail: str = "Not found.") -> ApiError:
+    return ApiError(404, "invalid_request", "not_found", detail)
+
+
+def denied(detail: str) -> ApiError:
+    return ApiError(403, "authentication_error", "permission_denied", detail)
+
+
+def validation(detail: str, code: str = "invalid_input", attr: str | None = None) -> ApiError:
+    return ApiError(400, "validation_error", code, detail, attr)
+
+
+def parse_error(detail: str) -> ApiError:
+    return ApiError(400, "invalid_request", "parse_error", detail)
+
+
+def throttled_detail(wait: float) -> str:
+    n = ceil_wait(wait)
+    return f"Request was throttled. Expected available in {n} second{'' if n == 1 else 's'}."
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing
+# ---------------------------------------------------------------------------------------------
+
+P = r"/api/(?:projects|environments)/(?P<pid>[^/]+)"
+
+
+@dataclass
+class Route:
+    pattern: re.Pattern[str]
+    label: str
+    methods: tuple[str, ...]
+    scope: str | None  # None: special handling
+    kind: str  # "project" (nested under a project), "detail" (the project itself), "org", "user", "key"
+    handler: str
+    throttle: str = "default"
+
+
+def _r(regex: str, label: str, methods: tuple[str, ...], scope: str | None, kind: str, handler: str,
+       throttle: str = "default") -> Route:
+    return Route(re.compile("^" + regex + "/?$"), label, methods, scope, kind, handler, throttle)
+
+
+ROUTES = [
+    _r(r"/api/personal_api_keys/(?P<kid>[^/]+)", "/api/personal_api_keys/{id}/", ("GET",), None, "key",
+       "h_personal_key"),
+    _r(r"/api/users/(?P<uid>[^/]+)", "/api/users/{id}/", ("GET",), "user:read", "user", "h_user"),
+    _r(r"/api/organizations", "/api/organizations/", ("GET",), "organization:read", "org", "h_orgs"),
+    _r(r"/api/organizations/(?P<oid>[^/]+)", "/api/organizations/{id}/", ("GET",), "organization:read", "org",
+       "h_org"),
+    _r(r"/api/(?:projects|environments)", "/api/projects/", ("GET",), "project:read", "org", "h_projects"),
+    _r(P, "/api/projects/{id}/", ("GET",), "project:read", "detail", "h_project"),
+    _r(P + r"/event_definitions", "/api/projects/{id}/event_definitions/", ("GET",), "event_definition:read",
+       "project", "h_event_definitions"),
+    _r(P + r"/property_definitions", "/api/projects/{id}/property_definitions/", ("GET",),
+       "property_definition:read", "project", "h_property_definitions"),
+    _r(P + r"/query", "/api/projects/{id}/query/", ("POST",), "query:read", "project", "h_query", "query"),
+    _r(P + r"/query/(?P<qkind>[A-Z][A-Za-z]*)", "/api/projects/{id}/query/{kind}/", ("POST",), "query:read",
+       "project", "h_query", "query"),
+    _r(P + r"/persons", "/api/projects/{id}/persons/", ("GET",), "person:read", "project", "h_persons"),
+    _r(P + r"/events", "/api/projects/{id}/events/", ("GET",), "query:read", "project", "h_events"),
+    _r(P + r"/actions", "/api/projects/{id}/actions/", ("GET",), "action:read", "project", "h_actions"),
+]
+
+KNOWN_QUERY_KINDS = {
+    "EventsNode", "ActionsNode", "PersonsNode", "DataWarehouseNode", "EventsQuery", "ActorsQuery",
+    "GroupsQuery", "InsightActorsQuery", "HogQuery", "HogQLQuery", "HogQLMetadata", "HogQLAutocomplete",
+    "HogQLASTQuery", "SessionsTimelineQuery", "SessionsQuery", "RecordingsQuery", "DatabaseSchemaQuery",
+    "TrendsQuery", "FunnelsQuery", "RetentionQuery", "PathsQuery", "StickinessQuery", "LifecycleQuery",
+    "WebOverviewQuery", "WebStatsTableQuery", "ErrorTrackingQuery", "DataTableNode", "DataVisualizationNode",
+    "InsightVizNode", "SavedInsightNode", "TracesQuery",
+}
+FORCE_REFRESH = {"force_blocking", "force_async", "force_cache_async"}
+CACHE_TTL_S = 6 * 3600
+
+
+def page_url(req: Request, **updates: object) -> str:
+    """DRF's replace/remove_query_param on the absolute request URL (parameters sorted)."""
+    params = {k: list(v) for k, v in req.query.items()}
+    for key, value in updates.items():
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = [str(value)]
+    qs = urlencode(sorted(params.items()), doseq=True)
+    return f"{req.base_url}{req.path}" + (f"?{qs}" if qs else "")
+
+
+def int_param(req: Request, name: str, default: int, minimum: int) -> int:
+    raw = req.param(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise validation("A valid integer is required.", "invalid_input", name) from None
+    if value < minimum:
+        raise validation(f"Ensure this value is greater than or equal to {minimum}.", "min_value", name)
+    return value
+
+
+def paginate(req: Request, items: list, limit: int, offset: int) -> dict:
+    count = len(items)
+    nxt = None if offset + limit >= count else page_url(req, limit=limit, offset=offset + limit)
+    if offset <= 0:
+        prev = None
+    elif offset - limit <= 0:
+        prev = page_url(req, limit=limit, offset=None)
+    else:
+        prev = page_url(req, limit=limit, offset=offset - limit)
+    return {"count": count, "next": nxt, "previous": prev, "results": items[offset:offset + limit]}
+
+
+def search_terms(req: Request) -> list[str]:
+    return [t.lower() for t in (req.param("search") or "").split()]
+
+
+def iso_offset(db_value: str | None) -> str | None:
+    """DB text -> ``2024-01-01T10:00:00.123456+00:00`` (how DRF renders aware datetimes here)."""
+    if db_value is None:
+        return None
+    text = str(db_value)
+    if "." not in text:
+        text += ".000000"
+    return text.replace(" ", "T", 1) + "+00:00"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+# ---------------------------------------------------------------------------------------------
+
+
+class PostHogApp(App):
+    def __init__(self, *, name: str, identity: Identity | None, data_pool: DBPool, rate_limits: str = "off",
+                 hogql_execute: Callable | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.name = name
+        self.identity = identity  # None: the region where the project does not live (every key is unknown)
+        self.data_pool = data_pool
+        self.rate_limits = rate_limits
+        self._execute = hogql_execute
+        self.seed = seed
+        scale = 60.0 if rate_limits == "fast" else 1.0
+        self.scale = scale
+        self.windows = {
+            "default": [SlidingWindow(480, 60 / scale), SlidingWindow(4800, 3600 / scale)],
+            "query": [SlidingWindow(240, 60 / scale), SlidingWindow(2400, 3600 / scale)],
+        }
+        self.max_concurrent_queries = 3
+        self._running = 0
+        self._running_lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._task_seq = 0
+        import random
+
+        self._hook_rng = random.Random(f"{seed}:hooks:{name}")
+        self.stats.extra["hogql_queries"] = 0
+
+    # -- framework hooks ----------------------------------------------------------------------
+
+    def route_of(self, method: str, path: str) -> str:
+        for route in ROUTES:
+            if route.pattern.match(path):
+                return f"{method} {route.label}"
+        return f"{method} (unknown)"
+
+    def fault_response(self, kind: str) -> Response:
+        if kind == "500":
+            return ApiError(500, "server_error", "error", "A server error occurred.").response()
+        if kind == "429":
+            return ApiError(429, "throttled_error", "throttled", throttled_detail(1)).response()
+        return super().fault_response(kind)
+
+    def too_large(self) -> Response:
+        return ApiError(413, "invalid_request", "request_too_large", "Request body too large.").response()
+
+    def handle(self, req: Request) -> Response:
+        try:
+            return self._handle(req)
+        except ApiError as exc:
+            if exc.status == 429:
+                self.stats.throttle()
+            return exc.response()
+
+    def _handle(self, req: Request) -> Response:
+        for route in ROUTES:
+            m = route.pattern.match(req.path)
+            if m:
+                break
+        else:
+            raise not_found()
+        key = self.authenticate(req)
+        if req.method not in route.methods:
+            raise ApiError(405, "invalid_request", "method_not_allowed", f'Method "{req.method}" not allowed.')
+        project = self.authorize(req, route, m.groupdict(), key)
+        wait = throttle_check(self.windows[route.throttle], key.value) if self.rate_limits != "off" else None
+        if wait is not None:
+            raise ApiError(429, "throttled_error", "throttled", throttled_detail(wait))
+        return getattr(self, route.handler)(req, key, project, m.groupdict())
+
+    # -- auth ---------------------------------------------------------------------------------
+
+    def authenticate(self, req: Request) -> ApiKey:
+        token = source = None
+        auth = req.headers.get("authorization")
+        if auth:
+            m = re.match(r"^Bearer\s+(\S.+)$", auth)
+            if m:
+                token = m.group(1).strip()
+                source = "Authorization header"
+                if token.startswith("pha_"):  # OAuth tokens go to another authenticator
+                    token = source = None
+        if token is None and req.body and req.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = json.loads(req.body)
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "personal_api_key" in body:
+                token, source = str(body["personal_api_key"]), "body"
+        if token is None and req.param("personal_api_key") is not None:
+            token, source = req.param("personal_api_key"), "query string"
+        if token is None:
+            raise ApiError(401, "authentication_error", "not_authenticated",
+                           "Authentication credentials were not provided.")
+        key = self.identity.keys.get(token) if self.identity else None
+        if key is None:
+            raise ApiError(401, "authentication_error", "authentication_failed",
+                           f"Personal API key found in request {source} is invalid.")
+        return key
+
+    def project_by_ref(self, ref: str, detail_404: str) -> Project:
+        ident = self.identity
+        assert ident is not None
+        if ref == "@current":
+            return ident.project
+        try:
+            pid = int(ref)
+        except ValueError:
+            raise not_found(detail_404) from None
+        for project in (ident.project, ident.other_project):
+            if project.id == pid:
+                return project
+        raise not_found(detail_404)
+
+    def authorize(self, req: Request, route: Route, groups: dict, key: ApiKey) -> Project | None:
+        project = None
+        if route.kind in ("project", "detail"):
+            project = self.project_by_ref(groups["pid"], "Not found." if route.kind == "detail"
+                                          else "Project not found.")
+        if route.kind == "key":
+            if key.refuse_current and groups.get("kid") == "@current":
+                raise denied("API key missing required scope 'personal_api_key:read'")
+            return None
+        if route.kind != "user" and key.scoped_teams:
+            if project is None:
+                raise denied("API keys with scoped projects are only supported on project-based endpoints.")
+            if project.id not in key.scoped_teams:
+                raise denied(f"API key does not have access to the requested project: ID {project.id}.")
+        if route.kind != "user" and key.scoped_organizations:
+            if self.identity.organization.id not in key.scoped_organizations:
+                raise denied(f"API key does not have access to the requested organization: ID "
+                             f"{self.identity.organization.id}.")
+        if "*" in key.scopes or route.scope is None:
+            return project
+        obj = route.scope.split(":", 1)[0]
+        if route.scope not in key.scopes and f"{obj}:write" not in key.scopes:
+            raise denied(f"API key missing required scope '{route.scope}'")
+        return project
+
+    # -- serialisers ----------------------------------------------------------------------------
+
+    def _org_json(self) -> dict:
+        org = self.identity.organization
+        return {"id": org.id, "name": org.name, "slug": org.slug, "logo_media_id": None,
+                "created_at": org.created_at, "updated_at": org.created_at, "membership_level": 15,
+                "plugins_access_level": 9, "teams": [self._project_basic(p) for p in self._projects()],
+                "projects": [{"id": p.id, "name": p.name, "organization_id": org.id} for p in self._projects()],
+                "available_product_features": [], "is_member_join_email_enabled": True, "metadata": {},
+                "customer_id": None, "enforce_2fa": None, "member_count": 1}
+
+    def _projects(self) -> list[Project]:
+        return [self.identity.project, self.identity.other_project]
+
+    def _project_basic(self, p: Project) -> dict:
+        org = self.identity.organization
+        return {"id": p.id, "uuid": p.uuid, "organization": org.id, "project_id": p.id, "api_token": p.api_token,
+                "name": p.name, "completed_snippet_onboarding": True, "has_completed_onboarding_for": {
+                    "product_analytics": True}, "ingested_event": p is self.identity.project, "is_demo": False,
+                "timezone": p.timezone, "access_control": False}
+
+    def _project_full(self, p: Project) -> dict:
+        return {**self._project_basic(p), "created_at": p.created_at, "updated_at": p.created_at,
+                "anonymize_ips": False, "app_urls": [], "slack_incoming_webhook": None,
+                "test_account_filters": [], "test_account_filters_default_checked": False, "path_cleaning_filters": [],
+                "data_attributes": ["data-attr"], "person_display_name_properties": ["email", "name", "username"],
+                "correlation_config": {}, "autocapture_opt_out": False, "session_recording_opt_in": False,
+                "week_start_day": 1, "primary_dashboard": None, "live_events_columns": None,
+                "recording_domains": [], "person_on_events_querying_enabled": True, "modifiers": {},
+                "default_modifiers": {"personsOnEventsMode": "person_id_override_properties_on_events"},
+                "effective_membership_level": 15, "access_control_version": "v2"}
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def h_personal_key(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
+        kid = groups["kid"]
+        if kid not in ("@current", key.id):
+            raise not_found()
+        return json_response(200, {
+            "id": key.id, "label": key.label, "value": None, "mask_value": key.mask_value,
+            "created_at": key.created_at, "last_used_at": now_iso(), "user_id": 1,
+            "scopes": key.scopes or ["*"], "scoped_teams": key.scoped_teams or [],
+            "scoped_organizations": key.scoped_organizations or [], "last_rolled_at": None})
+
+    def h_user(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
+        if groups["uid"] not in ("@me", self.identity.user.uuid):
+            raise not_found()
+        u = self.identity.user
+        org = self._org_json()
+        return json_response(200, {
+            "date_joined": u.date_joined, "uuid": u.uuid, "distinct_id": u.distinct_id,
+            "first_name": u.first_name, "last_name": u.last_name, "email": u.email, "pending_email": None,
+            "is_email_verified": True, "notification_settings": {}, "anonymize_data": False,
+            "toolbar_mode": "toolbar", "has_password": True, "is_staff": False, "is_impersonated": False,
+            "team": self._project_basic(self.identity.project), "organization": org,
+            "organizations": [{"id": org["id"], "name": org["name"], "slug": org["slug"],
+                               "membership_level": 15, "members_can_use_personal_api_keys": True}],
+            "is_2fa_enabled": False, "has_social_auth": False, "scene_personalisation": []})
+
+    def h_orgs(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
+        limit = int_param(req, "limit", 100, 1)
+        offset = int_param(req, "offset", 0, 0)
+        return json_response(200, paginate(req, [self._org_json()], limit, offset))
+
+    def h_org(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
+        if groups["oid"] not in ("@current", self.identity.organization.id):
+            raise not_found("Organization not found.")
+        return json_response(200, self._org_json())
+
+    def h_projects(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
+        limit = int_param(req, "limit", 100, 1)
+        offset = int_param(req, "offset", 0, 0)
+        return json_response(200, paginate(req, [self._project_basic(p) for p in self._projects()], limit, offset))
+
+    def h_project(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        return json_response(200, self._project_full(project))
+
+    def h_actions(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        limit = int_param(req, "limit", 100, 1)
+        offset = int_param(req, "offset", 0, 0)
+        return json_response(200, paginate(req, [], limit, offset))
+
+    # -- definitions ------------------------------------------------------------------------------
+
+    def h_event_definitions(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        limit = int_param(req, "limit", 100, 1)
+        offset = int_param(req, "offset", 0, 0)
+        event_type = req.param("event_type", "event")
+        if event_type not in ("event", "event_custom", "event_posthog", "all", "action_event"):
+            raise validation("Not a valid event type. Use one of: event, event_custom, event_posthog.",
+                             attr="event_type")
+        rows = []
+        if project.pool is not None:
+            with project.pool.conn() as conn:
+                rows = conn.execute("SELECT name, id, created_at, last_seen_at FROM sbx_event_definitions").fetchall()
+        terms = search_terms(req)
+        names_filter = {n for v in req.query.get("names", []) for n in v.split(",") if n}
+        items = []
+        for name, did, created, last_seen in rows:
+            if event_type == "event_custom" and name.startswith("$"):
+                continue
+            if event_type == "event_posthog" and not name.startswith("$"):
+                continue
+            if terms and not all(t in name.lower() for t in terms):
+                continue
+            if names_filter and name not in names_filter:
+                continue
+            items.append((name, did, created, last_seen))
+        items.sort(key=lambda r: r[0])
+        orderings = [o for raw in req.query.get("ordering", []) for o in raw.split(",") if o]
+        orderings = [o for o in orderings if o.lstrip("-") in ("name", "last_seen_at", "created_at",
+                                                              "last_seen_at::date", "created_at::date")]
+        if not orderings:
+            orderings = ["-last_seen_at::date", "name"]
+            if terms:
+                orderings = ["length(name)", *orderings]
+        elif "name" not in [o.lstrip("-") for o in orderings]:
+            orderings.append("name")
+        for spec in reversed(orderings):
+            desc = spec.startswith("-")
+            fieldname = spec.lstrip("-")
+            if fieldname == "length(name)":
+                items.sort(key=lambda r: len(r[0]), reverse=desc)
+            elif fieldname == "name":
+                items.sort(key=lambda r: r[0], reverse=desc)
+            else:
+                idx = 3 if fieldname.startswith("last_seen_at") else 2
+                cut = 10 if fieldname.endswith("::date") else 26
+                items.sort(key=lambda r, i=idx, c=cut: r[i][:c], reverse=desc)
+        results = [{
+            "id": did, "name": name, "created_at": iso_offset(created), "last_seen_at": iso_offset(last_seen),
+            "last_updated_at": iso_offset(last_seen), "tags": [], "enforcement_mode": "allow",
+            "primary_property": None, "is_action": False, "action_id": None, "is_calculating": False,
+            "last_calculated_at": None, "created_by": None, "post_to_slack": False,
+        } for name, did, created, last_seen in items]
+        return json_response(200, paginate(req, results, limit, offset))
+
+    def h_property_definitions(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        limit = int_param(req, "limit", 100, 1)
+        offset = int_param(req, "offset", 0, 0)
+        ptype = req.param("type", "event")
+        if ptype not in ("event", "person", "group", "session"):
+            raise validation(f'"{ptype}" is not a valid choice.', "invalid_choice", "type")
+        rows = []
+        if project.pool is not None and ptype in ("event", "person"):
+            with project.pool.conn() as conn:
+                rows = conn.execute("SELECT name, id, property_type FROM sbx_property_definitions WHERE type = ? "
+                                    "ORDER BY name", (ptype,)).fetchall()
+        terms = search_terms(req)
+        wanted = {n for n in (req.param("properties") or "").split(",") if n}
+        numerical = req.param("is_numerical") == "true"
+
+        def keep(name: str, prop_type: str | None) -> bool:
+            if terms and not all(t in name.lower() for t in terms):
+                return False
+            if wanted and name not in wanted:
+                return False
+            return not (numerical and prop_type != "Numeric")
+
+        results = [{"id": pid, "name": name, "is_numerical": prop_type == "Numeric", "property_type": prop_type,
+                    "tags": [], "is_seen_on_filtered_events": None}
+                   for name, pid, prop_type in rows if keep(name, prop_type)]
+        if ptype == "person" and project.pool is not None:
+            for name in D.VIRTUAL_PERSON_PROPERTIES:
+                prop_type = D.VIRTUAL_PROPERTY_TYPES[name]
+                if keep(name, prop_type):
+                    results.append({"id": name, "name": name, "is_numerical": prop_type == "Numeric",
+                                    "property_type": prop_type, "tags": [], "is_seen_on_filtered_events": None,
+                                    "virtual": True})
+        return json_response(200, paginate(req, results, limit, offset))
+
+    # -- query ----------------------------------------------------------------------------------
+
+    def _acquire_query_slot(self) -> None:
+        if self.rate_limits == "off":
+            with self._running_lock:
+                self._running += 1
+            return
+        deadline = time.monotonic() + 30.0 / self.scale
+        delay = 0.134 / self.scale
+        with self._running_lock:
+            self._task_seq += 1
+            task = f"{self._task_seq:08x}"
+        while True:
+            with self._running_lock:
+                if self._running < self.max_concurrent_queries:
+                    self._running += 1
+                    return
+            if time.monotonic() >= deadline or self.stop_event.is_set():
+                org = self.identity.organization.id
+                raise ApiError(429, "throttled_error", "throttled",
+                               f"Exceeded maximum concurrency limit: {self.max_concurrent_queries} for key: "
+                               f"api:query:per-org:{org} and task: {task}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.714 / self.scale)
+
+    def _release_query_slot(self) -> None:
+        with self._running_lock:
+            self._running -= 1
+
+    def h_query(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        try:
+            body = json.loads(req.body.decode("utf-8") or "null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise parse_error(f"JSON parse error - {exc}") from None
+        path_kind = groups.get("qkind")
+        if not isinstance(body, dict):
+            raise parse_error("JSON parse error - 1 validation error for QueryRequest\n  Input should be a valid "
+                              "dictionary or instance of QueryRequest [type=model_type]")
+        query = body.get("query")
+        if path_kind:
+            body_kind = query.get("kind") if isinstance(query, dict) else None
+            if path_kind != body_kind:
+                raise validation(f'Query kind mismatch: path kind "{path_kind}" does not match body kind '
+                                 f'"{body_kind}".')
+        if not isinstance(query, dict):
+            raise parse_error("JSON parse error - 1 validation error for QueryRequest\nquery\n  Field required "
+                              "[type=missing, input_type=dict]")
+        kind = query.get("kind")
+        if kind not in KNOWN_QUERY_KINDS:
+            raise parse_error(f"JSON parse error - 1 validation error for QueryRequest\nquery\n  Input tag "
+                              f"'{kind}' found using 'kind' does not match any of the expected tags "
+                              f"[type=union_tag_invalid, input_type=dict]")
+        if kind != "HogQLQuery":
+            raise validation(f"The sandbox PostHog runs HogQLQuery only; {kind} is not supported here.",
+                             "unsupported_query_kind")
+        text = query.get("query")
+        if not isinstance(text, str):
+            raise parse_error("JSON parse error - 1 validation error for QueryRequest\nquery.HogQLQuery.query\n  "
+                              "Field required [type=missing, input_type=dict]")
+        values = query.get("values")
+        if values is not None and not isinstance(values, dict):
+            raise parse_error("JSON parse error - 1 validation error for QueryRequest\nquery.HogQLQuery.values\n  "
+                              "Input should be a valid dictionary [type=dict_type]")
+        modifiers = query.get("modifiers") or {}
+        refresh = body.get("refresh", "blocking")
+        force = refresh is True or refresh in FORCE_REFRESH
+        cache_key = "cache_" + hashlib.sha256(json.dumps(
+            [project.id, text, values, modifiers], sort_keys=True, default=str).encode()).hexdigest()[:32]
+        if not force:
+            with self._cache_lock:
+                hit = self._cache.get(cache_key)
+            if hit is not None and time.time() - hit[0] < CACHE_TTL_S:
+                return json_response(200, {**hit[1], "is_cached": True})
+        if self._execute is None:
+            raise ApiError(500, "server_error", "error", "A server error occurred.")
+        self._acquire_query_slot()
+        try:
+            from cs_posthog.sandbox.hogql import HogQLError
+
+            assert project.pool is not None
+            with project.pool.conn() as conn:
+                try:
+                    result = self._execute(conn, text, values, personal_api_key=True)
+                except HogQLError as exc:
+                    raise ApiError(400, "validation_error", getattr(exc, "code", "hogql_error"),
+                                   getattr(exc, "detail", str(exc))) from None
+        finally:
+            self._release_query_slot()
+        self.stats.incr("hogql_queries")
+        refreshed = now_iso()
+        envelope = {
+            **result,
+            "clickhouse": None, "timings": [], "modifiers": modifiers, "query": text, "error": None,
+            "explain": None, "metadata": None, "is_cached": False, "cache_key": cache_key,
+            "cache_target_age": None, "calculation_trigger": None, "last_refresh": refreshed,
+            "next_allowed_client_refresh": refreshed, "query_status": None,
+            "timezone": "UTC" if modifiers.get("convertToProjectTimezone") is False else project.timezone,
+        }
+        with self._cache_lock:
+            self._cache[cache_key] = (time.time(), envelope)
+            while len(self._cache) > 64:
+                self._cache.popitem(last=False)
+        return json_response(200, envelope)
+
+    # -- legacy list endpoints --------------------------------------------------------------------
+
+    def h_persons(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        limit = min(int_param(req, "limit", 100, 1), 1000)
+        offset = int_param(req, "offset", 0, 0)
+        where, args = [], []
+        if req.param("distinct_id"):
+            where.append("p.id IN (SELECT person_id FROM person_distinct_ids WHERE distinct_id = ?)")
+            args.append(req.param("distinct_id"))
+        if req.param("email"):
+            where.append("json_extract(p.properties, '$.email') = ?")
+            args.append(req.param("email"))
+        if req.param("search"):
+            term = f"%{req.param('search').lower()}%"
+            where.append("(lower(json_extract(p.properties, '$.email')) LIKE ? OR "
+                         "lower(json_extract(p.properties, '$.name')) LIKE ? OR p.id IN "
+                         "(SELECT person_id FROM person_distinct_ids WHERE lower(distinct_id) LIKE ?))")
+            args += [term, term, term]
+        if req.param("properties"):
+            raise validation("The sandbox does not filter the legacy persons list by properties; use HogQL.",
+                             attr="properties")
+        sql = ("SELECT p.id, p.created_at, p.properties, p.is_identified FROM persons p"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY p.created_at DESC, p.id DESC LIMIT ? OFFSET ?")
+        results = []
+        if project.pool is not None:
+            with project.pool.conn() as conn:
+                rows = conn.execute(sql, [*args, limit + 1, offset]).fetchall()
+                ids = [r[0] for r in rows[:limit]]
+                dids: dict[str, list[str]] = {i: [] for i in ids}
+                for chunk_start in range(0, len(ids), 500):
+                    chunk = ids[chunk_start:chunk_start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for did, pid in conn.execute(
+                            f"SELECT distinct_id, person_id FROM person_distinct_ids WHERE person_id IN ({marks}) "
+                            "ORDER BY distinct_id", chunk):
+                        dids[pid].append(did)
+        else:
+            rows = []
+        for pid, created, props_text, ident in rows[:limit]:
+            props = json.loads(props_text or "{}")
+            ds = dids.get(pid, [])
+            name = props.get("email") or props.get("name") or props.get("username") or (ds[0] if ds else pid)
+            results.append({"id": int(pid.replace("-", "")[:12], 16), "uuid": pid, "name": name, "type": "person",
+                            "distinct_ids": ds, "properties": props, "created_at": iso_offset(created),
+                            "is_identified": bool(ident), "last_seen_at": None})
+        nxt = page_url(req, limit=limit, offset=offset + limit) if len(rows) > limit else None
+        prev = None if offset <= 0 else page_url(req, limit=limit, offset=max(offset - limit, 0) or None)
+        return json_response(200, {"results": results, "next": nxt, "previous": prev})
+
+    def h_events(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        limit = min(int_param(req, "limit", 100, 1), 1000)
+        offset = int_param(req, "offset", 0, 0)
+        if offset > 50_000:
+            raise validation("Offset values larger than 50000 are not supported. Use before and after to page.",
+                             attr="offset")
+        if req.param("properties") or req.param("action_id"):
+            raise validation("The sandbox does not filter the legacy events list by properties or actions; "
+                             "use HogQL.", attr="properties")
+        now = D.now_us()
+
+        def bound(name: str, default_us: int) -> str:
+            raw = req.param(name)
+            if not raw:
+                return D.fmt_db(default_us)
+            rel = re.fullmatch(r"-(\d+)([hdwm])", raw.strip())
+            if rel:
+                n, unit = int(rel.group(1)), rel.group(2)
+                span = {"h": D.HOUR_US, "d": D.DAY_US, "w": 7 * D.DAY_US, "m": 30 * D.DAY_US}[unit]
+                return D.fmt_db(now - n * span)
+            try:
+                return D.fmt_db(D.parse_time(raw))
+            except ValueError:
+                raise validation(f"Invalid datetime: {raw}", attr=name) from None
+
+        after = bound("after", now - D.DAY_US)
+        before = bound("before", now + 5 * D.US)
+        try:
+            order = json.loads(req.param("orderBy") or '["-timestamp"]')
+        except ValueError:
+            order = ["-timestamp"]
+        desc = not order or order[0] != "timestamp"
+        where = ["e.timestamp > ?", "e.timestamp < ?"]
+        args: list = [after, before]
+        for name in ("event", "distinct_id", "person_id"):
+            if req.param(name):
+                where.append(f"e.{name} = ?")
+                args.append(req.param(name))
+        sql = ("SELECT e.uuid, e.event, e.timestamp, e.distinct_id, e.person_id, e.properties FROM events e WHERE "
+               + " AND ".join(where) + f" ORDER BY e.timestamp {'DESC' if desc else 'ASC'} LIMIT ? OFFSET ?")
+        rows = []
+        persons: dict[str, tuple] = {}
+        if project.pool is not None:
+            with project.pool.conn() as conn:
+                rows = conn.execute(sql, [*args, limit + 1, offset]).fetchall()
+                pids = sorted({r[4] for r in rows[:limit] if r[4]})
+                for s in range(0, len(pids), 500):
+                    chunk = pids[s:s + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for pid, props_text, ident in conn.execute(
+                            f"SELECT id, properties, is_identified FROM persons WHERE id IN ({marks})", chunk):
+                        persons[pid] = (json.loads(props_text or "{}"), bool(ident))
+        results = []
+        for u, ev, ts, did, pid, props_text in rows[:limit]:
+            person = None
+            if pid in persons:
+                pprops, ident = persons[pid]
+                person = {"is_identified": ident, "distinct_ids": [did],
+                          "properties": {k: pprops[k] for k in ("email", "name", "username") if k in pprops}}
+            results.append({"id": u, "distinct_id": did, "properties": json.loads(props_text or "{}"), "event": ev,
+                            "timestamp": iso_offset(ts), "person": person, "elements": [], "elements_chain": ""})
+        nxt = None
+        if len(rows) > limit:
+            last_ts = iso_offset(rows[limit - 1][2])
+            nxt = page_url(req, **({"before": last_ts} if desc else {"after": last_ts}))
+        return json_response(200, {"next": nxt, "results": results})
+
+    # -- hooks ----------------------------------------------------------------------------------
+
+    def handle_hook(self, req: Request) -> Response:
+        path = req.path.rstrip("/")
+        if req.method == "GET" and path == "/_sandbox/stats":
+            return json_response(200, {"server": self.name, **self.stats.snapshot()})
+        if req.method == "GET" and path in ("/_sandbox/dump/events", "/_sandbox/dump/persons"):
+            return self._dump(path.rsplit("/", 1)[1])
+        if req.method == "POST" and path == "/_sandbox/events":
+            return self._post_events(req)
+        if req.method == "POST" and path == "/_sandbox/persons":
+            return self._post_persons(req)
+        return json_response(404, {"error": "unknown sandbox hook", "path": req.path})
+
+    def _dump(self, what: str) -> Response:
+        pool = self.data_pool
+
+        def lines():
+            with pool.conn() as conn:
+                yield from (D.iter_event_dump(conn) if what == "events" else D.iter_person_dump(conn))
+
+        return jsonl_response(lines())
+
+    def _rows(self, req: Request) -> list[dict]:
+        try:
+            rows = req.json()
+        except ValueError as exc:
+            raise ValueError(f"body is not JSON: {exc}") from None
+        if isinstance(rows, dict):
+            rows = [rows]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError("body must be a JSON list of objects")
+        return rows
+
+    def _post_events(self, req: Request) -> Response:
+        try:
+            rows = self._rows(req)
+        except ValueError as exc:
+            return json_response(400, {"error": str(exc)})
+        keep_created = req.param("keep_created_at") in ("1", "true")
+        pool = self.data_pool
+        inserted = replaced = created_persons = 0
+        uuids = []
+        with pool.write_lock, pool.conn() as conn:
+            try:
+                now = D.now_us()
+                names: list[tuple[str, str]] = []
+                props_seen: list[tuple[str, object]] = []
+                for i, row in enumerate(rows):
+                    event = row.get("event")
+                    if not isinstance(event, str) or not event:
+                        raise ValueError(f"row {i}: 'event' is required")
+                    ts = D.parse_time(row["timestamp"]) if row.get("timestamp") is not None else now
+                    created = (D.parse_time(row["created_at"]) if keep_created and row.get("created_at") is not None
+                               else now)
+                    props = row.get("properties") or {}
+                    if not isinstance(props, dict):
+                        raise ValueError(f"row {i}: 'properties' must be an object")
+                    distinct_id = row.get("distinct_id")
+                    person_id = row.get("person_id")
+                    if distinct_id is None and person_id is None:
+                        raise ValueError(f"row {i}: 'distinct_id' or 'person_id' is required")
+                    if distinct_id is None:
+                        found = conn.execute("SELECT distinct_id FROM person_distinct_ids WHERE person_id = ? "
+                                             "ORDER BY distinct_id LIMIT 1", (person_id,)).fetchone()
+                        if not found:
+                            raise ValueError(f"row {i}: person {person_id} has no distinct id")
+                        distinct_id = found[0]
+                    distinct_id = str(distinct_id)
+                    if person_id is None:
+                        found = conn.execute("SELECT person_id FROM person_distinct_ids WHERE distinct_id = ?",
+                                             (distinct_id,)).fetchone()
+                        person_id = found[0] if found else None
+                    if person_id is None or conn.execute("SELECT 1 FROM persons WHERE id = ?",
+                                                         (person_id,)).fetchone() is None:
+                        person_id = person_id or D.uuid4_from(self._hook_rng)
+                        conn.execute("INSERT INTO persons(id, created_at, properties, is_identified) "
+                                     "VALUES (?, ?, '{}', 0)", (person_id, D.fmt_db(min(ts, now))))
+                        created_persons += 1
+                    if conn.execute("SELECT 1 FROM person_distinct_ids WHERE distinct_id = ?",
+                                    (distinct_id,)).fetchone() is None:
+                        conn.execute("INSERT INTO person_distinct_ids(distinct_id, person_id) VALUES (?, ?)",
+                                     (distinct_id, person_id))
+                    u = row.get("uuid") or D.uuid7_from(self._hook_rng, ts)
+                    cur = conn.execute("DELETE FROM events WHERE uuid = ?", (u,))
+                    if cur.rowcount:
+                        replaced += 1
+                    else:
+                        inserted += 1
+                    conn.execute("INSERT INTO events(uuid, event, timestamp, created_at, distinct_id, person_id, "
+                                 "properties) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (u, event, D.fmt_db(ts), D.fmt_db(created), distinct_id, person_id,
+                                  json.dumps(props, ensure_ascii=False)))
+                    uuids.append(u)
+                    names.append((event, D.fmt_db(created)))
+                    props_seen.extend(props.items())
+                D.record_definitions(conn, event_names=names, event_props=props_seen, rng=self._hook_rng)
+                conn.commit()
+            except (ValueError, KeyError, TypeError) as exc:
+                conn.rollback()
+                return json_response(400, {"error": str(exc)})
+        return json_response(200, {"inserted": inserted, "replaced": replaced, "persons_created": created_persons,
+                                   "uuids": uuids})
+
+    def _post_persons(self, req: Request) -> Response:
+        try:
+            rows = self._rows(req)
+        except ValueError as exc:
+            return json_response(400, {"error": str(exc)})
+        pool = self.data_pool
+        inserted = updated = 0
+        ids = []
+        with pool.write_lock, pool.conn() as conn:
+            try:
+                now = D.now_us()
+                props_seen: list[tuple[str, object]] = []
+                for i, row in enumerate(rows):
+                    pid = row.get("id") or D.uuid4_from(self._hook_rng)
+                    existing = conn.execute("SELECT created_at, properties, is_identified FROM persons WHERE id = ?",
+                                            (pid,)).fetchone()
+                    props = row.get("properties")
+                    if props is not None and not isinstance(props, dict):
+                        raise ValueError(f"row {i}: 'properties' must be an object")
+                    dids = row.get("distinct_ids") or []
+                    if not isinstance(dids, list):
+                        raise ValueError(f"row {i}: 'distinct_ids' must be a list")
+                    if existing is None:
+                        created = D.fmt_db(D.parse_time(row["created_at"])) if row.get("created_at") else D.fmt_db(now)
+                        conn.execute("INSERT INTO persons(id, created_at, properties, is_identified) VALUES (?,?,?,?)",
+                                     (pid, created, json.dumps(props or {}, ensure_ascii=False),
+                                      int(bool(row.get("is_identified", False)))))
+                        inserted += 1
+                    else:
+                        created = (D.fmt_db(D.parse_time(row["created_at"])) if row.get("created_at")
+                                   else existing[0])
+                        new_props = json.dumps(props, ensure_ascii=False) if props is not None else existing[1]
+                        ident = int(bool(row["is_identified"])) if "is_identified" in row else existing[2]
+                        conn.execute("UPDATE persons SET created_at = ?, properties = ?, is_identified = ? WHERE id = ?",
+                                     (created, new_props, ident, pid))
+                        updated += 1
+                    for did in dids:
+                        conn.execute("DELETE FROM person_distinct_ids WHERE distinct_id = ?", (str(did),))
+                        conn.execute("INSERT INTO person_distinct_ids(distinct_id, person_id) VALUES (?, ?)",
+                                     (str(did), pid))
+                    ids.append(pid)
+                    props_seen.extend((props or {}).items())
+                D.record_definitions(conn, person_props=props_seen, rng=self._hook_rng)
+                conn.commit()
+            except (ValueError, KeyError, TypeError) as exc:
+                conn.rollback()
+                return json_response(400, {"error": str(exc)})
+        return json_response(200, {"inserted": inserted, "updated": updated, "ids": ids})

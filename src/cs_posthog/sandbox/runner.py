@@ -1,0 +1,158 @@
+"""Start the sandbox as a subprocess and talk to its hooks (for tests, the benchmarks and the demo).
+
+    with start_sandbox(events=2000, seed=3) as sb:
+        url = sb.info["posthog_eu"]
+        rows = get_jsonl(url + "/_sandbox/dump/events")
+
+Plain ``urllib`` only, so that tests of the HTTP clients do not depend on the client library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+
+class SandboxError(RuntimeError):
+    """The sandbox did not start (the message carries its stderr)."""
+
+
+class SandboxProcess:
+    def __init__(self, proc: subprocess.Popen, info: dict, stderr_path: str) -> None:
+        self.proc = proc
+        self.info = info
+        self._stderr_path = stderr_path
+
+    @property
+    def posthog_url(self) -> str:
+        """Base URL of the region where the project lives."""
+        return self.info[f"posthog_{self.info['region']}"]
+
+    @property
+    def other_region_url(self) -> str:
+        return self.info["posthog_eu" if self.info["region"] == "us" else "posthog_us"]
+
+    @property
+    def customerscore_url(self) -> str:
+        return self.info["customerscore"]
+
+    def stderr(self) -> str:
+        try:
+            with open(self._stderr_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        try:
+            os.unlink(self._stderr_path)
+        except OSError:
+            pass
+        return self.proc.returncode
+
+    def __enter__(self) -> SandboxProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40, seed: int = 1,
+                  rate_limits: str = "off", faults: float = 0.0, latency_ms: float = 0,
+                  stall_s: float = 65.0, region: str = "eu", extra_args: Sequence[str] = (),
+                  timeout: float | None = None, env: dict[str, str] | None = None) -> SandboxProcess:
+    """Launch ``python -m cs_posthog.sandbox --port-base 0 ...`` and wait for its JSON line."""
+    cmd = [sys.executable, "-m", "cs_posthog.sandbox", "--port-base", "0", "--events", str(events),
+           "--persons", str(persons), "--customers", str(customers), "--seed", str(seed),
+           "--rate-limits", rate_limits, "--faults", str(faults), "--latency-ms", str(latency_ms),
+           "--stall-s", str(stall_s), "--region", region, *extra_args]
+    fd, stderr_path = tempfile.mkstemp(prefix="cs-posthog-sandbox-", suffix=".stderr")
+    with os.fdopen(fd, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
+    timeout = timeout if timeout is not None else 60.0 + events / 20_000
+
+    line: list[bytes] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+
+    def fail(reason: str) -> SandboxError:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        with open(stderr_path, encoding="utf-8", errors="replace") as fh:
+            stderr = fh.read()
+        os.unlink(stderr_path)
+        return SandboxError(f"{reason}\ncommand: {' '.join(cmd)}\nexit code: {proc.returncode}\nstderr:\n{stderr}")
+
+    if not line:
+        raise fail(f"the sandbox printed no JSON line within {timeout:.0f} s")
+    if not line[0]:
+        raise fail("the sandbox exited before it was ready")
+    try:
+        info = json.loads(line[0])
+    except ValueError:
+        raise fail(f"the sandbox's first line is not JSON: {line[0][:200]!r}") from None
+    return SandboxProcess(proc, info, stderr_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small HTTP helpers (urllib)
+# ---------------------------------------------------------------------------------------------
+
+
+def http_request(method: str, url: str, *, body: Any = None, raw: bytes | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """One request; returns ``(status, headers, body)`` for every status (errors included)."""
+    hdrs = dict(headers or {})
+    data = raw
+    if body is not None:
+        data = json.dumps(body).encode("utf-8")
+        hdrs.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers.items()), resp.read()
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        return exc.code, dict(exc.headers.items()), payload
+
+
+def _ok(method: str, url: str, **kw: Any) -> bytes:
+    status, _, payload = http_request(method, url, **kw)
+    if status >= 400:
+        raise urllib.error.HTTPError(url, status, payload.decode("utf-8", "replace")[:500], None, None)
+    return payload
+
+
+def get_json(url: str, *, headers: dict[str, str] | None = None, timeout: float = 30.0) -> Any:
+    return json.loads(_ok("GET", url, headers=headers, timeout=timeout))
+
+
+def get_jsonl(url: str, *, headers: dict[str, str] | None = None, timeout: float = 120.0) -> list[Any]:
+    return [json.loads(line) for line in _ok("GET", url, headers=headers, timeout=timeout).splitlines() if line]
+
+
+def post_json(url: str, body: Any, *, headers: dict[str, str] | None = None, timeout: float = 30.0) -> Any:
+    payload = _ok("POST", url, body=body, headers=headers, timeout=timeout)
+    return json.loads(payload) if payload else None
