@@ -1,0 +1,1413 @@
+"""Translate a hogql_parser JSON AST into one SQLite statement over the sandbox tables.
+
+The rules (NULL handling, property extraction, column names, types) follow PostHog's printer and
+resolver; ``hogql.py``'s docstring lists the sources. Everything not handled here raises a 400
+``HogQLError`` instead of guessing, so the sandbox never returns a wrong answer silently.
+
+A compiled ``Plan`` depends on the query text and on the *shape* of ``values`` (which placeholders
+are NULL, strings, numbers, lists...), because PostHog's printer decides on constants (``x = {v}``
+with ``v`` None prints ``isNull(x)``). The values themselves are bound as SQLite parameters, so one
+plan serves every call with the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Callable
+
+from .hogql_errors import (
+    CANNOT_PARSE_DATETIME,
+    FILTERS_WRONG_TABLE_MESSAGE,
+    INVALID,
+    HogQLError,
+    query_error,
+    unsupported,
+)
+
+DT6 = "DateTime64(6, 'UTC')"  # events.timestamp / created_at, now(), toDateTime(...)
+DT3 = "DateTime64(3)"  # ClickHouse person.created_at: `created_at DateTime64` (no zone, millis)
+DT0 = "DateTime('UTC')"  # toStartOfDay(...)
+ZERO_UUID = "00000000-0000-0000-0000-000000000000"
+EPOCH = "1970-01-01 00:00:00.000000"
+
+DEFAULT_LIMIT = 100  # posthog/hogql/constants.py DEFAULT_RETURNED_ROWS
+MAX_LIMIT = 50_000  # posthog/hogql/constants.py MAX_SELECT_RETURNED_ROWS
+
+# Fields PostHog has on these tables that the sandbox does not model: a clear 400, not "unknown".
+_EVENTS_ELSEWHERE = {
+    "elements_chain", "$session_id", "$window_id", "session", "pdi", "poe", "goe_0", "goe_1", "goe_2",
+    "goe_3", "goe_4", "$group_0", "$group_1", "$group_2", "$group_3", "$group_4", "group_0", "group_1",
+    "group_2", "group_3", "group_4", "override", "event_person_id", "person_mode", "inserted_at",
+    "elements_chain_href", "elements_chain_texts", "elements_chain_ids", "elements_chain_elements",
+    "$session_id_uuid", "team_id", "_timestamp", "_offset",
+}
+_PERSONS_ELSEWHERE = {"pdi", "team_id", "is_deleted", "version", "last_seen_at", "$virt_initial_channel_type"}
+_OTHER_TABLES = {
+    "person_distinct_ids", "person_distinct_id_overrides", "sessions", "raw_sessions", "groups",
+    "cohort_people", "static_cohort_people", "session_replay_events", "raw_session_replay_events",
+    "log_entries", "query_log", "heatmaps", "exchange_rate", "raw_persons", "raw_person_distinct_ids",
+    "raw_groups", "numbers", "logs", "error_tracking_issues", "persons_revenue_analytics",
+}
+
+_SELECT_KEYS = {
+    "node", "select", "select_from", "where", "group_by", "having", "order_by", "limit", "offset",
+    "distinct", "start", "end",
+}
+_CLAUSE_LABELS = {
+    "ctes": "WITH (CTEs)", "prewhere": "PREWHERE", "qualify": "QUALIFY", "array_join_op": "ARRAY JOIN",
+    "array_join_list": "ARRAY JOIN", "window_exprs": "WINDOW", "limit_by": "LIMIT BY",
+    "limit_with_ties": "LIMIT ... WITH TIES", "settings": "SETTINGS", "view_name": "Views",
+    "limit_percent": "LIMIT ... PERCENT",
+}
+
+
+# --- values --------------------------------------------------------------------------------------
+def value_signature(v: Any) -> str:
+    """What of a placeholder value changes the compiled SQL (its type and NULL-ness, not its content)."""
+    if v is None:
+        return "N"
+    if isinstance(v, bool):
+        return "b"
+    if isinstance(v, int):
+        return "i"
+    if isinstance(v, float):
+        return "f"
+    if isinstance(v, str):
+        return "s"
+    if isinstance(v, (list, tuple)):
+        return "L(" + "".join(sorted({value_signature(x) for x in v})) + ")"
+    return "X" + type(v).__name__
+
+
+_DT_RE = re.compile(
+    r"^\s*(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*$"
+)
+_UNIX_RE = re.compile(r"^\s*(\d{9,10})(?:\.(\d+))?\s*$")
+
+
+def parse_datetime(text: str) -> datetime | None:
+    """Best-effort parse of a date-time string into a naive UTC datetime, or None.
+
+    Covers what callers send: ISO 8601 with ``T`` or a space, optional fraction (more than six digits
+    truncated), ``Z``/``UTC``/``±HH:MM`` offsets (no offset means UTC), a bare date, unix seconds.
+    """
+    if not isinstance(text, str):
+        return None
+    m = _DT_RE.match(text)
+    if m:
+        y, mo, d, h, mi, s, frac, tz = m.groups()
+        try:
+            dt = datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
+                          int((frac or "0")[:6].ljust(6, "0")))
+        except ValueError:
+            return None
+        if tz and tz not in ("Z", "z", "UTC"):
+            sign = 1 if tz[0] == "+" else -1
+            digits = tz[1:].replace(":", "")
+            offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            dt = dt - sign * offset
+        return dt
+    m = _UNIX_RE.match(text)
+    if m:
+        micros = int((m.group(2) or "0")[:6].ljust(6, "0"))
+        return datetime(1970, 1, 1) + timedelta(seconds=int(m.group(1)), microseconds=micros)
+    return None
+
+
+def canon(dt: datetime) -> str:
+    """The sandbox's stored form: fixed-width UTC text, so text order is time order."""
+    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond:06d}"
+
+
+def _dt_converter(type_name: str) -> Callable[[Any], str]:
+    """Like ClickHouse converting a String constant to the column's DateTime type (truncating)."""
+
+    def conv(v: Any) -> str:
+        dt = parse_datetime(v) if isinstance(v, str) else None
+        if dt is None:
+            raise HogQLError(CANNOT_PARSE_DATETIME, f"Cannot parse string {v!r} as {type_name}")
+        if type_name == DT3:
+            dt = dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+        elif type_name == DT0:
+            dt = dt.replace(microsecond=0)
+        return canon(dt)
+
+    return conv
+
+
+def _date_converter(v: Any) -> str:
+    dt = parse_datetime(v) if isinstance(v, str) else None
+    if dt is None:
+        raise HogQLError(CANNOT_PARSE_DATETIME, f"Cannot parse string {v!r} as Date")
+    return dt.strftime("%Y-%m-%d")
+
+
+def _uuid_converter(v: Any) -> Any:
+    return v.lower() if isinstance(v, str) else v
+
+
+# --- compiled expressions ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Const:
+    src: tuple  # ("lit", value) | ("val", name) | ("env", "now"/"today")
+    value: Any  # the value at compile time: only its type and NULL-ness are relied on
+
+
+@dataclass(frozen=True)
+class X:
+    sql: str
+    t: str  # ClickHouse type, without Nullable()
+    nullable: bool
+    kind: str  # str num bool dt date uuid null interval list tuple
+    const: Const | None = None
+    agg: bool = False
+    free: frozenset = frozenset()  # column expressions used outside an aggregate
+    items: tuple = ()  # tuple elements
+    name: str | None = None  # the column name PostHog gives it when selected bare
+
+    @property
+    def ch_type(self) -> str:
+        if self.kind == "null":
+            return "Nullable(Nothing)"
+        return f"Nullable({self.t})" if self.nullable else self.t
+
+
+def _num_type(v: int | float) -> str:
+    if isinstance(v, float):
+        return "Float64"
+    if v >= 0:
+        for bits in (8, 16, 32, 64):
+            if v < 2**bits:
+                return f"UInt{bits}"
+        return "UInt64"
+    for bits in (8, 16, 32, 64):
+        if v >= -(2 ** (bits - 1)):
+            return f"Int{bits}"
+    return "Int64"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    src: tuple
+    conv: Callable | None
+    as_list: bool
+    fixed: Any = None  # pre-computed value for literals
+    has_fixed: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    sql: str
+    params: tuple
+    columns: tuple
+    types: tuple
+    renderers: tuple
+    limit: Const | None  # None: no LIMIT (PostHog's paginator: 100 rows + hasMore)
+    offset: Const | None
+
+    def bind(self, values: dict, env: dict) -> dict:
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.has_fixed:
+                out[p.name] = p.fixed
+                continue
+            kind, key = p.src
+            raw = values.get(key) if kind == "val" else env[key] if kind == "env" else key
+            out[p.name] = _apply(p, raw)
+        return out
+
+
+def _apply(p: Param, raw: Any) -> Any:
+    if p.as_list:
+        items = [x for x in raw if x is not None]
+        if p.conv:
+            items = [p.conv(x) for x in items]
+        return json.dumps(items)
+    if isinstance(raw, bool):
+        return int(raw)
+    return p.conv(raw) if p.conv and raw is not None else raw
+
+
+# --- HogQL text of an expression (PostHog names unaliased columns by printing them) --------------
+_IDENT_RE = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+_CMP_FUNCS = {
+    "==": "equals", "!=": "notEquals", "<": "less", "<=": "lessOrEquals", ">": "greater",
+    ">=": "greaterOrEquals", "like": "like", "not like": "notLike", "ilike": "ilike",
+    "not ilike": "notILike", "in": "in", "not in": "notIn",
+}
+_ARITH_FUNCS = {"+": "plus", "-": "minus", "*": "multiply", "/": "divide", "%": "modulo"}
+
+
+def _ident(x: Any) -> str:
+    if isinstance(x, int):
+        return str(x)
+    if _IDENT_RE.match(x):
+        return x
+    return "`" + x.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _string_literal(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def print_hogql(n: dict | None, values: dict) -> str:
+    if n is None:
+        return "NULL"
+    k = n.get("node")
+    if k == "Constant" or (k == "Placeholder" and n["expr"].get("node") == "Field"):
+        v = n.get("value") if k == "Constant" else values.get(n["expr"]["chain"][0])
+        if v is None:
+            return "NULL"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return _string_literal(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(print_hogql({"node": "Constant", "value": x}, values) for x in v) + "]"
+        return str(v)
+    if k == "Field":
+        return ".".join(_ident(c) for c in n["chain"])
+    if k == "Alias":
+        return print_hogql(n["expr"], values)
+    if k == "Call":
+        args = ", ".join(print_hogql(a, values) for a in n.get("args") or [])
+        return f"{n['name']}({'DISTINCT ' if n.get('distinct') else ''}{args})"
+    if k == "CompareOperation":
+        name = _CMP_FUNCS.get(n["op"], n["op"])
+        return f"{name}({print_hogql(n['left'], values)}, {print_hogql(n['right'], values)})"
+    if k == "ArithmeticOperation":
+        name = _ARITH_FUNCS.get(n["op"], n["op"])
+        return f"{name}({print_hogql(n['left'], values)}, {print_hogql(n['right'], values)})"
+    if k in ("And", "Or"):
+        return f"{k.lower()}({', '.join(print_hogql(e, values) for e in n['exprs'])})"
+    if k == "Not":
+        return f"not({print_hogql(n['expr'], values)})"
+    if k == "Tuple":
+        return f"tuple({', '.join(print_hogql(e, values) for e in n['exprs'])})"
+    if k == "Array":
+        return f"[{', '.join(print_hogql(e, values) for e in n['exprs'])}]"
+    if k == "ArrayAccess":
+        return f"{print_hogql(n['array'], values)}[{print_hogql(n['property'], values)}]"
+    if k == "TupleAccess":
+        return f"{print_hogql(n['tuple'], values)}.{n['index']}"
+    return k or "?"
+
+
+# --- the compiler --------------------------------------------------------------------------------
+_AGGREGATES = {"count", "countIf", "min", "max", "sum", "avg", "uniq", "minIf", "maxIf", "sumIf", "avgIf",
+               "uniqIf"}
+_CASE_INSENSITIVE = {"count", "sum", "min", "max", "avg", "coalesce", "lower", "upper", "length", "if",
+                     "now", "today", "isnull", "isnotnull", "ifnull"}
+_INTERVALS = {
+    "toIntervalSecond": "second", "toIntervalMinute": "minute", "toIntervalHour": "hour",
+    "toIntervalDay": "day", "toIntervalWeek": "week", "toIntervalMonth": "month",
+    "toIntervalQuarter": "quarter", "toIntervalYear": "year",
+}
+_NUMERIC = {"num", "bool"}
+
+
+class Compiler:
+    def __init__(self, values: dict) -> None:
+        self.values = values
+        self.params: list[Param] = []
+        self._param_index: dict[tuple, str] = {}
+        self.table: str | None = None
+        self.qualifier: str | None = None
+        self.uses_person = False
+        self.aliases: dict[str, dict] = {}
+        self.alias_stack: list[str] = []
+        self.allow_agg = False
+        self.in_agg = False
+        self.group_sqls: set[str] = set()
+
+    # parameters
+    def bind(self, src: tuple, conv: Callable | None = None, as_list: bool = False) -> str:
+        key = (src, conv, as_list)
+        if key in self._param_index:
+            return self._param_index[key]
+        name = f"p{len(self.params)}"
+        p = Param(name, src, conv, as_list)
+        if src[0] == "lit":
+            p = replace(p, fixed=_apply(p, src[1]), has_fixed=True)  # literal conversion errors surface now
+        self.params.append(p)
+        self._param_index[key] = ":" + name
+        return ":" + name
+
+    def mk(self, sql: str, t: str, nullable: bool, kind: str, *parts: X, **kw: Any) -> X:
+        free: frozenset = frozenset()
+        for p in parts:
+            free |= p.free
+        agg = kw.pop("agg", False) or any(p.agg for p in parts)
+        if sql in self.group_sqls:
+            free = frozenset()
+        return X(sql, t, nullable, kind, agg=agg, free=free, **kw)
+
+    # entry point
+    def compile(self, ast: dict) -> Plan:
+        if ast.get("node") == "SelectSetQuery":
+            raise unsupported("UNION, INTERSECT and EXCEPT")
+        if ast.get("node") != "SelectQuery":
+            raise unsupported(f"A {ast.get('node')} statement")
+        for key, val in ast.items():
+            if key not in _SELECT_KEYS and val not in (None, False, [], {}):
+                raise unsupported(_CLAUSE_LABELS.get(key, f"The {key} clause"))
+        from_sql = self._from(ast.get("select_from"))
+
+        for item in ast.get("select") or []:
+            if item.get("node") == "Alias":
+                if item["alias"] in self.aliases:
+                    raise query_error(f"Cannot redefine an alias with the name: {item['alias']}")
+                self.aliases[item["alias"]] = item["expr"]
+
+        group_x: list[X] = []
+        self.allow_agg = False
+        for g in ast.get("group_by") or []:
+            gx = self.ex(g)
+            if gx.kind in ("tuple", "list", "interval"):
+                raise unsupported("GROUP BY on a tuple or interval")
+            group_x.append(gx)
+        self.group_sqls = {g.sql for g in group_x}
+
+        self.allow_agg = True
+        select: list[tuple[X, str]] = []
+        for item in ast.get("select") or []:
+            if item.get("node") == "Field" and item["chain"][-1] == "*":
+                raise unsupported("SELECT *")
+            x = self.ex(item["expr"] if item.get("node") == "Alias" else item)
+            if x.kind in ("tuple", "list", "interval"):
+                raise unsupported("Tuples, arrays and intervals in the result")
+            if item.get("node") == "Alias":
+                name = item["alias"]
+            elif x.name is not None:
+                name = x.name
+            else:
+                name = print_hogql(item, self.values)
+            select.append((x, name))
+        if not select:
+            raise query_error("No columns selected")
+
+        self.allow_agg = False
+        where_sql = None
+        if ast.get("where") is not None:
+            w = self.ex(ast["where"])
+            where_sql = self._truth(w)
+
+        self.allow_agg = True
+        having_sql = None
+        having_x = None
+        if ast.get("having") is not None:
+            having_x = self.ex(ast["having"])
+            having_sql = self._truth(having_x)
+        order: list[tuple[X, str, str]] = []
+        for o in ast.get("order_by") or []:
+            if o.get("node") != "OrderExpr":
+                raise unsupported(f"ORDER BY {o.get('node')}")
+            if o.get("with_fill"):
+                raise unsupported("ORDER BY ... WITH FILL")
+            ox = self.ex(o["expr"])
+            if ox.kind in ("tuple", "list", "interval"):
+                raise unsupported("ORDER BY on a tuple")
+            order.append((ox, "DESC" if o.get("order") == "DESC" else "ASC", print_hogql(o["expr"], self.values)))
+
+        grouped = bool(group_x) or any(x.agg for x, _ in select) or (having_x is not None)
+        if grouped:
+            for x, name in select + [(ox, label) for ox, _, label in order]:
+                if x.free - self.group_sqls:
+                    raise HogQLError(
+                        "not_an_aggregate",
+                        f"Column `{name}` is not under aggregate function and not in GROUP BY",
+                    )
+
+        limit = self._int_clause(ast.get("limit"), "LIMIT")
+        offset = self._int_clause(ast.get("offset"), "OFFSET")
+
+        sql = ["SELECT "]
+        if ast.get("distinct"):
+            sql.append("DISTINCT ")
+        sql.append(", ".join(f"{x.sql} AS c{i}" for i, (x, _) in enumerate(select)))
+        if from_sql:
+            sql.append(" FROM " + from_sql)
+            if self.uses_person:
+                sql.append(" LEFT JOIN persons AS pj ON pj.id = t.person_id")
+        if where_sql:
+            sql.append(" WHERE " + where_sql)
+        if group_x:
+            sql.append(" GROUP BY " + ", ".join(g.sql for g in group_x))
+        if having_sql:
+            sql.append(" HAVING " + having_sql)
+        if order:
+            keys = []
+            for ox, direction, _ in order:
+                keys.append(f"{ox.sql} {direction}" + (" NULLS LAST" if ox.nullable else ""))
+            sql.append(" ORDER BY " + ", ".join(keys))
+        sql.append(" LIMIT :__limit OFFSET :__offset")
+
+        return Plan(
+            sql="".join(sql),
+            params=tuple(self.params),
+            columns=tuple(name for _, name in select),
+            types=tuple((name, x.ch_type) for x, name in select),
+            renderers=tuple(_renderer(x) for x, _ in select),
+            limit=limit,
+            offset=offset,
+        )
+
+    def _truth(self, x: X) -> str:
+        if x.kind in ("tuple", "list", "interval"):
+            raise query_error("Illegal type of a filter: a filter must be a boolean expression")
+        return x.sql
+
+    def _int_clause(self, n: dict | None, label: str) -> Const | None:
+        if n is None:
+            return None
+        x = self.ex(n)
+        if x.const is None or isinstance(x.const.value, bool) or not isinstance(x.const.value, int):
+            raise unsupported(f"A {label} that is not an integer constant")
+        if x.const.value < 0:
+            raise query_error(f"{label} must not be negative")
+        return x.const
+
+    # FROM
+    def _from(self, j: dict | None) -> str | None:
+        if j is None:
+            return None
+        if j.get("node") != "JoinExpr":
+            raise unsupported(f"FROM {j.get('node')}")
+        if j.get("next_join") is not None or j.get("join_type") or j.get("constraint") is not None:
+            raise unsupported("JOIN")
+        for key in ("sample", "table_final", "table_args", "column_aliases"):
+            if j.get(key):
+                raise unsupported(f"FROM ... {key.replace('_', ' ').upper()}")
+        table = j.get("table") or {}
+        if table.get("node") in ("SelectQuery", "SelectSetQuery"):
+            raise unsupported("Subqueries")
+        if table.get("node") == "Placeholder":
+            raise unsupported("A placeholder as the table")
+        if table.get("node") != "Field":
+            raise unsupported(f"FROM {table.get('node')}")
+        name = ".".join(str(c) for c in table["chain"])
+        if name in ("events", "persons"):
+            self.table = name
+            self.qualifier = j.get("alias") or name
+            return f"{name} AS t"
+        if name in _OTHER_TABLES or name.startswith(("system.", "raw_")):
+            raise unsupported(f"The table `{name}`")
+        raise query_error(f'Unknown table "{name}".')
+
+    # expressions
+    def ex(self, n: dict) -> X:
+        k = n.get("node")
+        if k == "Constant":
+            return self.const(("lit", n.get("value")), n.get("value"))
+        if k == "Placeholder":
+            return self.placeholder(n)
+        if k == "Field":
+            return self.field(list(n["chain"]))
+        if k == "Alias":
+            return self.ex(n["expr"])
+        if k in ("ArrayAccess", "TupleAccess"):
+            return self.access(n)
+        if k == "Call":
+            return self.call(n)
+        if k == "CompareOperation":
+            return self.compare(n)
+        if k in ("And", "Or"):
+            parts = [self.ex(e) for e in n["exprs"]]
+            for p in parts:
+                self._truth(p)
+            glue = " AND " if k == "And" else " OR "
+            return self.mk("(" + glue.join(p.sql for p in parts) + ")", "UInt8",
+                           any(p.nullable for p in parts), "num", *parts)
+        if k == "Not":
+            inner = self.ex(n["expr"])
+            self._truth(inner)
+            return self.mk(f"(NOT {inner.sql})", "UInt8", inner.nullable, "num", inner)
+        if k == "ArithmeticOperation":
+            return self.arithmetic(n)
+        if k == "BetweenExpr":
+            return self.between(n)
+        if k == "Tuple":
+            items = tuple(self.ex(e) for e in n["exprs"])
+            return self.mk("(" + ", ".join(i.sql for i in items) + ")", "Tuple", False, "tuple", *items,
+                           items=items)
+        if k == "Array":
+            raise unsupported("Array literals outside IN (...)")
+        if k in ("SelectQuery", "SelectSetQuery"):
+            raise unsupported("Subqueries")
+        if k == "Lambda":
+            raise unsupported("Lambdas")
+        raise unsupported(f"{k} expressions")
+
+    def const(self, src: tuple, v: Any) -> X:
+        c = Const(src, v)
+        literal = src[0] == "lit"
+        if v is None:
+            return X("NULL", "Nothing", True, "null", const=c)
+        if isinstance(v, bool):
+            return X(("1" if v else "0") if literal else self.bind(src), "Bool", False, "bool", const=c)
+        if isinstance(v, (int, float)):
+            sql = str(v) if literal and isinstance(v, int) else self.bind(src)
+            return X(sql, _num_type(v), False, "num", const=c)
+        if isinstance(v, str):
+            return X(self.bind(src), "String", False, "str", const=c)
+        if isinstance(v, (list, tuple)):
+            for item in v:
+                if item is not None and not isinstance(item, (str, int, float, bool)):
+                    raise unsupported(f"A list placeholder holding {type(item).__name__} values")
+            return X("", "Array", False, "list", const=c)
+        raise unsupported(f"A placeholder value of type {type(v).__name__}")
+
+    def placeholder(self, n: dict) -> X:
+        e = n.get("expr") or {}
+        if e.get("node") != "Field":
+            raise unsupported("Placeholder expressions such as {1 + 2}")
+        chain = e["chain"]
+        if chain[0] == "filters":
+            if len(chain) > 1:
+                raise unsupported("{filters.…} placeholders")
+            if self.table != "events":
+                raise query_error(FILTERS_WRONG_TABLE_MESSAGE)
+            return self.const(("lit", True), True)  # no filters are sent with the query: `true`
+        if len(chain) != 1:
+            raise unsupported("Placeholders with a dotted name")
+        name = chain[0]
+        if name not in self.values:
+            raise HogQLError(INVALID, f"Global variable not found: {name}")
+        return self.const(("val", name), self.values[name])
+
+    # fields
+    def field(self, chain: list, printed_name: str | None = None) -> X:
+        if len(chain) == 1 and isinstance(chain[0], str) and chain[0] in self.aliases:
+            alias = chain[0]
+            if alias in self.alias_stack:
+                raise query_error(f"Cyclic alias: {alias}")
+            self.alias_stack.append(alias)
+            try:
+                return replace(self.ex(self.aliases[alias]), name=alias)
+            finally:
+                self.alias_stack.pop()
+        if self.table is None:
+            raise query_error(f"Unable to resolve field: {chain[0]}")
+        if len(chain) > 1 and chain[0] == self.qualifier:
+            chain = chain[1:]
+        head = chain[0]
+        if self.table == "events":
+            x = self._events_field(chain)
+        else:
+            x = self._persons_field(chain, "t")
+        if x is None:
+            where = _EVENTS_ELSEWHERE if self.table == "events" else _PERSONS_ELSEWHERE
+            if head in where or (isinstance(head, str) and head.startswith("$virt_")):
+                raise unsupported(f"The {self.table} field `{head}`")
+            raise query_error(f"Unable to resolve field: {head}")
+        if printed_name is not None:
+            x = replace(x, name=printed_name)
+        return x
+
+    def _col(self, sql: str, t: str, kind: str, name: str, nullable: bool = False) -> X:
+        return X(sql, t, nullable, kind, free=frozenset({sql}), name=name)
+
+    def _plain(self, chain: list, x: X) -> X:
+        if len(chain) > 1:
+            raise query_error(f"Unable to resolve field: {'.'.join(str(c) for c in chain)}")
+        return x
+
+    def _events_field(self, chain: list) -> X | None:
+        head = chain[0]
+        simple = {
+            "uuid": ("t.uuid", "UUID", "uuid"),
+            "event": ("t.event", "String", "str"),
+            "distinct_id": ("t.distinct_id", "String", "str"),
+            "person_id": ("t.person_id", "UUID", "uuid"),
+            "timestamp": ("t.timestamp", DT6, "dt"),
+            "created_at": ("t.created_at", DT6, "dt"),
+        }
+        if head in simple:
+            sql, t, kind = simple[head]
+            return self._plain(chain, self._col(sql, t, kind, head))
+        if head == "properties":
+            if len(chain) == 1:
+                return self._col("t.properties", "String", "str", "properties")
+            return self._property("t.properties", chain[1:])
+        if head == "person":
+            if len(chain) == 1:
+                raise query_error("Can't select a table when a column is expected: person")
+            self.uses_person = True
+            sub = chain[1]
+            if sub == "id":
+                return self._plain(chain[1:], self._col(f"COALESCE(pj.id, '{ZERO_UUID}')", "UUID", "uuid", "id"))
+            if sub == "properties" and len(chain) > 2:
+                return self._property("pj.properties", chain[2:])
+            if sub == "properties":
+                return self._col("COALESCE(pj.properties, '')", "String", "str", "properties")
+            if sub == "created_at":
+                return self._plain(chain[1:], self._col(
+                    f"COALESCE(substr(pj.created_at, 1, 23) || '000', '{EPOCH}')", DT3, "dt", "created_at"))
+            if sub == "is_identified":
+                return self._plain(chain[1:], self._col("COALESCE(pj.is_identified, 0)", "Int8", "num",
+                                                        "is_identified"))
+            if sub in _PERSONS_ELSEWHERE or (isinstance(sub, str) and sub.startswith("$virt_")):
+                raise unsupported(f"The persons field `{sub}`")
+            raise query_error(f"Unable to resolve field: {sub}")
+        return None
+
+    def _persons_field(self, chain: list, t: str) -> X | None:
+        head = chain[0]
+        if head == "id":
+            return self._plain(chain, self._col(f"{t}.id", "UUID", "uuid", "id"))
+        if head == "created_at":
+            return self._plain(chain, self._col(f"(substr({t}.created_at, 1, 23) || '000')", DT3, "dt",
+                                                "created_at"))
+        if head == "is_identified":
+            return self._plain(chain, self._col(f"{t}.is_identified", "Int8", "num", "is_identified"))
+        if head == "properties":
+            if len(chain) == 1:
+                return self._col(f"{t}.properties", "String", "str", "properties")
+            return self._property(f"{t}.properties", chain[1:])
+        return None
+
+    def _property(self, base: str, keys: list) -> X:
+        """replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(base, keys...), ''), 'null'), '^"|"$', '')."""
+        sql = f"ph_unq({_raw_json(base, keys)})"
+        name = "__".join(str(k) for k in keys)
+        return X(sql, "String", True, "str", free=frozenset({sql}), name=name)
+
+    def access(self, n: dict) -> X:
+        keys: list = []
+        node = n
+        while node.get("node") in ("ArrayAccess", "TupleAccess"):
+            if node["node"] == "TupleAccess":
+                keys.insert(0, node["index"])
+                node = node["tuple"]
+            else:
+                prop = node.get("property") or {}
+                value = prop.get("value") if prop.get("node") == "Constant" else None
+                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                    raise unsupported("Array access with a non-constant key")
+                keys.insert(0, value)
+                node = node["array"]
+        if node.get("node") != "Field":
+            raise unsupported("Array and tuple access on expressions")
+        chain = list(node["chain"])
+        bare = chain[1:] if len(chain) > 1 and chain[0] == self.qualifier else chain
+        if bare not in (["properties"], ["person", "properties"]) and (len(bare) < 2 or bare[0] != "properties") \
+                and (len(bare) < 3 or bare[:2] != ["person", "properties"]):
+            raise unsupported("Array and tuple access outside properties")
+        full = chain + keys
+        return self.field(full, printed_name=".".join(_ident(c) for c in full))
+
+    # comparisons
+    def _coerce(self, l: X, r: X, what: str) -> tuple[X, X]:
+        """Make both sides comparable in SQLite the way ClickHouse compares them, or refuse."""
+        if l.kind == "null" or r.kind == "null":
+            return l, r
+        if l.kind in _NUMERIC and r.kind in _NUMERIC:
+            return l, r
+        if l.kind == r.kind and l.kind in ("str", "uuid", "date", "dt"):
+            return l, r  # datetimes are all stored as fixed-width UTC text with six decimals
+        for a, b, flip in ((l, r, False), (r, l, True)):
+            nb = None
+            if a.kind == "dt" and b.kind == "date":
+                nb = replace(b, sql=f"({b.sql} || ' 00:00:00.000000')", kind="dt", t=DT0)
+            elif b.kind == "str" and b.const is not None and a.kind in ("dt", "date", "uuid"):
+                conv = {"dt": _dt_converter(a.t), "date": _date_converter, "uuid": _uuid_converter}[a.kind]
+                nb = replace(b, sql=self.bind(b.const.src, conv), kind=a.kind, t=a.t)
+            if nb is not None:
+                return (nb, a) if flip else (a, nb)
+        raise unsupported(f"{what} between {l.ch_type} and {r.ch_type}")
+
+    def _nullwrap(self, op: str, l: X, r: X, core: str) -> str:
+        # posthog/hogql/printer/clickhouse.py visit_compare_operation
+        if not l.nullable and not r.nullable:
+            return core
+        lnull = l.kind == "null"
+        rnull = r.kind == "null"
+        if op in ("==", "like", "ilike"):
+            if r.const is not None:
+                return f"({l.sql} IS NULL)" if rnull else f"COALESCE({core}, 0)"
+            if l.const is not None:
+                return f"({r.sql} IS NULL)" if lnull else f"COALESCE({core}, 0)"
+            return f"COALESCE({core}, ({l.sql} IS NULL AND {r.sql} IS NULL))"
+        if op in ("!=", "not like", "not ilike"):
+            if r.const is not None:
+                return f"({l.sql} IS NOT NULL)" if rnull else f"COALESCE({core}, 1)"
+            if l.const is not None:
+                return f"({r.sql} IS NOT NULL)" if lnull else f"COALESCE({core}, 1)"
+            return f"COALESCE({core}, ({l.sql} IS NOT NULL OR {r.sql} IS NOT NULL))"
+        if lnull or rnull:
+            return "0"
+        return f"COALESCE({core}, 0)"
+
+    def compare(self, n: dict) -> X:
+        op = n["op"]
+        if op in ("in", "not in"):
+            return self.compare_in(n)
+        if op not in ("==", "!=", "<", "<=", ">", ">=", "like", "not like", "ilike", "not ilike"):
+            raise unsupported(f"The operator {op.upper()}")
+        l = self.ex(n["left"])
+        r = self.ex(n["right"])
+        if l.kind == "tuple" or r.kind == "tuple":
+            return self.compare_tuple(op, l, r)
+        if "list" in (l.kind, r.kind) or "interval" in (l.kind, r.kind):
+            raise unsupported(f"Comparing {l.ch_type} with {r.ch_type}")
+        if op in ("like", "not like", "ilike", "not ilike"):
+            for side in (l, r):
+                if side.kind not in ("str", "null"):
+                    raise unsupported(f"{op.upper()} on {side.ch_type}")
+            fn = "ph_ilike" if "ilike" in op else "ph_like"
+            core = f"{fn}({l.sql}, {r.sql})"
+            if op.startswith("not"):
+                core = f"(NOT {core})"
+        else:
+            l, r = self._coerce(l, r, "Comparison")
+            sqlop = "=" if op == "==" else op
+            core = f"({l.sql} {sqlop} {r.sql})"
+        return self.mk(self._nullwrap(op, l, r, core), "UInt8", False, "num", l, r)
+
+    def compare_tuple(self, op: str, l: X, r: X) -> X:
+        if l.kind != "tuple" or r.kind != "tuple" or len(l.items) != len(r.items):
+            raise query_error("Tuples of different sizes cannot be compared")
+        if op not in ("==", "!=", "<", "<=", ">", ">="):
+            raise unsupported(f"{op.upper()} on tuples")
+        pairs = [self._coerce(a, b, "Tuple comparison") for a, b in zip(l.items, r.items)]
+        if any(a.nullable or b.nullable for a, b in pairs):
+            raise unsupported("Tuple comparisons on nullable values")
+        sqlop = "=" if op == "==" else op
+        left = "(" + ", ".join(a.sql for a, _ in pairs) + ")"
+        right = "(" + ", ".join(b.sql for _, b in pairs) + ")"
+        return self.mk(f"({left} {sqlop} {right})", "UInt8", False, "num", l, r)
+
+    def compare_in(self, n: dict) -> X:
+        negate = n["op"] == "not in"
+        l = self.ex(n["left"])
+        if l.kind in ("tuple", "list", "interval"):
+            raise unsupported("IN with a tuple on the left")
+        rn = n["right"]
+        if rn.get("node") in ("SelectQuery", "SelectSetQuery"):
+            raise unsupported("IN (subquery)")
+        parts: list[X] = [l]
+        if rn.get("node") in ("Tuple", "Array"):
+            items = [self.ex(e) for e in rn["exprs"]]
+        else:
+            items = [self.ex(rn)]
+        has_null = False
+        if len(items) == 1 and items[0].kind == "list":
+            lst = items[0]
+            sig = value_signature(lst.const.value)
+            has_null = "N" in sig
+            elem_kinds = {c for c in sig[2:-1] if c != "N"}
+            conv = None
+            if elem_kinds:
+                probe_kind = {"s": "str", "i": "num", "f": "num", "b": "num"}
+                probes = {probe_kind[c] for c in elem_kinds}
+                if len(probes) > 1:
+                    raise unsupported("A list placeholder mixing strings and numbers")
+                probe = probes.pop()
+                if probe == "str" and l.kind in ("dt", "date", "uuid"):
+                    conv = {"dt": _dt_converter(l.t), "date": _date_converter, "uuid": _uuid_converter}[l.kind]
+                elif not (probe == "num" and l.kind in _NUMERIC or probe == l.kind == "str"):
+                    raise unsupported(f"IN between {l.ch_type} and a list of {probe} values")
+            core = f"({l.sql} IN (SELECT value FROM json_each({self.bind(lst.const.src, conv, as_list=True)})))"
+        else:
+            kept = []
+            for it in items:
+                if it.kind == "null":
+                    has_null = True
+                    continue
+                if it.kind in ("tuple", "list", "interval"):
+                    raise unsupported("Nested tuples or lists in IN (...)")
+                _, it2 = self._coerce(l, it, "IN")
+                kept.append(it2)
+                parts.append(it2)
+            core = f"({l.sql} IN ({', '.join(i.sql for i in kept)}))" if kept else "0"
+        # ClickHouse runs PostHog's queries with transform_null_in=1: NULL IN (..., NULL) is true.
+        if l.nullable or any(p.nullable for p in parts[1:]):
+            core = f"COALESCE({core}, {1 if has_null else 0})" if l.nullable else f"COALESCE({core}, 0)"
+        sql = f"(NOT {core})" if negate else core
+        return self.mk(sql, "UInt8", False, "num", *parts)
+
+    def between(self, n: dict) -> X:
+        e, lo, hi = self.ex(n["expr"]), self.ex(n["low"]), self.ex(n["high"])
+        e1, lo = self._coerce(e, lo, "BETWEEN")
+        e2, hi = self._coerce(e, hi, "BETWEEN")
+        word = "NOT BETWEEN" if n.get("negated") else "BETWEEN"
+        core = f"({e1.sql} {word} {lo.sql} AND {hi.sql})"
+        if e.nullable or lo.nullable or hi.nullable:
+            core = f"COALESCE({core}, 0)"
+        return self.mk(core, "UInt8", False, "num", e, lo, hi)
+
+    def arithmetic(self, n: dict) -> X:
+        op = n["op"]
+        l, r = self.ex(n["left"]), self.ex(n["right"])
+        if op in ("+", "-") and r.kind == "interval" and l.kind == "dt":
+            return self._dt_add(l, r, -1 if op == "-" else 1)
+        if op == "+" and l.kind == "interval" and r.kind == "dt":
+            return self._dt_add(r, l, 1)
+        if l.kind not in _NUMERIC | {"null"} or r.kind not in _NUMERIC | {"null"}:
+            raise unsupported(f"Arithmetic ({op}) on {l.ch_type} and {r.ch_type}")
+        nullable = l.nullable or r.nullable
+        if op == "/":
+            return self.mk(f"(CAST({l.sql} AS REAL) / {r.sql})", "Float64", True, "num", l, r)
+        if op == "%":
+            return self.mk(f"({l.sql} % {r.sql})", "Int64", nullable, "num", l, r)
+        is_float = "Float" in l.t or "Float" in r.t
+        return self.mk(f"({l.sql} {op} {r.sql})", "Float64" if is_float else "Int64", nullable, "num", l, r)
+
+    def _dt_add(self, dt: X, interval: X, sign: int) -> X:
+        unit = interval.t
+        amount = interval.sql if sign > 0 else f"(-({interval.sql}))"
+        return self.mk(f"ph_dt_add({dt.sql}, {amount}, '{unit}')", dt.t, dt.nullable or interval.nullable,
+                       "dt", dt, interval)
+
+    # functions
+    def call(self, n: dict) -> X:
+        name = n["name"]
+        if n.get("over_expr") is not None or n.get("over_identifier") is not None:
+            raise unsupported("Window functions")
+        if n.get("params"):
+            raise unsupported(f"The parametric function {name}(...)(...)")
+        if n.get("filter_expr") is not None or n.get("order_by") or n.get("within_group"):
+            raise unsupported(f"{name}(...) with FILTER, ORDER BY or WITHIN GROUP")
+        key = name.lower() if name.lower() in _CASE_INSENSITIVE else name
+        key = {"isnull": "isNull", "isnotnull": "isNotNull", "ifnull": "ifNull"}.get(key, key)
+        if key in _AGGREGATES:
+            return self.aggregate(key, n)
+        if n.get("distinct"):
+            raise query_error(f"DISTINCT is only allowed in aggregate functions, not in {name}()")
+        args_n = n.get("args") or []
+        if key in _INTERVALS:
+            self._arity(name, args_n, 1)
+            a = self.ex(args_n[0])
+            if a.kind not in _NUMERIC:
+                raise unsupported(f"{name}() on {a.ch_type}")
+            return self.mk(a.sql, _INTERVALS[key], a.nullable, "interval", a)
+        handler = getattr(self, "fn_" + key, None)
+        if handler is None:
+            raise unsupported(f"The function {name}()")
+        return handler(name, args_n)
+
+    @staticmethod
+    def _arity(name: str, args: list, lo: int, hi: int | None = None) -> None:
+        hi = lo if hi is None else hi
+        if not lo <= len(args) <= hi:
+            expected = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise query_error(f"Function '{name}' expects {expected} argument{'s' if hi != 1 else ''}, "
+                              f"found {len(args)}")
+
+    def aggregate(self, key: str, n: dict) -> X:
+        name = n["name"]
+        if not self.allow_agg:
+            raise HogQLError("illegal_aggregation", f"Aggregate function {name}() is found in WHERE or GROUP BY")
+        if self.in_agg:
+            raise HogQLError("illegal_aggregation",
+                             f"Aggregate function {name}() is found inside another aggregate function")
+        self.in_agg = True
+        try:
+            args = [self.ex(a) for a in n.get("args") or []]
+        finally:
+            self.in_agg = False
+        distinct = bool(n.get("distinct"))
+        for a in args:
+            if a.kind in ("tuple", "list", "interval"):
+                raise unsupported(f"{name}() on a tuple, list or interval")
+
+        def out(sql: str, t: str, nullable: bool, kind: str) -> X:
+            return X(sql, t, nullable, kind, agg=True)
+
+        if key == "count":
+            if not args:
+                return out("COUNT(*)", "UInt64", False, "num")
+            if len(args) > 1:
+                raise unsupported("count() with several arguments")
+            return out(f"COUNT({'DISTINCT ' if distinct else ''}{args[0].sql})", "UInt64", False, "num")
+        if distinct:
+            raise unsupported(f"{name}(DISTINCT ...)")
+        if key == "uniq":
+            self._arity(name, args, 1)
+            return out(f"COUNT(DISTINCT {args[0].sql})", "UInt64", False, "num")
+        if key.endswith("If"):
+            base = key[:-2]
+            if base == "count":
+                self._arity(name, args, 1)
+                return out(f"COUNT(CASE WHEN {args[0].sql} THEN 1 END)", "UInt64", False, "num")
+            self._arity(name, args, 2)
+            value, cond = args
+            picked = replace(value, sql=f"(CASE WHEN {cond.sql} THEN {value.sql} END)")
+            if base == "uniq":
+                return out(f"COUNT(DISTINCT {picked.sql})", "UInt64", False, "num")
+            return self._simple_agg(base, name, picked, value.nullable)
+        self._arity(name, args, 1)
+        return self._simple_agg(key, name, args[0], args[0].nullable)
+
+    def _simple_agg(self, key: str, name: str, a: X, nullable: bool) -> X:
+        if key in ("min", "max"):
+            sql = f"{key.upper()}({a.sql})"
+            if not nullable:  # ClickHouse returns the type's default over no rows, not NULL
+                default = {"dt": f"'{EPOCH}'", "date": "'1970-01-01'", "uuid": f"'{ZERO_UUID}'",
+                           "str": "''"}.get(a.kind, "0")
+                sql = f"COALESCE({sql}, {default})"
+            return X(sql, a.t, nullable, a.kind, agg=True)
+        if a.kind not in _NUMERIC:
+            raise unsupported(f"{name}() on {a.ch_type} (convert it with toFloat() or toInt())")
+        if key == "sum":
+            t = "Float64" if "Float" in a.t else "UInt64" if a.t.startswith("UInt") or a.t == "Bool" else "Int64"
+            sql = f"SUM({a.sql})" if nullable else f"COALESCE(SUM({a.sql}), 0)"
+            return X(sql, t, nullable, "num", agg=True)
+        if key == "avg":
+            return X(f"AVG({a.sql})", "Float64", nullable, "num", agg=True)
+        raise unsupported(f"The function {name}()")
+
+    def _args(self, name: str, args_n: list, lo: int, hi: int | None = None) -> list[X]:
+        self._arity(name, args_n, lo, hi)
+        return [self.ex(a) for a in args_n]
+
+    def fn_toString(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind in ("str", "uuid", "date") or (a.kind == "dt" and a.t == DT6):
+            sql = a.sql
+        elif a.kind == "dt":
+            sql = f"substr({a.sql}, 1, {23 if a.t == DT3 else 19})"
+        elif a.kind == "bool":
+            sql = f"(CASE WHEN {a.sql} THEN 'true' ELSE 'false' END)"
+        elif a.kind == "num":
+            sql = f"ph_num_str({a.sql})"
+        elif a.kind == "null":
+            sql = "NULL"
+        else:
+            raise unsupported(f"toString() on {a.ch_type}")
+        return self.mk(sql, "String", a.nullable, "str", a)
+
+    def _cast(self, name: str, args_n: list, fn: str, t: str) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind not in ("str", "num", "bool", "null"):
+            raise unsupported(f"{name}() on {a.ch_type}")
+        return self.mk(f"{fn}({a.sql})", t, True, "num", a)
+
+    def fn_toInt(self, name: str, args_n: list) -> X:
+        return self._cast(name, args_n, "ph_to_int", "Int64")  # accurateCastOrNull(x, 'Int64')
+
+    def fn_toFloat(self, name: str, args_n: list) -> X:
+        return self._cast(name, args_n, "ph_to_float", "Float64")  # accurateCastOrNull(x, 'Float64')
+
+    def _string_fn(self, name: str, args_n: list, sql_fn: str, t: str = "String", kind: str = "str") -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind not in ("str", "null"):
+            raise unsupported(f"{name}() on {a.ch_type}")
+        return self.mk(sql_fn.format(a.sql), t, a.nullable, kind, a)
+
+    def fn_lower(self, name: str, args_n: list) -> X:
+        return self._string_fn(name, args_n, "lower({})")  # ASCII only, like ClickHouse lower()
+
+    def fn_upper(self, name: str, args_n: list) -> X:
+        return self._string_fn(name, args_n, "upper({})")
+
+    def fn_length(self, name: str, args_n: list) -> X:
+        return self._string_fn(name, args_n, "length(CAST({} AS BLOB))", "UInt64", "num")  # bytes
+
+    def _common(self, name: str, args: list[X]) -> tuple[str, str]:
+        kinds = {a.kind for a in args if a.kind != "null"}
+        if len(kinds - _NUMERIC) > 1 or (kinds & _NUMERIC and kinds - _NUMERIC):
+            raise unsupported(f"{name}() mixing {', '.join(a.ch_type for a in args)}")
+        first = next((a for a in args if a.kind != "null"), args[0])
+        return first.kind, first.t
+
+    def fn_coalesce(self, name: str, args_n: list) -> X:
+        args = self._args(name, args_n, 1, 100)
+        kind, t = self._common(name, args)
+        return self.mk(f"COALESCE({', '.join(a.sql for a in args)})", t, all(a.nullable for a in args), kind,
+                       *args)
+
+    def fn_ifNull(self, name: str, args_n: list) -> X:
+        args = self._args(name, args_n, 2)
+        kind, t = self._common(name, args)
+        return self.mk(f"IFNULL({args[0].sql}, {args[1].sql})", t, args[0].nullable and args[1].nullable, kind,
+                       *args)
+
+    def fn_isNull(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        return self.mk(f"({a.sql} IS NULL)", "UInt8", False, "num", a)
+
+    def fn_isNotNull(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        return self.mk(f"({a.sql} IS NOT NULL)", "UInt8", False, "num", a)
+
+    def fn_if(self, name: str, args_n: list) -> X:
+        c, a, b = self._args(name, args_n, 3)
+        kind, t = self._common(name, [a, b])
+        return self.mk(f"(CASE WHEN {c.sql} THEN {a.sql} ELSE {b.sql} END)", t, a.nullable or b.nullable, kind,
+                       c, a, b)
+
+    def fn_concat(self, name: str, args_n: list) -> X:
+        args = self._args(name, args_n, 2, 100)
+        parts = []
+        for a in args:
+            if a.kind == "str":
+                parts.append(f"COALESCE({a.sql}, '')")
+            elif a.kind == "null":
+                parts.append("''")
+            else:
+                parts.append(f"COALESCE({_to_string_sql(a)}, '')")
+        return self.mk("(" + " || ".join(parts) + ")", "String", False, "str", *args)
+
+    def fn_now(self, name: str, args_n: list) -> X:
+        self._arity(name, args_n, 0)
+        return X(self.bind(("env", "now")), DT6, False, "dt")
+
+    fn_now64 = fn_now
+
+    def fn_today(self, name: str, args_n: list) -> X:
+        self._arity(name, args_n, 0)
+        return X(self.bind(("env", "today")), "Date", False, "date")
+
+    def fn_toDateTime(self, name: str, args_n: list) -> X:
+        args = self._args(name, args_n, 1, 2)
+        if len(args) == 2 and not (args[1].kind == "str" and args[1].const is not None
+                                   and args[1].const.value in ("UTC", "Etc/UTC")):
+            raise unsupported(f"{name}() with a time zone other than 'UTC'")
+        a = args[0]
+        if a.kind == "dt":
+            return a
+        if a.kind == "date":
+            return self.mk(f"({a.sql} || ' 00:00:00.000000')", DT6, a.nullable, "dt", a)
+        if a.kind == "str" and a.const is not None:
+            return X(self.bind(a.const.src, _dt_converter(DT6)), DT6, False, "dt")
+        if a.kind == "str":
+            return self.mk(f"ph_parse_dt({a.sql})", DT6, True, "dt", a)
+        if a.kind == "num":
+            return self.mk(f"ph_dt_from_unix({a.sql})", DT6, a.nullable, "dt", a)
+        if a.kind == "null":
+            return X("NULL", DT6, True, "dt")
+        raise unsupported(f"{name}() on {a.ch_type}")
+
+    fn_parseDateTimeBestEffort = fn_toDateTime
+    fn_parseDateTime64BestEffortOrNull = fn_toDateTime
+    fn_parseDateTimeBestEffortOrNull = fn_toDateTime
+    fn_toDateTime64 = fn_toDateTime
+
+    def fn_toDate(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind == "date":
+            return a
+        if a.kind == "dt":
+            return self.mk(f"substr({a.sql}, 1, 10)", "Date", a.nullable, "date", a)
+        if a.kind == "str" and a.const is not None:
+            return X(self.bind(a.const.src, _date_converter), "Date", False, "date")
+        if a.kind == "str":
+            return self.mk(f"substr(ph_parse_dt({a.sql}), 1, 10)", "Date", True, "date", a)
+        raise unsupported(f"{name}() on {a.ch_type}")
+
+    def fn_toStartOfDay(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind == "str":
+            a = self.fn_toDateTime("toDateTime", args_n)
+        if a.kind not in ("dt", "date"):
+            raise unsupported(f"{name}() on {a.ch_type}")
+        return self.mk(f"(substr({a.sql}, 1, 10) || ' 00:00:00.000000')", DT0, a.nullable, "dt", a)
+
+    def fn_toUnixTimestamp64Milli(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind != "dt":
+            raise unsupported(f"{name}() on {a.ch_type}")
+        sql = (f"(CAST(strftime('%s', substr({a.sql}, 1, 19)) AS INTEGER) * 1000 "
+               f"+ CAST(substr({a.sql}, 21, 3) AS INTEGER))")
+        return self.mk(sql, "Int64", a.nullable, "num", a)
+
+    def fn_toUnixTimestamp(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind != "dt":
+            raise unsupported(f"{name}() on {a.ch_type}")
+        return self.mk(f"CAST(strftime('%s', substr({a.sql}, 1, 19)) AS INTEGER)", "UInt32", a.nullable, "num", a)
+
+    def fn_dateDiff(self, name: str, args_n: list) -> X:
+        unit, a, b = self._args(name, args_n, 3)
+        if unit.kind != "str" or unit.const is None or unit.const.value not in _DIFF_UNITS:
+            raise unsupported(f"{name}() with a unit other than {', '.join(sorted(_DIFF_UNITS))}")
+        for side in (a, b):
+            if side.kind not in ("dt", "date"):
+                raise unsupported(f"{name}() on {side.ch_type}")
+        u = _DIFF_UNITS[unit.const.value]
+        return self.mk(f"ph_date_diff('{u}', {a.sql}, {b.sql})", "Int64", a.nullable or b.nullable, "num",
+                       a, b)
+
+    fn_date_diff = fn_dateDiff
+
+
+def _to_string_sql(a: X) -> str:
+    if a.kind in ("str", "uuid", "date") or (a.kind == "dt" and a.t == DT6):
+        return a.sql
+    if a.kind == "dt":
+        return f"substr({a.sql}, 1, {23 if a.t == DT3 else 19})"
+    if a.kind == "bool":
+        return f"(CASE WHEN {a.sql} THEN 'true' ELSE 'false' END)"
+    return f"ph_num_str({a.sql})"
+
+
+_DIFF_UNITS = {
+    "second": "second", "seconds": "second", "minute": "minute", "minutes": "minute", "hour": "hour",
+    "hours": "hour", "day": "day", "days": "day", "week": "week", "weeks": "week", "month": "month",
+    "months": "month", "quarter": "quarter", "quarters": "quarter", "year": "year", "years": "year",
+}
+
+
+def _sql_literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _raw_json(base: str, keys: list) -> str:
+    """SQLite `->` returns the raw JSON text of the value, like ClickHouse JSONExtractRaw.
+
+    SQLite matches a quoted path label against the key's raw (escaped) text in the stored JSON, and a
+    label cannot contain `"`: such keys go through a Python fallback.
+    """
+    paths = ["$", "$"]
+    for k in keys:
+        if isinstance(k, int):
+            if k == 0:
+                return "NULL"  # ClickHouse JSON indexes start at 1; 0 finds nothing
+            step = f"[{k - 1}]" if k > 0 else f"[#{k}]"
+            paths = [p + step for p in paths]
+            continue
+        raw = json.dumps(k, ensure_ascii=False)[1:-1]
+        ascii_ = json.dumps(k)[1:-1]
+        if '"' in raw:
+            return f"ph_rawx({base}, {_sql_literal(json.dumps(keys))})"
+        paths = [paths[0] + f'."{raw}"', paths[1] + f'."{ascii_}"']
+    if paths[0] == paths[1]:
+        return f"({base} -> {_sql_literal(paths[0])})"
+    return f"COALESCE({base} -> {_sql_literal(paths[0])}, {base} -> {_sql_literal(paths[1])})"
+
+
+# --- rendering (posthog/renderers.py: orjson with OPT_UTC_Z) -------------------------------------
+def _render_dt_utc(v: Any) -> Any:
+    # DateTime64(6, 'UTC'): clickhouse-driver returns an aware datetime; orjson prints RFC 3339 with
+    # "Z" and drops the fraction when the microseconds are zero.
+    if v is None:
+        return None
+    frac = v[19:26]
+    return v[:10] + "T" + v[11:19] + ("" if frac == ".000000" else frac) + "Z"
+
+
+def _render_dt_naive(v: Any) -> Any:
+    # DateTime64(3) without a zone: clickhouse-driver returns a naive datetime (server and client both
+    # in UTC), which orjson prints without an offset.
+    if v is None:
+        return None
+    frac = v[19:26]
+    return v[:10] + "T" + v[11:19] + ("" if frac == ".000000" else frac)
+
+
+def _render_float(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None  # orjson serialises NaN and infinities as null
+    return v
+
+
+def _render_bool(v: Any) -> Any:
+    return None if v is None else bool(v)
+
+
+def _render_date(v: Any) -> Any:
+    return None if v is None else v[:10]
+
+
+def _renderer(x: X) -> Callable | None:
+    if x.kind == "dt":
+        return _render_dt_naive if x.t == DT3 else _render_dt_utc
+    if x.kind == "date":
+        return _render_date
+    if x.kind == "bool":
+        return _render_bool
+    if x.t.startswith("Float"):
+        return _render_float
+    return None
+
+
+# --- SQLite functions ----------------------------------------------------------------------------
+def _unq(r: Any) -> Any:
+    if r is None or r == "" or r == "null":
+        return None
+    start = 1 if r[0] == '"' else 0
+    end = len(r) - 1 if r[-1] == '"' and len(r) > start else len(r)
+    return r[start:end]
+
+
+def _rawx(doc: Any, keys_json: str) -> Any:
+    if doc is None:
+        return None
+    try:
+        value: Any = json.loads(doc)
+    except ValueError:
+        return None
+    for k in json.loads(keys_json):
+        if isinstance(k, int):
+            idx = k - 1 if k > 0 else k
+            if not isinstance(value, list) or k == 0 or not -len(value) <= idx < len(value):
+                return None
+            value = value[idx]
+        else:
+            if not isinstance(value, dict) or k not in value:
+                return None
+            value = value[k]
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=1024)
+def _like_regex(pattern: str, flags: int) -> re.Pattern:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.compile("".join(out), flags | re.DOTALL)
+
+
+def _like(s: Any, p: Any) -> Any:
+    if s is None or p is None:
+        return None
+    return int(_like_regex(p, 0).fullmatch(s) is not None)
+
+
+def _ilike(s: Any, p: Any) -> Any:
+    if s is None or p is None:
+        return None
+    return int(_like_regex(p, re.IGNORECASE).fullmatch(s) is not None)
+
+
+def _dt_add(v: Any, amount: Any, unit: str) -> Any:
+    if v is None or amount is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(v)
+        n = int(amount)
+        if unit in ("month", "quarter", "year"):
+            months = n * {"month": 1, "quarter": 3, "year": 12}[unit]
+            total = dt.year * 12 + dt.month - 1 + months
+            y, m = divmod(total, 12)
+            last = (date(y + (m == 11), (m + 1) % 12 + 1, 1) - timedelta(days=1)).day
+            dt = dt.replace(year=y, month=m + 1, day=min(dt.day, last))
+        else:
+            seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}[unit]
+            dt = dt + timedelta(seconds=n * seconds)
+        return canon(dt)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _parse_dt_sql(v: Any) -> Any:
+    dt = parse_datetime(v) if isinstance(v, str) else None
+    return canon(dt) if dt else None
+
+
+def _dt_from_unix(v: Any) -> Any:
+    if v is None:
+        return None
+    try:
+        return canon(datetime(1970, 1, 1) + timedelta(seconds=float(v)))
+    except (ValueError, OverflowError):
+        return None
+
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)$", re.IGNORECASE)
+
+
+def _to_int(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v) if math.isfinite(v) and abs(v) < 2**63 else None
+    if isinstance(v, str) and _INT_RE.match(v):
+        n = int(v)
+        return n if -(2**63) <= n < 2**63 else None
+    return None
+
+
+def _to_float(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and _FLOAT_RE.match(v):
+        return float(v)
+    return None
+
+
+def _num_str(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v == int(v) and abs(v) < 1e21:
+            return str(int(v))
+        return repr(v)
+    return str(v)
+
+
+def _date_diff(unit: str, a: Any, b: Any) -> Any:
+    if a is None or b is None:
+        return None
+    try:
+        x, y = datetime.fromisoformat(a), datetime.fromisoformat(b)
+    except ValueError:
+        return None
+    epoch = datetime(1970, 1, 1)
+
+    def rel(dt: datetime) -> int:
+        secs = int((dt - epoch).total_seconds() // 1)
+        if unit == "second":
+            return secs
+        if unit == "minute":
+            return secs // 60
+        if unit == "hour":
+            return secs // 3600
+        days = (dt.date() - epoch.date()).days
+        if unit == "day":
+            return days
+        if unit == "week":
+            return (days + 3) // 7  # ClickHouse toRelativeWeekNum: weeks start on Monday
+        months = dt.year * 12 + dt.month - 1
+        if unit == "month":
+            return months
+        if unit == "quarter":
+            return dt.year * 4 + (dt.month - 1) // 3
+        return dt.year
+
+    return rel(y) - rel(x)
+
+
+SQL_FUNCTIONS: tuple = (
+    ("ph_unq", 1, _unq),
+    ("ph_rawx", 2, _rawx),
+    ("ph_like", 2, _like),
+    ("ph_ilike", 2, _ilike),
+    ("ph_dt_add", 3, _dt_add),
+    ("ph_parse_dt", 1, _parse_dt_sql),
+    ("ph_dt_from_unix", 1, _dt_from_unix),
+    ("ph_to_int", 1, _to_int),
+    ("ph_to_float", 1, _to_float),
+    ("ph_num_str", 1, _num_str),
+    ("ph_date_diff", 3, _date_diff),
+)
+
+
+def env_now() -> dict:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return {"now": canon(now), "today": now.strftime("%Y-%m-%d")}
