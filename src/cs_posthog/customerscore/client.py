@@ -200,10 +200,17 @@ class CustomerscoreClient:
 
 def _detail(resp: httpx.Response) -> str:
     body = error_body(resp)
+    details = body.get("details")
+    first = ""
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        d = details[0]
+        first = f"{d.get('field', '')}: {d.get('message', '')}".strip(": ")
+        if len(details) > 1:
+            first += f" (and {len(details) - 1} more)"
     for key in ("message", "detail", "error"):
         val = body.get(key)
         if isinstance(val, str) and val:
-            return val
+            return f"{val} {first}".strip() if first else val
     errors = body.get("errors")
     if isinstance(errors, list) and errors:
         first = errors[0]
@@ -221,7 +228,15 @@ def classify(resp: httpx.Response) -> ApiError:
     status = resp.status_code
     detail = _detail(resp)
     suffix = f": {detail}" if detail else ""
-    common = {"service": SERVICE, "status": status, "detail": detail or None}
+    code = error_body(resp).get("error")
+    common = {"service": SERVICE, "status": status, "detail": detail or None,
+              "code": code if isinstance(code, str) else None}
+    if status == 401 and common["code"] == "invalid_tracker_key":
+        return AuthError(
+            f"Customerscore rejected the tracker key (401){suffix}",
+            hint="Check the tracker key (CS-..., in Customerscore's settings): `cs-posthog edit credentials`.",
+            **common,
+        )
     if status == 401:
         return AuthError(
             f"Customerscore rejected the API key (401){suffix}",

@@ -1,0 +1,776 @@
+"""The sync engine: PostHog events and Persons to Customerscore tracker events and contacts.
+
+No terminal I/O: progress goes through a callback, the result is a ``Report``. The contract is
+``shared/docs/sync-invariants.md``; the numbers below refer to it.
+
+Two streams run at once, each in its own thread, each with a reader one page ahead
+(``Prefetcher``), so PostHog reads overlap Customerscore sends and each API's budget stays busy:
+
+* events: keyset pages on ``(created_at, uuid)`` (1), from ``cursor - overlap`` (2), bounded on
+  ``timestamp`` (3), ``LIMIT page+1`` (4). For every tracker batch: an in-flight mark, the POST, then
+  one transaction with the delivered uuids and the cursor (5). Rows without a usable customer id are
+  skipped and the cursor moves past them (6). Retries after ambiguous failures are counted (7).
+  Tracker batches go one at a time: a crash resends at most the one batch in flight.
+* contacts: every Person matching the filters, keyset on ``id``; payload fingerprints decide what
+  is sent and are stored after the acknowledgement (8); a change of settings clears them (9).
+
+Memory holds one page being sent plus one being read, whatever the number of events (12).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
+from cs_posthog.errors import (
+    BadRequestError,
+    CsPosthogError,
+    Interrupted,
+    UnavailableError,
+    UsageError,
+)
+from cs_posthog.sync import queries as Q
+from cs_posthog.sync.mapping import (
+    PERSON_ID,
+    contact_payload,
+    contacts_settings_hash,
+    event_payload,
+    events_settings_hash,
+    fingerprint,
+    id_text,
+    text_or_none,
+)
+from cs_posthog.sync.prefetch import Prefetcher
+from cs_posthog.sync.state import (
+    MAIN_STREAM,
+    Cursor,
+    Stream,
+    SyncState,
+    fmt_ts,
+    norm_ts,
+    parse_ts,
+    ts_ms,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVENTS_PAGE = 10_000
+DEFAULT_PERSONS_PAGE = 10_000
+MAX_PAGE = 50_000
+MIN_PAGE = 200
+
+
+# --- options, progress, report ---------------------------------------------------------------
+@dataclass
+class SyncOptions:
+    dry_run: bool = False
+    full: bool = False
+    since: datetime | None = None  # backfill start for a first (or --full) sync
+    events_page_size: int = DEFAULT_EVENTS_PAGE
+    persons_page_size: int = DEFAULT_PERSONS_PAGE
+    sample_size: int = 5
+    count_totals: bool = False  # one count query per stream, for progress bars
+    check_definitions: bool = True
+    now: datetime | None = None
+
+
+@dataclass
+class StreamProgress:
+    name: str  # "events" or "contacts"
+    total: int | None = None
+    read: int = 0
+    sent: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    done: bool = False
+    failed: bool = False
+
+
+ProgressFn = Callable[[StreamProgress], None]
+
+
+@dataclass
+class Report:
+    status: str = "ok"  # ok, failed, interrupted
+    mode: str = "incremental"  # incremental, full, first
+    dry_run: bool = False
+    events_sent: int = 0
+    events_skipped_no_customer: int = 0
+    events_skipped_no_contact: int = 0
+    events_skipped_invalid: int = 0
+    events_rejected: int = 0
+    events_duplicates_dropped: int = 0
+    events_possibly_doubled: int = 0
+    resent_after_crash: int = 0
+    contacts_sent: int = 0
+    contacts_unchanged: int = 0
+    contacts_skipped_no_customer: int = 0
+    contacts_skipped_no_contact_id: int = 0
+    contacts_skipped_invalid: int = 0
+    contacts_rejected: int = 0
+    contacts_no_longer_matching: int | None = None
+    customers_referenced: int = 0
+    posthog_requests: int = 0
+    customerscore_requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    duration_s: float = 0.0
+    events_to_send: int = 0  # dry run: what a real run would send
+    contacts_to_send: int = 0
+    cursor: dict[str, Any] | None = None
+    backfill_from: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    error: str | None = None
+    error_hint: str | None = None
+    exit_code: int = 0
+    run_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["duration_s"] = round(self.duration_s, 3)
+        if not self.dry_run:
+            d.pop("events_to_send")
+            d.pop("contacts_to_send")
+            d.pop("sample")
+        return d
+
+
+# --- rows ------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _EventRow:
+    uuid: str
+    created: str  # canonical
+    created_raw: Any  # as PostHog returned it (for the next keyset query)
+    payload: bytes | None
+    skip: str | None  # "no_customer", "no_contact", "invalid"
+    customer: str | None
+
+
+@dataclass(slots=True)
+class _Contact:
+    contact_id: str
+    customer_id: str
+    fp: str
+    payload: bytes
+
+
+class _Stop(Exception):
+    """Internal: the run was asked to stop between batches."""
+
+
+# --- the engine ------------------------------------------------------------------------------
+class SyncEngine:
+    def __init__(
+        self,
+        cfg: Any,
+        posthog: Any,
+        customerscore: CustomerscoreClient | None,
+        state: SyncState,
+        *,
+        options: SyncOptions | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.ph = posthog
+        self.cs = customerscore
+        self.state = state
+        self.opt = options or SyncOptions()
+        self._progress_fn = progress
+        self.report = Report(dry_run=self.opt.dry_run)
+        self.now = self.opt.now or utcnow()
+        self.overlap = timedelta(minutes=cfg.sync.overlap_minutes)
+        self.lateness = timedelta(days=cfg.sync.max_lateness_days)
+        self.customer_prop = cfg.identification.property
+        cid = cfg.persons.contact_id
+        self.contact_prop: str | None = None if cid == PERSON_ID else cid
+        self.stop = threading.Event()
+        self.run_id: int | None = None
+        self._inflight_before: set[str] = set()
+        self._ignore_state = self.opt.full  # dry-run --full: read state as if empty
+        self._progress = {"events": StreamProgress("events"), "contacts": StreamProgress("contacts")}
+        self._plock = threading.Lock()
+        self._customers: set[str] = set()
+        self._reject_notes: list[str] = []
+        self._ignore_fingerprints = False
+        self._streams: list[Stream] = []
+        self.error: BaseException | None = None
+        if self.opt.dry_run:
+            self.report.sample = {"events": [], "contacts": []}
+
+    # --- public ------------------------------------------------------------------------------
+    def run(self) -> Report:
+        t0 = time.monotonic()
+        rep = self.report
+        errors: list[BaseException] = []
+        first: BaseException | None = None
+        try:
+            self._prepare()
+            workers = [
+                threading.Thread(target=self._guard, args=(self._events, "events", errors), name="sync-events", daemon=True),
+                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors), name="sync-contacts", daemon=True),
+            ]
+            for w in workers:
+                w.start()
+            try:
+                for w in workers:
+                    while w.is_alive():
+                        w.join(0.2)
+            except KeyboardInterrupt:
+                self.stop.set()
+                for w in workers:  # let each finish (and checkpoint) its current batch
+                    w.join(60)
+                errors.append(Interrupted())
+        except KeyboardInterrupt:
+            self.stop.set()
+            errors.append(Interrupted())
+        except CsPosthogError as exc:
+            errors.append(exc)
+        finally:
+            rep.duration_s = time.monotonic() - t0
+            self._collect_stats()
+            if self._reject_notes:
+                rep.warnings.append(
+                    f"Customerscore rejected {rep.events_rejected} event(s) and {rep.contacts_rejected} "
+                    f"contact(s) as invalid; they were skipped (first reason: {self._reject_notes[0]})"
+                )
+            first = next((e for e in errors if not isinstance(e, _Stop)), None)
+            if isinstance(first, Interrupted):
+                rep.status = "interrupted"
+            elif first is not None:
+                rep.status = "failed"
+            if first is not None:
+                rep.error = getattr(first, "message", None) or str(first) or type(first).__name__
+                rep.error_hint = getattr(first, "hint", None)
+                rep.exit_code = int(getattr(first, "exit_code", 1))
+            self._finish_run()
+        self.error = first
+        return rep
+
+    # --- preparation -------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        cfg, st, rep = self.cfg, self.state, self.report
+        if self.opt.full:
+            rep.mode = "full"
+        if not self.opt.dry_run:
+            if self.opt.full:
+                st.reset()
+            # another PostHog project or Customerscore account: old cursors mean nothing
+            ev_hash = events_settings_hash(cfg)
+            old = st.get_meta("events_settings")
+            if old is not None and old != ev_hash and st.streams():
+                rep.warnings.append("the PostHog project or Customerscore account changed: events start over")
+                st.reset()
+            st.set_meta("events_settings", ev_hash)
+            c_hash = contacts_settings_hash(cfg)
+            if st.get_meta("contacts_settings") not in (None, c_hash):
+                st.clear_fingerprints()  # invariant 9
+            st.set_meta("contacts_settings", c_hash)
+            self.run_id = st.start_run(rep.mode)
+            rep.run_id = self.run_id
+            self._inflight_before = st.inflight()
+        elif not self.opt.full and st.get_meta("contacts_settings") not in (None, contacts_settings_hash(cfg)):
+            self._ignore_fingerprints = True
+        self._streams = self._plan_streams()
+        main = self._streams[-1]
+        if main.cursor is None:
+            if rep.mode != "full":
+                rep.mode = "first"
+            rep.backfill_from = main.floor
+        if self.opt.check_definitions:
+            self._check_definitions()
+
+    def _plan_streams(self) -> list[Stream]:
+        """The event cursors to run this time: catch-up streams for newly selected events (from the
+        backfill start up to the main cursor), then the main stream."""
+        selected = list(self.cfg.events.selected)
+        floor = fmt_ts(self.opt.since or (self.now - timedelta(days=self.cfg.sync.backfill_days)))
+        existing = {} if self._ignore_state else {s.name: s for s in self.state.streams()}
+        main = existing.pop(MAIN_STREAM, None)
+        if self.opt.since is not None and main is not None and main.cursor is not None and not self.opt.full:
+            raise UsageError(
+                "--since applies to the first sync only: events are already synced from "
+                f"{main.floor[:10]} (cursor at {main.cursor.created_at[:19]}Z)",
+                hint="Use `cs-posthog sync --full --since DATE` to re-send everything from DATE.",
+            )
+        out: list[Stream] = []
+        if main is None or main.cursor is None:
+            main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")
+            for name in existing:
+                if not self.opt.dry_run:
+                    self.state.delete_stream(name)
+            if not self.opt.dry_run:
+                self.state.save_stream(main)
+            return [main]
+        main.events = [e for e in main.events if e in selected]
+        covered = set(main.events)
+        for s in existing.values():
+            s.events = [e for e in s.events if e in selected]
+            if not s.events:
+                if not self.opt.dry_run:
+                    self.state.delete_stream(s.name)
+                continue
+            covered.update(s.events)
+            out.append(s)
+        new = [e for e in selected if e not in covered]
+        if new:
+            import hashlib
+
+            name = "catchup:" + hashlib.sha256("\0".join(new).encode()).hexdigest()[:12]
+            out.append(Stream(name, new, floor, None, ""))
+        if not self.opt.dry_run:
+            for s in out:
+                self.state.save_stream(s)
+            self.state.save_stream(main)
+        out.append(main)
+        return out
+
+    def _check_definitions(self) -> None:
+        """Warn about selected events PostHog no longer knows (renamed, or never sent again)."""
+        lister = getattr(self.ph, "event_definitions", None)
+        if lister is None:
+            return
+        try:
+            known = {d["name"] if isinstance(d, dict) else getattr(d, "name", str(d)) for d in lister()}
+        except CsPosthogError as exc:
+            self.report.warnings.append(f"could not check the selected events against PostHog: {exc.message}")
+            return
+        missing = [e for e in self.cfg.events.selected if e not in known]
+        if missing:
+            self.report.warnings.append(
+                "PostHog has no event definition for "
+                + ", ".join(repr(m) for m in missing[:10])
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+                + ": nothing will be synced for them (renamed or no longer sent?); see `cs-posthog edit events`"
+            )
+
+    # --- threads -----------------------------------------------------------------------------
+    def _guard(self, fn: Callable[[], None], name: str, errors: list[BaseException]) -> None:
+        try:
+            fn()
+        except _Stop:
+            pass
+        except BaseException as exc:  # reported by run(); the other stream goes on
+            log.debug("%s stream failed", name, exc_info=True)
+            errors.append(exc)
+            with self._plock:
+                self._progress[name].failed = True
+            self._emit(name)
+        finally:
+            with self._plock:
+                self._progress[name].done = True
+            self._emit(name)
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise _Stop()
+
+    def _emit(self, name: str, **incr: int) -> None:
+        with self._plock:
+            p = self._progress[name]
+            for k, v in incr.items():
+                setattr(p, k, getattr(p, k) + v)
+            snap = StreamProgress(**asdict(p))
+        if self._progress_fn is not None:
+            try:
+                self._progress_fn(snap)
+            except Exception:  # a display problem must never break a sync
+                log.debug("progress callback failed", exc_info=True)
+
+    def _set_total(self, name: str, total: int | None) -> None:
+        with self._plock:
+            self._progress[name].total = total
+        self._emit(name)
+
+    # --- PostHog reads -----------------------------------------------------------------------
+    def _query(self, sql: str, values: dict[str, Any], name: str) -> Any:
+        return self.ph.query(sql, values, name=name)
+
+    def _paged(
+        self, build: Callable[[Any, int], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int, name: str
+    ) -> Iterator[list[list[Any]]]:
+        """Keyset pages: ``build(after, limit)``; LIMIT page+1 tells whether there is more (4). A
+        query that PostHog cannot finish in time is retried with a smaller page (3)."""
+        size = max(MIN_PAGE, min(MAX_PAGE, page_size))
+        after = None
+        while True:
+            self._check_stop()
+            sql, values = build(after, size + 1)
+            try:
+                res = self._query(sql, values, name)
+            except UnavailableError:
+                if size <= MIN_PAGE:
+                    raise
+                size = max(MIN_PAGE, size // 4)
+                log.info("PostHog query failed; retrying with pages of %d rows", size)
+                continue
+            rows = list(res.results)
+            more = len(rows) > size
+            if more:
+                rows = rows[:size]
+            if rows:
+                yield rows
+            if not more or not rows:
+                return
+            after = key_of(rows[-1])
+
+    # --- events ------------------------------------------------------------------------------
+    def _events(self) -> None:
+        rep = self.report
+        main = self._streams[-1]
+        if self.opt.count_totals:
+            self._set_total("events", self._count_events_to_read())
+        for s in self._streams:
+            self._check_stop()
+            if not s.events:
+                continue
+            upto = None
+            if not s.is_main:
+                if main.cursor is None:
+                    continue
+                upto = (main.cursor.created_at, main.cursor.uuid)
+            start = s.cursor
+            completed = self._event_stream(s, upto)
+            if completed and not s.is_main:
+                # counted once, over its whole range, when it completes
+                rep.events_skipped_no_customer += self._count_without_customer(s.events, s.floor, None, upto[0])
+                if not self.opt.dry_run:
+                    merged = self.state.merge_stream(s, main)
+                    main.events = merged.events
+                else:
+                    main.events = main.events + s.events
+            if s.is_main and completed:
+                self._count_main_skips(start)
+
+    def _window_start(self, s: Stream) -> tuple[str, str]:
+        """(created_from, timestamp_from) of a stream's first page this run (2, 3)."""
+        floor = parse_ts(s.floor)
+        if s.cursor is None:
+            return fmt_ts(floor), fmt_ts(floor)
+        lo = parse_ts(s.cursor.created_at) - self.overlap
+        return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
+
+    def _event_pages(self, s: Stream, upto: tuple[str, str] | None) -> Iterator[list[_EventRow]]:
+        created_from, ts_from0 = self._window_start(s)
+        floor = parse_ts(s.floor)
+        events = tuple(s.events)
+
+        def build(after: tuple[Any, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
+            if after is None:
+                w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto)
+            else:
+                ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
+                w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto)
+            return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop, limit=limit)
+
+        def key_of(row: list[Any]) -> tuple[Any, str]:
+            return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
+
+        for rows in self._paged(build, key_of, self.opt.events_page_size, f"cs-posthog sync events ({s.name})"):
+            yield [self._map_event(r) for r in rows]
+
+    def _map_event(self, row: list[Any]) -> _EventRow:
+        uuid = str(row[Q.EV_UUID])
+        created_raw = row[Q.EV_CREATED]
+        created = norm_ts(created_raw)
+        customer = id_text(row[Q.EV_CUSTOMER])
+        if customer is None:
+            return _EventRow(uuid, created, created_raw, None, "no_customer", None)
+        if self.contact_prop is None:
+            contact = id_text(row[Q.EV_PERSON])
+        else:
+            contact = id_text(row[Q.EV_CONTACT])
+        if contact is None:
+            return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
+        name = row[Q.EV_EVENT]
+        if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(str(name)) > FIELD_MAX:
+            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
+        email = text_or_none(row[Q.EV_EMAIL])
+        payload = event_payload(
+            name=str(name), timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
+        )
+        return _EventRow(uuid, created, created_raw, encode(payload), None, customer)
+
+    def _event_stream(self, s: Stream, upto: tuple[str, str] | None) -> bool:
+        """Read and send one stream to its end. True when it reached the end."""
+        start_created = s.cursor.created_at if s.cursor else ""
+        prev_page_uuids: set[str] = set()
+        with Prefetcher(self._event_pages(s, upto), name=f"read-{s.name}") as pages:
+            for page in pages:
+                self._check_stop()
+                self._emit("events", read=len(page))
+                prev_page_uuids = self._send_event_page(s, page, start_created, prev_page_uuids)
+        return True
+
+    def _send_event_page(
+        self, s: Stream, page: list[_EventRow], start_created: str, prev_page_uuids: set[str]
+    ) -> set[str]:
+        rep = self.report
+        dry = self.opt.dry_run
+        already = set() if self._ignore_state else self.state.delivered_among([r.uuid for r in page])
+        if dry:
+            already |= prev_page_uuids
+        seen: set[str] = set()
+        sendable: list[tuple[int, _EventRow]] = []
+        skipped = 0
+        for i, r in enumerate(page):
+            if r.skip is not None:
+                if r.created > start_created:  # not a re-read of the overlap window
+                    skipped += 1
+                    if r.skip == "no_customer":
+                        rep.events_skipped_no_customer += 1
+                    elif r.skip == "no_contact":
+                        rep.events_skipped_no_contact += 1
+                    else:
+                        rep.events_skipped_invalid += 1
+                continue
+            if r.uuid in already or r.uuid in seen:
+                rep.events_duplicates_dropped += 1
+                continue
+            seen.add(r.uuid)
+            sendable.append((i, r))
+        if skipped:
+            self._emit("events", skipped=skipped)
+        if dry:
+            rep.events_to_send += len(sendable)
+            for _, r in sendable[: max(0, self.opt.sample_size - len(rep.sample["events"]))]:
+                import json
+
+                rep.sample["events"].append(json.loads(r.payload))
+            self._emit("events", sent=len(sendable))
+            return seen
+        horizon = self.state.prune_horizon(self.overlap)
+        if not sendable:
+            last = page[-1]
+            self.state.checkpoint(s, Cursor(last.created, last.uuid), prune_before=horizon)
+            return seen
+        batches = list(batched((pair, pair[1].payload) for pair in sendable))
+        for k, batch in enumerate(batches):
+            self._check_stop()
+            end = batches[k + 1][0][0][0] - 1 if k + 1 < len(batches) else len(page) - 1
+            self._deliver_events(s, [pair for pair, _ in batch], page[end], horizon)
+        return seen
+
+    def _deliver_events(self, s: Stream, batch: list[tuple[int, _EventRow]], cursor_row: _EventRow, horizon: str | None) -> None:
+        rep = self.report
+        items = [(r.uuid, r.created) for _, r in batch]
+        self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
+        accepted, rejected, doubled = self._send_rejecting(
+            [r for _, r in batch], lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
+        )
+        if self._inflight_before:
+            rep.resent_after_crash += sum(1 for u, _ in items if u in self._inflight_before)
+        rep.events_possibly_doubled += doubled
+        rep.events_sent += len(accepted)
+        rep.events_rejected += len(rejected)
+        self.state.checkpoint(s, Cursor(cursor_row.created, cursor_row.uuid), items, prune_before=horizon)
+        self._emit("events", sent=len(accepted), skipped=len(rejected))
+
+    def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:
+        """POST ``rows``; when Customerscore rejects the batch as invalid (400), split it to find the
+        items it refuses, so that one bad item cannot block the sync forever. Items are only ever
+        given up when others of the same batch were accepted: if everything is refused, the error
+        is raised (it is about the request, not an item)."""
+
+        def go(part: list[Any]) -> tuple[list[Any], list[Any], int, BadRequestError | None]:
+            try:
+                d = post(part)
+            except BadRequestError as exc:
+                if len(part) == 1:
+                    return [], part, 0, exc
+                mid = len(part) // 2
+                a_ok, a_bad, a_dbl, a_exc = go(part[:mid])
+                b_ok, b_bad, b_dbl, b_exc = go(part[mid:])
+                return a_ok + b_ok, a_bad + b_bad, a_dbl + b_dbl, a_exc or b_exc
+            return part, [], (len(part) if d.ambiguous else 0), None
+
+        ok, bad, doubled, exc = go(rows)
+        if bad and not ok:
+            assert exc is not None
+            raise exc
+        if exc is not None:
+            self._reject_notes.append(exc.message)
+            log.warning("Customerscore rejected %d %s: %s", len(bad), what, exc.message)
+        return ok, bad, doubled
+
+    # --- event counts ------------------------------------------------------------------------
+    def _count(self, sql: str, values: dict[str, Any], name: str) -> int:
+        res = self._query(sql, values, name)
+        rows = list(res.results)
+        return int(rows[0][0]) if rows and rows[0] else 0
+
+    def _count_without_customer(self, events: list[str], ts_from: str, created_after: str | None, created_to: str | None) -> int:
+        """Selected events whose Person has no customer property, in a created_at range (6)."""
+        w = Q.EventsWindow(tuple(events), ts_from, created_from=None)
+        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=created_to)
+        if created_after is not None:
+            sql += " AND created_at > {created_after}"
+            values["created_after"] = Q.ch_time(created_after)
+        try:
+            return self._count(sql, values, "cs-posthog sync count skipped")
+        except CsPosthogError as exc:
+            log.info("could not count skipped events: %s", exc)
+            return 0
+
+    def _count_main_skips(self, start: Cursor | None) -> None:
+        """Events of Persons without the customer property are not read at all (the query asks only
+        for those with it); they are counted once per run over the range this run covered, from a
+        watermark kept in the state so that nothing is counted twice."""
+        main = self._streams[-1]
+        mark = None if self._ignore_state else self.state.get_meta("skip_count_upto")
+        upto = fmt_ts(utcnow())
+        after = mark or (start.created_at if start else None)
+        if after is None:
+            ts_from = main.floor
+            created_from: str | None = main.floor
+        else:
+            ts_from = fmt_ts(max(parse_ts(main.floor), parse_ts(after) - self.lateness))
+            created_from = None
+        w = Q.EventsWindow(tuple(main.events), ts_from, created_from=created_from)
+        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=upto)
+        if after is not None:
+            sql += " AND created_at > {created_after}"
+            values["created_after"] = Q.ch_time(after)
+        try:
+            n = self._count(sql, values, "cs-posthog sync count skipped")
+        except CsPosthogError as exc:
+            log.info("could not count skipped events: %s", exc)
+            return
+        self.report.events_skipped_no_customer += n
+        if n:
+            self._emit("events", skipped=n)
+        if not self.opt.dry_run:
+            self.state.set_meta("skip_count_upto", upto)
+
+    def _count_events_to_read(self) -> int | None:
+        total = 0
+        try:
+            for s in self._streams:
+                if not s.events:
+                    continue
+                created_from, ts_from = self._window_start(s)
+                upto = None
+                main = self._streams[-1]
+                if not s.is_main:
+                    if main.cursor is None:
+                        continue
+                    upto = (main.cursor.created_at, main.cursor.uuid)
+                w = Q.EventsWindow(tuple(s.events), ts_from, created_from=created_from, upto=upto)
+                sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=False)
+                total += self._count(sql, values, "cs-posthog sync count events")
+        except CsPosthogError as exc:
+            log.info("could not count events: %s", exc)
+            return None
+        return total
+
+    # --- contacts ----------------------------------------------------------------------------
+    def _contacts(self) -> None:
+        rep = self.report
+        filters = self.cfg.all_filters()
+        if self.opt.count_totals:
+            try:
+                sql, values = Q.persons_count(filters)
+                self._set_total("contacts", self._count(sql, values, "cs-posthog sync count persons"))
+            except CsPosthogError as exc:
+                log.info("could not count persons: %s", exc)
+
+        def build(after: str | None, limit: int) -> tuple[str, dict[str, Any]]:
+            return Q.persons_page(
+                filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after, limit=limit
+            )
+
+        ignore_fps = self._ignore_state or self._ignore_fingerprints
+        pages = self._paged(build, lambda row: str(row[Q.P_ID]), self.opt.persons_page_size, "cs-posthog sync persons")
+        with Prefetcher(pages, name="read-persons") as it:
+            for rows in it:
+                self._check_stop()
+                self._emit("contacts", read=len(rows))
+                contacts = self._map_contacts(rows)
+                existing = {} if ignore_fps else self.state.fingerprints([c.contact_id for c in contacts])
+                changed = [c for c in contacts if existing.get(c.contact_id) != c.fp]
+                unchanged = [c.contact_id for c in contacts if existing.get(c.contact_id) == c.fp]
+                rep.contacts_unchanged += len(unchanged)
+                if unchanged:
+                    self._emit("contacts", unchanged=len(unchanged))
+                if self.opt.dry_run:
+                    import json
+
+                    rep.contacts_to_send += len(changed)
+                    room = max(0, self.opt.sample_size - len(rep.sample["contacts"]))
+                    rep.sample["contacts"].extend(json.loads(c.payload) for c in changed[:room])
+                    self._emit("contacts", sent=len(changed))
+                    continue
+                self.state.touch_contacts(unchanged, self.run_id or 0)
+                for batch in batched((c, c.payload) for c in changed):
+                    self._check_stop()
+                    part = [c for c, _ in batch]
+                    ok, bad, _ = self._send_rejecting(
+                        part, lambda cs: self.cs.upsert_contacts_encoded([c.payload for c in cs]), "contacts"
+                    )
+                    # rejected ones are recorded too: resending an unchanged invalid contact every
+                    # run would only fail again; a change of its payload retries it
+                    self.state.record_contacts([(c.contact_id, c.customer_id, c.fp) for c in ok + bad], self.run_id or 0)
+                    rep.contacts_sent += len(ok)
+                    rep.contacts_rejected += len(bad)
+                    self._emit("contacts", sent=len(ok), skipped=len(bad))
+        if not self.opt.dry_run and self.run_id is not None:
+            rep.contacts_no_longer_matching = self.state.contacts_not_seen_since(self.run_id)
+        rep.customers_referenced = len(self._customers)
+
+    def _map_contacts(self, rows: list[list[Any]]) -> list[_Contact]:
+        rep = self.report
+        out: dict[str, _Contact] = {}
+        skipped = 0
+        for row in rows:
+            customer = id_text(row[Q.P_CUSTOMER])
+            if customer is None:
+                rep.contacts_skipped_no_customer += 1
+                skipped += 1
+                continue
+            contact = id_text(row[Q.P_ID]) if self.contact_prop is None else id_text(row[Q.P_CONTACT])
+            if contact is None:
+                rep.contacts_skipped_no_contact_id += 1
+                skipped += 1
+                continue
+            if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX:
+                rep.contacts_skipped_invalid += 1
+                skipped += 1
+                continue
+            email = text_or_none(row[Q.P_EMAIL])
+            if email is not None and len(email) > FIELD_MAX:
+                email = None
+            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(row[Q.P_NAME]), email=email)
+            self._customers.add(customer)
+            out[contact] = _Contact(contact, customer, fingerprint(payload), encode(payload))
+        if skipped:
+            self._emit("contacts", skipped=skipped)
+        return list(out.values())
+
+    # --- the end -----------------------------------------------------------------------------
+    def _collect_stats(self) -> None:
+        rep = self.report
+        ph_stats = getattr(self.ph, "stats", None)
+        cs_stats = getattr(self.cs, "stats", None)
+        rep.posthog_requests = int(getattr(ph_stats, "requests", 0) or 0)
+        rep.customerscore_requests = int(getattr(cs_stats, "requests", 0) or 0)
+        rep.retries = int(getattr(ph_stats, "retries", 0) or 0) + int(getattr(cs_stats, "retries", 0) or 0)
+        rep.throttled = int(getattr(ph_stats, "throttled", 0) or 0) + int(getattr(cs_stats, "throttled", 0) or 0)
+        if rep.customers_referenced == 0:
+            rep.customers_referenced = len(self._customers)
+        if self._streams and self._streams[-1].cursor is not None:
+            rep.cursor = self._streams[-1].cursor.as_dict()
+
+    def _finish_run(self) -> None:
+        if self.opt.dry_run or self.run_id is None:
+            return
+        try:
+            self.state.finish_run(self.run_id, self.report.status, self.report.as_dict(), self.report.error)
+        except Exception:  # never hide the run's own outcome behind a state error
+            log.warning("could not record the run in the state database", exc_info=True)
