@@ -308,7 +308,15 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "cs-posthog-sandbox"
     sys_version = ""
     timeout = 600  # idle keep-alive connections are closed after this
+    wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
     app: App  # set on the subclass made per server
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         return
