@@ -1,0 +1,174 @@
+"""`cs-posthog status`: what is connected, with which keys (masked), what is synced, how the last
+runs went, where the cursors are, and whether a schedule is installed. Offline: no API call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def collect() -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` document)."""
+    from cs_posthog.commands.schedule import installed_line
+    from cs_posthog.config import load_config
+    from cs_posthog.paths import get_paths
+    from cs_posthog.secrets import SPECS, find_secret, mask
+    from cs_posthog.sync.state import RunLock, SyncState
+
+    cfg = load_config()
+    paths = get_paths()
+    keys: dict[str, Any] = {}
+    for name in ("posthog", "customerscore"):
+        try:
+            found = find_secret(name)  # type: ignore[arg-type]
+        except Exception:
+            found = None
+        keys[name] = {
+            "label": SPECS[name].label,
+            "masked": mask(found.value) if found else None,
+            "stored_in": found.where if found else None,
+        }
+    state = SyncState(paths.state_db, readonly=True)
+    try:
+        runs = [r.as_dict() for r in state.last_runs(5)]
+        streams = state.streams()
+        cursors = [
+            {
+                "stream": s.name,
+                "events": s.events,
+                "backfill_from": s.floor,
+                "created_at": s.cursor.created_at if s.cursor else None,
+                "uuid": s.cursor.uuid if s.cursor else None,
+                "updated_at": s.updated_at,
+            }
+            for s in streams
+        ]
+        inflight = len(state.inflight())
+        contacts_known = state.contacts_count()
+    finally:
+        state.close()
+    running = RunLock(paths.lock_file).held_elsewhere if paths.lock_file.exists() else False
+    last_ok = next((r for r in runs if r["status"] == "ok"), None)
+    not_matching = None
+    if last_ok and last_ok.get("summary"):
+        not_matching = last_ok["summary"].get("contacts_no_longer_matching")
+    line = installed_line()
+    return {
+        "posthog": {
+            "host": cfg.posthog.host,
+            "region": cfg.posthog.region.value,
+            "project_id": cfg.posthog.project_id,
+            "project_name": cfg.posthog.project_name,
+            "timezone": cfg.posthog.timezone,
+            "query_budget_per_hour": cfg.posthog.query_budget_per_hour,
+        },
+        "customerscore": {"api_url": cfg.customerscore.api_url, "tracker_key": cfg.customerscore.tracker_key},
+        "keys": keys,
+        "customer_property": cfg.identification.property,
+        "events": list(cfg.events.selected),
+        "filters": [f.describe() for f in cfg.all_filters()],
+        "contact_id": cfg.persons.contact_id,
+        "sync_settings": {
+            "backfill_days": cfg.sync.backfill_days,
+            "overlap_minutes": cfg.sync.overlap_minutes,
+            "max_lateness_days": cfg.sync.max_lateness_days,
+        },
+        "running": running,
+        "last_runs": runs,
+        "cursors": cursors,
+        "batch_in_flight": inflight,
+        "contacts_known": contacts_known,
+        "contacts_no_longer_matching": not_matching,
+        "schedule": {"installed": line is not None, "line": line},
+        "paths": {"config": str(paths.config_file), "state": str(paths.state_db), "log": str(paths.log_file)},
+    }
+
+
+def run(out: Any, *, json_: bool = False) -> None:
+    data = collect()
+    if json_:
+        out.data(data)
+        return
+    render(out, data)
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return iso[:19].replace("T", " ") + " UTC"
+
+
+def _run_counts(r: dict[str, Any]) -> str:
+    s = r.get("summary") or {}
+    if not s:
+        return ""
+    parts = [f"{s.get('events_sent', 0):,} events", f"{s.get('contacts_sent', 0):,} contacts"]
+    if s.get("events_skipped_no_customer"):
+        parts.append(f"{s['events_skipped_no_customer']:,} skipped")
+    if s.get("resent_after_crash"):
+        parts.append(f"{s['resent_after_crash']:,} resent")
+    if s.get("duration_s") is not None:
+        parts.append(f"{s['duration_s']:.1f} s")
+    return ", ".join(parts)
+
+
+def render(out: Any, d: dict[str, Any]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    ph = d["posthog"]
+    t = Table(show_header=False, box=None, pad_edge=False, title="Connection", title_justify="left")
+    t.add_column("key", style="bold")
+    t.add_column("value")
+    name = f" ({ph['project_name']})" if ph["project_name"] else ""
+    t.add_row("PostHog", Text(f"project {ph['project_id']}{name}, {ph['region']} — {ph['host']}"))
+    t.add_row("Customerscore", Text(f"{d['customerscore']['api_url']}, tracker key {d['customerscore']['tracker_key']}"))
+    for k in d["keys"].values():
+        val = f"{k['masked']} (in {k['stored_in']})" if k["masked"] else "missing"
+        t.add_row(k["label"], Text(val, style=None if k["masked"] else "red"))
+    t.add_row("Customer property", Text(d["customer_property"]))
+    t.add_row("Contact id", Text(d["contact_id"]))
+    t.add_row("Events", Text(", ".join(d["events"])))
+    t.add_row("Person filters", Text(" AND ".join(d["filters"])))
+    s = d["sync_settings"]
+    t.add_row(
+        "Sync",
+        Text(
+            f"backfill {s['backfill_days']} days, overlap {s['overlap_minutes']} min; events ingested more than "
+            f"{s['max_lateness_days']} days after they happened are not synced"
+        ),
+    )
+    out.print(t)
+
+    runs = Table(title="Last runs", title_justify="left")
+    for col in ("started", "mode", "result", "counts"):
+        runs.add_column(col)
+    for r in d["last_runs"]:
+        style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"])
+        result = r["status"] + (f": {r['error']}" if r.get("error") else "")
+        runs.add_row(_when(r["started_at"]), r["mode"], Text(result, style=style), _run_counts(r))
+    if d["last_runs"]:
+        out.print(runs)
+    else:
+        out.print(Text("No sync has run yet: `cs-posthog sync`."))
+
+    if d["cursors"]:
+        c = Table(title="Event cursors", title_justify="left")
+        for col in ("stream", "events", "read up to (ingestion time)", "since"):
+            c.add_column(col)
+        for cur in d["cursors"]:
+            c.add_row(cur["stream"], Text(", ".join(cur["events"])), _when(cur["created_at"]), cur["backfill_from"][:10])
+        out.print(c)
+    extra = []
+    if d["running"]:
+        extra.append("a sync is running now")
+    if d["batch_in_flight"]:
+        extra.append(f"{d['batch_in_flight']} event(s) were in flight when a sync stopped: the next run resends them")
+    extra.append(f"{d['contacts_known']:,} contacts sent so far")
+    if d["contacts_no_longer_matching"]:
+        extra.append(
+            f"{d['contacts_no_longer_matching']:,} of them no longer match the filters (kept in Customerscore)"
+        )
+    sched = d["schedule"]
+    extra.append(f"schedule: {sched['line']}" if sched["installed"] else "not scheduled: `cs-posthog schedule --install`")
+    for line in extra:
+        out.print(Text("• " + line))

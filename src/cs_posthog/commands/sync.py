@@ -1,0 +1,176 @@
+"""`cs-posthog sync`: run the engine, show progress on a terminal, then a summary (or JSON).
+
+Data on stdout (summary table, ``--json`` document, dry-run sample), messages on stderr. ``--quiet``
+prints nothing on success; warnings and errors go to stderr in every mode. Heavy imports stay inside
+the functions (``cs-posthog --help`` must not pay for them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUMMARY_FIELDS = (
+    "status",
+    "events_sent",
+    "events_skipped_no_customer",
+    "contacts_sent",
+    "contacts_unchanged",
+    "posthog_requests",
+    "customerscore_requests",
+    "retries",
+    "resent_after_crash",
+    "events_possibly_doubled",
+    "duration_s",
+)
+
+
+def parse_since(text: str | None) -> Any:
+    """``--since YYYY-MM-DD`` (or a full ISO timestamp) as an aware UTC datetime."""
+    if text is None:
+        return None
+    from datetime import UTC, datetime
+
+    from cs_posthog.errors import UsageError
+
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            dt = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+        else:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except ValueError:
+        raise UsageError(f"--since: {text!r} is not a date (YYYY-MM-DD)", hint="For example: --since 2024-03-01") from None
+    if dt > datetime.now(UTC):
+        raise UsageError(f"--since: {text} is in the future")
+    return dt
+
+
+def run(out: Any, *, json_: bool = False, quiet: bool = False, dry_run: bool = False, full: bool = False, since: str | None = None) -> None:
+    from cs_posthog.config import load_config
+    from cs_posthog.sync.engine import SyncOptions
+    from cs_posthog.sync.runner import run_sync
+
+    since_dt = parse_since(since)
+    cfg = load_config()
+    options = SyncOptions(dry_run=dry_run, full=full, since=since_dt, count_totals=out.is_tty)
+    if out.is_tty:
+        report, error = _with_progress(out, cfg, options)
+    else:
+        report, error = run_sync(cfg, options=options)
+    for w in report.warnings:
+        out.warn(w)
+    if json_:
+        out.data(report.as_dict())
+    elif not quiet:
+        render_summary(out, report)
+    if error is not None:
+        raise error
+
+
+def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cs_posthog.sync.runner import run_sync
+
+    progress = Progress(
+        SpinnerColumn(finished_text="[green]✓[/green]"),
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=out.err,
+        transient=False,
+    )
+    verb = "to send" if options.dry_run else "sent"
+    tasks = {
+        "events": progress.add_task("events", total=None, detail=""),
+        "contacts": progress.add_task("contacts", total=None, detail=""),
+    }
+
+    def on_progress(p: Any) -> None:
+        detail = f"{verb} {p.sent:,}"
+        if p.name == "contacts":
+            detail += f" · unchanged {p.unchanged:,}"
+        if p.skipped:
+            detail += f" · skipped {p.skipped:,}"
+        if p.failed:
+            detail += " · [red]failed[/red]"
+        total = p.total if p.total is not None else (p.read if p.done else None)
+        progress.update(tasks[p.name], completed=p.read, total=max(total, p.read) if total is not None else None, detail=detail)
+
+    with progress:
+        return run_sync(cfg, options=options, progress=on_progress)
+
+
+def render_summary(out: Any, report: Any) -> None:
+    from rich.table import Table
+
+    r = report
+    title = "Dry run: nothing was sent" if r.dry_run else f"Sync {r.status}"
+    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    table.add_column("note", style="dim")
+    if r.dry_run:
+        table.add_row("events to send", f"{r.events_to_send:,}", _backfill_note(r))
+        table.add_row("contacts to send", f"{r.contacts_to_send:,}", f"{r.contacts_unchanged:,} unchanged")
+    else:
+        table.add_row("events sent", f"{r.events_sent:,}", _backfill_note(r))
+        table.add_row("contacts sent", f"{r.contacts_sent:,}", f"{r.contacts_unchanged:,} unchanged")
+    table.add_row("events skipped", f"{r.events_skipped_no_customer:,}", "no customer id on their Person")
+    other = r.events_skipped_no_contact + r.events_skipped_invalid + r.events_rejected
+    if other:
+        table.add_row("events not sendable", f"{other:,}", "no contact id, over 255 characters, or rejected")
+    c_skip = r.contacts_skipped_no_customer + r.contacts_skipped_no_contact_id + r.contacts_skipped_invalid + r.contacts_rejected
+    if c_skip:
+        table.add_row("persons skipped", f"{c_skip:,}", "empty customer id, no contact id, or invalid")
+    if r.events_duplicates_dropped:
+        table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}", "already delivered (overlap re-read) or stored twice")
+    if r.resent_after_crash:
+        table.add_row("resent after crash", f"{r.resent_after_crash:,}", "the batch in flight when the last run stopped")
+    if r.events_possibly_doubled:
+        table.add_row("possibly doubled", f"{r.events_possibly_doubled:,}", "retried after a timeout that may have been applied")
+    if r.contacts_no_longer_matching:
+        table.add_row("contacts no longer matching", f"{r.contacts_no_longer_matching:,}", "kept in Customerscore")
+    table.add_row("requests", f"{r.posthog_requests:,} / {r.customerscore_requests:,}", f"PostHog / Customerscore, {r.retries:,} retried")
+    table.add_row("duration", f"{r.duration_s:.1f} s", "")
+    out.print(table)
+    if r.dry_run and (r.sample.get("events") or r.sample.get("contacts")):
+        _render_sample(out, r.sample)
+    if r.customers_referenced and not r.dry_run:
+        out.info(
+            f"[dim]{r.customers_referenced:,} customer id(s) referenced. Customerscore silently ignores contacts and "
+            "events of customers that do not exist there, and events whose name is not a metric codename.[/dim]"
+        )
+
+
+def _backfill_note(r: Any) -> str:
+    if r.backfill_from:
+        return f"backfill from {r.backfill_from[:10]}"
+    return ""
+
+
+def _render_sample(out: Any, sample: dict[str, list[dict[str, Any]]]) -> None:
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+    from rich.text import Text
+
+    if sample.get("events"):
+        t = Table(title="Sample events", title_justify="left")
+        for col in ("name", "timestamp (UTC)", "customer", "contact", "email"):
+            t.add_column(col)
+        for e in sample["events"]:
+            ts = datetime.fromtimestamp(e["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            ident = e["identification"]
+            t.add_row(*map(Text, (e["name"], ts, ident["customer"], ident["contact"], e["data"]["contact"].get("email", ""))))
+        out.print(t)
+    if sample.get("contacts"):
+        t = Table(title="Sample contacts", title_justify="left")
+        for col in ("customer", "contact", "name", "email"):
+            t.add_column(col)
+        for c in sample["contacts"]:
+            t.add_row(*map(Text, (c["customer_external_id"], c["contact_external_id"], c["contact_name"], c["attributes"].get("email", ""))))
+        out.print(t)
