@@ -87,7 +87,8 @@ from .hogql_errors import (
     query_error,
 )
 
-__all__ = ["HogQLError", "SCHEMA_SQL", "create_schema", "dump_properties", "execute", "parse"]
+__all__ = ["HogQLError", "SCHEMA_SQL", "create_schema", "dump_properties", "execute",
+           "explain_query_plan", "parse", "prepare_connection"]
 
 SCHEMA_SQL = """
 CREATE TABLE persons (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, properties TEXT NOT NULL,
@@ -240,9 +241,13 @@ def _plan(query: str, ast: dict, values: dict) -> Plan:
     return plan
 
 
-def _register_functions(conn: sqlite3.Connection) -> None:
+def prepare_connection(conn: sqlite3.Connection) -> None:
+    """Register the SQL functions the engine's SQL uses (``execute`` also does it, in ~2 µs)."""
     for name, nargs, fn in SQL_FUNCTIONS:
         conn.create_function(name, nargs, fn, deterministic=True)
+
+
+_register_functions = prepare_connection
 
 
 # --- execution -----------------------------------------------------------------------------------
@@ -295,6 +300,17 @@ def execute(
         "offset": 0 if plan.limit is None else None,
         "hogql": query,
     }
+
+
+def explain_query_plan(conn: sqlite3.Connection, query: str, values: dict | None = None) -> list[str]:
+    """SQLite's EXPLAIN QUERY PLAN lines for the SQL a HogQL query runs as (to check index use)."""
+    values = dict(values or {})
+    plan = _plan(query, _parsed(query), values)
+    params = plan.bind(values, env_now())
+    params["__limit"] = DEFAULT_LIMIT + 1 if plan.limit is None else min(_const_value(plan.limit, values), MAX_LIMIT)
+    params["__offset"] = 0
+    prepare_connection(conn)
+    return [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + plan.sql, params).fetchall()]
 
 
 def _const_value(c: Any, values: dict) -> int:
