@@ -251,7 +251,7 @@ def _ident(x: Any) -> str:
         return str(x)
     if _IDENT_RE.match(x):
         return x
-    return "`" + x.replace("\\", "\\\\").replace("`", "\\`") + "`"
+    return "`" + x.replace("\\", "\\\\").replace("`", "``") + "`"
 
 
 def _string_literal(s: str) -> str:
@@ -312,6 +312,8 @@ _INTERVALS = {
     "toIntervalQuarter": "quarter", "toIntervalYear": "year",
 }
 _NUMERIC = {"num", "bool"}
+_COMPARE_FORMS = {v: k for k, v in _CMP_FUNCS.items()}  # equals(a, b) is a = b, and so on
+_ARITH_FORMS = {v: k for k, v in _ARITH_FUNCS.items()}
 
 
 class Compiler:
@@ -876,6 +878,21 @@ class Compiler:
             raise unsupported(f"The parametric function {name}(...)(...)")
         if n.get("filter_expr") is not None or n.get("order_by") or n.get("within_group"):
             raise unsupported(f"{name}(...) with FILTER, ORDER BY or WITHIN GROUP")
+        if name.lower() in ("not", "and", "or"):
+            args = n.get("args") or []
+            if name.lower() == "not":
+                self._arity(name, args, 1)
+                return self.ex({"node": "Not", "expr": args[0]})
+            self._arity(name, args, 2, 1000)
+            return self.ex({"node": name.lower().capitalize(), "exprs": args})
+        if name in _COMPARE_FORMS or name in _ARITH_FORMS:
+            args = n.get("args") or []
+            self._arity(name, args, 2)
+            if name in _COMPARE_FORMS:
+                return self.ex({"node": "CompareOperation", "op": _COMPARE_FORMS[name], "left": args[0],
+                                "right": args[1]})
+            return self.ex({"node": "ArithmeticOperation", "op": _ARITH_FORMS[name], "left": args[0],
+                            "right": args[1]})
         key = name.lower() if name.lower() in _CASE_INSENSITIVE else name
         key = {"isnull": "isNull", "isnotnull": "isNotNull", "ifnull": "ifNull"}.get(key, key)
         if key in _AGGREGATES:
