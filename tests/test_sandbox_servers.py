@@ -559,3 +559,155 @@ def test_faults_fail_requests_in_every_way():
         # hooks never fault
         for _ in range(20):
             assert http_request("GET", proc.posthog_url + "/_sandbox/stats")[0] == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# /query/ (HogQL through the engine)
+# ---------------------------------------------------------------------------------------------
+
+
+def hogql(sb, text: str, values: dict | None = None, *, refresh: str = "force_blocking", utc: bool = True,
+          key: str = "api_key"):
+    query = {"kind": "HogQLQuery", "query": text}
+    if values is not None:
+        query["values"] = values
+    if utc:
+        query["modifiers"] = {"convertToProjectTimezone": False}
+    status, body, _ = api(sb, f"/api/projects/{pid(sb)}/query/", key, method="POST",
+                          body={"query": query, "refresh": refresh, "name": "test"})
+    return status, body
+
+
+def test_query_end_to_end_with_values(sb):
+    events = get_jsonl(sb.posthog_url + "/_sandbox/dump/events")
+    status, body = hogql(sb, "SELECT count() FROM events")
+    assert status == 200 and body["results"] == [[len(events)]]
+    assert {"results", "columns", "types", "hasMore", "limit", "offset", "hogql", "is_cached", "cache_key",
+            "last_refresh"} <= set(body)
+    status, body = hogql(sb, "SELECT count() FROM events WHERE event = {e}", {"e": "invoice_paid"})
+    assert body["results"] == [[sum(1 for e in events if e["event"] == "invoice_paid")]]
+    persons = get_jsonl(sb.posthog_url + "/_sandbox/dump/persons")
+    org = next(p["properties"]["organization_id"] for p in persons if p["properties"].get("organization_id"))
+    status, body = hogql(sb, "SELECT id FROM persons WHERE properties.organization_id = {org} ORDER BY id LIMIT 2000",
+                         {"org": org})
+    assert status == 200 and body["hasMore"] is None and body["limit"] is None
+    assert [r[0] for r in body["results"]] == sorted(p["id"] for p in persons
+                                                    if p["properties"].get("organization_id") == org)
+
+
+def test_query_default_limit_offset_refusal_and_syntax_errors(sb):
+    status, body = hogql(sb, "SELECT uuid FROM events")
+    assert status == 200 and len(body["results"]) == 100 and body["hasMore"] is True and body["limit"] == 100
+    status, body = hogql(sb, "SELECT uuid FROM events ORDER BY uuid LIMIT 10 OFFSET 400")
+    assert status == 400 and body["type"] == "validation_error" and body["code"] == "hogql_query_error"
+    assert body["detail"].startswith("OFFSET is not supported on queries made with a personal API key.")
+    assert body["attr"] is None
+    status, body = hogql(sb, "SELEC uuid FROM events")
+    assert status == 400 and body["code"] == "hogql_syntax_error"
+
+
+def test_query_keyset_pages_cover_every_row(sb):
+    dump = get_jsonl(sb.posthog_url + "/_sandbox/dump/events")
+    seen: list[tuple[str, str]] = []
+    status, body = hogql(sb, "SELECT created_at, uuid FROM events ORDER BY created_at, uuid LIMIT 1001")
+    while True:
+        assert status == 200, body
+        rows = body["results"]
+        seen += [(r[0], r[1]) for r in rows[:1000]]
+        if len(rows) <= 1000:
+            break
+        c, u = rows[999]
+        status, body = hogql(sb, "SELECT created_at, uuid FROM events WHERE (created_at, uuid) > ({c}, {u}) "
+                                 "ORDER BY created_at, uuid LIMIT 1001", {"c": c, "u": u})
+    assert sorted(u for _, u in seen) == sorted(e["uuid"] for e in dump)
+
+
+def test_query_cache_and_stats(sb):
+    before = get_json(sb.posthog_url + "/_sandbox/stats")["hogql_queries"]
+    text = "SELECT count() FROM events WHERE event = '$pageview'"
+    first = hogql(sb, text, refresh="blocking")[1]
+    second = hogql(sb, text, refresh="blocking")[1]
+    forced = hogql(sb, text)[1]
+    assert (first["is_cached"], second["is_cached"], forced["is_cached"]) == (False, True, False)
+    assert first["results"] == second["results"] == forced["results"]
+    assert get_json(sb.posthog_url + "/_sandbox/stats")["hogql_queries"] - before == 2
+
+
+def test_query_timestamps_follow_convert_to_project_timezone(sb):
+    text = "SELECT timestamp FROM events ORDER BY timestamp LIMIT 1"
+    utc = hogql(sb, text)[1]["results"][0][0]
+    local = hogql(sb, text, utc=False)[1]
+    assert utc.endswith("Z")
+    assert parse_iso(local["results"][0][0]) == parse_iso(utc)
+    assert local["results"][0][0][-6:] in ("+01:00", "+02:00") and "Europe/Prague" in local["types"][0][1]
+
+
+def test_fourth_concurrent_query_waits_then_is_throttled():
+    from cs_posthog.sandbox.posthog_app import ApiError, PostHogApp, build_identity
+    from cs_posthog.sandbox.server import DBPool
+
+    ident = build_identity(1, "eu", 0)
+    app = PostHogApp(name="t", identity=ident, data_pool=DBPool(":memory:"), rate_limits="fast")
+    for _ in range(3):
+        app._acquire_query_slot()
+    t0 = time.monotonic()
+    with pytest.raises(ApiError) as info:
+        app._acquire_query_slot()
+    assert 0.4 <= time.monotonic() - t0 < 3  # PostHog retries 30 s (scaled 60x) before giving up
+    assert info.value.status == 429 and info.value.type == "throttled_error"
+    assert info.value.detail.startswith(f"Exceeded maximum concurrency limit: 3 for key: api:query:per-org:"
+                                        f"{ident.organization.id} and task: ")
+    app._release_query_slot()
+    app._acquire_query_slot()  # a freed slot is taken at once
+
+
+def test_query_rate_limit_in_fast_mode():
+    with start_sandbox(events=50, persons=10, customers=3, seed=13, rate_limits="fast") as proc:
+        auth = {"Authorization": f"Bearer {proc.info['api_key']}", "Content-Type": "application/json"}
+        body = json.dumps({"query": {"kind": "HogQLQuery", "query": "SELECT 1"}}).encode()
+        host = urlsplit(proc.posthog_url).netloc
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def worker():
+            conn = http.client.HTTPConnection(host, timeout=30)
+            for _ in range(80):
+                conn.request("POST", f"/api/projects/{proc.info['project_id']}/query/", body=body, headers=auth)
+                resp = conn.getresponse()
+                payload = resp.read()
+                with lock:
+                    statuses.append(resp.status)
+                    if resp.status == 429:
+                        assert json.loads(payload)["detail"].startswith("Request was throttled. Expected available in")
+            conn.close()
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert 429 in statuses and statuses.count(200) >= 200
+        # the query budget (240) is separate from the other endpoints' (480)
+        assert http_request("GET", proc.posthog_url + "/api/personal_api_keys/@current/", headers=auth)[0] == 200
+
+
+def test_serving_a_50000_row_answer():
+    with start_sandbox(events=60_000, persons=600, customers=20, seed=14) as proc:
+        auth = {"Authorization": f"Bearer {proc.info['api_key']}"}
+        body = {"query": {"kind": "HogQLQuery", "modifiers": {"convertToProjectTimezone": False},
+                          "query": "SELECT uuid, event, timestamp, created_at, distinct_id, person_id FROM events "
+                                   "ORDER BY created_at, uuid LIMIT 50001"}, "refresh": "force_blocking"}
+        t0 = time.monotonic()
+        status, _, payload = http_request("POST", proc.posthog_url + f"/api/projects/{proc.info['project_id']}/query/",
+                                          body=body, headers=auth, timeout=60)
+        elapsed = time.monotonic() - t0
+        result = json.loads(payload)
+        # PostHog caps an explicit LIMIT at 50,000 rows, silently: LIMIT 50001 gives 50,000
+        assert status == 200 and len(result["results"]) == 50_000 and result["hasMore"] is None
+        assert result["limit"] is None
+        print(f"\nLIMIT 50001 /query/ answer (50,000 rows): {elapsed:.2f} s, {len(payload) / 1e6:.1f} MB")
+        assert elapsed < 15
+        body["query"]["query"] = body["query"]["query"].replace("50001", "49999")
+        status, _, payload = http_request("POST", proc.posthog_url + f"/api/projects/{proc.info['project_id']}/query/",
+                                          body=body, headers=auth, timeout=60)
+        assert status == 200 and len(json.loads(payload)["results"]) == 49_999

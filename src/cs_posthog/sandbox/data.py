@@ -240,6 +240,8 @@ CREATE TABLE IF NOT EXISTS person_distinct_ids (distinct_id TEXT PRIMARY KEY, pe
 CREATE TABLE IF NOT EXISTS events (
     rowid_ INTEGER PRIMARY KEY, uuid TEXT NOT NULL, event TEXT NOT NULL, timestamp TEXT NOT NULL,
     created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT, properties TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS events_created ON events(created_at, uuid);
+CREATE INDEX IF NOT EXISTS events_ts ON events(timestamp);
 """
 
 SANDBOX_SCHEMA = """
@@ -251,12 +253,16 @@ CREATE TABLE IF NOT EXISTS sbx_property_definitions (
     PRIMARY KEY (type, name));
 """
 
+# What the hooks and the legacy endpoints look up, besides the engine's own indexes.
 INDEXES = """
 CREATE INDEX IF NOT EXISTS sbx_events_uuid ON events(uuid);
-CREATE INDEX IF NOT EXISTS sbx_events_ts ON events(timestamp);
-CREATE INDEX IF NOT EXISTS sbx_events_created ON events(created_at, uuid);
 CREATE INDEX IF NOT EXISTS sbx_pdi_person ON person_distinct_ids(person_id);
 """
+
+
+def dump_json(obj: object) -> str:
+    """Properties as PostHog stores them: compact, UTF-8 kept (``hogql.dump_properties``)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -348,6 +354,7 @@ def make_persons(seed: int, n: int, companies: list[Company], anchor: int) -> li
         pid = uuid4_from(rng)
         # more persons created early (an existing user base) than late
         created = start + int((rng.random() ** 1.6) * (WINDOW_DAYS * DAY_US - 2 * HOUR_US))
+        created -= created % 1000  # persons.created_at is DateTime64(3) in PostHog
         identified = rng.random() < 0.65
         anon = uuid7_from(rng, created)
         props: dict = {}
@@ -479,10 +486,10 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     ds = Dataset(seed=seed, anchor_us=anchor, companies=companies, customerscore_customers=cs_customers,
                  n_persons=len(people))
 
-    dumps = json.dumps
+    dumps = dump_json
     conn.executemany(
         "INSERT INTO persons(id, created_at, properties, is_identified) VALUES (?, ?, ?, ?)",
-        [(p.id, fmt_db(p.created_us), dumps(p.properties, ensure_ascii=False), int(p.identified))
+        [(p.id, fmt_db(p.created_us), dumps(p.properties), int(p.identified))
          for p in people])
     conn.executemany("INSERT INTO person_distinct_ids(distinct_id, person_id) VALUES (?, ?)",
                      [(d, p.id) for p in people for d in p.distinct_ids])
@@ -492,7 +499,11 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     for p in people:
         person_prop_names.update(p.properties)
 
-    # events
+    # events: the table's indexes are dropped during the bulk load and rebuilt after (2x faster)
+    event_indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
+                                 "AND sql IS NOT NULL").fetchall()
+    for name, _ in event_indexes:
+        conn.execute(f'DROP INDEX "{name}"')
     rng = random.Random(f"{seed}:events")
     start = anchor - WINDOW_DAYS * DAY_US
     old_cutoff = anchor - 40 * DAY_US
@@ -561,7 +572,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
                 for key, value in props.items():
                     event_prop_types.setdefault(key, infer_property_type(value))
             row = (uuid7_from(rng, ts), name, fmt_db(ts), fmt_db(created), distinct_id, p.id,
-                   dumps(props, ensure_ascii=False))
+                   dumps(props))
             rows.append(row)
             last_row, last_created = row, created
             if created < event_first.get(name, 1 << 62):
@@ -575,6 +586,8 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
                 progress(f"{i + 1:,} events")
     if rows:
         conn.executemany(insert, rows)
+    for _, sql in event_indexes:
+        conn.execute(sql)
     conn.commit()
     ds.n_events = events if people else 0
 

@@ -23,8 +23,10 @@ Shapes follow PostHog's source (``posthog/auth.py``, ``permissions.py``, ``rate_
   60 (240 per second ...); the waits named in ``detail`` are real seconds.
 * ``/query/`` runs ``HogQLQuery`` only (``values``, ``modifiers``, ``refresh``) through
   ``cs_posthog.sandbox.hogql``; results are cached 6 hours per (query, values, modifiers) unless
-  ``refresh`` is ``force_blocking``/``force_async``/``true``; unknown kinds are refused like
-  pydantic would (400 ``parse_error``), other known kinds with a clear 400.
+  ``refresh`` is ``force_blocking``/``force_async``/``true``; DateTime columns come back in the
+  project's timezone unless ``modifiers.convertToProjectTimezone`` is false (PostHog's default);
+  async refresh modes are answered synchronously; unknown kinds are refused like pydantic would
+  (400 ``parse_error``), other known kinds with a clear 400.
 * Legacy ``/persons/`` (limit/offset, newest first) and ``/events/`` (``after`` defaults to 24 hours
   ago, ``before``, ``event``, ``distinct_id``, ``person_id``, ``orderBy``; ``next`` moves ``before``
   to the last timestamp as PostHog does; offsets over 50,000 refused), both capped at 1,000 rows.
@@ -303,6 +305,43 @@ def iso_offset(db_value: str | None) -> str | None:
     if "." not in text:
         text += ".000000"
     return text.replace(" ", "T", 1) + "+00:00"
+
+
+def to_timezone(result: dict, tz_name: str) -> dict:
+    """What ``convertToProjectTimezone`` (PostHog's default) does: DateTime columns in the project's zone.
+
+    The engine answers in UTC (``...Z``, or naive for persons.created_at); PostHog wraps such columns
+    in ``toTimeZone(x, tz)`` and renders aware datetimes with their offset.
+    """
+    from zoneinfo import ZoneInfo
+
+    types = result.get("types") or []
+    idx = [i for i, t in enumerate(types) if isinstance(t, list | tuple) and len(t) > 1 and "DateTime" in str(t[1])]
+    if not idx:
+        return result
+    zone = ZoneInfo(tz_name)
+
+    def conv(value: object) -> object:
+        if not isinstance(value, str) or len(value) < 19:
+            return value
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.astimezone(zone).isoformat()
+
+    rows = [list(r) for r in result["results"]]
+    for row in rows:
+        for i in idx:
+            row[i] = conv(row[i])
+    new_types = [list(t) for t in types]
+    for i in idx:
+        new_types[i][1] = re.sub(r"'[^']*'", f"'{tz_name}'", new_types[i][1]) if "'" in new_types[i][1] \
+            else new_types[i][1].replace(")", f", '{tz_name}')") if "(" in new_types[i][1] \
+            else f"DateTime('{tz_name}')"
+    return {**result, "results": rows, "types": new_types}
 
 
 def now_iso() -> str:
@@ -712,6 +751,8 @@ class PostHogApp(App):
         finally:
             self._release_query_slot()
         self.stats.incr("hogql_queries")
+        if modifiers.get("convertToProjectTimezone", True) is not False:
+            result = to_timezone(result, project.timezone)
         refreshed = now_iso()
         envelope = {
             **result,
@@ -719,7 +760,6 @@ class PostHogApp(App):
             "explain": None, "metadata": None, "is_cached": False, "cache_key": cache_key,
             "cache_target_age": None, "calculation_trigger": None, "last_refresh": refreshed,
             "next_allowed_client_refresh": refreshed, "query_status": None,
-            "timezone": "UTC" if modifiers.get("convertToProjectTimezone") is False else project.timezone,
         }
         with self._cache_lock:
             self._cache[cache_key] = (time.time(), envelope)
@@ -936,7 +976,7 @@ class PostHogApp(App):
                     conn.execute("INSERT INTO events(uuid, event, timestamp, created_at, distinct_id, person_id, "
                                  "properties) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  (u, event, D.fmt_db(ts), D.fmt_db(created), distinct_id, person_id,
-                                  json.dumps(props, ensure_ascii=False)))
+                                  D.dump_json(props)))
                     uuids.append(u)
                     names.append((event, D.fmt_db(created)))
                     props_seen.extend(props.items())
@@ -973,13 +1013,13 @@ class PostHogApp(App):
                     if existing is None:
                         created = D.fmt_db(D.parse_time(row["created_at"])) if row.get("created_at") else D.fmt_db(now)
                         conn.execute("INSERT INTO persons(id, created_at, properties, is_identified) VALUES (?,?,?,?)",
-                                     (pid, created, json.dumps(props or {}, ensure_ascii=False),
+                                     (pid, created, D.dump_json(props or {}),
                                       int(bool(row.get("is_identified", False)))))
                         inserted += 1
                     else:
                         created = (D.fmt_db(D.parse_time(row["created_at"])) if row.get("created_at")
                                    else existing[0])
-                        new_props = json.dumps(props, ensure_ascii=False) if props is not None else existing[1]
+                        new_props = D.dump_json(props) if props is not None else existing[1]
                         ident = int(bool(row["is_identified"])) if "is_identified" in row else existing[2]
                         conn.execute("UPDATE persons SET created_at = ?, properties = ?, is_identified = ? WHERE id = ?",
                                      (created, new_props, ident, pid))
