@@ -37,8 +37,9 @@ REST_PER_MINUTE = 500
 TRACKER_PER_MINUTE = 200
 FIELD_MAX = 255
 # Pacing scale: tests and benchmarks run against a sandbox whose clock is scaled (``--rate-limits
-# fast`` is 60x) or has no limits at all. ``CS_POSTHOG_RATE_SCALE=60`` multiplies the allowed rates;
-# ``off`` (or 0) turns client-side pacing off. Never needed against the real API.
+# fast`` is 60x: the same counts per second instead of per minute) or has no limits at all.
+# ``CS_POSTHOG_RATE_SCALE=60`` divides the pacing windows by 60; ``off`` (or 0) turns client-side
+# pacing off. Never needed against the real API.
 RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
 
 T = TypeVar("T")
@@ -135,8 +136,10 @@ class CustomerscoreClient:
         if scale is None:
             self.rest_pacer = self.tracker_pacer = None
         else:
-            self.rest_pacer = Pacer([(max(1, int(rest_per_minute * scale)), 60.0)])
-            self.tracker_pacer = Pacer([(max(1, int(tracker_per_minute * scale)), 60.0)])
+            # scale the clock, not the count: the sandbox's "fast" mode allows 200 per second, not
+            # 12,000 per minute in one burst
+            self.rest_pacer = Pacer([(rest_per_minute, 60.0 / scale)])
+            self.tracker_pacer = Pacer([(tracker_per_minute, 60.0 / scale)])
         self._client = httpx.Client(
             timeout=timeout if timeout is not None else default_timeout(),
             transport=transport,

@@ -259,6 +259,13 @@ class SyncEngine:
         cfg, st, rep = self.cfg, self.state, self.report
         if self.opt.full:
             rep.mode = "full"
+        main = st.stream(MAIN_STREAM)
+        if self.opt.since is not None and not self.opt.full and main is not None and main.cursor is not None:
+            raise UsageError(
+                "--since applies to the first sync only: events are already synced from "
+                f"{main.floor[:10]} (cursor at {main.cursor.created_at[:19].replace('T', ' ')} UTC)",
+                hint="Use `cs-posthog sync --full --since DATE` to send everything again from DATE.",
+            )
         if not self.opt.dry_run:
             if self.opt.full:
                 st.reset()
@@ -294,12 +301,6 @@ class SyncEngine:
         floor = fmt_ts(self.opt.since or (self.now - timedelta(days=self.cfg.sync.backfill_days)))
         existing = {} if self._ignore_state else {s.name: s for s in self.state.streams()}
         main = existing.pop(MAIN_STREAM, None)
-        if self.opt.since is not None and main is not None and main.cursor is not None and not self.opt.full:
-            raise UsageError(
-                "--since applies to the first sync only: events are already synced from "
-                f"{main.floor[:10]} (cursor at {main.cursor.created_at[:19]}Z)",
-                hint="Use `cs-posthog sync --full --since DATE` to re-send everything from DATE.",
-            )
         out: list[Stream] = []
         if main is None or main.cursor is None:
             main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")

@@ -374,15 +374,19 @@ class SyncState:
         return rows[0][0] if rows else 0
 
     def clear_fingerprints(self) -> None:
+        """Every contact is sent again on the next run; the rows stay, so contacts that no longer
+        match the filters can still be counted."""
         with self.tx() as db:
-            db.execute("DELETE FROM contacts")
+            db.execute("UPDATE contacts SET fingerprint=''")
 
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
         with self.tx() as db:
-            for table in ("streams", "delivered", "inflight", "contacts"):
+            for table in ("streams", "delivered", "inflight"):
                 db.execute(f"DELETE FROM {table}")
+            db.execute("DELETE FROM meta WHERE key='skip_count_upto'")
+            db.execute("UPDATE contacts SET fingerprint=''")
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, mode: str) -> int:

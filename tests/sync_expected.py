@@ -1,0 +1,136 @@
+"""What Customerscore should receive, computed in plain Python from the sandbox's raw dumps.
+
+Deliberately independent of ``cs_posthog.sync``: the rules are written out again here from the
+issue and ``customerscore-api.md`` (selected events whose Person has the customer property set,
+deduplicated by uuid, from the backfill start; every Person matching the filters becomes a contact;
+customers that do not exist in Customerscore are dropped there silently).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from cs_posthog.sandbox.runner import get_json, get_jsonl
+
+
+def parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def ms(ts: str) -> int:
+    d = parse(ts) - datetime(1970, 1, 1, tzinfo=UTC)
+    return d.days * 86_400_000 + d.seconds * 1000 + d.microseconds // 1000
+
+
+def customer_id(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def matches(props: dict, flt: dict) -> bool:
+    """PostHog's semantics: missing and JSON null are NULL; = never matches NULL, != always does."""
+    v = props.get(flt["property"])
+    op = flt["operator"]
+    if op == "is_set":
+        return v is not None
+    if op == "is_not_set":
+        return v is None
+    if v is None:
+        return op == "not_equals"
+    sv = ("true" if v else "false") if isinstance(v, bool) else str(v)
+    return (sv == flt["value"]) if op == "equals" else (sv != flt["value"])
+
+
+class Sandbox:
+    """The dumps and the received items of one running sandbox."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+        self.ph = info[f"posthog_{info['region']}"]
+        self.cs = info["customerscore"]
+
+    def persons(self) -> dict[str, dict]:
+        return {p["id"]: p for p in get_jsonl(self.ph + "/_sandbox/dump/persons")}
+
+    def events(self) -> list[dict]:
+        return list(get_jsonl(self.ph + "/_sandbox/dump/events"))
+
+    def customers(self) -> set[str]:
+        return {c["external_id"] for c in get_json(self.cs + "/_sandbox/customers")}
+
+    def received(self, what: str) -> list[dict]:
+        return list(get_jsonl(self.cs + f"/_sandbox/received/{what}"))
+
+    def stats(self) -> dict:
+        return get_json(self.cs + "/_sandbox/stats")
+
+
+def expected_events(
+    sb: Sandbox, *, selected: list[str], since: datetime, customer_property: str, existing_only: bool = True
+) -> tuple[list[dict], int]:
+    """(payloads Customerscore keeps, number of selected events skipped for lack of a customer id)."""
+    persons = sb.persons()
+    customers = sb.customers()
+    out: list[dict] = []
+    skipped = 0
+    seen: set[str] = set()
+    for e in sb.events():
+        if e["uuid"] in seen:
+            continue
+        seen.add(e["uuid"])
+        if e["event"] not in selected or parse(e["timestamp"]) < since:
+            continue
+        person = persons.get(e["person_id"])
+        props = person["properties"] if person else {}
+        cust = customer_id(props.get(customer_property))
+        if cust is None:
+            skipped += 1
+            continue
+        if existing_only and cust not in customers:
+            continue
+        email = props.get("email")
+        out.append(
+            {
+                "name": e["event"],
+                "timestamp": ms(e["timestamp"]),
+                "identification": {"customer": cust, "contact": e["person_id"]},
+                "data": {"customer": {}, "contact": {"email": email} if email else {}},
+            }
+        )
+    return out, skipped
+
+
+def expected_contacts(sb: Sandbox, *, customer_property: str, filters: list[dict], existing_only: bool = True) -> list[dict]:
+    customers = sb.customers()
+    rules = [{"property": customer_property, "operator": "is_set"}, *filters]
+    out = []
+    for p in sb.persons().values():
+        props = p["properties"]
+        if not all(matches(props, r) for r in rules):
+            continue
+        cust = customer_id(props.get(customer_property))
+        if cust is None or (existing_only and cust not in customers):
+            continue
+        email = props.get("email") or None
+        name = props.get("name") or None
+        out.append(
+            {
+                "customer_external_id": cust,
+                "contact_external_id": p["id"],
+                "contact_name": (name or email or p["id"])[:255],
+                "attributes": {"email": email} if email else {},
+            }
+        )
+    return out
+
+
+def bag(items: list[dict]) -> Counter:
+    """A multiset of payloads (order-free, duplicates counted)."""
+    return Counter(json.dumps(i, sort_keys=True, ensure_ascii=False) for i in items)
