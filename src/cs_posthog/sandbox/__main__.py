@@ -72,9 +72,12 @@ def log(msg: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop = threading.Event()
+    serving = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001 - signal API
         stop.set()
+        if not serving.is_set():  # still generating: abandon at once
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -175,11 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             "rss_mb": round(rss_mb, 1),
             "db": db_path,
         }
+        serving.set()
+        if stop.is_set():
+            return 0
         sys.stdout.write(json.dumps(info) + "\n")
         sys.stdout.flush()
         while not stop.wait(0.5):
             pass
         log("stopping")
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted before the servers were ready")
         return 0
     finally:
         for app in apps:

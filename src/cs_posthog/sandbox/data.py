@@ -668,18 +668,21 @@ def record_definitions(conn: sqlite3.Connection, *, event_names: Iterable[tuple[
 
 
 def iter_event_dump(conn: sqlite3.Connection, batch: int = 5000) -> Iterator[str]:
-    """One JSON line per stored event row, in storage order (duplicates included)."""
+    """One JSON line per stored event row, in storage order (duplicates included).
+
+    The stored properties text is spliced in as is (it is compact JSON already): no re-parsing.
+    """
     cur = conn.execute("SELECT uuid, event, timestamp, created_at, distinct_id, person_id, properties "
                        "FROM events ORDER BY rowid_")
-    dumps = json.dumps
+    q = json.dumps
     while True:
         chunk = cur.fetchmany(batch)
         if not chunk:
             return
         for u, ev, ts, created, did, pid, props in chunk:
-            yield dumps({"uuid": u, "event": ev, "timestamp": db_to_iso(ts), "created_at": db_to_iso(created),
-                         "distinct_id": did, "person_id": pid, "properties": json.loads(props or "{}")},
-                        ensure_ascii=False) + "\n"
+            yield (f'{{"uuid":{q(u)},"event":{q(ev, ensure_ascii=False)},"timestamp":"{db_to_iso(ts)}",'
+                   f'"created_at":"{db_to_iso(created)}","distinct_id":{q(did, ensure_ascii=False)},'
+                   f'"person_id":{q(pid)},"properties":{props or "{}"}}}\n')
 
 
 def iter_person_dump(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[str]:

@@ -457,6 +457,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            close = getattr(resp.body, "close", None)
+            if close is not None:  # a streamed dump: release its DB connection now
+                close()
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
