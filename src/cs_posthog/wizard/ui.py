@@ -1,0 +1,268 @@
+"""Prompt building blocks on top of questionary / prompt_toolkit.
+
+* ``add_footer``: a line of live text under any questionary prompt (a counter, a badge). Render
+  callables only read state; the I/O happens in threads that call ``app.invalidate()``.
+* ``LiveCount``: a debounced background count (``threading.Timer``) shown as a badge.
+* ``NameCompleter``: autocomplete from an API search, cached, from a minimum prefix, meant to run
+  inside ``ThreadedCompleter`` so the keyboard never waits for the network.
+* ``busy``: a spinner on stderr while something slow runs (only on a terminal).
+
+Prompts are always asked with ``.unsafe_ask()``: Ctrl-C raises ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+
+# --- layout ----------------------------------------------------------------------------------
+def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None = None) -> Any:
+    """Show ``get_text()`` (plain or formatted text) below the prompt until it is answered.
+
+    Works for every questionary prompt: their layouts are an ``HSplit`` whose children list can
+    take one more window. ``get_text`` is a render callable: it must not do I/O.
+    """
+    from prompt_toolkit.filters import IsDone
+    from prompt_toolkit.layout import ConditionalContainer, HSplit, Window
+    from prompt_toolkit.layout.controls import FormattedTextControl
+
+    container = question.application.layout.container
+    if not isinstance(container, HSplit):  # pragma: no cover - questionary always builds an HSplit
+        raise TypeError(f"unexpected prompt layout: {type(container).__name__}")
+    window = ConditionalContainer(
+        Window(FormattedTextControl(get_text), dont_extend_height=True, wrap_lines=True),
+        filter=~IsDone(),
+    )
+    children = container.children
+    children.insert(len(children) if index is None else index, window)
+    return question
+
+
+def inquirer_control(question: Any) -> Any:
+    """The ``InquirerControl`` of a questionary select/checkbox (its choices and selection)."""
+    from questionary.prompts.common import InquirerControl
+
+    for control in question.application.layout.find_all_controls():
+        if isinstance(control, InquirerControl):
+            return control
+    raise LookupError("not a select or checkbox prompt")
+
+
+def checklist(
+    message: str,
+    choices: Sequence[tuple[str, str, bool]],
+    *,
+    noun: str = "selected",
+    validate: Callable[[list[str]], bool | str] | None = None,
+    instruction: str | None = None,
+) -> Any:
+    """A searchable checkbox with a live "N of M selected" line under the list.
+
+    ``choices``: ``(value, title, checked)``. Type to filter, Space toggles, Ctrl-A selects all (or
+    deselects all when everything is selected), Enter confirms. Returns the Question.
+    """
+    import questionary
+
+    q = questionary.checkbox(
+        message,
+        choices=[questionary.Choice(title=title, value=value, checked=checked) for value, title, checked in choices],
+        use_search_filter=True,
+        use_jk_keys=False,
+        validate=validate or (lambda _sel: True),
+        instruction=instruction
+        or "(type to search, Space to toggle, Ctrl-A all/none, Enter to confirm)",
+    )
+    ic = inquirer_control(q)
+    total = sum(1 for c in ic.choices if not getattr(c, "disabled", False))
+
+    def counter() -> list[tuple[str, str]]:
+        n = len(ic.selected_options)
+        text = f"  {n} of {total} {noun}"
+        if ic.search_filter:
+            shown = len(ic.filtered_choices) if ic.found_in_search else 0
+            text += f" · {shown} match {ic.search_filter!r}"
+        return [("class:instruction bold", text)]
+
+    # under the list, above the search line and the validation message
+    add_footer(q, counter, index=2)
+    return q
+
+
+# --- live count ------------------------------------------------------------------------------
+class LiveCount:
+    """A count that runs in the background, debounced, and redraws the prompt when it is known.
+
+    ``request(arg)`` (re)starts a timer; after ``delay`` seconds ``count(arg)`` runs in the timer's
+    thread. Only the newest request's answer is shown. ``text()`` is the render callable.
+    """
+
+    def __init__(
+        self,
+        count: Callable[[Any], int],
+        *,
+        delay: float = 0.35,
+        render: Callable[[int], str] = lambda n: f"{n:,} persons will be synced",
+    ) -> None:
+        self._count = count
+        self._delay = delay
+        self._render = render
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._shown_gen = -1
+        self._timer: threading.Timer | None = None
+        self._value: int | None = None
+        self._error: str | None = None
+        self._app: Any = None
+        self._done = threading.Event()
+
+    # called from the UI thread
+    def request(self, arg: Any) -> None:
+        with self._lock:
+            self._gen += 1
+            gen = self._gen
+            self._done.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self._delay, self._run, args=(gen, arg))
+            self._timer.daemon = True
+            self._timer.start()
+        self._invalidate()
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._done.set()
+
+    @property
+    def pending(self) -> bool:
+        return self._shown_gen != self._gen
+
+    @property
+    def value(self) -> int | None:
+        return self._value
+
+    def wait(self, timeout: float = 30.0) -> int | None:
+        """Block until the newest request is answered (tests, and the final summary)."""
+        self._done.wait(timeout)
+        return self._value
+
+    def _run(self, gen: int, arg: Any) -> None:
+        try:
+            value, error = self._count(arg), None
+        except Exception as exc:  # shown in the badge; the wizard goes on
+            value, error = None, _short_error(exc)
+        with self._lock:
+            if gen != self._gen:
+                return
+            self._value, self._error, self._shown_gen = value, error, gen
+            self._done.set()
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        app = self._app
+        if app is not None and getattr(app, "is_running", False):
+            app.invalidate()  # thread-safe: schedules a redraw on the app's loop
+
+    def plain(self) -> str:
+        if self._error is not None and not self.pending:
+            return f"could not count: {self._error}"
+        if self._value is None:
+            return "counting…"
+        text = self._render(self._value)
+        return text + (" (updating…)" if self.pending else "")
+
+    def text(self) -> list[tuple[str, str]]:
+        """Render callable (no I/O): remembers the running app for later redraws."""
+        from prompt_toolkit.application.current import get_app_or_none
+
+        app = get_app_or_none()
+        if app is not None:
+            self._app = app
+        style = "fg:ansired" if (self._error and not self.pending) else "fg:ansigreen bold"
+        return [(style, "  ● " + self.plain())]
+
+
+def _short_error(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return msg.splitlines()[0][:120]
+
+
+# --- autocomplete ----------------------------------------------------------------------------
+class NameCompleter:
+    """Completes whole names (which may contain spaces) from ``search(text) -> names``.
+
+    * nothing is fetched below ``min_prefix`` characters (unless Tab asks for it);
+    * answers are cached per search text; a longer text is filtered locally from the answer for
+      its longest cached prefix (a server search narrows as the text grows);
+    * wrap it in ``ThreadedCompleter`` so the fetch runs off the keyboard's thread.
+    """
+
+    def __init__(self, search: Callable[[str], Iterable[str]], *, min_prefix: int = 1, limit: int = 50) -> None:
+        from prompt_toolkit.completion import Completer
+
+        # subclassing at run time keeps prompt_toolkit out of module import
+        self._search = search
+        self.min_prefix = min_prefix
+        self.limit = limit
+        self._cache: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0
+        self.completer = _make_completer(Completer, self)
+
+    def names(self, text: str) -> list[str]:
+        key = text.strip()
+        with self._lock:
+            base = max((k for k in self._cache if key.lower().startswith(k.lower())), key=len, default=None)
+            cached = self._cache.get(base) if base is not None else None
+        if cached is None:
+            fetched = list(dict.fromkeys(self._search(key)))
+            self.fetches += 1
+            with self._lock:
+                self._cache[key] = fetched
+            cached = fetched
+        low = key.lower()
+        hits = [n for n in cached if low in n.lower()]
+        hits.sort(key=lambda n: (not n.lower().startswith(low), n.startswith("$"), n.lower()))
+        return hits[: self.limit]
+
+    def completions(self, text: str, *, requested: bool) -> list[str]:
+        if len(text.strip()) < self.min_prefix and not requested:
+            return []
+        try:
+            return self.names(text)
+        except Exception:  # a failed lookup must never break typing: no suggestions
+            return []
+
+
+def _make_completer(base: type, owner: NameCompleter) -> Any:
+    from prompt_toolkit.completion import Completion
+
+    class _Completer(base):  # type: ignore[misc, valid-type]
+        def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
+            text = document.text_before_cursor
+            for name in owner.completions(text, requested=complete_event.completion_requested):
+                if name != text:
+                    yield Completion(name, start_position=-len(text))
+
+    return _Completer()
+
+
+def threaded(completer: NameCompleter) -> Any:
+    from prompt_toolkit.completion import ThreadedCompleter
+
+    return ThreadedCompleter(completer.completer)
+
+
+# --- spinner ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def busy(out: Any, text: str) -> Iterator[None]:
+    """A spinner on stderr while the block runs (a terminal only; otherwise nothing)."""
+    if getattr(out, "is_tty", False):
+        with out.err.status(text, spinner="dots"):
+            yield
+    else:
+        yield
