@@ -303,13 +303,18 @@ def schedule(
 
 @app.command()
 @handle_errors
-def demo(no_input: NoInput = False) -> None:
+def demo(
+    no_input: NoInput = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print what Customerscore received as one JSON document.")] = False,
+) -> None:
     """Try everything on a local sandbox: nothing to sign up for.
 
-    Starts a local PostHog and Customerscore, connects, syncs, shows what arrived, cleans up.
+    Starts a local PostHog and Customerscore in a temporary home (your own configuration is never
+    touched), connects, runs the first sync, shows what Customerscore received, and cleans up.
+    On a terminal the real wizard runs with the sandbox's credentials offered as defaults.
     """
-    out = _output()
-    _call("demo", 6, "demo", out, no_input=no_input)
+    out = _output(json_mode=json_)
+    _call("demo", 6, "demo", out, no_input=no_input, json_=json_)
 
 
 def _require_config():  # -> Config

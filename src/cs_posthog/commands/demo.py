@@ -1,0 +1,240 @@
+"""`cs-posthog demo`: the whole product on the embedded sandbox, nothing to sign up for.
+
+Starts the sandbox (PostHog US/EU and Customerscore) on free loopback ports, points a temporary
+``CS_POSTHOG_HOME`` at a fresh directory (a real configuration is never touched), connects (the real
+wizard on a terminal, sensible choices without one), runs the first sync, shows what Customerscore
+received, and prints the next steps. The sandbox and the temporary files are removed on the way out,
+Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from contextlib import contextmanager
+from typing import Any
+
+# What the non-interactive demo connects with: the customer property comes from the sandbox.
+DEMO_EVENTS = ["user_logged_in", "dashboard_viewed", "report_created", "invoice_paid", "subscription_upgraded"]
+DEMO_FILTERS = ["plan != free"]
+DEMO_SIZE = {"events": 20_000, "persons": 1_000, "customers": 60, "seed": 7}
+
+# Environment the demo sets for its own run and restores afterwards.
+_ENV_KEYS = (
+    "CS_POSTHOG_HOME",
+    "CS_POSTHOG_SECRET_STORE",
+    "CS_POSTHOG_US_HOST",
+    "CS_POSTHOG_EU_HOST",
+    "POSTHOG_PERSONAL_API_KEY",
+    "CUSTOMERSCORE_API_KEY",
+)
+# Tests (and anyone curious) can run the demo against a sandbox they started themselves:
+# the sandbox's JSON line in this variable; the demo then leaves that sandbox running.
+ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
+
+
+def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
+    interactive = not no_input and not json_ and out.stdin_is_tty()
+    with _sandbox(out) as info, _temporary_home(info, interactive=interactive) as home:
+        out.info(f"[bold]Sandbox ready[/bold]: PostHog ({info['region'].upper()}) at {info['posthog_' + info['region']]}, "
+                 f"Customerscore at {info['customerscore']}; temporary home {home}")
+        cfg = _connect(out, info, interactive=interactive)
+        report = _first_sync(out, cfg)
+        summary = summarize(info, report.as_dict())
+        if json_:
+            out.data(summary)
+        else:
+            render(out, summary)
+            next_steps(out)
+        if report.status != "ok":
+            from cs_posthog.errors import CsPosthogError
+
+            raise CsPosthogError(f"the demo sync ended with status {report.status!r}",
+                                 hint="Re-run with --debug to see why.")
+
+
+@contextmanager
+def _sandbox(out: Any):
+    import json
+
+    attached = os.environ.get(ATTACH_ENV)
+    if attached:
+        yield json.loads(attached)
+        return
+    from cs_posthog.sandbox.runner import start_sandbox
+
+    out.info("Starting a local PostHog (US and EU regions) and Customerscore…")
+    sb = start_sandbox(**DEMO_SIZE, region="eu")
+    try:
+        yield sb.info
+    finally:
+        sb.stop()
+
+
+@contextmanager
+def _temporary_home(info: dict, *, interactive: bool):
+    saved = {k: os.environ.get(k) for k in _ENV_KEYS}
+    home = tempfile.mkdtemp(prefix="cs-posthog-demo-")
+    try:
+        os.environ.update(
+            CS_POSTHOG_HOME=home,
+            CS_POSTHOG_SECRET_STORE="file",
+            CS_POSTHOG_US_HOST=info["posthog_us"],
+            CS_POSTHOG_EU_HOST=info["posthog_eu"],
+        )
+        if not interactive:  # the wizard asks for them on a terminal
+            os.environ["POSTHOG_PERSONAL_API_KEY"] = info["api_key"]
+            os.environ["CUSTOMERSCORE_API_KEY"] = info["customerscore_api_key"]
+        yield home
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
+    from cs_posthog.commands import connect
+    from cs_posthog.config import load_config
+
+    common = dict(
+        restart=True, api_key_stdin=False, cs_api_key_stdin=False, host=None, all_events=False,
+        contact_id=None, no_sync=True,
+    )
+    if interactive:
+        out.info(
+            "\n[bold]The setup wizard[/bold], against the sandbox. Its credentials are offered as defaults:\n"
+            f"  PostHog personal API key  {info['api_key']}\n"
+            f"  Project ID                {info['project_id']}\n"
+            f"  Customerscore API key     {info['customerscore_api_key']}\n"
+            f"  Tracker key               {info['tracker_key']}\n"
+            f"  Customer property         {info['customer_property']}\n"
+        )
+        connect.run(
+            out, no_input=False, project=None, customer_property=None, events=[], filters=[],
+            cs_url=info["customerscore"], tracker_key=None, demo_defaults=info, **common,
+        )
+    else:
+        out.info(
+            f"Connecting with: project {info['project_id']}, customer property "
+            f"{info['customer_property']!r}, events {', '.join(DEMO_EVENTS)}, filter {DEMO_FILTERS[0]!r}"
+        )
+        connect.run(
+            out, no_input=True, project=str(info["project_id"]), customer_property=info["customer_property"],
+            events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
+            tracker_key=info["tracker_key"], **common,
+        )
+    return load_config()
+
+
+def _first_sync(out: Any, cfg: Any) -> Any:
+    from cs_posthog.commands.sync import execute
+    from cs_posthog.sync.engine import SyncOptions
+
+    out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
+    report, error = execute(out, cfg, SyncOptions())
+    if error is not None:
+        raise error
+    return report
+
+
+def summarize(info: dict, report: dict) -> dict:
+    """What Customerscore received, per customer, from the sandbox's own hooks."""
+    from cs_posthog.sandbox.runner import get_json, get_jsonl
+
+    cs = info["customerscore"]
+    events = get_jsonl(cs + "/_sandbox/received/events")
+    contacts = get_jsonl(cs + "/_sandbox/received/contacts")
+    stats = get_json(cs + "/_sandbox/stats")
+    per_customer: dict[str, dict] = defaultdict(lambda: {"events": Counter(), "contacts": 0})
+    for ev in events:
+        per_customer[ev["identification"]["customer"]]["events"][ev["name"]] += 1
+    for c in contacts:
+        per_customer[c["customer_external_id"]]["contacts"] += 1
+    customers = {
+        cid: {"events": dict(sorted(v["events"].items())), "events_total": sum(v["events"].values()),
+              "contacts": v["contacts"]}
+        for cid, v in sorted(per_customer.items())
+    }
+    return {
+        "sync": report,
+        "received": {
+            "events": len(events),
+            "contacts": len(contacts),
+            "customers": len(customers),
+            "per_customer": customers,
+        },
+        "dropped": {
+            "events_unknown_customer": _stat(stats, "events", "dropped"),
+            "contacts_unknown_customer": _stat(stats, "contacts", "dropped"),
+        },
+    }
+
+
+def _stat(stats: dict, kind: str, what: str) -> int:
+    """Read e.g. stats["events"]["dropped"] or stats["events_dropped"], whichever the sandbox uses."""
+    node = stats.get(kind)
+    if isinstance(node, dict) and isinstance(node.get(what), int):
+        return node[what]
+    value = stats.get(f"{kind}_{what}")
+    return value if isinstance(value, int) else 0
+
+
+def render(out: Any, summary: dict, *, top: int = 12) -> None:
+    from rich.table import Table
+
+    rec = summary["received"]
+    table = Table(title=f"What Customerscore received ({rec['customers']} customers)", title_justify="left")
+    table.add_column("customer")
+    table.add_column("events", justify="right")
+    table.add_column("by name")
+    table.add_column("contacts", justify="right")
+    ranked = sorted(rec["per_customer"].items(), key=lambda kv: -kv[1]["events_total"])
+    for cid, row in ranked[:top]:
+        names = ", ".join(f"{n} {c}" for n, c in sorted(row["events"].items(), key=lambda kv: -kv[1]))
+        table.add_row(cid, f"{row['events_total']:,}", names, f"{row['contacts']:,}")
+    if len(ranked) > top:
+        rest = ranked[top:]
+        table.add_row(f"… {len(rest)} more", f"{sum(r['events_total'] for _, r in rest):,}", "",
+                      f"{sum(r['contacts'] for _, r in rest):,}")
+    table.add_row("[bold]total[/bold]", f"[bold]{rec['events']:,}[/bold]", "", f"[bold]{rec['contacts']:,}[/bold]")
+    out.print()
+    out.print(table)
+
+    s, d = summary["sync"], summary["dropped"]
+    why = Table(title="Not on a timeline, and why", title_justify="left", show_header=True)
+    why.add_column("count", justify="right")
+    why.add_column("what")
+    why.add_column("reason")
+    why.add_row(f"{s.get('events_skipped_no_customer', 0):,}", "events skipped by cs-posthog",
+                "their Person has no customer id (the customer property is not set)")
+    why.add_row(f"{d['events_unknown_customer']:,}", "events dropped by Customerscore",
+                "their customer id is not a customer in Customerscore (silently ignored)")
+    why.add_row(f"{d['contacts_unknown_customer']:,}", "contacts dropped by Customerscore",
+                "same: no such customer")
+    why.add_row("—", "events without a metric", "Customerscore keeps only events whose name matches a metric codename")
+    out.print()
+    out.print(why)
+
+    figures = Table(title="The figures `cs-posthog sync --json` gives", title_justify="left")
+    figures.add_column("field")
+    figures.add_column("value", justify="right")
+    for k, v in s.items():
+        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
+            figures.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    out.print()
+    out.print(figures)
+
+
+def next_steps(out: Any) -> None:
+    out.print(
+        "\n[bold]Next steps[/bold] with your own PostHog project:\n"
+        "  1. In PostHog: Settings → Personal API keys → Create, label \"Customerscore.io\", with the read\n"
+        "     scopes Action, Event definition, Organization, Project, Property definition and Query.\n"
+        "  2. cs-posthog connect\n"
+        "  3. cs-posthog schedule --install      (a sync every hour from cron)\n"
+    )
