@@ -254,6 +254,7 @@ KNOWN_QUERY_KINDS = {
 }
 FORCE_REFRESH = {"force_blocking", "force_async", "force_cache_async"}
 CACHE_TTL_S = 6 * 3600
+CACHE_MAX_ROWS = 120_000
 
 
 def page_url(req: Request, **updates: object) -> str:
@@ -761,9 +762,11 @@ class PostHogApp(App):
             "cache_target_age": None, "calculation_trigger": None, "last_refresh": refreshed,
             "next_allowed_client_refresh": refreshed, "query_status": None,
         }
-        with self._cache_lock:
+        with self._cache_lock:  # bounded by rows, so that syncs paging 50k-row answers do not pile up
             self._cache[cache_key] = (time.time(), envelope)
-            while len(self._cache) > 64:
+            self._cache.move_to_end(cache_key)
+            while len(self._cache) > 1 and (len(self._cache) > 256 or sum(
+                    len(v[1]["results"]) for v in self._cache.values()) > CACHE_MAX_ROWS):
                 self._cache.popitem(last=False)
         return json_response(200, envelope)
 
