@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def collect() -> dict[str, Any]:
+def collect(config: Any = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
     from cs_posthog.commands.schedule import installed_line
     from cs_posthog.config import load_config
@@ -14,7 +14,7 @@ def collect() -> dict[str, Any]:
     from cs_posthog.secrets import SPECS, find_secret, mask
     from cs_posthog.sync.state import RunLock, SyncState
 
-    cfg = load_config()
+    cfg = config if config is not None else load_config()
     paths = get_paths()
     keys: dict[str, Any] = {}
     for name in ("posthog", "customerscore"):
@@ -83,8 +83,8 @@ def collect() -> dict[str, Any]:
     }
 
 
-def run(out: Any, *, json_: bool = False) -> None:
-    data = collect()
+def run(out: Any, *, config: Any = None, json_: bool = False) -> None:
+    data = collect(config)
     if json_:
         out.data(data)
         return

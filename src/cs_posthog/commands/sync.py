@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+PAGE_SIZE_ENV = "CS_POSTHOG_PAGE_SIZE"
+
 SUMMARY_FIELDS = (
     "status",
     "events_sent",
@@ -46,14 +48,26 @@ def parse_since(text: str | None) -> Any:
     return dt
 
 
-def run(out: Any, *, json_: bool = False, quiet: bool = False, dry_run: bool = False, full: bool = False, since: str | None = None) -> None:
+def run(
+    out: Any,
+    *,
+    config: Any = None,
+    json_: bool = False,
+    quiet: bool = False,
+    dry_run: bool = False,
+    full: bool = False,
+    since: str | None = None,
+) -> None:
     from cs_posthog.config import load_config
     from cs_posthog.sync.engine import SyncOptions
     from cs_posthog.sync.runner import run_sync
 
     since_dt = parse_since(since)
-    cfg = load_config()
+    cfg = config if config is not None else load_config()
     options = SyncOptions(dry_run=dry_run, full=full, since=since_dt, count_totals=out.is_tty)
+    page = _page_size_from_env()
+    if page:
+        options.events_page_size = options.persons_page_size = page
     if out.is_tty:
         report, error = _with_progress(out, cfg, options)
     else:
@@ -66,6 +80,20 @@ def run(out: Any, *, json_: bool = False, quiet: bool = False, dry_run: bool = F
         render_summary(out, report)
     if error is not None:
         raise error
+
+
+def _page_size_from_env() -> int | None:
+    """``CS_POSTHOG_PAGE_SIZE``: rows per PostHog query (200 to 50,000; default 10,000). For tests and
+    benchmarks that need many pages from little data; the default suits real projects."""
+    import os
+
+    raw = os.environ.get(PAGE_SIZE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        return max(200, min(50_000, int(raw)))
+    except ValueError:
+        return None
 
 
 def _with_progress(out: Any, cfg: Any, options: Any) -> Any:

@@ -513,65 +513,83 @@ class SyncEngine:
     def _send_event_page(
         self, s: Stream, page: list[_EventRow], start_created: str, prev_page_uuids: set[str]
     ) -> set[str]:
+        """Send one page in tracker batches, checkpointing after each. Rows skipped for lack of a
+        customer or contact id are recorded like delivered ones (handled), so that PostHog's
+        duplicate rows and overlap re-reads count them once."""
         rep = self.report
         dry = self.opt.dry_run
         already = set() if self._ignore_state else self.state.delivered_among([r.uuid for r in page])
         if dry:
             already |= prev_page_uuids
         seen: set[str] = set()
-        sendable: list[tuple[int, _EventRow]] = []
+        sendable: list[int] = []
+        handled: list[bool] = [False] * len(page)  # sent or skipped by this page (not duplicates)
         skipped = 0
         for i, r in enumerate(page):
-            if r.skip is not None:
-                if r.created > start_created:  # not a re-read of the overlap window
-                    skipped += 1
-                    if r.skip == "no_customer":
-                        rep.events_skipped_no_customer += 1
-                    elif r.skip == "no_contact":
-                        rep.events_skipped_no_contact += 1
-                    else:
-                        rep.events_skipped_invalid += 1
-                continue
             if r.uuid in already or r.uuid in seen:
                 rep.events_duplicates_dropped += 1
                 continue
             seen.add(r.uuid)
-            sendable.append((i, r))
+            handled[i] = True
+            if r.skip is None:
+                sendable.append(i)
+                continue
+            if r.created > start_created:  # not a re-read of the overlap window
+                skipped += 1
+                if r.skip == "no_customer":
+                    rep.events_skipped_no_customer += 1
+                elif r.skip == "no_contact":
+                    rep.events_skipped_no_contact += 1
+                else:
+                    rep.events_skipped_invalid += 1
         if skipped:
             self._emit("events", skipped=skipped)
         if dry:
             rep.events_to_send += len(sendable)
-            for _, r in sendable[: max(0, self.opt.sample_size - len(rep.sample["events"]))]:
+            room = max(0, self.opt.sample_size - len(rep.sample["events"]))
+            if room:
                 import json
 
-                rep.sample["events"].append(json.loads(r.payload))
+                rep.sample["events"].extend(json.loads(page[i].payload) for i in sendable[:room])  # type: ignore[arg-type]
             self._emit("events", sent=len(sendable))
             return seen
         horizon = self.state.prune_horizon(self.overlap)
-        if not sendable:
-            last = page[-1]
-            self.state.checkpoint(s, Cursor(last.created, last.uuid), prune_before=horizon)
-            return seen
-        batches = list(batched((pair, pair[1].payload) for pair in sendable))
+        batches = list(batched((i, page[i].payload) for i in sendable))
+        lo = 0
         for k, batch in enumerate(batches):
             self._check_stop()
-            end = batches[k + 1][0][0][0] - 1 if k + 1 < len(batches) else len(page) - 1
-            self._deliver_events(s, [pair for pair, _ in batch], page[end], horizon)
+            # this batch's checkpoint covers rows up to just before the next batch's first row
+            end = batches[k + 1][0][0] - 1 if k + 1 < len(batches) else len(page) - 1
+            idx = [i for i, _ in batch]
+            skips = [(page[j].uuid, page[j].created) for j in range(lo, end + 1) if handled[j] and page[j].skip]
+            self._deliver_events(s, [page[i] for i in idx], page[end], skips, horizon)
+            lo = end + 1
+        if not batches:
+            last = page[-1]
+            skips = [(r.uuid, r.created) for j, r in enumerate(page) if handled[j] and r.skip]
+            self.state.checkpoint(s, Cursor(last.created, last.uuid), skips, prune_before=horizon)
         return seen
 
-    def _deliver_events(self, s: Stream, batch: list[tuple[int, _EventRow]], cursor_row: _EventRow, horizon: str | None) -> None:
+    def _deliver_events(
+        self,
+        s: Stream,
+        batch: list[_EventRow],
+        cursor_row: _EventRow,
+        skips: list[tuple[str, str]],
+        horizon: str | None,
+    ) -> None:
         rep = self.report
-        items = [(r.uuid, r.created) for _, r in batch]
+        items = [(r.uuid, r.created) for r in batch]
         self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
         accepted, rejected, doubled = self._send_rejecting(
-            [r for _, r in batch], lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
+            batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
         )
         if self._inflight_before:
             rep.resent_after_crash += sum(1 for u, _ in items if u in self._inflight_before)
         rep.events_possibly_doubled += doubled
         rep.events_sent += len(accepted)
         rep.events_rejected += len(rejected)
-        self.state.checkpoint(s, Cursor(cursor_row.created, cursor_row.uuid), items, prune_before=horizon)
+        self.state.checkpoint(s, Cursor(cursor_row.created, cursor_row.uuid), items + skips, prune_before=horizon)
         self._emit("events", sent=len(accepted), skipped=len(rejected))
 
     def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:

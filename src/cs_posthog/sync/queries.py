@@ -93,7 +93,8 @@ def events_count(
     if created_to is not None:
         where.append("created_at <= {created_to}")
         values["created_to"] = ch_time(created_to)
-    return f"SELECT count() FROM events WHERE {' AND '.join(where)}", values
+    # PostHog may hold one uuid in two rows: count events, not rows
+    return f"SELECT count(DISTINCT uuid) FROM events WHERE {' AND '.join(where)}", values
 
 
 def persons_page(
