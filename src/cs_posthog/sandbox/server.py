@@ -7,8 +7,10 @@ transfer encoding for streamed dumps). An *app* (PostHog or Customerscore) turns
 
 * ``--latency-ms``: a delay before every API request;
 * ``--faults P``: that share of API requests, drawn by a seeded RNG, fail before the app sees them
-  (so a faulted request is never applied): 500, 502, 429, a stall of ``--stall-s`` followed by a
-  dropped connection, or a connection dropped at once without a response;
+  (so a faulted request is never applied): 500 (the app's own error body), 502 (an HTML page, as a
+  load balancer sends), 429 (the app's throttle body; Customerscore's with ``Retry-After: 1``), a
+  stall of ``--stall-s`` followed by a dropped connection, or a connection dropped at once without
+  a response; the kinds are equally likely;
 * request statistics per route and status.
 
 Paths under ``/_sandbox/`` are test hooks: never delayed, faulted or rate limited, not counted.
