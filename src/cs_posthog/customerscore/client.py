@@ -138,8 +138,12 @@ class CustomerscoreClient:
         else:
             # scale the clock, not the count: the sandbox's "fast" mode allows 200 per second, not
             # 12,000 per minute in one burst
-            self.rest_pacer = Pacer([(rest_per_minute, 60.0 / scale)])
-            self.tracker_pacer = Pacer([(tracker_per_minute, 60.0 / scale)])
+            period = 60.0 / scale
+            # our clock starts a request before the server sees it: widen each window by 2%, and by
+            # at least 50 ms so that jitter cannot bounce a request off a scaled (1 s) window
+            margin = max(0.02, 0.05 / period)
+            self.rest_pacer = Pacer([(rest_per_minute, period)], margin=margin)
+            self.tracker_pacer = Pacer([(tracker_per_minute, period)], margin=margin)
         self._client = httpx.Client(
             timeout=timeout if timeout is not None else default_timeout(),
             transport=transport,
