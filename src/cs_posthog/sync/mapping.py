@@ -87,10 +87,9 @@ def contacts_settings_hash(cfg: Any) -> str:
 
 
 def events_settings_hash(cfg: Any) -> str:
-    """What makes event cursors meaningful: the project, the customer property and contact identity
-    do not rewind cursors (already sent events stay sent), but another project or Customerscore
-    account does."""
-    data = {"project": [cfg.posthog.host, cfg.posthog.project_id], "api_url": cfg.customerscore.api_url,
-            "tracker_key": cfg.customerscore.tracker_key}
+    """What makes event cursors meaningful: the PostHog project they point into. Another project
+    starts the events over; nothing else does (a changed customer property or Customerscore key
+    must not resend 30 days of events: `sync --full` is there for that)."""
+    data = {"project": [cfg.posthog.host, cfg.posthog.project_id]}
     raw = json.dumps(data, sort_keys=True)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
