@@ -1,0 +1,90 @@
+"""`cs-posthog connect`: the setup wizard on a terminal, or `--no-input` with flags.
+
+The steps live in ``cs_posthog.wizard``; this module only picks the mode. Heavy imports
+(questionary, prompt_toolkit, httpx, pydantic) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cs_posthog.errors import NoTerminalError
+
+
+def run(
+    out: Any,
+    *,
+    no_input: bool = False,
+    restart: bool = False,
+    api_key_stdin: bool = False,
+    cs_api_key_stdin: bool = False,
+    project: str | None = None,
+    host: str | None = None,
+    customer_property: str | None = None,
+    events: list[str] | None = None,
+    all_events: bool = False,
+    filters: list[str] | None = None,
+    cs_url: str | None = None,
+    tracker_key: str | None = None,
+    contact_id: str | None = None,
+    no_sync: bool = False,
+    demo_defaults: dict | None = None,
+    check_credentials: Any = None,
+    make_source: Any = None,
+) -> None:
+    """``check_credentials`` and ``make_source`` replace the PostHog check and data source (tests)."""
+    from cs_posthog.wizard.noinput import Flags
+
+    flags = Flags(
+        api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
+        customer_property=customer_property, events=list(events or []), all_events=all_events,
+        filters=list(filters or []), cs_url=cs_url, tracker_key=tracker_key, contact_id=contact_id,
+    )
+    if no_input:
+        from cs_posthog.wizard.noinput import connect_no_input
+
+        connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source)
+        return
+    if not out.stdin_is_tty():
+        raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
+    if api_key_stdin or cs_api_key_stdin:
+        from cs_posthog.errors import UsageError
+
+        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
+    ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials, make_source=make_source)
+    from cs_posthog.wizard.flow import run_connect
+
+    run_connect(ctx, restart=restart, no_sync=no_sync)
+
+
+def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = None, check_credentials: Any = None,
+                        make_source: Any = None, mode: str = "connect") -> Any:
+    """The wizard's context; flags given on a terminal are the answers offered."""
+    from cs_posthog.config import Draft
+    from cs_posthog.errors import UsageError
+    from cs_posthog.wizard.context import Prefill, WizardContext
+    from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
+
+    parsed = []
+    for rule in flags.filters:
+        try:
+            parsed.append(parse_filter(rule))
+        except (FilterSyntaxError, ValueError) as exc:
+            raise UsageError(f"--filter {rule!r}: {exc}") from None
+    prefill = Prefill(
+        project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url,
+        customer_property=flags.customer_property, events=list(flags.events), filters=parsed,
+        contact_id=flags.contact_id,
+    )
+    if demo_defaults:
+        prefill.project = prefill.project or str(demo_defaults.get("project_id") or "") or None
+        prefill.tracker_key = prefill.tracker_key or demo_defaults.get("tracker_key")
+        prefill.customer_property = prefill.customer_property or demo_defaults.get("customer_property")
+        if demo_defaults.get("api_key"):
+            prefill.secrets["posthog"] = (demo_defaults["api_key"], "sandbox")
+        if demo_defaults.get("customerscore_api_key"):
+            prefill.secrets["customerscore"] = (demo_defaults["customerscore_api_key"], "sandbox")
+    return WizardContext(
+        out=out, draft=Draft(), mode=mode, check_credentials=check_credentials, make_source=make_source,
+        host=flags.host, prefill=prefill,
+    )

@@ -1,0 +1,154 @@
+"""What every wizard step gets: the output sink, the setup so far, and how to reach PostHog.
+
+The data source (event definitions, Person properties, counts, preview) and the credential check
+are passed in, so each step can be driven in tests with a fake or against the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Draft, PersonFilter, PostHogSettings
+    from cs_posthog.output import Output
+
+
+class DataSource(Protocol):
+    """The few things the wizard reads from a PostHog project."""
+
+    def event_names(self) -> list[str]: ...
+
+    def event_volumes(self, days: int = 30) -> dict[str, int]: ...
+
+    def person_properties(self, search: str | None = None) -> list[str]: ...
+
+    def count_persons(self, filters: list[PersonFilter]) -> int: ...
+
+    def preview_persons(
+        self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
+    ) -> tuple[list[str], list[list[Any]]]: ...
+
+
+@dataclass
+class Prefill:
+    """Defaults from flags (``connect --project 123`` on a terminal, the demo): they win over the
+    draft or the saved config as the answers offered."""
+
+    project: str | None = None
+    tracker_key: str | None = None
+    cs_url: str | None = None
+    customer_property: str | None = None
+    events: list[str] = field(default_factory=list)
+    filters: list[PersonFilter] = field(default_factory=list)
+    contact_id: str | None = None
+    # name -> (value, where it comes from), offered as "Enter to keep"
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+class StopWizard(Exception):
+    """The user chose to stop for now (e.g. "I'm not sure"): progress is kept, exit 0."""
+
+
+TOTAL_STEPS = 5
+STEP_TITLES = {
+    1: "PostHog credentials",
+    2: "Customerscore credentials",
+    3: "Customer identification",
+    4: "Events to track",
+    5: "Persons to sync",
+}
+SECTION_OF_STEP = {1: "posthog", 2: "customerscore", 3: "identification", 4: "events", 5: "persons"}
+
+
+@dataclass
+class WizardContext:
+    out: Output
+    draft: Draft
+    mode: Literal["connect", "edit"] = "connect"
+    # (api_key, project_ref, host) -> CredentialCheck (see cs_posthog.posthog.credentials)
+    check_credentials: Callable[..., Any] | None = None
+    # (PostHogSettings, api_key) -> DataSource
+    make_source: Callable[[PostHogSettings, str], DataSource] | None = None
+    host: str | None = None  # --host: self-hosted PostHog
+    # edit: keys are stored only when the user saves; connect: as soon as they validate
+    pending_secrets: dict[str, str] = field(default_factory=dict)
+    prefill: Prefill = field(default_factory=Prefill)
+    _stored: dict[str, str] = field(default_factory=dict)
+    _source: DataSource | None = None
+    _source_for: tuple[Any, ...] | None = None
+
+    # --- keys --------------------------------------------------------------------------------
+    def current_secret(self, name: Literal["posthog", "customerscore"]) -> tuple[str, str] | None:
+        """``(value, where)`` of the key to offer as the default: this session's, else the stored one."""
+        if name in self.pending_secrets:
+            return self.pending_secrets[name], "entered above"
+        if name in self.prefill.secrets:
+            return self.prefill.secrets[name]
+        from cs_posthog.secrets import find_secret
+
+        found = find_secret(name)
+        if found is None:
+            return None
+        return found.value, {"env": "environment", "keyring": "OS keyring", "file": "key file"}[found.source]
+
+    def keep_secret(self, name: Literal["posthog", "customerscore"], value: str) -> None:
+        """connect: store now (the draft never holds keys); edit: store on save."""
+        from cs_posthog.secrets import register_secret
+
+        register_secret(value)
+        self.pending_secrets[name] = value
+        if self.mode == "connect":
+            self.store_pending(quiet=False)
+
+    def store_pending(self, *, quiet: bool = True) -> None:
+        """Store the keys entered in this session (a key taken from the environment too, so that
+        cron, which has no such environment, can sync)."""
+        from cs_posthog.paths import get_paths
+        from cs_posthog.secrets import SPECS, store_secret
+
+        import os
+
+        for name, value in list(self.pending_secrets.items()):
+            if self._stored.get(name) == value:
+                continue
+            where = store_secret(name, value)  # type: ignore[arg-type]
+            self._stored[name] = value
+            spec = SPECS[name]
+            if not quiet:
+                place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
+                self.out.info(f"  [dim]{spec.label} stored in {place}.[/dim]")
+            env = os.environ.get(spec.env, "").strip()
+            if env and env != value:
+                self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; unset it or update it.")
+
+    def posthog_key(self) -> str:
+        cur = self.current_secret("posthog")
+        if cur is None:
+            from cs_posthog.errors import MissingSecretError
+
+            raise MissingSecretError("no PostHog personal API key found")
+        return cur[0]
+
+    # --- PostHog data ------------------------------------------------------------------------
+    def source(self) -> DataSource:
+        if self.draft.posthog is None:
+            raise RuntimeError("the PostHog step is not done")
+        key = self.posthog_key()
+        ident = (self.draft.posthog.host, self.draft.posthog.project_id, key)
+        if self._source is None or self._source_for != ident:
+            if self.make_source is None:
+                from cs_posthog.wizard.source import PostHogSource
+
+                self._source = PostHogSource(self.draft.posthog, key)
+            else:
+                self._source = self.make_source(self.draft.posthog, key)
+            self._source_for = ident
+        return self._source
+
+    def step_header(self, step: int, *, only: bool = False) -> None:
+        title = STEP_TITLES[step]
+        label = title if only else f"Step {step} of {TOTAL_STEPS} · {title}"
+        self.out.info("")
+        self.out.info(f"[bold]{label}[/bold]")

@@ -1,0 +1,349 @@
+"""The wizard as a whole: steps in order, the draft after each one, resume, save, first sync.
+
+* ``connect``: each finished step goes into the draft (``draft.toml``, 0600) at once, keys into the
+  secret store; running ``connect`` again offers to resume at the first unfinished step. The config
+  is written once, atomically, when the user saves; Ctrl-C anywhere leaves the draft and never a
+  half-written config.
+* ``edit``: the same steps pre-filled from the config (or only one section); nothing is written,
+  keys included, until the user saves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config, Draft
+
+# edit's sections -> the steps they run
+EDIT_SECTIONS: dict[str | None, tuple[int, ...]] = {
+    None: (1, 2, 3, 4, 5),
+    "credentials": (1, 2),
+    "identification": (3,),
+    "events": (4,),
+    "persons": (5,),
+}
+
+
+def step_function(step: int) -> Callable[..., Any]:
+    from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
+
+    return {
+        1: step_posthog.ask_posthog,
+        2: step_customerscore.ask_customerscore,
+        3: step_identification.ask_identification,
+        4: step_events.ask_events,
+        5: step_persons.ask_persons,
+    }[step]
+
+
+def first_unfinished(draft: Draft) -> int:
+    """1..5, or 6 when every section is there."""
+    for step in range(1, TOTAL_STEPS + 1):
+        if getattr(draft, SECTION_OF_STEP[step]) is None:
+            return step
+    return TOTAL_STEPS + 1
+
+
+def resume_point(draft: Draft) -> int:
+    """The first unfinished step, moved back when a key the finished steps need is gone."""
+    from cs_posthog.secrets import find_secret
+
+    step = first_unfinished(draft)
+    if step > 2 and draft.customerscore is not None and find_secret("customerscore") is None:
+        step = 2
+    if step > 1 and draft.posthog is not None and find_secret("posthog") is None:
+        step = 1
+    # never resume at step 5 (the save) without 1-4: sections are kept in order
+    return step
+
+
+def clear_from(draft: Draft, step: int) -> None:
+    """Forget the sections of ``step`` and after (they are asked again)."""
+    for s in range(step, TOTAL_STEPS + 1):
+        setattr(draft, SECTION_OF_STEP[s], None)
+
+
+def draft_to_config(draft: Draft, base: Config | None = None) -> Config:
+    from cs_posthog.config import Config
+
+    data: dict[str, Any] = {}
+    if base is not None:
+        data = {"version": base.version, "sync": base.sync}
+    return Config(
+        posthog=draft.posthog,
+        customerscore=draft.customerscore,
+        identification=draft.identification,
+        events=draft.events,
+        persons=draft.persons,
+        **data,
+    )
+
+
+# --- connect ---------------------------------------------------------------------------------
+def ask_resume(step: int) -> str:
+    import questionary
+
+    return questionary.select(
+        "A setup is in progress. Continue it?",
+        choices=[
+            questionary.Choice(f"Resume at step {step} of {TOTAL_STEPS}: {STEP_TITLES[step]}", value="resume"),
+            questionary.Choice("Start over", value="restart"),
+        ],
+    ).unsafe_ask()
+
+
+def ask_existing_config() -> str:
+    import questionary
+
+    return questionary.select(
+        "What do you want to do?",
+        choices=[
+            questionary.Choice("Edit the saved setup (same as `cs-posthog edit`)", value="edit"),
+            questionary.Choice("Start over (the saved setup is replaced only when you save)", value="restart"),
+            questionary.Choice("Nothing: leave it as it is", value="cancel"),
+        ],
+    ).unsafe_ask()
+
+
+def describe_config(cfg: Config) -> str:
+    ph = cfg.posthog
+    name = f'"{ph.project_name}" ' if ph.project_name else ""
+    return f"PostHog project {name}(id {ph.project_id}, {ph.region.value}) → Customerscore ({cfg.customerscore.api_url})"
+
+
+def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
+    """The interactive ``connect``. ``ctx.draft`` is replaced by the saved draft unless restarting."""
+    from cs_posthog.config import Draft, load_draft, save_draft
+    from cs_posthog.errors import InvalidConfigError
+    from cs_posthog.paths import get_paths
+
+    out = ctx.out
+    paths = get_paths()
+    existing: Config | None = None
+    if paths.config_file.exists():
+        from cs_posthog.config import load_config
+
+        try:
+            cfg = load_config()
+            out.info(f"Already connected: {describe_config(cfg)}.")
+        except InvalidConfigError as exc:
+            cfg = None
+            out.warn(f"the saved configuration is not valid ({exc.message}).")
+        existing = cfg
+        choice = ask_existing_config() if cfg is not None else "restart"
+        if choice == "cancel":
+            out.info("Nothing changed. To change the setup later: `cs-posthog edit`.")
+            return
+        if choice == "edit" and cfg is not None:
+            ctx.mode = "edit"
+            ctx.draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+            run_edit(ctx, cfg, section=None, no_sync=no_sync)
+            return
+        restart = True
+
+    draft: Draft | None = None
+    if restart:
+        paths.draft_file.unlink(missing_ok=True)
+    else:
+        try:
+            draft = load_draft()
+        except InvalidConfigError as exc:
+            out.warn(f"the saved progress cannot be read ({exc.message}); starting over.")
+            paths.draft_file.unlink(missing_ok=True)
+    draft = draft or Draft()
+    start = resume_point(draft)
+    if start > 1:
+        if start > TOTAL_STEPS:  # everything was answered but not saved: revisit the last step
+            start = TOTAL_STEPS
+        if ask_resume(start) == "restart":
+            draft = Draft()
+            paths.draft_file.unlink(missing_ok=True)
+            start = 1
+        else:
+            out.info(f"Resuming at step {start} of {TOTAL_STEPS}: {STEP_TITLES[start]}")
+    ctx.draft = draft
+    ctx.mode = "connect"
+
+    step = start
+    try:
+        for step in range(start, TOTAL_STEPS + 1):
+            section = step_function(step)(ctx)
+            if step == 1 and draft.posthog is not None and _project_changed(draft.posthog, section):
+                clear_from(draft, 2)
+            setattr(draft, SECTION_OF_STEP[step], section)
+            if step < TOTAL_STEPS:
+                save_draft(draft)
+    except StopWizard:
+        clear_from(draft, step)
+        if step > 1:
+            save_draft(draft)
+        out.info(f"Stopped at step {step}; the finished steps are kept: `cs-posthog connect` resumes there.")
+        return
+
+    cfg = draft_to_config(draft, base=existing)
+    save_and_sync(ctx, cfg, no_sync=no_sync, previous=existing)
+
+
+def _project_changed(old: Any, new: Any) -> bool:
+    return (old.host, old.project_id) != (new.host, new.project_id)
+
+
+def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: Config | None = None) -> None:
+    """Write the config (atomic, 0600), drop the draft, run the first sync unless ``no_sync``."""
+    from cs_posthog.config import save_config
+    from cs_posthog.paths import get_paths
+
+    out = ctx.out
+    ctx.store_pending(quiet=False)
+    if previous is not None and _project_changed(previous.posthog, cfg.posthog):
+        reset_sync_state(out)
+    path = save_config(cfg)
+    get_paths().draft_file.unlink(missing_ok=True)
+    out.success(f"Configuration saved to {path}")
+    if no_sync:
+        out.info("Run the first sync with `cs-posthog sync`.")
+    else:
+        run_first_sync(out, cfg)
+    out.info("Keep it in sync on a schedule: `cs-posthog schedule --install` (hourly; see `cs-posthog schedule --help`).")
+
+
+def run_first_sync(out: Any, cfg: Config) -> None:
+    import inspect
+
+    try:
+        from cs_posthog.commands import sync as sync_command
+    except ImportError:
+        out.info("The sync is not available in this version: run `cs-posthog sync` once it is.")
+        return
+    out.info("")
+    out.info("[bold]First sync[/bold]: the last 30 days of the selected events, then the Persons.")
+    kwargs: dict[str, Any] = dict(json_=False, quiet=False, dry_run=False, full=False, since=None)
+    if "config" in inspect.signature(sync_command.run).parameters:
+        kwargs["config"] = cfg
+    try:
+        sync_command.run(out, **kwargs)
+    except KeyboardInterrupt:
+        out.info("The configuration is saved; `cs-posthog sync` continues where this one stopped.")
+        raise
+    except Exception:
+        out.info("The configuration is saved; fix the problem below and run `cs-posthog sync`.")
+        raise
+
+
+def reset_sync_state(out: Any) -> None:
+    """The project changed: cursors and fingerprints of the old one must not be used."""
+    from cs_posthog.paths import get_paths
+
+    paths = get_paths()
+    if not paths.state_db.exists():
+        return
+    from cs_posthog.sync.state import RunLock, SyncState
+
+    lock = RunLock(paths.lock_file).acquire()
+    try:
+        SyncState(paths.state_db).reset()
+    finally:
+        lock.release()
+    out.info("  [dim]The PostHog project changed: the sync starts afresh (its saved progress was reset).[/dim]")
+
+
+# --- edit ------------------------------------------------------------------------------------
+def ask_save_changes(changes: list[str]) -> bool:
+    import questionary
+
+    return bool(questionary.confirm("Save these changes?", default=True).unsafe_ask())
+
+
+def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[str]:
+    from cs_posthog.secrets import SPECS
+
+    lines: list[str] = []
+    if _project_changed(old.posthog, new.posthog):
+        lines.append(f"PostHog project: {old.posthog.project_id} → {new.posthog.project_id} ({new.posthog.host})")
+    for name in keys_changed:
+        lines.append(f"{SPECS[name].label}: replaced")
+    if old.customerscore != new.customerscore:
+        if old.customerscore.tracker_key != new.customerscore.tracker_key:
+            lines.append(f"tracker key: {old.customerscore.tracker_key} → {new.customerscore.tracker_key}")
+        if old.customerscore.api_url != new.customerscore.api_url:
+            lines.append(f"Customerscore URL: {old.customerscore.api_url} → {new.customerscore.api_url}")
+    if old.identification != new.identification:
+        lines.append(f"customer property: {old.identification.property} → {new.identification.property}")
+    if old.events != new.events:
+        added = [e for e in new.events.selected if e not in old.events.selected]
+        removed = [e for e in old.events.selected if e not in new.events.selected]
+        parts = []
+        if added:
+            parts.append("+ " + ", ".join(added))
+        if removed:
+            parts.append("- " + ", ".join(removed))
+        lines.append("events: " + ("; ".join(parts) or "reordered"))
+    if old.persons != new.persons:
+        lines.append(
+            "Persons: " + (" AND ".join(f.describe() for f in new.all_filters()))
+            + f"; contact id: {new.persons.contact_id}"
+        )
+    return lines
+
+
+def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: bool = True) -> None:
+    """The interactive ``edit``: the chosen steps pre-filled; nothing is written until saved."""
+    from rich.markup import escape
+
+    out = ctx.out
+    ctx.mode = "edit"
+    steps = EDIT_SECTIONS[section]
+    out.info(f"Editing: {describe_config(cfg)}.")
+    try:
+        for i, step in enumerate(steps, start=1):
+            if len(steps) > 1:
+                ctx.out.info("")
+                ctx.out.info(f"[bold]Step {i} of {len(steps)} · {STEP_TITLES[step]}[/bold]")
+                result = step_function(step)(ctx, header=False)
+            else:
+                result = step_function(step)(ctx, only=True)
+            setattr(ctx.draft, SECTION_OF_STEP[step], result)
+    except StopWizard:
+        out.info("Nothing changed.")
+        return
+
+    new = draft_to_config(ctx.draft, base=cfg)
+    keys_changed = _keys_changed(ctx)
+    changes = describe_changes(cfg, new, keys_changed)
+    if not changes:
+        out.info("Nothing changed.")
+        return
+    out.info("Changes:")
+    for line in changes:
+        out.info(f"  • {escape(line)}")
+    if steps[-1] != 5 and not ask_save_changes(changes):
+        out.info("Nothing changed.")
+        return
+    if section == "credentials" and _project_changed(cfg.posthog, new.posthog):
+        out.warn("the project changed: check the events and Persons too (`cs-posthog edit`).")
+    save_and_sync_edit(ctx, new, previous=cfg)
+
+
+def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> None:
+    from cs_posthog.config import save_config
+
+    ctx.store_pending(quiet=False)
+    if _project_changed(previous.posthog, cfg.posthog):
+        reset_sync_state(ctx.out)
+    path = save_config(cfg)
+    ctx.out.success(f"Configuration saved to {path}; the next `cs-posthog sync` uses it.")
+
+
+def _keys_changed(ctx: WizardContext) -> list[str]:
+    from cs_posthog.secrets import find_secret
+
+    changed = []
+    for name, value in ctx.pending_secrets.items():
+        found = find_secret(name)  # type: ignore[arg-type]
+        if found is None or found.value != value:
+            changed.append(name)
+    return changed

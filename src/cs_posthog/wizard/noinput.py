@@ -1,0 +1,448 @@
+"""``connect --no-input`` and ``edit --no-input``: the wizard's checks, no prompts.
+
+Every missing or invalid flag is named in one error (exit 2). Credential problems exit 77
+(PostHog unreachable: 75). Keys come from the environment or from stdin (``--api-key-stdin``,
+``--cs-api-key-stdin``; with both, the PostHog key is the first line and the Customerscore key the
+second). Unknown event or property names are warnings, not errors: PostHog may not have seen them yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cs_posthog.errors import (
+    AuthError,
+    MissingScopesError,
+    PermissionDeniedError,
+    UnavailableError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config, PersonFilter
+    from cs_posthog.output import Output
+
+KEYS_HINT = (
+    "Keys come from POSTHOG_PERSONAL_API_KEY and CUSTOMERSCORE_API_KEY, or from stdin with "
+    "--api-key-stdin / --cs-api-key-stdin (both: one key per line, PostHog first)."
+)
+
+
+@dataclass
+class Flags:
+    api_key_stdin: bool = False
+    cs_api_key_stdin: bool = False
+    project: str | None = None
+    host: str | None = None
+    customer_property: str | None = None
+    events: list[str] = field(default_factory=list)
+    all_events: bool = False
+    filters: list[str] = field(default_factory=list)
+    cs_url: str | None = None
+    tracker_key: str | None = None
+    contact_id: str | None = None
+
+
+# flag -> edit section it belongs to
+FLAG_SECTION = {
+    "--api-key-stdin": "credentials",
+    "--cs-api-key-stdin": "credentials",
+    "--project": "credentials",
+    "--host": "credentials",
+    "--cs-url": "credentials",
+    "--tracker-key": "credentials",
+    "--customer-property": "identification",
+    "--event": "events",
+    "--all-events": "events",
+    "--filter": "persons",
+    "--contact-id": "persons",
+}
+
+
+def given_flags(f: Flags) -> list[str]:
+    out = []
+    for name, value in (
+        ("--api-key-stdin", f.api_key_stdin), ("--cs-api-key-stdin", f.cs_api_key_stdin),
+        ("--project", f.project), ("--host", f.host), ("--cs-url", f.cs_url), ("--tracker-key", f.tracker_key),
+        ("--customer-property", f.customer_property), ("--event", f.events), ("--all-events", f.all_events),
+        ("--filter", f.filters), ("--contact-id", f.contact_id),
+    ):
+        if value not in (None, False, []):
+            out.append(name)
+    return out
+
+
+# --- keys from stdin -------------------------------------------------------------------------
+def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None]:
+    """(PostHog key, Customerscore key) read from stdin as the flags ask; None where not asked."""
+    if not (f.api_key_stdin or f.cs_api_key_stdin):
+        return None, None
+    stdin = stdin or sys.stdin
+    flag = "--api-key-stdin" if f.api_key_stdin else "--cs-api-key-stdin"
+    try:
+        is_tty = stdin.isatty()
+    except (AttributeError, ValueError):
+        is_tty = False
+    if is_tty:
+        raise UsageError(f"{flag}: stdin is a terminal", hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
+    lines = [line.strip() for line in stdin.read().splitlines() if line.strip()]
+    wanted = int(f.api_key_stdin) + int(f.cs_api_key_stdin)
+    if len(lines) < wanted:
+        what = "two lines (PostHog key, then Customerscore key)" if wanted == 2 else "the key"
+        raise UsageError(f"{flag}: stdin holds {len(lines)} line(s), expected {what}", hint=KEYS_HINT)
+    if len(lines) > wanted:
+        raise UsageError(f"{flag}: stdin holds {len(lines)} lines, expected {wanted}", hint=KEYS_HINT)
+    ph = lines[0] if f.api_key_stdin else None
+    cs = lines[-1] if f.cs_api_key_stdin else None
+    return ph, cs
+
+
+# --- checks ----------------------------------------------------------------------------------
+class Problems:
+    def __init__(self) -> None:
+        self.missing: list[str] = []
+        self.invalid: list[str] = []
+
+    def raise_if_any(self, command: str) -> None:
+        if not (self.missing or self.invalid):
+            return
+        parts = []
+        if self.missing:
+            parts.append("missing " + ", ".join(self.missing))
+        if self.invalid:
+            parts.append("invalid " + "; ".join(self.invalid))
+        hint = f"See `cs-posthog {command} --help`."
+        if any("key" in m for m in self.missing + self.invalid):
+            hint += " " + KEYS_HINT
+        raise UsageError("; ".join(parts), hint=hint)
+
+
+def _verdict(result: bool | str) -> str | None:
+    return None if result is True else (result or "invalid")
+
+
+def check_filters(rules: list[str], problems: Problems) -> list[PersonFilter]:
+    from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
+
+    parsed = []
+    for rule in rules:
+        try:
+            parsed.append(parse_filter(rule))
+        except (FilterSyntaxError, ValueError) as exc:
+            problems.invalid.append(f"--filter {rule!r}: {_first_line(exc)}")
+    return parsed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    # pydantic's message: keep the reason, not the model dump
+    if "validation error" in text:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = lines[2] if len(lines) > 2 else lines[-1]
+        text = text.replace("Value error, ", "").split(" [type=")[0]
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str | None) -> Any:
+    """Run the PostHog check and turn a failure into the right error and exit code."""
+    from cs_posthog.wizard.step_posthog import check_ok, explain_failure
+
+    check = check_fn(key, project, host=host)
+    if check_ok(check):
+        return check
+    message = explain_failure(check, project, host)
+    if not check.key_valid and check.problem:
+        raise UnavailableError(message, service="PostHog")
+    if not check.key_valid:
+        raise AuthError(
+            message,
+            hint="Check POSTHOG_PERSONAL_API_KEY (or what --api-key-stdin reads): a personal API key starts with phx_"
+            + ("." if host else "; for self-hosted PostHog pass --host."),
+            service="PostHog",
+        )
+    if check.missing_scopes:
+        raise MissingScopesError(list(check.missing_scopes), list(getattr(check, "missing_labels", None) or []), service="PostHog")
+    if not check.project_found:
+        raise UsageError(f"--project {project}: not found with this key", hint="Use the number in the project's URL (…/project/12345).")
+    raise PermissionDeniedError(
+        message, hint="Give the key access to this project in PostHog (Settings → Personal API Keys), or use another key.", service="PostHog"
+    )
+
+
+def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
+    """Warn about names PostHog does not know; return the event list for --all-events."""
+    from cs_posthog.config import Operator, PersonFilter
+    from cs_posthog.errors import CsPosthogError
+
+    names: list[str] | None = None
+    try:
+        names = source.event_names()
+    except CsPosthogError as exc:
+        out.warn(f"could not list the events: {exc.message}")
+    if all_events:
+        if not names:
+            raise UsageError(
+                "--all-events: PostHog has no event definitions for this project yet",
+                hint="Name the events with --event NAME (repeatable).",
+            )
+        return list(dict.fromkeys(names))
+    if names is not None:
+        unknown = [e for e in cfg_like.events if e not in names]
+        if unknown:
+            out.warn("not seen in PostHog yet (kept): " + ", ".join(unknown))
+    prop = cfg_like.customer_property
+    try:
+        with_prop = source.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
+        if with_prop == 0:
+            out.warn(f"no Person has {prop} set: nothing can be attached to a customer yet.")
+        else:
+            total = source.count_persons([])
+            out.info(f"{with_prop:,} of {total:,} Persons have {prop} set; only those can be attached to a customer.")
+    except CsPosthogError as exc:
+        out.warn(f"could not count Persons: {exc.message}")
+    return None
+
+
+# --- connect ---------------------------------------------------------------------------------
+@dataclass
+class _Wanted:
+    events: list[str]
+    customer_property: str
+
+
+def connect_no_input(
+    out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None
+) -> Config:
+    from cs_posthog.config import (
+        CUSTOMERSCORE_URL,
+        Config,
+        CustomerscoreSettings,
+        EventsSettings,
+        Identification,
+        PersonsSettings,
+        check_base_url,
+    )
+    from cs_posthog.paths import get_paths
+    from cs_posthog.secrets import find_secret, register_secret
+    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.wizard import step_posthog as S1
+    from cs_posthog.wizard.flow import save_and_sync
+    from cs_posthog.wizard.context import WizardContext
+    from cs_posthog.config import Draft
+
+    if get_paths().config_file.exists():
+        raise UsageError(
+            "already connected: a configuration exists",
+            hint="Change it with `cs-posthog edit --no-input <flags>`, or remove it with `cs-posthog disconnect --yes` first.",
+        )
+    p = Problems()
+    ph_key, cs_key = read_stdin_keys(f, stdin)
+    if ph_key is None and not f.api_key_stdin:
+        found = find_secret("posthog")
+        ph_key = found.value if found else None
+    if cs_key is None and not f.cs_api_key_stdin:
+        found = find_secret("customerscore")
+        cs_key = found.value if found else None
+
+    if not ph_key:
+        p.missing.append("the PostHog key")
+    elif (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
+        p.invalid.append(f"the PostHog key: {v}")
+    if not f.project:
+        p.missing.append("--project")
+    elif (v := _verdict(S1.validate_project_ref(f.project))) is not None:
+        p.invalid.append(f"--project {f.project!r}: {v}")
+    if f.host:
+        try:
+            check_base_url(f.host)
+        except ValueError as exc:
+            p.invalid.append(f"--host: {exc}")
+    if not cs_key:
+        p.missing.append("the Customerscore key")
+    elif (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
+        p.invalid.append(f"the Customerscore key: {v}")
+    if not f.tracker_key:
+        p.missing.append("--tracker-key")
+    elif (v := _verdict(S2.validate_tracker_key(f.tracker_key))) is not None:
+        p.invalid.append(f"--tracker-key: {v}")
+    if f.cs_url and (v := _verdict(S2.validate_cs_url(f.cs_url))) is not None:
+        p.invalid.append(f"--cs-url: {v}")
+    if not (f.customer_property or "").strip():
+        p.missing.append("--customer-property")
+    if f.events and f.all_events:
+        p.invalid.append("--event and --all-events: pick one")
+    elif not f.events and not f.all_events:
+        p.missing.append("--event (or --all-events)")
+    elif any(not e.strip() for e in f.events):
+        p.invalid.append("--event: an empty event name")
+    filters = check_filters(f.filters, p)
+    if f.contact_id is not None and not f.contact_id.strip():
+        p.invalid.append("--contact-id: empty")
+    p.raise_if_any("connect")
+    assert ph_key and cs_key and f.project and f.tracker_key and f.customer_property
+    register_secret(ph_key)
+    register_secret(cs_key)
+
+    check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
+    posthog = S1.settings_from_check(check)
+    out.success(S1.describe_project(posthog))
+
+    customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
+    draft = Draft(posthog=posthog, customerscore=customerscore)
+    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source)
+    ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
+    source = ctx.source()
+    wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())
+    events = data_checks(out, source, wanted, all_events=f.all_events) or wanted.events
+
+    cfg = Config(
+        posthog=posthog,
+        customerscore=customerscore,
+        identification=Identification(property=wanted.customer_property),
+        events=EventsSettings(selected=events),
+        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip()),
+    )
+    _report_persons(out, source, cfg)
+    save_and_sync(ctx, cfg, no_sync=no_sync)
+    return cfg
+
+
+def _report_persons(out: Output, source: Any, cfg: Config) -> None:
+    from cs_posthog.errors import CsPosthogError
+    from cs_posthog.wizard.step_persons import persons_badge
+
+    try:
+        n = source.count_persons(cfg.all_filters())
+    except CsPosthogError as exc:
+        out.warn(f"could not count the Persons to sync: {exc.message}")
+        return
+    out.info(f"{len(cfg.events.selected)} events; {persons_badge(n)} ({' AND '.join(x.describe() for x in cfg.all_filters())}).")
+
+
+# --- edit ------------------------------------------------------------------------------------
+def edit_no_input(
+    out: Output, f: Flags, *, section: str | None, check_fn: Any = None, make_source: Any = None, stdin: Any = None
+) -> Config:
+    from cs_posthog.config import (
+        Config,
+        CustomerscoreSettings,
+        Draft,
+        EventsSettings,
+        Identification,
+        PersonsSettings,
+        load_config,
+    )
+    from cs_posthog.secrets import find_secret, register_secret
+    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.wizard import step_posthog as S1
+    from cs_posthog.wizard.context import WizardContext
+    from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync_edit
+
+    cfg = load_config()
+    given = given_flags(f)
+    if not given:
+        raise UsageError(
+            "nothing to change: --no-input needs the flags to change",
+            hint="For example `cs-posthog edit events --no-input --event signup --event invoice_paid`; see --help.",
+        )
+    if section is not None:
+        outside = [g for g in given if FLAG_SECTION[g] != section]
+        if outside:
+            raise UsageError(
+                f"{', '.join(outside)}: not part of the {section!r} section",
+                hint="Drop the section argument to change several sections at once.",
+            )
+
+    p = Problems()
+    ph_key, cs_key = read_stdin_keys(f, stdin)
+    if ph_key is not None and (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
+        p.invalid.append(f"the PostHog key: {v}")
+    if cs_key is not None and (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
+        p.invalid.append(f"the Customerscore key: {v}")
+    if f.project is not None and (v := _verdict(S1.validate_project_ref(f.project))) is not None:
+        p.invalid.append(f"--project {f.project!r}: {v}")
+    if f.host is not None:
+        from cs_posthog.config import check_base_url
+
+        try:
+            check_base_url(f.host)
+        except ValueError as exc:
+            p.invalid.append(f"--host: {exc}")
+    if f.tracker_key is not None and (v := _verdict(S2.validate_tracker_key(f.tracker_key))) is not None:
+        p.invalid.append(f"--tracker-key: {v}")
+    if f.cs_url is not None and (v := _verdict(S2.validate_cs_url(f.cs_url))) is not None:
+        p.invalid.append(f"--cs-url: {v}")
+    if f.customer_property is not None and not f.customer_property.strip():
+        p.invalid.append("--customer-property: empty")
+    if f.events and f.all_events:
+        p.invalid.append("--event and --all-events: pick one")
+    elif any(not e.strip() for e in f.events):
+        p.invalid.append("--event: an empty event name")
+    filters = check_filters(f.filters, p)
+    if f.contact_id is not None and not f.contact_id.strip():
+        p.invalid.append("--contact-id: empty")
+    p.raise_if_any("edit")
+
+    draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+    ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
+    if ph_key:
+        register_secret(ph_key)
+        ctx.pending_secrets["posthog"] = ph_key
+    if cs_key:
+        register_secret(cs_key)
+        ctx.pending_secrets["customerscore"] = cs_key
+
+    posthog_touched = ph_key is not None or f.project is not None or f.host is not None
+    if posthog_touched:
+        key = ph_key or (find_secret("posthog").value if find_secret("posthog") else None)
+        if not key:
+            raise UsageError("missing the PostHog key", hint=KEYS_HINT)
+        project = (f.project or str(cfg.posthog.project_id)).strip()
+        host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
+        check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
+        draft.posthog = S1.settings_from_check(check)
+        out.success(S1.describe_project(draft.posthog))
+    if f.tracker_key is not None or f.cs_url is not None:
+        draft.customerscore = CustomerscoreSettings(
+            api_url=f.cs_url or cfg.customerscore.api_url,
+            tracker_key=(f.tracker_key or cfg.customerscore.tracker_key).strip(),
+        )
+    if f.customer_property is not None:
+        draft.identification = Identification(property=f.customer_property.strip())
+    if f.events:
+        draft.events = EventsSettings(selected=[e.strip() for e in f.events])
+    if f.filters or f.contact_id is not None:
+        draft.persons = PersonsSettings(
+            filters=filters if f.filters else cfg.persons.filters,
+            contact_id=(f.contact_id or cfg.persons.contact_id).strip(),
+        )
+
+    needs_data = f.all_events or f.events or f.customer_property is not None or posthog_touched
+    if needs_data:
+        source = ctx.source()
+        wanted = _Wanted(events=draft.events.selected, customer_property=draft.identification.property)
+        names = data_checks(out, source, wanted, all_events=f.all_events)
+        if names is not None:
+            draft.events = EventsSettings(selected=names)
+
+    new = Config(
+        version=cfg.version,
+        posthog=draft.posthog,
+        customerscore=draft.customerscore,
+        identification=draft.identification,
+        events=draft.events,
+        persons=draft.persons,
+        sync=cfg.sync,
+    )
+    changes = describe_changes(cfg, new, _keys_changed(ctx))
+    if not changes:
+        out.info("Nothing changed.")
+        return cfg
+    for line in changes:
+        out.info(f"  • {line}")
+    if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
+        out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
+    save_and_sync_edit(ctx, new, previous=cfg)
+    return new

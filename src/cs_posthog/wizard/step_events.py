@@ -1,0 +1,123 @@
+"""Step 4: which events to send, from a searchable checklist of every event definition.
+
+The 30-day volume beside each event comes from one HogQL query run alongside the definitions;
+when it fails or is slow, the list is shown without it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING
+
+from cs_posthog.wizard.context import WizardContext
+from cs_posthog.wizard.ui import busy, checklist
+
+if TYPE_CHECKING:
+    from cs_posthog.config import EventsSettings
+
+VOLUME_TIMEOUT_S = 15.0
+REMINDER = (
+    "Customerscore keeps only events whose name matches a metric codename: for each event you pick, "
+    "define a metric with the same codename in Customerscore (e.g. [bold]{example}[/bold]); "
+    "other events are dropped there without an error."
+)
+
+
+def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
+    """Event definitions and (if cheap enough) their 30-day volumes, fetched at the same time."""
+    from cs_posthog.errors import CsPosthogError
+
+    src = ctx.source()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="events")
+    try:
+        with busy(ctx.out, "Loading your events from PostHog…"):
+            names_f = pool.submit(src.event_names)
+            vol_f = pool.submit(src.event_volumes, 30)
+            names = names_f.result()
+            try:
+                volumes: dict[str, int] | None = vol_f.result(timeout=VOLUME_TIMEOUT_S)
+            except (CsPosthogError, concurrent.futures.TimeoutError) as exc:
+                ctx.out.warn(f"30-day volumes are not available ({getattr(exc, 'message', None) or 'too slow'}).")
+                volumes = None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return names, volumes
+
+
+def order_events(names: list[str], volumes: dict[str, int] | None) -> list[str]:
+    """Busiest first (when volumes are known), then by name; no duplicates."""
+    unique = list(dict.fromkeys(n for n in names if n))
+    if volumes:
+        return sorted(unique, key=lambda n: (-volumes.get(n, 0), n.lower()))
+    return sorted(unique, key=str.lower)
+
+
+def event_title(name: str, volume: int | None, width: int) -> str:
+    if volume is None:
+        return name
+    shown = name if len(name) <= width else name[: width - 1] + "…"
+    return f"{shown.ljust(width)}  {volume:>10,}"
+
+
+def ask_events_checklist(
+    names: list[str], volumes: dict[str, int] | None, preselected: list[str]
+) -> list[str]:
+    width = min(40, max((len(n) for n in names), default=10))
+    choices = [
+        (n, event_title(n, (volumes or {}).get(n, 0) if volumes is not None else None, width), n in preselected)
+        for n in names
+    ]
+    message = "Events to send to Customerscore" + (" (30-day volume on the right)" if volumes is not None else "")
+    q = checklist(
+        message,
+        choices,
+        noun="events selected",
+        validate=lambda sel: True if sel else "Pick at least one event (Space toggles, Ctrl-A selects all)",
+    )
+    return list(q.unsafe_ask())
+
+
+def ask_event_names_typed(default: list[str]) -> list[str]:
+    """When PostHog has no event definitions yet: type the names (comma separated)."""
+    import questionary
+
+    answer = questionary.text(
+        "Event names to send (comma separated):",
+        default=", ".join(default),
+        validate=lambda t: True if [p for p in t.split(",") if p.strip()] else "Enter at least one event name",
+    ).unsafe_ask()
+    return [p.strip() for p in answer.split(",") if p.strip()]
+
+
+def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -> EventsSettings:
+    from cs_posthog.config import EventsSettings
+
+    if header:
+        ctx.step_header(4, only=only)
+    prev = ctx.draft.events
+    preselected = list(ctx.prefill.events) or (list(prev.selected) if prev else [])
+    names, volumes = load_events(ctx)
+    names = order_events(names, volumes)
+    # events saved earlier but no longer defined stay visible (and checked) so they are not lost silently
+    missing = [n for n in preselected if n not in names]
+    names = names + missing
+
+    n = len(names) - len(missing)
+    ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account.")
+    example = next((x for x in names if not x.startswith("$")), names[0] if names else "invoice_paid")
+    ctx.out.info(REMINDER.format(example=example))
+    if missing:
+        ctx.out.warn("not defined in PostHog any more, kept checked: " + ", ".join(missing))
+
+    if not names:
+        ctx.out.warn("PostHog has no event definitions for this project yet.")
+        selected = ask_event_names_typed(preselected)
+    else:
+        selected = ask_events_checklist(names, volumes, preselected)
+    ctx.out.success(f"{len(selected)} event{'s' if len(selected) != 1 else ''} selected: " + _short_list(selected))
+    return EventsSettings(selected=selected)
+
+
+def _short_list(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

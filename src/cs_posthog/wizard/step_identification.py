@@ -1,0 +1,123 @@
+"""Step 3: which Person property holds the customer's (company's) ID.
+
+The property is typed with autocomplete from PostHog's Person property definitions (fetched in the
+background as the user types); any custom name is accepted. Then the wizard says how many Persons
+have it set: only those can be attached to a customer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cs_posthog.wizard.context import StopWizard, WizardContext
+from cs_posthog.wizard.ui import NameCompleter, busy, threaded
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Identification
+
+SUPPORT_EMAIL = "support@customerscore.io"
+
+NOT_SURE = f"""\
+Customerscore attaches each PostHog Person to one of your customers by an ID stored on the Person.
+Your options:
+  • Store the customer's (company's) ID in a Person property on every Person, e.g. with
+    posthog.identify(user_id, {{"company_id": "acme-42"}}) or posthog.setPersonProperties(...).
+    Use the same ID as the customer's External ID in Customerscore.
+  • Not sure how your PostHog is set up? Contact Customerscore support at {SUPPORT_EMAIL}.
+Your progress is saved: run `cs-posthog connect` again to continue from here.\
+"""
+
+
+def ask_identification_kind(default: str = "property") -> str:
+    import questionary
+
+    return questionary.select(
+        "How do your PostHog Persons tell which customer they belong to?",
+        choices=[
+            questionary.Choice("A Person property holds the customer's ID", value="property"),
+            questionary.Choice("I'm not sure", value="unsure"),
+        ],
+        default=default,
+    ).unsafe_ask()
+
+
+def property_completer(ctx: WizardContext) -> NameCompleter:
+    def search(text: str) -> list[str]:
+        return ctx.source().person_properties(text or None)
+
+    return NameCompleter(search, min_prefix=1)
+
+
+def ask_property_name(message: str, completer: NameCompleter, default: str = "", footer: Any = None) -> str:
+    """A Person property name with autocomplete; any name is accepted."""
+    import questionary
+
+    from cs_posthog.wizard.ui import add_footer
+
+    q = questionary.text(
+        message,
+        default=default,
+        completer=threaded(completer),
+        complete_while_typing=True,
+        validate=lambda t: True if t.strip() else "Enter a property name",
+        instruction="(type to search PostHog, Tab to complete; any name is accepted)",
+    )
+    if footer is not None:
+        add_footer(q, footer)
+    return q.unsafe_ask().strip()
+
+
+def ask_use_anyway(prop: str) -> bool:
+    import questionary
+
+    return bool(questionary.confirm(f"No Person has {prop} set. Use it anyway?", default=False).unsafe_ask())
+
+
+def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | None]:
+    """(Persons with ``prop`` set, all Persons); None where PostHog could not say."""
+    from cs_posthog.config import Operator, PersonFilter
+    from cs_posthog.errors import CsPosthogError
+
+    src = ctx.source()
+    try:
+        with busy(ctx.out, "Counting Persons…"):
+            with_prop = src.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
+            total = src.count_persons([])
+    except CsPosthogError as exc:
+        ctx.out.warn(f"could not count Persons: {exc.message}")
+        return None, None
+    return with_prop, total
+
+
+def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = False) -> Identification:
+    from cs_posthog.config import Identification
+
+    if header:
+        ctx.step_header(3, only=only)
+    prev = ctx.draft.identification
+    if ask_identification_kind() == "unsure":
+        ctx.out.info(NOT_SURE)
+        raise StopWizard()
+
+    completer = property_completer(ctx)
+    default = ctx.prefill.customer_property or (prev.property if prev else "")
+    while True:
+        prop = ask_property_name("Which Person property stores the customer identifier?", completer, default)
+        with_prop, total = count_coverage(ctx, prop)
+        if with_prop is None:
+            return Identification(property=prop)
+        if with_prop == 0:
+            ctx.out.warn(f"no Person has {prop} set" + (f" (of {total:,})" if total else "") + ".")
+            if ask_use_anyway(prop):
+                return Identification(property=prop)
+            default = ""
+            continue
+        ctx.out.success(f"{with_prop:,} of {total:,} Persons have {prop} set.")
+        if total and with_prop < total:
+            ctx.out.warn(
+                f"only Persons with {prop} set can be attached to a customer: "
+                f"the other {total - with_prop:,} will not be synced."
+            )
+        else:
+            ctx.out.info(f"  Only Persons with {prop} set can be attached to a customer.")
+        return Identification(property=prop)

@@ -1,0 +1,229 @@
+"""Step 5: which Persons become Customerscore contacts, with a live count and a preview.
+
+The locked condition ``{customer property} is set`` is always first and cannot be removed. Further
+conditions: a property (autocomplete), an operator (equals, does not equal, is set, is not set) and
+a value for the first two. The badge under every prompt of this step ("1,248 persons will be
+synced") is counted in the background, debounced, and follows the value as it is typed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cs_posthog.wizard.context import StopWizard, WizardContext
+from cs_posthog.wizard.step_identification import ask_property_name, property_completer
+from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, busy
+
+if TYPE_CHECKING:
+    from cs_posthog.config import PersonFilter, PersonsSettings
+
+PREVIEW_ROWS = 5
+PREVIEW_COLUMNS = 5
+
+
+def persons_badge(n: int) -> str:
+    return f"{n:,} person{'s' if n != 1 else ''} will be synced"
+
+
+# --- the questions ---------------------------------------------------------------------------
+def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str, mode: str) -> str:
+    import questionary
+
+    choices = [
+        questionary.Choice("Save configuration", value="save"),
+        questionary.Choice("Add a condition", value="add"),
+    ]
+    if can_remove:
+        choices.append(questionary.Choice("Remove a condition", value="remove"))
+    choices.append(questionary.Choice(f"Change how contacts are identified (now: {contact_label})", value="contact"))
+    choices.append(
+        questionary.Choice(
+            "Quit without saving" if mode == "edit" else "Stop here (resume later with `cs-posthog connect`)",
+            value="quit",
+        )
+    )
+    q = questionary.select("Persons to sync:", choices=choices)
+    add_footer(q, live.text, index=2)
+    return q.unsafe_ask()
+
+
+def ask_operator(live: LiveCount, prop: str) -> Any:
+    import questionary
+
+    from cs_posthog.config import Operator
+
+    q = questionary.select(
+        f"Condition on {prop}:",
+        choices=[questionary.Choice(op.label, value=op) for op in Operator],
+    )
+    add_footer(q, live.text, index=2)
+    return q.unsafe_ask()
+
+
+def ask_value(live: LiveCount, base: list[PersonFilter], prop: str, op: Any) -> str:
+    """The value, with the badge following what is typed (debounced)."""
+    import questionary
+
+    from cs_posthog.config import PersonFilter
+
+    q = questionary.text(f"{prop} {op.label}:", instruction="(compared as text; may be empty)")
+    add_footer(q, live.text)
+
+    def changed(buffer: Any) -> None:
+        live.request([*base, PersonFilter(property=prop, operator=op, value=buffer.text.strip())])
+
+    q.application.layout.current_buffer.on_text_changed += changed
+    live.request([*base, PersonFilter(property=prop, operator=op, value="")])
+    return q.unsafe_ask().strip()
+
+
+def ask_remove(filters: list[PersonFilter]) -> int | None:
+    import questionary
+
+    q = questionary.select(
+        "Remove which condition?",
+        choices=[questionary.Choice(f.describe(), value=i) for i, f in enumerate(filters)]
+        + [questionary.Choice("(keep them all)", value=-1)],
+    )
+    idx = q.unsafe_ask()
+    return None if idx == -1 else idx
+
+
+def ask_contact_kind(current: str) -> str:
+    import questionary
+
+    return questionary.select(
+        "What identifies a contact in Customerscore?",
+        choices=[
+            questionary.Choice("The PostHog person ID (always present)", value="person_id"),
+            questionary.Choice("A Person property (e.g. email or your own user ID)", value="property"),
+        ],
+        default="person_id" if current == "person_id" else "property",
+    ).unsafe_ask()
+
+
+# --- showing ---------------------------------------------------------------------------------
+def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter]) -> None:
+    ctx.out.info("Conditions (a Person must match all of them):")
+    ctx.out.info(f"  1. {_esc(locked.describe())} [dim](locked: needed to find the customer)[/dim]")
+    for i, f in enumerate(filters, start=2):
+        ctx.out.info(f"  {i}. {_esc(f.describe())}")
+
+
+def preview_columns(all_filters: list[PersonFilter], contact_id: str) -> tuple[str, ...]:
+    """The properties shown beside the id/email: those in the conditions first, then the contact's."""
+    cols: list[str] = []
+    for f in all_filters:
+        if f.property not in cols:
+            cols.append(f.property)
+    if contact_id != "person_id" and contact_id not in cols:
+        cols.append(contact_id)
+    return tuple(cols)
+
+
+def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id: str) -> None:
+    from rich.table import Table
+
+    from cs_posthog.errors import CsPosthogError
+
+    extra = preview_columns(all_filters, contact_id)
+    try:
+        with busy(ctx.out, "Loading a preview…"):
+            columns, rows = ctx.source().preview_persons(all_filters, extra)
+    except CsPosthogError as exc:
+        ctx.out.warn(f"no preview: {exc.message}")
+        return
+    if not rows:
+        ctx.out.info("  [dim]No Person matches these conditions.[/dim]")
+        return
+    columns = list(columns)[:PREVIEW_COLUMNS]
+    table = Table(title=f"Preview (up to {PREVIEW_ROWS} matching Persons)", title_justify="left", show_lines=False)
+    for c in columns:
+        table.add_column(str(c), overflow="ellipsis", max_width=36, no_wrap=True)
+    for row in list(rows)[:PREVIEW_ROWS]:
+        table.add_row(*["" if v is None else str(v) for v in list(row)[: len(columns)]])
+    if ctx.out.human:
+        ctx.out.err.print(table)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# --- the step --------------------------------------------------------------------------------
+def ask_condition(ctx: WizardContext, live: LiveCount, completer: NameCompleter, base: list[PersonFilter]) -> PersonFilter:
+    from cs_posthog.config import PersonFilter
+
+    prop = ask_property_name("Property:", completer, footer=live.text)
+    op = ask_operator(live, prop)
+    if op.needs_value:
+        value = ask_value(live, base, prop, op)
+        return PersonFilter(property=prop, operator=op, value=value)
+    return PersonFilter(property=prop, operator=op)
+
+
+def ask_contact_id(ctx: WizardContext, completer: NameCompleter, current: str) -> str:
+    if ask_contact_kind(current) == "person_id":
+        return "person_id"
+    default = "" if current == "person_id" else current
+    return ask_property_name("Which Person property identifies a contact?", completer, default)
+
+
+def contact_label(contact_id: str) -> str:
+    return "PostHog person ID" if contact_id == "person_id" else f"Person property {contact_id}"
+
+
+def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PersonsSettings:
+    """Loop over the conditions until the user saves; returns the settings to save."""
+    from cs_posthog.config import Operator, PersonFilter, PersonsSettings
+
+    if header:
+        ctx.step_header(5, only=only)
+    if ctx.draft.identification is None:
+        raise RuntimeError("the identification step is not done")
+    locked = PersonFilter(property=ctx.draft.identification.property, operator=Operator.IS_SET)
+    prev = ctx.draft.persons
+    filters = [f for f in (ctx.prefill.filters or (prev.filters if prev else [])) if f != locked]
+    contact_id = ctx.prefill.contact_id or (prev.contact_id if prev else "person_id")
+    src = ctx.source()
+    live = LiveCount(lambda fs: src.count_persons(fs), render=persons_badge)
+    completer = property_completer(ctx)
+    try:
+        changed = True
+        while True:
+            all_filters = [locked, *filters]
+            if changed:
+                live.request(all_filters)
+                show_conditions(ctx, locked, filters)
+                show_preview(ctx, all_filters, contact_id)
+            changed = False
+            action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id), mode=ctx.mode)
+            if action == "save":
+                n = live.wait(30)
+                if n is not None:
+                    ctx.out.success(persons_badge(n) + ".")
+                return PersonsSettings(filters=filters, contact_id=contact_id)
+            if action == "quit":
+                raise StopWizard()
+            if action == "add":
+                new = ask_condition(ctx, live, completer, all_filters)
+                if new == locked or new in filters:
+                    ctx.out.info(f"  [dim]{_esc(new.describe())} is already a condition.[/dim]")
+                else:
+                    filters.append(new)
+                changed = True
+            elif action == "remove":
+                idx = ask_remove(filters)
+                if idx is not None:
+                    filters.pop(idx)
+                    changed = True
+            elif action == "contact":
+                new_contact = ask_contact_id(ctx, completer, contact_id)
+                changed = new_contact != contact_id
+                contact_id = new_contact
+            if not changed:
+                live.request(all_filters)  # the value typed may have moved the badge: show the real count again
+    finally:
+        live.cancel()

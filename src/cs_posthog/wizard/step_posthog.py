@@ -1,0 +1,231 @@
+"""Step 1: the PostHog personal API key and the project, checked against US and EU at once.
+
+On failure only what failed is asked again: the key (invalid in both regions), the project (not
+found, or not accessible to this key), or nothing (missing scopes: add them in PostHog and check
+again; PostHog unreachable: try again).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cs_posthog.wizard.context import WizardContext
+from cs_posthog.wizard.ui import busy
+
+if TYPE_CHECKING:
+    from cs_posthog.config import PostHogSettings
+
+SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
+
+INSTRUCTIONS = """\
+Create a personal API key in PostHog for Customerscore:
+  1. In PostHog, open Settings → Personal API Keys → Create personal API key.
+  2. Label it [bold]Customerscore.io[/bold]; give it access to this project (or its organization).
+  3. Scopes: [bold]Read[/bold] access to {scopes}; nothing else.
+Then paste the key (the input stays hidden) and the project's ID or any URL of the project.\
+"""
+
+REGION_NAMES = {"us": "PostHog US Cloud", "eu": "PostHog EU Cloud", "self-hosted": "self-hosted PostHog"}
+
+
+# --- the questions ---------------------------------------------------------------------------
+def validate_posthog_key(text: str, *, have_current: bool) -> bool | str:
+    t = text.strip()
+    if not t:
+        return True if have_current else "Paste the personal API key (it starts with phx_)"
+    if t.startswith("phc_"):
+        return "That is the project API key (phc_…); a personal API key starts with phx_"
+    if any(c.isspace() for c in t):
+        return "A key has no spaces in it"
+    if len(t) < 12:
+        return "That looks too short for a personal API key"
+    return True
+
+
+def ask_posthog_key(current: tuple[str, str] | None) -> str:
+    """Hidden input. Empty keeps ``current`` (this session's key, the stored one or the env's)."""
+    import questionary
+
+    from cs_posthog.secrets import mask
+
+    instruction = f"(Enter to keep {mask(current[0])} from the {current[1]})" if current else None
+    answer = questionary.password(
+        "PostHog personal API key:",
+        validate=lambda t: validate_posthog_key(t, have_current=current is not None),
+        instruction=instruction,
+    ).unsafe_ask()
+    answer = (answer or "").strip()
+    return answer or (current[0] if current else "")
+
+
+def validate_project_ref(text: str) -> bool | str:
+    from cs_posthog.posthog.regions import parse_project_ref
+
+    if not text.strip():
+        return "Enter the project ID (a number) or paste a URL of the project"
+    try:
+        parse_project_ref(text.strip())
+    except ValueError as exc:
+        return str(exc) or "Not a project ID or project URL"
+    return True
+
+
+def ask_project(default: str = "") -> str:
+    import questionary
+
+    return questionary.text(
+        "Project ID or project URL:",
+        default=default,
+        validate=validate_project_ref,
+        instruction="(e.g. 12345 or https://eu.posthog.com/project/12345)" if not default else None,
+    ).unsafe_ask().strip()
+
+
+def ask_after_missing_scopes() -> str:
+    import questionary
+
+    return questionary.select(
+        "What now?",
+        choices=[
+            questionary.Choice("Check again (I added the scopes to the key)", value="retry"),
+            questionary.Choice("Use a different key", value="key"),
+        ],
+    ).unsafe_ask()
+
+
+def ask_after_no_access() -> str:
+    import questionary
+
+    return questionary.select(
+        "What now?",
+        choices=[
+            questionary.Choice("Enter another project", value="project"),
+            questionary.Choice("Use a different key", value="key"),
+            questionary.Choice("Check again (I gave the key access to the project)", value="retry"),
+        ],
+    ).unsafe_ask()
+
+
+def ask_after_unreachable() -> str:
+    import questionary
+
+    return questionary.select(
+        "What now?",
+        choices=[
+            questionary.Choice("Try again", value="retry"),
+            questionary.Choice("Change the key or the project", value="both"),
+            questionary.Choice("Stop here (your progress is kept)", value="stop"),
+        ],
+    ).unsafe_ask()
+
+
+# --- the step --------------------------------------------------------------------------------
+def default_check(api_key: str, project_ref: str, *, host: str | None = None) -> Any:
+    from cs_posthog.posthog.credentials import check_credentials
+
+    return check_credentials(api_key, project_ref, host=host)
+
+
+def describe_project(settings: PostHogSettings) -> str:
+    region = REGION_NAMES.get(settings.region.value, settings.region.value)
+    where = f"{region} ({settings.host})" if settings.region.value == "self-hosted" else region
+    name = f'"{settings.project_name}" ' if settings.project_name else ""
+    return f"{where} · project {name}(id {settings.project_id}) · timezone {settings.timezone}"
+
+
+def settings_from_check(check: Any) -> PostHogSettings:
+    from cs_posthog.config import PostHogSettings, Region
+
+    region = check.region.value if hasattr(check.region, "value") else str(check.region)
+    return PostHogSettings(
+        region=Region(region),
+        host=check.host,
+        project_id=int(check.project_id),
+        project_name=check.project_name or "",
+        timezone=check.timezone or "UTC",
+    )
+
+
+def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
+    """The one-line reason a check failed, in the user's words. Also used by --no-input."""
+    if not check.key_valid and check.problem:
+        return f"could not reach PostHog: {check.problem}"
+    if not check.key_valid:
+        if host:
+            return f"{host} refused this key: it is invalid or was revoked"
+        return "PostHog US and EU both refused this key: it is invalid, revoked, or not a personal API key"
+    if check.missing_scopes:
+        return "the key is missing scopes: " + ", ".join(check.missing_scopes)
+    if not check.project_found:
+        return f"project {project_ref} was not found with this key"
+    if not check.project_accessible:
+        return f"this key cannot access project {project_ref} (it is limited to other projects or organizations)"
+    return check.problem or "PostHog did not accept the key and project"
+
+
+def check_ok(check: Any) -> bool:
+    return bool(
+        check.key_valid and check.project_found and check.project_accessible and not check.missing_scopes
+        and not check.problem and check.project_id
+    )
+
+
+def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PostHogSettings:
+    """Ask until the key and project check out; store the key (connect) and return the settings."""
+    from cs_posthog.errors import UnavailableError
+
+    if header:
+        ctx.step_header(1, only=only)
+    ctx.out.info(INSTRUCTIONS.format(scopes=", ".join(SCOPE_LABELS)))
+    prev = ctx.draft.posthog
+    host = ctx.host or (prev.host if prev is not None and prev.region.value == "self-hosted" else None)
+    check_fn = ctx.check_credentials or default_check
+
+    key = ask_posthog_key(ctx.current_secret("posthog"))
+    project = ask_project(ctx.prefill.project or (str(prev.project_id) if prev is not None else ""))
+    while True:
+        where = host or "PostHog US and EU"
+        with busy(ctx.out, f"Checking the key and project with {where}…"):
+            check = check_fn(key, project, host=host)
+        if check_ok(check):
+            settings = settings_from_check(check)
+            ctx.out.success(describe_project(settings))
+            ctx.keep_secret("posthog", key)
+            return settings
+
+        ctx.out.error(explain_failure(check, project, host))
+        if not check.key_valid and check.problem:
+            choice = ask_after_unreachable()
+            if choice == "stop":
+                raise UnavailableError(
+                    f"could not reach PostHog: {check.problem}",
+                    hint="Run `cs-posthog connect` again later; the finished steps are kept.",
+                    service="PostHog",
+                )
+            if choice == "both":
+                key = ask_posthog_key((key, "entered above"))
+                project = ask_project(project)
+        elif not check.key_valid:
+            ctx.out.info("  Check that you copied the whole key; it starts with phx_.")
+            key = ask_posthog_key(None)
+        elif check.missing_scopes:
+            labels = list(getattr(check, "missing_labels", None) or check.missing_scopes)
+            ctx.out.info(
+                "  In PostHog: Settings → Personal API Keys → edit the key → give [bold]Read[/bold] access to "
+                + ", ".join(labels) + ", save, then check again."
+            )
+            if ask_after_missing_scopes() == "key":
+                key = ask_posthog_key(None)
+        elif not check.project_found:
+            project = ask_project("")
+        elif not check.project_accessible:
+            choice = ask_after_no_access()
+            if choice == "project":
+                project = ask_project("")
+            elif choice == "key":
+                key = ask_posthog_key(None)
+        else:  # an unexpected answer: let the user try again or change things
+            if ask_after_unreachable() == "stop":
+                raise UnavailableError(explain_failure(check, project, host), service="PostHog")
+            key = ask_posthog_key((key, "entered above"))
+            project = ask_project(project)
