@@ -264,6 +264,26 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
     assert statuses[0] == "ok" and statuses.count("interrupted") == kills
 
 
+def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypatch):
+    sb = slow
+    configure(sb, monkeypatch, selected=["$pageview", "dashboard_viewed"])
+    since = since_arg(sb, 60)
+    want, _ = expected_events(sb, selected=["$pageview", "dashboard_viewed"], since=since_dt(since), customer_property=PROP)
+    got = Received(sb)
+    proc = spawn("sync", "--json", "--since", since)
+    assert wait_for(lambda: len(got("events")) >= 200 or proc.poll() is not None, step=0.01)
+    assert proc.poll() is None, "the sync finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["status"] == "interrupted" and "interrupted" in err
+    assert 0 < len(got("events")) < len(want)
+    final = cli("sync", "--json", timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["resent_after_crash"] == 0  # a clean stop leaves nothing in flight
+    assert bag(got("events")) == bag(want)  # nothing lost, nothing twice
+
+
 # --- faults on both sides ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def faulty():

@@ -295,6 +295,19 @@ def test_bad_customerscore_key_fails_with_77_and_keeps_the_cursor(env, monkeypat
     state.close()
 
 
+def test_another_posthog_project_starts_the_events_over(env):
+    sb = env
+    cfg = make_config(sb, selected=["invoice_paid"], filters=[])
+    first, _ = sync(cfg, since=since_of(sb))
+    # the same server under another name stands for another project: old cursors mean nothing there
+    other = cfg.model_copy(update={"posthog": cfg.posthog.model_copy(update={"host": sb.ph.replace("127.0.0.1", "localhost")})})
+    save_config(other)
+    report, error = sync(other)
+    assert error is None
+    assert any("start over" in w for w in report.warnings)
+    assert report.events_sent == first.events_sent and report.mode == "first"
+
+
 def test_unknown_selected_event_is_warned_about(env):
     sb = env
     cfg = make_config(sb, selected=["invoice_paid", "no_such_event_anywhere"], filters=[])

@@ -213,20 +213,23 @@ class SyncEngine:
         first: BaseException | None = None
         try:
             self._prepare()
+            done = {"events": threading.Event(), "contacts": threading.Event()}
             workers = [
-                threading.Thread(target=self._guard, args=(self._events, "events", errors), name="sync-events", daemon=True),
-                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors), name="sync-contacts", daemon=True),
+                threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]), name="sync-events", daemon=True),
+                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]), name="sync-contacts", daemon=True),
             ]
             for w in workers:
                 w.start()
+            # Wait with our own events and short sleeps: a KeyboardInterrupt landing inside
+            # Thread.join() can leave the thread looking finished while it is not.
             try:
-                for w in workers:
-                    while w.is_alive():
-                        w.join(0.2)
+                while not all(e.is_set() for e in done.values()):
+                    time.sleep(0.05)
             except KeyboardInterrupt:
                 self.stop.set()
-                for w in workers:  # let each finish (and checkpoint) its current batch
-                    w.join(60)
+                deadline = time.monotonic() + 120  # let each finish (and checkpoint) its current batch
+                while not all(e.is_set() for e in done.values()) and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 errors.append(Interrupted())
         except KeyboardInterrupt:
             self.stop.set()
@@ -353,7 +356,7 @@ class SyncEngine:
             )
 
     # --- threads -----------------------------------------------------------------------------
-    def _guard(self, fn: Callable[[], None], name: str, errors: list[BaseException]) -> None:
+    def _guard(self, fn: Callable[[], None], name: str, errors: list[BaseException], done: threading.Event) -> None:
         try:
             fn()
         except _Stop:
@@ -368,6 +371,7 @@ class SyncEngine:
             with self._plock:
                 self._progress[name].done = True
             self._emit(name)
+            done.set()
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
