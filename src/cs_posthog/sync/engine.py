@@ -162,6 +162,13 @@ class _Contact:
     payload: bytes
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """PostHog could not be reached at all: a smaller page would not help."""
+    import httpx
+
+    return isinstance(exc.__cause__, httpx.ConnectError)
+
+
 class _Stop(Exception):
     """Internal: the run was asked to stop between batches."""
 
@@ -410,8 +417,8 @@ class SyncEngine:
             sql, values = build(after, size + 1)
             try:
                 res = self._query(sql, values, name)
-            except UnavailableError:
-                if size <= MIN_PAGE:
+            except UnavailableError as exc:
+                if size <= MIN_PAGE or _unreachable(exc):
                     raise
                 size = max(MIN_PAGE, size // 4)
                 log.info("PostHog query failed; retrying with pages of %d rows", size)
