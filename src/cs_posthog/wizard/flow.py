@@ -199,8 +199,6 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
 
     out = ctx.out
     ctx.store_pending(quiet=False)
-    if previous is not None and _project_changed(previous.posthog, cfg.posthog):
-        reset_sync_state(out)
     path = save_config(cfg)
     get_paths().draft_file.unlink(missing_ok=True)
     out.success(f"Configuration saved to {path}")
@@ -232,23 +230,6 @@ def run_first_sync(out: Any, cfg: Config) -> None:
     except Exception:
         out.info("The configuration is saved; fix the problem below and run `cs-posthog sync`.")
         raise
-
-
-def reset_sync_state(out: Any) -> None:
-    """The project changed: cursors and fingerprints of the old one must not be used."""
-    from cs_posthog.paths import get_paths
-
-    paths = get_paths()
-    if not paths.state_db.exists():
-        return
-    from cs_posthog.sync.state import RunLock, SyncState
-
-    lock = RunLock(paths.lock_file).acquire()
-    try:
-        SyncState(paths.state_db).reset()
-    finally:
-        lock.release()
-    out.info("  [dim]The PostHog project changed: the sync starts afresh (its saved progress was reset).[/dim]")
 
 
 # --- edit ------------------------------------------------------------------------------------
@@ -332,10 +313,10 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
     from cs_posthog.config import save_config
 
     ctx.store_pending(quiet=False)
-    if _project_changed(previous.posthog, cfg.posthog):
-        reset_sync_state(ctx.out)
     path = save_config(cfg)
     ctx.out.success(f"Configuration saved to {path}; the next `cs-posthog sync` uses it.")
+    if _project_changed(previous.posthog, cfg.posthog):
+        ctx.out.info("  [dim]Another PostHog project: the next sync starts its events afresh (30 days back).[/dim]")
 
 
 def _keys_changed(ctx: WizardContext) -> list[str]:

@@ -59,14 +59,15 @@ def ask_posthog_key(current: tuple[str, str] | None) -> str:
 
 
 def validate_project_ref(text: str) -> bool | str:
+    from cs_posthog.errors import UsageError
     from cs_posthog.posthog.regions import parse_project_ref
 
     if not text.strip():
         return "Enter the project ID (a number) or paste a URL of the project"
     try:
         parse_project_ref(text.strip())
-    except ValueError as exc:
-        return str(exc) or "Not a project ID or project URL"
+    except UsageError as exc:
+        return exc.message[:1].upper() + exc.message[1:]
     return True
 
 

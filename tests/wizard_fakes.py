@@ -1,0 +1,162 @@
+"""Fakes for the wizard's two seams: the PostHog credential check and the data source.
+
+The fake source evaluates Person filters with PostHog's NULL rules (missing or null = NULL; `=`
+never matches NULL; `!=` does), so counts asserted in tests are worked out, not hard-coded.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+from helpers import fake_key
+
+
+def matches(props: dict, f: Any) -> bool:
+    value = props.get(f.property)
+    op = f.operator.value
+    if op == "is_set":
+        return value is not None
+    if op == "is_not_set":
+        return value is None
+    text = None if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+    if op == "equals":
+        return text is not None and text == f.value
+    return text is None or text != f.value
+
+
+class FakeSource:
+    def __init__(self, *, events: list[str], volumes: dict[str, int] | None, persons: list[dict],
+                 properties: list[str] | None = None, volume_error: Exception | None = None,
+                 count_delay: float = 0.0) -> None:
+        self.events = events
+        self.volumes = volumes
+        self.persons = persons
+        self.properties = properties if properties is not None else sorted({k for p in persons for k in p["properties"]})
+        self.volume_error = volume_error
+        self.count_delay = count_delay
+        self.calls: list[tuple] = []
+        self._lock = threading.Lock()
+
+    def _log(self, *call: Any) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+    def event_names(self) -> list[str]:
+        self._log("event_names")
+        return list(self.events)
+
+    def event_volumes(self, days: int = 30) -> dict[str, int]:
+        self._log("event_volumes", days)
+        if self.volume_error is not None:
+            raise self.volume_error
+        return dict(self.volumes or {})
+
+    def person_properties(self, search: str | None = None) -> list[str]:
+        self._log("person_properties", search)
+        terms = (search or "").lower().split()
+        return [p for p in self.properties if all(t in p.lower() for t in terms)]
+
+    def matching(self, filters: list) -> list[dict]:
+        return [p for p in self.persons if all(matches(p["properties"], f) for f in filters)]
+
+    def count_persons(self, filters: list) -> int:
+        self._log("count_persons", tuple(f.describe() for f in filters))
+        if self.count_delay:
+            import time
+
+            time.sleep(self.count_delay)
+        return len(self.matching(filters))
+
+    def preview_persons(self, filters: list, extra_columns: tuple[str, ...] = ()) -> tuple[list[str], list[list]]:
+        self._log("preview_persons", tuple(f.describe() for f in filters), tuple(extra_columns))
+        cols = ["id", "email", *[c for c in extra_columns if c != "email"]][:5]
+        rows = []
+        for p in self.matching(filters)[:5]:
+            rows.append([p["id"] if c == "id" else p["properties"].get(c) for c in cols])
+        return cols, rows
+
+
+def sample_persons(n: int = 40) -> list[dict]:
+    """Deterministic Persons: every 4th has no org, plans cycle pro/free/None, some emails."""
+    persons = []
+    plans = ["pro", "free", None, "pro"]
+    for i in range(n):
+        props: dict = {}
+        if i % 4 != 0:
+            props["organization_id"] = f"org_{i % 7}"
+        if plans[i % 4] is not None:
+            props["plan"] = plans[i % 4]
+        if i % 3 != 0:
+            props["email"] = f"user{i}@example.com"
+        if i % 5 == 0:
+            props["plan tier"] = "gold"
+        persons.append({"id": f"00000000-0000-0000-0000-{i:012d}", "properties": props})
+    return persons
+
+
+def sample_source(**kw: Any) -> FakeSource:
+    events = ["$pageview", "invoice_paid", "report_created", "user_signed_up", "purchase", "purchase_refund"]
+    volumes = {"$pageview": 5000, "invoice_paid": 120, "report_created": 300, "user_signed_up": 40, "purchase": 7}
+    kw.setdefault("events", events)
+    kw.setdefault("volumes", volumes)
+    kw.setdefault("persons", sample_persons())
+    return FakeSource(**kw)
+
+
+# --- credential check ------------------------------------------------------------------------
+class FakeCheck:
+    """Keys made at run time. ``good`` works for project 101 in EU; the others fail one way each."""
+
+    PROJECT = 101
+
+    def __init__(self) -> None:
+        self.good = fake_key()
+        self.scoped = fake_key()
+        self.other = fake_key()
+        self.down = 0  # how many of the next checks find PostHog unreachable
+        self.calls: list[tuple] = []
+
+    def __call__(self, api_key: str, project_ref: str, *, host: str | None = None) -> SimpleNamespace:
+        self.calls.append((api_key, project_ref, host))
+        base = dict(key_valid=False, region=None, host=None, project_found=False, project_accessible=False,
+                    project_id=None, project_name=None, timezone=None, missing_scopes=[], missing_labels=[],
+                    problem=None)
+        if self.down:
+            self.down -= 1
+            return SimpleNamespace(**{**base, "problem": "connection refused (US and EU)"})
+        if api_key not in (self.good, self.scoped, self.other):
+            return SimpleNamespace(**base)
+        base.update(key_valid=True, region="eu", host=host or "https://eu.posthog.com")
+        from cs_posthog.posthog.regions import parse_project_ref
+
+        pid = parse_project_ref(project_ref).id
+        if api_key == self.scoped:
+            return SimpleNamespace(**{**base, "missing_scopes": ["property_definition:read", "query:read"],
+                                      "missing_labels": ["Property definition", "Query"]})
+        if pid != self.PROJECT:
+            return SimpleNamespace(**base)
+        if api_key == self.other:
+            return SimpleNamespace(**{**base, "project_found": True})
+        return SimpleNamespace(**{**base, "project_found": True, "project_accessible": True, "project_id": pid,
+                                  "project_name": "Acme", "timezone": "Europe/Prague"})
+
+
+@contextmanager
+def piped_keys():
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    with create_pipe_input() as inp, create_app_session(input=inp, output=DummyOutput()):
+        yield inp
+
+
+DOWN = "\x1b[B"
+UP = "\x1b[A"
+ENTER = "\r"
+CTRL_U = "\x15"  # clears a pre-filled text answer
+CTRL_A = "\x01"
+CTRL_C = "\x03"
