@@ -38,19 +38,12 @@ def one(n: int, persons: int, customers: int, seed: int) -> dict:
         "events_per_s": round(sent / m.wall_s) if m.wall_s else 0,
         "posthog_requests": ph_requests,
         "posthog_requests_per_million": round(ph_requests * 1_000_000 / n, 1) if n else 0,
-        "posthog_hogql_queries": _get(ph, "hogql_queries"),
+        "posthog_hogql_queries": ph.get("hogql_queries", 0),
         "customerscore_requests": report.get("customerscore_requests", 0),
-        "customerscore_requests_seen_by_server": _get(cs, "requests_total"),
+        "customerscore_requests_seen_by_server": cs.get("total"),
         "peak_rss_mb": round(m.peak_rss_mb, 1),
         "cpu_s": round(m.cpu_s, 2),
     }
-
-
-def _get(stats: dict, key: str):
-    value = stats.get(key)
-    if value is None and isinstance(stats.get("requests"), dict):
-        value = stats["requests"].get("total")
-    return value
 
 
 def main() -> None:
