@@ -156,7 +156,9 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
             paths.draft_file.unlink(missing_ok=True)
     draft = draft or Draft()
     start = resume_point(draft)
-    if start > 1:
+    if first_unfinished(draft) > 1:  # there is progress to resume
+        if start < first_unfinished(draft):
+            out.info("A key that the finished steps need is no longer stored: it is asked again.")
         if start > TOTAL_STEPS:  # everything was answered but not saved: revisit the last step
             start = TOTAL_STEPS
         if ask_resume(start) == "restart":
