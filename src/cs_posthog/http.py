@@ -189,9 +189,14 @@ def send(
     classify: Callable[[httpx.Response], ApiError],
     wait_from_body: Callable[[httpx.Response], float | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    give_up: Callable[[httpx.Response], bool] | None = None,
     **kwargs: Any,
 ) -> Sent:
-    """Send one request with pacing and retries; return the 2xx answer or raise a typed error."""
+    """Send one request with pacing and retries; return the 2xx answer or raise a typed error.
+
+    ``give_up(resp)`` returning True for a 5xx answer means "retrying the same request cannot help"
+    (e.g. PostHog's query time limit): ``classify`` turns it into an error at once.
+    """
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else Stats()
     failures = 0
@@ -247,6 +252,8 @@ def send(
                 stats.add(retries=1)
                 sleep(wait)
             continue
+        if status >= 500 and give_up is not None and give_up(resp):
+            raise classify(resp)
         if status >= 500:
             failures += 1
             last_problem = f"HTTP {status}"

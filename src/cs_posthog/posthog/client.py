@@ -1,0 +1,648 @@
+"""PostHog private API client: key, project, definitions, HogQL queries and keyset paging.
+
+No terminal I/O. Facts in ``shared/docs/posthog-api.md``; the points checked in PostHog's source
+(github.com/PostHog/posthog) are named where they are used:
+
+- Errors are drf-exceptions-hog bodies ``{"type", "code", "detail", "attr"}``; every answer maps to
+  one of ``cs_posthog.errors`` (``classify``).
+- 429: DRF's ``Throttled`` detail, "Request was throttled. Expected available in N seconds." (N is
+  ``ceil(wait)``, "second" when 1); drf-exceptions-hog drops the ``Retry-After`` header, so the wait
+  is read from the detail when the header is absent (``wait_from_detail``). The per-organization
+  concurrency limit answers 429 "Exceeded maximum concurrency limit: 3 for key: ..." with no wait:
+  the shared backoff applies.
+- Query time limit (``posthog/errors.py`` ``wrap_clickhouse_query_error``, ``posthog/exceptions.py``):
+  ClickHouse TIMEOUT_EXCEEDED becomes ``ClickHouseQueryTimeOut``, HTTP 504 "Query has hit the max
+  execution time before completing. ..."; TOO_SLOW (ClickHouse's estimate says the query will not
+  finish in time) becomes ``ClickHouseEstimatedQueryExecutionTimeTooLong``, HTTP 512 "Estimated query
+  execution time (N seconds) is too long. Try reducing its scope by changing the time range."; a
+  per-query memory limit, HTTP 513 code ``clickhouse_memory_limit_exceeded`` (older servers: 504
+  "Query has reached the max memory limit ..."). ``posthog/api/query.py`` lets these APIExceptions
+  through unchanged. Retrying the same query cannot help, so they are not retried but raised as
+  ``QueryTooSlowError`` and ``iter_pages`` shrinks its page. (The transient cluster-memory variant,
+  "We're under heavy load right now", is retried like any 5xx.)
+- JSON datetimes: ``posthog/renderers.py`` renders with orjson ``OPT_UTC_Z``: aware UTC datetimes as
+  ``2024-01-02T03:04:05.123456Z`` (no fraction when it is zero), naive ones (persons.created_at) with
+  no offset, other zones with ``+HH:MM``. ``parse_datetime`` reads all of them as aware UTC.
+- ``/query/``: ``{"query": {"kind": "HogQLQuery", "query", "values", "modifiers"}, "refresh",
+  "name"}``; an explicit LIMIT is capped at 50,000 rows silently (``MAX_SELECT_RETURNED_ROWS``), so
+  a keyset page asks for at most 50,000 rows: ``page + 1`` with ``page <= 49,999``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from cs_posthog import __version__
+from cs_posthog.config import check_base_url
+from cs_posthog.errors import (
+    ApiError,
+    AuthError,
+    BadRequestError,
+    MissingScopesError,
+    NotFoundError,
+    PermissionDeniedError,
+    QueryError,
+    UnavailableError,
+    UsageError,
+)
+from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, send
+
+SERVICE = "PostHog"
+
+# PostHog's limits per personal API key (posthog/rate_limit.py; shared/docs/posthog-api.md)
+QUERY_PER_MINUTE = 240
+QUERY_PER_HOUR = 2400
+QUERY_CONCURRENCY = 3  # per organization
+OTHER_PER_MINUTE = 480
+OTHER_PER_HOUR = 4800
+
+MAX_ROWS = 50_000  # posthog/hogql/constants.py MAX_SELECT_RETURNED_ROWS: an explicit LIMIT is capped here
+MAX_PAGE_SIZE = MAX_ROWS - 1  # page + 1 rows must fit under the cap, or "more" could not be seen
+MIN_PAGE_SIZE = 500
+DEFINITIONS_PAGE = 100  # PostHog's default page; larger limits are accepted but slower to serve
+MAX_DEFINITION_PAGES = 5000
+
+# The scopes cs-posthog needs, with the names PostHog's key form shows for them
+# (frontend PersonalAPIKeys.tsx: capitalizeFirstLetter(key.replace(/_/g, ' ')), from lib/scopes.tsx).
+NEEDED_SCOPES = (
+    "action:read",
+    "event_definition:read",
+    "organization:read",
+    "project:read",
+    "property_definition:read",
+    "query:read",
+)
+
+RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"  # shared with the Customerscore client: see rate_scale()
+
+_THROTTLE_RE = re.compile(r"Expected available in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
+_SCOPE_RE = re.compile(r"missing required scope '([^']+)'")
+_TOO_SLOW_RE = re.compile(
+    r"max execution time|Estimated query execution time|max memory limit|ran out of memory", re.IGNORECASE
+)
+
+T = TypeVar("T")
+Row = list[Any]
+
+
+def scope_label(scope: str) -> str:
+    """PostHog's name for a scope's object, as its API key form shows it: ``event_definition:read``
+    -> "Event definition"."""
+    obj = scope.split(":", 1)[0].replace("_", " ")
+    return obj[:1].upper() + obj[1:]
+
+
+def rate_scale() -> float | None:
+    """The pacing multiplier from ``CS_POSTHOG_RATE_SCALE`` (tests against the sandbox's 60x clock);
+    None means no client-side pacing ("off"). 1.0 when unset."""
+    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
+    if not raw:
+        return 1.0
+    if raw in ("off", "none", "0"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else None
+
+
+def parse_datetime(text: str) -> datetime:
+    """A PostHog JSON datetime as an aware UTC datetime.
+
+    Reads ``2024-01-02T03:04:05.123456Z``, ``...+02:00``, naive ``2024-01-02T03:04:05.123`` (taken as
+    UTC: PostHog renders naive ClickHouse DateTime64 values, e.g. persons.created_at, like that) and
+    ClickHouse's ``2024-01-02 03:04:05``. ValueError for anything else.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"not a datetime string: {text!r}")
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    dt = datetime.fromisoformat(s)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def parse_optional_datetime(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """``/api/personal_api_keys/@current/``: the key that made the request."""
+
+    id: str
+    label: str
+    mask_value: str
+    scopes: tuple[str, ...]
+    scoped_teams: tuple[int, ...]  # empty: not restricted to some projects
+    scoped_organizations: tuple[str, ...]  # empty: not restricted to some organizations
+
+    def has_scope(self, scope: str) -> bool:
+        """``*`` grants everything; ``x:write`` implies ``x:read``."""
+        if "*" in self.scopes or scope in self.scopes:
+            return True
+        obj, _, action = scope.partition(":")
+        return action == "read" and f"{obj}:write" in self.scopes
+
+    def missing(self, needed: Sequence[str] = NEEDED_SCOPES) -> list[str]:
+        return [s for s in needed if not self.has_scope(s)]
+
+    def can_access_project(self, project_id: int) -> bool:
+        return not self.scoped_teams or project_id in self.scoped_teams
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    timezone: str
+    uuid: str | None = None
+    organization: str | None = None
+    ingested_event: bool | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EventDefinition:
+    name: str
+    last_seen_at: datetime | None = None
+    created_at: datetime | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class PropertyDefinition:
+    name: str
+    property_type: str | None = None  # "String", "Numeric", "Boolean", "DateTime", "Duration" or None
+    is_numerical: bool = False
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    types: list[str]  # ClickHouse type of each column, e.g. "String", "DateTime64(6, 'UTC')"
+    results: list[Row]
+    has_more: bool | None  # only set by PostHog when the query had no LIMIT (then 100 rows at most)
+
+    def column(self, name: str) -> list[Any]:
+        i = self.columns.index(name)
+        return [row[i] for row in self.results]
+
+
+class QueryTooSlowError(UnavailableError):
+    """PostHog stopped a query at its time (or per-query memory) limit: ask for less and retry."""
+
+    default_hint = "PostHog could not finish a query in time; try again later, or with a shorter time range."
+
+
+# ---------------------------------------------------------------------------------------------
+# Error mapping
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_from_detail(resp: httpx.Response) -> float | None:
+    """Seconds named in a 429's detail ("Expected available in 37 seconds."), or None."""
+    detail = error_body(resp).get("detail")
+    if not isinstance(detail, str):
+        return None
+    m = _THROTTLE_RE.search(detail)
+    return float(m.group(1)) if m else None
+
+
+def is_too_slow(resp: httpx.Response) -> bool:
+    """A PostHog query time/memory limit answer (not a proxy's 504 page, not a transient overload)."""
+    if resp.status_code not in (504, 512, 513):
+        return False
+    body = error_body(resp)
+    detail = body.get("detail")
+    if not isinstance(detail, str):
+        return False
+    if "heavy load" in detail:  # ClickHouseClusterMemoryLimitExceeded: transient, retry
+        return False
+    return bool(_TOO_SLOW_RE.search(detail)) or body.get("code") == "clickhouse_memory_limit_exceeded"
+
+
+def _detail_of(resp: httpx.Response) -> tuple[str, str | None]:
+    body = error_body(resp)
+    detail = body.get("detail")
+    code = body.get("code")
+    if not isinstance(detail, str) or not detail:
+        if isinstance(detail, (dict, list)) and detail:
+            detail = json.dumps(detail)[:300]
+        else:
+            text = resp.text.strip() if resp.content else ""
+            detail = text[:200] if text and not text.startswith("<") else ""
+    attr = body.get("attr")
+    if isinstance(attr, str) and attr and detail:
+        detail = f"{attr}: {detail}"
+    return detail, code if isinstance(code, str) else None
+
+
+def classify(resp: httpx.Response) -> ApiError:
+    """A PostHog error answer as a typed error (every status, so that nothing escapes untyped)."""
+    status = resp.status_code
+    detail, code = _detail_of(resp)
+    common: dict[str, Any] = {"service": SERVICE, "status": status, "code": code, "detail": detail or None}
+    suffix = f": {detail}" if detail else ""
+    path = resp.request.url.path if resp.request is not None else ""
+    if status == 401:
+        if code == "not_authenticated":
+            return AuthError("PostHog got no API key (401)", hint="Set the personal API key (phx_...).", **common)
+        return AuthError(
+            "PostHog rejected the personal API key (401): invalid, revoked, or from another region",
+            hint="Check the key (PostHog → Settings → Personal API keys) and the region (US or EU): "
+            "`cs-posthog edit credentials`.",
+            **common,
+        )
+    if status == 403:
+        m = _SCOPE_RE.search(detail or "")
+        if m:
+            scope = m.group(1)
+            return MissingScopesError([scope], [scope_label(scope)], **common)
+        if "does not have access to the requested project" in (detail or "") or "scoped projects" in (detail or ""):
+            return PermissionDeniedError(
+                f"the API key is restricted to other projects{suffix}",
+                hint="In PostHog: Settings → Personal API keys → edit the key and allow this project "
+                "(or all projects), then retry.",
+                **common,
+            )
+        if "organization" in (detail or "").lower():
+            return PermissionDeniedError(
+                f"the API key is restricted to other organizations{suffix}",
+                hint="In PostHog: Settings → Personal API keys → edit the key and allow this organization.",
+                **common,
+            )
+        return PermissionDeniedError(
+            f"PostHog refused the request (403){suffix}",
+            hint="Check the key's scopes and project access in PostHog → Settings → Personal API keys.",
+            **common,
+        )
+    if status == 402:
+        return PermissionDeniedError(
+            f"PostHog refused the request: billing limit{suffix}",
+            hint="Your PostHog organization reached a billing limit; raise it in PostHog → Billing.",
+            **common,
+        )
+    if status == 404:
+        m = re.search(r"/api/(?:projects|environments)/([^/]+)/", path)
+        what = f"project {m.group(1)}" if m else path
+        return NotFoundError(
+            f"PostHog has no {what} for this key (404)",
+            hint="Check the project id (PostHog → Settings → Project) and the region: `cs-posthog edit credentials`.",
+            **common,
+        )
+    if is_too_slow(resp):
+        return QueryTooSlowError(f"PostHog stopped the query at its limit ({status}){suffix}", **common)
+    if status >= 500:
+        return UnavailableError(f"PostHog failed (HTTP {status}){suffix}", **common)
+    if status == 400 and (path.rstrip("/").endswith("/query") or (code or "").startswith("hogql")):
+        return QueryError(f"PostHog rejected a HogQL query{suffix}", **common)
+    return BadRequestError(f"PostHog rejected the request ({status}){suffix}", **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client
+# ---------------------------------------------------------------------------------------------
+
+
+class PostHogClient:
+    """One PostHog host and key (and, for project calls, one project). Thread-safe: one
+    keep-alive HTTP/1.1 connection pool shared by every call.
+
+    Pacing stays under PostHog's per-key limits: ``/query/`` at 240/minute and
+    ``query_budget_per_hour`` (2,400 by default; lower it for accounts still on 120/hour) with at
+    most 3 queries in flight; every other endpoint at 480/minute and 4,800/hour.
+    ``CS_POSTHOG_RATE_SCALE`` (or ``pace=False``) adapts pacing to a sandbox's scaled clock.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        api_key: str,
+        project_id: int | None = None,
+        *,
+        query_budget_per_hour: int = QUERY_PER_HOUR,
+        timeout: httpx.Timeout | float | None = None,
+        transport: httpx.BaseTransport | None = None,
+        policy: RetryPolicy | None = None,
+        pace: bool | None = None,
+    ) -> None:
+        try:
+            self.host = check_base_url(host)
+        except ValueError as exc:
+            raise UsageError(f"PostHog host: {exc}") from None
+        if not api_key or any(c.isspace() for c in api_key.strip()):
+            raise UsageError("the PostHog API key is empty or contains spaces")
+        self.project_id = project_id
+        self.stats = Stats()
+        self.policy = policy or RetryPolicy()
+        budget = max(1, min(int(query_budget_per_hour), QUERY_PER_HOUR))
+        scale = rate_scale() if pace is None else (1.0 if pace else None)
+        if scale is None:
+            self.query_pacer = Pacer(concurrency=QUERY_CONCURRENCY)
+            self.other_pacer: Pacer | None = None
+        else:
+            minute, hour = 60.0 / scale, 3600.0 / scale
+            margin = max(0.02, 0.05 / minute)  # at least 50 ms, so jitter cannot bounce off a 1 s window
+            self.query_pacer = Pacer(
+                [(QUERY_PER_MINUTE, minute), (budget, hour)], concurrency=QUERY_CONCURRENCY, margin=margin
+            )
+            self.other_pacer = Pacer([(OTHER_PER_MINUTE, minute), (OTHER_PER_HOUR, hour)], margin=margin)
+        self._client = httpx.Client(
+            timeout=timeout if timeout is not None else default_timeout(),
+            transport=transport,
+            http2=False,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
+            headers={
+                "Authorization": f"Bearer {api_key.strip()}",
+                "Accept": "application/json",
+                "User-Agent": f"cs-posthog/{__version__}",
+            },
+        )
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._client.close()
+
+    def __enter__(self) -> PostHogClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _pid(self, project_id: int | None) -> int:
+        pid = project_id if project_id is not None else self.project_id
+        if pid is None:
+            raise ValueError("no project id: pass project_id to the client or to the call")
+        return int(pid)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        query: bool = False,
+    ) -> httpx.Response:
+        """One paced, retried call; the 2xx answer or a typed error. ``path`` starts with /api/."""
+        kwargs: dict[str, Any] = {}
+        if params:
+            kwargs["params"] = {k: v for k, v in params.items() if v is not None}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        sent = send(
+            self._client,
+            method,
+            self.host + path,
+            service=SERVICE,
+            pacer=self.query_pacer if query else self.other_pacer,
+            stats=self.stats,
+            policy=self.policy,
+            classify=classify,
+            wait_from_body=wait_from_detail,
+            give_up=is_too_slow,
+            **kwargs,
+        )
+        return sent.response
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return _json(self.request("GET", path, params=params))
+
+    # --- identity ------------------------------------------------------------------------------
+    def current_key(self) -> ApiKeyInfo:
+        data = self.get("/api/personal_api_keys/@current/")
+        scopes = data.get("scopes") or ["*"]  # PostHog: a key made before scopes existed has all of them
+        return ApiKeyInfo(
+            id=str(data.get("id") or ""),
+            label=str(data.get("label") or ""),
+            mask_value=str(data.get("mask_value") or ""),
+            scopes=tuple(str(s) for s in scopes),
+            scoped_teams=tuple(int(t) for t in (data.get("scoped_teams") or [])),
+            scoped_organizations=tuple(str(o) for o in (data.get("scoped_organizations") or [])),
+        )
+
+    def me(self) -> dict[str, Any]:
+        return self.get("/api/users/@me/")
+
+    def project(self, project_id: int | None = None) -> Project:
+        pid = self._pid(project_id)
+        data = self.get(f"/api/projects/{pid}/")
+        return Project(
+            id=int(data.get("id", pid)),
+            name=str(data.get("name") or ""),
+            timezone=str(data.get("timezone") or "UTC"),
+            uuid=data.get("uuid"),
+            organization=data.get("organization"),
+            ingested_event=data.get("ingested_event"),
+            raw=data,
+        )
+
+    def organization(self) -> dict[str, Any]:
+        return self.get("/api/organizations/@current/")
+
+    def actions(self, project_id: int | None = None, *, limit: int = 1) -> dict[str, Any]:
+        return self.get(f"/api/projects/{self._pid(project_id)}/actions/", {"limit": limit})
+
+    # --- definitions ---------------------------------------------------------------------------
+    def _all_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Follow ``next`` until it is null or a page comes back short (``count`` is capped on huge
+        projects, ``count_is_capped``: it never decides the end). ``next``'s query string is applied
+        to our own URL: an absolute ``next`` naming another origin (a proxy's internal name) must
+        not receive the key."""
+        limit = int(params.get("limit") or DEFINITIONS_PAGE)
+        page_params = {**params, "limit": limit, "offset": 0}
+        seen_offsets: set[int] = set()
+        for _ in range(MAX_DEFINITION_PAGES):
+            data = self.get(path, page_params)
+            results = data.get("results") or []
+            for item in results:
+                if isinstance(item, dict):
+                    yield item
+            nxt = data.get("next")
+            if not nxt or len(results) < limit:
+                return
+            qs = parse_qs(urlsplit(str(nxt)).query)
+            try:
+                offset = int(qs.get("offset", [page_params["offset"] + limit])[0])
+                limit = int(qs.get("limit", [limit])[0])
+            except ValueError:
+                offset = page_params["offset"] + limit
+            if offset in seen_offsets or offset <= page_params["offset"]:
+                return
+            seen_offsets.add(offset)
+            page_params = {**page_params, "offset": offset, "limit": limit}
+
+    def event_definitions(self, search: str | None = None, project_id: int | None = None) -> list[EventDefinition]:
+        """Every event definition (all pages), PostHog's order (most recently seen first), ``search``
+        matching each whitespace-separated term."""
+        path = f"/api/projects/{self._pid(project_id)}/event_definitions/"
+        out: dict[str, EventDefinition] = {}
+        for item in self._all_pages(path, {"limit": DEFINITIONS_PAGE, "search": search or None}):
+            name = item.get("name")
+            if not isinstance(name, str) or name in out:
+                continue
+            out[name] = EventDefinition(
+                name=name,
+                last_seen_at=parse_optional_datetime(item.get("last_seen_at")),
+                created_at=parse_optional_datetime(item.get("created_at")),
+                id=str(item["id"]) if item.get("id") is not None else None,
+            )
+        return list(out.values())
+
+    def event_names(self, search: str | None = None) -> list[str]:
+        return [d.name for d in self.event_definitions(search)]
+
+    def person_properties(self, search: str | None = None, project_id: int | None = None) -> list[PropertyDefinition]:
+        """Every Person property definition (all pages), virtual ones (computed, not stored on
+        persons) left out."""
+        path = f"/api/projects/{self._pid(project_id)}/property_definitions/"
+        out: dict[str, PropertyDefinition] = {}
+        params = {"type": "person", "limit": DEFINITIONS_PAGE, "search": search or None}
+        for item in self._all_pages(path, params):
+            name = item.get("name")
+            if not isinstance(name, str) or name in out or item.get("virtual"):
+                continue
+            out[name] = PropertyDefinition(
+                name=name,
+                property_type=item.get("property_type") if isinstance(item.get("property_type"), str) else None,
+                is_numerical=bool(item.get("is_numerical")),
+            )
+        return list(out.values())
+
+    # --- HogQL ---------------------------------------------------------------------------------
+    def query(
+        self,
+        hogql: str,
+        values: dict[str, Any] | None = None,
+        *,
+        name: str,
+        project_id: int | None = None,
+        refresh: str = "force_blocking",
+    ) -> QueryResult:
+        """Run one HogQL query. User text goes only through ``values`` (``{name}`` placeholders).
+
+        Timestamps come back in UTC (``convertToProjectTimezone`` off); results are computed now
+        (``refresh: force_blocking``), not read from PostHog's 6-hour cache.
+        """
+        query: dict[str, Any] = {
+            "kind": "HogQLQuery",
+            "query": hogql,
+            "modifiers": {"convertToProjectTimezone": False},
+        }
+        if values:
+            query["values"] = values
+        body = {"query": query, "refresh": refresh, "name": name}
+        resp = self.request("POST", f"/api/projects/{self._pid(project_id)}/query/", json_body=body, query=True)
+        data = _json(resp)
+        results = data.get("results")
+        if not isinstance(results, list):
+            status = data.get("query_status") or {}
+            if isinstance(status, dict) and status.get("complete") is False:
+                raise UnavailableError("PostHog queued the query instead of answering it", service=SERVICE,
+                                       status=resp.status_code)
+            raise UnavailableError("PostHog answered a query without results", service=SERVICE, status=resp.status_code)
+        types = []
+        for t in data.get("types") or []:
+            if isinstance(t, (list, tuple)) and len(t) > 1:
+                types.append(str(t[1]))
+            else:
+                types.append(str(t))
+        return QueryResult(
+            columns=[str(c) for c in data.get("columns") or []],
+            types=types,
+            results=[list(r) for r in results],
+            has_more=data.get("hasMore"),
+        )
+
+    def iter_pages(
+        self,
+        build: Callable[[Any], tuple[str, dict[str, Any]]],
+        key_of: Callable[[Row], Any],
+        page_size: int = MAX_PAGE_SIZE,
+        *,
+        name: str = "cs-posthog page",
+        min_page_size: int = MIN_PAGE_SIZE,
+        on_shrink: Callable[[int], None] | None = None,
+    ) -> Iterator[list[Row]]:
+        """Keyset paging: ``build(key)`` returns ``(hogql, values)`` selecting the rows after ``key``
+        (None: from the start) in key order, ending with its ORDER BY and *without* LIMIT; this adds
+        ``LIMIT page_size + 1`` and yields pages of ``page_size`` rows while more exist.
+
+        ``page_size`` is capped at 49,999: PostHog caps an explicit LIMIT at 50,000 rows, so asking
+        for 50,001 would return 50,000 and hide that more exist. When PostHog stops a query at its
+        time limit (``QueryTooSlowError``) the page is divided by 4 (not below ``min_page_size``)
+        and the same page asked again; ``on_shrink(new_size)`` is told.
+        """
+        size = max(1, min(int(page_size), MAX_PAGE_SIZE))
+        floor = max(1, min(int(min_page_size), size))
+        key: Any = None
+        while True:
+            sql, values = build(key)
+            try:
+                res = self.query(f"{sql.rstrip().rstrip(';')} LIMIT {size + 1}", values, name=name)
+            except QueryTooSlowError:
+                if size <= floor:
+                    raise
+                size = max(floor, size // 4)
+                if on_shrink is not None:
+                    on_shrink(size)
+                continue
+            rows = res.results
+            more = len(rows) > size
+            if more:
+                rows = rows[:size]
+            if rows:
+                yield rows
+            if not more or not rows:
+                return
+            new_key = key_of(rows[-1])
+            if key is not None and new_key == key:
+                raise QueryError(
+                    "keyset paging did not advance (the key of the last row repeats): the query's ORDER BY "
+                    "must match its key",
+                    service=SERVICE,
+                )
+            key = new_key
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise UnavailableError(
+            f"PostHog answered HTTP {resp.status_code} with something that is not JSON "
+            f"(a proxy or captive portal in between?): {resp.text[:120]!r}",
+            service=SERVICE,
+            status=resp.status_code,
+        ) from None

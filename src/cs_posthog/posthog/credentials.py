@@ -1,0 +1,419 @@
+"""Check a personal API key against a project: region, project, scopes. No terminal I/O.
+
+``check_credentials`` answers with a typed ``CredentialCheck`` (what is wrong, in data and in one
+human sentence); ``raise_for_check`` turns a failed check into the error the CLI renders.
+
+How (shared/docs/posthog-api.md; PostHog's source where named):
+
+- Region: US and EU are separate; a key of the other region gets the same 401 as a bad key. Without
+  a region in the pasted reference both are asked at once (threads) and the one that knows the key
+  wins. A URL naming a region asks that one only; ``host`` (self-hosted) asks only that host.
+- Scopes: ``GET /api/personal_api_keys/@current/`` lists the key's scopes (``*`` = all; ``x:write``
+  implies ``x:read``) and ``scoped_teams`` (a key restricted to other projects cannot read this
+  one). Where ``@current`` is refused (403), each needed endpoint is probed and PostHog's
+  "API key missing required scope 'x'" details are collected.
+- ``organization:read`` cannot be granted to a key restricted to projects: PostHog's key form
+  disables the Organization scope for such keys (frontend lib/scopes.tsx,
+  ``disabledWhenProjectScoped: true``) and answers organization endpoints with "API keys with scoped
+  projects are only supported on project-based endpoints.". Such a key is not reported as missing
+  it: nothing cs-posthog reads from a project needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from cs_posthog.errors import (
+    ApiError,
+    AuthError,
+    CsPosthogError,
+    MissingScopesError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from cs_posthog.posthog.regions import (
+    EU,
+    REGIONS,
+    SELF_HOSTED,
+    US,
+    normalize_host,
+    parse_project_ref,
+    region_hosts,
+    region_of_host,
+)
+
+SERVICE = "PostHog"
+REGION_NAMES = {US: "US Cloud", EU: "EU Cloud", SELF_HOSTED: "self-hosted"}
+
+
+@dataclass
+class CredentialCheck:
+    """The outcome of ``check_credentials``; ``ok`` when nothing is wrong, else ``problem`` says what."""
+
+    key_valid: bool
+    project_id: int
+    region: str | None = None  # "us", "eu" or "self-hosted" (where the key is valid)
+    host: str | None = None  # base URL of that PostHog
+    project_found: bool | None = None  # None: could not tell (the key may not read projects)
+    project_accessible: bool = False
+    project_name: str | None = None
+    timezone: str | None = None
+    missing_scopes: list[str] = field(default_factory=list)
+    missing_labels: list[str] = field(default_factory=list)
+    scopes: list[str] | None = None  # the key's scopes when @current answered
+    scoped_teams: list[int] = field(default_factory=list)
+    scopes_source: str | None = None  # "current_key" or "probing"
+    key_label: str | None = None
+    key_mask: str | None = None
+    tried: list[str] = field(default_factory=list)  # regions or hosts asked, in order
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.key_valid
+            and self.project_found is not False
+            and self.project_accessible
+            and not self.missing_scopes
+        )
+
+
+def _client(host: str, api_key: str, project_id: int, **kw: Any):
+    from cs_posthog.http import RetryPolicy
+    from cs_posthog.posthog.client import PostHogClient
+
+    # A person waits for this answer: fewer retries than a sync, short throttle waits.
+    policy = RetryPolicy(max_attempts=3, max_throttled=5, max_throttle_wait=60.0)
+    return PostHogClient(host, api_key, project_id, policy=policy, **kw)
+
+
+@dataclass
+class _RegionAnswer:
+    region: str
+    host: str
+    client: Any
+    valid: bool = False
+    key_info: Any = None  # ApiKeyInfo when @current answered 200
+    current_refused: bool = False
+    error: CsPosthogError | None = None  # unreachable, or another surprise
+
+
+def _ask_region(region: str, host: str, api_key: str, project_id: int, client_kw: dict) -> _RegionAnswer:
+    client = _client(host, api_key, project_id, **client_kw)
+    ans = _RegionAnswer(region, host, client)
+    try:
+        ans.key_info = client.current_key()
+        ans.valid = True
+    except AuthError as exc:
+        ans.error = exc
+    except PermissionDeniedError:  # the key is known; this server will not show its scopes
+        ans.valid = True
+        ans.current_refused = True
+    except NotFoundError as exc:  # PostHog answers 401 on this route for an unknown key: not PostHog?
+        ans.error = NotFoundError(
+            f"{host} does not answer like a PostHog API (404 on /api/personal_api_keys/@current/)",
+            hint="Check the PostHog address: the base URL of your PostHog, e.g. https://posthog.example.com.",
+            service=SERVICE,
+            status=404,
+            detail=exc.detail,
+        )
+    except CsPosthogError as exc:
+        ans.error = exc
+    return ans
+
+
+def check_credentials(
+    api_key: str,
+    project_ref: str | int,
+    *,
+    host: str | None = None,
+    timeout: Any = None,
+    transport: Any = None,
+    needed: tuple[str, ...] | None = None,
+) -> CredentialCheck:
+    """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).
+
+    Raises UsageError for an unreadable reference or host, and UnavailableError when no region
+    could tell (one refused the key, another could not be reached). Every other outcome, good or
+    bad, is in the returned ``CredentialCheck``.
+    """
+    from cs_posthog.posthog.client import NEEDED_SCOPES
+
+    needed = tuple(needed or NEEDED_SCOPES)
+    ref = parse_project_ref(project_ref)
+    pid = ref.id
+    hosts = region_hosts()
+    if host is not None:
+        base = normalize_host(host)
+        candidates = [(region_of_host(base) or SELF_HOSTED, base)]
+    elif ref.host is not None:
+        candidates = [(SELF_HOSTED, ref.host)]
+    elif ref.region is not None:
+        candidates = [(ref.region, hosts[ref.region])]
+    else:
+        candidates = [(r, hosts[r]) for r in REGIONS]
+    client_kw = {k: v for k, v in (("timeout", timeout), ("transport", transport)) if v is not None}
+
+    if len(candidates) == 1:
+        answers = [_ask_region(*candidates[0], api_key, pid, client_kw)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(candidates), thread_name_prefix="cs-posthog-region") as pool:
+            futures = [pool.submit(_ask_region, r, h, api_key, pid, client_kw) for r, h in candidates]
+            answers = [f.result() for f in futures]
+
+    check = CredentialCheck(key_valid=False, project_id=pid, tried=[a.region for a in answers])
+    valid = [a for a in answers if a.valid]
+    try:
+        if not valid:
+            unreachable = [a for a in answers if a.error is not None and not isinstance(a.error, AuthError)]
+            if unreachable:
+                raise unreachable[0].error  # type: ignore[misc]
+            check.problem = _invalid_key_problem(api_key, [a.region for a in answers], [a.host for a in answers])
+            return check
+        if len(valid) > 1:  # a key both regions know: keep the one where the project is
+            valid.sort(key=lambda a: 0 if _has_project(a.client, pid) else 1)
+        chosen = valid[0]
+        check.key_valid = True
+        check.region = chosen.region
+        check.host = chosen.host
+        _check_project_and_scopes(check, chosen, needed)
+        check.problem = _problem(check)
+        return check
+    finally:
+        for a in answers:
+            a.client.close()
+
+
+def _has_project(client: Any, pid: int) -> bool:
+    try:
+        client.project(pid)
+        return True
+    except CsPosthogError:
+        return False
+
+
+def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed: tuple[str, ...]) -> None:
+    from cs_posthog.posthog.client import scope_label
+
+    client, pid = ans.client, check.project_id
+    info = ans.key_info
+    if info is not None:
+        check.scopes_source = "current_key"
+        check.scopes = list(info.scopes)
+        check.scoped_teams = list(info.scoped_teams)
+        check.key_label = info.label or None
+        check.key_mask = info.mask_value or None
+        missing = info.missing(needed)
+        if info.scoped_teams and "organization:read" in missing:
+            missing.remove("organization:read")  # cannot be granted to a project-restricted key
+        check.missing_scopes = missing
+        if not info.can_access_project(pid):
+            check.project_accessible = False
+            check.project_found = None
+            check.missing_labels = [scope_label(s) for s in check.missing_scopes]
+            return
+        if "project:read" in missing:
+            # the project's name and timezone cannot be read; another project endpoint tells
+            # whether it exists
+            found, accessible = _project_exists_via(client, pid, info)
+            check.project_found, check.project_accessible = found, accessible
+        else:
+            _read_project(check, client, pid)
+        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
+        return
+
+    check.scopes_source = "probing"
+    outcomes = _probe(client, pid, needed)
+    missing: list[str] = []
+    for scope in needed:
+        outcome = outcomes.get(scope)
+        if isinstance(outcome, MissingScopesError):
+            missing.extend(s for s in outcome.missing if s not in missing)
+    check.missing_scopes = [s for s in needed if s in missing] + [s for s in missing if s not in needed]
+    check.missing_labels = [scope_label(s) for s in check.missing_scopes]
+    project_outcome = outcomes.get("project:read")
+    others = [outcomes[s] for s in needed if s in outcomes and s not in ("project:read", "organization:read")]
+    if isinstance(project_outcome, dict):
+        check.project_found = True
+        check.project_accessible = True
+        check.project_name = str(project_outcome.get("name") or "") or None
+        check.timezone = str(project_outcome.get("timezone") or "") or None
+        return
+    outcomes_for_project = [project_outcome, *others]
+    if any(isinstance(o, NotFoundError) for o in outcomes_for_project):
+        check.project_found = False
+        check.project_accessible = False
+        check.missing_scopes, check.missing_labels = [], []
+        return
+    if any(_is_project_denied(o) for o in outcomes_for_project):
+        check.project_found = None
+        check.project_accessible = False
+        # "organization:read" is refused for the same reason on such keys: not a scope to add
+        check.missing_scopes = [s for s in check.missing_scopes if s != "organization:read"]
+        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
+        return
+    if any(o is True or isinstance(o, dict) for o in others):
+        check.project_found = True
+        check.project_accessible = True
+    else:
+        check.project_found = None
+        check.project_accessible = not any(isinstance(o, CsPosthogError) and not isinstance(o, MissingScopesError)
+                                           for o in outcomes_for_project)
+    if "organization:read" in check.missing_scopes and _scoped_org_refusal(outcomes.get("organization:read")):
+        check.missing_scopes.remove("organization:read")
+        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
+
+
+def _read_project(check: CredentialCheck, client: Any, pid: int) -> None:
+    try:
+        project = client.project(pid)
+    except NotFoundError:
+        check.project_found = False
+        check.project_accessible = False
+        return
+    except MissingScopesError as exc:
+        check.missing_scopes = sorted(set(check.missing_scopes) | set(exc.missing))
+        check.project_found = None
+        check.project_accessible = True
+        return
+    except PermissionDeniedError:
+        check.project_found = None
+        check.project_accessible = False
+        return
+    check.project_found = True
+    check.project_accessible = True
+    check.project_name = project.name or None
+    check.timezone = project.timezone or None
+
+
+def _project_exists_via(client: Any, pid: int, info: Any) -> tuple[bool | None, bool]:
+    """Without project:read: does another project endpoint the key may call see the project?"""
+    for scope, call in _project_probes(client, pid):
+        if not info.has_scope(scope):
+            continue
+        try:
+            call()
+            return True, True
+        except NotFoundError:
+            return False, False
+        except PermissionDeniedError as exc:
+            if _is_project_denied(exc):
+                return None, False
+        except ApiError:
+            continue
+    return None, True
+
+
+def _project_probes(client: Any, pid: int) -> list[tuple[str, Callable[[], Any]]]:
+    return [
+        ("event_definition:read", lambda: client.get(f"/api/projects/{pid}/event_definitions/", {"limit": 1})),
+        ("property_definition:read",
+         lambda: client.get(f"/api/projects/{pid}/property_definitions/", {"type": "person", "limit": 1})),
+        ("action:read", lambda: client.actions(pid, limit=1)),
+        ("query:read", lambda: client.query("SELECT 1", name="cs-posthog credential check", project_id=pid)),
+    ]
+
+
+def _probe(client: Any, pid: int, needed: tuple[str, ...]) -> dict[str, Any]:
+    """Call one endpoint per needed scope (concurrently); each outcome is the answer (a dict, or
+    True) or the typed error PostHog's answer became."""
+    calls: dict[str, Callable[[], Any]] = dict(_project_probes(client, pid))
+    calls["project:read"] = lambda: client.project(pid).raw
+    calls["organization:read"] = client.organization
+
+    def run(fn: Callable[[], Any]) -> Any:
+        try:
+            out = fn()
+        except CsPosthogError as exc:
+            return exc
+        return out if isinstance(out, dict) else True
+
+    todo = [s for s in needed if s in calls]
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(todo))), thread_name_prefix="cs-posthog-probe") as pool:
+        results = dict(zip(todo, pool.map(lambda s: run(calls[s]), todo)))
+    for outcome in results.values():
+        if isinstance(outcome, UnavailableError):
+            raise outcome
+    return results
+
+
+def _is_project_denied(outcome: Any) -> bool:
+    return (
+        isinstance(outcome, PermissionDeniedError)
+        and not isinstance(outcome, MissingScopesError)
+        and "does not have access to the requested project" in (outcome.detail or "")
+    )
+
+
+def _scoped_org_refusal(outcome: Any) -> bool:
+    return isinstance(outcome, PermissionDeniedError) and "scoped projects" in (outcome.detail or "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+
+def _where(region: str | None, host: str | None) -> str:
+    if region in (US, EU):
+        return f"PostHog {REGION_NAMES[region]}"
+    return f"the PostHog at {host}" if host else "PostHog"
+
+
+def _invalid_key_problem(api_key: str, regions: list[str], hosts: list[str]) -> str:
+    key = api_key.strip()
+    if key.startswith("phc_"):
+        return "this is a project API key (phc_...), not a personal API key (phx_...)"
+    if set(regions) == {US, EU}:
+        where = "PostHog US or EU Cloud"
+    else:
+        where = _where(regions[0] if regions else None, hosts[0] if hosts else None)
+    return f"the API key is not valid in {where} (mistyped, revoked, or from another PostHog)"
+
+
+def _problem(check: CredentialCheck) -> str | None:
+    where = _where(check.region, check.host)
+    if check.project_found is False:
+        return f"project {check.project_id} does not exist in {where} (or this key's user cannot see it)"
+    if not check.project_accessible:
+        return f"the API key is restricted to other projects and cannot read project {check.project_id}"
+    if check.missing_scopes:
+        pairs = ", ".join(f"{label} ({scope})" for label, scope in zip(check.missing_labels, check.missing_scopes))
+        return f"the API key is missing read access to: {pairs}"
+    return None
+
+
+def raise_for_check(check: CredentialCheck) -> None:
+    """Nothing when ``check.ok``; else the typed error the CLI renders (one line and a hint)."""
+    if check.ok:
+        return
+    where = _where(check.region, check.host)
+    if not check.key_valid:
+        hint = (
+            "Create a personal API key in PostHog → Settings → Personal API keys (it starts with phx_)."
+            if (check.problem or "").startswith("this is a project API key")
+            else "Copy the key again from PostHog → Settings → Personal API keys; check you are on the right "
+            "PostHog (US or EU Cloud, or your own host)."
+        )
+        raise AuthError(check.problem or "the API key is not valid", hint=hint, service=SERVICE, status=401)
+    if check.project_found is False:
+        raise NotFoundError(
+            check.problem or f"project {check.project_id} not found",
+            hint=f"Check the project id in {where} → Settings → Project, or paste the address of a page of the project.",
+            service=SERVICE,
+            status=404,
+        )
+    if not check.project_accessible:
+        raise PermissionDeniedError(
+            check.problem or "the API key cannot read this project",
+            hint="In PostHog: Settings → Personal API keys → edit the key, and allow this project (or all "
+            "projects) under Organization & project access.",
+            service=SERVICE,
+            status=403,
+        )
+    if check.missing_scopes:
+        raise MissingScopesError(check.missing_scopes, check.missing_labels, service=SERVICE, status=403)
