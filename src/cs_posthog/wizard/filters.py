@@ -56,6 +56,8 @@ def parse_filter(rule: str) -> "PersonFilter":
         raise FilterSyntaxError("an empty rule")
     quoted = _split_quoted_name(text)
     lowered = text.lower()
+    if lowered in ("is set", "is not set"):
+        raise FilterSyntaxError(f"{rule!r}: the property name is missing")
 
     for suffix, op in _SUFFIXES:
         if lowered.endswith(suffix):
@@ -114,7 +116,8 @@ def format_filter(f: "PersonFilter") -> str:
     if not f.operator.needs_value:
         return f"{name} {f.operator.label}"
     value = f.value or ""
-    if value != value.strip() or not value or value[:1] in _QUOTES:
+    ends_like_operator = (" " + value.lower()).endswith((" is set", " is not set"))
+    if value != value.strip() or not value or value[:1] in _QUOTES or ends_like_operator:
         q = "'" if '"' in value else '"'
         value = f"{q}{value}{q}"
     return f"{name} {'=' if f.operator.value == 'equals' else '!='} {value}"

@@ -82,7 +82,8 @@ def checklist(
         n = len(ic.selected_options)
         text = f"  {n} of {total} {noun}"
         if ic.search_filter:
-            shown = len(ic.filtered_choices) if ic.found_in_search else 0
+            filtered = ic.filtered_choices  # computes found_in_search as a side effect
+            shown = len(filtered) if ic.found_in_search else 0
             text += f" · {shown} match {ic.search_filter!r}"
         return [("class:instruction bold", text)]
 
@@ -198,53 +199,109 @@ class NameCompleter:
     * nothing is fetched below ``min_prefix`` characters (unless Tab asks for it);
     * answers are cached per search text; a longer text is filtered locally from the answer for
       its longest cached prefix (a server search narrows as the text grows);
-    * wrap it in ``ThreadedCompleter`` so the fetch runs off the keyboard's thread.
+    * a fetch runs in its own thread: the completion waits for it ``wait`` seconds at most, then
+      shows nothing and asks the prompt to complete again when the answer arrives. So neither
+      typing nor Enter ever waits for a slow PostHog. Wrap it in ``ThreadedCompleter`` too.
     """
 
-    def __init__(self, search: Callable[[str], Iterable[str]], *, min_prefix: int = 1, limit: int = 50) -> None:
+    def __init__(self, search: Callable[[str], Iterable[str]], *, min_prefix: int = 1, limit: int = 50,
+                 wait: float = 0.4) -> None:
         from prompt_toolkit.completion import Completer
 
         # subclassing at run time keeps prompt_toolkit out of module import
         self._search = search
         self.min_prefix = min_prefix
         self.limit = limit
+        self.wait = wait
         self._cache: dict[str, list[str]] = {}
+        self._inflight: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.fetches = 0
         self.completer = _make_completer(Completer, self)
 
-    def names(self, text: str) -> list[str]:
-        key = text.strip()
+    def _cached(self, key: str) -> list[str] | None:
         with self._lock:
             base = max((k for k in self._cache if key.lower().startswith(k.lower())), key=len, default=None)
-            cached = self._cache.get(base) if base is not None else None
-        if cached is None:
-            fetched = list(dict.fromkeys(self._search(key)))
+            return self._cache.get(base) if base is not None else None
+
+    def _fetch(self, key: str) -> Any:
+        """The Future of ``search(key)``, started once per key, in a daemon thread."""
+        from concurrent.futures import Future
+
+        with self._lock:
+            fut = self._inflight.get(key)
+            if fut is not None:
+                return fut
+            fut = Future()
+            self._inflight[key] = fut
             self.fetches += 1
+
+        def run() -> None:
+            try:
+                names = list(dict.fromkeys(self._search(key)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                with self._lock:
+                    self._inflight.pop(key, None)
+                fut.set_exception(exc)
+                return
             with self._lock:
-                self._cache[key] = fetched
-            cached = fetched
+                self._cache[key] = names
+                self._inflight.pop(key, None)
+            fut.set_result(names)
+
+        threading.Thread(target=run, daemon=True, name="complete").start()
+        return fut
+
+    def names(self, text: str, *, wait: float | None = None, on_ready: Callable[[], None] | None = None) -> list[str]:
+        """Matching names, best first. Raises TimeoutError when the fetch is still running
+        (``on_ready`` is then called once it is done) and the search's own errors."""
+        import concurrent.futures
+
+        key = text.strip()
+        cached = self._cached(key)
+        if cached is None:
+            fut = self._fetch(key)
+            try:
+                cached = fut.result(timeout=self.wait if wait is None else wait)
+            except concurrent.futures.TimeoutError:
+                if on_ready is not None:
+                    fut.add_done_callback(lambda _f: on_ready())
+                raise TimeoutError(key) from None
         low = key.lower()
         hits = [n for n in cached if low in n.lower()]
         hits.sort(key=lambda n: (not n.lower().startswith(low), n.startswith("$"), n.lower()))
         return hits[: self.limit]
 
-    def completions(self, text: str, *, requested: bool) -> list[str]:
+    def completions(self, text: str, *, requested: bool, on_ready: Callable[[], None] | None = None) -> list[str]:
         if len(text.strip()) < self.min_prefix and not requested:
             return []
         try:
-            return self.names(text)
-        except Exception:  # a failed lookup must never break typing: no suggestions
+            return self.names(text, on_ready=on_ready)
+        except Exception:  # slow or failed lookup: no suggestions now, typing goes on
             return []
 
 
 def _make_completer(base: type, owner: NameCompleter) -> Any:
+    from prompt_toolkit.application.current import get_app_or_none
     from prompt_toolkit.completion import Completion
 
     class _Completer(base):  # type: ignore[misc, valid-type]
         def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
             text = document.text_before_cursor
-            for name in owner.completions(text, requested=complete_event.completion_requested):
+            app = get_app_or_none()
+
+            def ready() -> None:  # the answer came late: complete again if the text is the same
+                if app is None or not app.is_running or app.loop is None:
+                    return
+
+                def again() -> None:
+                    buf = app.current_buffer
+                    if buf.text == text and buf.complete_state is None:
+                        buf.start_completion(select_first=False)
+
+                app.loop.call_soon_threadsafe(again)
+
+            for name in owner.completions(text, requested=complete_event.completion_requested, on_ready=ready):
                 if name != text:
                     yield Completion(name, start_position=-len(text))
 

@@ -1,0 +1,217 @@
+"""The wizard's building blocks: the --filter grammar, the cached completer, the debounced live
+count and the checklist's live counter."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from wizard_fakes import CTRL_A, DOWN, ENTER, piped_keys
+
+from cs_posthog.config import Operator, PersonFilter
+
+# --- --filter grammar ------------------------------------------------------------------------
+F = PersonFilter
+
+
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("plan = pro", F(property="plan", operator=Operator.EQUALS, value="pro")),
+        ("plan=pro", F(property="plan", operator=Operator.EQUALS, value="pro")),
+        ("plan != free", F(property="plan", operator=Operator.NOT_EQUALS, value="free")),
+        ("email is set", F(property="email", operator=Operator.IS_SET)),
+        ("phone is not set", F(property="phone", operator=Operator.IS_NOT_SET)),
+        ("Phone IS NOT SET", F(property="Phone", operator=Operator.IS_NOT_SET)),
+        ("plan tier = gold", F(property="plan tier", operator=Operator.EQUALS, value="gold")),
+        ("it's = it's complicated", F(property="it's", operator=Operator.EQUALS, value="it's complicated")),
+        ("url = https://x.test/?a=b", F(property="url", operator=Operator.EQUALS, value="https://x.test/?a=b")),
+        ('plan = ""', F(property="plan", operator=Operator.EQUALS, value="")),
+        ('"a = b" = c', F(property="a = b", operator=Operator.EQUALS, value="c")),
+        ('"a = b" is set', F(property="a = b", operator=Operator.IS_SET)),
+        ("seats != 10", F(property="seats", operator=Operator.NOT_EQUALS, value="10")),
+        ("status = 'is set'", F(property="status", operator=Operator.EQUALS, value="is set")),
+    ],
+)
+def test_filter_rules(rule, expected):
+    from cs_posthog.wizard.filters import format_filter, parse_filter
+
+    parsed = parse_filter(rule)
+    assert parsed == expected
+    assert parse_filter(format_filter(parsed)) == parsed  # round trip through the printed form
+
+
+@pytest.mark.parametrize(
+    "rule, why",
+    [
+        ("", "empty"),
+        ("plan", "no operator"),
+        ("plan ~ pro", "no operator"),
+        ("= pro", "property name is missing"),
+        ("plan =", "value is missing"),
+        (" is set", "property name is missing"),
+        ('plan = "pro', "not closed"),
+    ],
+)
+def test_filter_rules_refused_with_a_reason(rule, why):
+    from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
+
+    with pytest.raises(FilterSyntaxError, match=why):
+        parse_filter(rule)
+
+
+# --- completer -------------------------------------------------------------------------------
+def test_name_completer_min_prefix_cache_and_ranking():
+    from cs_posthog.wizard.ui import NameCompleter
+
+    searches: list[str] = []
+    names = ["organization_id", "$initial_os", "org_name", "plan", "plan tier", "company_org"]
+
+    def search(text):
+        searches.append(text)
+        return [n for n in names if text.lower() in n.lower()]
+
+    c = NameCompleter(search, min_prefix=2)
+    assert c.completions("o", requested=False) == []  # below the prefix: no request
+    assert searches == []
+    assert c.completions("or", requested=False) == ["org_name", "organization_id", "company_org"]
+    assert c.completions("orga", requested=False) == ["organization_id"]  # narrowed locally
+    assert searches == ["or"]
+    # Tab asks even below the prefix; names starting with the text first
+    assert c.completions("p", requested=True) == ["plan", "plan tier", "company_org"]
+    assert searches == ["or", "p"]
+
+
+def test_name_completer_never_breaks_typing_on_errors():
+    from cs_posthog.errors import UnavailableError
+    from cs_posthog.wizard.ui import NameCompleter
+
+    def search(text):
+        raise UnavailableError("PostHog is down")
+
+    assert NameCompleter(search).completions("plan", requested=True) == []
+
+
+def test_threaded_completion_in_a_prompt_accepts_a_custom_name():
+    import questionary
+
+    from cs_posthog.wizard.ui import NameCompleter, threaded
+
+    gate = threading.Event()
+
+    def slow_search(text):
+        gate.wait(5)  # the network is slow: typing must not wait for it
+        return ["organization_id"]
+
+    c = NameCompleter(slow_search)
+    with piped_keys() as keys:
+        keys.send_text("my_custom_prop" + ENTER)
+        t0 = time.monotonic()
+        answer = questionary.text("Property:", completer=threaded(c), complete_while_typing=True).unsafe_ask()
+        elapsed = time.monotonic() - t0
+    gate.set()
+    assert answer == "my_custom_prop"
+    assert elapsed < 3
+
+
+def test_tab_completes_a_name_with_spaces():
+    import questionary
+
+    from cs_posthog.wizard.ui import NameCompleter, threaded
+
+    c = NameCompleter(lambda text: ["plan tier", "plan"])
+    with piped_keys() as keys:
+        # a Tab in the same burst as the typing would arrive before the completion thread: pause
+        keys.send_text("plan t")
+        threading.Timer(0.3, keys.send_text, args=("\t",)).start()
+        threading.Timer(0.8, keys.send_text, args=(ENTER,)).start()
+        answer = questionary.text("Property:", completer=threaded(c)).unsafe_ask()
+    assert answer == "plan tier"
+
+
+# --- live count ------------------------------------------------------------------------------
+def test_live_count_is_debounced_and_shows_only_the_newest_answer():
+    from cs_posthog.wizard.ui import LiveCount
+
+    counted: list[int] = []
+
+    def count(arg):
+        counted.append(arg)
+        return arg * 10
+
+    live = LiveCount(count, delay=0.05, render=lambda n: f"{n:,} persons will be synced")
+    assert live.plain() == "counting…"
+    for i in range(1, 6):  # five quick changes: one count
+        live.request(i)
+    assert live.wait(5) == 50
+    assert counted == [5]
+    assert live.plain() == "50 persons will be synced"
+    live.request(200)
+    assert live.plain() == "50 persons will be synced (updating…)"
+    live.wait(5)
+    assert live.plain() == "2,000 persons will be synced"
+
+
+def test_live_count_error_is_shown_not_raised():
+    from cs_posthog.errors import UnavailableError
+    from cs_posthog.wizard.ui import LiveCount
+
+    def count(arg):
+        raise UnavailableError("PostHog did not answer")
+
+    live = LiveCount(count, delay=0.01)
+    live.request(None)
+    live.wait(5)
+    assert live.plain() == "could not count: PostHog did not answer"
+
+
+def test_live_count_redraws_the_running_prompt():
+    import questionary
+
+    from cs_posthog.wizard.ui import LiveCount, add_footer
+
+    seen: list[str] = []
+    live = LiveCount(lambda arg: 1248, delay=0.05)
+    with piped_keys() as keys:
+        q = questionary.select("Next?", choices=["Save", "Add"])
+        add_footer(q, lambda: (seen.append(live.plain()), live.text())[1], index=2)
+        live.request("x")
+
+        def answer_later():
+            live.wait(5)
+            time.sleep(0.2)  # let the invalidation redraw the footer
+            keys.send_text(ENTER)
+
+        threading.Thread(target=answer_later, daemon=True).start()
+        assert q.unsafe_ask() == "Save"
+    assert "counting…" in seen
+    assert "1,248 persons will be synced" in seen  # drawn again, without a key press
+
+
+# --- checklist counter -----------------------------------------------------------------------
+def test_checklist_counter_follows_selection_and_search():
+    from cs_posthog.wizard.ui import checklist, inquirer_control
+
+    q = checklist("Events", [("a", "a", True), ("purchase", "purchase", False), ("refund", "refund", False)],
+                  noun="events selected")
+    ic = inquirer_control(q)
+    footer = q.application.layout.container.children[2].content.content  # the counter's control
+
+    def text():
+        return "".join(t for _, t in footer.text())
+
+    assert text() == "  1 of 3 events selected"
+    ic.selected_options.append("refund")
+    assert text() == "  2 of 3 events selected"
+    ic.add_search_character("u")
+    assert text() == "  2 of 3 events selected · 2 match 'u'"
+
+
+def test_checklist_ctrl_a_selects_all_then_none():
+    from cs_posthog.wizard.ui import checklist
+
+    with piped_keys() as keys:
+        keys.send_text(CTRL_A + CTRL_A + DOWN + " " + ENTER)
+        q = checklist("Events", [("a", "a", False), ("b", "b", False)])
+        assert q.unsafe_ask() == ["b"]
