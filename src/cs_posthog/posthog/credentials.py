@@ -33,6 +33,7 @@ from cs_posthog.errors import (
     MissingScopesError,
     NotFoundError,
     PermissionDeniedError,
+    ThrottledError,
     UnavailableError,
 )
 from cs_posthog.posthog.regions import (
@@ -69,13 +70,15 @@ class CredentialCheck:
     scopes_source: str | None = None  # "current_key" or "probing"
     key_label: str | None = None
     key_mask: str | None = None
-    tried: list[str] = field(default_factory=list)  # regions or hosts asked, in order
-    problem: str | None = None
+    tried: list[str] = field(default_factory=list)  # regions asked ("us", "eu", "self-hosted"), in order
+    unreachable: bool = False  # no answer could tell (timeouts, refused connections, 5xx): try later
+    problem: str | None = None  # one human sentence when something is wrong, else None
 
     @property
     def ok(self) -> bool:
         return (
             self.key_valid
+            and not self.unreachable
             and self.project_found is not False
             and self.project_accessible
             and not self.missing_scopes
@@ -137,9 +140,9 @@ def check_credentials(
 ) -> CredentialCheck:
     """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).
 
-    Raises UsageError for an unreadable reference or host, and UnavailableError when no region
-    could tell (one refused the key, another could not be reached). Every other outcome, good or
-    bad, is in the returned ``CredentialCheck``.
+    Raises UsageError for an unreadable reference or host. Every other outcome, good or bad, is in
+    the returned ``CredentialCheck``; when no region could tell whether the key is valid (one
+    refused it, another could not be reached) it has ``unreachable`` set and ``key_valid`` False.
     """
     from cs_posthog.posthog.client import NEEDED_SCOPES
 
@@ -171,7 +174,11 @@ def check_credentials(
         if not valid:
             unreachable = [a for a in answers if a.error is not None and not isinstance(a.error, AuthError)]
             if unreachable:
-                raise unreachable[0].error  # type: ignore[misc]
+                first = unreachable[0]
+                check.unreachable = True
+                check.region, check.host = first.region, first.host
+                check.problem = f"could not check the key with {_where(first.region, first.host)}: {first.error}"
+                return check
             check.problem = _invalid_key_problem(api_key, [a.region for a in answers], [a.host for a in answers])
             return check
         if len(valid) > 1:  # a key both regions know: keep the one where the project is
@@ -180,7 +187,12 @@ def check_credentials(
         check.key_valid = True
         check.region = chosen.region
         check.host = chosen.host
-        _check_project_and_scopes(check, chosen, needed)
+        try:
+            _check_project_and_scopes(check, chosen, needed)
+        except (UnavailableError, ThrottledError) as exc:
+            check.unreachable = True
+            check.problem = f"could not finish the check with {_where(check.region, check.host)}: {exc}"
+            return check
         check.problem = _problem(check)
         return check
     finally:
@@ -336,7 +348,7 @@ def _probe(client: Any, pid: int, needed: tuple[str, ...]) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(todo))), thread_name_prefix="cs-posthog-probe") as pool:
         results = dict(zip(todo, pool.map(lambda s: run(calls[s]), todo)))
     for outcome in results.values():
-        if isinstance(outcome, UnavailableError):
+        if isinstance(outcome, (UnavailableError, ThrottledError)):
             raise outcome
     return results
 
@@ -392,6 +404,8 @@ def raise_for_check(check: CredentialCheck) -> None:
     if check.ok:
         return
     where = _where(check.region, check.host)
+    if check.unreachable:
+        raise UnavailableError(check.problem or "could not reach PostHog", service=SERVICE)
     if not check.key_valid:
         hint = (
             "Create a personal API key in PostHog → Settings → Personal API keys (it starts with phx_)."
