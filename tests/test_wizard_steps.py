@@ -65,7 +65,7 @@ def test_posthog_step_bad_key_asks_only_the_key_again(home, capsys):
     assert settings.project_id == 101
     assert [c[:2] for c in check.calls] == [(bad, "101"), (check.good, "101")]
     err = capsys.readouterr().err
-    assert "PostHog US and EU both refused this key" in err
+    assert "the API key is not valid in PostHog US or EU Cloud (mistyped, revoked, or from another PostHog)" in err
     assert stored_secrets(home) == {"posthog": check.good}  # the bad key was never stored
 
 
@@ -91,7 +91,8 @@ def test_posthog_step_missing_scopes_are_listed_then_another_key(home, capsys):
     assert settings.project_id == 101
     assert [c[:2] for c in check.calls] == [(check.scoped, "101"), (check.good, "101")]
     err = capsys.readouterr().err
-    assert "the key is missing scopes: property_definition:read, query:read" in err
+    assert ("the API key is missing read access to: Property definition (property_definition:read), "
+            "Query (query:read)") in err
     assert "give Read access to Property definition, Query" in err
 
 
@@ -119,7 +120,7 @@ def test_posthog_step_project_of_another_key(home, capsys):
         keys.send_text(check.other + ENTER + "101" + ENTER + DOWN + ENTER + check.good + ENTER)
         ask_posthog(make_ctx(check))
     err = capsys.readouterr().err
-    assert "this key cannot access project 101" in err
+    assert "the API key is restricted to other projects and cannot read project 101" in err
     assert [c[0] for c in check.calls] == [check.other, check.good]
 
 
@@ -132,7 +133,7 @@ def test_posthog_step_unknown_project_asks_only_the_project_again(home, capsys):
         settings = ask_posthog(make_ctx(check))
     assert settings.project_id == 101
     assert [c[:2] for c in check.calls] == [(check.good, "999"), (check.good, "101")]
-    assert "project 999 was not found with this key" in capsys.readouterr().err
+    assert "project 999 does not exist in PostHog EU Cloud" in capsys.readouterr().err
 
 
 def test_posthog_step_unreachable_try_again_then_stop(home, capsys):
@@ -144,7 +145,7 @@ def test_posthog_step_unreachable_try_again_then_stop(home, capsys):
     with piped_keys() as keys:
         keys.send_text(check.good + ENTER + "101" + ENTER + ENTER)  # "Try again"
         ask_posthog(make_ctx(check))
-    assert "could not reach PostHog: connection refused" in capsys.readouterr().err
+    assert "could not check the key with PostHog EU Cloud: connection refused" in capsys.readouterr().err
     assert len(check.calls) == 2
 
     check.down = 5

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any
 
 from helpers import fake_key
@@ -119,29 +118,38 @@ class FakeCheck:
         self.down = 0  # how many of the next checks find PostHog unreachable
         self.calls: list[tuple] = []
 
-    def __call__(self, api_key: str, project_ref: str, *, host: str | None = None) -> SimpleNamespace:
-        self.calls.append((api_key, project_ref, host))
-        base = dict(key_valid=False, region=None, host=None, project_found=False, project_accessible=False,
-                    project_id=None, project_name=None, timezone=None, missing_scopes=[], missing_labels=[],
-                    problem=None)
-        if self.down:
-            self.down -= 1
-            return SimpleNamespace(**{**base, "problem": "connection refused (US and EU)"})
-        if api_key not in (self.good, self.scoped, self.other):
-            return SimpleNamespace(**base)
-        base.update(key_valid=True, region="eu", host=host or "https://eu.posthog.com")
+    def __call__(self, api_key: str, project_ref: str, *, host: str | None = None) -> Any:
+        """A real ``CredentialCheck``, with the sentences the real check writes."""
+        from cs_posthog.posthog import credentials as C
         from cs_posthog.posthog.regions import parse_project_ref
 
+        self.calls.append((api_key, project_ref, host))
         pid = parse_project_ref(project_ref).id
+        check = C.CredentialCheck(key_valid=False, project_id=pid, tried=["us", "eu"])
+        if self.down:
+            self.down -= 1
+            check.unreachable = True
+            check.region, check.host = "eu", "https://eu.posthog.com"
+            check.problem = "could not check the key with PostHog EU Cloud: connection refused"
+            return check
+        if api_key not in (self.good, self.scoped, self.other):
+            check.problem = C._invalid_key_problem(api_key, ["us", "eu"], [])
+            return check
+        check.key_valid, check.region, check.host = True, "eu", host or "https://eu.posthog.com"
         if api_key == self.scoped:
-            return SimpleNamespace(**{**base, "missing_scopes": ["property_definition:read", "query:read"],
-                                      "missing_labels": ["Property definition", "Query"]})
-        if pid != self.PROJECT:
-            return SimpleNamespace(**base)
-        if api_key == self.other:
-            return SimpleNamespace(**{**base, "project_found": True})
-        return SimpleNamespace(**{**base, "project_found": True, "project_accessible": True, "project_id": pid,
-                                  "project_name": "Acme", "timezone": "Europe/Prague"})
+            check.project_found = pid == self.PROJECT
+            check.project_accessible = check.project_found
+            check.missing_scopes = ["property_definition:read", "query:read"]
+            check.missing_labels = ["Property definition", "Query"]
+        elif api_key == self.other:
+            check.project_found, check.project_accessible = None, False
+        elif pid != self.PROJECT:
+            check.project_found, check.project_accessible = False, False
+        else:
+            check.project_found, check.project_accessible = True, True
+            check.project_name, check.timezone = "Acme", "Europe/Prague"
+        check.problem = C._problem(check)
+        return check
 
 
 @contextmanager

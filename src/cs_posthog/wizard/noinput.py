@@ -12,13 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.errors import (
-    AuthError,
-    MissingScopesError,
-    PermissionDeniedError,
-    UnavailableError,
-    UsageError,
-)
+from cs_posthog.errors import UnavailableError, UsageError
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, PersonFilter
@@ -146,29 +140,21 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str | None) -> Any:
-    """Run the PostHog check and turn a failure into the right error and exit code."""
+    """Run the PostHog check and turn a failure into the right error and exit code: an unknown
+    project names --project (2); PostHog unreachable 75; the key's problems 77."""
+    from cs_posthog.posthog.credentials import raise_for_check
     from cs_posthog.wizard.step_posthog import check_ok, explain_failure
 
     check = check_fn(key, project, host=host)
     if check_ok(check):
         return check
-    message = explain_failure(check, project, host)
-    if not check.key_valid and check.problem:
-        raise UnavailableError(message, service="PostHog")
-    if not check.key_valid:
-        raise AuthError(
-            message,
-            hint="Check POSTHOG_PERSONAL_API_KEY (or what --api-key-stdin reads): a personal API key starts with phx_"
-            + ("." if host else "; for self-hosted PostHog pass --host."),
-            service="PostHog",
+    if check.key_valid and not check.unreachable and check.project_found is False:
+        raise UsageError(
+            f"--project {project}: {explain_failure(check, project, host)}",
+            hint="Use the number in the project's URL (…/project/12345), or paste that URL.",
         )
-    if check.missing_scopes:
-        raise MissingScopesError(list(check.missing_scopes), list(getattr(check, "missing_labels", None) or []), service="PostHog")
-    if not check.project_found:
-        raise UsageError(f"--project {project}: not found with this key", hint="Use the number in the project's URL (…/project/12345).")
-    raise PermissionDeniedError(
-        message, hint="Give the key access to this project in PostHog (Settings → Personal API Keys), or use another key.", service="PostHog"
-    )
+    raise_for_check(check)
+    raise UnavailableError(explain_failure(check, project, host), service="PostHog")  # not ok, yet no reason
 
 
 def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:

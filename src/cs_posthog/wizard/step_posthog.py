@@ -148,27 +148,22 @@ def settings_from_check(check: Any) -> PostHogSettings:
 
 
 def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
-    """The one-line reason a check failed, in the user's words. Also used by --no-input."""
-    if not check.key_valid and check.problem:
-        return f"could not reach PostHog: {check.problem}"
+    """The one-line reason a check failed (the check's own sentence). Also used by --no-input."""
+    if check.problem:
+        return check.problem
+    if check.unreachable:
+        return "could not reach PostHog"
     if not check.key_valid:
-        if host:
-            return f"{host} refused this key: it is invalid or was revoked"
-        return "PostHog US and EU both refused this key: it is invalid, revoked, or not a personal API key"
+        return f"{host} refused this key" if host else "PostHog US and EU both refused this key"
     if check.missing_scopes:
-        return "the key is missing scopes: " + ", ".join(check.missing_scopes)
-    if not check.project_found:
+        return "the API key is missing scopes: " + ", ".join(check.missing_scopes)
+    if check.project_found is False:
         return f"project {project_ref} was not found with this key"
-    if not check.project_accessible:
-        return f"this key cannot access project {project_ref} (it is limited to other projects or organizations)"
-    return check.problem or "PostHog did not accept the key and project"
+    return f"this key cannot read project {project_ref}"
 
 
 def check_ok(check: Any) -> bool:
-    return bool(
-        check.key_valid and check.project_found and check.project_accessible and not check.missing_scopes
-        and not check.problem and check.project_id
-    )
+    return bool(check.ok and check.project_id)
 
 
 def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PostHogSettings:
@@ -195,11 +190,11 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             return settings
 
         ctx.out.error(explain_failure(check, project, host))
-        if not check.key_valid and check.problem:
+        if check.unreachable:
             choice = ask_after_unreachable()
             if choice == "stop":
                 raise UnavailableError(
-                    f"could not reach PostHog: {check.problem}",
+                    explain_failure(check, project, host),
                     hint="Run `cs-posthog connect` again later; the finished steps are kept.",
                     service="PostHog",
                 )
@@ -207,8 +202,19 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 key = ask_posthog_key((key, "entered above"))
                 project = ask_project(project)
         elif not check.key_valid:
-            ctx.out.info("  Check that you copied the whole key; it starts with phx_.")
+            ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
+                         + (host or "PostHog US or EU Cloud") + ".")
             key = ask_posthog_key(None)
+        elif check.project_found is False:
+            project = ask_project("")
+        elif not check.project_accessible:
+            ctx.out.info("  In PostHog: Settings → Personal API Keys → edit the key → allow this project "
+                         "under Organization & project access, or use another project.")
+            choice = ask_after_no_access()
+            if choice == "project":
+                project = ask_project("")
+            elif choice == "key":
+                key = ask_posthog_key(None)
         elif check.missing_scopes:
             labels = list(getattr(check, "missing_labels", None) or check.missing_scopes)
             ctx.out.info(
@@ -216,14 +222,6 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 + ", ".join(labels) + ", save, then check again."
             )
             if ask_after_missing_scopes() == "key":
-                key = ask_posthog_key(None)
-        elif not check.project_found:
-            project = ask_project("")
-        elif not check.project_accessible:
-            choice = ask_after_no_access()
-            if choice == "project":
-                project = ask_project("")
-            elif choice == "key":
                 key = ask_posthog_key(None)
         else:  # an unexpected answer: let the user try again or change things
             if ask_after_unreachable() == "stop":
