@@ -203,7 +203,6 @@ def test_status_not_connected_is_78(home):
 
 # --- the cron line really runs a sync ------------------------------------------------------------
 def test_the_installed_cron_line_runs_a_quiet_sync_with_a_bare_environment(home, crontab, monkeypatch, tmp_path):
-    pytest.importorskip("cs_posthog.posthog.hogql")  # TEMPORARY until the PostHog client lands (issue 3)
     from cs_posthog.sandbox.runner import get_jsonl, start_sandbox
     from cs_posthog.secrets import store_secret
 
@@ -222,9 +221,6 @@ def test_the_installed_cron_line_runs_a_quiet_sync_with_a_bare_environment(home,
         command = " ".join(line.split(" ")[5:]).replace("\\%", "%")  # what cron hands to sh
         bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh", "CS_POSTHOG_SECRET_STORE": "file",
                 "CS_POSTHOG_RATE_SCALE": "off"}
-        for k in ("PYTHONPATH", "CS_SHIM"):  # pass-through for developers' local shims only
-            if k in os.environ:
-                bare[k] = os.environ[k]
         proc = subprocess.run(["/bin/sh", "-c", command], env=bare, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, get_paths().log_file.read_text() if get_paths().log_file.exists() else proc.stderr
         assert proc.stdout == "" and proc.stderr == ""

@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-pytest.importorskip("cs_posthog.posthog.hogql")  # TEMPORARY until the PostHog client lands (issue 3)
-
 from cs_posthog.config import Config, save_config
 from cs_posthog.errors import AuthError, BadRequestError, ExitCode, UsageError
 from cs_posthog.sandbox.runner import post_json, start_sandbox
@@ -306,6 +304,31 @@ def test_another_posthog_project_starts_the_events_over(env):
     assert error is None
     assert any("start over" in w for w in report.warnings)
     assert report.events_sent == first.events_sent and report.mode == "first"
+
+
+def test_posthog_down_fails_with_75_and_changes_nothing(env):
+    import socket
+
+    from cs_posthog.errors import UnavailableError
+    from cs_posthog.http import RetryPolicy
+    from cs_posthog.posthog.client import PostHogClient
+
+    sb = env
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    cfg = make_config(sb, selected=["invoice_paid"], filters=[])
+    ph = PostHogClient(f"http://127.0.0.1:{port}", sb.info["api_key"], sb.info["project_id"],
+                       policy=RetryPolicy(backoff_base=0.01, backoff_cap=0.02), pace=False)
+    got = Received(sb)
+    report, error = run_sync(cfg, options=SyncOptions(since=since_of(sb)), posthog=ph)
+    assert isinstance(error, UnavailableError) and error.exit_code == ExitCode.TEMPFAIL
+    assert report.status == "failed" and report.exit_code == 75 and "PostHog" in report.error
+    assert got("events") == [] and got("contacts") == []
+    state = SyncState(SyncState_path())
+    assert state.stream("events").cursor is None
+    state.close()
 
 
 def test_unknown_selected_event_is_warned_about(env):

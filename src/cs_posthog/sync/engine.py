@@ -29,13 +29,16 @@ from typing import Any
 
 from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
 from cs_posthog.errors import (
+    AuthError,
     BadRequestError,
     CsPosthogError,
     Interrupted,
+    ThrottledError,
     UnavailableError,
     UsageError,
 )
 from cs_posthog.sync import queries as Q
+from cs_posthog.posthog.hogql import property_value
 from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
@@ -63,8 +66,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS_PAGE = 10_000
 DEFAULT_PERSONS_PAGE = 10_000
-MAX_PAGE = 50_000
-MIN_PAGE = 200
 
 
 # --- options, progress, report ---------------------------------------------------------------
@@ -160,13 +161,6 @@ class _Contact:
     customer_id: str
     fp: str
     payload: bytes
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """PostHog could not be reached at all: a smaller page would not help."""
-    import httpx
-
-    return isinstance(exc.__cause__, httpx.ConnectError)
 
 
 class _Stop(Exception):
@@ -350,7 +344,9 @@ class SyncEngine:
             return
         try:
             known = {d["name"] if isinstance(d, dict) else getattr(d, "name", str(d)) for d in lister()}
-        except CsPosthogError as exc:
+        except (AuthError, UnavailableError, ThrottledError):
+            raise  # PostHog is down or refuses the key: the sync cannot go on either
+        except CsPosthogError as exc:  # e.g. the key lacks event_definition:read: only this check is lost
             self.report.warnings.append(f"could not check the selected events against PostHog: {exc.message}")
             return
         missing = [e for e in self.cfg.events.selected if e not in known]
@@ -405,33 +401,12 @@ class SyncEngine:
     def _query(self, sql: str, values: dict[str, Any], name: str) -> Any:
         return self.ph.query(sql, values, name=name)
 
-    def _paged(
-        self, build: Callable[[Any, int], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int, name: str
-    ) -> Iterator[list[list[Any]]]:
-        """Keyset pages: ``build(after, limit)``; LIMIT page+1 tells whether there is more (4). A
-        query that PostHog cannot finish in time is retried with a smaller page (3)."""
-        size = max(MIN_PAGE, min(MAX_PAGE, page_size))
-        after = None
-        while True:
+    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int, name: str) -> Iterator[list[list[Any]]]:
+        """Keyset pages through the PostHog client (LIMIT page+1, smaller pages when PostHog stops a
+        query at its time limit: invariants 3 and 4), stopping between pages when asked to."""
+        for rows in self.ph.iter_pages(build, key_of, page_size, name=name):
+            yield rows
             self._check_stop()
-            sql, values = build(after, size + 1)
-            try:
-                res = self._query(sql, values, name)
-            except UnavailableError as exc:
-                if size <= MIN_PAGE or _unreachable(exc):
-                    raise
-                size = max(MIN_PAGE, size // 4)
-                log.info("PostHog query failed; retrying with pages of %d rows", size)
-                continue
-            rows = list(res.results)
-            more = len(rows) > size
-            if more:
-                rows = rows[:size]
-            if rows:
-                yield rows
-            if not more or not rows:
-                return
-            after = key_of(rows[-1])
 
     # --- events ------------------------------------------------------------------------------
     def _events(self) -> None:
@@ -474,13 +449,13 @@ class SyncEngine:
         floor = parse_ts(s.floor)
         events = tuple(s.events)
 
-        def build(after: tuple[Any, str] | None, limit: int) -> tuple[str, dict[str, Any]]:
+        def build(after: tuple[Any, str] | None) -> tuple[str, dict[str, Any]]:
             if after is None:
                 w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto)
             else:
                 ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
                 w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto)
-            return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop, limit=limit)
+            return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
 
         def key_of(row: list[Any]) -> tuple[Any, str]:
             return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
@@ -492,19 +467,19 @@ class SyncEngine:
         uuid = str(row[Q.EV_UUID])
         created_raw = row[Q.EV_CREATED]
         created = norm_ts(created_raw)
-        customer = id_text(row[Q.EV_CUSTOMER])
+        customer = id_text(property_value(row[Q.EV_CUSTOMER]))
         if customer is None:
             return _EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
             contact = id_text(row[Q.EV_PERSON])
         else:
-            contact = id_text(row[Q.EV_CONTACT])
+            contact = id_text(property_value(row[Q.EV_CONTACT]))
         if contact is None:
             return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
         name = row[Q.EV_EVENT]
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(str(name)) > FIELD_MAX:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
-        email = text_or_none(row[Q.EV_EMAIL])
+        email = text_or_none(property_value(row[Q.EV_EMAIL]))
         payload = event_payload(
             name=str(name), timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
         )
@@ -711,10 +686,8 @@ class SyncEngine:
             except CsPosthogError as exc:
                 log.info("could not count persons: %s", exc)
 
-        def build(after: str | None, limit: int) -> tuple[str, dict[str, Any]]:
-            return Q.persons_page(
-                filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after, limit=limit
-            )
+        def build(after: str | None) -> tuple[str, dict[str, Any]]:
+            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after)
 
         ignore_fps = self._ignore_state or self._ignore_fingerprints
         pages = self._paged(build, lambda row: str(row[Q.P_ID]), self.opt.persons_page_size, "cs-posthog sync persons")
@@ -759,12 +732,12 @@ class SyncEngine:
         out: dict[str, _Contact] = {}
         skipped = 0
         for row in rows:
-            customer = id_text(row[Q.P_CUSTOMER])
+            customer = id_text(property_value(row[Q.P_CUSTOMER]))
             if customer is None:
                 rep.contacts_skipped_no_customer += 1
                 skipped += 1
                 continue
-            contact = id_text(row[Q.P_ID]) if self.contact_prop is None else id_text(row[Q.P_CONTACT])
+            contact = id_text(row[Q.P_ID]) if self.contact_prop is None else id_text(property_value(row[Q.P_CONTACT]))
             if contact is None:
                 rep.contacts_skipped_no_contact_id += 1
                 skipped += 1
@@ -773,10 +746,12 @@ class SyncEngine:
                 rep.contacts_skipped_invalid += 1
                 skipped += 1
                 continue
-            email = text_or_none(row[Q.P_EMAIL])
+            email = text_or_none(property_value(row[Q.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(row[Q.P_NAME]), email=email)
+            payload = contact_payload(
+                customer=customer, contact=contact, name=text_or_none(property_value(row[Q.P_NAME])), email=email
+            )
             self._customers.add(customer)
             out[contact] = _Contact(contact, customer, fingerprint(payload), encode(payload))
         if skipped:

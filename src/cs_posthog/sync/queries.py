@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cs_posthog.posthog.hogql import compile_filters, property_ref
+from cs_posthog.posthog.hogql import compile_filters, persons_page_query, property_ref
 
 # Column positions in the events query
 EV_UUID, EV_EVENT, EV_TIMESTAMP, EV_CREATED, EV_PERSON, EV_CUSTOMER, EV_EMAIL, EV_CONTACT = range(8)
@@ -58,10 +58,10 @@ def _event_values(w: EventsWindow) -> tuple[list[str], dict[str, Any]]:
 
 
 def events_page(
-    w: EventsWindow, *, customer_property: str, contact_property: str | None, limit: int
+    w: EventsWindow, *, customer_property: str, contact_property: str | None
 ) -> tuple[str, dict[str, Any]]:
-    """Selected events whose Person has the customer property set, one keyset page (LIMIT n+1 is
-    the caller's)."""
+    """Selected events whose Person has the customer property set, in keyset order, without LIMIT
+    (``PostHogClient.iter_pages`` asks for page+1 rows)."""
     where, values = _event_values(w)
     customer = property_ref(customer_property, table_prefix="person.properties")
     where.append(f"{customer} IS NOT NULL")
@@ -71,15 +71,12 @@ def events_page(
         "timestamp",
         "created_at",
         "person_id",
-        f"{customer}",
-        f"{property_ref('email', table_prefix='person.properties')}",
+        customer,
+        property_ref("email", table_prefix="person.properties"),
     ]
     if contact_property is not None:
         cols.append(property_ref(contact_property, table_prefix="person.properties"))
-    sql = (
-        f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(where)} "
-        f"ORDER BY created_at, uuid LIMIT {int(limit)}"
-    )
+    sql = f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(where)} ORDER BY created_at, uuid"
     return sql, values
 
 
@@ -98,35 +95,17 @@ def events_count(
 
 
 def persons_page(
-    filters: list[Any],
-    *,
-    customer_property: str,
-    contact_property: str | None,
-    after_id: str | None,
-    limit: int,
+    filters: list[Any], *, customer_property: str, contact_property: str | None, after_id: str | None
 ) -> tuple[str, dict[str, Any]]:
-    """Persons matching the saved filters (locked condition included), keyset on id."""
-    where_sql, values = compile_filters(filters, prefix="properties", values_prefix="f")
-    where = [f"({where_sql})"] if where_sql else []
-    if after_id is not None:
-        where.append("id > {after_id}")
-        values["after_id"] = after_id
-    cols = [
-        "id",
-        property_ref(customer_property, table_prefix="properties"),
-        property_ref("email", table_prefix="properties"),
-        property_ref("name", table_prefix="properties"),
-    ]
+    """Persons matching the saved filters (locked condition included), keyset on id, without LIMIT.
+    Columns: id, customer property, email, name[, contact property]."""
+    columns = [customer_property, "email", "name"]
     if contact_property is not None:
-        cols.append(property_ref(contact_property, table_prefix="properties"))
-    sql = f"SELECT {', '.join(cols)} FROM persons"
-    if where:
-        sql += f" WHERE {' AND '.join(where)}"
-    sql += f" ORDER BY id LIMIT {int(limit)}"
-    return sql, values
+        columns.append(contact_property)
+    return persons_page_query(filters, columns, after=after_id)
 
 
 def persons_count(filters: list[Any]) -> tuple[str, dict[str, Any]]:
-    where_sql, values = compile_filters(filters, prefix="properties", values_prefix="f")
-    sql = "SELECT count() FROM persons" + (f" WHERE {where_sql}" if where_sql else "")
-    return sql, values
+    from cs_posthog.posthog.hogql import count_persons_query
+
+    return count_persons_query(filters)
