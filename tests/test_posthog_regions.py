@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from conftest_posthog import posthog_error
+from posthog_testlib import posthog_error
 from cs_posthog.errors import (
     AuthError,
     BadRequestError,
