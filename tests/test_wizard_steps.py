@@ -195,7 +195,7 @@ def test_customerscore_step_checks_shapes_and_stores_the_key(home, capsys):
     assert stored_secrets(home) == {"customerscore": cs_key}
     err = capsys.readouterr().err
     assert "Step 2 of 5 · Customerscore credentials" in err
-    assert "nothing is sent before" in err
+    assert "Nothing is sent to Customerscore before the first sync." in err
 
 
 def test_customerscore_step_default_url_without_advanced(home):
@@ -235,7 +235,7 @@ def test_identification_counts_persons_with_the_property(home, capsys):
     with_org = len(src.matching([PersonFilter(property="organization_id", operator=Operator.IS_SET)]))
     err = capsys.readouterr().err
     assert f"{with_org} of {len(src.persons)} Persons have organization_id set." in err
-    assert f"the other {len(src.persons) - with_org} will not be synced" in err
+    assert f"the other {len(src.persons) - with_org} are not synced" in err
 
 
 def test_identification_not_sure_explains_and_stops(home, capsys):

@@ -208,7 +208,7 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
         out.info("Run the first sync with `cs-posthog sync`.")
     else:
         run_first_sync(out, cfg)
-    out.info("Keep it in sync on a schedule: `cs-posthog schedule --install` (hourly; see `cs-posthog schedule --help`).")
+    out.info("Sync on a schedule: `cs-posthog schedule --install` (hourly by default).")
 
 
 def run_first_sync(out: Any, cfg: Config) -> None:

@@ -106,8 +106,6 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
         url = ask_cs_url(url)
     settings = CustomerscoreSettings(api_url=url, tracker_key=tracker)
     ctx.keep_secret("customerscore", key)
-    ctx.out.success(
-        f"Customerscore at {settings.api_url} · tracker key {settings.tracker_key} "
-        "(the API key is first used by the sync; nothing is sent before)"
-    )
+    ctx.out.success(f"Customerscore at {settings.api_url} · tracker key {settings.tracker_key}")
+    ctx.out.info("  [dim]Nothing is sent to Customerscore before the first sync.[/dim]")
     return settings

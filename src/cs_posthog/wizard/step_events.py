@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 VOLUME_TIMEOUT_S = 15.0
 REMINDER = (
-    "Customerscore keeps only events whose name matches a metric codename: for each event you pick, "
-    "define a metric with the same codename in Customerscore (e.g. [bold]{example}[/bold]); "
+    "Customerscore keeps only events whose name matches a metric codename: for each\n"
+    "event you pick, define a metric with that codename (e.g. [bold]{example}[/bold]);\n"
     "other events are dropped there without an error."
 )
 
@@ -67,9 +67,8 @@ def ask_events_checklist(
         (n, event_title(n, (volumes or {}).get(n, 0) if volumes is not None else None, width), n in preselected)
         for n in names
     ]
-    message = "Events to send to Customerscore" + (" (30-day volume on the right)" if volumes is not None else "")
     q = checklist(
-        message,
+        "Events to send:",
         choices,
         noun="events selected",
         validate=lambda sel: True if sel else "Pick at least one event (Space toggles, Ctrl-A selects all)",
@@ -103,7 +102,8 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     names = names + missing
 
     n = len(names) - len(missing)
-    ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account.")
+    ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account."
+                 + (" On the right: how many in the last 30 days." if volumes is not None else ""))
     example = next((x for x in names if not x.startswith("$")), names[0] if names else "invoice_paid")
     ctx.out.info(REMINDER.format(example=example))
     if missing:

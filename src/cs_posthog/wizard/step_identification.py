@@ -60,7 +60,6 @@ def ask_property_name(message: str, completer: NameCompleter, default: str = "",
         completer=threaded(completer),
         complete_while_typing=True,
         validate=lambda t: True if t.strip() else "Enter a property name",
-        instruction="(type to search PostHog, Tab to complete; any name is accepted)",
     )
     if footer is not None:
         add_footer(q, footer)
@@ -100,6 +99,7 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
         raise StopWizard()
 
     completer = property_completer(ctx)
+    ctx.out.info("[dim]Type to search your Person properties (Tab completes); any name is accepted.[/dim]")
     default = ctx.prefill.customer_property or (prev.property if prev else "")
     while True:
         prop = ask_property_name("Which Person property stores the customer identifier?", completer, default)
@@ -114,10 +114,8 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
             continue
         ctx.out.success(f"{with_prop:,} of {total:,} Persons have {prop} set.")
         if total and with_prop < total:
-            ctx.out.warn(
-                f"only Persons with {prop} set can be attached to a customer: "
-                f"the other {total - with_prop:,} will not be synced."
-            )
+            ctx.out.warn(f"only Persons with {prop} set can be attached to a customer;")
+            ctx.out.info(f"  the other {total - with_prop:,} are not synced.")
         else:
             ctx.out.info(f"  Only Persons with {prop} set can be attached to a customer.")
         return Identification(property=prop)

@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
 
 INSTRUCTIONS = """\
-Create a personal API key in PostHog for Customerscore:
-  1. In PostHog, open Settings → Personal API Keys → Create personal API key.
-  2. Label it [bold]Customerscore.io[/bold]; give it access to this project (or its organization).
-  3. Scopes: [bold]Read[/bold] access to {scopes}; nothing else.
-Then paste the key (the input stays hidden) and the project's ID or any URL of the project.\
+Create a personal API key for Customerscore in PostHog:
+  1. Settings → Personal API Keys → Create personal API key.
+  2. Label: [bold]Customerscore.io[/bold]. Access: this project (or its organization).
+  3. Scopes, [bold]Read[/bold] only: {scopes}.
+Then paste the key (it stays hidden) and the project ID, or the address of any
+page of the project (e.g. https://eu.posthog.com/project/12345/insights).\
 """
 
 REGION_NAMES = {"us": "PostHog US Cloud", "eu": "PostHog EU Cloud", "self-hosted": "self-hosted PostHog"}
@@ -78,7 +79,6 @@ def ask_project(default: str = "") -> str:
         "Project ID or project URL:",
         default=default,
         validate=validate_project_ref,
-        instruction="(e.g. 12345 or https://eu.posthog.com/project/12345)" if not default else None,
     ).unsafe_ask().strip()
 
 

@@ -72,8 +72,7 @@ def checklist(
         use_search_filter=True,
         use_jk_keys=False,
         validate=validate or (lambda _sel: True),
-        instruction=instruction
-        or "(type to search, Space to toggle, Ctrl-A all/none, Enter to confirm)",
+        instruction=instruction or "(type to search · Space toggles · Ctrl-A all/none)",
     )
     ic = inquirer_control(q)
     total = sum(1 for c in ic.choices if not getattr(c, "disabled", False))
@@ -87,6 +86,15 @@ def checklist(
             text += f" · {shown} match {ic.search_filter!r}"
         return [("class:instruction bold", text)]
 
+    # The list must not take the height a longer list had before (the search shrinks it, and a
+    # prompt_toolkit screen never shrinks): the counter stays right under the visible choices.
+    from prompt_toolkit.filters import to_filter
+    from prompt_toolkit.layout import Window
+
+    for child in q.application.layout.container.children:
+        window = getattr(child, "content", None)
+        if isinstance(window, Window) and window.content is ic:
+            window.dont_extend_height = to_filter(True)
     # under the list, above the search line and the validation message
     add_footer(q, counter, index=2)
     return q
