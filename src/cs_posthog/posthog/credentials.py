@@ -90,7 +90,7 @@ def _client(host: str, api_key: str, project_id: int, **kw: Any):
     from cs_posthog.posthog.client import PostHogClient
 
     # A person waits for this answer: fewer retries than a sync, short throttle waits.
-    policy = RetryPolicy(max_attempts=3, max_throttled=5, max_throttle_wait=60.0)
+    policy = RetryPolicy(max_attempts=3, max_throttled=5, backoff_base=0.25, backoff_cap=2.0, max_throttle_wait=60.0)
     return PostHogClient(host, api_key, project_id, policy=policy, **kw)
 
 
