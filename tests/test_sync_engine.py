@@ -106,6 +106,9 @@ def test_first_sync_is_exact_and_a_second_sends_nothing(env):
     assert report2.contacts_unchanged == len(all_contacts)
     assert report2.events_skipped_no_customer == 0  # counted once, not again on the next run
     assert report2.mode == "incremental"
+    state = SyncState(SyncState_path())
+    assert [(r.mode, r.status) for r in state.last_runs(5)] == [("incremental", "ok"), ("first", "ok")]
+    state.close()
 
 
 def test_late_events_arrive_on_the_next_run_and_only_once(env):

@@ -155,7 +155,7 @@ def render_summary(out: Any, report: Any) -> None:
     if c_skip:
         table.add_row("persons skipped", f"{c_skip:,}", "empty customer id, no contact id, or invalid")
     if r.events_duplicates_dropped:
-        table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}", "already delivered (overlap re-read) or stored twice")
+        table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}", "stored twice by PostHog, or already delivered")
     if r.resent_after_crash:
         table.add_row("resent after crash", f"{r.resent_after_crash:,}", "the batch in flight when the last run stopped")
     if r.events_possibly_doubled:

@@ -270,6 +270,8 @@ class SyncEngine:
                 f"{main.floor[:10]} (cursor at {main.cursor.created_at[:19].replace('T', ' ')} UTC)",
                 hint="Use `cs-posthog sync --full --since DATE` to send everything again from DATE.",
             )
+        if not self.opt.full and (self._ignore_state or main is None or main.cursor is None):
+            rep.mode = "first"
         if not self.opt.dry_run:
             if self.opt.full:
                 st.reset()
@@ -293,7 +295,7 @@ class SyncEngine:
         main = self._streams[-1]
         if main.cursor is None:
             if rep.mode != "full":
-                rep.mode = "first"
+                rep.mode = "first"  # (also after a change of project reset the cursors above)
             rep.backfill_from = main.floor
         if self.opt.check_definitions:
             self._check_definitions()
@@ -513,7 +515,8 @@ class SyncEngine:
         skipped = 0
         for i, r in enumerate(page):
             if r.uuid in already or r.uuid in seen:
-                rep.events_duplicates_dropped += 1
+                if r.created > start_created:  # overlap re-reads are expected, not worth a mention
+                    rep.events_duplicates_dropped += 1
                 continue
             seen.add(r.uuid)
             handled[i] = True
@@ -776,6 +779,8 @@ class SyncEngine:
         if self.opt.dry_run or self.run_id is None:
             return
         try:
-            self.state.finish_run(self.run_id, self.report.status, self.report.as_dict(), self.report.error)
+            self.state.finish_run(
+                self.run_id, self.report.status, self.report.as_dict(), self.report.error, mode=self.report.mode
+            )
         except Exception:  # never hide the run's own outcome behind a state error
             log.warning("could not record the run in the state database", exc_info=True)

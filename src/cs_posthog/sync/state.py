@@ -399,11 +399,13 @@ class SyncState:
             )
             return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None, mode: str | None = None
+    ) -> None:
         with self.tx() as db:
             db.execute(
-                "UPDATE runs SET finished_at=?, status=?, summary=?, error=? WHERE id=?",
-                (fmt_ts(utcnow()), status, json.dumps(summary, default=str), error, run_id),
+                "UPDATE runs SET finished_at=?, status=?, summary=?, error=?, mode=coalesce(?, mode) WHERE id=?",
+                (fmt_ts(utcnow()), status, json.dumps(summary, default=str), error, mode, run_id),
             )
             # keep the history bounded
             db.execute("DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - 200")
