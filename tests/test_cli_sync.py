@@ -246,7 +246,8 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
     assert statuses[0] == "ok" and statuses.count("interrupted") == kills
 
 
-def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypatch, sig):
     sb = slow
     configure(sb, monkeypatch, selected=["$pageview", "dashboard_viewed"])
     since = since_arg(sb, 60)
@@ -255,7 +256,7 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypa
     proc = spawn("sync", "--json", "--since", since)
     assert wait_for(lambda: len(got("events")) >= 200 or proc.poll() is not None, step=0.01)
     assert proc.poll() is None, "the sync finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert json.loads(out)["status"] == "interrupted" and "interrupted" in err

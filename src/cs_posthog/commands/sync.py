@@ -68,10 +68,11 @@ def run(
     page = _page_size_from_env()
     if page:
         options.events_page_size = options.persons_page_size = page
-    if out.is_tty:
-        report, error = _with_progress(out, cfg, options)
-    else:
-        report, error = run_sync(cfg, options=options)
+    with _sigterm_as_interrupt():
+        if out.is_tty:
+            report, error = _with_progress(out, cfg, options)
+        else:
+            report, error = run_sync(cfg, options=options)
     for w in report.warnings:
         out.warn(w)
     if json_:
@@ -80,6 +81,29 @@ def run(
         render_summary(out, report)
     if error is not None:
         raise error
+
+
+class _sigterm_as_interrupt:
+    """SIGTERM (a service manager, `kill`) stops like Ctrl-C: the batch in flight is finished and
+    checkpointed, then exit 130. SIGKILL cannot be caught, and loses nothing either."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+
+            def handler(signum: int, frame: Any) -> None:
+                raise KeyboardInterrupt
+
+            self._old = signal.signal(signal.SIGTERM, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
 
 
 def _page_size_from_env() -> int | None:
