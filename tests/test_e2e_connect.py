@@ -1,0 +1,206 @@
+"""The real `cs-posthog connect` in a pseudo-terminal (pexpect) against the sandbox: from the first
+screen to the saved config and the first sync, with a Ctrl-C in the middle and a resume.
+
+Plus one screen captured with tmux (when installed) to check what a person sees: the checklist's
+live counter under the list.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cs_posthog.sandbox.runner import start_sandbox
+
+pexpect = pytest.importorskip("pexpect")
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
+PROP = "organization_id"
+
+
+def cs_posthog_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "cs-posthog"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with start_sandbox(events=2000, persons=300, customers=40, seed=1, region="eu") as sb:
+        yield sb
+
+
+@pytest.fixture
+def term_env(sandbox, home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "CUSTOMERSCORE_"))}
+    env.update(
+        CS_POSTHOG_HOME=str(home), CS_POSTHOG_SECRET_STORE="file", CS_POSTHOG_RATE_SCALE="off",
+        CS_POSTHOG_US_HOST=sandbox.info["posthog_us"], CS_POSTHOG_EU_HOST=sandbox.info["posthog_eu"],
+        PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color", COLUMNS="100", LINES="30",
+    )
+    return env
+
+
+def spawn(env: dict, *args: str):
+    cmd = cs_posthog_cmd()
+    child = pexpect.spawn(cmd[0], [*cmd[1:], "connect", *args], env=env, dimensions=(30, 100),
+                          encoding="utf-8", timeout=20)
+    child.logfile_read = _Transcript()
+    return child
+
+
+class _Transcript:
+    """Everything the terminal showed, for assertions and failure messages."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, s: str) -> None:
+        self.parts.append(s)
+
+    def flush(self) -> None:
+        pass
+
+    def text(self) -> str:
+        return ANSI.sub("", "".join(self.parts))
+
+
+def screen(child) -> str:
+    return child.logfile_read.text()
+
+
+def test_connect_in_a_terminal_with_ctrl_c_and_resume(sandbox, term_env, home):
+    info = sandbox.info
+    child = spawn(term_env)
+    child.expect("PostHog personal API key")
+    child.send(info["api_key"] + "\r")
+    child.expect("Project ID or project URL")
+    child.send(f"{info['posthog_eu']}/project/{info['project_id']}/insights\r")
+    child.expect("PostHog EU Cloud")
+    child.expect("Customerscore API key")
+    child.send(info["customerscore_api_key"] + "\r")
+    child.expect("Tracker key")
+    child.send(info["tracker_key"] + "\r")
+    child.expect("advanced options")
+    child.send("y")
+    child.expect("API base URL")
+    child.send("\x15" + info["customerscore"] + "\r")
+    child.expect("How do your PostHog Persons")
+    child.send("\r")
+    child.expect("stores the customer identifier")
+    child.send(PROP + "\r")
+    child.expect("Persons have organization_id set")
+    child.expect("Events to send")
+    child.send("invoice_p")
+    child.expect("match 'invoice_p'")
+    child.sendcontrol("c")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130, screen(child)
+    assert "interrupted" in screen(child)
+    assert not (home / "config.toml").exists()
+    draft = tomllib.loads((home / "draft.toml").read_text())
+    assert {"posthog", "customerscore", "identification"} <= set(draft) and "events" not in draft
+    shown = screen(child)
+    assert info["api_key"] not in shown and info["customerscore_api_key"] not in shown  # hidden input
+
+    # again: resume at step 4, pick the event, save; the first sync runs
+    child = spawn(term_env)
+    child.expect("Resume at step 4 of 5: Events to track")
+    child.send("\r")
+    child.expect("Resuming at step 4 of 5: Events to track")
+    child.expect("Events to send")
+    child.send("invoice_p")
+    child.expect("match 'invoice_p'")
+    child.send(" ")  # the counter redraws only the digit that changed: the tmux test reads the screen
+    child.send("\r")
+    child.expect("Persons to sync")
+    child.expect("persons will be synced")
+    child.send("\r")  # Save configuration
+    child.expect("Configuration saved")
+    child.expect("Sync ok")
+    child.expect("cs-posthog schedule --install")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, screen(child)
+    text = screen(child)
+    assert "Step 1 of 5" not in text and "Step 4 of 5 · Events to track" in text
+
+    cfg = tomllib.loads((home / "config.toml").read_text())
+    assert cfg["posthog"]["project_id"] == info["project_id"] and cfg["posthog"]["region"] == "eu"
+    assert cfg["customerscore"] == {"api_url": info["customerscore"], "tracker_key": info["tracker_key"]}
+    assert cfg["identification"]["property"] == PROP
+    assert cfg["events"]["selected"] == ["invoice_paid"]
+    assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
+    assert (home / "secrets.toml").stat().st_mode & 0o777 == 0o600
+    assert not (home / "draft.toml").exists()
+
+
+def test_connect_without_a_terminal_points_at_no_input(term_env):
+    cmd = cs_posthog_cmd()
+    r = subprocess.run([*cmd, "connect"], env=term_env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2
+    assert "stdin is not a terminal" in r.stderr and "--no-input" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
+    """A person's view of step 4 (tmux capture-pane): the list, the volumes, the live counter."""
+    info = sandbox.info
+    session = f"csph{os.getpid()}"
+    sock = str(tmp_path / "tmux.sock")
+    tmux = ["tmux", "-S", sock]
+    envs = " ".join(f"{k}={v!r}" for k, v in term_env.items() if k.startswith(("CS_POSTHOG", "PROMPT_")))
+    cmd = " ".join(cs_posthog_cmd())
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"env {envs} {cmd} connect --project {info['project_id']} --tracker-key {info['tracker_key']} "
+                    f"--cs-url {info['customerscore']} --customer-property {PROP}; sleep 30"], check=True)
+
+    def capture() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def keys(*k: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+
+    def wait_for(text: str, timeout: float = 15) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            shown = capture()
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{capture()}")
+
+    try:
+        wait_for("PostHog personal API key")
+        keys("-l", info["api_key"])
+        keys("Enter")
+        wait_for("Project ID")
+        keys("Enter")  # the --project value is the default
+        wait_for("Customerscore API key")
+        keys("-l", info["customerscore_api_key"])
+        keys("Enter")
+        for prompt in ("Tracker key", "advanced options", "API base URL", "How do your PostHog", "identifier?"):
+            wait_for(prompt)
+            keys("Enter")
+        wait_for("Events to send")
+        keys("-l", "invoice")
+        keys("Space")
+        shown = wait_for("1 of ")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    lines = shown.splitlines()
+    counter = next(i for i, line in enumerate(lines) if "events selected" in line)
+    assert re.search(r"1 of \d+ events selected · 2 match 'invoice'", lines[counter])
+    # the two matching events with their 30-day volumes, right above the counter
+    assert lines[counter - 3].startswith("? Events to send:")
+    assert re.fullmatch(r" » ● invoice_paid +\d+", lines[counter - 2].rstrip())
+    assert re.fullmatch(r"   ○ invoice_failed +\d+", lines[counter - 1].rstrip())
