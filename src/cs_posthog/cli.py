@@ -138,7 +138,12 @@ def _call(module: str, issue: int, command: str, *args: Any, **kwargs: Any) -> A
 # --- options shared by connect and edit --------------------------------------------------------
 NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt: take everything from flags and env (scripts, CI).")]
 ApiKeyStdin = Annotated[
-    bool, typer.Option("--api-key-stdin", help="Read the PostHog personal API key from stdin (else env POSTHOG_PERSONAL_API_KEY).")
+    bool,
+    typer.Option(
+        "--api-key-stdin",
+        help="Read the PostHog personal API key from stdin (else env POSTHOG_PERSONAL_API_KEY). "
+        "With --cs-api-key-stdin too: PostHog key on the first line, Customerscore key on the second.",
+    ),
 ]
 CsApiKeyStdin = Annotated[
     bool, typer.Option("--cs-api-key-stdin", help="Read the Customerscore API key from stdin (else env CUSTOMERSCORE_API_KEY).")
@@ -155,7 +160,9 @@ Filters = Annotated[
     typer.Option(
         "--filter",
         metavar="RULE",
-        help='Person filter (repeatable): "plan = pro", "plan != free", "email is set", "phone is not set".',
+        help='Person filter (repeatable): "plan = pro", "plan != free", "email is set", "phone is not set". '
+        'Names may contain spaces (split at the first " = " or " != "); quote a value to match an empty '
+        'string (plan = "") or a name that contains " = ". Values compare as text.',
     ),
 ]
 CsUrl = Annotated[Optional[str], typer.Option("--cs-url", metavar="URL", help="Customerscore API base URL (default https://api.customerscore.io).")]
