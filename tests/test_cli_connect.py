@@ -242,3 +242,27 @@ def test_edit_persons_section(home, tty, fakes, capsys):
     cfg = read_toml(home / "config.toml")
     assert cfg["persons"]["filters"] == [{"property": "phone", "operator": "is_not_set"}]
     assert "Persons to sync" in capsys.readouterr().err
+
+
+def test_flags_on_a_terminal_are_the_offered_answers(home, tty, fakes):
+    check, _ = fakes
+    with piped_keys() as keys:
+        # key; Enter keeps each offered answer: project, tracker, (no advanced), kind, property,
+        # the checklist with --event checked, and save with the --filter condition
+        connect(fakes, keys, check.good + ENTER + ENTER + CS_KEY + ENTER + ENTER + "n" + ENTER + ENTER
+                + ENTER + ENTER,
+                project="101", tracker_key="CS-FLAG1", customer_property="organization_id",
+                events=["report_created", "purchase"], filters=["plan = pro"], contact_id="email")
+    cfg = read_toml(home / "config.toml")
+    assert cfg["posthog"]["project_id"] == 101
+    assert cfg["customerscore"]["tracker_key"] == "CS-FLAG1"
+    assert sorted(cfg["events"]["selected"]) == ["purchase", "report_created"]
+    assert cfg["persons"] == {"filters": [{"property": "plan", "operator": "equals", "value": "pro"}],
+                              "contact_id": "email"}
+
+
+def test_bad_filter_flag_on_a_terminal_is_a_usage_error(home, tty, fakes):
+    from cs_posthog.errors import UsageError
+
+    with piped_keys() as keys, pytest.raises(UsageError, match="--filter 'plan'"):
+        connect(fakes, keys, "", filters=["plan"])

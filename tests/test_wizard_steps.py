@@ -306,7 +306,7 @@ def test_events_without_volumes_still_work_and_keep_saved_ones(home, capsys):
     assert settings.selected == ["invoice_paid", "gone_event"]
     err = capsys.readouterr().err
     assert "30-day volumes are not available" in err
-    assert "not defined in PostHog any more, kept checked: gone_event" in err
+    assert "not among PostHog's event definitions, kept checked: gone_event" in err
 
 
 def test_events_order_and_titles():

@@ -73,7 +73,7 @@ def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = No
             raise UsageError(f"--filter {rule!r}: {exc}") from None
     prefill = Prefill(
         project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url,
-        customer_property=flags.customer_property, events=list(flags.events), filters=parsed,
+        customer_property=flags.customer_property, events=list(flags.events), all_events=flags.all_events, filters=parsed,
         contact_id=flags.contact_id,
     )
     if demo_defaults:

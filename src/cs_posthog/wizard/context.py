@@ -41,6 +41,7 @@ class Prefill:
     cs_url: str | None = None
     customer_property: str | None = None
     events: list[str] = field(default_factory=list)
+    all_events: bool = False
     filters: list[PersonFilter] = field(default_factory=list)
     contact_id: str | None = None
     # name -> (value, where it comes from), offered as "Enter to keep"

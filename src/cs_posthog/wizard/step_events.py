@@ -97,6 +97,8 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     preselected = list(ctx.prefill.events) or (list(prev.selected) if prev else [])
     names, volumes = load_events(ctx)
     names = order_events(names, volumes)
+    if ctx.prefill.all_events:
+        preselected = list(names)
     # events saved earlier but no longer defined stay visible (and checked) so they are not lost silently
     missing = [n for n in preselected if n not in names]
     names = names + missing
@@ -107,7 +109,7 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     example = next((x for x in names if not x.startswith("$")), names[0] if names else "invoice_paid")
     ctx.out.info(REMINDER.format(example=example))
     if missing:
-        ctx.out.warn("not defined in PostHog any more, kept checked: " + ", ".join(missing))
+        ctx.out.warn("not among PostHog's event definitions, kept checked: " + ", ".join(missing))
 
     if not names:
         ctx.out.warn("PostHog has no event definitions for this project yet.")
