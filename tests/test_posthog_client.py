@@ -387,3 +387,31 @@ def test_definitions_ignore_a_capped_count_and_never_follow_next_to_another_host
         assert client.event_names() == names
         assert client.stats.requests == 3
     assert hosts == {"eu.posthog.com"}
+
+
+def test_definitions_follow_a_cursor_and_stop_when_paging_is_ignored():
+    names = [f"prop_{i:03d}" for i in range(150)]
+    asked: list[dict] = []
+
+    def cursor_handler(request: httpx.Request) -> httpx.Response:
+        qs = {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+        asked.append(qs)
+        start = int(qs.get("cursor", "0"))
+        page = names[start:start + 100]
+        nxt = f"https://eu.posthog.com{request.url.path}?cursor={start + 100}&limit=100&type=person" \
+            if start + 100 < len(names) else None
+        return httpx.Response(200, json={"next": nxt, "results": [{"name": n} for n in page]})
+
+    with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(cursor_handler),
+                       pace=False) as client:
+        assert [p.name for p in client.person_properties()] == names
+    assert asked[1] == {"cursor": "100", "limit": "100", "type": "person"}
+
+    def ignoring_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"next": str(request.url) + "&page=2",
+                                         "results": [{"name": n} for n in names[:100]]})
+
+    with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(ignoring_handler),
+                       pace=False) as client:
+        assert [p.name for p in client.person_properties()] == names[:100]
+        assert client.stats.requests == 2  # the second page brought nothing new: stop

@@ -282,7 +282,13 @@ def classify(resp: httpx.Response) -> ApiError:
         if m:
             scope = m.group(1)
             return MissingScopesError([scope], [scope_label(scope)], **common)
-        if "does not have access to the requested project" in (detail or "") or "scoped projects" in (detail or ""):
+        if "scoped projects" in (detail or ""):
+            return PermissionDeniedError(
+                f"the API key is restricted to some projects and cannot call organization-level endpoints{suffix}",
+                hint="Use a key with access to all projects of the organization, or the project's own endpoints.",
+                **common,
+            )
+        if "does not have access to the requested project" in (detail or ""):
             return PermissionDeniedError(
                 f"the API key is restricted to other projects{suffix}",
                 hint="In PostHog: Settings → Personal API keys → edit the key and allow this project "
@@ -476,32 +482,39 @@ class PostHogClient:
 
     # --- definitions ---------------------------------------------------------------------------
     def _all_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Follow ``next`` until it is null or a page comes back short (``count`` is capped on huge
-        projects, ``count_is_capped``: it never decides the end). ``next``'s query string is applied
-        to our own URL: an absolute ``next`` naming another origin (a proxy's internal name) must
-        not receive the key."""
+        """Every item of a paginated list. Follows ``next`` until it is null or a page comes back
+        short; ``count`` never decides the end (it is capped on huge projects, ``count_is_capped``).
+
+        ``next``'s query string (offset, or a cursor) is applied to our own URL: an absolute
+        ``next`` naming another origin (a proxy's internal name) must not receive the key. A page
+        that brings nothing new (a server ignoring the paging parameters) ends the walk."""
         limit = int(params.get("limit") or DEFINITIONS_PAGE)
-        page_params = {**params, "limit": limit, "offset": 0}
-        seen_offsets: set[int] = set()
+        page_params: dict[str, Any] = {k: v for k, v in {**params, "limit": limit, "offset": 0}.items()
+                                       if v is not None}
+        asked: set[tuple] = set()
+        seen: set[str] = set()
         for _ in range(MAX_DEFINITION_PAGES):
+            asked.add(tuple(sorted((k, str(v)) for k, v in page_params.items())))
             data = self.get(path, page_params)
-            results = data.get("results") or []
+            results = [r for r in data.get("results") or [] if isinstance(r, dict)]
+            new = 0
             for item in results:
-                if isinstance(item, dict):
+                ident = str(item.get("id") if item.get("id") is not None else item.get("name"))
+                if ident not in seen:
+                    seen.add(ident)
+                    new += 1
                     yield item
             nxt = data.get("next")
-            if not nxt or len(results) < limit:
+            if not nxt or len(results) < limit or new == 0:
                 return
-            qs = parse_qs(urlsplit(str(nxt)).query)
+            qs = parse_qs(urlsplit(str(nxt)).query, keep_blank_values=True)
+            page_params = {k: v[-1] for k, v in qs.items()}
             try:
-                offset = int(qs.get("offset", [page_params["offset"] + limit])[0])
-                limit = int(qs.get("limit", [limit])[0])
+                limit = int(page_params.get("limit", limit))
             except ValueError:
-                offset = page_params["offset"] + limit
-            if offset in seen_offsets or offset <= page_params["offset"]:
                 return
-            seen_offsets.add(offset)
-            page_params = {**page_params, "offset": offset, "limit": limit}
+            if tuple(sorted(page_params.items())) in asked:
+                return
 
     def event_definitions(self, search: str | None = None, project_id: int | None = None) -> list[EventDefinition]:
         """Every event definition (all pages), PostHog's order (most recently seen first), ``search``
