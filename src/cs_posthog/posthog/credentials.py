@@ -140,6 +140,9 @@ def check_credentials(
 ) -> CredentialCheck:
     """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).
 
+    Where: ``host`` when given (only that one, whatever the reference says); else the host or the
+    region the pasted URL names; else US and EU at once, keeping the one that knows the key.
+
     Raises UsageError for an unreadable reference or host. Every other outcome, good or bad, is in
     the returned ``CredentialCheck``; when no region could tell whether the key is valid (one
     refused it, another could not be reached) it has ``unreachable`` set and ``key_valid`` False.
