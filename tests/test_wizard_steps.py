@@ -377,3 +377,24 @@ def test_persons_contact_id_from_a_property_and_quit(home, capsys):
     with piped_keys() as keys, pytest.raises(StopWizard):
         keys.send_text(DOWN * 3 + ENTER)  # "Stop here"
         ask_persons(persons_ctx(src))
+
+
+def test_names_and_values_with_brackets_are_shown_as_text(home, capsys):
+    from wizard_fakes import FakeSource
+
+    from cs_posthog.wizard.step_identification import ask_identification
+    from cs_posthog.wizard.step_persons import ask_persons
+
+    people = [{"id": f"p{i}", "properties": {"[org]": f"[/x] {i}", "email": f"[b]{i}@x.test"}} for i in range(3)]
+    src = FakeSource(events=["e"], volumes={}, persons=people)
+    ctx = make_ctx(source=src, draft=Draft(posthog=posthog_settings()))
+    ctx.prefill.secrets["posthog"] = ("phx_test", "test")
+    with piped_keys() as keys:
+        keys.send_text(ENTER + "[org]" + ENTER)
+        ctx.draft.identification = ask_identification(ctx)
+    with piped_keys() as keys:
+        keys.send_text(ENTER)
+        ask_persons(ctx)
+    err = capsys.readouterr().err
+    assert "3 of 3 Persons have [org] set." in err
+    assert "[/x] 0" in err and "[b]0@x.test" in err  # preview cells, not markup

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from cs_posthog.output import Output
 
 
+def esc(value: Any) -> str:
+    """A value shown inside a rich message: its brackets are text, not markup."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 class DataSource(Protocol):
     """The few things the wizard reads from a PostHog project."""
 
@@ -119,7 +126,7 @@ class WizardContext:
             spec = SPECS[name]
             if not quiet:
                 place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
-                self.out.info(f"  [dim]{spec.label} stored in {place}.[/dim]")
+                self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
             env = os.environ.get(spec.env, "").strip()
             if env and env != value:
                 self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; unset it or update it.")

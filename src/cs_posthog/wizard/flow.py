@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext
+from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft
@@ -129,10 +129,10 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
 
         try:
             cfg = load_config()
-            out.info(f"Already connected: {describe_config(cfg)}.")
+            out.info(f"Already connected: {esc(describe_config(cfg))}.")
         except InvalidConfigError as exc:
             cfg = None
-            out.warn(f"the saved configuration is not valid ({exc.message}).")
+            out.warn(f"the saved configuration is not valid ({esc(exc.message)}).")
         existing = cfg
         choice = ask_existing_config() if cfg is not None else "restart"
         if choice == "cancel":
@@ -152,7 +152,7 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
         try:
             draft = load_draft()
         except InvalidConfigError as exc:
-            out.warn(f"the saved progress cannot be read ({exc.message}); starting over.")
+            out.warn(f"the saved progress cannot be read ({esc(exc.message)}); starting over.")
             paths.draft_file.unlink(missing_ok=True)
     draft = draft or Draft()
     start = resume_point(draft)
@@ -203,7 +203,7 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     ctx.store_pending(quiet=False)
     path = save_config(cfg)
     get_paths().draft_file.unlink(missing_ok=True)
-    out.success(f"Configuration saved to {path}")
+    out.success(f"Configuration saved to {esc(path)}")
     if no_sync:
         out.info("Run the first sync with `cs-posthog sync`.")
     else:
@@ -275,12 +275,10 @@ def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[
 
 def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: bool = True) -> None:
     """The interactive ``edit``: the chosen steps pre-filled; nothing is written until saved."""
-    from rich.markup import escape
-
     out = ctx.out
     ctx.mode = "edit"
     steps = EDIT_SECTIONS[section]
-    out.info(f"Editing: {describe_config(cfg)}.")
+    out.info(f"Editing: {esc(describe_config(cfg))}.")
     try:
         for i, step in enumerate(steps, start=1):
             if len(steps) > 1:
@@ -302,7 +300,7 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
         return
     out.info("Changes:")
     for line in changes:
-        out.info(f"  • {escape(line)}")
+        out.info(f"  • {esc(line)}")
     if steps[-1] != 5 and not ask_save_changes(changes):
         out.info("Nothing changed.")
         return
@@ -316,7 +314,7 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
 
     ctx.store_pending(quiet=False)
     path = save_config(cfg)
-    ctx.out.success(f"Configuration saved to {path}; the next `cs-posthog sync` uses it.")
+    ctx.out.success(f"Configuration saved to {esc(path)}; the next `cs-posthog sync` uses it.")
     if _project_changed(previous.posthog, cfg.posthog):
         ctx.out.info("  [dim]Another PostHog project: the next sync starts its events afresh (30 days back).[/dim]")
 

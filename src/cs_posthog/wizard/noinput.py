@@ -161,12 +161,13 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
     """Warn about names PostHog does not know; return the event list for --all-events."""
     from cs_posthog.config import Operator, PersonFilter
     from cs_posthog.errors import CsPosthogError
+    from cs_posthog.wizard.context import esc
 
     names: list[str] | None = None
     try:
         names = source.event_names()
     except CsPosthogError as exc:
-        out.warn(f"could not list the events: {exc.message}")
+        out.warn(f"could not list the events: {esc(exc.message)}")
     if all_events:
         if not names:
             raise UsageError(
@@ -177,17 +178,17 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
     if names is not None:
         unknown = [e for e in cfg_like.events if e not in names]
         if unknown:
-            out.warn("not seen in PostHog yet (kept): " + ", ".join(unknown))
+            out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
     prop = cfg_like.customer_property
     try:
         with_prop = source.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
         if with_prop == 0:
-            out.warn(f"no Person has {prop} set: nothing can be attached to a customer yet.")
+            out.warn(f"no Person has {esc(prop)} set: nothing can be attached to a customer yet.")
         else:
             total = source.count_persons([])
-            out.info(f"{with_prop:,} of {total:,} Persons have {prop} set; only those can be attached to a customer.")
+            out.info(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set; only those can be attached to a customer.")
     except CsPosthogError as exc:
-        out.warn(f"could not count Persons: {exc.message}")
+        out.warn(f"could not count Persons: {esc(exc.message)}")
     return None
 
 
@@ -215,8 +216,8 @@ def connect_no_input(
     from cs_posthog.wizard import step_customerscore as S2
     from cs_posthog.wizard import step_posthog as S1
     from cs_posthog.wizard.flow import save_and_sync
-    from cs_posthog.wizard.context import WizardContext
     from cs_posthog.config import Draft
+    from cs_posthog.wizard.context import WizardContext, esc
 
     if get_paths().config_file.exists():
         raise UsageError(
@@ -273,7 +274,7 @@ def connect_no_input(
 
     check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
     posthog = S1.settings_from_check(check)
-    out.success(S1.describe_project(posthog))
+    out.success(esc(S1.describe_project(posthog)))
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
     draft = Draft(posthog=posthog, customerscore=customerscore)
@@ -297,14 +298,15 @@ def connect_no_input(
 
 def _report_persons(out: Output, source: Any, cfg: Config) -> None:
     from cs_posthog.errors import CsPosthogError
+    from cs_posthog.wizard.context import esc
     from cs_posthog.wizard.step_persons import persons_badge
 
     try:
         n = source.count_persons(cfg.all_filters())
     except CsPosthogError as exc:
-        out.warn(f"could not count the Persons to sync: {exc.message}")
+        out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
         return
-    out.info(f"{len(cfg.events.selected)} events; {persons_badge(n)} ({' AND '.join(x.describe() for x in cfg.all_filters())}).")
+    out.info(f"{len(cfg.events.selected)} events; {persons_badge(n)} ({esc(' AND '.join(x.describe() for x in cfg.all_filters()))}).")
 
 
 # --- edit ------------------------------------------------------------------------------------
@@ -323,7 +325,7 @@ def edit_no_input(
     from cs_posthog.secrets import find_secret, register_secret
     from cs_posthog.wizard import step_customerscore as S2
     from cs_posthog.wizard import step_posthog as S1
-    from cs_posthog.wizard.context import WizardContext
+    from cs_posthog.wizard.context import WizardContext, esc
     from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync_edit
 
     cfg = load_config()
@@ -389,7 +391,7 @@ def edit_no_input(
         host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
         check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
         draft.posthog = S1.settings_from_check(check)
-        out.success(S1.describe_project(draft.posthog))
+        out.success(esc(S1.describe_project(draft.posthog)))
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(
             api_url=f.cs_url or cfg.customerscore.api_url,
@@ -426,8 +428,10 @@ def edit_no_input(
     if not changes:
         out.info("Nothing changed.")
         return cfg
+    from cs_posthog.wizard.context import esc
+
     for line in changes:
-        out.info(f"  • {line}")
+        out.info(f"  • {esc(line)}")
     if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
         out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
     save_and_sync_edit(ctx, new, previous=cfg)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from cs_posthog.wizard.context import WizardContext
+from cs_posthog.wizard.context import WizardContext, esc
 
 if TYPE_CHECKING:
     from cs_posthog.config import CustomerscoreSettings
@@ -106,6 +106,6 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
         url = ask_cs_url(url)
     settings = CustomerscoreSettings(api_url=url, tracker_key=tracker)
     ctx.keep_secret("customerscore", key)
-    ctx.out.success(f"Customerscore at {settings.api_url} · tracker key {settings.tracker_key}")
+    ctx.out.success(f"Customerscore at {esc(settings.api_url)} · tracker key {esc(settings.tracker_key)}")
     ctx.out.info("  [dim]Nothing is sent to Customerscore before the first sync.[/dim]")
     return settings

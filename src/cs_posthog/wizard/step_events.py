@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING
 
-from cs_posthog.wizard.context import WizardContext
+from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy, checklist
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
             try:
                 volumes: dict[str, int] | None = vol_f.result(timeout=VOLUME_TIMEOUT_S)
             except (CsPosthogError, concurrent.futures.TimeoutError) as exc:
-                ctx.out.warn(f"30-day volumes are not available ({getattr(exc, 'message', None) or 'too slow'}).")
+                ctx.out.warn(f"30-day volumes are not available ({esc(getattr(exc, 'message', None) or 'too slow')}).")
                 volumes = None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -107,16 +107,16 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account."
                  + (" On the right: how many in the last 30 days." if volumes is not None else ""))
     example = next((x for x in names if not x.startswith("$")), names[0] if names else "invoice_paid")
-    ctx.out.info(REMINDER.format(example=example))
+    ctx.out.info(REMINDER.format(example=esc(example)))
     if missing:
-        ctx.out.warn("not among PostHog's event definitions, kept checked: " + ", ".join(missing))
+        ctx.out.warn("not among PostHog's event definitions, kept checked: " + esc(", ".join(missing)))
 
     if not names:
         ctx.out.warn("PostHog has no event definitions for this project yet.")
         selected = ask_event_names_typed(preselected)
     else:
         selected = ask_events_checklist(names, volumes, preselected)
-    ctx.out.success(f"{len(selected)} event{'s' if len(selected) != 1 else ''} selected: " + _short_list(selected))
+    ctx.out.success(f"{len(selected)} event{'s' if len(selected) != 1 else ''} selected: " + esc(_short_list(selected)))
     return EventsSettings(selected=selected)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.wizard.context import StopWizard, WizardContext
+from cs_posthog.wizard.context import StopWizard, WizardContext, esc
 from cs_posthog.wizard.ui import NameCompleter, busy, threaded
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | Non
             with_prop = src.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
             total = src.count_persons([])
     except CsPosthogError as exc:
-        ctx.out.warn(f"could not count Persons: {exc.message}")
+        ctx.out.warn(f"could not count Persons: {esc(exc.message)}")
         return None, None
     return with_prop, total
 
@@ -107,15 +107,15 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
         if with_prop is None:
             return Identification(property=prop)
         if with_prop == 0:
-            ctx.out.warn(f"no Person has {prop} set" + (f" (of {total:,})" if total else "") + ".")
+            ctx.out.warn(f"no Person has {esc(prop)} set" + (f" (of {total:,})" if total else "") + ".")
             if ask_use_anyway(prop):
                 return Identification(property=prop)
             default = ""
             continue
-        ctx.out.success(f"{with_prop:,} of {total:,} Persons have {prop} set.")
+        ctx.out.success(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set.")
         if total and with_prop < total:
-            ctx.out.warn(f"only Persons with {prop} set can be attached to a customer;")
+            ctx.out.warn(f"only Persons with {esc(prop)} set can be attached to a customer;")
             ctx.out.info(f"  the other {total - with_prop:,} are not synced.")
         else:
-            ctx.out.info(f"  Only Persons with {prop} set can be attached to a customer.")
+            ctx.out.info(f"  Only Persons with {esc(prop)} set can be attached to a customer.")
         return Identification(property=prop)

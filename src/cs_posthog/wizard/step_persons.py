@@ -131,7 +131,7 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
         with busy(ctx.out, "Loading a preview…"):
             columns, rows = ctx.source().preview_persons(all_filters, extra)
     except CsPosthogError as exc:
-        ctx.out.warn(f"no preview: {exc.message}")
+        ctx.out.warn(f"no preview: {_esc(exc.message)}")
         return
     if not rows:
         ctx.out.info("  [dim]No Person matches these conditions.[/dim]")
@@ -139,17 +139,17 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
     columns = list(columns)[:PREVIEW_COLUMNS]
     table = Table(title=f"Preview (up to {PREVIEW_ROWS} matching Persons)", title_justify="left", show_lines=False)
     for c in columns:
-        table.add_column(str(c), overflow="ellipsis", max_width=36, no_wrap=True)
+        table.add_column(_esc(c), overflow="ellipsis", max_width=36, no_wrap=True)
     for row in list(rows)[:PREVIEW_ROWS]:
-        table.add_row(*["" if v is None else str(v) for v in list(row)[: len(columns)]])
+        table.add_row(*["" if v is None else _esc(v) for v in list(row)[: len(columns)]])
     if ctx.out.human:
         ctx.out.err.print(table)
 
 
-def _esc(text: str) -> str:
+def _esc(text: Any) -> str:
     from rich.markup import escape
 
-    return escape(text)
+    return escape(str(text))
 
 
 # --- the step --------------------------------------------------------------------------------

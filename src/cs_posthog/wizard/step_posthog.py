@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.wizard.context import WizardContext
+from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
 
 if TYPE_CHECKING:
@@ -185,11 +185,11 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             check = check_fn(key, project, host=host)
         if check_ok(check):
             settings = settings_from_check(check)
-            ctx.out.success(describe_project(settings))
+            ctx.out.success(esc(describe_project(settings)))
             ctx.keep_secret("posthog", key)
             return settings
 
-        ctx.out.error(explain_failure(check, project, host))
+        ctx.out.error(explain_failure(check, project, host))  # error() escapes
         if check.unreachable:
             choice = ask_after_unreachable()
             if choice == "stop":
@@ -203,7 +203,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 project = ask_project(project)
         elif not check.key_valid:
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
-                         + (host or "PostHog US or EU Cloud") + ".")
+                         + esc(host or "PostHog US or EU Cloud") + ".")
             key = ask_posthog_key(None)
         elif check.project_found is False:
             project = ask_project("")
@@ -219,7 +219,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             labels = list(getattr(check, "missing_labels", None) or check.missing_scopes)
             ctx.out.info(
                 "  In PostHog: Settings → Personal API Keys → edit the key → give [bold]Read[/bold] access to "
-                + ", ".join(labels) + ", save, then check again."
+                + esc(", ".join(labels)) + ", save, then check again."
             )
             if ask_after_missing_scopes() == "key":
                 key = ask_posthog_key(None)
