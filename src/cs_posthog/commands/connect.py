@@ -65,6 +65,10 @@ def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = No
     from cs_posthog.wizard.context import Prefill, WizardContext
     from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
 
+    from cs_posthog.wizard.noinput import check_host
+
+    if flags.host is not None and (why := check_host(flags.host)) is not None:
+        raise UsageError(f"--host: {why}", hint="Give the base URL of your PostHog, e.g. https://posthog.example.com.")
     parsed = []
     for rule in flags.filters:
         try:

@@ -204,6 +204,8 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     path = save_config(cfg)
     get_paths().draft_file.unlink(missing_ok=True)
     out.success(f"Configuration saved to {esc(path)}")
+    if previous is not None and _project_changed(previous.posthog, cfg.posthog):
+        out.info("  [dim]Another PostHog project: the sync starts its events afresh (30 days back).[/dim]")
     if no_sync:
         out.info("Run the first sync with `cs-posthog sync`.")
     else:

@@ -113,6 +113,17 @@ class Problems:
         raise UsageError("; ".join(parts), hint=hint)
 
 
+def check_host(host: str) -> str | None:
+    """Why ``--host`` is unusable, or None (the client's own reading of a self-hosted address)."""
+    from cs_posthog.posthog.regions import normalize_host
+
+    try:
+        normalize_host(host)
+    except UsageError as exc:
+        return exc.message
+    return None
+
+
 def _verdict(result: bool | str) -> str | None:
     return None if result is True else (result or "invalid")
 
@@ -209,7 +220,6 @@ def connect_no_input(
         EventsSettings,
         Identification,
         PersonsSettings,
-        check_base_url,
     )
     from cs_posthog.paths import get_paths
     from cs_posthog.secrets import find_secret, register_secret
@@ -241,11 +251,8 @@ def connect_no_input(
         p.missing.append("--project")
     elif (v := _verdict(S1.validate_project_ref(f.project))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
-    if f.host:
-        try:
-            check_base_url(f.host)
-        except ValueError as exc:
-            p.invalid.append(f"--host: {exc}")
+    if f.host is not None and (v := check_host(f.host)) is not None:
+        p.invalid.append(f"--host: {v}")
     if not cs_key:
         p.missing.append("the Customerscore key")
     elif (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
@@ -351,13 +358,8 @@ def edit_no_input(
         p.invalid.append(f"the Customerscore key: {v}")
     if f.project is not None and (v := _verdict(S1.validate_project_ref(f.project))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
-    if f.host is not None:
-        from cs_posthog.config import check_base_url
-
-        try:
-            check_base_url(f.host)
-        except ValueError as exc:
-            p.invalid.append(f"--host: {exc}")
+    if f.host is not None and (v := check_host(f.host)) is not None:
+        p.invalid.append(f"--host: {v}")
     if f.tracker_key is not None and (v := _verdict(S2.validate_tracker_key(f.tracker_key))) is not None:
         p.invalid.append(f"--tracker-key: {v}")
     if f.cs_url is not None and (v := _verdict(S2.validate_cs_url(f.cs_url))) is not None:
