@@ -15,6 +15,7 @@ Lost must be 0; duplicates at most one batch (100 events) per kill.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -38,7 +39,8 @@ BATCH = 100
 def main() -> None:
     ap = argparse.ArgumentParser(description="Kill the sync at random under faults; count lost and doubled events.")
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--events", type=int, default=30_000)
+    ap.add_argument("--events", type=int, default=60_000)
+    ap.add_argument("--latency-ms", type=int, default=30, help="per API request, so a run lasts long enough to be killed mid-way")
     ap.add_argument("--faults", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--max-runs", type=int, default=200)
@@ -46,13 +48,13 @@ def main() -> None:
     rng = random.Random(args.seed)
     print(f"machine={machine()}")
     with sandbox(events=args.events, persons=1500, customers=80, seed=args.seed, faults=args.faults,
-                 stall_s=1.5) as sb:
+                 stall_s=1.5, latency_ms=args.latency_ms) as sb:
         with connected_home(sb.info, events=EVENTS, filters=FILTERS) as env:
             env.update(CS_POSTHOG_TIMEOUT="1", CS_POSTHOG_RATE_SCALE="off")
             home = Path(env["CS_POSTHOG_HOME"])
             kills = completed = failed_runs = runs = 0
+            kills_mid_run = 0  # kills after which the next run still had events to send
             resent = 0
-            report: dict = {}
             started = time.perf_counter()
             while runs < args.max_runs:
                 runs += 1
@@ -60,7 +62,7 @@ def main() -> None:
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 if kills < args.kills:
                     try:
-                        proc.wait(timeout=rng.uniform(0.3, 3.0))
+                        proc.wait(timeout=rng.uniform(0.2, 1.5))
                     except subprocess.TimeoutExpired:
                         proc.send_signal(signal.SIGKILL)
                         proc.wait()
@@ -68,18 +70,21 @@ def main() -> None:
                         continue
                 out, err = proc.communicate()
                 if proc.returncode == 0:
-                    import json
-
                     report = json.loads(out)
                     resent += report.get("resent_after_crash", 0)
+                    if report.get("events_sent", 0) and kills:
+                        kills_mid_run = kills
                     if kills >= args.kills:
                         completed = 1
                         break
                 else:
                     failed_runs += 1  # e.g. exit 75 when retries ran out under faults: cron would retry
             elapsed = time.perf_counter() - started
-            # the floor the first run fixed for the whole stream (reported by every run)
-            backfill = datetime.fromisoformat(report["backfill_from"].replace("Z", "+00:00")).astimezone(UTC)
+            # the backfill floor that the first run fixed for the stream, as `status --json` shows it
+            st = json.loads(subprocess.run([*cs_posthog_cmd(), "status", "--json"], env=env,
+                                           capture_output=True, text=True, check=True).stdout)
+            floor = next(c["backfill_from"] for c in st["cursors"] if c["stream"] == "events")
+            backfill = datetime.fromisoformat(floor.replace("Z", "+00:00")).astimezone(UTC)
             box = Sandbox(sb.info)
             want, skipped = expected_events(box, selected=EVENTS, since=backfill,
                                             customer_property=sb.info["customer_property"])
@@ -97,6 +102,7 @@ def main() -> None:
     print(f"duplicates={dups}")
     print(f"unexpected_payloads={unexpected}")
     print(f"kills={kills}")
+    print(f"kills_before_the_last_event_was_sent={kills_mid_run}")
     print(f"duplicates_allowed={kills * BATCH}")
     print(f"resent_after_crash_reported={resent}")
     print(f"runs={runs}")
