@@ -27,7 +27,8 @@ CUSTOMERSCORE_URL = "https://api.customerscore.io"
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, str_strip_whitespace=True)
+    # No whitespace stripping: PostHog property and event names may carry leading or trailing spaces.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class Region(str, Enum):
@@ -65,6 +66,7 @@ class CustomerscoreSettings(_Model):
     @field_validator("tracker_key")
     @classmethod
     def _tracker(cls, v: str) -> str:
+        v = v.strip()
         if not v.startswith("CS-"):
             raise ValueError("a tracker key starts with 'CS-'")
         return v
