@@ -60,19 +60,11 @@ def run(
 ) -> None:
     from cs_posthog.config import load_config
     from cs_posthog.sync.engine import SyncOptions
-    from cs_posthog.sync.runner import run_sync
 
     since_dt = parse_since(since)
     cfg = config if config is not None else load_config()
-    options = SyncOptions(dry_run=dry_run, full=full, since=since_dt, count_totals=out.is_tty)
-    page = _page_size_from_env()
-    if page:
-        options.events_page_size = options.persons_page_size = page
-    with _sigterm_as_interrupt():
-        if out.is_tty:
-            report, error = _with_progress(out, cfg, options)
-        else:
-            report, error = run_sync(cfg, options=options)
+    options = SyncOptions(dry_run=dry_run, full=full, since=since_dt)
+    report, error = execute(out, cfg, options)
     for w in report.warnings:
         out.warn(w)
     if json_:
@@ -81,6 +73,21 @@ def run(
         render_summary(out, report)
     if error is not None:
         raise error
+
+
+def execute(out: Any, cfg: Any, options: Any) -> Any:
+    """Run one sync with progress bars when stderr is a terminal; returns ``(report, error)``.
+    Shared by `sync` and `demo`."""
+    from cs_posthog.sync.runner import run_sync
+
+    options.count_totals = out.is_tty
+    page = _page_size_from_env()
+    if page:
+        options.events_page_size = options.persons_page_size = page
+    with _sigterm_as_interrupt():
+        if out.is_tty:
+            return _with_progress(out, cfg, options)
+        return run_sync(cfg, options=options)
 
 
 class _sigterm_as_interrupt:
