@@ -220,12 +220,14 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
     out.print()
     out.print(why)
 
+    from cs_posthog.commands.sync import SUMMARY_FIELDS
+
     figures = Table(title="The figures `cs-posthog sync --json` gives", title_justify="left")
     figures.add_column("field")
     figures.add_column("value", justify="right")
-    for k, v in s.items():
-        if isinstance(v, (int, float, str)) and not isinstance(v, bool):
-            figures.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    for k in SUMMARY_FIELDS:
+        v = s.get(k)
+        figures.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
     out.print()
     out.print(figures)
 

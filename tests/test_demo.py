@@ -1,0 +1,86 @@
+"""`cs-posthog demo --no-input`: the non-interactive path end to end, checked against the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections import Counter
+from urllib.parse import urlsplit
+
+import pytest
+
+from cs_posthog.sandbox.runner import get_json, get_jsonl, start_sandbox
+
+
+def _demo(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cs_posthog", "demo", "--no-input", *args],
+        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+    )
+
+
+@pytest.fixture
+def demo_env(tmp_path):
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmpdir), "NO_COLOR": "1", "COLUMNS": "100"}
+    for k in ("CS_POSTHOG_HOME", "POSTHOG_PERSONAL_API_KEY", "CUSTOMERSCORE_API_KEY"):
+        env.pop(k, None)
+    return env, tmpdir
+
+
+def test_demo_summary_matches_what_the_sandbox_received(demo_env, tmp_path):
+    env, tmpdir = demo_env
+    with start_sandbox(events=4000, persons=400, customers=30, seed=5) as sb:
+        env["CS_POSTHOG_DEMO_SANDBOX"] = json.dumps(sb.info)
+        proc = _demo(env, "--json")
+        assert proc.returncode == 0, proc.stderr
+        summary = json.loads(proc.stdout)
+        cs = sb.info["customerscore"]
+        events = get_jsonl(cs + "/_sandbox/received/events")
+        contacts = get_jsonl(cs + "/_sandbox/received/contacts")
+        stats = get_json(cs + "/_sandbox/stats")
+
+    rec = summary["received"]
+    assert rec["events"] == len(events) > 0
+    assert rec["contacts"] == len(contacts) > 0
+    per_customer = Counter(e["identification"]["customer"] for e in events)
+    assert {c: v["events_total"] for c, v in rec["per_customer"].items() if v["events_total"]} == dict(per_customer)
+    by_name = Counter((e["identification"]["customer"], e["name"]) for e in events)
+    for cid, row in rec["per_customer"].items():
+        for name, n in row["events"].items():
+            assert by_name[(cid, name)] == n
+    assert summary["dropped"] == {
+        "events_unknown_customer": stats["events_dropped"],
+        "contacts_unknown_customer": stats["contacts_dropped"],
+    }
+    sync = summary["sync"]
+    assert sync["status"] == "ok"
+    # everything the sync sent was either kept or silently dropped by Customerscore
+    assert sync["events_sent"] == len(events) + stats["events_dropped"]
+    assert sync["contacts_sent"] == len(contacts) + stats["contacts_dropped"]
+    assert {e["name"] for e in events} <= set(
+        ["user_logged_in", "dashboard_viewed", "report_created", "invoice_paid", "subscription_upgraded"]
+    )
+    assert list(tmpdir.iterdir()) == []  # the temporary home is gone
+
+
+def test_demo_from_nothing_starts_and_stops_its_own_sandbox(demo_env):
+    env, tmpdir = demo_env
+    proc = _demo(env)
+    assert proc.returncode == 0, proc.stderr
+    assert "What Customerscore received" in proc.stdout
+    assert "Not on a timeline, and why" in proc.stdout
+    assert "cs-posthog connect" in proc.stdout and "cs-posthog schedule --install" in proc.stdout
+    m = re.search(r"Customerscore at (http://[^\s;,]+)", proc.stderr)
+    assert m, proc.stderr
+    home = re.search(r"temporary home (\S+)", proc.stderr).group(1)
+    assert not os.path.exists(home)
+    assert list(tmpdir.iterdir()) == []
+    parts = urlsplit(m.group(1))
+    with pytest.raises(OSError):  # the sandbox is stopped
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
