@@ -58,6 +58,7 @@ def checklist(
     noun: str = "selected",
     validate: Callable[[list[str]], bool | str] | None = None,
     instruction: str | None = None,
+    max_rows: int = 12,
 ) -> Any:
     """A searchable checkbox with a live "N of M selected" line under the list.
 
@@ -91,10 +92,15 @@ def checklist(
     from prompt_toolkit.filters import to_filter
     from prompt_toolkit.layout import Window
 
+    from prompt_toolkit.layout.dimension import Dimension
+
     for child in q.application.layout.container.children:
         window = getattr(child, "content", None)
         if isinstance(window, Window) and window.content is ic:
             window.dont_extend_height = to_filter(True)
+            # a long list scrolls in a window of ``max_rows``, so the explanation printed above it
+            # stays on screen
+            window.height = Dimension(max=max_rows)
     # under the list, above the search line and the validation message
     add_footer(q, counter, index=2)
     return q
