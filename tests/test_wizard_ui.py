@@ -28,6 +28,7 @@ F = PersonFilter
         ("it's = it's complicated", F(property="it's", operator=Operator.EQUALS, value="it's complicated")),
         ("url = https://x.test/?a=b", F(property="url", operator=Operator.EQUALS, value="https://x.test/?a=b")),
         ('plan = ""', F(property="plan", operator=Operator.EQUALS, value="")),
+        ('plan tier = "Gold "', F(property="plan tier", operator=Operator.EQUALS, value="Gold ")),
         ('"a = b" = c', F(property="a = b", operator=Operator.EQUALS, value="c")),
         ('"a = b" is set', F(property="a = b", operator=Operator.IS_SET)),
         ("seats != 10", F(property="seats", operator=Operator.NOT_EQUALS, value="10")),

@@ -161,8 +161,8 @@ Filters = Annotated[
         "--filter",
         metavar="RULE",
         help='Person filter (repeatable): "plan = pro", "plan != free", "email is set", "phone is not set". '
-        'Names may contain spaces (split at the first " = " or " != "); quote a value to match an empty '
-        'string (plan = "") or a name that contains " = ". Values compare as text.',
+        'Names may contain spaces (split at the first " = " or " != "); quote a value to keep spaces at its '
+        'ends or to match an empty string (plan = ""), and a name that contains " = ". Values compare as text.',
     ),
 ]
 CsUrl = Annotated[Optional[str], typer.Option("--cs-url", metavar="URL", help="Customerscore API base URL (default https://api.customerscore.io).")]

@@ -7,8 +7,9 @@
 
 Property names may contain spaces (``plan tier = gold``): the rule is split at the first `` = ``
 or `` != `` (or, failing that, at the first ``=`` / ``!=``). Surrounding spaces are trimmed; put a
-value (or a name) in double or single quotes to match an empty string (``plan = ""``), or when a
-name contains `` = `` or starts with a quote. Values are compared as text.
+value (or a name) in double or single quotes to keep spaces at its ends (``tier = "Gold "``), to
+match an empty string (``plan = ""``), or when a name contains `` = `` or starts with a quote.
+Values are compared as text.
 """
 
 from __future__ import annotations
