@@ -86,11 +86,30 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
            "--rate-limits", rate_limits, "--faults", str(faults), "--latency-ms", str(latency_ms),
            "--stall-s", str(stall_s), "--region", region, *extra_args]
     fd, stderr_path = tempfile.mkstemp(prefix="cs-posthog-sandbox-", suffix=".stderr")
-    with os.fdopen(fd, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
-    timeout = timeout if timeout is not None else 60.0 + events / 20_000
+    proc: subprocess.Popen | None = None
+    try:
+        with os.fdopen(fd, "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **(env or {})})
+        return SandboxProcess(proc, _wait_ready(proc, cmd, stderr_path, timeout, events), stderr_path)
+    except BaseException:  # not ready, or Ctrl-C while it starts: leave nothing behind
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # SIGTERM first: the sandbox removes its temporary database
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        try:
+            os.unlink(stderr_path)
+        except OSError:
+            pass
+        raise
 
+
+def _wait_ready(proc: subprocess.Popen, cmd: list[str], stderr_path: str, timeout: float | None,
+                events: int) -> dict:
+    timeout = timeout if timeout is not None else 60.0 + events / 20_000
     line: list[bytes] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
     reader.start()
@@ -102,7 +121,6 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
             proc.wait(5)
         with open(stderr_path, encoding="utf-8", errors="replace") as fh:
             stderr = fh.read()
-        os.unlink(stderr_path)
         return SandboxError(f"{reason}\ncommand: {' '.join(cmd)}\nexit code: {proc.returncode}\nstderr:\n{stderr}")
 
     if not line:
@@ -110,10 +128,9 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
     if not line[0]:
         raise fail("the sandbox exited before it was ready")
     try:
-        info = json.loads(line[0])
+        return json.loads(line[0])
     except ValueError:
         raise fail(f"the sandbox's first line is not JSON: {line[0][:200]!r}") from None
-    return SandboxProcess(proc, info, stderr_path)
 
 
 # ---------------------------------------------------------------------------------------------
