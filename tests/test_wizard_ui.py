@@ -216,3 +216,38 @@ def test_checklist_ctrl_a_selects_all_then_none():
         keys.send_text(CTRL_A + CTRL_A + DOWN + " " + ENTER)
         q = checklist("Events", [("a", "a", False), ("b", "b", False)])
         assert q.unsafe_ask() == ["b"]
+
+
+def test_checklist_ctrl_a_acts_on_the_search_matches_only():
+    """After searching, Ctrl-A ticks what the person sees, not every hidden choice too."""
+    from cs_posthog.wizard.ui import checklist
+
+    choices = [("invoice_paid", "invoice_paid", False), ("invoice_failed", "invoice_failed", False),
+               ("$pageview", "$pageview", False), ("report_created", "report_created", True)]
+    with piped_keys() as keys:
+        keys.send_text("invoice" + CTRL_A + ENTER)
+        q = checklist("Events", choices)
+        assert sorted(q.unsafe_ask()) == ["invoice_failed", "invoice_paid", "report_created"]
+    with piped_keys() as keys:
+        # all matches ticked: Ctrl-A unticks them and leaves the others alone
+        keys.send_text("invoice" + CTRL_A + ENTER)
+        q = checklist("Events", [(v, t, v != "$pageview") for v, t, _ in choices])
+        assert q.unsafe_ask() == ["report_created"]
+    with piped_keys() as keys:
+        keys.send_text(CTRL_A + ENTER)  # no search: every choice
+        q = checklist("Events", choices)
+        assert len(q.unsafe_ask()) == 4
+
+
+def test_checklist_says_when_the_list_scrolls():
+    from cs_posthog.wizard.ui import checklist, inquirer_control
+
+    q = checklist("Events", [(f"e{i}", f"e{i}", False) for i in range(20)], noun="events selected", max_rows=12)
+    footer = q.application.layout.container.children[2].content.content
+
+    def text():
+        return "".join(t for _, t in footer.text())
+
+    assert text() == "  0 of 20 events selected · 8 more below, ↑↓ to scroll"
+    inquirer_control(q).add_search_character("1")  # e1, e10..e19: 11 rows fit
+    assert text() == "  0 of 20 events selected · 11 match '1'"

@@ -62,8 +62,9 @@ def checklist(
 ) -> Any:
     """A searchable checkbox with a live "N of M selected" line under the list.
 
-    ``choices``: ``(value, title, checked)``. Type to filter, Space toggles, Ctrl-A selects all (or
-    deselects all when everything is selected), Enter confirms. Returns the Question.
+    ``choices``: ``(value, title, checked)``. Type to filter, Space toggles, Ctrl-A selects all the
+    choices shown (every one, or only those matching the search), or deselects them when they are
+    all selected; Enter confirms. Returns the Question.
     """
     import questionary
 
@@ -81,11 +82,30 @@ def checklist(
     def counter() -> list[tuple[str, str]]:
         n = len(ic.selected_options)
         text = f"  {n} of {total} {noun}"
+        listed = len(ic.filtered_choices)  # computes found_in_search as a side effect
         if ic.search_filter:
-            filtered = ic.filtered_choices  # computes found_in_search as a side effect
-            shown = len(filtered) if ic.found_in_search else 0
-            text += f" · {shown} match {ic.search_filter!r}"
+            text += f" · {listed if ic.found_in_search else 0} match {ic.search_filter!r}"
+        if listed > max_rows:  # the list scrolls: say so, or the rows below the window go unseen
+            text += f" · {listed - max_rows} more below, ↑↓ to scroll"
         return [("class:instruction bold", text)]
+
+    from prompt_toolkit.keys import Keys
+
+    def _shown_values() -> list[Any]:
+        return [c.value for c in ic.filtered_choices if not getattr(c, "disabled", False) and not _is_separator(c)]
+
+    # questionary's Ctrl-A selects every choice, even those a search hides: after searching
+    # "invoice", Ctrl-A would tick 29 events where the person sees 2. Here it acts on what is shown.
+    @q.application.key_bindings.add(Keys.ControlA, eager=True)
+    def _all_or_none(_event: Any) -> None:
+        shown = _shown_values()
+        missing = [v for v in shown if v not in ic.selected_options]
+        if missing:
+            ic.selected_options.extend(missing)
+        else:
+            ic.selected_options = [v for v in ic.selected_options if v not in shown]
+        if ic.selected_options:
+            ic.error_message = None  # "pick at least one" no longer applies
 
     # The list must not take the height a longer list had before (the search shrinks it, and a
     # prompt_toolkit screen never shrinks): the counter stays right under the visible choices.
@@ -104,6 +124,12 @@ def checklist(
     # under the list, above the search line and the validation message
     add_footer(q, counter, index=2)
     return q
+
+
+def _is_separator(choice: Any) -> bool:
+    from questionary import Separator
+
+    return isinstance(choice, Separator)
 
 
 # --- live count ------------------------------------------------------------------------------
