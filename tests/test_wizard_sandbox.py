@@ -62,12 +62,14 @@ def test_step1_bad_key_then_good(home, info, capsys):
 
 
 def test_step1_address_of_the_other_region(home, info, capsys):
-    # the pasted address names EU Cloud and the key lives in US: only EU is asked, it refuses the
-    # key, and the key is asked again (Ctrl-C there)
+    # the pasted address names EU Cloud and the key lives in US: only EU is asked and refuses the
+    # key; the wizard then finds the key in US Cloud and asks for the project again, not the key
     eu_url = f"{info['posthog_eu']}/project/{info['project_id']}"
-    with pytest.raises(KeyboardInterrupt):
-        ask_step1(info["api_key"] + ENTER + eu_url + ENTER + "\x03")
-    assert "not valid in PostHog EU Cloud" in capsys.readouterr().err
+    _, settings = ask_step1(info["api_key"] + ENTER + eu_url + ENTER + str(info["project_id"]) + ENTER)
+    assert settings.region.value == "us" and settings.project_id == info["project_id"]
+    err = capsys.readouterr().err
+    assert "not valid in PostHog EU Cloud" in err
+    assert "This key is from PostHog US Cloud, and the address you pasted is on PostHog EU Cloud" in err
 
 
 def test_step1_missing_scopes_listed(home, info, capsys):

@@ -124,16 +124,19 @@ class FakeCheck:
         from cs_posthog.posthog.regions import parse_project_ref
 
         self.calls.append((api_key, project_ref, host))
-        pid = parse_project_ref(project_ref).id
-        check = C.CredentialCheck(key_valid=False, project_id=pid, tried=["us", "eu"])
+        ref = parse_project_ref(project_ref)
+        pid = ref.id
+        # every key here is an EU Cloud key: an address of US Cloud has only US asked, which refuses it
+        tried = [ref.region] if ref.region is not None and host is None else ["us", "eu"]
+        check = C.CredentialCheck(key_valid=False, project_id=pid, tried=tried)
         if self.down:
             self.down -= 1
             check.unreachable = True
             check.region, check.host = "eu", "https://eu.posthog.com"
             check.problem = "could not check the key with PostHog EU Cloud: connection refused"
             return check
-        if api_key not in (self.good, self.scoped, self.other):
-            check.problem = C._invalid_key_problem(api_key, ["us", "eu"], [])
+        if api_key not in (self.good, self.scoped, self.other) or tried == ["us"]:
+            check.problem = C._invalid_key_problem(api_key, tried, [])
             return check
         check.key_valid, check.region, check.host = True, "eu", host or "https://eu.posthog.com"
         if api_key == self.scoped:

@@ -162,6 +162,36 @@ def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
     return f"this key cannot read project {project_ref}"
 
 
+def parse_region(project_ref: str) -> str | None:
+    """``"us"``/``"eu"`` when the pasted reference is an address of a PostHog Cloud region."""
+    from cs_posthog.errors import UsageError
+    from cs_posthog.posthog.regions import parse_project_ref
+
+    try:
+        return parse_project_ref(project_ref).region
+    except UsageError:
+        return None
+
+
+def key_region_elsewhere(ctx: WizardContext, check_fn: Any, key: str, project_ref: str, host: str | None) -> str | None:
+    """The key was refused by the one region a pasted address names: is it a key of the other
+    region? Returns that region ("us"/"eu"), or None (or when it cannot tell)."""
+    from cs_posthog.errors import CsPosthogError
+    from cs_posthog.posthog.regions import parse_project_ref
+
+    named = parse_region(project_ref)
+    if host is not None or named is None:
+        return None
+    bare = str(parse_project_ref(project_ref).id)  # no region in it: both are asked
+    try:
+        with busy(ctx.out, "Checking which PostHog Cloud the key is from…"):
+            other = check_fn(key, bare, host=None)
+    except CsPosthogError:
+        return None
+    region = getattr(other.region, "value", other.region)
+    return region if other.key_valid and region in ("us", "eu") and region != named else None
+
+
 def check_ok(check: Any) -> bool:
     return bool(check.ok and check.project_id)
 
@@ -202,9 +232,19 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 key = ask_posthog_key((key, "entered above"))
                 project = ask_project(project)
         elif not check.key_valid:
+            home = key_region_elsewhere(ctx, check_fn, key, project, host)
+            if home is not None:  # the key is fine: the pasted address is of the other region
+                named = REGION_NAMES[parse_region(project) or ""]
+                ctx.out.info(f"  This key is from {REGION_NAMES[home]}, and the address you pasted is on {named}. "
+                             f"Paste the address of the project from {REGION_NAMES[home]}, or its ID.")
+                project = ask_project("")
+                continue
+            where = host or REGION_NAMES.get(parse_region(project) or "", "PostHog US or EU Cloud")
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
-                         + esc(host or "PostHog US or EU Cloud") + ".")
+                         + esc(where) + ".")
             key = ask_posthog_key(None)
+            if parse_region(project) is not None:  # the region in the address may be the mistake
+                project = ask_project(project)
         elif check.project_found is False:
             project = ask_project("")
         elif not check.project_accessible:
