@@ -92,8 +92,30 @@ def test_every_flag(home, env):
         assert (home / name).stat().st_mode & 0o777 == 0o600
     assert secrets(home) == {"posthog": info["api_key"], "customerscore": info["customerscore_api_key"]}
     assert info["api_key"] not in r.stderr + r.stdout
-    assert "persons will be synced" in r.stderr
+    # the count is what the sync will send: an empty customer id or email is skipped by the sync
+    people = [p["properties"] for p in get_jsonl(info["posthog_eu"] + "/_sandbox/dump/persons")]
+    expected = sum(
+        1 for p in people
+        if p.get(PROP) not in (None, "") and p.get("email") not in (None, "") and p.get("plan") != "free"
+        and p.get("plan tier") == "gold" and p.get("phone") is None
+    )
+    assert f"{expected:,} persons will be synced" in r.stderr
     assert "Run the first sync with `cs-posthog sync`" in r.stderr
+
+
+def test_counts_leave_out_empty_customer_and_contact_ids(home, env):
+    """--no-input says how many Persons the sync will send: an empty organization_id or email (the
+    contact id here) is skipped by the sync, so it is not counted."""
+    info = env
+    r = run_cli(*base_args(info, "--event", "invoice_paid", "--contact-id", "email"))
+    assert r.exit_code == 0, r.stderr
+    people = [p["properties"] for p in get_jsonl(info["posthog_eu"] + "/_sandbox/dump/persons")]
+    usable = [p for p in people if p.get(PROP) not in (None, "")]
+    naive = sum(1 for p in people if p.get(PROP) is not None and p.get("email") is not None)
+    expected = sum(1 for p in usable if p.get("email") not in (None, ""))
+    assert expected < naive  # the sandbox has empty ids: the test can tell the two counts apart
+    assert f"{len(usable):,} of {len(people):,} Persons have {PROP} set, not empty" in r.stderr
+    assert f"{expected:,} persons will be synced" in r.stderr
 
 
 def test_keys_from_stdin_and_all_events(home, env, monkeypatch):

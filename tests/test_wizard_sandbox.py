@@ -116,9 +116,10 @@ def test_steps_3_to_5_on_real_data(home, info, capsys):
     with piped_keys() as keys:
         keys.send_text(ENTER + "organization_id" + ENTER)
         ctx.draft.identification = ask_identification(ctx)
-    with_prop = count_where(info, lambda p: p.get(PROP) is not None)
+    with_prop = count_where(info, lambda p: p.get(PROP) not in (None, ""))
+    assert with_prop < count_where(info, lambda p: p.get(PROP) is not None)  # the sandbox has empty ids
     err = capsys.readouterr().err
-    assert f"{with_prop:,} of {len(persons(info)):,} Persons have {PROP} set." in err
+    assert f"{with_prop:,} of {len(persons(info)):,} Persons have {PROP} set, not empty." in err
 
     with piped_keys() as keys:
         keys.send_text("invoice_p" + " " + ENTER)
@@ -134,10 +135,42 @@ def test_steps_3_to_5_on_real_data(home, info, capsys):
         keys.send_text(DOWN + ENTER + "plan tier" + ENTER + ENTER + "gold" + ENTER + ENTER)
         ctx.draft.persons = ask_persons(ctx)
     assert ctx.draft.persons.filters == [PersonFilter(property="plan tier", operator=Operator.EQUALS, value="gold")]
-    expected = count_where(info, lambda p: p.get(PROP) is not None and p.get("plan tier") == "gold")
+    expected = count_where(info, lambda p: p.get(PROP) not in (None, "") and p.get("plan tier") == "gold")
     err = capsys.readouterr().err
     assert f"{expected:,} persons will be synced." in err
     assert "plan tier" in err and "Preview" in err
+
+
+def test_the_badge_is_what_the_first_sync_sends(home, info, capsys):
+    """The Persons step's promise ("N persons will be synced") against the real sync's contacts,
+    with a property as the contact id (Persons without it, or with an empty customer id, are
+    skipped by the sync and must not be counted)."""
+    from cs_posthog.commands.sync import execute
+    from cs_posthog.config import CustomerscoreSettings, EventsSettings
+    from cs_posthog.secrets import store_secret
+    from cs_posthog.sync.engine import SyncOptions
+    from cs_posthog.wizard.flow import draft_to_config
+    from cs_posthog.wizard.step_persons import ask_persons
+
+    ctx = connected_ctx(info)
+    ctx.draft.identification = Identification(property=PROP)
+    ctx.draft.events = EventsSettings(selected=["invoice_paid"])
+    ctx.draft.customerscore = CustomerscoreSettings(api_url=info["customerscore"], tracker_key=info["tracker_key"])
+    store_secret("customerscore", info["customerscore_api_key"])
+    capsys.readouterr()
+    with piped_keys() as keys:
+        # contact id: the email property; add "plan != free"; save
+        keys.send_text(DOWN + DOWN + ENTER + DOWN + ENTER + "email" + ENTER
+                       + DOWN + ENTER + "plan" + ENTER + DOWN + ENTER + "free" + ENTER + ENTER)
+        ctx.draft.persons = ask_persons(ctx)
+    assert ctx.draft.persons.contact_id == "email"
+    import re
+
+    promised = int(re.search(r"✓ ([\d,]+) persons will be synced\.", capsys.readouterr().err).group(1).replace(",", ""))
+    report, error = execute(Output(), draft_to_config(ctx.draft), SyncOptions())
+    assert error is None and report.status == "ok"
+    assert report.contacts_skipped_no_customer + report.contacts_skipped_no_contact_id > 0  # there was something to leave out
+    assert report.contacts_sent == promised > 0
 
 
 def test_identification_autocomplete_from_posthog(home, info):

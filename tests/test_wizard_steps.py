@@ -273,7 +273,7 @@ def test_identification_counts_persons_with_the_property(home, capsys):
     assert ident == Identification(property="organization_id")
     with_org = len(src.matching([PersonFilter(property="organization_id", operator=Operator.IS_SET)]))
     err = capsys.readouterr().err
-    assert f"{with_org} of {len(src.persons)} Persons have organization_id set." in err
+    assert f"{with_org} of {len(src.persons)} Persons have organization_id set, not empty." in err
     assert f"the other {len(src.persons) - with_org} are not synced" in err
 
 
@@ -375,7 +375,7 @@ def test_persons_save_with_only_the_locked_condition(home, capsys):
     assert settings.filters == [] and settings.contact_id == "person_id"
     n = len(src.matching([PersonFilter(property="organization_id", operator=Operator.IS_SET)]))
     err = capsys.readouterr().err
-    assert "1. organization_id is set (locked" in err
+    assert "1. organization_id is set, not empty (locked" in err
     assert f"{n} persons will be synced." in err
     assert "Preview (up to 5 matching Persons)" in err
 
@@ -435,5 +435,47 @@ def test_names_and_values_with_brackets_are_shown_as_text(home, capsys):
         keys.send_text(ENTER)
         ask_persons(ctx)
     err = capsys.readouterr().err
-    assert "3 of 3 Persons have [org] set." in err
+    assert "3 of 3 Persons have [org] set, not empty." in err
     assert "[/x] 0" in err and "[b]0@x.test" in err  # preview cells, not markup
+
+
+def test_counts_leave_out_persons_with_an_empty_customer_or_contact_id(home, capsys):
+    """The sync skips a Person whose customer id (or contact id property) is empty or missing, so the
+    coverage line and the badge must not count them: the wizard used to promise 55 Persons and the
+    first sync sent 51."""
+    from wizard_fakes import FakeSource
+
+    from cs_posthog.wizard.step_identification import ask_identification
+    from cs_posthog.wizard.step_persons import ask_persons
+
+    people = (
+        [{"id": f"a{i}", "properties": {"organization_id": f"org_{i}", "email": f"a{i}@x.test"}} for i in range(6)]
+        + [{"id": f"b{i}", "properties": {"organization_id": f"org_{i}"}} for i in range(3)]  # no email
+        + [{"id": f"c{i}", "properties": {"organization_id": "", "email": f"c{i}@x.test"}} for i in range(4)]
+        + [{"id": "d0", "properties": {"email": "d0@x.test"}}]
+    )
+    src = FakeSource(events=["e"], volumes={}, persons=people)
+    ctx = make_ctx(source=src, draft=Draft(posthog=posthog_settings()))
+    ctx.prefill.secrets["posthog"] = ("phx_test", "test")
+    with piped_keys() as keys:
+        keys.send_text(ENTER + "organization_id" + ENTER)
+        ctx.draft.identification = ask_identification(ctx)
+    err = capsys.readouterr().err
+    assert "9 of 14 Persons have organization_id set, not empty." in err  # not 13: four are ""
+    assert "the other 5 are not synced" in err
+
+    with piped_keys() as keys:
+        keys.send_text(ENTER)  # save, contact id = the PostHog person id
+        ask_persons(ctx)
+    err = capsys.readouterr().err
+    assert "✓ 9 persons will be synced." in err
+    assert "1. organization_id is set, not empty (locked: needed to find the customer)" in err
+
+    with piped_keys() as keys:
+        # contact id: the email property -> the 3 Persons without an email are skipped too; save
+        keys.send_text(DOWN + DOWN + ENTER + DOWN + ENTER + "email" + ENTER + ENTER)
+        settings = ask_persons(ctx)
+    assert settings.contact_id == "email"
+    err = capsys.readouterr().err
+    assert "2. email is set, not empty (locked: the contact id)" in err
+    assert "✓ 6 persons will be synced." in err

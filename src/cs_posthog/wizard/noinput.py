@@ -170,7 +170,6 @@ def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str 
 
 def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
-    from cs_posthog.config import Operator, PersonFilter
     from cs_posthog.errors import CsPosthogError
     from cs_posthog.wizard.context import esc
 
@@ -192,12 +191,15 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
             out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
     prop = cfg_like.customer_property
     try:
-        with_prop = source.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
+        from cs_posthog.wizard.step_identification import has_value
+
+        with_prop = source.count_persons(has_value(prop))
         if with_prop == 0:
-            out.warn(f"no Person has {esc(prop)} set: nothing can be attached to a customer yet.")
+            out.warn(f"no Person has {esc(prop)} set to a value: nothing can be attached to a customer yet.")
         else:
             total = source.count_persons([])
-            out.info(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set; only those can be attached to a customer.")
+            out.info(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set, not empty; only those can be attached "
+                     "to a customer.")
     except CsPosthogError as exc:
         out.warn(f"could not count Persons: {esc(exc.message)}")
     return None
@@ -306,10 +308,10 @@ def connect_no_input(
 def _report_persons(out: Output, source: Any, cfg: Config) -> None:
     from cs_posthog.errors import CsPosthogError
     from cs_posthog.wizard.context import esc
-    from cs_posthog.wizard.step_persons import persons_badge
+    from cs_posthog.wizard.step_persons import persons_badge, sync_filters
 
     try:
-        n = source.count_persons(cfg.all_filters())
+        n = source.count_persons(sync_filters(cfg.all_filters(), cfg.identification.property, cfg.persons.contact_id))
     except CsPosthogError as exc:
         out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
         return

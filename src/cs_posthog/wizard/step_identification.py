@@ -72,15 +72,24 @@ def ask_use_anyway(prop: str) -> bool:
     return bool(questionary.confirm(f"No Person has {prop} set. Use it anyway?", default=False).unsafe_ask())
 
 
-def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | None]:
-    """(Persons with ``prop`` set, all Persons); None where PostHog could not say."""
+def has_value(prop: str) -> list[Any]:
+    """The conditions for "``prop`` holds an id": set and not the empty string. The sync skips a
+    Person whose customer (or contact) id is empty, so every count the wizard shows uses these,
+    not the bare "is set" (which PostHog also answers for ``""``)."""
     from cs_posthog.config import Operator, PersonFilter
+
+    return [PersonFilter(property=prop, operator=Operator.IS_SET),
+            PersonFilter(property=prop, operator=Operator.NOT_EQUALS, value="")]
+
+
+def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | None]:
+    """(Persons with a non-empty ``prop``, all Persons); None where PostHog could not say."""
     from cs_posthog.errors import CsPosthogError
 
     src = ctx.source()
     try:
         with busy(ctx.out, "Counting Persons…"):
-            with_prop = src.count_persons([PersonFilter(property=prop, operator=Operator.IS_SET)])
+            with_prop = src.count_persons(has_value(prop))
             total = src.count_persons([])
     except CsPosthogError as exc:
         ctx.out.warn(f"could not count Persons: {esc(exc.message)}")
@@ -107,12 +116,12 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
         if with_prop is None:
             return Identification(property=prop)
         if with_prop == 0:
-            ctx.out.warn(f"no Person has {esc(prop)} set" + (f" (of {total:,})" if total else "") + ".")
+            ctx.out.warn(f"no Person has {esc(prop)} set to a value" + (f" (of {total:,})" if total else "") + ".")
             if ask_use_anyway(prop):
                 return Identification(property=prop)
             default = ""
             continue
-        ctx.out.success(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set.")
+        ctx.out.success(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set, not empty.")
         if total and with_prop < total:
             ctx.out.warn(f"only Persons with {esc(prop)} set can be attached to a customer;")
             ctx.out.info(f"  the other {total - with_prop:,} are not synced.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cs_posthog.wizard.context import StopWizard, WizardContext
-from cs_posthog.wizard.step_identification import ask_property_name, property_completer
+from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
 from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, busy
 
 if TYPE_CHECKING:
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 
 PREVIEW_ROWS = 5
 PREVIEW_COLUMNS = 5
+
+
+def sync_filters(filters: list[PersonFilter], customer_property: str, contact_id: str) -> list[PersonFilter]:
+    """The Persons the sync really sends: those matching ``filters`` whose customer id, and contact
+    id when it is a property, are set and not empty (the sync skips the others)."""
+    needed = has_value(customer_property)
+    if contact_id != "person_id":
+        needed += has_value(contact_id)
+    return [*filters, *(f for f in needed if f not in filters)]
 
 
 def persons_badge(n: int) -> str:
@@ -103,10 +112,14 @@ def ask_contact_kind(current: str) -> str:
 
 
 # --- showing ---------------------------------------------------------------------------------
-def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter]) -> None:
+def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter], contact_id: str = "person_id") -> None:
     ctx.out.info("Conditions (a Person must match all of them):")
-    ctx.out.info(f"  1. {_esc(locked.describe())} [dim](locked: needed to find the customer)[/dim]")
-    for i, f in enumerate(filters, start=2):
+    ctx.out.info(f"  1. {_esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
+    start = 2
+    if contact_id != "person_id":
+        ctx.out.info(f"  2. {_esc(contact_id)} is set, not empty [dim](locked: the contact id)[/dim]")
+        start = 3
+    for i, f in enumerate(filters, start=start):
         ctx.out.info(f"  {i}. {_esc(f.describe())}")
 
 
@@ -188,7 +201,11 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     filters = [f for f in (ctx.prefill.filters or (prev.filters if prev else [])) if f != locked]
     contact_id = ctx.prefill.contact_id or (prev.contact_id if prev else "person_id")
     src = ctx.source()
-    live = LiveCount(lambda fs: src.count_persons(fs), render=persons_badge)
+
+    def expand(fs: list[PersonFilter]) -> list[PersonFilter]:
+        return sync_filters(fs, locked.property, contact_id)  # the contact id as chosen by then
+
+    live = LiveCount(lambda fs: src.count_persons(expand(fs)), render=persons_badge)
     completer = property_completer(ctx)
     try:
         changed = True
@@ -196,8 +213,8 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             all_filters = [locked, *filters]
             if changed:
                 live.request(all_filters)
-                show_conditions(ctx, locked, filters)
-                show_preview(ctx, all_filters, contact_id)
+                show_conditions(ctx, locked, filters, contact_id)
+                show_preview(ctx, expand(all_filters), contact_id)
             changed = False
             action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id), mode=ctx.mode)
             if action == "save":
