@@ -479,3 +479,24 @@ def test_counts_leave_out_persons_with_an_empty_customer_or_contact_id(home, cap
     err = capsys.readouterr().err
     assert "2. email is set, not empty (locked: the contact id)" in err
     assert "✓ 6 persons will be synced." in err
+
+
+def test_persons_value_in_quotes_keeps_its_spaces(home, capsys):
+    """PostHog holds "Gold " (a trailing space) apart from "gold": a quoted value keeps its ends,
+    an unquoted one is trimmed, as with --filter."""
+    from wizard_fakes import FakeSource
+
+    from cs_posthog.wizard.step_persons import ask_persons, read_value
+
+    people = ([{"id": f"g{i}", "properties": {"organization_id": "o", "plan tier": "Gold "}} for i in range(3)]
+              + [{"id": f"h{i}", "properties": {"organization_id": "o", "plan tier": "Gold"}} for i in range(2)])
+    src = FakeSource(events=["e"], volumes={}, persons=people)
+    add = DOWN + ENTER + "plan tier" + ENTER + ENTER  # Add a condition, property, "equals"
+    with piped_keys() as keys:
+        keys.send_text(add + '  "Gold " ' + ENTER + add + "  Gold  " + ENTER + DOWN + DOWN + ENTER + DOWN + ENTER + ENTER)
+        settings = ask_persons(persons_ctx(src))  # the second condition is removed again, then save
+    assert settings.filters == [PersonFilter(property="plan tier", operator=Operator.EQUALS, value="Gold ")]
+    err = capsys.readouterr().err
+    assert "2. plan tier equals 'Gold '" in err and "3. plan tier equals 'Gold'" in err
+    assert "✓ 3 persons will be synced." in err
+    assert read_value(' "" ') == "" and read_value("it's") == "it's" and read_value("'a b '") == "a b "

@@ -75,15 +75,24 @@ def ask_value(live: LiveCount, base: list[PersonFilter], prop: str, op: Any) -> 
 
     from cs_posthog.config import PersonFilter
 
-    q = questionary.text(f"{prop} {op.label}:", instruction="(compared as text; may be empty)")
+    q = questionary.text(f"{prop} {op.label}:", instruction='(compared as text; "quote it" to keep spaces at its ends)')
     add_footer(q, live.text)
 
     def changed(buffer: Any) -> None:
-        live.request([*base, PersonFilter(property=prop, operator=op, value=buffer.text.strip())])
+        live.request([*base, PersonFilter(property=prop, operator=op, value=read_value(buffer.text))])
 
     q.application.layout.current_buffer.on_text_changed += changed
     live.request([*base, PersonFilter(property=prop, operator=op, value="")])
-    return q.unsafe_ask().strip()
+    return read_value(q.unsafe_ask())
+
+
+def read_value(text: str) -> str:
+    """A typed value: spaces around it are trimmed, unless it is quoted (``"Gold "`` keeps its
+    space, ``""`` is the empty string), as in ``--filter``. A lone quote is part of the value."""
+    t = text.strip()
+    if len(t) >= 2 and t[0] in "\"'" and t[-1] == t[0]:
+        return t[1:-1]
+    return t
 
 
 def ask_remove(filters: list[PersonFilter]) -> int | None:
