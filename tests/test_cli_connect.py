@@ -231,6 +231,20 @@ def test_edit_credentials_stores_the_new_key_only_on_save(home, tty, fakes, caps
     assert cfg["customerscore"]["tracker_key"] == "CS-NEW42"
     err = capsys.readouterr().err
     assert "PostHog personal API key: replaced" in err and "tracker key: CS-ABCD1 → CS-NEW42" in err
+    assert "PostHog personal API key stored in" in err
+    assert "Customerscore API key stored in" not in err  # kept with Enter: not stored again
+
+
+def test_edit_keeping_both_keys_does_not_store_or_announce_them(home, tty, fakes, capsys):
+    check, _ = fakes
+    _, secrets_before = saved_config(home, check)
+    with piped_keys() as keys:
+        # keys kept (Enter), project kept, tracker changed, no advanced, save
+        edit(fakes, keys, ENTER + ENTER + ENTER + CTRL_U + "CS-NEW42" + ENTER + "n" + "y", section="credentials")
+    assert read_toml(home / "config.toml")["customerscore"]["tracker_key"] == "CS-NEW42"
+    assert (home / "secrets.toml").read_bytes() == secrets_before
+    err = capsys.readouterr().err
+    assert "Configuration saved" in err and "stored in" not in err and "replaced" not in err
 
 
 def test_edit_persons_section(home, tty, fakes, capsys):

@@ -70,6 +70,17 @@ STEP_TITLES = {
 SECTION_OF_STEP = {1: "posthog", 2: "customerscore", 3: "identification", 4: "events", 5: "persons"}
 
 
+def stored_value(name: str) -> str | None:
+    """The key kept in the OS keyring or the key file (not the environment), or None."""
+    from cs_posthog import secrets
+
+    spec = secrets.SPECS[name]  # type: ignore[index]
+    ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
+    if ok and value:
+        return value
+    return secrets._read_file().get(name)
+
+
 @dataclass
 class WizardContext:
     out: Output
@@ -121,12 +132,13 @@ class WizardContext:
         for name, value in list(self.pending_secrets.items()):
             if self._stored.get(name) == value:
                 continue
-            where = store_secret(name, value)  # type: ignore[arg-type]
             self._stored[name] = value
             spec = SPECS[name]
-            if not quiet:
-                place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
-                self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
+            if stored_value(name) != value:  # a key kept with Enter is not stored (nor announced) again
+                where = store_secret(name, value)  # type: ignore[arg-type]
+                if not quiet:
+                    place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
+                    self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
             env = os.environ.get(spec.env, "").strip()
             if env and env != value:
                 self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; unset it or update it.")
