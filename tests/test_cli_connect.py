@@ -280,3 +280,20 @@ def test_bad_filter_flag_on_a_terminal_is_a_usage_error(home, tty, fakes):
 
     with piped_keys() as keys, pytest.raises(UsageError, match="--filter 'plan'"):
         connect(fakes, keys, "", filters=["plan"])
+
+
+def test_edit_changing_the_contact_id_warns_about_duplicate_contacts(home, tty, fakes, capsys):
+    check, _ = fakes
+    saved_config(home, check)
+    with piped_keys() as keys:
+        # "Change how contacts are identified" -> a Person property -> email; save
+        edit(fakes, keys, DOWN * 3 + ENTER + DOWN + ENTER + "email" + ENTER + ENTER, section="persons")
+    assert read_toml(home / "config.toml")["persons"]["contact_id"] == "email"
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("warning: contacts are identified by Person property email instead of PostHog person ID: the contacts "
+            "already in Customerscore keep the old id, and the next sync sends every Person again as a new "
+            "contact") in err
+
+    with piped_keys() as keys:  # other changes: no such warning
+        edit(fakes, keys, "signed" + " " + ENTER + "y", section="events")
+    assert "contacts are identified by" not in capsys.readouterr().err

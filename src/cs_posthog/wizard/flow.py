@@ -303,12 +303,23 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
     out.info("Changes:")
     for line in changes:
         out.info(f"  • {esc(line)}")
+    if cfg.persons.contact_id != new.persons.contact_id:
+        out.warn(contact_id_warning(cfg.persons.contact_id, new.persons.contact_id))
     if steps[-1] != 5 and not ask_save_changes(changes):
         out.info("Nothing changed.")
         return
     if section == "credentials" and _project_changed(cfg.posthog, new.posthog):
         out.warn("the project changed: check the events and Persons too (`cs-posthog edit`).")
     save_and_sync_edit(ctx, new, previous=cfg)
+
+
+def contact_id_warning(old: str, new: str) -> str:
+    """Contacts are keyed by their id in Customerscore: a new kind of id makes new contacts."""
+    from cs_posthog.wizard.step_persons import contact_label
+
+    return (f"contacts are identified by {esc(contact_label(new))} instead of {esc(contact_label(old))}: "
+            "the contacts already in Customerscore keep the old id, and the next sync sends every "
+            "Person again as a new contact (delete the old ones in Customerscore if you do not want both).")
 
 
 def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> None:
