@@ -112,6 +112,16 @@ def run_measured(args: list[str], env: dict) -> Measured:
                     out.read().decode(), err.read().decode())
 
 
+def proc_cpu_s(pid: int) -> float | None:
+    """user+system CPU seconds of a live process so far (Linux /proc), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stats(info: dict, which: str) -> dict:
     url = info["customerscore"] if which == "customerscore" else info[f"posthog_{info['region']}"]
     return get_json(url + "/_sandbox/stats")

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 
-from common import connected_home, cs_posthog_cmd, machine, run_measured, sandbox, stats
+from common import connected_home, cs_posthog_cmd, machine, proc_cpu_s, run_measured, sandbox, stats
 
 
 def one(n: int, persons: int, customers: int, seed: int) -> dict:
     with sandbox(events=n, persons=persons, customers=customers, seed=seed, rate_limits="off") as sb:
         with connected_home(sb.info) as env:
             env["CS_POSTHOG_RATE_SCALE"] = "off"
+            sb_cpu0 = proc_cpu_s(sb.proc.pid)
             m = run_measured([*cs_posthog_cmd(), "sync", "--json"], env)
+            sb_cpu1 = proc_cpu_s(sb.proc.pid)
             if m.returncode != 0:
                 raise SystemExit(f"sync failed (exit {m.returncode}):\n{m.stderr[-3000:]}")
             report = m.json()
@@ -43,6 +45,8 @@ def one(n: int, persons: int, customers: int, seed: int) -> dict:
         "customerscore_requests_seen_by_server": cs.get("total"),
         "peak_rss_mb": round(m.peak_rss_mb, 1),
         "cpu_s": round(m.cpu_s, 2),
+        # the sandbox serving both APIs shares the machine: its CPU during the sync, for context
+        "sandbox_cpu_s": round(sb_cpu1 - sb_cpu0, 2) if sb_cpu0 is not None and sb_cpu1 is not None else None,
     }
 
 

@@ -43,7 +43,7 @@ from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
     contacts_settings_hash,
-    event_payload,
+    event_json,
     events_settings_hash,
     fingerprint,
     id_text,
@@ -482,10 +482,13 @@ class SyncEngine:
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(str(name)) > FIELD_MAX:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
         email = text_or_none(property_value(row[Q.EV_EMAIL]))
-        payload = event_payload(
-            name=str(name), timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
-        )
-        return _EventRow(uuid, created, created_raw, encode(payload), None, customer)
+        try:
+            payload = event_json(
+                name=str(name), timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
+            )
+        except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, Customerscore could never take it
+            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
+        return _EventRow(uuid, created, created_raw, payload, None, customer)
 
     def _event_stream(self, s: Stream, upto: tuple[str, str] | None) -> bool:
         """Read and send one stream to its end. True when it reached the end."""
@@ -543,15 +546,22 @@ class SyncEngine:
             self._emit("events", sent=len(sendable))
             return seen
         horizon = self.state.prune_horizon(self.overlap)
-        batches = list(batched((i, page[i].payload) for i in sendable))
+        batches = [[i for i, _ in b] for b in batched((i, page[i].payload) for i in sendable)]  # page indexes
         lo = 0
-        for k, batch in enumerate(batches):
-            self._check_stop()
+        marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
+        for k, idx in enumerate(batches):
+            if self.stop.is_set():
+                # marked by the previous checkpoint but never sent: not in flight after all
+                self.state.unmark_inflight([u for u, _ in marked if u not in self._inflight_before])
+                raise _Stop()
             # this batch's checkpoint covers rows up to just before the next batch's first row
-            end = batches[k + 1][0][0] - 1 if k + 1 < len(batches) else len(page) - 1
-            idx = [i for i, _ in batch]
+            end = batches[k + 1][0] - 1 if k + 1 < len(batches) else len(page) - 1
             skips = [(page[j].uuid, page[j].created) for j in range(lo, end + 1) if handled[j] and page[j].skip]
-            self._deliver_events(s, [page[i] for i in idx], page[end], skips, horizon)
+            rows = [page[i] for i in idx]
+            items = marked or [(r.uuid, r.created) for r in rows]
+            nxt = [(page[i].uuid, page[i].created) for i in batches[k + 1]] if k + 1 < len(batches) else []
+            self._deliver_events(s, rows, items, page[end], skips, horizon, premarked=bool(marked), mark_next=nxt)
+            marked = nxt
             lo = end + 1
         if not batches:
             last = page[-1]
@@ -563,13 +573,20 @@ class SyncEngine:
         self,
         s: Stream,
         batch: list[_EventRow],
+        items: list[tuple[str, str]],
         cursor_row: _EventRow,
         skips: list[tuple[str, str]],
         horizon: str | None,
+        *,
+        premarked: bool = False,
+        mark_next: list[tuple[str, str]] | None = None,
     ) -> None:
+        """POST one tracker batch and checkpoint it. ``items``: its (uuid, created) pairs; already
+        marked in flight when ``premarked`` (by the previous batch's checkpoint), which is also where
+        ``mark_next``, the next batch's marks, are written: one commit per batch."""
         rep = self.report
-        items = [(r.uuid, r.created) for r in batch]
-        self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
+        if not premarked:
+            self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
         accepted, rejected, doubled = self._send_rejecting(
             batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
         )
@@ -578,7 +595,11 @@ class SyncEngine:
         rep.events_possibly_doubled += doubled
         rep.events_sent += len(accepted)
         rep.events_rejected += len(rejected)
-        self.state.checkpoint(s, Cursor(cursor_row.created, cursor_row.uuid), items + skips, prune_before=horizon)
+        cursor = Cursor(cursor_row.created, cursor_row.uuid)
+        if mark_next:
+            self.state.checkpoint(s, cursor, items + skips, prune_before=horizon, mark_next=mark_next)
+        else:
+            self.state.checkpoint(s, cursor, items + skips, prune_before=horizon)
         self._emit("events", sent=len(accepted), skipped=len(rejected))
 
     def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:

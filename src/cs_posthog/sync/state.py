@@ -6,12 +6,19 @@ committed transaction; a power cut may lose the last few, which the next run the
 cursor and the delivered set always move together, so nothing is ever skipped).
 
 One connection shared by the worker threads, serialised by a lock: every transaction here is small.
+
+Rows are written with multi-row statements (``INSERT ... VALUES (?, ?), (?, ?), ...``), not
+``executemany``: the sqlite3 module releases the GIL around every ``sqlite3_step``, and a thread that
+gives the GIL up a hundred times per checkpoint waits up to a switch interval (5 ms) to get it back
+each time while the reader thread is decoding a page. One statement per table per checkpoint keeps
+the sending thread's checkpoints short.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +33,7 @@ from cs_posthog.errors import LockHeldError
 SCHEMA_VERSION = 1
 MAIN_STREAM = "events"
 _CHUNK = 500  # parameters per IN (...) query
+_MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +80,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z").fullmatch
+
+
 def parse_ts(value: Any) -> datetime:
     """A timestamp as PostHog or the sandbox returns it (ISO 8601, 'Z' or offset or naive UTC,
     'T' or space) as an aware UTC datetime."""
@@ -80,10 +91,13 @@ def parse_ts(value: Any) -> datetime:
     elif isinstance(value, (int, float)):
         dt = datetime.fromtimestamp(value, UTC)
     else:
-        text = str(value).strip().replace(" ", "T", 1)
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        dt = datetime.fromisoformat(text)
+        try:  # Python 3.11 reads 'Z', offsets and a space separator itself: the common case
+            dt = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            text = str(value).strip().replace(" ", "T", 1)
+            if text.endswith("Z"):
+                text = text[:-1] + "+00:00"
+            dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         return dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
@@ -91,19 +105,26 @@ def parse_ts(value: Any) -> datetime:
 
 def fmt_ts(dt: datetime) -> str:
     """Canonical, lexicographically sortable UTC form: 2024-04-03T10:11:12.123456Z."""
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def norm_ts(value: Any) -> str:
+    """``fmt_ts(parse_ts(value))``; a value already in the canonical form (what PostHog sends for
+    nearly every event) is only checked, not rebuilt."""
+    if type(value) is str and _CANONICAL(value):
+        datetime.fromisoformat(value)  # a real date and time, or ValueError like the slow path
+        return value
     return fmt_ts(parse_ts(value))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
 
 def ts_ms(value: Any) -> int:
-    """Unix milliseconds, exact (integer arithmetic, no float rounding)."""
-    return (parse_ts(value) - _EPOCH) // timedelta(milliseconds=1)
+    """Unix milliseconds, exact (integer arithmetic, no float rounding; floor, like the server)."""
+    dt = parse_ts(value)
+    return ((dt.toordinal() - _EPOCH_ORDINAL) * 86_400_000 + dt.hour * 3_600_000 + dt.minute * 60_000
+            + dt.second * 1000 + dt.microsecond // 1000)
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -155,6 +176,19 @@ class RunRecord:
 def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), n):
         yield seq[i : i + n]
+
+
+def _insert_rows(db: sqlite3.Connection, head: str, rows: Sequence[Sequence[Any]], width: int) -> None:
+    """``head`` (``INSERT ... VALUES``) for every row, as few statements as the variable limit allows."""
+    one = "(" + ",".join("?" * width) + ")"
+    for part in _chunks(rows, _MAX_PARAMS // width):
+        db.execute(head + ",".join([one] * len(part)), [v for row in part for v in row])
+
+
+def _delete_keys(db: sqlite3.Connection, head: str, keys: Sequence[Any]) -> None:
+    """``head`` (``DELETE ... WHERE key IN``) for every key, in as few statements as possible."""
+    for part in _chunks(keys, _MAX_PARAMS):
+        db.execute(f"{head} ({','.join('?' * len(part))})", part)
 
 
 class SyncState:
@@ -302,10 +336,14 @@ class SyncState:
         """Before a tracker POST: these (uuid, created_at) may be applied without our knowing."""
         now = fmt_ts(utcnow())
         with self.tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES (?, ?, ?)",
-                [(u, c, now) for u, c in items],
-            )
+            _insert_rows(db, "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES ",
+                         [(u, c, now) for u, c in items], 3)
+
+    def unmark_inflight(self, uuids: Sequence[str]) -> None:
+        """Marks of a batch that was never sent after all (the run stopped first)."""
+        if uuids:
+            with self.tx() as db:
+                _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", list(uuids))
 
     def inflight(self) -> set[str]:
         return {r[0] for r in self._read("SELECT uuid FROM inflight")}
@@ -317,20 +355,26 @@ class SyncState:
         delivered: Sequence[tuple[str, str]] = (),
         *,
         prune_before: str | None = None,
+        mark_next: Sequence[tuple[str, str]] = (),
     ) -> None:
         """After an acknowledgement: record the batch as delivered, clear its in-flight marks, move
-        the stream's cursor, and prune delivered uuids older than the overlap window, atomically."""
+        the stream's cursor, and prune delivered uuids older than the overlap window, atomically.
+
+        ``mark_next``: the in-flight marks of the batch about to be sent, written in the same
+        transaction (one commit per batch instead of two; ``mark_inflight`` is the same thing)."""
         stream.cursor = cursor
         with self.tx() as db:
             if delivered:
-                db.executemany(
-                    "INSERT OR REPLACE INTO delivered (uuid, created_at) VALUES (?, ?)", list(delivered)
-                )
-                db.executemany("DELETE FROM inflight WHERE uuid=?", [(u,) for u, _ in delivered])
+                _insert_rows(db, "INSERT OR REPLACE INTO delivered (uuid, created_at) VALUES ", delivered, 2)
+                _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", [u for u, _ in delivered])
             self._save_stream(db, stream)
             if prune_before is not None:
                 db.execute("DELETE FROM delivered WHERE created_at < ?", (prune_before,))
                 db.execute("DELETE FROM inflight WHERE created_at < ?", (prune_before,))
+            if mark_next:
+                now = fmt_ts(utcnow())
+                _insert_rows(db, "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES ",
+                             [(u, c, now) for u, c in mark_next], 3)
 
     def prune_horizon(self, overlap: timedelta) -> str | None:
         """Delivered uuids older than (the earliest cursor - overlap) can never be re-read."""
@@ -352,18 +396,21 @@ class SyncState:
         """After an acknowledgement: (contact_id, customer_id, fingerprint) of the batch."""
         now = fmt_ts(utcnow())
         with self.tx() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO contacts (contact_id, customer_id, fingerprint, sent_at, seen_run) "
-                "VALUES (?, ?, ?, ?, ?)",
+            _insert_rows(
+                db,
+                "INSERT OR REPLACE INTO contacts (contact_id, customer_id, fingerprint, sent_at, seen_run) VALUES ",
                 [(cid, cust, fp, now, run_id) for cid, cust, fp in rows],
+                5,
             )
 
     def touch_contacts(self, contact_ids: Iterable[str], run_id: int) -> None:
-        ids = [(run_id, c) for c in contact_ids]
+        ids = list(contact_ids)
         if not ids:
             return
         with self.tx() as db:
-            db.executemany("UPDATE contacts SET seen_run=? WHERE contact_id=?", ids)
+            for part in _chunks(ids, _MAX_PARAMS):
+                db.execute(f"UPDATE contacts SET seen_run=? WHERE contact_id IN ({','.join('?' * len(part))})",
+                           [run_id, *part])
 
     def contacts_count(self) -> int:
         rows = self._read("SELECT count(*) FROM contacts")
