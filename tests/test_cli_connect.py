@@ -80,7 +80,7 @@ def test_ctrl_c_keeps_the_draft_then_resume_at_step_4(home, tty, fakes, capsys):
     assert set(draft) == {"version", "posthog", "customerscore", "identification"}
     assert (home / "draft.toml").stat().st_mode & 0o777 == 0o600
     assert check.good not in (home / "draft.toml").read_text()
-    capsys.readouterr()
+    assert "Stopped at step 4: steps 1 to 3 are kept, and `cs-posthog connect` resumes at step 4." in capsys.readouterr().err
 
     calls_before = len(check.calls)
     with piped_keys() as keys:
@@ -122,7 +122,8 @@ def test_not_sure_stops_with_progress_kept(home, tty, fakes, capsys):
     assert not (home / "config.toml").exists()
     assert set(read_toml(home / "draft.toml")) == {"version", "posthog", "customerscore"}
     err = capsys.readouterr().err
-    assert "support@customerscore.io" in err and "resumes there" in err
+    assert "support@customerscore.io" in err
+    assert err.count("cs-posthog connect") == 1 and "Stopped at step 3; the finished steps are kept" in err
     with piped_keys() as keys, pytest.raises(KeyboardInterrupt):
         connect(fakes, keys, CTRL_C)
     # the resume question names step 3; Ctrl-C on it changes nothing
@@ -297,3 +298,21 @@ def test_edit_changing_the_contact_id_warns_about_duplicate_contacts(home, tty, 
     with piped_keys() as keys:  # other changes: no such warning
         edit(fakes, keys, "signed" + " " + ENTER + "y", section="events")
     assert "contacts are identified by" not in capsys.readouterr().err
+
+
+def test_caller_syncs_keeps_connect_quiet_about_the_sync(home, tty, fakes, capsys):
+    """The demo runs the first sync itself right after connect: connect must not tell the user to
+    run `cs-posthog sync` (nor run it), nor talk about scheduling."""
+    check, _ = fakes
+    with piped_keys() as keys:
+        connect(fakes, keys, step1(check) + STEP2 + STEP3 + STEP4 + STEP5, caller_syncs=True)
+    assert (home / "config.toml").exists()
+    err = capsys.readouterr().err
+    assert "Configuration saved" in err
+    assert "cs-posthog sync" not in err and "schedule" not in err and "First sync" not in err
+
+    (home / "config.toml").unlink()
+    with piped_keys() as keys:  # without it, the hint is there
+        connect(fakes, keys, step1(check) + STEP2 + STEP3 + STEP4 + STEP5)
+    err = capsys.readouterr().err
+    assert "Run the first sync with `cs-posthog sync`." in err and "cs-posthog schedule --install" in err

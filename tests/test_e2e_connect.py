@@ -204,3 +204,69 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
     assert lines[counter - 3].startswith("? Events to send:")
     assert re.fullmatch(r" » ● invoice_paid +\d+", lines[counter - 2].rstrip())
     assert re.fullmatch(r"   ○ invoice_failed +\d+", lines[counter - 1].rstrip())
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, home, tmp_path):
+    """At 80x24 every message fits or is wrapped between words (the terminal used to cut "Propert|y
+    definition" and "PostHog US or EU Clo|ud"). Also: a US Cloud address with an EU key."""
+    from cs_posthog.wizard.step_identification import NOT_SURE
+
+    info = sandbox.info
+    session = f"csph80{os.getpid()}"
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    envs = " ".join(f"{k}={v!r}" for k, v in term_env.items() if k.startswith(("CS_POSTHOG", "PROMPT_")))
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                    f"env {envs} {' '.join(cs_posthog_cmd())} connect --tracker-key {info['tracker_key']} "
+                    f"--cs-url {info['customerscore']}; sleep 30"], check=True)
+
+    def capture() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def keys(*k: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+
+    def wait_for(text: str, timeout: float = 15) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            shown = capture()
+            if text in shown:
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never appeared; screen:\n{capture()}")
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    try:
+        first = wait_for("PostHog personal API key")
+        keys("-l", info["api_key"])
+        keys("Enter")
+        wait_for("Project ID")
+        keys("-l", f"https://us.posthog.com/project/{info['project_id']}")
+        keys("Enter")
+        region = wait_for("or its ID.")
+        keys("-l", str(info["project_id"]))
+        keys("Enter")
+        wait_for("Customerscore API key")
+        keys("-l", info["customerscore_api_key"])
+        keys("Enter")
+        for prompt in ("Tracker key", "advanced options", "API base URL"):
+            wait_for(prompt)
+            keys("Enter")
+        wait_for("How do your PostHog")
+        keys("Down")
+        keys("Enter")  # I'm not sure
+        wait_for("Stopped at step 3")
+        time.sleep(0.3)
+        not_sure = capture()
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+
+    assert "     Property definition, Query." in first.splitlines()  # the scopes on two lines of their own
+    assert all(len(line) <= 80 for line in first.splitlines())
+    assert words("error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud "
+                 "Paste the address of the project from PostHog EU Cloud, or its ID.") in words(region)
+    assert words(NOT_SURE) in words(not_sure)  # every word whole
+    assert words("Stopped at step 3; the finished steps are kept: `cs-posthog connect` resumes there.") \
+        in words(not_sure)

@@ -141,8 +141,9 @@ def test_posthog_step_address_of_the_other_region_asks_the_project_not_the_key(h
         (check.good, "https://eu.posthog.com/project/101"),
     ]
     err = capsys.readouterr().err
-    assert "the API key is not valid in PostHog US Cloud" in err
-    assert "This key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud" in err
+    assert "error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud" in err
+    assert "Paste the address of the project from PostHog EU Cloud, or its ID." in err
+    assert "not valid" not in err  # the key is fine: no "mistyped, revoked" line
     assert stored_secrets(home) == {"posthog": check.good}
 
 
@@ -160,7 +161,7 @@ def test_posthog_step_bad_key_with_an_address_offers_the_address_again(home, cap
         (bad, "https://eu.posthog.com/project/101"), (bad, "101"), (check.good, "https://eu.posthog.com/project/101"),
     ]
     err = capsys.readouterr().err
-    assert "it is from PostHog EU Cloud." in err and "This key is from" not in err
+    assert "it is from PostHog EU Cloud." in err and "this key is from" not in err
 
 
 def test_posthog_step_unknown_project_asks_only_the_project_again(home, capsys):
@@ -235,6 +236,8 @@ def test_customerscore_step_checks_shapes_and_stores_the_key(home, capsys):
     err = capsys.readouterr().err
     assert "Step 2 of 5 · Customerscore credentials" in err
     assert "Nothing is sent to Customerscore before the first sync." in err
+    # as in step 1: the ✓ line, then where the key went
+    assert err.index("✓ Customerscore at http://127.0.0.1:9") < err.index("Customerscore API key stored in")
 
 
 def test_customerscore_step_default_url_without_advanced(home):
@@ -285,7 +288,8 @@ def test_identification_not_sure_explains_and_stops(home, capsys):
         keys.send_text(DOWN + ENTER)
         ask_identification(ctx)
     err = capsys.readouterr().err
-    assert SUPPORT_EMAIL in err and "company" in err and "progress is saved" in err
+    assert SUPPORT_EMAIL in err and "company" in err
+    assert "connect" not in err  # how to go on is the caller's to say (connect resumes; the demo does not)
 
 
 def test_identification_unknown_property_needs_a_yes(home, capsys):
@@ -317,6 +321,21 @@ def test_events_checklist_with_volumes_search_and_select(home, capsys):
     assert "We found 6 events in your account." in err
     assert "metric codename" in err and "(e.g. report_created)" in err  # the busiest custom event
     assert ("event_volumes", 30) in src.calls
+
+
+def test_events_already_checked_come_first(home):
+    """In `edit events` (or with --event, or in the demo) the checked events are the first rows,
+    not scattered below the 12 visible ones."""
+    from cs_posthog.wizard.step_events import ask_events
+
+    src = sample_source()
+    ctx = make_ctx(source=src, draft=Draft(posthog=posthog_settings()))
+    ctx.prefill.secrets["posthog"] = ("phx_test", "test")
+    ctx.prefill.events = ["purchase", "user_signed_up"]
+    with piped_keys() as keys:
+        keys.send_text(" " + ENTER)  # Space on the first row: the busier checked one, user_signed_up
+        settings = ask_events(ctx)
+    assert settings.selected == ["purchase"]
 
 
 def test_events_need_at_least_one_and_ctrl_a_selects_all(home):

@@ -16,6 +16,13 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 class Output:
     def __init__(self, *, json_mode: bool = False, quiet: bool = False, debug: bool = False) -> None:
         self.json_mode = json_mode
@@ -30,7 +37,9 @@ class Output:
         if self._err is None:
             from rich.console import Console
 
-            self._err = Console(stderr=True, soft_wrap=True, highlight=False)
+            # soft_wrap off a terminal only (a log line stays whole); on a terminal rich wraps long
+            # messages between words, where the terminal itself would cut them mid-word
+            self._err = Console(stderr=True, soft_wrap=not _isatty(sys.stderr), highlight=False)
         return self._err
 
     @property
@@ -38,7 +47,7 @@ class Output:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(soft_wrap=True, highlight=False)
+            self._out = Console(soft_wrap=not _isatty(sys.stdout), highlight=False)
         return self._out
 
     @property

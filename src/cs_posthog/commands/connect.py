@@ -28,11 +28,18 @@ def run(
     tracker_key: str | None = None,
     contact_id: str | None = None,
     no_sync: bool = False,
+    caller_syncs: bool = False,
     demo_defaults: dict | None = None,
     check_credentials: Any = None,
     make_source: Any = None,
 ) -> None:
-    """``check_credentials`` and ``make_source`` replace the PostHog check and data source (tests)."""
+    """``check_credentials`` and ``make_source`` replace the PostHog check and data source (tests).
+
+    ``caller_syncs``: the caller runs the first sync itself right after (the demo); connect then
+    neither runs it nor tells the user to (no "Run the first sync with `cs-posthog sync`", no
+    schedule hint). ``demo_defaults``: the sandbox's JSON line; its keys, project, tracker key and
+    customer property are the answers offered, and the setup is not resumable (the demo's home is
+    thrown away), so nothing says "`cs-posthog connect` resumes"."""
     from cs_posthog.wizard.noinput import Flags
 
     flags = Flags(
@@ -43,7 +50,8 @@ def run(
     if no_input:
         from cs_posthog.wizard.noinput import connect_no_input
 
-        connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source)
+        connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source,
+                         caller_syncs=caller_syncs)
         return
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
@@ -52,6 +60,8 @@ def run(
 
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
     ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials, make_source=make_source)
+    ctx.caller_syncs = caller_syncs
+    ctx.resumable = not demo_defaults
     from cs_posthog.wizard.flow import run_connect
 
     run_connect(ctx, restart=restart, no_sync=no_sync)

@@ -41,6 +41,10 @@ def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({info['region'].upper()}) at {info['posthog_' + info['region']]}, "
                  f"Customerscore at {info['customerscore']}; temporary home {home}")
         cfg = _connect(out, info, interactive=interactive)
+        if cfg is None:  # the wizard was stopped before saving
+            out.info("The demo stopped before the setup was saved: nothing was synced. "
+                     "Run `cs-posthog demo` again to see the whole of it.")
+            return
         report = _first_sync(out, cfg)
         summary = summarize(info, report.as_dict())
         if json_:
@@ -103,19 +107,23 @@ def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
 
     common = dict(
         restart=True, api_key_stdin=False, cs_api_key_stdin=False, host=None, all_events=False,
-        contact_id=None, no_sync=True,
+        contact_id=None, no_sync=True, caller_syncs=True,  # the demo runs the first sync itself
     )
     if interactive:
         out.info(
-            "\n[bold]The setup wizard[/bold], against the sandbox. Its credentials are offered as defaults:\n"
+            "\n[bold]The setup wizard[/bold], against the sandbox. Every answer is offered: press Enter\n"
+            "(Tab completes a name) through each question, or change what you like.\n"
             f"  PostHog personal API key  {info['api_key']}\n"
             f"  Project ID                {info['project_id']}\n"
             f"  Customerscore API key     {info['customerscore_api_key']}\n"
             f"  Tracker key               {info['tracker_key']}\n"
+            f"  Customerscore API URL     {info['customerscore']} (an advanced option)\n"
             f"  Customer property         {info['customer_property']}\n"
+            f"  Events                    {', '.join(DEMO_EVENTS)}\n"
+            f"  Persons condition         {DEMO_FILTERS[0]}\n"
         )
         connect.run(
-            out, no_input=False, project=None, customer_property=None, events=[], filters=[],
+            out, no_input=False, project=None, customer_property=None, events=DEMO_EVENTS, filters=DEMO_FILTERS,
             cs_url=info["customerscore"], tracker_key=None, demo_defaults=info, **common,
         )
     else:
@@ -128,6 +136,10 @@ def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
             events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
             tracker_key=info["tracker_key"], **common,
         )
+    from cs_posthog.paths import get_paths
+
+    if not get_paths().config_file.exists():
+        return None
     return load_config()
 
 
@@ -212,6 +224,10 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
     why.add_column("reason")
     why.add_row(f"{s.get('events_skipped_no_customer', 0):,}", "events skipped by cs-posthog",
                 "their Person has no customer id (the customer property is not set)")
+    persons_skipped = sum(s.get(k, 0) or 0 for k in
+                          ("contacts_skipped_no_customer", "contacts_skipped_no_contact_id", "contacts_skipped_invalid"))
+    why.add_row(f"{persons_skipped:,}", "Persons skipped by cs-posthog",
+                "their customer id (or contact id) is empty, or too long to send")
     why.add_row(f"{d['events_unknown_customer']:,}", "events dropped by Customerscore",
                 "their customer id is not a customer in Customerscore (silently ignored)")
     why.add_row(f"{d['contacts_unknown_customer']:,}", "contacts dropped by Customerscore",

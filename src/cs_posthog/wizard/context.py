@@ -94,6 +94,11 @@ class WizardContext:
     # edit: keys are stored only when the user saves; connect: as soon as they validate
     pending_secrets: dict[str, str] = field(default_factory=dict)
     prefill: Prefill = field(default_factory=Prefill)
+    # the caller (the demo) runs the first sync itself: say nothing about `cs-posthog sync` or
+    # `schedule` after saving
+    caller_syncs: bool = False
+    # False when the home is thrown away afterwards (the demo): no "`cs-posthog connect` resumes"
+    resumable: bool = True
     _stored: dict[str, str] = field(default_factory=dict)
     _source: DataSource | None = None
     _source_for: tuple[Any, ...] | None = None

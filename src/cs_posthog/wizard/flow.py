@@ -183,8 +183,17 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
         clear_from(draft, step)
         if step > 1:
             save_draft(draft)
-        out.info(f"Stopped at step {step}; the finished steps are kept: `cs-posthog connect` resumes there.")
+        if ctx.resumable:
+            out.info(f"Stopped at step {step}; the finished steps are kept: `cs-posthog connect` resumes there.")
+        else:
+            out.info(f"Stopped at step {step}.")
         return
+    except KeyboardInterrupt:
+        # the draft holds every finished step already; say so before the "interrupted" line
+        if ctx.resumable and step > 1:
+            out.info(f"\nStopped at step {step}: steps 1 to {step - 1} are kept, and `cs-posthog connect` "
+                     f"resumes at step {step}.")
+        raise
 
     cfg = draft_to_config(draft, base=existing)
     save_and_sync(ctx, cfg, no_sync=no_sync, previous=existing)
@@ -206,6 +215,8 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     out.success(f"Configuration saved to {esc(path)}")
     if previous is not None and _project_changed(previous.posthog, cfg.posthog):
         out.info("  [dim]Another PostHog project: the sync starts its events afresh (30 days back).[/dim]")
+    if ctx.caller_syncs:  # e.g. the demo, which runs the first sync right after this
+        return
     if no_sync:
         out.info("Run the first sync with `cs-posthog sync`.")
     else:

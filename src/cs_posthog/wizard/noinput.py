@@ -81,7 +81,11 @@ def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None
         is_tty = False
     if is_tty:
         raise UsageError(f"{flag}: stdin is a terminal", hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
-    lines = [line.strip() for line in stdin.read().splitlines() if line.strip()]
+    try:
+        text = stdin.read()
+    except UnicodeDecodeError:  # a UTF-8 locale reads stdin strictly
+        raise UsageError(f"{flag}: stdin is not UTF-8 text", hint=KEYS_HINT) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     wanted = int(f.api_key_stdin) + int(f.cs_api_key_stdin)
     if len(lines) < wanted:
         what = "two lines (PostHog key, then Customerscore key)" if wanted == 2 else "the key"
@@ -138,6 +142,27 @@ def check_filters(rules: list[str], problems: Problems) -> list[PersonFilter]:
         except (FilterSyntaxError, ValueError) as exc:
             problems.invalid.append(f"--filter {rule!r}: {_first_line(exc)}")
     return parsed
+
+
+def check_fields(f: Flags, problems: Problems) -> None:
+    """Each name flag against the config field it fills (the model's own limits, e.g. 400
+    characters), so a value the config cannot hold is a usage error naming the flag, not a crash."""
+    from pydantic import ValidationError
+
+    from cs_posthog.config import EventsSettings, Identification, PersonsSettings
+
+    events = [e.strip() for e in f.events if e.strip()]
+    for flag, model, data in (
+        ("--customer-property", Identification, {"property": (f.customer_property or "").strip()}),
+        ("--contact-id", PersonsSettings, {"contact_id": (f.contact_id or "").strip()}),
+        ("--event", EventsSettings, {"selected": events}),
+    ):
+        if not next(iter(data.values())):
+            continue  # not given, or empty: reported by the caller
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            problems.invalid.append(f"{flag}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -213,7 +238,8 @@ class _Wanted:
 
 
 def connect_no_input(
-    out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None
+    out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None,
+    caller_syncs: bool = False,
 ) -> Config:
     from cs_posthog.config import (
         CUSTOMERSCORE_URL,
@@ -273,6 +299,7 @@ def connect_no_input(
         p.missing.append("--event (or --all-events)")
     elif any(not e.strip() for e in f.events):
         p.invalid.append("--event: an empty event name")
+    check_fields(f, p)
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")
@@ -287,7 +314,7 @@ def connect_no_input(
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
     draft = Draft(posthog=posthog, customerscore=customerscore)
-    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source)
+    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs)
     ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
     source = ctx.source()
     wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())
@@ -372,6 +399,7 @@ def edit_no_input(
         p.invalid.append("--event and --all-events: pick one")
     elif any(not e.strip() for e in f.events):
         p.invalid.append("--event: an empty event name")
+    check_fields(f, p)
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from cs_posthog.secrets import key_problem
 from cs_posthog.wizard.context import WizardContext, esc
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ def validate_cs_key(text: str, *, have_current: bool) -> bool | str:
         return True if have_current else "Paste the Customerscore API key"
     if any(c.isspace() for c in t):
         return "A key has no spaces in it"
+    if (why := key_problem(t)) is not None:
+        return f"A key is plain ASCII ({why})"
     if t.startswith(("phx_", "phc_")):
         return "That is a PostHog key; paste the Customerscore API key"
     if t.startswith("CS-"):
@@ -105,7 +108,7 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
     if ask_advanced(default=url != CUSTOMERSCORE_URL):
         url = ask_cs_url(url)
     settings = CustomerscoreSettings(api_url=url, tracker_key=tracker)
-    ctx.keep_secret("customerscore", key)
     ctx.out.success(f"Customerscore at {esc(settings.api_url)} · tracker key {esc(settings.tracker_key)}")
+    ctx.keep_secret("customerscore", key)  # "stored in …" under the ✓ line, as in step 1
     ctx.out.info("  [dim]Nothing is sent to Customerscore before the first sync.[/dim]")
     return settings

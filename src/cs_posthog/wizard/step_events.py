@@ -102,6 +102,8 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     # events saved earlier but no longer defined stay visible (and checked) so they are not lost silently
     missing = [n for n in preselected if n not in names]
     names = names + missing
+    # the checked ones first (edit, the demo, --event): all in view, not some below the scroll
+    names = [n for n in names if n in preselected] + [n for n in names if n not in preselected]
 
     n = len(names) - len(missing)
     ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account."

@@ -17,14 +17,16 @@ if TYPE_CHECKING:
 
 SUPPORT_EMAIL = "support@customerscore.io"
 
+# every line fits an 80-column terminal; the caller says how to continue (connect resumes here)
 NOT_SURE = f"""\
-Customerscore attaches each PostHog Person to one of your customers by an ID stored on the Person.
-Your options:
-  • Store the customer's (company's) ID in a Person property on every Person, e.g. with
-    posthog.identify(user_id, {{"company_id": "acme-42"}}) or posthog.setPersonProperties(...).
-    Use the same ID as the customer's External ID in Customerscore.
-  • Not sure how your PostHog is set up? Contact Customerscore support at {SUPPORT_EMAIL}.
-Your progress is saved: run `cs-posthog connect` again to continue from here.\
+Customerscore attaches each PostHog Person to one of your customers by an ID
+stored on the Person. Your options:
+  • Store the customer's (company's) ID in a Person property on every Person,
+    e.g. posthog.identify(user_id, {{"company_id": "acme-42"}}) or
+    posthog.setPersonProperties(...). Use the same ID as the customer's
+    External ID in Customerscore.
+  • Not sure how your PostHog is set up? Contact Customerscore support at
+    {SUPPORT_EMAIL}.\
 """
 
 

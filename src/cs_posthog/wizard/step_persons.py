@@ -35,7 +35,8 @@ def persons_badge(n: int) -> str:
 
 
 # --- the questions ---------------------------------------------------------------------------
-def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str, mode: str) -> str:
+def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str, mode: str,
+                       resumable: bool = True) -> str:
     import questionary
 
     choices = [
@@ -47,7 +48,9 @@ def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str,
     choices.append(questionary.Choice(f"Change how contacts are identified (now: {contact_label})", value="contact"))
     choices.append(
         questionary.Choice(
-            "Quit without saving" if mode == "edit" else "Stop here (resume later with `cs-posthog connect`)",
+            "Quit without saving" if mode == "edit"
+            else "Stop here (resume later with `cs-posthog connect`)" if resumable
+            else "Stop here (nothing is saved)",
             value="quit",
         )
     )
@@ -225,7 +228,8 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 show_conditions(ctx, locked, filters, contact_id)
                 show_preview(ctx, expand(all_filters), contact_id)
             changed = False
-            action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id), mode=ctx.mode)
+            action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id),
+                                        mode=ctx.mode, resumable=ctx.resumable)
             if action == "save":
                 n = live.wait(30)
                 if n is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cs_posthog.secrets import key_problem
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
 
@@ -17,14 +18,20 @@ if TYPE_CHECKING:
 
 SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
 
+# every line fits an 80-column terminal
 INSTRUCTIONS = """\
 Create a personal API key for Customerscore in PostHog:
   1. Settings → Personal API Keys → Create personal API key.
   2. Label: [bold]Customerscore.io[/bold]. Access: this project (or its organization).
-  3. Scopes, [bold]Read[/bold] only: {scopes}.
+  3. Scopes, [bold]Read[/bold] only: {scopes}
 Then paste the key (it stays hidden) and the project ID, or the address of any
 page of the project (e.g. https://eu.posthog.com/project/12345/insights).\
 """
+
+
+def scope_lines() -> str:
+    """The scope names, on two lines so the instructions fit 80 columns."""
+    return ", ".join(SCOPE_LABELS[:4]) + ",\n     " + ", ".join(SCOPE_LABELS[4:]) + "."
 
 REGION_NAMES = {"us": "PostHog US Cloud", "eu": "PostHog EU Cloud", "self-hosted": "self-hosted PostHog"}
 
@@ -38,6 +45,8 @@ def validate_posthog_key(text: str, *, have_current: bool) -> bool | str:
         return "That is the project API key (phc_…); a personal API key starts with phx_"
     if any(c.isspace() for c in t):
         return "A key has no spaces in it"
+    if (why := key_problem(t)) is not None:
+        return f"A key is plain ASCII ({why})"
     if len(t) < 12:
         return "That looks too short for a personal API key"
     return True
@@ -202,7 +211,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
 
     if header:
         ctx.step_header(1, only=only)
-    ctx.out.info(INSTRUCTIONS.format(scopes=", ".join(SCOPE_LABELS)))
+    ctx.out.info(INSTRUCTIONS.format(scopes=scope_lines()))
     prev = ctx.draft.posthog
     host = ctx.host or (prev.host if prev is not None and prev.region.value == "self-hosted" else None)
     check_fn = ctx.check_credentials or default_check
@@ -219,6 +228,13 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             ctx.keep_secret("posthog", key)
             return settings
 
+        home = None if check.key_valid or check.unreachable else key_region_elsewhere(ctx, check_fn, key, project, host)
+        if home is not None:  # the key is fine: the pasted address is of the other region
+            ctx.out.error(f"this key is from {REGION_NAMES[home]}, and the address you pasted is on "
+                          f"{REGION_NAMES[parse_region(project) or '']}")
+            ctx.out.info(f"  Paste the address of the project from {REGION_NAMES[home]}, or its ID.")
+            project = ask_project("")
+            continue
         ctx.out.error(explain_failure(check, project, host))  # error() escapes
         if check.unreachable:
             choice = ask_after_unreachable()
@@ -232,13 +248,6 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 key = ask_posthog_key((key, "entered above"))
                 project = ask_project(project)
         elif not check.key_valid:
-            home = key_region_elsewhere(ctx, check_fn, key, project, host)
-            if home is not None:  # the key is fine: the pasted address is of the other region
-                named = REGION_NAMES[parse_region(project) or ""]
-                ctx.out.info(f"  This key is from {REGION_NAMES[home]}, and the address you pasted is on {named}. "
-                             f"Paste the address of the project from {REGION_NAMES[home]}, or its ID.")
-                project = ask_project("")
-                continue
             where = host or REGION_NAMES.get(parse_region(project) or "", "PostHog US or EU Cloud")
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
                          + esc(where) + ".")
