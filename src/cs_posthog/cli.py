@@ -13,6 +13,9 @@ from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ClickUsageError  # Click's own, vendored by Typer
+from typer.core import TyperGroup
 
 from cs_posthog import __version__
 from cs_posthog.errors import CsPosthogError, ExitCode, NotBuiltError, UsageError
@@ -22,6 +25,47 @@ EXIT_CODES_HELP = (
     "75 try again later (another sync running, API throttled or down), 77 not allowed "
     "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted."
 )
+
+
+class _UsageErrorsAsOneLine(TyperGroup):
+    """Click's own usage errors (unknown option, missing value, bad choice) rendered like ours:
+    ``error: ...`` then ``hint: Try 'cs-posthog sync -h' for help.``, exit 2. The help screen
+    shown for no arguments is left alone."""
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogate escapes
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                _render_error(f"an argument is not UTF-8 text: {shown}", "Check the encoding of your terminal or script "
+                              "(names and values are UTF-8).", with_traceback=False)
+                raise typer.Exit(int(ExitCode.USAGE))
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as exc:
+            _usage_error_exit(exc, info_name or "cs-posthog")
+
+    def resolve_command(self, ctx: Any, args: Any) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["cs_posthog.command"] = name
+        return name, cmd, rest
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClickUsageError as exc:
+            _usage_error_exit(exc, " ".join(filter(None, [ctx.command_path, ctx.meta.get("cs_posthog.command")])))
+
+
+def _usage_error_exit(exc: Any, command_path: str) -> None:
+    if isinstance(exc, NoArgsIsHelpError):
+        raise exc
+    if exc.ctx is not None:
+        command_path = exc.ctx.command_path
+    _render_error(exc.format_message(), f"Try '{command_path} -h' for help.", with_traceback=False)
+    raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
     name="cs-posthog",
@@ -33,6 +77,7 @@ app = typer.Typer(
         + EXIT_CODES_HELP
     ),
     no_args_is_help=True,
+    cls=_UsageErrorsAsOneLine,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -87,7 +132,10 @@ def handle_errors(fn: F) -> F:
         except typer.Exit:
             raise
         except CsPosthogError as exc:
-            _render_error(exc.message, exc.hint)
+            hint = exc.hint
+            if hint is None and exc.exit_code == ExitCode.USAGE:
+                hint = f"See `cs-posthog {fn.__name__} --help`."
+            _render_error(exc.message, hint)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt:
             _render_error("interrupted", None)
@@ -102,17 +150,31 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _render_error(message: str, hint: str | None) -> None:
+def _render_error(message: str, hint: str | None, *, with_traceback: bool = True) -> None:
     from cs_posthog.secrets import redact
 
-    if state.debug:
+    if state.debug and with_traceback:
         import traceback
 
         sys.stderr.write(redact(traceback.format_exc()))
-    sys.stderr.write(f"error: {redact(message)}\n")
+    sys.stderr.write(f"error: {_one_line(redact(message))}\n")
     if hint:
-        sys.stderr.write(f"hint: {redact(hint)}\n")
+        sys.stderr.write(f"hint: {_one_line(redact(hint))}\n")
     sys.stderr.flush()
+
+
+def _one_line(text: str) -> str:
+    """Messages quote user input (flags, config keys): line breaks and other control characters
+    are shown escaped (``\\n``, ``\\x1b``), so an error is always one line and cannot drive the
+    terminal."""
+    import unicodedata
+
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp")
+        else c
+        for c in text
+    )
 
 
 def _not_built(command: str, issue: int) -> None:

@@ -72,9 +72,19 @@ class CustomerscoreSettings(_Model):
         return v
 
 
+def _queryable_name(v: str) -> str:
+    """Property names reach HogQL as quoted identifiers, which cannot hold NUL (PostHog's parser
+    drops it and reads another property)."""
+    if "\0" in v:
+        raise ValueError("a property name cannot contain a NUL character")
+    return v
+
+
 class Identification(_Model):
     kind: Literal["person_property"] = "person_property"
     property: str = Field(min_length=1, max_length=400)
+
+    _name = field_validator("property")(_queryable_name)
 
 
 class Operator(str, Enum):
@@ -101,6 +111,8 @@ class PersonFilter(_Model):
     property: str = Field(min_length=1, max_length=400)
     operator: Operator
     value: str | None = None
+
+    _name = field_validator("property")(_queryable_name)
 
     @model_validator(mode="after")
     def _value(self) -> "PersonFilter":
@@ -135,6 +147,8 @@ class PersonsSettings(_Model):
     filters: list[PersonFilter] = Field(default_factory=list)
     # "person_id" (PostHog's person UUID) or the name of a Person property.
     contact_id: str = Field(default="person_id", min_length=1, max_length=400)
+
+    _name = field_validator("contact_id")(_queryable_name)
 
 
 class SyncSettings(_Model):

@@ -121,21 +121,44 @@ def _write_file(data: dict[str, str]) -> None:
 
 
 # --- public API ------------------------------------------------------------------------------
+def key_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an API key, or None. Keys travel in an HTTP header, which carries
+    printable ASCII only; the message never quotes the key."""
+    for i, c in enumerate(value, start=1):
+        if not "!" <= c <= "~":
+            what = "a space" if c.isspace() else "not plain ASCII" if ord(c) > 127 else "a control character"
+            return f"character {i} is {what}"
+    return None
+
+
 def find_secret(name: Name) -> Found | None:
+    """The key and where it was found, or None. A key that cannot be sent (a stray accent, a
+    zero-width space pasted with it) is a MissingSecretError naming the store (exit 78)."""
     spec = SPECS[name]
     env = os.environ.get(spec.env, "").strip()
     if env:
-        register_secret(env)
-        return Found(env, "env")
+        return _usable(Found(env, "env"), spec)
     ok, value = _keyring_call("get_password", KEYRING_SERVICE, spec.keyring_user)
     if ok and value:
-        register_secret(value)
-        return Found(value, "keyring")
+        return _usable(Found(value, "keyring"), spec)
     value = _read_file().get(name)
     if value:
-        register_secret(value)
-        return Found(value, "file")
+        return _usable(Found(value, "file"), spec)
     return None
+
+
+def _usable(found: Found, spec: SecretSpec) -> Found:
+    register_secret(found.value)
+    problem = key_problem(found.value)
+    if problem is None:
+        return found
+    where = f"${spec.env}" if found.source == "env" else found.where
+    hint = (
+        f"Set {spec.env} to the key exactly as shown where it was created."
+        if found.source == "env"
+        else "Store it again with `cs-posthog edit credentials`."
+    )
+    raise MissingSecretError(f"the {spec.label} in {where} cannot be used: {problem}", hint=hint)
 
 
 def get_secret(name: Name) -> str:

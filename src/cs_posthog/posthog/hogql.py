@@ -71,9 +71,14 @@ MAX_EVENT_NAMES = 50_000
 
 
 def quote_identifier(name: str) -> str:
-    """A HogQL backtick-quoted identifier for any text (PostHog's escaping, always quoted)."""
+    """A HogQL backtick-quoted identifier for any text but NUL (PostHog's escaping, always quoted).
+
+    PostHog escapes NUL as ``\\0``, and its parser drops it: ```a\\0b``` names ``ab``, another
+    property. A name with NUL cannot be written in HogQL, so it is refused rather than misread."""
     if not isinstance(name, str) or name == "":
         raise ValueError("a property name must be a non-empty string")
+    if "\0" in name:
+        raise ValueError(f"a property name with a NUL character cannot be queried: {name!r}")
     return "`" + "".join(_IDENT_ESCAPES.get(c, c) for c in name) + "`"
 
 
