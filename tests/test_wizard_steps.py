@@ -519,3 +519,25 @@ def test_persons_value_in_quotes_keeps_its_spaces(home, capsys):
     assert "2. plan tier equals 'Gold '" in err and "3. plan tier equals 'Gold'" in err
     assert "✓ 3 persons will be synced." in err
     assert read_value(' "" ') == "" and read_value("it's") == "it's" and read_value("'a b '") == "a b "
+
+
+def test_preview_gives_the_id_column_way_to_the_conditions(home, capsys, monkeypatch):
+    """On a 100-column terminal a UUID, an email and two condition columns do not fit: the id is
+    shortened, the value of the condition stays whole."""
+    from wizard_fakes import FakeSource
+
+    from cs_posthog.wizard.step_persons import ask_persons, preview_widths
+
+    monkeypatch.setenv("COLUMNS", "100")
+    people = [{"id": f"22f204e1-a708-488e-8d58-d78a07d2c{i:03d}",
+               "properties": {"organization_id": "org_f0odusd8", "email": f"filip.taylor{i}@firma.example",
+                              "it's": "it's complicated"}} for i in range(3)]
+    src = FakeSource(events=["e"], volumes={}, persons=people)
+    with piped_keys() as keys:
+        keys.send_text(DOWN + ENTER + "it's" + ENTER + ENTER + "it's complicated" + ENTER + ENTER)
+        ask_persons(persons_ctx(src))
+    table = capsys.readouterr().err.split("Preview (up to 5 matching Persons)")[-1]
+    assert "it's complicated" in table and "filip.taylor0@firma.example" in table and "org_f0odusd8" in table
+    assert "22f204e1-a708-488e-8d58-d78a07d2c000" not in table and "22f204e1" in table
+    assert all(len(line) <= 100 for line in table.splitlines())
+    assert preview_widths(["id", "email"], [["a" * 36, "b@x.test"]], 100) == [36, 8]  # room enough: untouched

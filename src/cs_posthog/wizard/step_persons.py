@@ -162,13 +162,25 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
         ctx.out.info("  [dim]No Person matches these conditions.[/dim]")
         return
     columns = list(columns)[:PREVIEW_COLUMNS]
+    cells = [["" if v is None else str(v) for v in list(row)[: len(columns)]] for row in list(rows)[:PREVIEW_ROWS]]
+    widths = preview_widths(columns, cells, ctx.out.err.width)
     table = Table(title=f"Preview (up to {PREVIEW_ROWS} matching Persons)", title_justify="left", show_lines=False)
-    for c in columns:
-        table.add_column(_esc(c), overflow="ellipsis", max_width=36, no_wrap=True)
-    for row in list(rows)[:PREVIEW_ROWS]:
-        table.add_row(*["" if v is None else _esc(v) for v in list(row)[: len(columns)]])
+    for c, w in zip(columns, widths):
+        table.add_column(_esc(c), overflow="ellipsis", max_width=w, no_wrap=True)
+    for row in cells:
+        table.add_row(*[_esc(v) for v in row])
     if ctx.out.human:
         ctx.out.err.print(table)
+
+
+def preview_widths(columns: list[str], cells: list[list[str]], width: int, cap: int = 36) -> list[int]:
+    """Column widths for the preview: the person id (36 characters of UUID) gives way first, so the
+    properties in the conditions, the ones the person wants to check, are not cut short."""
+    natural = [min(cap, max([len(c), *(len(r[i]) for r in cells if i < len(r))])) for i, c in enumerate(columns)]
+    over = sum(natural) + 3 * len(columns) + 1 - width
+    if over > 0 and columns and columns[0] == "id":
+        natural[0] = max(8, natural[0] - over)
+    return natural
 
 
 def _esc(text: Any) -> str:
