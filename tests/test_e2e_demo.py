@@ -44,7 +44,7 @@ class _Transcript:
         return ANSI.sub("", "".join(self.parts))
 
 
-def test_interactive_demo_enter_through_the_defaults(tmp_path):
+def spawn_demo(tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {k: v for k, v in os.environ.items()
@@ -54,7 +54,12 @@ def test_interactive_demo_enter_through_the_defaults(tmp_path):
     script = Path(sys.executable).parent / "cs-posthog"
     cmd, args = (str(script), ["demo"]) if script.exists() else (sys.executable, ["-m", "cs_posthog", "demo"])
     child = pexpect.spawn(cmd, args, env=env, dimensions=(30, 100), encoding="utf-8", timeout=20)
-    child.logfile_read = transcript = _Transcript()
+    child.logfile_read = _Transcript()
+    return child, child.logfile_read, tmpdir
+
+
+def test_interactive_demo_enter_through_the_defaults(tmp_path):
+    child, transcript, tmpdir = spawn_demo(tmp_path)
     try:
         for question in QUESTIONS:
             child.expect(re.escape(question))
@@ -83,4 +88,23 @@ def test_interactive_demo_enter_through_the_defaults(tmp_path):
     assert text.count("cs-posthog schedule --install") == 1  # once, in the next steps
     assert "resume" not in text.lower()
     # the temporary home and the sandbox's files are gone
+    assert list(tmpdir.iterdir()) == []
+    assert re.search(r"[\d,]+ │ Persons skipped by cs-posthog", text)
+
+
+def test_stopping_the_wizard_ends_the_demo_cleanly(tmp_path):
+    child, transcript, tmpdir = spawn_demo(tmp_path)
+    try:
+        for question in QUESTIONS[:-1]:
+            child.expect(re.escape(question))
+            child.send("\r")
+        child.expect("Stop here \\(nothing is saved\\)")
+        child.send("\x1b[B" * 4 + "\r")  # Save, Add, Remove (the demo's condition), Change contact, Stop
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    text = transcript.text()
+    assert child.exitstatus == 0, text[-3000:]
+    assert "The demo stopped before the setup was saved: nothing was synced." in text
+    assert "First sync" not in text and "error:" not in text
     assert list(tmpdir.iterdir()) == []
