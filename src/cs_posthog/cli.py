@@ -151,7 +151,12 @@ def handle_errors(fn: F) -> F:
 
 
 def _render_error(message: str, hint: str | None, *, with_traceback: bool = True) -> None:
-    from cs_posthog.secrets import redact
+    from cs_posthog.secrets import redact, register_stored_secrets
+
+    try:
+        register_stored_secrets()  # errors may quote a key before any command read it (a pasted one)
+    except Exception:  # rendering an error must not fail
+        pass
 
     if state.debug and with_traceback:
         import traceback

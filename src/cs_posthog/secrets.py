@@ -233,6 +233,23 @@ def register_secret(value: str) -> None:
         _known.add(value)
 
 
+def register_stored_secrets() -> None:
+    """Register every key this installation could use (environment, keyring, file) for redaction,
+    usable or not. For error output: a key pasted into the wrong place (a config field an error
+    quotes) is masked even when no command has read the keys yet."""
+    for spec in SPECS.values():
+        register_secret(os.environ.get(spec.env, "").strip())
+        ok, value = _keyring_call("get_password", KEYRING_SERVICE, spec.keyring_user)
+        if ok and value:
+            register_secret(value)
+    try:
+        stored = _read_file()
+    except ConfigError:
+        stored = {}
+    for value in stored.values():
+        register_secret(value.strip())
+
+
 def redact(text: str) -> str:
     for value in sorted(_known, key=len, reverse=True):
         if value in text:
