@@ -92,7 +92,7 @@ def test_connect_in_a_terminal_with_ctrl_c_and_resume(sandbox, term_env, home):
     child.send("y")
     child.expect("API base URL")
     child.send("\x15" + info["customerscore"] + "\r")
-    child.expect("How do your PostHog Persons")
+    child.expect("How are Persons tied to a customer")
     child.send("\r")
     child.expect("stores the customer identifier")
     child.send(PROP + "\r")
@@ -188,7 +188,7 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
         wait_for("Customerscore API key")
         keys("-l", info["customerscore_api_key"])
         keys("Enter")
-        for prompt in ("Tracker key", "advanced options", "API base URL", "How do your PostHog", "identifier?"):
+        for prompt in ("Tracker key", "advanced options", "API base URL", "tied to a customer", "identifier?"):
             wait_for(prompt)
             keys("Enter")
         wait_for("Events to send")
@@ -254,7 +254,7 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
         for prompt in ("Tracker key", "advanced options", "API base URL"):
             wait_for(prompt)
             keys("Enter")
-        wait_for("How do your PostHog")
+        wait_for("tied to a customer")
         keys("Down")
         keys("Enter")  # I'm not sure
         wait_for("Stopped at step 3")
@@ -268,5 +268,6 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
     assert words("error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud "
                  "Paste the address of the project from PostHog EU Cloud, or its ID.") in words(region)
     assert words(NOT_SURE) in words(not_sure)  # every word whole
+    assert "? How are Persons tied to a customer? I'm not sure" in not_sure.splitlines()
     assert words("Stopped at step 3; the finished steps are kept: `cs-posthog connect` resumes there.") \
         in words(not_sure)

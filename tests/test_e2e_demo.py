@@ -23,7 +23,7 @@ QUESTIONS = (
     "Tracker key",
     "advanced options",
     "Customerscore API base URL",
-    "How do your PostHog Persons",
+    "How are Persons tied to a customer",
     "stores the customer identifier",
     "Events to send",
     "Persons to sync",

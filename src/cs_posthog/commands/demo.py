@@ -110,18 +110,26 @@ def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
         contact_id=None, no_sync=True, caller_syncs=True,  # the demo runs the first sync itself
     )
     if interactive:
-        out.info(
-            "\n[bold]The setup wizard[/bold], against the sandbox. Every answer is offered: press Enter\n"
-            "(Tab completes a name) through each question, or change what you like.\n"
-            f"  PostHog personal API key  {info['api_key']}\n"
-            f"  Project ID                {info['project_id']}\n"
-            f"  Customerscore API key     {info['customerscore_api_key']}\n"
-            f"  Tracker key               {info['tracker_key']}\n"
-            f"  Customerscore API URL     {info['customerscore']} (an advanced option)\n"
-            f"  Customer property         {info['customer_property']}\n"
-            f"  Events                    {', '.join(DEMO_EVENTS)}\n"
-            f"  Persons condition         {DEMO_FILTERS[0]}\n"
-        )
+        from rich.table import Table
+
+        out.info("\n[bold]The setup wizard[/bold], against the sandbox. Each question offers the sandbox's "
+                 "answer: press Enter to take it, or type your own.")
+        offered = Table.grid(padding=(0, 2))
+        offered.add_column(no_wrap=True)
+        offered.add_column()
+        for label, value in (
+            ("PostHog personal API key", info["api_key"]),
+            ("Project ID", info["project_id"]),
+            ("Customerscore API key", info["customerscore_api_key"]),
+            ("Tracker key", info["tracker_key"]),
+            ("Customerscore API URL", f"{info['customerscore']} (an advanced option)"),
+            ("Customer property", info["customer_property"]),
+            ("Events", ", ".join(DEMO_EVENTS)),
+            ("Persons condition", DEMO_FILTERS[0]),
+        ):
+            offered.add_row(f"  {label}", str(value))
+        if out.human:
+            out.err.print(offered)
         connect.run(
             out, no_input=False, project=None, customer_property=None, events=DEMO_EVENTS, filters=DEMO_FILTERS,
             cs_url=info["customerscore"], tracker_key=None, demo_defaults=info, **common,
@@ -238,7 +246,7 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
 
     from cs_posthog.commands.sync import SUMMARY_FIELDS
 
-    figures = Table(title="The figures `cs-posthog sync --json` gives", title_justify="left")
+    figures = Table(title="Figures of `cs-posthog sync --json`", title_justify="left")  # narrower than the table
     figures.add_column("field")
     figures.add_column("value", justify="right")
     for k in SUMMARY_FIELDS:

@@ -34,7 +34,7 @@ def ask_identification_kind(default: str = "property") -> str:
     import questionary
 
     return questionary.select(
-        "How do your PostHog Persons tell which customer they belong to?",
+        "How are Persons tied to a customer?",  # with the answer, fits one line of 80 columns
         choices=[
             questionary.Choice("A Person property holds the customer's ID", value="property"),
             questionary.Choice("I'm not sure", value="unsure"),

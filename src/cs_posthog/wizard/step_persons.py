@@ -78,7 +78,7 @@ def ask_value(live: LiveCount, base: list[PersonFilter], prop: str, op: Any) -> 
 
     from cs_posthog.config import PersonFilter
 
-    q = questionary.text(f"{prop} {op.label}:", instruction='(compared as text; "quote it" to keep spaces at its ends)')
+    q = questionary.text(f"{prop} {op.label}:", instruction='(as text; "quote it" to keep end spaces)')
     add_footer(q, live.text)
 
     def changed(buffer: Any) -> None:
