@@ -109,3 +109,46 @@ def test_retry_after_header_forms():
     assert retry_after_header(httpx.Response(429, headers={"Retry-After": "soon"})) is None
     date = "Wed, 21 Oct 2015 07:28:00 GMT"  # in the past: no wait
     assert retry_after_header(httpx.Response(429, headers={"Retry-After": date})) == 0.0
+
+
+def test_a_slot_is_dated_by_its_end():
+    """A request made through slot() counts from the moment its answer came back: the server dated
+    it somewhere before that, so a slow answer cannot make our window end before the server's."""
+    pacer, clock = make([(2, 10.0)])
+    for _ in range(2):
+        with pacer.slot():
+            clock.now += 3.0  # the round trip
+    # started at 1000 and 1003, answered at 1003 and 1006: the third may start at 1013
+    with pacer.slot():
+        pass
+    assert abs(clock.now - 1013.0) < 1e-9
+
+
+def test_a_request_in_flight_never_leaves_the_window():
+    pacer, clock = make([(1, 1.0)])
+    started = threading.Event()
+    release = threading.Event()
+    entered: list[float] = []
+
+    def slow():
+        with pacer.slot():
+            started.set()
+            release.wait(5)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    started.wait(5)
+    clock.now += 100.0  # long past the period, but still in flight: no room
+
+    def second():
+        with pacer.slot():
+            entered.append(clock.now)
+
+    t2 = threading.Thread(target=second)
+    t2.start()
+    t2.join(0.3)
+    assert entered == [] and t2.is_alive()
+    release.set()
+    t.join(5)
+    t2.join(5)
+    assert entered and entered[0] >= 1101.0  # a full period after the first one's end

@@ -45,12 +45,21 @@ def default_timeout() -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(10.0, total))
 
 
+_IN_FLIGHT = float("inf")
+
+
 class Pacer:
     """Client-side sliding-window rate limiter, thread-safe, with an optional concurrency cap.
 
     ``windows`` is a list of ``(max_requests, period_seconds)``; a request may start only when every
-    window has room. ``margin`` widens each period a little so that latency jitter between our
-    clock and the server's does not make us bounce off the server's own window.
+    window has room.
+
+    A request made through ``slot()`` counts in our windows from the moment it starts, and is dated
+    by the moment its answer came back: the server dated it somewhere in between, so our count of
+    any window is never lower than the server's, whatever the latency and its jitter (a request
+    dated by its start could arrive late and be counted in the server's next window). What that
+    costs is about one round trip per window. ``margin`` widens each period a little more, for the
+    difference between our clock's rate and the server's. ``acquire()`` alone dates by the start.
     """
 
     def __init__(
@@ -63,7 +72,9 @@ class Pacer:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.windows = [(n, p * (1 + margin)) for n, p in (windows or [])]
-        self._logs: list[deque[float]] = [deque() for _ in self.windows]
+        # per window, [time] entries in the order requests started; a request in flight is dated
+        # +inf (never expires) until it completes
+        self._logs: list[deque[list[float]]] = [deque() for _ in self.windows]
         self._lock = threading.Lock()
         self._sem = threading.BoundedSemaphore(concurrency) if concurrency else None
         self._blocked_until = 0.0
@@ -75,27 +86,37 @@ class Pacer:
         """Seconds to wait before a request may start (0 if now)."""
         wait = max(0.0, self._blocked_until - now)
         for (limit, period), log in zip(self.windows, self._logs):
-            while log and log[0] <= now - period:
+            while log and log[0][0] <= now - period:
                 log.popleft()
             if len(log) >= limit:
-                wait = max(wait, log[len(log) - limit] + period - now)
+                # dates are in order except where requests in flight together finished out of order
+                times = [e[0] for e in log]
+                if any(times[i] > times[i + 1] for i in range(len(times) - 1)):
+                    times.sort()
+                until = times[len(times) - limit] + period
+                # too many in flight to tell when: look again shortly
+                wait = max(wait, until - now if until != _IN_FLIGHT else min(0.01, period))
         return wait
 
-    def acquire(self) -> float:
-        """Block until a request may start; record it. Returns the seconds waited."""
+    def _start(self, stamp: float | None) -> tuple[float, list[list[float]]]:
         waited = 0.0
         while True:
             with self._lock:
                 now = self._clock()
                 wait = self._room_in(now)
                 if wait <= 0:
-                    for log in self._logs:
-                        log.append(now)
+                    entries = [[now if stamp is None else stamp] for _ in self._logs]
+                    for log, entry in zip(self._logs, entries):
+                        log.append(entry)
                     self.waited_s += waited
-                    return waited
+                    return waited, entries
             wait = min(wait, 5.0)
             self._sleep(wait)
             waited += wait
+
+    def acquire(self) -> float:
+        """Block until a request may start; record it, dated now. Returns the seconds waited."""
+        return self._start(None)[0]
 
     def block_for(self, seconds: float) -> None:
         """The server said "come back in N s": nobody starts before then."""
@@ -104,11 +125,18 @@ class Pacer:
 
     @contextmanager
     def slot(self) -> Iterator[None]:
+        """Wait for room, run the request, date it by its end (see the class docstring)."""
         if self._sem is not None:
             self._sem.acquire()
         try:
-            self.acquire()
-            yield
+            _, entries = self._start(_IN_FLIGHT)
+            try:
+                yield
+            finally:
+                with self._lock:
+                    end = self._clock()
+                    for entry in entries:
+                        entry[0] = end
         finally:
             if self._sem is not None:
                 self._sem.release()

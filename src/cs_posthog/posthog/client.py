@@ -577,14 +577,20 @@ class PostHogClient:
             query["values"] = values
         body = {"query": query, "refresh": refresh, "name": name}
         resp = self.request("POST", f"/api/projects/{self._pid(project_id)}/query/", json_body=body, query=True)
-        data = _json(resp)
+        code, content = resp.status_code, resp.content
+        # An httpx Response is a reference cycle (response <-> its stream): let it go while it is young,
+        # before decoding a page allocates enough to promote it to the oldest GC generation, where it
+        # (and a page's worth of bytes) would wait for a full collection.
+        del resp
+        data = _json_content(content, code)
+        del content
         results = data.get("results")
         if not isinstance(results, list):
             status = data.get("query_status") or {}
             if isinstance(status, dict) and status.get("complete") is False:
                 raise UnavailableError("PostHog queued the query instead of answering it", service=SERVICE,
-                                       status=resp.status_code)
-            raise UnavailableError("PostHog answered a query without results", service=SERVICE, status=resp.status_code)
+                                       status=code)
+            raise UnavailableError("PostHog answered a query without results", service=SERVICE, status=code)
         types = []
         for t in data.get("types") or []:
             if isinstance(t, (list, tuple)) and len(t) > 1:
@@ -594,7 +600,7 @@ class PostHogClient:
         return QueryResult(
             columns=[str(c) for c in data.get("columns") or []],
             types=types,
-            results=[list(r) for r in results],
+            results=[r if type(r) is list else list(r) for r in results],
             has_more=data.get("hasMore"),
         )
 
@@ -616,6 +622,9 @@ class PostHogClient:
         for 50,001 would return 50,000 and hide that more exist. When PostHog stops a query at its
         time limit (``QueryTooSlowError``) the page is divided by 4 (not below ``min_page_size``)
         and the same page asked again; ``on_shrink(new_size)`` is told.
+
+        The caller may empty a page (``rows.clear()``) once it has read it: nothing here looks at a
+        page after yielding it, so its rows can be freed before the next one is fetched.
         """
         size = max(1, min(int(page_size), MAX_PAGE_SIZE))
         floor = max(1, min(int(min_page_size), size))
@@ -632,14 +641,17 @@ class PostHogClient:
                     on_shrink(size)
                 continue
             rows = res.results
+            del res
             more = len(rows) > size
             if more:
-                rows = rows[:size]
-            if rows:
-                yield rows
-            if not more or not rows:
+                del rows[size:]
+            if not rows:
                 return
-            new_key = key_of(rows[-1])
+            new_key = key_of(rows[-1]) if more else None  # before the caller sees (and may empty) the page
+            yield rows
+            del rows
+            if not more:
+                return
             if key is not None and new_key == key:
                 raise QueryError(
                     "keyset paging did not advance (the key of the last row repeats): the query's ORDER BY "
@@ -650,12 +662,16 @@ class PostHogClient:
 
 
 def _json(resp: httpx.Response) -> Any:
+    return _json_content(resp.content, resp.status_code)
+
+
+def _json_content(content: bytes, status: int) -> Any:
     try:
-        return resp.json()
+        return json.loads(content)
     except ValueError:
         raise UnavailableError(
-            f"PostHog answered HTTP {resp.status_code} with something that is not JSON "
-            f"(a proxy or captive portal in between?): {resp.text[:120]!r}",
+            f"PostHog answered HTTP {status} with something that is not JSON "
+            f"(a proxy or captive portal in between?): {content.decode('utf-8', 'replace')[:120]!r}",
             service=SERVICE,
-            status=resp.status_code,
+            status=status,
         ) from None

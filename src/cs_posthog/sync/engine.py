@@ -463,7 +463,9 @@ class SyncEngine:
             return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
 
         for rows in self._paged(build, key_of, self.opt.events_page_size, f"cs-posthog sync events ({s.name})"):
-            yield [self._map_event(r) for r in rows]
+            page = [self._map_event(r) for r in rows]
+            rows.clear()  # the raw rows go now, not when the next page replaces them (12)
+            yield page
 
     def _map_event(self, row: list[Any]) -> _EventRow:
         uuid = str(row[Q.EV_UUID])
@@ -499,6 +501,7 @@ class SyncEngine:
                 self._check_stop()
                 self._emit("events", read=len(page))
                 prev_page_uuids = self._send_event_page(s, page, start_created, prev_page_uuids)
+                page.clear()  # sent: free it while the next one is awaited (12)
         return True
 
     def _send_event_page(
@@ -720,6 +723,7 @@ class SyncEngine:
                 self._check_stop()
                 self._emit("contacts", read=len(rows))
                 contacts = self._map_contacts(rows)
+                rows.clear()  # (12)
                 existing = {} if ignore_fps else self.state.fingerprints([c.contact_id for c in contacts])
                 changed = [c for c in contacts if existing.get(c.contact_id) != c.fp]
                 unchanged = [c.contact_id for c in contacts if existing.get(c.contact_id) == c.fp]
