@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--out", help="profile output (default: a temporary file)")
     ap.add_argument("--format", default="flamegraph", help="py-spy output format: flamegraph, raw, speedscope")
     ap.add_argument("--idle", action="store_true", help="py-spy: include idle (waiting) samples")
+    ap.add_argument("--gil", action="store_true", help="py-spy: only the thread holding the GIL (Python CPU)")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sort", default="tottime")
     args = ap.parse_args()
@@ -41,7 +42,7 @@ def main() -> None:
             if args.py_spy:
                 out = args.out or tempfile.mktemp(prefix="cs-posthog-sync-", suffix=".svg")
                 cmd = [args.py_spy, "record", "--threads", "--rate", "200", "--format", args.format, "-o", out,
-                       *(["--idle"] if args.idle else []), "--", *sync]
+                       *(["--idle"] if args.idle else []), *(["--gil"] if args.gil else []), "--", *sync]
             else:
                 out = args.out or tempfile.mktemp(prefix="cs-posthog-sync-", suffix=".prof")
                 cmd = [sys.executable, "-m", "cProfile", "-o", out, "-m", "cs_posthog", "sync", "--json"]

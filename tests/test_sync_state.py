@@ -28,6 +28,27 @@ def test_timestamps_normalise_and_convert_exactly():
     # 1712123456.789 * 1000 in floats is 1712123456788.9998: the conversion must not truncate
     assert ts_ms("2024-04-03T05:50:56.789Z") == 1712123456789
     assert ts_ms("2024-04-03T05:50:56.789999Z") == 1712123456789
+    assert ts_ms("1969-12-31T23:59:59.999500Z") == -1  # floor, like the integer division it replaces
+    assert norm_ts("2024-04-03T10:11:12.123456Z") == "2024-04-03T10:11:12.123456Z"  # canonical: kept
+    assert norm_ts("0999-01-02T03:04:05.000006Z") == "0999-01-02T03:04:05.000006Z"  # sortable
+    with pytest.raises(ValueError):
+        norm_ts("2024-13-03T10:11:12.123456Z")  # the canonical shape is not enough
+
+
+def test_event_json_is_the_payload_encoded():
+    """The hot path's template gives exactly the bytes json.dumps gives for event_payload."""
+    import random
+
+    from cs_posthog.customerscore.client import encode
+    from cs_posthog.sync.mapping import event_json, event_payload
+
+    rnd = random.Random(7)
+    alphabet = 'ab"\\/\n\t\x00\x1f\x7fé€😀\u2028 '
+    for _ in range(2000):
+        kw = {k: "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 8))) for k in ("name", "customer", "contact")}
+        kw["email"] = rnd.choice([None, "", "a@b.c", "ü\"@x"])
+        kw["timestamp_ms"] = rnd.randint(-10**13, 10**13)
+        assert event_json(**kw) == encode(event_payload(**kw))
 
 
 def test_state_file_is_private(state):
@@ -47,6 +68,60 @@ def test_checkpoint_moves_cursor_delivered_and_inflight_together(state):
     again = SyncState(state.path)
     assert again.stream("events").cursor == Cursor("2024-01-02T00:05:00.000000Z", "u2")
     again.close()
+
+
+def test_the_next_batch_is_marked_in_the_checkpoint_of_the_last(state):
+    s = Stream("events", ["a"], "2024-01-01T00:00:00.000000Z", None, "")
+    state.save_stream(s)
+    first = [("u1", "2024-01-02T00:00:00.000000Z"), ("u2", "2024-01-02T00:01:00.000000Z")]
+    second = [("u3", "2024-01-02T00:02:00.000000Z")]
+    state.mark_inflight(first)
+    state.checkpoint(s, Cursor(first[-1][1], "u2"), first, mark_next=second)
+    assert state.inflight() == {"u3"}
+    state.checkpoint(s, Cursor(second[-1][1], "u3"), second)
+    assert state.inflight() == set()
+    assert state.delivered_among(["u1", "u2", "u3"]) == {"u1", "u2", "u3"}
+
+
+def test_marks_of_a_run_that_died_stay_until_delivered(state):
+    """The batch in flight when a run died is reported by the next runs until it is delivered,
+    even if one of them dies too before getting there."""
+    s = Stream("events", ["a"], "2024-01-01T00:00:00.000000Z", None, "")
+    state.save_stream(s)
+    batch = [("u1", "2024-01-02T00:00:00.000000Z"), ("u2", "2024-01-02T00:01:00.000000Z")]
+    state.mark_inflight(batch)
+    state.close()  # died after sending
+    expected = {"u1", "u2"}
+    for i in range(2):  # the next runs die too, before resending it, each with a batch of its own
+        again = SyncState(state.path)
+        assert again.inflight() == expected
+        again.start_run("incremental")
+        assert again.inflight() == expected
+        again.mark_inflight([(f"u9{i}", "2024-01-02T00:09:00.000000Z")])
+        expected |= {f"u9{i}"}
+        assert again.inflight() == expected
+        again.close()
+    last = SyncState(state.path)
+    last.start_run("incremental")
+    resent = batch + [("u90", "2024-01-02T00:09:00.000000Z"), ("u91", "2024-01-02T00:09:00.000000Z")]
+    last.checkpoint(s, Cursor("2024-01-02T00:09:00.000000Z", "u91"), resent)
+    assert last.inflight() == set()
+    last.close()
+
+
+def test_a_batch_never_acknowledged_keeps_its_marks(state):
+    s = Stream("events", ["a"], "2024-01-01T00:00:00.000000Z", None, "")
+    state.mark_inflight([("u1", "2024-01-02T00:00:00.000000Z")])  # its POST failed: no checkpoint
+    state.mark_inflight([("u2", "2024-01-02T00:01:00.000000Z")])
+    assert state.inflight() == {"u1", "u2"}
+    state.checkpoint(s, Cursor("2024-01-02T00:01:00.000000Z", "u2"), [("u2", "2024-01-02T00:01:00.000000Z")])
+    assert state.inflight() == {"u1"}
+    state.unmark_inflight(["u1"])
+    assert state.inflight() == set()
+    ro = SyncState(state.path, readonly=True)
+    state.mark_inflight([("u3", "2024-01-02T00:02:00.000000Z")])
+    assert ro.inflight() == {"u3"}  # `status` sees the batch in flight
+    ro.close()
 
 
 def test_prune_keeps_only_the_overlap_window(state):

@@ -468,25 +468,35 @@ class SyncEngine:
             yield page
 
     def _map_event(self, row: list[Any]) -> _EventRow:
-        uuid = str(row[Q.EV_UUID])
+        """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;
+        plain strings without escapes (nearly every value) skip the general conversions."""
+        uuid = row[Q.EV_UUID]
+        if type(uuid) is not str:
+            uuid = str(uuid)
         created_raw = row[Q.EV_CREATED]
         created = norm_ts(created_raw)
-        customer = id_text(property_value(row[Q.EV_CUSTOMER]))
+        v = row[Q.EV_CUSTOMER]
+        customer = (v.strip() or None) if type(v) is str and "\\" not in v else id_text(property_value(v))
         if customer is None:
             return _EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
-            contact = id_text(row[Q.EV_PERSON])
+            v = row[Q.EV_PERSON]
+            contact = (v.strip() or None) if type(v) is str else id_text(v)
         else:
-            contact = id_text(property_value(row[Q.EV_CONTACT]))
+            v = row[Q.EV_CONTACT]
+            contact = (v.strip() or None) if type(v) is str and "\\" not in v else id_text(property_value(v))
         if contact is None:
             return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
         name = row[Q.EV_EVENT]
-        if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(str(name)) > FIELD_MAX:
+        if name and type(name) is not str:
+            name = str(name)
+        if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(name) > FIELD_MAX:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
-        email = text_or_none(property_value(row[Q.EV_EMAIL]))
+        v = row[Q.EV_EMAIL]
+        email = (v.strip() or None) if type(v) is str and "\\" not in v else text_or_none(property_value(v))
         try:
             payload = event_json(
-                name=str(name), timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
+                name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
             )
         except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, Customerscore could never take it
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)

@@ -34,6 +34,7 @@ SCHEMA_VERSION = 1
 MAIN_STREAM = "events"
 _CHUNK = 500  # parameters per IN (...) query
 _MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
+_INFLIGHT_KEY = "inflight_batch"  # meta row: the batch in flight (see SyncState.mark_inflight)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -199,6 +200,8 @@ class SyncState:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
+        self._pending: dict[str, str] | None = None  # the marks this instance wrote in the meta row
+        self._legacy: bool | None = None  # whether the inflight table may hold marks (None: look)
         if readonly:
             if self.path.exists():
                 self._db: sqlite3.Connection | None = sqlite3.connect(
@@ -332,21 +335,66 @@ class SyncState:
         rows = self._read("SELECT count(*) FROM delivered")
         return rows[0][0] if rows else 0
 
+    # The batch in flight is one JSON row in ``meta`` (``_INFLIGHT_KEY``), written in the transaction
+    # of the checkpoint before it: one row instead of a row per uuid inserted and deleted again, for
+    # every batch. Marks that outlive their batch (a run that died, or a batch that failed) move to
+    # the ``inflight`` table, where each one stays until its uuid is delivered or pruned.
+    def _legacy_marks(self, db: sqlite3.Connection) -> bool:
+        """Whether the ``inflight`` table may hold marks (then deliveries must clear them)."""
+        if self._legacy is None:
+            self._legacy = db.execute("SELECT 1 FROM inflight LIMIT 1").fetchone() is not None
+        return self._legacy
+
+    @staticmethod
+    def _spill(db: sqlite3.Connection, marks: Sequence[tuple[str, str]], marked_at: str) -> None:
+        _insert_rows(db, "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES ",
+                     [(u, c, marked_at) for u, c in marks], 3)
+
+    def _write_marks(self, db: sqlite3.Connection, items: Sequence[tuple[str, str]]) -> dict[str, str]:
+        now = fmt_ts(utcnow())
+        if self._pending:  # a batch never acknowledged: its marks must stay
+            self._spill(db, list(self._pending.items()), now)
+            self._legacy = True
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                   (_INFLIGHT_KEY, json.dumps({"marked_at": now, "items": [[u, c] for u, c in items]})))
+        return dict(items)
+
     def mark_inflight(self, items: Sequence[tuple[str, str]]) -> None:
         """Before a tracker POST: these (uuid, created_at) may be applied without our knowing."""
-        now = fmt_ts(utcnow())
         with self.tx() as db:
-            _insert_rows(db, "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES ",
-                         [(u, c, now) for u, c in items], 3)
+            pending = self._write_marks(db, items)
+        self._pending = pending
 
     def unmark_inflight(self, uuids: Sequence[str]) -> None:
         """Marks of a batch that was never sent after all (the run stopped first)."""
-        if uuids:
-            with self.tx() as db:
-                _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", list(uuids))
+        if not uuids:
+            return
+        drop = set(uuids)
+        with self.tx() as db:
+            rest = {u: c for u, c in (self._pending or {}).items() if u not in drop}
+            if rest:
+                db.execute("UPDATE meta SET value=? WHERE key=?", (
+                    json.dumps({"marked_at": fmt_ts(utcnow()), "items": [[u, c] for u, c in rest.items()]}),
+                    _INFLIGHT_KEY))
+            else:
+                db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
+            if self._legacy_marks(db):
+                _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", list(drop))
+        self._pending = rest or None
+
+    def _marks_row(self) -> list[tuple[str, str]]:
+        rows = self._read("SELECT value FROM meta WHERE key=?", (_INFLIGHT_KEY,))
+        if not rows:
+            return []
+        try:
+            return [(str(u), str(c)) for u, c in json.loads(rows[0][0])["items"]]
+        except (ValueError, TypeError, KeyError):
+            return []
 
     def inflight(self) -> set[str]:
-        return {r[0] for r in self._read("SELECT uuid FROM inflight")}
+        """Every uuid marked in flight: the batch of the last run if it died sending, and older
+        marks not yet delivered again."""
+        return {r[0] for r in self._read("SELECT uuid FROM inflight")} | {u for u, _ in self._marks_row()}
 
     def checkpoint(
         self,
@@ -363,18 +411,33 @@ class SyncState:
         ``mark_next``: the in-flight marks of the batch about to be sent, written in the same
         transaction (one commit per batch instead of two; ``mark_inflight`` is the same thing)."""
         stream.cursor = cursor
+        pending = self._pending
         with self.tx() as db:
             if delivered:
                 _insert_rows(db, "INSERT OR REPLACE INTO delivered (uuid, created_at) VALUES ", delivered, 2)
-                _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", [u for u, _ in delivered])
+                if self._legacy_marks(db):
+                    _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", [u for u, _ in delivered])
+                if pending:
+                    done = {u for u, _ in delivered}
+                    rest = [(u, c) for u, c in pending.items() if u not in done]
+                    if rest:  # (not the batch this acknowledges: keep what it did not deliver)
+                        self._spill(db, rest, fmt_ts(utcnow()))
+                        self._legacy = True
+                    if not mark_next:
+                        db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
+                    pending = None
             self._save_stream(db, stream)
             if prune_before is not None:
                 db.execute("DELETE FROM delivered WHERE created_at < ?", (prune_before,))
-                db.execute("DELETE FROM inflight WHERE created_at < ?", (prune_before,))
+                if self._legacy_marks(db):
+                    db.execute("DELETE FROM inflight WHERE created_at < ?", (prune_before,))
             if mark_next:
-                now = fmt_ts(utcnow())
-                _insert_rows(db, "INSERT OR REPLACE INTO inflight (uuid, created_at, marked_at) VALUES ",
-                             [(u, c, now) for u, c in mark_next], 3)
+                saved, self._pending = self._pending, pending
+                try:
+                    pending = self._write_marks(db, mark_next)
+                finally:
+                    self._pending = saved
+        self._pending = pending
 
     def prune_horizon(self, overlap: timedelta) -> str | None:
         """Delivered uuids older than (the earliest cursor - overlap) can never be re-read."""
@@ -432,14 +495,20 @@ class SyncState:
         with self.tx() as db:
             for table in ("streams", "delivered", "inflight"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key='skip_count_upto'")
+            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', ?)", (_INFLIGHT_KEY,))
             db.execute("UPDATE contacts SET fingerprint=''")
+        self._pending, self._legacy = None, False
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, mode: str) -> int:
+        leftover = self._marks_row()
         with self.tx() as db:
             # a run still marked "running" belongs to a process that died (we hold the lock)
             db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+            if leftover:  # the batch it had in flight: marked until delivered again
+                self._spill(db, leftover, fmt_ts(utcnow()))
+                db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
+                self._legacy = True
             cur = db.execute(
                 "INSERT INTO runs (started_at, status, mode, pid) VALUES (?, 'running', ?, ?)",
                 (fmt_ts(utcnow()), mode, os.getpid()),
