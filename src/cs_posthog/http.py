@@ -208,7 +208,7 @@ def retry_after_header(resp: httpx.Response) -> float | None:
 def send(
     client: httpx.Client,
     method: str,
-    url: str,
+    url: str | httpx.URL,
     *,
     service: str,
     pacer: Pacer | None = None,
