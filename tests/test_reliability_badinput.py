@@ -265,6 +265,75 @@ def test_the_config_strategies_reach_both_sides():
 
 
 # =============================================================================================
+# The other files a command reads: the state database and the key file
+# =============================================================================================
+def _valid_state_db() -> bytes:
+    import tempfile
+
+    from cs_posthog.sync.state import SyncState
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "state.sqlite3"
+        SyncState(path).close()
+        import sqlite3
+
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+        conn.close()
+        return path.read_bytes()
+
+
+VALID_DB = _valid_state_db()
+
+
+@st.composite
+def damaged_db(draw) -> bytes:
+    """Truncated, overwritten, a bare header, or bytes of the 100-byte header changed. (Random
+    bytes changed inside the schema's text can rename a column: ~0.3% of such cases still end in
+    "no such column", exit 1; not generated here, see the report of issue 7.)"""
+    raw = bytearray(VALID_DB)
+    kind = draw(st.sampled_from(["cut", "flip", "garbage", "header"]))
+    if kind == "cut":
+        return bytes(raw[: draw(st.integers(0, len(raw) - 1))])
+    if kind == "garbage":
+        return draw(st.binary(max_size=2000))
+    if kind == "header":
+        return b"SQLite format 3\x00" + draw(st.binary(max_size=200))
+    for _ in range(draw(st.integers(1, 8))):
+        pos = draw(st.integers(0, 99))
+        raw[pos] = draw(st.integers(0, 255))
+    return bytes(raw)
+
+
+@settings(max_examples=60 * SCALE, **SETTINGS)
+@given(db=damaged_db(), secrets_file=st.one_of(st.none(), st.binary(max_size=80), random_valid_toml().map(str.encode)),
+       ph_in_env=st.booleans())
+@example(db=b"", secrets_file=None, ph_in_env=True)
+@example(db=b"not a database at all" * 100, secrets_file=b"posthog = [", ph_in_env=True)
+def test_damaged_state_and_key_files_are_one_line_errors(db, secrets_file, ph_in_env, home, offline, monkeypatch):
+    reset_home(home)
+    (home / "config.toml").write_text(tomli_w.dumps(dead_config(offline.dead)))
+    (home / "state.sqlite3").write_bytes(db)
+    if secrets_file is not None:
+        (home / "secrets.toml").write_bytes(secrets_file)
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", fake_key("", 32))
+    if ph_in_env:  # then the sync opens the state and goes on to PostHog (down: 75)
+        monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", fake_key())
+    else:  # from the damaged key file, or missing
+        monkeypatch.delenv("POSTHOG_PERSONAL_API_KEY", raising=False)
+    for args in (["status"], ["status", "--json"], ["sync"], ["sync", "--dry-run"]):
+        r = run_cli(*args)
+        event(f"{args[0]} exit {r.exit_code}")
+        if r.exit_code != 0:
+            assert_clean_failure(r)
+        else:
+            assert args[0] == "status"
+    r = run_cli("disconnect", "--yes")  # always possible: the way out
+    assert r.exit_code == 0, r.stderr
+    assert not (home / "state.sqlite3").exists() and not (home / "secrets.toml").exists()
+
+
+# =============================================================================================
 # CLI arguments
 # =============================================================================================
 # argv cannot hold NUL; everything else may come from a shell
@@ -336,9 +405,12 @@ def connect_args(draw, dead: str) -> list[str]:
     if draw(st.booleans()):
         flags = {"--project": "12", "--tracker-key": "CS-ABCD1", "--cs-url": dead, "--customer-property": "org",
                  "--event": "signup"}
-        for flag in draw(st.lists(st.sampled_from(CONNECT_OPTIONS), max_size=3, unique=True)):
+        n = draw(st.sampled_from([0, 0, 1, 1, 2, 3]))
+        for flag in draw(st.lists(st.sampled_from(CONNECT_OPTIONS), min_size=n, max_size=n, unique=True)):
             flags[flag] = draw(values[flag])
         args = ["connect", "--no-input"] + [x for kv in flags.items() for x in kv]
+        if draw(st.booleans()):
+            return args + ["--no-sync"]
     else:
         args = ["connect", "--no-input"]
         for flag in draw(st.lists(st.sampled_from(CONNECT_OPTIONS), max_size=8)):
@@ -359,14 +431,14 @@ def edit_args(draw, dead: str) -> list[str]:
                                 max_size=2, unique=True))
 
 
-keys = st.one_of(
-    st.none(),
+some_key = st.one_of(
     st.builds(fake_key),
     st.builds(fake_key),
     st.builds(fake_key),
     st.builds(lambda k, s: k + s, st.builds(fake_key), st.sampled_from(["é", "\u200b", "\u00a0", "\n", "\x7f", " x"])),
     nasty.filter(lambda s: s.strip() != ""),
 )
+keys = st.one_of(st.none(), some_key, st.builds(fake_key))
 
 
 @st.composite
@@ -390,8 +462,9 @@ def cli_case(draw, dead: str) -> tuple[list[str], str | None, tuple[str | None, 
         args = [cmd, draw(UNKNOWN), *draw(st.lists(nasty, max_size=2))]
     stdin = draw(st.one_of(st.none(), st.just(""), args_text,
                            st.builds(lambda: fake_key() + "\n" + fake_key("", 24)),
-                           st.builds(lambda a, b: a + "\n" + b, keys.filter(bool), keys.filter(bool))))
-    return args, stdin, (draw(keys), draw(keys)), kind != "connect" and draw(st.booleans()) or kind == "edit"
+                           st.builds(lambda a, b: a + "\n" + b, some_key, some_key)))
+    pair = draw(st.one_of(st.builds(lambda: (fake_key(), fake_key("", 32))), st.tuples(keys, keys)))  # canaries
+    return args, stdin, pair, kind != "connect" and draw(st.booleans()) or kind == "edit"
 
 
 def dead_config(dead: str) -> dict:
@@ -428,6 +501,28 @@ def check_cli_case(case, home, offline, monkeypatch, note=lambda text: None) -> 
 @given(data=st.data())
 def test_bad_cli_arguments_are_one_line_errors(data, home, offline, monkeypatch):
     check_cli_case(data.draw(cli_case(offline.dead)), home, offline, monkeypatch, note=event)
+
+
+@settings(max_examples=300 * SCALE, **SETTINGS)
+@given(text=st.one_of(urlish("http://127.0.0.1:9"), st.builds(lambda a, b: f"https://{a}{b}", args_text, args_text),
+                      st.builds(lambda s: "https://" + s, st.text(st.characters(codec="utf-8"), max_size=20))))
+@example(text="https://\x1b")
+@example(text="https://xn--zz.com")
+@example(text="https://example.com:99999")
+def test_every_url_the_config_accepts_is_one_the_http_client_can_use(text):
+    """check_base_url (config, --host, --cs-url, the region variables) is the gate: what passes it
+    must be a URL httpx can send to (else a crash in the client, exit 1, deep in a sync)."""
+    import httpx
+
+    from cs_posthog.config import check_base_url
+
+    try:
+        base = check_base_url(text)
+    except ValueError:
+        event("refused")
+        return
+    event("accepted")
+    httpx.Request("GET", base + "/api/projects/1/query/")
 
 
 NO_KEYS = (None, None)

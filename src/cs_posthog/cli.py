@@ -141,6 +141,13 @@ def handle_errors(fn: F) -> F:
             _render_error("interrupted", None)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:  # a bug: say so, point at --debug
+            if type(exc).__module__ == "sqlite3":  # the state file damaged in the middle of a run
+                from cs_posthog.sync.state import unusable_state_error
+
+                err = unusable_state_error(exc)
+                if err is not None:
+                    _render_error(err.message, err.hint)
+                    raise typer.Exit(int(err.exit_code)) from None
             _render_error(
                 f"unexpected error: {type(exc).__name__}: {exc}",
                 "This is a bug in cs-posthog. Re-run with --debug for the traceback and report it.",

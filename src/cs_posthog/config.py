@@ -205,6 +205,13 @@ def check_base_url(v: str) -> str:
         raise ValueError(f"not an http(s) URL: {v!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"only https:// is allowed except on loopback: {v!r}")
+    import httpx
+
+    try:  # what the HTTP client will make of it: control characters, bad ports, IDNA hosts
+        parts.port
+        httpx.Request("GET", httpx.URL(v).join("/api/"))
+    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
+        raise ValueError(f"not a usable URL: {v!r} ({exc})") from None
     return v
 
 

@@ -192,6 +192,40 @@ def _delete_keys(db: sqlite3.Connection, head: str, keys: Sequence[Any]) -> None
         db.execute(f"{head} ({','.join('?' * len(part))})", part)
 
 
+def unusable_state_error(exc: BaseException, path: Path | None = None, *, opening: bool = False) -> Any:
+    """The ConfigError (exit 78) for an SQLite error that says the state file itself is the problem,
+    or None. Opening it, any error but "busy/locked" is about the file (not a database, damaged,
+    unsupported format, not writable); later, only SQLite's "corrupt" and "not a database" are:
+    other errors are bugs. ``cli.py`` applies it to errors that escape a command too."""
+    from cs_posthog.errors import ConfigError
+
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if opening:
+        if not isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError)) or name.startswith(
+            ("SQLITE_BUSY", "SQLITE_LOCKED")
+        ):
+            return None
+    elif not (isinstance(exc, sqlite3.DatabaseError) and name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))):
+        return None
+    if path is None:
+        from cs_posthog.paths import get_paths
+
+        path = get_paths().state_db
+    return ConfigError(
+        f"{path}: the sync state cannot be used ({exc})",
+        hint=f"If it is damaged, move it away (mv {path} {path}.damaged): the next sync then starts as a "
+        "first sync and sends the backfill window and every contact again.",
+    )
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """Read the header and the schema text: a file that is not a database, or whose schema is
+    damaged, fails here (DatabaseError, UnicodeDecodeError) rather than in the middle of a run."""
+    for (sql,) in db.execute("SELECT CAST(sql AS BLOB) FROM sqlite_master"):
+        if sql is not None:
+            bytes(sql).decode("utf-8")
+
+
 class SyncState:
     """Open (and create) the state database. ``readonly`` never creates or writes anything (dry runs,
     status): a missing database then reads as empty."""
@@ -200,15 +234,25 @@ class SyncState:
         self.path = Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
         self._pending: dict[str, str] | None = None  # the marks this instance wrote in the meta row
         self._legacy: bool | None = None  # whether the inflight table may hold marks (None: look)
-        if readonly:
+        try:
+            self._open()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # not a database, damaged, unwritable
+            self.close()
+            err = unusable_state_error(exc, self.path, opening=True)
+            if err is None:
+                raise
+            raise err from None
+
+    def _open(self) -> None:
+        if self.readonly:
             if self.path.exists():
-                self._db: sqlite3.Connection | None = sqlite3.connect(
+                self._db = sqlite3.connect(
                     f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
                 )
-            else:
-                self._db = None
+                _check_schema(self._db)
             return
         from cs_posthog.paths import ensure_private_dir
 
@@ -218,6 +262,7 @@ class SyncState:
             fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        _check_schema(self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         for stmt in _SCHEMA.split(";"):
