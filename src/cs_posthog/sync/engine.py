@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -387,7 +387,9 @@ class SyncEngine:
             p = self._progress[name]
             for k, v in incr.items():
                 setattr(p, k, getattr(p, k) + v)
-            snap = StreamProgress(**asdict(p))
+            if self._progress_fn is None:  # (--json, cron): no snapshot to hand over
+                return
+            snap = replace(p)
         if self._progress_fn is not None:
             try:
                 self._progress_fn(snap)
