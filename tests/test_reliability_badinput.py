@@ -95,15 +95,15 @@ def reset_home(home: Path) -> None:
 
 def assert_clean_failure(r, *, codes=ALLOWED_FAILURES, naming: str | None = None) -> list[str]:
     """Exit code among ``codes``; stderr ends with exactly one `error:` line then one `hint:` line
-    (warnings may come before); no traceback, no "unexpected error"."""
+    (what the command said before, warnings or progress, may come first); no traceback, no
+    "unexpected error"."""
     err = r.stderr
     assert r.exit_code in codes, (r.exit_code, err)
     assert "Traceback" not in err and "unexpected error" not in err, err
     lines = err.splitlines()
     assert len(lines) >= 2, err
     assert lines[-2].startswith("error: ") and lines[-1].startswith("hint: "), err
-    assert sum(ln.startswith("error: ") for ln in lines) == 1, err
-    assert all(ln.startswith("warning: ") for ln in lines[:-2]), err
+    assert sum(ln.startswith(("error: ", "hint: ")) for ln in lines) == 2, err
     if naming is not None:
         assert naming in lines[-2], err
     return lines
@@ -288,9 +288,10 @@ VALID_DB = _valid_state_db()
 
 @st.composite
 def damaged_db(draw) -> bytes:
-    """Truncated, overwritten, a bare header, or bytes of the 100-byte header changed. (Random
-    bytes changed inside the schema's text can rename a column: ~0.3% of such cases still end in
-    "no such column", exit 1; not generated here, see the report of issue 7.)"""
+    """Truncated, overwritten, a bare header, or bytes of the 100-byte header changed. Not
+    generated: random bytes changed inside the stored schema text, which can rename a column
+    (about 0.3% of such flips end in "no such column", exit 1: a known gap, as rare on a real
+    disk as it is costly to rule out on every open)."""
     raw = bytearray(VALID_DB)
     kind = draw(st.sampled_from(["cut", "flip", "garbage", "header"]))
     if kind == "cut":
