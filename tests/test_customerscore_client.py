@@ -18,8 +18,8 @@ from cs_posthog.customerscore.client import (
     ItemTooLargeError,
     batched,
     encode,
-    rate_scale,
 )
+from cs_posthog.http import rate_scale
 from cs_posthog.errors import (
     AuthError,
     BadRequestError,

@@ -31,6 +31,23 @@ from cs_posthog.errors import ApiError, ThrottledError, UnavailableError
 
 DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "CS_POSTHOG_TIMEOUT"
+# Pacing scale for sandboxes with a scaled clock (``--rate-limits fast`` is 60x); ``off`` (or 0)
+# turns client-side pacing off. Both clients read it, so they always agree. Never needed for real APIs.
+RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
+
+
+def rate_scale() -> float | None:
+    """The pacing multiplier from ``CS_POSTHOG_RATE_SCALE``; None means no client-side pacing."""
+    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
+    if not raw:
+        return 1.0
+    if raw in ("off", "none", "0"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return 1.0
+    return value if value > 0 else None
 
 
 def default_timeout() -> httpx.Timeout:

@@ -12,7 +12,6 @@ size limit is checked on exactly what goes on the wire.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,7 +26,7 @@ from cs_posthog.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, send
+from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, rate_scale, send
 
 SERVICE = "Customerscore"
 MAX_ITEMS = 100
@@ -40,23 +39,10 @@ FIELD_MAX = 255
 # fast`` is 60x: the same counts per second instead of per minute) or has no limits at all.
 # ``CS_POSTHOG_RATE_SCALE=60`` divides the pacing windows by 60; ``off`` (or 0) turns client-side
 # pacing off. Never needed against the real API.
-RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
 
 T = TypeVar("T")
 
 
-def rate_scale() -> float | None:
-    """The pacing multiplier from the environment; None means "no client-side pacing"."""
-    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
-    if not raw:
-        return 1.0
-    if raw in ("off", "none", "0"):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return 1.0
-    return value if value > 0 else None
 
 
 def encode(item: Any) -> bytes:

@@ -31,7 +31,6 @@ No terminal I/O. Facts in ``shared/docs/posthog-api.md``; the points checked in 
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +54,7 @@ from cs_posthog.errors import (
     UnavailableError,
     UsageError,
 )
-from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, send
+from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, rate_scale, send
 
 SERVICE = "PostHog"
 
@@ -83,7 +82,6 @@ NEEDED_SCOPES = (
     "query:read",
 )
 
-RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"  # shared with the Customerscore client: see rate_scale()
 
 _THROTTLE_RE = re.compile(r"Expected available in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
 _SCOPE_RE = re.compile(r"missing required scope '([^']+)'")
@@ -102,19 +100,6 @@ def scope_label(scope: str) -> str:
     return obj[:1].upper() + obj[1:]
 
 
-def rate_scale() -> float | None:
-    """The pacing multiplier from ``CS_POSTHOG_RATE_SCALE`` (tests against the sandbox's 60x clock);
-    None means no client-side pacing ("off"). 1.0 when unset."""
-    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
-    if not raw:
-        return 1.0
-    if raw in ("off", "none", "0"):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return 1.0
-    return value if value > 0 else None
 
 
 def parse_datetime(text: str) -> datetime:
