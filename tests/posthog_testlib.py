@@ -56,3 +56,19 @@ class Intercept(httpx.BaseTransport):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def chains(ast) -> list[list]:
+    """Field chains of a HogQL AST (placeholders' own names left out)."""
+    out = []
+    if isinstance(ast, dict):
+        if ast.get("node") == "Placeholder":
+            return out
+        if ast.get("node") == "Field":
+            out.append(ast["chain"])
+        for v in ast.values():
+            out.extend(chains(v))
+    elif isinstance(ast, list):
+        for v in ast:
+            out.extend(chains(v))
+    return out

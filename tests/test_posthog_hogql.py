@@ -25,6 +25,7 @@ from cs_posthog.posthog.hogql import (
     property_value,
     quote_identifier,
 )
+from posthog_testlib import chains
 from cs_posthog.sandbox.hogql import parse
 from cs_posthog.sandbox.runner import get_jsonl, post_json
 
@@ -106,21 +107,6 @@ def holds(f: dict, props: dict) -> bool:
     equal = isinstance(value, str) and value == f["value"]
     return equal if op == "equals" else not equal
 
-
-def chains(ast) -> list[list]:
-    """Field chains of an AST (placeholders' own names left out)."""
-    out = []
-    if isinstance(ast, dict):
-        if ast.get("node") == "Placeholder":
-            return out
-        if ast.get("node") == "Field":
-            out.append(ast["chain"])
-        for v in ast.values():
-            out.extend(chains(v))
-    elif isinstance(ast, list):
-        for v in ast:
-            out.extend(chains(v))
-    return out
 
 
 @pytest.fixture(scope="module")

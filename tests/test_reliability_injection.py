@@ -31,6 +31,7 @@ from cs_posthog.posthog.hogql import (
     preview_persons_query,
     property_value,
 )
+from posthog_testlib import chains
 from cs_posthog.sandbox.hogql import create_schema, dump_properties, execute, parse
 from cs_posthog.sync.queries import EventsWindow, events_page, persons_page
 
@@ -113,21 +114,6 @@ def holds(f: dict, props: dict) -> bool:
     equal = got is not None and got == reads(f["value"])
     return equal if op == "equals" else not equal
 
-
-def chains(ast) -> list[list]:
-    """Field chains of an AST, placeholders' own names left out."""
-    out = []
-    if isinstance(ast, dict):
-        if ast.get("node") == "Placeholder":
-            return out
-        if ast.get("node") == "Field":
-            out.append(ast["chain"])
-        for v in ast.values():
-            out.extend(chains(v))
-    elif isinstance(ast, list):
-        for v in ast:
-            out.extend(chains(v))
-    return out
 
 
 def placeholders(ast) -> set[str]:
