@@ -547,6 +547,7 @@ class PostHogClient:
         name: str,
         project_id: int | None = None,
         refresh: str = "force_blocking",
+        modifiers: dict[str, Any] | None = None,
     ) -> QueryResult:
         """Run one HogQL query. User text goes only through ``values`` (``{name}`` placeholders).
 
@@ -556,7 +557,7 @@ class PostHogClient:
         query: dict[str, Any] = {
             "kind": "HogQLQuery",
             "query": hogql,
-            "modifiers": {"convertToProjectTimezone": False},
+            "modifiers": {"convertToProjectTimezone": False, **(modifiers or {})},
         }
         if values:
             query["values"] = values
@@ -598,6 +599,7 @@ class PostHogClient:
         name: str = "cs-posthog page",
         min_page_size: int = MIN_PAGE_SIZE,
         on_shrink: Callable[[int], None] | None = None,
+        modifiers: dict[str, Any] | None = None,
     ) -> Iterator[list[Row]]:
         """Keyset paging: ``build(key)`` returns ``(hogql, values)`` selecting the rows after ``key``
         (None: from the start) in key order, ending with its ORDER BY and *without* LIMIT; this adds
@@ -617,7 +619,7 @@ class PostHogClient:
         while True:
             sql, values = build(key)
             try:
-                res = self.query(f"{sql.rstrip().rstrip(';')} LIMIT {size + 1}", values, name=name)
+                res = self.query(f"{sql.rstrip().rstrip(';')} LIMIT {size + 1}", values, name=name, modifiers=modifiers)
             except QueryTooSlowError:
                 if size <= floor:
                     raise
