@@ -2,9 +2,10 @@
 
 No httpx, no pydantic at import time: pure string building (the helpers at the end take a client).
 
-User text never reaches the query text except as a quoted identifier: values always travel in
-``values`` (``{name}`` placeholders, which PostHog turns into constants before it resolves the
-query), property names always go through ``property_ref``.
+User text never reaches the query text: values and property names travel in ``values``
+(``{name}`` placeholders, which PostHog turns into constants before it resolves the query). Where a
+name must be an identifier (``property_ref``, kept for callers that want PostHog's typed reading) it
+is always backtick-quoted.
 
 Why ``property_ref`` always backtick-quotes
 -------------------------------------------
@@ -22,20 +23,36 @@ a value, needs the values dict threaded through every column list; quoting keeps
 pure ``str -> str`` function. The test suite checks both parse and selection for a table of nasty
 names with PostHog's parser.
 
-How PostHog reads a property, and why values are JSON-escaped
--------------------------------------------------------------
-PostHog reads ``properties.x`` as ``replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(properties, 'x'),
-''), 'null'), '^"|"$', '')``: the raw JSON text of the value without its outer quotes. A missing key
-or a JSON null reads NULL; a number 30 reads '30', true reads 'true'; a string keeps its JSON
-escapes: a stored ``a"b`` reads ``a\\"b`` and a stored newline reads ``\\n``. So to select the
-persons whose property *is* the string the user typed, ``equals``/``does not equal`` compare with
-the JSON-escaped text of the value (``json_text``), which is what PostHog reads for that string.
-Persons store JSON as PostHog's ingestion writes it (non-ASCII kept as UTF-8). ``property_value``
-turns what a query returns back into the stored text.
+How the sync and the wizard read a property: the raw JSON text
+---------------------------------------------------------------
+``properties.x`` is not what was stored. PostHog wraps a property with a typed definition before it
+reaches ClickHouse (``posthog/hogql/transforms/property_types.py``, ``PropertySwapper``): a ``Numeric``
+one is read through ``toFloat`` (``"007"`` -> 7.0, 2^53+1 rounded, non-numeric text -> NULL, and a
+comparison with a non-numeric string constant such as ``!= ''`` fails the whole query), a ``Boolean``
+one through ``toBool``, a ``DateTime`` one through ``toDateTime``; materialized properties read ``""``
+and ``"null"`` as NULL (``nullIf(nullIf(col, ''), 'null')``). PostHog sets a definition's type from
+the first values it sees, so a customer id sent as ``company_id: 4711`` is ``Numeric``.
 
-Conditions (PostHog's property filter semantics): equals ``=`` (never matches a missing property),
-does not equal ``!=`` (PostHog prints ``ifNull(notEquals(x, v), 1)``: a missing property "does not
-equal" any value), is set ``IS NOT NULL``, is not set ``IS NULL``. Several filters are ANDed.
+So every read and every condition here goes through ``JSONExtractRaw(<json column>, {key})``, the
+raw JSON text of the value, which no type or materialization touches: ``4711`` for a number,
+``"007"`` (quotes included) for a string, ``true``, ``null`` for a JSON null, and ``''`` when the key
+is missing. The property name travels as a ``values`` placeholder (``{k0}``): no quoting at all.
+``raw_id`` turns that text into an external id exactly (``4711`` stays ``4711``, ``"007"`` stays
+``007``, 9007199254740993 keeps every digit; ``true``, ``null``, objects and arrays are no id), and
+``raw_value`` into a Python value for display.
+
+Conditions (PostHog's property filter semantics, on the raw text):
+
+* is set: ``JSONExtractRaw(...) NOT IN ('', 'null')`` (present and not JSON null; ``""`` is set);
+* is not set: ``JSONExtractRaw(...) IN ('', 'null')``;
+* equals ``v``: the raw text is ``v`` as a JSON string (``"v"``), or, when ``v`` is itself a JSON
+  number or ``true``/``false``, ``v`` as that literal: ``plan_seats = 5`` matches the number 5 and the
+  string "5", as PostHog's untyped comparison does, and works on a Numeric property where
+  ``properties.plan_seats = '5'`` would be cast; ``is_paying = true`` matches the boolean;
+* does not equal: the negation (a missing property "does not equal" any value).
+
+Values are compared as the text they are stored as: ``5`` does not equal a stored ``5.0``.
+Several filters are ANDed.
 """
 
 from __future__ import annotations
@@ -90,22 +107,115 @@ def property_ref(name: str, table_prefix: str = "properties") -> str:
     return f"{table_prefix}.{quote_identifier(name)}"
 
 
-def json_text(value: str) -> str:
-    """What PostHog reads for a property holding the string ``value``: its JSON text without the
-    outer quotes (``a"b`` -> ``a\\"b``; non-ASCII kept, as PostHog's ingestion stores it)."""
-    return json.dumps(value, ensure_ascii=False)[1:-1]
+class Params:
+    """``values`` for one query, with a placeholder per distinct value of each kind: ``add("k",
+    "plan")`` returns ``{k0}`` and the same text again for the same name."""
+
+    def __init__(self, values: dict[str, Any] | None = None) -> None:
+        self.values: dict[str, Any] = dict(values or {})
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def add(self, stem: str, value: Any, *, reuse: bool = True) -> str:
+        if not _PLACEHOLDER_RE.match(stem):
+            raise ValueError(f"not a placeholder prefix: {stem!r}")
+        key = (stem, json.dumps(value, sort_keys=True, default=str))
+        if reuse and key in self._seen:
+            return self._seen[key]
+        i = len(self.values)
+        while f"{stem}{i}" in self.values:
+            i += 1
+        name = f"{stem}{i}"
+        self.values[name] = value
+        ref = "{" + name + "}"
+        self._seen[key] = ref
+        return ref
 
 
-def property_value(raw: Any) -> Any:
-    """Undo ``json_text`` on a property read by a query: ``a\\"b`` -> ``a"b``. Text that is not the
-    inside of a JSON string (a nested object's raw JSON, say) is returned unchanged, as is None."""
-    if not isinstance(raw, str) or "\\" not in raw:
+def raw_ref(name: str, params: Params, source: str = "properties") -> str:
+    """``JSONExtractRaw(source, {kN})``: the raw JSON text of property ``name`` of ``source``
+    (``properties`` on persons, ``person.properties`` or ``properties`` on events); ``''`` when it is
+    missing. The name is a ``values`` placeholder, checked as ``quote_identifier`` checks it."""
+    quote_identifier(name)  # the same names are refused (NUL, empty) everywhere
+    if not _PREFIX_RE.match(source):
+        raise ValueError(f"not a table prefix: {source!r}")
+    return f"JSONExtractRaw({source}, {params.add('k', name)})"
+
+
+# The raw text of a property with no usable value: missing (''), JSON null, and (for ids) "".
+RAW_UNSET = "('', 'null')"
+RAW_NO_ID = "('', 'null', '\"\"')"
+
+
+
+def has_id(name: str, params: Params, source: str = "properties") -> str:
+    """The condition "property ``name`` may hold an id": present, not JSON null, not ``""``."""
+    return f"{raw_ref(name, params, source)} NOT IN {RAW_NO_ID}"
+
+
+_JSON_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def raw_forms(value: str) -> list[str]:
+    """The raw texts a property equal to the typed ``value`` may have: the JSON string, and the bare
+    literal when ``value`` is a JSON number or boolean."""
+    forms = [json.dumps(value, ensure_ascii=False)]
+    if value in ("true", "false") or _JSON_NUMBER_RE.fullmatch(value):
+        forms.append(value)
+    return forms
+
+
+def raw_value(raw: Any) -> Any:
+    """What ``JSONExtractRaw`` returned, as a Python value: None for a missing key (``''``) or a JSON
+    null; the string for a JSON string; numbers as their exact text (no float rounding); booleans;
+    objects and arrays as their JSON text."""
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
         return raw
-    try:
-        decoded = json.loads('"' + raw + '"')
-    except ValueError:
+    c = raw[0]
+    if c == '"':
+        if "\\" not in raw and raw.endswith('"') and len(raw) > 1:
+            return raw[1:-1]
+        try:
+            v = json.loads(raw)
+        except ValueError:
+            return raw
+        return v if isinstance(v, str) else raw
+    if raw == "null":
+        return None
+    if raw == "true":
+        return True
+    if raw == "false":
+        return False
+    return raw  # a number (exact text), an object or an array
+
+
+def raw_id(raw: Any) -> str | None:
+    """An external id from ``JSONExtractRaw``'s text, exactly: strings trimmed (``"007"`` -> ``007``),
+    numbers as written (``4711``, ``9007199254740993``); None for a missing or null value, an empty
+    string, booleans, objects and arrays."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    if not isinstance(raw, str):
+        return str(raw) if isinstance(raw, int) else None
+    if not raw:
+        return None
+    c = raw[0]
+    if c == '"':
+        if "\\" not in raw and raw.endswith('"') and len(raw) > 1:
+            text = raw[1:-1]
+        else:
+            try:
+                v = json.loads(raw)
+            except ValueError:
+                return None
+            if not isinstance(v, str):
+                return None
+            text = v
+        return text.strip() or None
+    if (c == "-" or "0" <= c <= "9") and _JSON_NUMBER_RE.fullmatch(raw):
         return raw
-    return decoded if isinstance(decoded, str) else raw
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,33 +242,35 @@ def _parts(f: Any) -> tuple[str, str, str | None]:
 
 
 def compile_filters(
-    filters: Iterable[Any], *, prefix: str = "properties", values_prefix: str = "f"
+    filters: Iterable[Any], *, prefix: str = "properties", values_prefix: str = "f",
+    params: Params | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The AND of the filters as a HogQL condition and its ``values``; ``1 = 1`` when empty.
-
-    Values are named ``{values_prefix}0``, ``{values_prefix}1``... so that several compiled parts can
-    share one query.
-    """
+    """The AND of the filters as a HogQL condition on the raw JSON text (see the module docstring)
+    and its ``values``; ``1 = 1`` when empty. Values go to ``params`` when given (so several compiled
+    parts share one query), else to a new one; names start with ``values_prefix``."""
     if not _PLACEHOLDER_RE.match(values_prefix):
         raise ValueError(f"not a placeholder prefix: {values_prefix!r}")
+    p = params if params is not None else Params()
     conds: list[str] = []
-    values: dict[str, Any] = {}
     for f in filters:
         prop, op, value = _parts(f)
-        ref = property_ref(prop, table_prefix=prefix)
+        ref = raw_ref(prop, p, prefix)
         if op == "is_set":
-            conds.append(f"{ref} IS NOT NULL")
+            conds.append(f"{ref} NOT IN {RAW_UNSET}")
         elif op == "is_not_set":
-            conds.append(f"{ref} IS NULL")
+            conds.append(f"{ref} IN {RAW_UNSET}")
         else:
-            name = f"{values_prefix}{len(values)}"
-            values[name] = json_text(value or "")
-            conds.append(f"{ref} {'=' if op == 'equals' else '!='} {{{name}}}")
+            forms = [p.add(values_prefix, form, reuse=False) for form in raw_forms(value or "")]
+            neg = op != "equals"
+            if len(forms) == 1:
+                conds.append(f"{ref} {'!=' if neg else '='} {forms[0]}")
+            else:
+                conds.append(f"{ref} {'NOT IN' if neg else 'IN'} ({', '.join(forms)})")
     if not conds:
-        return TRUE_CONDITION, {}
+        return TRUE_CONDITION, p.values
     if len(conds) == 1:
-        return conds[0], values
-    return " AND ".join(f"({c})" for c in conds), values
+        return conds[0], p.values
+    return " AND ".join(f"({c})" for c in conds), p.values
 
 
 def count_persons_query(filters: Iterable[Any]) -> tuple[str, dict[str, Any]]:
@@ -180,32 +292,42 @@ def preview_persons_query(
     filters: Sequence[Any], columns: Sequence[str] = (), limit: int = PREVIEW_ROWS
 ) -> tuple[str, dict[str, Any], list[str]]:
     """``(hogql, values, labels)``: the first ``limit`` matching persons (newest first) with ``id``
-    and up to 4 properties: email, the filters' properties, then ``columns``."""
+    and up to 4 properties (raw JSON text): email, the filters' properties, then ``columns``."""
     props = preview_columns(filters, columns)
-    where, values = compile_filters(filters, prefix="properties", values_prefix="f")
-    cols = ["id", *(property_ref(p) for p in props)]
+    p = Params()
+    where, _ = compile_filters(filters, params=p)
+    cols = ["id", *(raw_ref(name, p) for name in props)]
     sql = (
         f"SELECT {', '.join(cols)} FROM persons WHERE {where} "
         f"ORDER BY created_at DESC, id LIMIT {max(1, int(limit))}"
     )
-    return sql, values, ["id", *props]
+    return sql, p.values, ["id", *props]
 
 
 def persons_page_query(
-    filters: Iterable[Any], columns: Sequence[str] = (), after: str | None = None
+    filters: Iterable[Any], columns: Sequence[str] = (), after: str | None = None,
+    *, flag_filters: Sequence[Any] = (), id_property: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Persons matching the filters after ``after`` (a person id) in id order, for keyset paging
-    (``PostHogClient.iter_pages`` adds the LIMIT). Columns: ``id`` then each property of ``columns``."""
-    where, values = compile_filters(filters, prefix="properties", values_prefix="f")
+    """Persons matching ``filters`` after ``after`` (a person id) in id order, for keyset paging
+    (``PostHogClient.iter_pages`` adds the LIMIT). Columns: ``id``, the raw JSON text of each property
+    of ``columns``, then, when ``flag_filters`` are given, 1 or 0: whether the Person matches those too.
+    ``id_property``: only Persons whose property may hold an id (``has_id``)."""
+    p = Params()
+    where, _ = compile_filters(filters, params=p)
     conds = [where] if where != TRUE_CONDITION else []
+    if id_property is not None:
+        conds.insert(0, has_id(id_property, p))
     if after is not None:
-        conds.append("id > {after_id}")
-        values["after_id"] = str(after)
-    cols = ["id", *(property_ref(c) for c in columns)]
+        conds.append(f"id > toUUID({p.add('after', str(after))})")
+    cols = ["id", *(raw_ref(c, p) for c in columns)]
+    flag_filters = list(flag_filters)
+    if flag_filters:
+        flag, _ = compile_filters(flag_filters, params=p, values_prefix="g")
+        cols.append(f"if({flag}, 1, 0)")
     sql = f"SELECT {', '.join(cols)} FROM persons"
     if conds:
         sql += " WHERE " + " AND ".join(f"({c})" for c in conds)
-    return sql + " ORDER BY id", values
+    return sql + " ORDER BY id", p.values
 
 
 def event_volumes_query(days: int = 30) -> tuple[str, dict[str, Any]]:
@@ -235,11 +357,12 @@ def count_persons(client: PostHogClient, filters: Iterable[Any]) -> int:
 def preview_persons(
     client: PostHogClient, filters: Sequence[Any], extra_columns: Sequence[str] = ()
 ) -> tuple[list[str], list[list[Any]]]:
-    """``(column labels, rows)`` of up to 5 matching persons; property values as stored."""
+    """``(column labels, rows)`` of up to 5 matching persons; property values as stored (numbers as
+    their exact text)."""
     filters = list(filters)
     sql, values, labels = preview_persons_query(filters, extra_columns)
     res = client.query(sql, values, name="cs-posthog preview persons")
-    rows = [[row[0], *(property_value(v) for v in row[1:])] for row in res.results]
+    rows = [[row[0], *(raw_value(v) for v in row[1:])] for row in res.results]
     return labels, rows
 
 

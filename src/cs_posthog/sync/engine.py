@@ -38,7 +38,7 @@ from cs_posthog.errors import (
     UsageError,
 )
 from cs_posthog.sync import queries as Q
-from cs_posthog.posthog.hogql import property_value
+from cs_posthog.posthog.hogql import raw_id, raw_value
 from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
@@ -46,12 +46,12 @@ from cs_posthog.sync.mapping import (
     event_json,
     events_settings_hash,
     fingerprint,
-    id_text,
     text_or_none,
 )
 from cs_posthog.sync.prefetch import Prefetcher
 from cs_posthog.sync.state import (
     MAIN_STREAM,
+    PERSONS_STREAM_PREFIX,
     Cursor,
     Stream,
     SyncState,
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS_PAGE = 10_000
 DEFAULT_PERSONS_PAGE = 10_000
+BACKFILL_PERSONS = 500  # Persons per new-person backfill query (person_id IN (...))
 
 
 # --- options, progress, report ---------------------------------------------------------------
@@ -109,6 +110,8 @@ class Report:
     events_rejected: int = 0
     events_duplicates_dropped: int = 0
     events_possibly_doubled: int = 0
+    events_backfilled_for_new_persons: int = 0  # (also in events_sent)
+    persons_became_attachable: int = 0
     resent_after_crash: int = 0
     contacts_sent: int = 0
     contacts_unchanged: int = 0
@@ -163,6 +166,13 @@ class _Contact:
     payload: bytes
 
 
+def _text(value: Any) -> str | None:
+    """A display value (email, name) from ``raw_value``: text trimmed; booleans and None are none."""
+    if value is None or isinstance(value, bool):
+        return None
+    return text_or_none(value)
+
+
 class _Stop(Exception):
     """Internal: the run was asked to stop between batches."""
 
@@ -202,6 +212,9 @@ class SyncEngine:
         self._reject_notes: list[str] = []
         self._ignore_fingerprints = False
         self._streams: list[Stream] = []
+        self._contacts_done = threading.Event()
+        self._persons_init = True  # this run's Persons scan fills persons_seen without backfilling
+        self._dry_new_persons: list[str] = []
         self.error: BaseException | None = None
         if self.opt.dry_run:
             self.report.sample = {"events": [], "contacts": []}
@@ -214,7 +227,7 @@ class SyncEngine:
         first: BaseException | None = None
         try:
             self._prepare()
-            done = {"events": threading.Event(), "contacts": threading.Event()}
+            done = {"events": threading.Event(), "contacts": self._contacts_done}
             workers = [
                 threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]), name="sync-events", daemon=True),
                 threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]), name="sync-contacts", daemon=True),
@@ -293,6 +306,7 @@ class SyncEngine:
             self._ignore_fingerprints = True
         self._streams = self._plan_streams()
         main = self._streams[-1]
+        self._persons_init = self._ignore_state or main.cursor is None or not st.persons_ready()
         if main.cursor is None:
             if rep.mode != "full":
                 rep.mode = "first"  # (also after a change of project reset the cursors above)
@@ -305,7 +319,8 @@ class SyncEngine:
         backfill start up to the main cursor), then the main stream."""
         selected = list(self.cfg.events.selected)
         floor = fmt_ts(self.opt.since or (self.now - timedelta(days=self.cfg.sync.backfill_days)))
-        existing = {} if self._ignore_state else {s.name: s for s in self.state.streams()}
+        existing = {} if self._ignore_state else {
+            s.name: s for s in self.state.streams() if not s.name.startswith(PERSONS_STREAM_PREFIX)}
         main = existing.pop(MAIN_STREAM, None)
         out: list[Stream] = []
         if main is None or main.cursor is None:
@@ -402,13 +417,17 @@ class SyncEngine:
         self._emit(name)
 
     # --- PostHog reads -----------------------------------------------------------------------
-    def _query(self, sql: str, values: dict[str, Any], name: str) -> Any:
+    def _query(self, sql: str, values: dict[str, Any], name: str, modifiers: dict[str, Any] | None = None) -> Any:
+        if modifiers:
+            return self.ph.query(sql, values, name=name, modifiers=modifiers)
         return self.ph.query(sql, values, name=name)
 
-    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int, name: str) -> Iterator[list[list[Any]]]:
+    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int,
+               name: str, modifiers: dict[str, Any] | None = None) -> Iterator[list[list[Any]]]:
         """Keyset pages through the PostHog client (LIMIT page+1, smaller pages when PostHog stops a
         query at its time limit: invariants 3 and 4), stopping between pages when asked to."""
-        for rows in self.ph.iter_pages(build, key_of, page_size, name=name):
+        kw = {"modifiers": modifiers} if modifiers else {}
+        for rows in self.ph.iter_pages(build, key_of, page_size, name=name, **kw):
             yield rows
             self._check_stop()
 
@@ -416,6 +435,7 @@ class SyncEngine:
     def _events(self) -> None:
         rep = self.report
         main = self._streams[-1]
+        base_events = list(main.events)  # before catch-up streams join it
         if self.opt.count_totals:
             self._set_total("events", self._count_events_to_read())
         for s in self._streams:
@@ -439,6 +459,50 @@ class SyncEngine:
                     main.events = main.events + s.events
             if s.is_main and completed:
                 self._count_main_skips(start)
+        self._backfill_new_persons(base_events)
+
+    # --- Persons who became attachable (invariant 6a) ------------------------------------------
+    def _backfill_new_persons(self, base_events: list[str]) -> None:
+        """Send the backfill-window events of Persons who became attachable since the last complete
+        Persons scan (found by the contacts stream, kept in ``persons_seen`` as pending), up to the
+        main cursor: later events come through the main stream. One stream per group of Persons,
+        checkpointed like any other, so a crash resumes it; events already delivered are dropped
+        (skipped ones are not: they were never sent)."""
+        main = self._streams[-1]
+        if main.cursor is None or not base_events:
+            return
+        while not self._contacts_done.is_set():  # the Persons scan decides who is new
+            self._check_stop()
+            time.sleep(0.05)
+        floor = fmt_ts(self.now - timedelta(days=self.cfg.sync.backfill_days))
+        selected = set(self.cfg.events.selected)
+        if self.opt.dry_run:
+            ids = self._dry_new_persons
+            for i in range(0, len(ids), BACKFILL_PERSONS):
+                self._check_stop()
+                part = ids[i : i + BACKFILL_PERSONS]
+                s = Stream(PERSONS_STREAM_PREFIX + "dry", list(base_events), floor, None, "")
+                self._event_stream(s, (main.cursor.created_at, main.cursor.uuid), persons=tuple(part))
+            return
+        import hashlib
+
+        while True:
+            self._check_stop()
+            cur = self.state.current_backfill()
+            if cur is None:
+                ids = self.state.pending_persons(BACKFILL_PERSONS)
+                if not ids:
+                    return
+                name = PERSONS_STREAM_PREFIX + hashlib.sha256("\0".join(ids).encode()).hexdigest()[:12]
+                s = Stream(name, list(base_events), floor, None, "")
+                upto = (main.cursor.created_at, main.cursor.uuid)
+                self.state.start_backfill(s, ids, upto)
+            else:
+                s, ids, upto = cur
+                s.events = [e for e in s.events if e in selected]
+            if s.events:
+                self._event_stream(s, upto, persons=tuple(ids))
+            self.state.finish_backfill(s, ids)
 
     def _window_start(self, s: Stream) -> tuple[str, str]:
         """(created_from, timestamp_from) of a stream's first page this run (2, 3)."""
@@ -448,23 +512,24 @@ class SyncEngine:
         lo = parse_ts(s.cursor.created_at) - self.overlap
         return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
 
-    def _event_pages(self, s: Stream, upto: tuple[str, str] | None) -> Iterator[list[_EventRow]]:
+    def _event_pages(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
         created_from, ts_from0 = self._window_start(s)
         floor = parse_ts(s.floor)
         events = tuple(s.events)
 
         def build(after: tuple[Any, str] | None) -> tuple[str, dict[str, Any]]:
             if after is None:
-                w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto)
+                w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons)
             else:
                 ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
-                w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto)
+                w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto, persons=persons)
             return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
 
         def key_of(row: list[Any]) -> tuple[Any, str]:
             return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
 
-        for rows in self._paged(build, key_of, self.opt.events_page_size, f"cs-posthog sync events ({s.name})"):
+        for rows in self._paged(build, key_of, self.opt.events_page_size, f"cs-posthog sync events ({s.name})",
+                                Q.EVENTS_MODIFIERS):
             page = [self._map_event(r) for r in rows]
             rows.clear()  # the raw rows go now, not when the next page replaces them (12)
             yield page
@@ -477,16 +542,20 @@ class SyncEngine:
             uuid = str(uuid)
         created_raw = row[Q.EV_CREATED]
         created = norm_ts(created_raw)
+        # ids are JSONExtractRaw's text: a plain JSON string (nearly every id) is unquoted here,
+        # anything else goes through raw_id (numbers kept as written, booleans and null refused)
         v = row[Q.EV_CUSTOMER]
-        customer = (v.strip() or None) if type(v) is str and "\\" not in v else id_text(property_value(v))
+        customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
+                                                 and "\\" not in v) else raw_id(v)
         if customer is None:
             return _EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
             v = row[Q.EV_PERSON]
-            contact = (v.strip() or None) if type(v) is str else id_text(v)
+            contact = (v.strip() or None) if type(v) is str else raw_id(str(v) if v is not None else None)
         else:
             v = row[Q.EV_CONTACT]
-            contact = (v.strip() or None) if type(v) is str and "\\" not in v else id_text(property_value(v))
+            contact = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
+                                                    and "\\" not in v) else raw_id(v)
         if contact is None:
             return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
         name = row[Q.EV_EVENT]
@@ -495,7 +564,8 @@ class SyncEngine:
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(name) > FIELD_MAX:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
         v = row[Q.EV_EMAIL]
-        email = (v.strip() or None) if type(v) is str and "\\" not in v else text_or_none(property_value(v))
+        email = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
+                                              and "\\" not in v) else _text(raw_value(v))
         try:
             payload = event_json(
                 name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
@@ -504,11 +574,11 @@ class SyncEngine:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
         return _EventRow(uuid, created, created_raw, payload, None, customer)
 
-    def _event_stream(self, s: Stream, upto: tuple[str, str] | None) -> bool:
+    def _event_stream(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> bool:
         """Read and send one stream to its end. True when it reached the end."""
         start_created = s.cursor.created_at if s.cursor else ""
         prev_page_uuids: set[str] = set()
-        with Prefetcher(self._event_pages(s, upto), name=f"read-{s.name}") as pages:
+        with Prefetcher(self._event_pages(s, upto, persons), name=f"read-{s.name}") as pages:
             for page in pages:
                 self._check_stop()
                 self._emit("events", read=len(page))
@@ -524,7 +594,10 @@ class SyncEngine:
         duplicate rows and overlap re-reads count them once."""
         rep = self.report
         dry = self.opt.dry_run
-        already = set() if self._ignore_state else self.state.delivered_among([r.uuid for r in page])
+        backfill = s.name.startswith(PERSONS_STREAM_PREFIX)
+        # a new Person's events were skipped before (no id then): only deliveries count as sent
+        already = set() if self._ignore_state else self.state.delivered_among(
+            [r.uuid for r in page], include_skipped=not backfill)
         if dry:
             already |= prev_page_uuids
         seen: set[str] = set()
@@ -553,6 +626,8 @@ class SyncEngine:
             self._emit("events", skipped=skipped)
         if dry:
             rep.events_to_send += len(sendable)
+            if backfill:
+                rep.events_backfilled_for_new_persons += len(sendable)
             room = max(0, self.opt.sample_size - len(rep.sample["events"]))
             if room:
                 import json
@@ -560,7 +635,8 @@ class SyncEngine:
                 rep.sample["events"].extend(json.loads(page[i].payload) for i in sendable[:room])  # type: ignore[arg-type]
             self._emit("events", sent=len(sendable))
             return seen
-        horizon = self.state.prune_horizon(self.overlap)
+        # (nothing is pruned while a backfill runs: its own deliveries are far behind the cursors)
+        horizon = None if backfill else self.state.prune_horizon(self.overlap)
         batches = [[i for i, _ in b] for b in batched((i, page[i].payload) for i in sendable)]  # page indexes
         lo = 0
         marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
@@ -581,7 +657,7 @@ class SyncEngine:
         if not batches:
             last = page[-1]
             skips = [(r.uuid, r.created) for j, r in enumerate(page) if handled[j] and r.skip]
-            self.state.checkpoint(s, Cursor(last.created, last.uuid), skips, prune_before=horizon)
+            self.state.checkpoint(s, Cursor(last.created, last.uuid), skipped=skips, prune_before=horizon)
         return seen
 
     def _deliver_events(
@@ -609,12 +685,14 @@ class SyncEngine:
             rep.resent_after_crash += sum(1 for u, _ in items if u in self._inflight_before)
         rep.events_possibly_doubled += doubled
         rep.events_sent += len(accepted)
+        if s.name.startswith(PERSONS_STREAM_PREFIX):
+            rep.events_backfilled_for_new_persons += len(accepted)
         rep.events_rejected += len(rejected)
         cursor = Cursor(cursor_row.created, cursor_row.uuid)
         if mark_next:
-            self.state.checkpoint(s, cursor, items + skips, prune_before=horizon, mark_next=mark_next)
+            self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon, mark_next=mark_next)
         else:
-            self.state.checkpoint(s, cursor, items + skips, prune_before=horizon)
+            self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon)
         self._emit("events", sent=len(accepted), skipped=len(rejected))
 
     def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:
@@ -645,20 +723,18 @@ class SyncEngine:
         return ok, bad, doubled
 
     # --- event counts ------------------------------------------------------------------------
-    def _count(self, sql: str, values: dict[str, Any], name: str) -> int:
-        res = self._query(sql, values, name)
+    def _count(self, sql: str, values: dict[str, Any], name: str, modifiers: dict[str, Any] | None = None) -> int:
+        res = self._query(sql, values, name, modifiers)
         rows = list(res.results)
         return int(rows[0][0]) if rows and rows[0] else 0
 
     def _count_without_customer(self, events: list[str], ts_from: str, created_after: str | None, created_to: str | None) -> int:
         """Selected events whose Person has no customer property, in a created_at range (6)."""
         w = Q.EventsWindow(tuple(events), ts_from, created_from=None)
-        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=created_to)
-        if created_after is not None:
-            sql += " AND created_at > {created_after}"
-            values["created_after"] = Q.ch_time(created_after)
+        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=created_to,
+                                     created_after=created_after)
         try:
-            return self._count(sql, values, "cs-posthog sync count skipped")
+            return self._count(sql, values, "cs-posthog sync count skipped", Q.EVENTS_MODIFIERS)
         except CsPosthogError as exc:
             log.info("could not count skipped events: %s", exc)
             return 0
@@ -678,12 +754,10 @@ class SyncEngine:
             ts_from = fmt_ts(max(parse_ts(main.floor), parse_ts(after) - self.lateness))
             created_from = None
         w = Q.EventsWindow(tuple(main.events), ts_from, created_from=created_from)
-        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=upto)
-        if after is not None:
-            sql += " AND created_at > {created_after}"
-            values["created_after"] = Q.ch_time(after)
+        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=upto,
+                                     created_after=after)
         try:
-            n = self._count(sql, values, "cs-posthog sync count skipped")
+            n = self._count(sql, values, "cs-posthog sync count skipped", Q.EVENTS_MODIFIERS)
         except CsPosthogError as exc:
             log.info("could not count skipped events: %s", exc)
             return
@@ -708,7 +782,7 @@ class SyncEngine:
                     upto = (main.cursor.created_at, main.cursor.uuid)
                 w = Q.EventsWindow(tuple(s.events), ts_from, created_from=created_from, upto=upto)
                 sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=False)
-                total += self._count(sql, values, "cs-posthog sync count events")
+                total += self._count(sql, values, "cs-posthog sync count events", Q.EVENTS_MODIFIERS)
         except CsPosthogError as exc:
             log.info("could not count events: %s", exc)
             return None
@@ -716,11 +790,17 @@ class SyncEngine:
 
     # --- contacts ----------------------------------------------------------------------------
     def _contacts(self) -> None:
+        """Every Person who may hold a customer id, keyset on id (8). Those matching the saved filters
+        become contacts; every attachable one (customer and contact id) is checked against
+        ``persons_seen``, where the Persons new since the last complete scan wait for their backfill
+        (6a)."""
         rep = self.report
         filters = self.cfg.all_filters()
+        extra = [f for f in filters if f.property != self.customer_prop or f.operator.value != "is_set"]
+        flag_col = (Q.P_CONTACT + 1 if self.contact_prop is not None else Q.P_CONTACT) if extra else None
         if self.opt.count_totals:
             try:
-                sql, values = Q.persons_count(filters)
+                sql, values = Q.persons_count(self.customer_prop)
                 self._set_total("contacts", self._count(sql, values, "cs-posthog sync count persons"))
             except CsPosthogError as exc:
                 log.info("could not count persons: %s", exc)
@@ -729,13 +809,16 @@ class SyncEngine:
             return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after)
 
         ignore_fps = self._ignore_state or self._ignore_fingerprints
+        can_seen = not self._ignore_state and (not self.opt.dry_run or self.state.persons_ready())
         pages = self._paged(build, lambda row: str(row[Q.P_ID]), self.opt.persons_page_size, "cs-posthog sync persons")
         with Prefetcher(pages, name="read-persons") as it:
             for rows in it:
                 self._check_stop()
                 self._emit("contacts", read=len(rows))
-                contacts = self._map_contacts(rows)
+                contacts, attachable = self._map_contacts(rows, flag_col)
                 rows.clear()  # (12)
+                if can_seen:
+                    self._note_attachable(attachable)
                 existing = {} if ignore_fps else self.state.fingerprints([c.contact_id for c in contacts])
                 changed = [c for c in contacts if existing.get(c.contact_id) != c.fp]
                 unchanged = [c.contact_id for c in contacts if existing.get(c.contact_id) == c.fp]
@@ -763,21 +846,49 @@ class SyncEngine:
                     rep.contacts_sent += len(ok)
                     rep.contacts_rejected += len(bad)
                     self._emit("contacts", sent=len(ok), skipped=len(bad))
+        if not self.opt.dry_run and self._persons_init and can_seen:
+            self.state.set_persons_ready()
         if not self.opt.dry_run and self.run_id is not None:
             rep.contacts_no_longer_matching = self.state.contacts_not_seen_since(self.run_id)
         rep.customers_referenced = len(self._customers)
 
-    def _map_contacts(self, rows: list[list[Any]]) -> list[_Contact]:
+    def _note_attachable(self, person_ids: list[str]) -> None:
+        """Record the attachable Persons of one page: all of them while ``persons_seen`` is being
+        filled (first sync, or a state from before it existed), else the new ones as pending."""
+        if not person_ids:
+            return
+        if self._persons_init:
+            if not self.opt.dry_run:
+                self.state.add_persons(person_ids, pending=False)
+            return
+        new = self.state.persons_unseen(person_ids)
+        if not new:
+            return
+        self.report.persons_became_attachable += len(new)
+        if self.opt.dry_run:
+            self._dry_new_persons.extend(new)
+        else:
+            self.state.add_persons(new, pending=True)
+
+    def _map_contacts(self, rows: list[list[Any]], flag_col: int | None) -> tuple[list[_Contact], list[str]]:
+        """(the contacts of the Persons matching the filters, the ids of every attachable Person)."""
         rep = self.report
         out: dict[str, _Contact] = {}
+        attachable: list[str] = []
         skipped = 0
         for row in rows:
-            customer = id_text(property_value(row[Q.P_CUSTOMER]))
+            customer = raw_id(row[Q.P_CUSTOMER])
             if customer is None:
-                rep.contacts_skipped_no_customer += 1
-                skipped += 1
+                if flag_col is None or row[flag_col]:
+                    rep.contacts_skipped_no_customer += 1
+                    skipped += 1
                 continue
-            contact = id_text(row[Q.P_ID]) if self.contact_prop is None else id_text(property_value(row[Q.P_CONTACT]))
+            contact = raw_id(str(row[Q.P_ID])) if self.contact_prop is None else raw_id(row[Q.P_CONTACT])
+            if contact is not None:
+                attachable.append(str(row[Q.P_ID]))
+            if flag_col is not None and not row[flag_col]:
+                skipped += 1  # outside the filters: events only, no contact
+                continue
             if contact is None:
                 rep.contacts_skipped_no_contact_id += 1
                 skipped += 1
@@ -786,17 +897,15 @@ class SyncEngine:
                 rep.contacts_skipped_invalid += 1
                 skipped += 1
                 continue
-            email = text_or_none(property_value(row[Q.P_EMAIL]))
+            email = _text(raw_value(row[Q.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(
-                customer=customer, contact=contact, name=text_or_none(property_value(row[Q.P_NAME])), email=email
-            )
+            payload = contact_payload(customer=customer, contact=contact, name=_text(raw_value(row[Q.P_NAME])), email=email)
             self._customers.add(customer)
             out[contact] = _Contact(contact, customer, fingerprint(payload), encode(payload))
         if skipped:
             self._emit("contacts", skipped=skipped)
-        return list(out.values())
+        return list(out.values()), attachable
 
     # --- the end -----------------------------------------------------------------------------
     def _collect_stats(self) -> None:

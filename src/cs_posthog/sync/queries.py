@@ -1,111 +1,141 @@
-"""The HogQL the sync sends. Every value goes through ``values`` placeholders; property names go
-through ``cs_posthog.posthog.hogql.property_ref`` (quoting of odd names is the PostHog client's).
+"""The HogQL the sync sends. Every value and every property name goes through ``values``
+placeholders (``cs_posthog.posthog.hogql.Params``); nothing the user typed is spliced into the text.
 
 Events are read in keyset order on ingestion time ``(created_at, uuid)``. Each query is also bounded
 on ``timestamp`` (PostHog stores events by timestamp and gives an API query 10 s), by the
 ``max_lateness`` contract: an event ingested more than ``max_lateness`` after it happened may be
-missed.
+missed. Keyset constants are cast explicitly (``toDateTime64(.., 6, 'UTC')``, ``toUUID(..)``) instead
+of relying on ClickHouse converting a string inside a tuple comparison.
+
+Attribution (docs/posthog-semantics.md): on PostHog Cloud ``person.properties`` on the events table
+is the Person *as stamped on the event at ingestion* (persons-on-events). The sync wants the Person
+as it is now (the rule the wizard counted with), so every events query runs with the modifier
+``EVENTS_MODIFIERS`` (``person_id_override_properties_joined``: PostHog joins the current Person).
+Properties are read as raw JSON text (``JSONExtractRaw``), so ids keep their exact text whatever
+type PostHog gave the property.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cs_posthog.posthog.hogql import compile_filters, persons_page_query, property_ref
+from cs_posthog.posthog.hogql import (
+    RAW_NO_ID,
+    Params,
+    has_id,
+    persons_page_query,
+    raw_ref,
+)
 
 # Column positions in the events query
 EV_UUID, EV_EVENT, EV_TIMESTAMP, EV_CREATED, EV_PERSON, EV_CUSTOMER, EV_EMAIL, EV_CONTACT = range(8)
-# ... and in the persons query
+# ... and in the persons query (then 1/0, whether the Person matches the filters, when there are any)
 P_ID, P_CUSTOMER, P_EMAIL, P_NAME, P_CONTACT = range(5)
+
+# PostHog's persons-on-events mode that reads the current Person on the events table
+# (posthog/schema.py PersonsOnEventsMode; posthog/hogql/database/schema/events.py).
+EVENTS_MODIFIERS: dict[str, Any] = {"personsOnEventsMode": "person_id_override_properties_joined"}
 
 
 def ch_time(iso: str) -> str:
-    """Our canonical ISO form as ClickHouse's basic DateTime64 text (UTC, no 'T', no 'Z'): the form
-    a String constant compared with a DateTime64(6, 'UTC') column is parsed in."""
+    """Our canonical ISO form as ClickHouse's basic DateTime64 text (UTC, no 'T', no 'Z')."""
     return iso.replace("T", " ").rstrip("Z")
+
+
+def _dt(p: Params, stem: str, iso: str) -> str:
+    return f"toDateTime64({p.add(stem, ch_time(iso), reuse=False)}, 6, 'UTC')"
 
 
 @dataclass(frozen=True)
 class EventsWindow:
-    """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``."""
+    """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``;
+    only the events of ``persons`` when given (a new-person backfill)."""
 
     events: tuple[str, ...]
     timestamp_from: str  # ISO UTC
     created_from: str | None = None  # first page of a run: created_at >= this
     after: tuple[str, str] | None = None  # later pages: (created_at, uuid) > this
     upto: tuple[str, str] | None = None  # catch-up streams: (created_at, uuid) <= this
+    persons: tuple[str, ...] = ()
 
 
-def _event_values(w: EventsWindow) -> tuple[list[str], dict[str, Any]]:
-    values: dict[str, Any] = {}
-    names = []
-    for i, name in enumerate(w.events):
-        values[f"e{i}"] = name
-        names.append(f"{{e{i}}}")
-    where = [f"event IN ({', '.join(names)})", "timestamp >= {ts_from}"]
-    values["ts_from"] = ch_time(w.timestamp_from)
+def _event_where(w: EventsWindow, p: Params) -> list[str]:
+    names = [p.add("e", name, reuse=False) for name in w.events]
+    where = [f"event IN ({', '.join(names)})", f"timestamp >= {_dt(p, 'ts', w.timestamp_from)}"]
     if w.after is not None:
-        where.append("(created_at, uuid) > ({after_c}, {after_u})")
-        values["after_c"], values["after_u"] = ch_time(w.after[0]), w.after[1]
+        where.append(f"(created_at, uuid) > ({_dt(p, 'ac', w.after[0])}, toUUID({p.add('au', w.after[1])}))")
     elif w.created_from is not None:
-        where.append("created_at >= {created_from}")
-        values["created_from"] = ch_time(w.created_from)
+        where.append(f"created_at >= {_dt(p, 'cf', w.created_from)}")
     if w.upto is not None:
-        where.append("(created_at, uuid) <= ({upto_c}, {upto_u})")
-        values["upto_c"], values["upto_u"] = ch_time(w.upto[0]), w.upto[1]
-    return where, values
+        where.append(f"(created_at, uuid) <= ({_dt(p, 'uc', w.upto[0])}, toUUID({p.add('uu', w.upto[1])}))")
+    if w.persons:
+        ids = [p.add("p", pid, reuse=False) for pid in w.persons]
+        where.append(f"person_id IN ({', '.join(ids)})")
+    return where
 
 
 def events_page(
     w: EventsWindow, *, customer_property: str, contact_property: str | None
 ) -> tuple[str, dict[str, Any]]:
-    """Selected events whose Person has the customer property set, in keyset order, without LIMIT
-    (``PostHogClient.iter_pages`` asks for page+1 rows)."""
-    where, values = _event_values(w)
-    customer = property_ref(customer_property, table_prefix="person.properties")
-    where.append(f"{customer} IS NOT NULL")
+    """Selected events whose Person (as it is now) may hold a customer id, in keyset order, without
+    LIMIT (``PostHogClient.iter_pages`` asks for page+1 rows). Run with ``EVENTS_MODIFIERS``."""
+    p = Params()
+    where = _event_where(w, p)
+    where.append(has_id(customer_property, p, "person.properties"))
     cols = [
         "uuid",
         "event",
         "timestamp",
         "created_at",
         "person_id",
-        customer,
-        property_ref("email", table_prefix="person.properties"),
+        raw_ref(customer_property, p, "person.properties"),
+        raw_ref("email", p, "person.properties"),
     ]
     if contact_property is not None:
-        cols.append(property_ref(contact_property, table_prefix="person.properties"))
+        cols.append(raw_ref(contact_property, p, "person.properties"))
     sql = f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(where)} ORDER BY created_at, uuid"
-    return sql, values
+    return sql, p.values
 
 
 def events_count(
-    w: EventsWindow, *, customer_property: str, without_customer: bool, created_to: str | None = None
+    w: EventsWindow, *, customer_property: str, without_customer: bool, created_to: str | None = None,
+    created_after: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """How many selected events in a window have (or lack) the customer property."""
-    where, values = _event_values(w)
-    customer = property_ref(customer_property, table_prefix="person.properties")
-    where.append(f"{customer} IS NULL" if without_customer else f"{customer} IS NOT NULL")
+    """How many selected events in a window have (or lack) a customer id on their current Person.
+    Run with ``EVENTS_MODIFIERS``."""
+    p = Params()
+    where = _event_where(w, p)
+    ref = raw_ref(customer_property, p, "person.properties")
+    where.append(f"{ref} IN {RAW_NO_ID}" if without_customer else f"{ref} NOT IN {RAW_NO_ID}")
     if created_to is not None:
-        where.append("created_at <= {created_to}")
-        values["created_to"] = ch_time(created_to)
+        where.append(f"created_at <= {_dt(p, 'ct', created_to)}")
+    if created_after is not None:
+        where.append(f"created_at > {_dt(p, 'ca', created_after)}")
     # PostHog may hold one uuid in two rows: count events, not rows
-    return f"SELECT count(DISTINCT uuid) FROM events WHERE {' AND '.join(where)}", values
+    return f"SELECT count(DISTINCT uuid) FROM events WHERE {' AND '.join(where)}", p.values
 
 
 def persons_page(
-    filters: list[Any], *, customer_property: str, contact_property: str | None, after_id: str | None
+    filters: Sequence[Any], *, customer_property: str, contact_property: str | None, after_id: str | None
 ) -> tuple[str, dict[str, Any]]:
-    """Persons matching the saved filters (locked condition included), keyset on id, without LIMIT.
-    Columns: id, customer property, email, name[, contact property]."""
+    """Every Person who may hold a customer id, keyset on id, without LIMIT. Columns: id, customer,
+    email, name[, contact], then 1/0: whether the Person matches ``filters`` (the saved filters;
+    only those become contacts, while every Person with a customer id has their events sent)."""
+    from cs_posthog.config import Operator, PersonFilter
+
+    locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
+    extra = [f for f in filters if f != locked]
     columns = [customer_property, "email", "name"]
     if contact_property is not None:
         columns.append(contact_property)
-    return persons_page_query(filters, columns, after=after_id)
+    return persons_page_query([], columns, after=after_id, flag_filters=extra, id_property=customer_property)
 
 
-def persons_count(filters: list[Any]) -> tuple[str, dict[str, Any]]:
-    from cs_posthog.posthog.hogql import count_persons_query
+def persons_count(customer_property: str) -> tuple[str, dict[str, Any]]:
+    """How many Persons may hold a customer id (what ``persons_page`` reads)."""
+    p = Params()
+    return f"SELECT count() FROM persons WHERE {has_id(customer_property, p)}", p.values
 
-    return count_persons_query(filters)
+

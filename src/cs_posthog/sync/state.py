@@ -35,6 +35,9 @@ MAIN_STREAM = "events"
 _CHUNK = 500  # parameters per IN (...) query
 _MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
 _INFLIGHT_KEY = "inflight_batch"  # meta row: the batch in flight (see SyncState.mark_inflight)
+PERSONS_STREAM_PREFIX = "persons:"  # event streams that backfill Persons who became attachable
+_PERSONS_READY_KEY = "persons_seen_ready"  # meta: persons_seen holds every attachable Person of a complete scan
+_BACKFILL_KEY = "persons_backfill"  # meta: the new-person backfill in progress (stream, person ids, upto)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,7 +51,8 @@ CREATE TABLE IF NOT EXISTS streams (
 );
 CREATE TABLE IF NOT EXISTS delivered (
     uuid TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    skipped INTEGER NOT NULL DEFAULT 0 -- 1: read and skipped (no customer/contact id), not sent
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (created_at);
 CREATE TABLE IF NOT EXISTS inflight (
@@ -62,6 +66,10 @@ CREATE TABLE IF NOT EXISTS contacts (
     fingerprint TEXT NOT NULL,
     sent_at TEXT NOT NULL,
     seen_run INTEGER NOT NULL          -- last run whose complete Persons scan matched it
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS persons_seen (
+    person_id TEXT PRIMARY KEY,        -- a Person whose events the sync can attach (customer + contact id)
+    pending INTEGER NOT NULL           -- 1: became attachable, their backfill-window events not yet sent
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -268,6 +276,9 @@ class SyncState:
         for stmt in _SCHEMA.split(";"):
             if stmt.strip():
                 self._db.execute(stmt)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(delivered)")}
+        if "skipped" not in cols:  # a state written before skips were told from deliveries
+            self._db.execute("ALTER TABLE delivered ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0")
         with self.tx() as db:
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -369,11 +380,13 @@ class SyncState:
             db.execute("DELETE FROM streams WHERE name=?", (name,))
 
     # --- delivered uuids and the in-flight marker --------------------------------------------
-    def delivered_among(self, uuids: Sequence[str]) -> set[str]:
+    def delivered_among(self, uuids: Sequence[str], *, include_skipped: bool = True) -> set[str]:
+        """Which of ``uuids`` were handled: delivered, or (``include_skipped``) read and skipped."""
         found: set[str] = set()
+        only_sent = "" if include_skipped else " AND skipped = 0"
         for part in _chunks(list(uuids)):
             marks = ",".join("?" * len(part))
-            found.update(r[0] for r in self._read(f"SELECT uuid FROM delivered WHERE uuid IN ({marks})", part))
+            found.update(r[0] for r in self._read(f"SELECT uuid FROM delivered WHERE uuid IN ({marks}){only_sent}", part))
         return found
 
     def delivered_count(self) -> int:
@@ -447,6 +460,7 @@ class SyncState:
         cursor: Cursor,
         delivered: Sequence[tuple[str, str]] = (),
         *,
+        skipped: Sequence[tuple[str, str]] = (),
         prune_before: str | None = None,
         mark_next: Sequence[tuple[str, str]] = (),
     ) -> None:
@@ -454,12 +468,18 @@ class SyncState:
         the stream's cursor, and prune delivered uuids older than the overlap window, atomically.
 
         ``mark_next``: the in-flight marks of the batch about to be sent, written in the same
-        transaction (one commit per batch instead of two; ``mark_inflight`` is the same thing)."""
+        transaction (one commit per batch instead of two; ``mark_inflight`` is the same thing).
+        ``skipped``: rows read and skipped (no id): recorded so that re-reads count them once, but
+        never taken for deliveries (a Person who becomes attachable still has them sent)."""
         stream.cursor = cursor
         pending = self._pending
         with self.tx() as db:
+            if skipped:
+                _insert_rows(db, "INSERT OR IGNORE INTO delivered (uuid, created_at, skipped) VALUES ",
+                             [(u, c, 1) for u, c in skipped], 3)
             if delivered:
-                _insert_rows(db, "INSERT OR REPLACE INTO delivered (uuid, created_at) VALUES ", delivered, 2)
+                _insert_rows(db, "INSERT OR REPLACE INTO delivered (uuid, created_at, skipped) VALUES ",
+                             [(u, c, 0) for u, c in delivered], 3)
                 if self._legacy_marks(db):
                     _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", [u for u, _ in delivered])
                 if pending:
@@ -534,13 +554,79 @@ class SyncState:
         with self.tx() as db:
             db.execute("UPDATE contacts SET fingerprint=''")
 
+    # --- Persons who become attachable (invariant 6a) -----------------------------------------
+    def persons_ready(self) -> bool:
+        """Whether a complete Persons scan has filled ``persons_seen`` (before that, every Person
+        looks new and none is backfilled: the first sync's backfill window covers them)."""
+        return self.get_meta(_PERSONS_READY_KEY) == "1"
+
+    def set_persons_ready(self) -> None:
+        self.set_meta(_PERSONS_READY_KEY, "1")
+
+    def persons_unseen(self, person_ids: Sequence[str]) -> list[str]:
+        """The ids of ``person_ids`` not in ``persons_seen``, in their order."""
+        known: set[str] = set()
+        for part in _chunks(list(person_ids)):
+            marks = ",".join("?" * len(part))
+            known.update(r[0] for r in self._read(f"SELECT person_id FROM persons_seen WHERE person_id IN ({marks})", part))
+        return [p for p in person_ids if p not in known]
+
+    def add_persons(self, person_ids: Sequence[str], *, pending: bool) -> None:
+        if not person_ids:
+            return
+        with self.tx() as db:
+            _insert_rows(db, "INSERT OR IGNORE INTO persons_seen (person_id, pending) VALUES ",
+                         [(p, int(pending)) for p in person_ids], 2)
+
+    def pending_persons(self, limit: int) -> list[str]:
+        return [r[0] for r in self._read(
+            "SELECT person_id FROM persons_seen WHERE pending = 1 ORDER BY person_id LIMIT ?", (int(limit),))]
+
+    def pending_persons_count(self) -> int:
+        rows = self._read("SELECT count(*) FROM persons_seen WHERE pending = 1")
+        return rows[0][0] if rows else 0
+
+    def current_backfill(self) -> tuple[Stream, list[str], tuple[str, str]] | None:
+        """The new-person backfill in progress: its stream, its Persons and its upper bound."""
+        raw = self.get_meta(_BACKFILL_KEY)
+        if raw is None:
+            return None
+        try:
+            d = json.loads(raw)
+            stream = self.stream(str(d["stream"]))
+            ids = [str(p) for p in d["persons"]]
+            upto = (str(d["upto"][0]), str(d["upto"][1]))
+        except (ValueError, TypeError, KeyError, IndexError):
+            stream = None
+        if stream is None:
+            with self.tx() as db:
+                db.execute("DELETE FROM meta WHERE key=?", (_BACKFILL_KEY,))
+            return None
+        return stream, ids, upto
+
+    def start_backfill(self, stream: Stream, person_ids: Sequence[str], upto: tuple[str, str]) -> None:
+        with self.tx() as db:
+            self._save_stream(db, stream)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (
+                _BACKFILL_KEY, json.dumps({"stream": stream.name, "persons": list(person_ids), "upto": list(upto)})))
+
+    def finish_backfill(self, stream: Stream, person_ids: Sequence[str]) -> None:
+        """The backfill reached its bound: its Persons are attachable like any other from now on."""
+        with self.tx() as db:
+            db.execute("DELETE FROM streams WHERE name=?", (stream.name,))
+            db.execute("DELETE FROM meta WHERE key=?", (_BACKFILL_KEY,))
+            for part in _chunks(list(person_ids), _MAX_PARAMS):
+                db.execute(f"UPDATE persons_seen SET pending = 0 WHERE person_id IN ({','.join('?' * len(part))})",
+                           list(part))
+
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
         with self.tx() as db:
-            for table in ("streams", "delivered", "inflight"):
+            for table in ("streams", "delivered", "inflight", "persons_seen"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', ?)", (_INFLIGHT_KEY,))
+            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', ?, ?, ?)",
+                       (_INFLIGHT_KEY, _PERSONS_READY_KEY, _BACKFILL_KEY))
             db.execute("UPDATE contacts SET fingerprint=''")
         self._pending, self._legacy = None, False
 

@@ -1,0 +1,231 @@
+"""The sync against a sandbox that behaves like PostHog Cloud: typed customer ids (numbers, numbers
+above 2^53, zero-padded strings), person properties stamped on events at ingestion (persons on
+events), Persons who get their customer id after their first events, and filters on Numeric and
+Boolean properties. Expectations come from the sandbox's raw dumps (``sync_expected``): the Person
+as it is now, ids as the exact text of the stored JSON value."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cs_posthog.sandbox.runner import get_jsonl, post_json, start_sandbox
+from sync_expected import Sandbox, bag, expected_contacts, expected_events, ms, parse
+from test_sync_engine import SELECTED, Received, make_config, since_of, sync
+
+BIG = 2**53
+
+
+def _start(**kw):
+    extra = []
+    for flag in ("id_type", "poe_mode"):
+        if flag in kw:
+            extra += ["--" + flag.replace("_", "-"), kw.pop(flag)]
+    return start_sandbox(events=2500, persons=250, customers=30, extra_args=extra, **kw)
+
+
+def _env(monkeypatch, sb: Sandbox) -> Sandbox:
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
+    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    return sb
+
+
+def _raw_ids(sb: Sandbox, prop: str) -> list[object]:
+    return [p["properties"].get(prop) for p in sb.persons().values() if p["properties"].get(prop) is not None]
+
+
+@pytest.mark.parametrize("id_type", ["numeric", "mixed", "string"])
+def test_customer_ids_are_exact_whatever_the_property_type(id_type, monkeypatch):
+    with _start(seed=11, id_type=id_type) as proc:
+        sb = _env(monkeypatch, Sandbox(proc.info))
+        prop = sb.info["customer_property"]
+        ids = _raw_ids(sb, prop)
+        if id_type == "numeric":
+            assert any(isinstance(v, int) and v > BIG for v in ids), "the sandbox must store ids above 2^53"
+        if id_type == "mixed":
+            assert any(isinstance(v, str) and v.startswith("0") and v.isdigit() for v in ids)
+            assert any(isinstance(v, int) for v in ids)
+        cfg = make_config(sb, filters=[])
+        since = since_of(sb)
+        report, error = sync(cfg, since=since)
+        assert error is None, error
+        want, skipped = expected_events(sb, selected=SELECTED, since=since, customer_property=prop)
+        got = sb.received("events")
+        assert bag(got) == bag(want)
+        assert report.events_skipped_no_customer == skipped
+        assert bag(sb.received("contacts")) == bag(expected_contacts(sb, customer_property=prop, filters=[]))
+        customers = {e["identification"]["customer"] for e in got}
+        if id_type == "numeric":
+            assert any(c.isdigit() and int(c) > BIG for c in customers)  # every digit kept
+            assert not any(c.endswith(".0") for c in customers)
+        if id_type == "mixed":
+            assert any(c.startswith("0") for c in customers)  # "007" stays 007
+
+
+@pytest.mark.parametrize("poe_mode", ["stamped", "joined"])
+def test_events_land_on_the_customer_the_person_belongs_to_now(poe_mode, monkeypatch):
+    with _start(seed=12, poe_mode=poe_mode) as proc:
+        sb = _env(monkeypatch, Sandbox(proc.info))
+        prop = sb.info["customer_property"]
+        persons = sb.persons()
+        since = since_of(sb)
+        # the data must hold events whose stamped Person differs from the Person now
+        differs = [e for e in sb.events() if e["event"] in SELECTED and parse(e["timestamp"]) >= since
+                   and (e.get("person_properties") or {}).get(prop) != persons[e["person_id"]]["properties"].get(prop)]
+        assert differs, "the sandbox must have Persons whose customer id changed after some of their events"
+        cfg = make_config(sb, filters=[])
+        report, error = sync(cfg, since=since)
+        assert error is None, error
+        want, skipped = expected_events(sb, selected=SELECTED, since=since, customer_property=prop)
+        assert bag(sb.received("events")) == bag(want)
+        assert report.events_skipped_no_customer == skipped
+
+
+@pytest.fixture(scope="module")
+def cloud():
+    with _start(seed=13) as proc:
+        yield Sandbox(proc.info)
+
+
+def _person_without_customer(sb: Sandbox, prop: str, since) -> tuple[str, list[dict]]:
+    persons = sb.persons()
+    by_person: dict[str, list[dict]] = {}
+    for e in sb.events():
+        if e["event"] in SELECTED and parse(e["timestamp"]) >= since:
+            by_person.setdefault(e["person_id"], []).append(e)
+    for pid, evs in sorted(by_person.items(), key=lambda kv: -len(kv[1])):
+        if persons[pid]["properties"].get(prop) is None and len({e["uuid"] for e in evs}) >= 3:
+            return pid, evs
+    raise AssertionError("no Person without a customer id has selected events")
+
+
+def _identify(sb: Sandbox, pid: str, customer: str) -> None:
+    """PostHog: ``$set`` on the Person; the events already ingested keep the properties stamped then."""
+    prop = sb.info["customer_property"]
+    person = sb.persons()[pid]
+    post_json(sb.ph + "/_sandbox/persons", [{"id": pid, "properties": {**person["properties"], prop: customer}}])
+
+
+def _times(evs: list[dict]) -> list[int]:
+    return sorted(ms(e["timestamp"]) for e in {e["uuid"]: e for e in evs}.values())
+
+
+def test_a_person_who_gets_a_customer_id_brings_their_recent_events_once(cloud, monkeypatch):
+    sb = _env(monkeypatch, cloud)
+    prop = sb.info["customer_property"]
+    since = since_of(sb)
+    cfg = make_config(sb, filters=[])
+    report, error = sync(cfg, since=since)
+    assert error is None, error
+    pid, evs = _person_without_customer(sb, prop, since)
+    customer = sorted(sb.customers())[0]
+    _identify(sb, pid, customer)
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    mine = [e for e in got("events") if e["identification"]["contact"] == pid]
+    assert sorted(e["timestamp"] for e in mine) == _times(evs)
+    assert {e["identification"]["customer"] for e in mine} == {customer}
+    assert report.events_backfilled_for_new_persons == len(mine) > 0
+    assert report.persons_became_attachable == 1
+    assert [c["contact_external_id"] for c in got("contacts")] == [pid]
+    # nothing twice: a third run sends nothing of theirs, a new event of theirs arrives once
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    assert got("events") == [] and report.events_backfilled_for_new_persons == 0
+    post_json(sb.ph + "/_sandbox/events", [{"event": SELECTED[0], "person_id": pid}])
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    assert [e["identification"]["contact"] for e in got("events")] == [pid]
+
+
+def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
+    """A dry run counts a new Person's backfill and changes nothing; a run stopped in the middle of
+    the backfill keeps its place; the next run finishes it: each event exactly once overall."""
+    from cs_posthog.paths import get_paths
+    from cs_posthog.sync.engine import SyncEngine, SyncOptions
+    from cs_posthog.sync.runner import make_customerscore_client, make_posthog_client
+    from cs_posthog.sync.state import SyncState
+
+    sb = _env(monkeypatch, cloud)
+    prop = sb.info["customer_property"]
+    since = since_of(sb)
+    cfg = make_config(sb, filters=[])
+    report, error = sync(cfg, since=since)
+    assert error is None, error
+    pid, evs = _person_without_customer(sb, prop, since)
+    _identify(sb, pid, sorted(sb.customers())[1])
+    got = Received(sb)
+    n = len({e["uuid"] for e in evs})
+    report, error = sync(cfg, dry_run=True)
+    assert error is None, error
+    assert report.events_backfilled_for_new_persons == n
+    assert got("events") == []
+    with SyncState(get_paths().state_db) as st:
+        assert st.pending_persons_count() == 0  # the dry run wrote nothing
+
+    ph, cs = make_posthog_client(cfg), make_customerscore_client(cfg)
+    try:
+        with SyncState(get_paths().state_db) as st:
+            engine = SyncEngine(cfg, ph, cs, st, options=SyncOptions(events_page_size=1),
+                                progress=lambda p: engine.report.events_backfilled_for_new_persons and engine.stop.set())
+            report = engine.run()
+            assert report.status == "interrupted"
+            assert 0 < report.events_backfilled_for_new_persons < n
+            assert st.current_backfill() is not None
+    finally:
+        ph.close()
+        cs.close()
+    report, error = sync(cfg)
+    assert error is None, error
+    mine = [e for e in got("events") if e["identification"]["contact"] == pid]
+    assert sorted(e["timestamp"] for e in mine) == _times(evs)  # each once
+    with SyncState(get_paths().state_db) as st:
+        assert st.pending_persons_count() == 0 and st.current_backfill() is None
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [{"property": "seats", "operator": "equals", "value": "5"}],
+        [{"property": "seats", "operator": "not_equals", "value": "5"}],
+        [{"property": "beta_user", "operator": "equals", "value": "true"}],
+        [{"property": "signed_up_at", "operator": "is_set"}],
+    ],
+)
+def test_filters_on_numeric_and_boolean_properties(cloud, monkeypatch, filters):
+    from cs_posthog.config import PersonFilter
+    from cs_posthog.posthog.client import PostHogClient
+    from cs_posthog.posthog.hogql import count_persons
+    from sync_expected import matches
+
+    sb = _env(monkeypatch, cloud)
+    prop = sb.info["customer_property"]
+    defs = {d["name"]: d.get("property_type") for d in _definitions(sb)}
+    assert defs.get(filters[0]["property"]) in ("Numeric", "Boolean", "DateTime")
+    with PostHogClient(sb.ph, sb.info["api_key"], sb.info["project_id"]) as client:
+        n = count_persons(client, [PersonFilter.model_validate(f) for f in filters])
+    assert n == sum(all(matches(p["properties"], f) for f in filters) for p in sb.persons().values())
+    assert n > 0
+    cfg = make_config(sb, filters=filters)
+    got = Received(sb)
+    report, error = sync(cfg, full=True)
+    assert error is None, error
+    assert bag(got("contacts")) == bag(expected_contacts(sb, customer_property=prop, filters=filters))
+
+
+def _definitions(sb: Sandbox) -> list[dict]:
+    from cs_posthog.sandbox.runner import get_json
+
+    url = f"{sb.ph}/api/projects/{sb.info['project_id']}/property_definitions/?type=person&limit=500"
+    return get_json(url, headers={"Authorization": f"Bearer {sb.info['api_key']}"})["results"]
+
+
+def test_dump_rows_carry_the_stamped_person_properties(cloud):
+    rows = get_jsonl(cloud.ph + "/_sandbox/dump/events")
+    assert all("person_properties" in r for r in rows[:50])
+    json.dumps(rows[0])
