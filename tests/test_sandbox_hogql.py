@@ -86,8 +86,8 @@ def q(conn, query, values=None, **kw):
     return execute(conn, query, values, **kw)
 
 
-def col(conn, query, values=None):
-    return [r[0] for r in q(conn, query, values)["results"]]
+def col(conn, query, values=None, **kw):
+    return [r[0] for r in q(conn, query, values, **kw)["results"]]
 
 
 def err(conn, query, values=None, **kw) -> HogQLError:
@@ -103,7 +103,8 @@ def test_create_schema_makes_the_tables_and_indexes_the_data_generator_fills(db)
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_created", "events_ts"} <= indexes
     assert [r[1] for r in db.execute("PRAGMA table_info(events)")] == [
-        "rowid_", "uuid", "event", "timestamp", "created_at", "distinct_id", "person_id", "properties"]
+        "rowid_", "uuid", "event", "timestamp", "created_at", "distinct_id", "person_id", "properties",
+        "person_properties"]
 
 
 def test_parse_returns_posthogs_ast_and_maps_syntax_errors():
@@ -150,8 +151,11 @@ def test_double_quoted_identifiers_are_fields_and_single_quotes_are_strings(db):
     assert col(db, 'SELECT properties."plan" FROM persons WHERE properties."org" = \'acme\'') == ["pro"]
 
 
-def test_person_properties_come_from_the_current_person_through_person_id(db):
-    r = q(db, "SELECT uuid, person.id, person.properties.org FROM events ORDER BY created_at, uuid")
+JOINED = {"personsOnEventsMode": "person_id_override_properties_joined"}
+
+
+def test_person_properties_come_from_the_current_person_with_the_joined_modifier(db):
+    r = q(db, "SELECT uuid, person.id, person.properties.org FROM events ORDER BY created_at, uuid", modifiers=JOINED)
     assert r["columns"] == ["uuid", "id", "org"]
     assert r["results"] == [
         [_uuid(1), "p-acme", "acme"],
@@ -162,7 +166,27 @@ def test_person_properties_come_from_the_current_person_through_person_id(db):
         [_uuid(5), "00000000-0000-0000-0000-000000000000", None],
     ]
     db.execute("UPDATE persons SET properties = ? WHERE id = 'p-acme'", (dump_properties({"org": "acme-2"}),))
-    assert col(db, "SELECT person.properties.org FROM events WHERE uuid = {u}", {"u": _uuid(1)}) == ["acme-2"]
+    assert col(db, "SELECT person.properties.org FROM events WHERE uuid = {u}", {"u": _uuid(1)},
+               modifiers=JOINED) == ["acme-2"]
+
+
+def test_person_properties_on_events_are_stamped_at_ingestion_by_default(db):
+    # person_id_override_properties_on_events (Cloud's default): events.person_properties
+    r = q(db, "SELECT uuid, person.id, person.properties.org FROM events ORDER BY created_at, uuid")
+    assert r["results"] == [
+        [_uuid(1), "p-acme", "acme"],
+        [_uuid(2), "p-acme", "acme"],
+        [_uuid(3), "p-beta", "beta"],
+        [_uuid(4), "p-none", None],
+        [_uuid(5), "p-gone", None],  # person.id is events.person_id in this mode
+    ]
+    db.execute("UPDATE persons SET properties = ? WHERE id = 'p-acme'", (dump_properties({"org": "acme-2"}),))
+    assert col(db, "SELECT person.properties.org FROM events WHERE uuid = {u}", {"u": _uuid(1)}) == ["acme"]
+    # an event ingested now is stamped with the Person as it is now
+    _add_event(db, 6, "later", "2024-03-04 00:00:00.000000", "2024-03-04 00:00:00.000000", "p-acme", {})
+    assert col(db, "SELECT person.properties.org FROM events WHERE uuid = {u}", {"u": _uuid(6)}) == ["acme-2"]
+    assert col(db, "SELECT person.properties.org FROM events WHERE uuid = {u}", {"u": _uuid(1)},
+               poe_default="person_id_override_properties_joined") == ["acme-2"]
 
 
 def test_non_ascii_keys_are_found_even_when_stored_escaped(db):

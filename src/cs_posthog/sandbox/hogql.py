@@ -77,11 +77,17 @@ from typing import Any
 
 from .hogql_compile import (
     DEFAULT_LIMIT,
+    MATERIALIZED_PERSON_PROPERTIES,
     MAX_LIMIT,
+    POE_JOINED,
+    POE_MODES,
+    POE_STAMPED,
     SQL_FUNCTIONS,
     Compiler,
     Plan,
+    Semantics,
     env_now,
+    parse_datetime,
     value_signature,
 )
 from .hogql_errors import (
@@ -89,12 +95,19 @@ from .hogql_errors import (
     INVALID,
     OFFSET_NOT_ALLOWED_MESSAGE,
     SYNTAX_ERROR,
+    ClickHouseQueryError,
     HogQLError,
+    QueryTimeLimit,
     query_error,
 )
 
-__all__ = ["HogQLError", "SCHEMA_SQL", "create_schema", "dump_properties", "execute",
-           "explain_query_plan", "parse", "prepare_connection"]
+__all__ = ["ClickHouseQueryError", "DEFAULT_POE_MODE", "HogQLError", "MATERIALIZED_PERSON_PROPERTIES",
+           "QueryTimeLimit", "ROWS_PER_SECOND", "SCHEMA_SQL", "create_schema", "dump_properties", "execute",
+           "explain_query_plan", "max_cost_for_seconds", "parse", "prepare_connection", "query_cost"]
+
+# PostHog Cloud's default persons-on-events mode (posthog/models/team/team.py).
+DEFAULT_POE_MODE = "person_id_override_properties_on_events"
+JOINED_POE_MODE = "person_id_override_properties_joined"
 
 SCHEMA_SQL = """
 CREATE TABLE persons (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, properties TEXT NOT NULL,
@@ -102,10 +115,19 @@ CREATE TABLE persons (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, properties 
 CREATE TABLE person_distinct_ids (distinct_id TEXT PRIMARY KEY, person_id TEXT NOT NULL);
 CREATE TABLE events (rowid_ INTEGER PRIMARY KEY, uuid TEXT NOT NULL, event TEXT NOT NULL,
   timestamp TEXT NOT NULL, created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT NOT NULL,
-  properties TEXT NOT NULL);
+  properties TEXT NOT NULL, person_properties TEXT);
 CREATE INDEX events_created ON events(created_at, uuid);
 CREATE INDEX events_ts ON events(timestamp);
+""" + """
+CREATE TRIGGER IF NOT EXISTS events_stamp_person_properties AFTER INSERT ON events
+WHEN NEW.person_properties IS NULL BEGIN
+  UPDATE events SET person_properties = COALESCE((SELECT properties FROM persons WHERE id = NEW.person_id), '{}')
+  WHERE rowid_ = NEW.rowid_;
+END;
 """
+# The trigger is ingestion's stamping: an event inserted without person_properties (the /_sandbox
+# hooks, tests) gets its Person's properties as they are at that moment, as PostHog's plugin-server
+# writes events.person_properties at ingestion. The data generator writes them itself.
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -194,14 +216,27 @@ _ASTS = _LRU(512)
 _PLANS = _LRU(512)
 
 
-def _parsed(query: str) -> tuple[dict, list[str], bool]:
-    """(AST, placeholder names in order, has OFFSET) for a query text, cached."""
+def _parsed(query: str) -> tuple[dict, list[str], bool, tuple]:
+    """(AST, placeholder names in order, has OFFSET, JSON-key placeholder names) for a query, cached."""
     hit = _ASTS.get(query)
     if hit is None:
         ast = parse(query)  # syntax errors are not cached: they are cheap to re-find
-        hit = (ast, _placeholder_names(ast), _has_offset(ast))
+        hit = (ast, _placeholder_names(ast), _has_offset(ast), json_key_placeholders(ast))
         _ASTS.put(query, hit)
     return hit
+
+
+def json_key_placeholders(ast: dict) -> tuple:
+    """Names of placeholders used as keys of JSON functions: their values are compiled into the SQL
+    (a path), so they are part of the plan cache key, unlike other values (bound as parameters)."""
+    names = set()
+    for n in _walk(ast):
+        if n.get("node") == "Call" and str(n.get("name", "")).startswith("JSONExtract"):
+            for a in (n.get("args") or [])[1:]:
+                e = (a.get("expr") or {}) if isinstance(a, dict) and a.get("node") == "Placeholder" else {}
+                if e.get("node") == "Field" and e.get("chain"):
+                    names.add(str(e["chain"][0]))
+    return tuple(sorted(names))
 
 
 def _walk(node: Any):
@@ -240,13 +275,60 @@ def _prechecks(names: list[str], has_offset: bool, values: dict, personal_api_ke
         raise HogQLError(INVALID, f"Global variable not found: {missing[0]}")
 
 
-def _plan(query: str, ast: dict, values: dict) -> Plan:
-    key = (query, tuple(sorted((k, value_signature(v)) for k, v in values.items())))
+def _plan(query: str, ast: dict, values: dict, sem: Semantics, json_keys: tuple = ()) -> Plan:
+    key = (query, tuple(sorted((k, value_signature(v)) for k, v in values.items())),
+           tuple(_hashable(values.get(k)) for k in json_keys), sem)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = Compiler(values).compile(ast)
+        plan = Compiler(values, sem).compile(ast)
         _PLANS.put(key, plan)
     return plan
+
+
+def _hashable(v: Any) -> Any:
+    return (type(v).__name__, tuple(v) if isinstance(v, list) else v)
+
+
+# --- Cloud semantics: property types, persons-on-events mode -------------------------------------
+_TYPED = ("Numeric", "Boolean", "DateTime")
+
+
+def load_property_types(conn: sqlite3.Connection) -> tuple:
+    """Sorted ``(kind, name, property_type)`` of the typed definitions in sbx_property_definitions
+    (the data generator's table; no table: no types). Only Numeric, Boolean and DateTime cast."""
+    try:
+        rows = conn.execute(
+            "SELECT type, name, property_type FROM sbx_property_definitions "
+            "WHERE property_type IN ('Numeric', 'Boolean', 'DateTime') ORDER BY type, name").fetchall()
+    except sqlite3.OperationalError:
+        return ()
+    return tuple(rows)
+
+
+def _types_tuple(property_types: dict | None) -> tuple:
+    return tuple(sorted((k, n, t) for (k, n), t in property_types.items() if t in _TYPED))
+
+
+def resolve_poe_mode(modifiers: dict | None, poe_default: str = DEFAULT_POE_MODE) -> str:
+    """POE_STAMPED or POE_JOINED from the query's ``modifiers.personsOnEventsMode`` (or the default)."""
+    mode = (modifiers or {}).get("personsOnEventsMode") or poe_default
+    if mode not in POE_MODES:
+        # PostHog validates modifiers with pydantic (posthog/schema.py PersonsOnEventsMode)
+        raise HogQLError(INVALID, f"Input should be {', '.join(repr(m) for m in POE_MODES)}: "
+                                  f"personsOnEventsMode={mode!r}")
+    return POE_MODES[mode]
+
+
+def semantics(conn: sqlite3.Connection, *, modifiers: dict | None = None, property_types: dict | None = None,
+              typed_properties: bool = True, materialized: bool = True,
+              poe_default: str = DEFAULT_POE_MODE) -> Semantics:
+    if not typed_properties:
+        types: tuple = ()
+    elif property_types is not None:
+        types = _types_tuple(property_types)
+    else:
+        types = load_property_types(conn)
+    return Semantics(types=types, poe=resolve_poe_mode(modifiers, poe_default), materialized=materialized)
 
 
 def prepare_connection(conn: sqlite3.Connection) -> None:
@@ -265,19 +347,46 @@ def execute(
     values: dict | None = None,
     *,
     personal_api_key: bool = True,
+    modifiers: dict | None = None,
+    poe_default: str = DEFAULT_POE_MODE,
+    property_types: dict | None = None,
+    typed_properties: bool = True,
+    materialized: bool = True,
+    max_cost: int | None = None,
+    time_limit_s: int | float = 10,
 ) -> dict:
     """Run a HogQL SELECT over the sandbox tables; the body of PostHog's /query/ response.
 
+    Cloud semantics, each switchable (defaults as on PostHog Cloud):
+
+    - ``modifiers``: the query's HogQL modifiers; ``personsOnEventsMode`` picks how
+      ``person.properties`` reads on events (stamped at ingestion, or the current Person for
+      ``person_id_override_properties_joined`` / ``disabled``). ``poe_default`` is the mode when the
+      modifiers do not name one (PostHog Cloud: ``person_id_override_properties_on_events``).
+    - ``property_types``: ``{(kind, name): property_type}`` with kind 'event' or 'person'; None reads
+      them from sbx_property_definitions. ``typed_properties=False`` turns the casts off.
+    - ``materialized=False``: MATERIALIZED_PERSON_PROPERTIES read like any other property.
+    - ``max_cost``: rows the query may scan (``query_cost``); more raises QueryTimeLimit (HTTP 504,
+      its message naming ``time_limit_s``). None: no limit.
+
     Raises HogQLError (HTTP 400 in PostHog) for syntax errors, bad placeholders, OFFSET with a
-    personal API key, unknown tables or fields, and anything the sandbox does not support.
+    personal API key, unknown tables or fields, and anything the sandbox does not support;
+    ClickHouseQueryError (a HogQLError with ``status`` 500 and its own ``body()``) for what ClickHouse
+    fails at run time (a Numeric property compared with '', an unparsable toUUID()).
     Safe to call from several threads, each with its own connection.
     """
     values = dict(values or {})
-    ast, names, has_offset = _parsed(query)
+    ast, names, has_offset, json_keys = _parsed(query)
     _prechecks(names, has_offset, values, personal_api_key)
-    plan = _plan(query, ast, values)
+    sem = semantics(conn, modifiers=modifiers, property_types=property_types, typed_properties=typed_properties,
+                    materialized=materialized, poe_default=poe_default)
+    plan = _plan(query, ast, values, sem, json_keys)
 
     params = plan.bind(values, env_now())
+    if max_cost is not None:
+        cost = _plan_cost(conn, plan, params)
+        if cost > max_cost:
+            raise QueryTimeLimit(cost, max_cost, time_limit_s)
     if plan.limit is None:
         limit, fetch, offset = DEFAULT_LIMIT, DEFAULT_LIMIT + 1, 0  # HogQLHasMorePaginator
     else:
@@ -310,10 +419,13 @@ def execute(
     }
 
 
-def explain_query_plan(conn: sqlite3.Connection, query: str, values: dict | None = None) -> list[str]:
-    """SQLite's EXPLAIN QUERY PLAN lines for the SQL a HogQL query runs as (to check index use)."""
+def explain_query_plan(conn: sqlite3.Connection, query: str, values: dict | None = None, **kw: Any) -> list[str]:
+    """SQLite's EXPLAIN QUERY PLAN lines for the SQL a HogQL query runs as (to check index use).
+
+    ``kw``: execute()'s semantics keywords (modifiers, poe_default, property_types, ...)."""
     values = dict(values or {})
-    plan = _plan(query, _parsed(query)[0], values)
+    ast, _, _, json_keys = _parsed(query)
+    plan = _plan(query, ast, values, semantics(conn, **kw), json_keys)
     params = plan.bind(values, env_now())
     params["__limit"] = DEFAULT_LIMIT + 1 if plan.limit is None else min(_const_value(plan.limit, values), MAX_LIMIT)
     params["__offset"] = 0
@@ -327,3 +439,112 @@ def _const_value(c: Any, values: dict) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise query_error("LIMIT and OFFSET must be non-negative integers")
     return v
+
+
+# --- the time limit's cost model -----------------------------------------------------------------
+# Modelled cost = rows the query would scan in ClickHouse:
+#   events:  E = events whose timestamp lies within the query's top-level bounds on `timestamp`
+#            (PostHog's events table is sorted by toDate(timestamp) (posthog/models/event/sql.py
+#            ORDER BY team_id, toDate(timestamp), event, ...), so only a timestamp range narrows the
+#            scan; the (created_at, uuid) keyset, person_id and event filters do not: they are
+#            evaluated on every row of the range). No bound: every event.
+#            + P + E * JOIN_COST_PER_EVENT when the query reads the current Person through a join
+#            (personsOnEventsMode person_id_override_properties_joined, or person.created_at /
+#            is_identified): ClickHouse reads the whole persons table and joins every event row.
+#   persons: P = every Person (persons is not narrowed by any filter the sync uses).
+#   no FROM: 0.
+# ROWS_PER_SECOND converts the API's time limit into rows: 10 s is 10M rows, far above what the
+# sandbox holds, so the limit is only hit when the server scales it down (max_cost_for_seconds).
+ROWS_PER_SECOND = 1_000_000
+JOIN_COST_PER_EVENT = 1
+_HIST_LOCK = threading.Lock()
+_HISTOGRAMS: dict = {}
+
+
+def max_cost_for_seconds(seconds: float, rows_per_second: int = ROWS_PER_SECOND) -> int:
+    """The max_cost that models a time limit of ``seconds``."""
+    return max(0, int(seconds * rows_per_second))
+
+
+def _db_key(conn: sqlite3.Connection) -> tuple:
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    return (path or f"memory:{id(conn)}",)
+
+
+def _table_stats(conn: sqlite3.Connection) -> tuple[list, list, int]:
+    """(hour starts, cumulative event counts per hour, persons count), cached per database until an
+    event or person is added (max rowid changes). Building it reads the timestamp index once."""
+    db = _db_key(conn)
+    version = conn.execute("SELECT (SELECT max(rowid_) FROM events), (SELECT count(*) FROM events), "
+                           "(SELECT max(rowid) FROM persons)").fetchone()
+    with _HIST_LOCK:
+        hit = _HISTOGRAMS.get(db)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    hours: list[str] = []
+    cum: list[int] = []
+    total = 0
+    for hour, n in conn.execute("SELECT substr(timestamp, 1, 13), count(*) FROM events GROUP BY 1 ORDER BY 1"):
+        total += n
+        hours.append(hour)
+        cum.append(total)
+    persons = conn.execute("SELECT count(*) FROM persons").fetchone()[0]
+    stats = (hours, cum, persons)
+    with _HIST_LOCK:
+        if len(_HISTOGRAMS) > 64:
+            _HISTOGRAMS.clear()
+        _HISTOGRAMS[db] = (version, stats)
+    return stats
+
+
+def _events_before(hours: list, cum: list, ts: str) -> float:
+    """Estimated events with timestamp < ts (canonical text), interpolating inside an hour."""
+    import bisect
+
+    hour = ts[:13]
+    i = bisect.bisect_left(hours, hour)
+    before = cum[i - 1] if i > 0 else 0
+    if i < len(hours) and hours[i] == hour:
+        in_hour = cum[i] - before
+        frac = (int(ts[14:16]) * 60 + int(ts[17:19])) / 3600
+        return before + in_hour * frac
+    return before
+
+
+def _plan_cost(conn: sqlite3.Connection, plan: Plan, params: dict) -> int:
+    if plan.table is None:
+        return 0
+    hours, cum, persons = _table_stats(conn)
+    if plan.table == "persons":
+        return persons
+    total = cum[-1] if cum else 0
+    lo, hi = "", "9999"
+    for op, name, ts_left in plan.ts_bounds:
+        v = params.get(name)
+        if not isinstance(v, str):
+            continue
+        if not ts_left:  # const OP timestamp: flip it
+            op = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(op, op)
+        if op in (">", ">=", "=="):
+            lo = max(lo, v)
+        if op in ("<", "<=", "=="):
+            hi = min(hi, v)
+    if hi <= lo and (lo, hi) != ("", "9999"):
+        events = 0.0
+    else:
+        events = (_events_before(hours, cum, hi) if hi != "9999" else total) - (
+            _events_before(hours, cum, lo) if lo else 0)
+    events = max(0.0, events)
+    cost = events
+    if plan.joins_persons:
+        cost += persons + events * JOIN_COST_PER_EVENT
+    return int(round(cost))
+
+
+def query_cost(conn: sqlite3.Connection, query: str, values: dict | None = None, **kw: Any) -> int:
+    """The modelled cost (rows scanned, see above) of a query; ``kw`` as execute()'s semantics
+    keywords (modifiers, poe_default, property_types, typed_properties, materialized)."""
+    values = dict(values or {})
+    ast, _, _, json_keys = _parsed(query)
+    plan = _plan(query, ast, values, semantics(conn, **kw), json_keys)
+    return _plan_cost(conn, plan, plan.bind(values, env_now()))

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from .hogql_errors import (
     CANNOT_PARSE_DATETIME,
+    ClickHouseQueryError,
+    cannot_parse,
     FILTERS_WRONG_TABLE_MESSAGE,
     INVALID,
     HogQLError,
@@ -153,6 +155,62 @@ def _uuid_converter(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
 
+_UUID_RE = re.compile(r"^\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?$")
+
+
+def _strict_uuid_converter(v: Any) -> Any:
+    """toUUID('...'): ClickHouse parses the text or fails the query (CANNOT_PARSE_UUID, kept internal)."""
+    m = _UUID_RE.match(v) if isinstance(v, str) else None
+    if m is None:
+        raise ClickHouseQueryError("cannot_parse_uuid", f"Code: 376. DB::Exception: Cannot parse uuid {v!r}: "
+                                                        f"Cannot parse UUID from String. (CANNOT_PARSE_UUID)")
+    return "-".join(m.groups()).lower()
+
+
+def _num_converter(type_name: str) -> Callable[[Any], Any]:
+    """ClickHouse converting a String constant to the other side's number type, or failing the query.
+
+    ``toFloat(properties.x) != ''`` fails in ClickHouse (CANNOT_PARSE_TEXT); ``= '5'`` compares as 5.
+    """
+    is_float = not (type_name.startswith("Int") or type_name.startswith("UInt"))
+    label = "Float64" if is_float else type_name
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, str):
+            out = _to_float(v) if is_float else _to_int(v)
+            if out is None:
+                raise cannot_parse(v, label)
+            return out
+        return v
+
+    return conv
+
+
+def _bool_converter(v: Any) -> Any:
+    if isinstance(v, str):
+        low = v.strip().lower()
+        if low in ("true", "1"):
+            return 1
+        if low in ("false", "0"):
+            return 0
+        raise cannot_parse(v, "Bool")
+    return v
+
+
+def _converter_for(x: "X") -> Callable[[Any], Any] | None:
+    """How a String constant becomes comparable with ``x`` (None: it cannot)."""
+    if x.kind == "dt":
+        return _dt_converter(x.t)
+    if x.kind == "date":
+        return _date_converter
+    if x.kind == "uuid":
+        return _uuid_converter
+    if x.kind == "bool":
+        return _bool_converter
+    if x.kind == "num":
+        return _num_converter(x.t)
+    return None
+
 # --- compiled expressions ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Const:
@@ -203,6 +261,35 @@ class Param:
     has_fixed: bool = False
 
 
+POE_STAMPED = "stamped"  # person.properties on events: events.person_properties, as ingested
+POE_JOINED = "joined"  # person.properties on events: the current Person, through a join
+# posthog/schema.py PersonsOnEventsMode -> how the sandbox reads person.properties on events
+POE_MODES = {
+    "disabled": POE_JOINED,
+    "person_id_no_override_properties_on_events": POE_STAMPED,
+    "person_id_override_properties_on_events": POE_STAMPED,
+    "person_id_override_properties_joined": POE_JOINED,
+}
+# Person properties the sandbox treats as materialized columns (PostHog materializes popular ones; a
+# non-nullable materialized string prints as nullIf(nullIf(mat_col, ''), 'null')).
+MATERIALIZED_PERSON_PROPERTIES = frozenset({"email", "name"})
+MATERIALIZED_EVENT_PROPERTIES: frozenset = frozenset()
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """What of PostHog Cloud's behaviour a plan is compiled with (part of the plan cache key).
+
+    ``types``: sorted ``(kind, name, property_type)`` of typed property definitions ('event' /
+    'person'; only Numeric, Boolean and DateTime change anything); ``poe``: POE_STAMPED or POE_JOINED;
+    ``materialized``: whether MATERIALIZED_* properties read '' and 'null' as NULL.
+    """
+
+    types: tuple = ()
+    poe: str = POE_STAMPED
+    materialized: bool = True
+
+
 @dataclass(frozen=True)
 class Plan:
     sql: str
@@ -212,6 +299,9 @@ class Plan:
     renderers: tuple
     limit: Const | None  # None: no LIMIT (PostHog's paginator: 100 rows + hasMore)
     offset: Const | None
+    table: str | None = None  # the FROM table: "events", "persons" or None
+    joins_persons: bool = False  # an events query that reads the current Person through a join
+    ts_bounds: tuple = ()  # ((op, param name, timestamp on the left), ...): top-level bounds on timestamp
 
     def bind(self, values: dict, env: dict) -> dict:
         out: dict[str, Any] = {}
@@ -317,8 +407,12 @@ _ARITH_FORMS = {v: k for k, v in _ARITH_FUNCS.items()}
 
 
 class Compiler:
-    def __init__(self, values: dict) -> None:
+    def __init__(self, values: dict, semantics: Semantics | None = None) -> None:
         self.values = values
+        self.sem = semantics or Semantics()
+        self.ptypes = {(k, n): t for k, n, t in self.sem.types}
+        self._capture = False
+        self.ts_bounds: list[tuple] = []
         self.params: list[Param] = []
         self._param_index: dict[tuple, str] = {}
         self.table: str | None = None
@@ -399,8 +493,18 @@ class Compiler:
         self.allow_agg = False
         where_sql = None
         if ast.get("where") is not None:
-            w = self.ex(ast["where"])
-            where_sql = self._truth(w)
+            # top-level conjuncts one by one, so that bounds on timestamp are seen (the cost model)
+            w = ast["where"]
+            conjuncts = w["exprs"] if w.get("node") == "And" else [w]
+            parts = []
+            for c in conjuncts:
+                self._capture = self.table == "events"
+                try:
+                    x = self.ex(c)
+                finally:
+                    self._capture = False
+                parts.append(self._truth(x))
+            where_sql = parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
         self.allow_agg = True
         having_sql = None
@@ -460,6 +564,9 @@ class Compiler:
             renderers=tuple(_renderer(x) for x, _ in select),
             limit=limit,
             offset=offset,
+            table=self.table,
+            joins_persons=bool(from_sql) and self.uses_person,
+            ts_bounds=tuple(self.ts_bounds),
         )
 
     def _truth(self, x: X) -> str:
@@ -638,18 +745,23 @@ class Compiler:
         if head == "properties":
             if len(chain) == 1:
                 return self._col("t.properties", "String", "str", "properties")
-            return self._property("t.properties", chain[1:])
+            return self._property("t.properties", chain[1:], "event")
         if head == "person":
             if len(chain) == 1:
                 raise query_error("Can't select a table when a column is expected: person")
-            self.uses_person = True
             sub = chain[1]
+            stamped = self.sem.poe == POE_STAMPED
             if sub == "id":
+                if stamped:  # PoE: person.id is events.person_id (after overrides)
+                    return self._plain(chain[1:], self._col("t.person_id", "UUID", "uuid", "id"))
+                self.uses_person = True
                 return self._plain(chain[1:], self._col(f"COALESCE(pj.id, '{ZERO_UUID}')", "UUID", "uuid", "id"))
-            if sub == "properties" and len(chain) > 2:
-                return self._property("pj.properties", chain[2:])
             if sub == "properties":
-                return self._col("COALESCE(pj.properties, '')", "String", "str", "properties")
+                base = self._person_properties_base()
+                if len(chain) > 2:
+                    return self._property(base, chain[2:], "person")
+                return self._col(f"COALESCE({base}, '')", "String", "str", "properties")
+            self.uses_person = True
             if sub == "created_at":
                 return self._plain(chain[1:], self._col(
                     f"COALESCE(substr(pj.created_at, 1, 23) || '000', '{EPOCH}')", DT3, "dt", "created_at"))
@@ -673,13 +785,39 @@ class Compiler:
         if head == "properties":
             if len(chain) == 1:
                 return self._col(f"{t}.properties", "String", "str", "properties")
-            return self._property(f"{t}.properties", chain[1:])
+            return self._property(f"{t}.properties", chain[1:], "person")
         return None
 
-    def _property(self, base: str, keys: list) -> X:
-        """replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(base, keys...), ''), 'null'), '^"|"$', '')."""
-        sql = f"ph_unq({_raw_json(base, keys)})"
+    def _person_properties_base(self) -> str:
+        """The SQL of the JSON text ``person.properties`` reads on the events table, per PoE mode."""
+        if self.sem.poe == POE_STAMPED:
+            return "t.person_properties"
+        self.uses_person = True
+        return "pj.properties"
+
+    def _property(self, base: str, keys: list, kind: str) -> X:
+        """replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(base, keys...), ''), 'null'), '^"|"$', ''),
+        then PropertySwapper's cast for a typed top-level property (posthog/hogql/transforms/
+        property_types.py _field_type_to_property_call): Numeric -> toFloat (accurateCastOrNull to
+        Float64), Boolean -> toBool(transform(toString(x), ['true', 'false'], [1, 0], NULL)),
+        DateTime -> toDateTime (parseDateTime64BestEffortOrNull). A materialized property reads
+        nullIf(nullIf(mat_col, ''), 'null') (posthog/hogql/printer: materialized property access).
+        """
         name = "__".join(str(k) for k in keys)
+        raw = _raw_json(base, keys)
+        materialized = self.sem.materialized and len(keys) == 1 and keys[0] in (
+            MATERIALIZED_PERSON_PROPERTIES if kind == "person" else MATERIALIZED_EVENT_PROPERTIES)
+        sql = f"ph_unq_mat({raw})" if materialized else f"ph_unq({raw})"
+        ptype = self.ptypes.get((kind, keys[0])) if len(keys) == 1 else None
+        if ptype == "Numeric":
+            sql = f"ph_to_float({sql})"
+            return X(sql, "Float64", True, "num", free=frozenset({sql}), name=name)
+        if ptype == "Boolean":
+            sql = f"(CASE {sql} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+            return X(sql, "Bool", True, "bool", free=frozenset({sql}), name=name)
+        if ptype == "DateTime":
+            sql = f"ph_parse_dt({sql})"
+            return X(sql, DT6, True, "dt", free=frozenset({sql}), name=name)
         return X(sql, "String", True, "str", free=frozenset({sql}), name=name)
 
     def access(self, n: dict) -> X:
@@ -719,9 +857,8 @@ class Compiler:
             nb = None
             if a.kind == "dt" and b.kind == "date":
                 nb = replace(b, sql=f"({b.sql} || ' 00:00:00.000000')", kind="dt", t=DT0)
-            elif b.kind == "str" and b.const is not None and a.kind in ("dt", "date", "uuid"):
-                conv = {"dt": _dt_converter(a.t), "date": _date_converter, "uuid": _uuid_converter}[a.kind]
-                nb = replace(b, sql=self.bind(b.const.src, conv), kind=a.kind, t=a.t)
+            elif b.kind == "str" and b.const is not None and a.kind in ("dt", "date", "uuid", "num", "bool"):
+                nb = replace(b, sql=self.bind(b.const.src, _converter_for(a)), kind=a.kind, t=a.t)
             if nb is not None:
                 return (nb, a) if flip else (a, nb)
         raise unsupported(f"{what} between {l.ch_type} and {r.ch_type}")
@@ -754,6 +891,7 @@ class Compiler:
             return self.compare_in(n)
         if op not in ("==", "!=", "<", "<=", ">", ">=", "like", "not like", "ilike", "not ilike"):
             raise unsupported(f"The operator {op.upper()}")
+        capture, self._capture = self._capture, False
         l = self.ex(n["left"])
         r = self.ex(n["right"])
         if l.kind == "tuple" or r.kind == "tuple":
@@ -772,6 +910,10 @@ class Compiler:
             l, r = self._coerce(l, r, "Comparison")
             sqlop = "=" if op == "==" else op
             core = f"({l.sql} {sqlop} {r.sql})"
+            if capture and op in ("==", "<", "<=", ">", ">="):
+                for a, b, left in ((l, r, True), (r, l, False)):
+                    if a.sql == "t.timestamp" and re.fullmatch(r":p\d+", b.sql):
+                        self.ts_bounds.append((op, b.sql[1:], left))
         return self.mk(self._nullwrap(op, l, r, core), "UInt8", False, "num", l, r)
 
     def compare_tuple(self, op: str, l: X, r: X) -> X:
@@ -813,8 +955,8 @@ class Compiler:
                 if len(probes) > 1:
                     raise unsupported("A list placeholder mixing strings and numbers")
                 probe = probes.pop()
-                if probe == "str" and l.kind in ("dt", "date", "uuid"):
-                    conv = {"dt": _dt_converter(l.t), "date": _date_converter, "uuid": _uuid_converter}[l.kind]
+                if probe == "str" and l.kind in ("dt", "date", "uuid", "num", "bool"):
+                    conv = _converter_for(l)
                 elif not (probe == "num" and l.kind in _NUMERIC or probe == l.kind == "str"):
                     raise unsupported(f"IN between {l.ch_type} and a list of {probe} values")
             core = f"({l.sql} IN (SELECT value FROM json_each({self.bind(lst.const.src, conv, as_list=True)})))"
@@ -1107,7 +1249,64 @@ class Compiler:
     fn_parseDateTimeBestEffort = fn_toDateTime
     fn_parseDateTime64BestEffortOrNull = fn_toDateTime
     fn_parseDateTimeBestEffortOrNull = fn_toDateTime
-    fn_toDateTime64 = fn_toDateTime
+
+    def fn_toDateTime64(self, name: str, args_n: list) -> X:
+        """toDateTime64(value, 6[, 'UTC']): the events' own type, so a keyset bound stays on the index."""
+        if len(args_n) == 1:
+            return self.fn_toDateTime(name, args_n)
+        self._arity(name, args_n, 2, 3)
+        precision = self.ex(args_n[1])
+        if precision.const is None or precision.const.value != 6:
+            raise unsupported(f"{name}() with a precision other than 6")
+        return self.fn_toDateTime(name, [args_n[0], *args_n[2:]])
+
+    def fn_toUUID(self, name: str, args_n: list) -> X:
+        (a,) = self._args(name, args_n, 1)
+        if a.kind == "uuid":
+            return a
+        if a.kind == "str" and a.const is not None:
+            return X(self.bind(a.const.src, _strict_uuid_converter), "UUID", False, "uuid")
+        raise unsupported(f"{name}() on {a.ch_type} other than a constant")
+
+    def fn_JSONExtractRaw(self, name: str, args_n: list) -> X:
+        """ClickHouse JSONExtractRaw(json, key...): the value's raw JSON text ('"007"', '4711', 'true',
+        'null', '{...}'), '' when a key is missing. On a properties column it reads the stored JSON, so
+        neither property types nor materialized columns change it (PostHog's PropertySwapper only
+        rewrites JSONExtractString/JSONExtract to materialized columns). Keys are string or integer
+        constants or placeholders (whose values are compiled in: see hogql.json_key_placeholders)."""
+        self._arity(name, args_n, 1, 100)
+        base = self._json_base(args_n[0])
+        keys: list = []
+        for k in args_n[1:]:
+            if k.get("node") == "Constant":
+                v = k.get("value")
+            elif k.get("node") == "Placeholder" and (k.get("expr") or {}).get("node") == "Field":
+                key_name = k["expr"]["chain"][0]
+                if key_name not in self.values:
+                    raise HogQLError(INVALID, f"Global variable not found: {key_name}")
+                v = self.values[key_name]
+            else:
+                raise unsupported(f"{name}() with a key that is not a constant")
+            if isinstance(v, bool) or not isinstance(v, (str, int)):
+                raise query_error(f"Illegal type of argument of function {name}: keys must be strings or integers")
+            keys.append(v)
+        sql = f"COALESCE({_raw_json(base, keys)}, '')" if keys else f"COALESCE({base}, '')"
+        return X(sql, "String", False, "str", free=frozenset({sql}))
+
+    def _json_base(self, n: dict) -> str:
+        """The SQL of a whole properties column given to a JSON function (typing and materialization
+        apply to property access only)."""
+        if n.get("node") == "Alias":
+            n = n["expr"]
+        if n.get("node") == "Field":
+            chain = list(n["chain"])
+            if len(chain) > 1 and chain[0] == self.qualifier:
+                chain = chain[1:]
+            if self.table is not None and chain == ["properties"]:
+                return "t.properties"
+            if self.table == "events" and chain == ["person", "properties"]:
+                return self._person_properties_base()
+        raise unsupported("JSON functions on anything but a properties column")
 
     def fn_toDate(self, name: str, args_n: list) -> X:
         (a,) = self._args(name, args_n, 1)
@@ -1254,6 +1453,12 @@ def _unq(r: Any) -> Any:
     start = 1 if r[0] == '"' else 0
     end = len(r) - 1 if r[-1] == '"' and len(r) > start else len(r)
     return r[start:end]
+
+
+def _unq_mat(r: Any) -> Any:
+    # a materialized column holds the unquoted text; PostHog reads nullIf(nullIf(col, ''), 'null')
+    v = _unq(r)
+    return None if v == "" or v == "null" else v
 
 
 def _rawx(doc: Any, keys_json: str) -> Any:
@@ -1412,6 +1617,7 @@ def _date_diff(unit: str, a: Any, b: Any) -> Any:
 
 SQL_FUNCTIONS: tuple = (
     ("ph_unq", 1, _unq),
+    ("ph_unq_mat", 1, _unq_mat),
     ("ph_rawx", 2, _rawx),
     ("ph_like", 2, _like),
     ("ph_ilike", 2, _ilike),

@@ -16,6 +16,12 @@ HOGQL_ERROR = "hogql_error"
 INVALID = "invalid"
 # ClickHouse errors PostHog passes through (posthog/errors.py: code_name = the ClickHouse error name).
 CANNOT_PARSE_DATETIME = "cannot_parse_datetime"
+# ClickHouse's CANNOT_PARSE_TEXT (code 6), e.g. a Float64 compared with '': posthog/errors.py keeps the
+# parse/convert codes internal (posthog/test/test_errors.py test_codes_stay_internal: "embed the failing
+# data value"), so posthog/api/query.py answers ``except InternalCHQueryError: raise
+# APIException("ClickHouse error while executing query.")``: HTTP 500, DRF's default code "error".
+CANNOT_PARSE_TEXT = "cannot_parse_text"
+CLICKHOUSE_ERROR_DETAIL = "ClickHouse error while executing query."
 
 # posthog/hogql/user_query_validator.py, OFFSET_NOT_ALLOWED_MESSAGE
 OFFSET_NOT_ALLOWED_MESSAGE = (
@@ -54,6 +60,79 @@ class HogQLError(Exception):
 
     def __repr__(self) -> str:
         return f"HogQLError({self.code!r}, {self.detail!r})"
+
+
+class ClickHouseQueryError(HogQLError):
+    """A query ClickHouse itself fails (not HogQL): PostHog answers HTTP 500.
+
+    ``status`` 500 and ``body()`` ``{"type": "server_error", "code": "error", "detail": "ClickHouse
+    error while executing query.", "attr": null}`` (posthog/api/query.py, InternalCHQueryError ->
+    APIException; drf-exceptions-hog renders a 5xx APIException as type server_error). ``ch_message``
+    keeps ClickHouse's own text (``Cannot parse string 'x' as Float64 ...``), which PostHog only logs.
+    It subclasses HogQLError so that a server that only knows HogQLError still answers with an error.
+    """
+
+    status = 500
+
+    def __init__(self, ch_code: str, ch_message: str) -> None:
+        super().__init__(ch_code, CLICKHOUSE_ERROR_DETAIL)
+        self.ch_message = ch_message
+
+    def body(self) -> dict:
+        return {"type": "server_error", "code": "error", "detail": CLICKHOUSE_ERROR_DETAIL, "attr": None}
+
+    def __repr__(self) -> str:
+        return f"ClickHouseQueryError({self.code!r}, {self.ch_message!r})"
+
+
+def cannot_parse(value: object, type_name: str) -> ClickHouseQueryError:
+    """ClickHouse converting a String constant to a number type that does not parse."""
+    return ClickHouseQueryError(
+        CANNOT_PARSE_TEXT,
+        f"Code: 6. DB::Exception: Cannot parse string {value!r} as {type_name}: syntax error at begin of "
+        f"string. Note: there are to{type_name}OrZero and to{type_name}OrNull functions, which returns "
+        f"zero/NULL instead of throwing exception. (CANNOT_PARSE_TEXT)",
+    )
+
+
+def api_timeout_detail(max_execution_time: int | float) -> str:
+    """posthog/hogql_queries/hogql_query_runner.py api_timeout_detail()."""
+    seconds = int(max_execution_time) if float(max_execution_time).is_integer() else max_execution_time
+    return (
+        f"This query hit the {seconds}-second time limit for queries run through the API. "
+        "Submit it as an async query to give it more time: "
+        "https://posthog.com/docs/api/queries#asynchronous-queries. "
+        "You can also narrow the date range or the filters so it scans less data: "
+        "https://posthog.com/docs/api/queries#writing-performant-queries"
+    )
+
+
+class QueryTimeLimit(Exception):
+    """A query whose modelled cost exceeds the time limit: PostHog answers HTTP 504.
+
+    PostHog: HogQLQueryRunner._calculate sets ``max_execution_time`` (10 s for API-key queries on
+    current teams, posthog/hogql_queries/hogql_query_runner.py api_query_max_execution_time) and turns
+    ClickHouse's TIMEOUT_EXCEEDED into ``ClickHouseQueryTimeOut(detail=api_timeout_detail(10))``
+    (posthog/exceptions.py: status_code 504). Not a HogQLError: it is no 400.
+
+    ``cost`` is the modelled rows scanned (see hogql.query_cost), ``max_cost`` the limit it exceeded,
+    ``seconds`` the time limit the message names.
+    """
+
+    status = 504
+
+    def __init__(self, cost: int, max_cost: int, seconds: int | float = 10) -> None:
+        self.cost = cost
+        self.max_cost = max_cost
+        self.seconds = seconds
+        self.detail = api_timeout_detail(seconds)
+        super().__init__(self.detail)
+
+    def body(self) -> dict:
+        return {"type": "server_error", "code": "error", "detail": self.detail, "attr": None}
+
+    def __repr__(self) -> str:
+        return f"QueryTimeLimit(cost={self.cost}, max_cost={self.max_cost})"
 
 
 def query_error(detail: str) -> HogQLError:
