@@ -53,7 +53,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--db", default=None, help="SQLite file to generate into and keep (default: temp, deleted)")
     p.add_argument("--now", default=None,
                    help="anchor time of the data, ISO 8601 (default: current time floored to the hour)")
+    p.add_argument("--query-tier", choices=("current", "legacy"), default="current",
+                   help="/query/ throttles: current = 240/minute and 2,400/hour per key, 3 concurrent per team; "
+                        "legacy = HogQLQueryThrottle, 120 HogQL queries/hour per key (default: current)")
+    p.add_argument("--query-time-limit", type=float, default=None, metavar="S",
+                   help="max_execution_time of a /query/ in seconds, on a cost model of "
+                        "1M scanned rows per second (default: as on Cloud, 10 current, 60 legacy)")
+    p.add_argument("--poe-mode", choices=("stamped", "joined"), default="stamped",
+                   help="the team's persons-on-events mode: stamped = person properties as stamped on each "
+                        "event at ingestion (Cloud's default), joined = the current Person (default: stamped)")
+    p.add_argument("--id-type", choices=("string", "numeric", "mixed"), default="mixed",
+                   help="how the generated Persons store customer ids (default: mixed)")
+    p.add_argument("--org-denies-personal-keys", action="store_true",
+                   help="the organization refuses personal API keys (403 on every project and organization "
+                        "endpoint)")
     args = p.parse_args(argv)
+    if args.query_time_limit is not None and not args.query_time_limit > 0:
+        p.error("--query-time-limit must be > 0")
     if not 0 <= args.faults <= 1:
         p.error("--faults must be between 0 and 1")
     if args.events < 0 or args.customers < 0:
@@ -84,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Late imports keep `--help` instant; the HogQL engine (and its parser) is optional at import.
     from cs_posthog.sandbox.customerscore_app import CustomerscoreApp
-    from cs_posthog.sandbox.posthog_app import PostHogApp, build_identity
+    from cs_posthog.sandbox.posthog_app import PostHogApp, accepts_kwarg, build_identity
     from cs_posthog.sandbox.server import DBPool, FaultInjector, SandboxHTTPServer
 
     try:
@@ -110,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute("PRAGMA synchronous=OFF")
         D.create_schema(conn)
         t0 = time.perf_counter()
+        gen_kw = {}
+        if accepts_kwarg(D.generate, "id_type"):
+            gen_kw["id_type"] = args.id_type
+        elif args.id_type != "mixed":
+            log(f"this data generator has no id types; --id-type {args.id_type} ignored")
         ds = D.generate(conn, seed=args.seed, events=args.events, persons=args.persons, customers=args.customers,
-                        anchor_us=anchor, progress=log)
+                        anchor_us=anchor, progress=log, **gen_kw)
         D.create_indexes(conn)
         conn.execute("ANALYZE")
         conn.commit()
@@ -142,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         for region in ("us", "eu"):
             ph[region] = PostHogApp(name=f"posthog-{region}", identity=identity if region == args.region else None,
                                     data_pool=data_pool, rate_limits=args.rate_limits, hogql_execute=execute,
-                                    seed=args.seed)
+                                    seed=args.seed, query_tier=args.query_tier, query_time_limit=args.query_time_limit,
+                                    poe_mode=args.poe_mode, org_denies_personal_keys=args.org_denies_personal_keys)
         cs = CustomerscoreApp(api_key=cs_key, tracker_key=tracker_key, customers=ds.customerscore_customers,
                               store_dir=os.path.join(workdir, "customerscore"), rate_limits=args.rate_limits)
         apps = [ph["us"], ph["eu"], cs]
@@ -174,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             "data_now": D.db_to_iso(D.fmt_db(anchor)),
             "rate_limits": args.rate_limits,
             "faults": args.faults,
+            "query_tier": args.query_tier,
+            "query_time_limit": ph[args.region].effective_time_limit(),
+            "poe_mode": args.poe_mode,
+            "id_type": args.id_type if "id_type" in gen_kw else "string",
+            "org_denies_personal_keys": args.org_denies_personal_keys,
             "generation_s": round(gen_s, 3),
             "rss_mb": round(rss_mb, 1),
             "db": db_path,

@@ -37,6 +37,7 @@ Shapes follow PostHog's source (``posthog/auth.py``, ``permissions.py``, ``rate_
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 import threading
@@ -256,6 +257,66 @@ FORCE_REFRESH = {"force_blocking", "force_async", "force_cache_async"}
 CACHE_TTL_S = 6 * 3600
 CACHE_MAX_ROWS = 120_000
 
+# Throttle tiers of /query/ (posthog/api/query.py QueryViewSet.get_throttles, posthog/rate_limit.py).
+QUERY_TIERS = ("current", "legacy")
+# personsOnEventsMode values of the sandbox's --poe-mode (posthog/schema.py PersonsOnEventsMode).
+POE_MODES = {"stamped": "person_id_override_properties_on_events",
+             "joined": "person_id_override_properties_joined"}
+# max_execution_time of a personal-API-key query: 10 s on current teams (API_QUERIES_MAX_EXECUTION_TIME, once
+# hard-coded in hogql_query_runner.py), none of its own on legacy teams, so HogQLGlobalSettings' 60 s
+# (posthog/hogql/constants.py).
+CLOUD_API_TIME_LIMIT_S = 10.0
+LEGACY_TIME_LIMIT_S = 60.0
+# The time-limit model: a query "runs" for cost / QUERY_ROWS_PER_SECOND seconds, cost being the rows the engine
+# models as scanned (hogql.execute's max_cost, hogql.query_cost): the events inside the query's bounds on
+# `timestamp` (PostHog's events table is sorted by toDate(timestamp); LIMIT, keysets on created_at/uuid and
+# event filters do not narrow the scan), plus the persons table and one row per event when the current Person
+# is joined (personsOnEventsMode joined), or every Person for a persons query. 1M rows/s is a conservative
+# ClickHouse figure for JSON property reads: at Cloud's 10 s (10M rows) nothing the sync sends times out even at
+# 1M events; with the default 20,000-event sandbox, --query-time-limit 0.005 (5,000 rows) makes an unbounded
+# page time out and a page over a few days' window pass.
+QUERY_ROWS_PER_SECOND = 1_000_000
+# ClickHouseQueryTimeOut.default_detail (posthog/exceptions.py): what a timeout says without an API ceiling.
+TIMEOUT_DEFAULT_DETAIL = ("Query has hit the max execution time before completing. See our docs for how to improve "
+                          "your query performance. You may need to materialize.")
+
+
+def api_timeout_detail(limit_s: float) -> str:
+    """posthog/hogql_queries/hogql_query_runner.py api_timeout_detail (the limit printed as an integer there)."""
+    n = int(limit_s) if float(limit_s).is_integer() else f"{limit_s:g}"
+    return (f"This query hit the {n}-second time limit for queries run through the API. "
+            "Submit it as an async query to give it more time: "
+            "https://posthog.com/docs/api/queries#asynchronous-queries. "
+            "You can also narrow the date range or the filters so it scans less data: "
+            "https://posthog.com/docs/api/queries#writing-performant-queries")
+
+
+def org_denies_keys_detail(org_name: str) -> str:
+    """posthog/permissions.py APIScopePermission._check_organization_personal_api_key_restrictions."""
+    return (f"Organization '{org_name}' does not allow using personal API keys. "
+            "Contact an admin to enable personal API keys for this organization.")
+
+
+def like_matcher(term: str) -> Callable[[str], bool]:
+    """``name ILIKE '%term%'`` (posthog/filters.py term_search_filter_sql): ``_`` and ``%`` are wildcards."""
+    if "%" not in term and "_" not in term:
+        low = term.lower()
+        return lambda name: low in name.lower()
+    rx = re.compile(".*".join(".".join(re.escape(p) for p in part.split("_")) for part in term.split("%")),
+                    re.IGNORECASE | re.DOTALL)
+    return lambda name: rx.search(name) is not None
+
+
+def accepts_kwarg(fn: Callable | None, name: str) -> bool:
+    """Whether ``fn`` takes keyword ``name`` (the engine gains parameters while the sandbox is developed)."""
+    if fn is None:
+        return False
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
 
 def page_url(req: Request, **updates: object) -> str:
     """DRF's replace/remove_query_param on the absolute request URL (parameters sorted)."""
@@ -356,30 +417,100 @@ def now_iso() -> str:
 
 class PostHogApp(App):
     def __init__(self, *, name: str, identity: Identity | None, data_pool: DBPool, rate_limits: str = "off",
-                 hogql_execute: Callable | None = None, seed: int = 0) -> None:
+                 hogql_execute: Callable | None = None, seed: int = 0, query_tier: str = "current",
+                 query_time_limit: float | None = None, poe_mode: str = "stamped",
+                 org_denies_personal_keys: bool = False, query_rows_per_second: float = QUERY_ROWS_PER_SECOND) -> None:
         super().__init__()
+        if query_tier not in QUERY_TIERS:
+            raise ValueError(f"query_tier must be one of {QUERY_TIERS}")
+        if poe_mode not in POE_MODES:
+            raise ValueError(f"poe_mode must be one of {tuple(POE_MODES)}")
         self.name = name
         self.identity = identity  # None: the region where the project does not live (every key is unknown)
         self.data_pool = data_pool
         self.rate_limits = rate_limits
         self._execute = hogql_execute
+        self._execute_kwargs = {k for k in ("modifiers", "poe_default", "max_cost", "time_limit_s")
+                                if accepts_kwarg(hogql_execute, k)}
         self.seed = seed
         scale = 60.0 if rate_limits == "fast" else 1.0
         self.scale = scale
-        self.windows = {
-            "default": [SlidingWindow(480, 60 / scale), SlidingWindow(4800, 3600 / scale)],
-            "query": [SlidingWindow(240, 60 / scale), SlidingWindow(2400, 3600 / scale)],
-        }
+        self.query_tier = query_tier
+        self.query_time_limit = query_time_limit  # None: as on Cloud for the tier (10 s current, 60 s legacy)
+        self.query_rows_per_second = query_rows_per_second
+        self.poe_mode = poe_mode
+        self.org_denies_personal_keys = org_denies_personal_keys
+        self._make_windows()
         self.max_concurrent_queries = 3
-        self._running = 0
+        self._running: dict[int, int] = {}  # project id -> queries holding a slot
         self._running_lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._task_seq = 0
         import random
 
         self._hook_rng = random.Random(f"{seed}:hooks:{name}")
+        self._task_rng = random.Random(f"{seed}:tasks:{name}")
         self.stats.extra["hogql_queries"] = 0
+        self.stats.extra["query_timeouts"] = 0
+
+    def _make_windows(self) -> None:
+        """One DRF throttle (scope) per window; each keeps its own history per key, as DRF's cache keys do."""
+        scale = self.scale
+        self.windows = {
+            # BurstRateThrottle 480/minute, SustainedRateThrottle 4800/hour (DEFAULT_THROTTLE_CLASSES)
+            "default": [SlidingWindow(480, 60 / scale), SlidingWindow(4800, 3600 / scale)],
+            # APIQueriesBurstThrottle 240/minute, APIQueriesSustainedThrottle 2400/hour (current teams)
+            "query": [SlidingWindow(240, 60 / scale), SlidingWindow(2400, 3600 / scale)],
+            # HogQLQueryThrottle 120/hour: a HogQLQuery from a team on API_QUERIES_LEGACY_TEAM_LIST
+            "query_legacy_hogql": [SlidingWindow(120, 3600 / scale)],
+            # ClickHouseBurstRateThrottle 240/minute, ClickHouseSustainedRateThrottle 1200/hour: other kinds there
+            "query_legacy_other": [SlidingWindow(240, 60 / scale), SlidingWindow(1200, 3600 / scale)],
+        }
+
+    def effective_time_limit(self) -> float:
+        if self.query_time_limit is not None:
+            return self.query_time_limit
+        return CLOUD_API_TIME_LIMIT_S if self.query_tier == "current" else LEGACY_TIME_LIMIT_S
+
+    def configure(self, **changes: object) -> dict:
+        """Change Cloud settings at run time (the ``/_sandbox/config`` hook); returns the settings now."""
+        if "query_tier" in changes:
+            tier = changes["query_tier"]
+            if tier not in QUERY_TIERS:
+                raise ValueError(f"query_tier must be one of {QUERY_TIERS}")
+            self.query_tier = str(tier)
+        if "query_time_limit" in changes:
+            limit = changes["query_time_limit"]
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0):
+                raise ValueError("query_time_limit must be a positive number of seconds or null")
+            self.query_time_limit = None if limit is None else float(limit)
+        if "query_rows_per_second" in changes:
+            rps = changes["query_rows_per_second"]
+            if isinstance(rps, bool) or not isinstance(rps, int | float) or rps <= 0:
+                raise ValueError("query_rows_per_second must be a positive number")
+            self.query_rows_per_second = float(rps)
+        if "poe_mode" in changes:
+            if changes["poe_mode"] not in POE_MODES:
+                raise ValueError(f"poe_mode must be one of {tuple(POE_MODES)}")
+            self.poe_mode = str(changes["poe_mode"])
+        if "org_denies_personal_keys" in changes:
+            self.org_denies_personal_keys = bool(changes["org_denies_personal_keys"])
+        if changes.get("reset_throttles"):
+            self._make_windows()
+        unknown = set(changes) - {"query_tier", "query_time_limit", "query_rows_per_second", "poe_mode",
+                                  "org_denies_personal_keys", "reset_throttles"}
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        with self._cache_lock:  # answers computed under other settings must not be served
+            self._cache.clear()
+        return self.settings()
+
+    def settings(self) -> dict:
+        return {"query_tier": self.query_tier, "query_time_limit": self.effective_time_limit(),
+                "query_time_limit_explicit": self.query_time_limit is not None,
+                "query_rows_per_second": self.query_rows_per_second, "poe_mode": self.poe_mode,
+                "org_denies_personal_keys": self.org_denies_personal_keys,
+                "rate_limits": self.rate_limits}
 
     # -- framework hooks ----------------------------------------------------------------------
 
@@ -418,10 +549,26 @@ class PostHogApp(App):
         if req.method not in route.methods:
             raise ApiError(405, "invalid_request", "method_not_allowed", f'Method "{req.method}" not allowed.')
         project = self.authorize(req, route, m.groupdict(), key)
-        wait = throttle_check(self.windows[route.throttle], key.value) if self.rate_limits != "off" else None
+        wait = (throttle_check(self._throttle_windows(route, req), key.value) if self.rate_limits != "off"
+                else None)
         if wait is not None:
             raise ApiError(429, "throttled_error", "throttled", throttled_detail(wait))
         return getattr(self, route.handler)(req, key, project, m.groupdict())
+
+    def _throttle_windows(self, route: Route, req: Request) -> list[SlidingWindow]:
+        """QueryViewSet.get_throttles: it replaces the default throttles, so burst/sustained never apply there."""
+        if route.throttle != "query":
+            return self.windows[route.throttle]
+        if self.query_tier == "current":
+            return self.windows["query"]
+        try:
+            body = json.loads(req.body.decode("utf-8") or "null")
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        query = body.get("query") if isinstance(body, dict) else None
+        if isinstance(query, dict) and query.get("kind") == "HogQLQuery":
+            return self.windows["query_legacy_hogql"]
+        return self.windows["query_legacy_other"]
 
     # -- auth ---------------------------------------------------------------------------------
 
@@ -476,6 +623,12 @@ class PostHogApp(App):
             if key.refuse_current and groups.get("kid") == "@current":
                 raise denied("API key missing required scope 'personal_api_key:read'")
             return None
+        if self.org_denies_personal_keys and (route.kind in ("project", "detail")
+                                              or (route.kind == "org" and route.handler != "h_orgs")):
+            # APIScopePermission.check_team_and_org_permissions: the organization's policy comes before the
+            # key's project and scope checks; views without an organization (the organizations list,
+            # @current, /users/@me/) are not checked. Admins are exempt: the sandbox user is a member then.
+            raise denied(org_denies_keys_detail(self.identity.organization.name))
         if route.kind != "user" and key.scoped_teams:
             if project is None:
                 raise denied("API keys with scoped projects are only supported on project-based endpoints.")
@@ -497,7 +650,9 @@ class PostHogApp(App):
     def _org_json(self) -> dict:
         org = self.identity.organization
         return {"id": org.id, "name": org.name, "slug": org.slug, "logo_media_id": None,
-                "created_at": org.created_at, "updated_at": org.created_at, "membership_level": 15,
+                "created_at": org.created_at, "updated_at": org.created_at,
+                "membership_level": 1 if self.org_denies_personal_keys else 15,
+                "members_can_use_personal_api_keys": not self.org_denies_personal_keys,
                 "plugins_access_level": 9, "teams": [self._project_basic(p) for p in self._projects()],
                 "projects": [{"id": p.id, "name": p.name, "organization_id": org.id} for p in self._projects()],
                 "available_product_features": [], "is_member_join_email_enabled": True, "metadata": {},
@@ -521,8 +676,8 @@ class PostHogApp(App):
                 "correlation_config": {}, "autocapture_opt_out": False, "session_recording_opt_in": False,
                 "week_start_day": 1, "primary_dashboard": None, "live_events_columns": None,
                 "recording_domains": [], "person_on_events_querying_enabled": True, "modifiers": {},
-                "default_modifiers": {"personsOnEventsMode": "person_id_override_properties_on_events"},
-                "effective_membership_level": 15, "access_control_version": "v2"}
+                "default_modifiers": {"personsOnEventsMode": POE_MODES[self.poe_mode]},
+                "effective_membership_level": 1 if self.org_denies_personal_keys else 15, "access_control_version": "v2"}
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -548,7 +703,8 @@ class PostHogApp(App):
             "toolbar_mode": "toolbar", "has_password": True, "is_staff": False, "is_impersonated": False,
             "team": self._project_basic(self.identity.project), "organization": org,
             "organizations": [{"id": org["id"], "name": org["name"], "slug": org["slug"],
-                               "membership_level": 15, "members_can_use_personal_api_keys": True}],
+                               "membership_level": org["membership_level"],
+                               "members_can_use_personal_api_keys": not self.org_denies_personal_keys}],
             "is_2fa_enabled": False, "has_social_auth": False, "scene_personalisation": []})
 
     def h_orgs(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
@@ -588,6 +744,7 @@ class PostHogApp(App):
             with project.pool.conn() as conn:
                 rows = conn.execute("SELECT name, id, created_at, last_seen_at FROM sbx_event_definitions").fetchall()
         terms = search_terms(req)
+        matchers = [like_matcher(t) for t in terms]
         names_filter = {n for v in req.query.get("names", []) for n in v.split(",") if n}
         items = []
         for name, did, created, last_seen in rows:
@@ -595,7 +752,7 @@ class PostHogApp(App):
                 continue
             if event_type == "event_posthog" and not name.startswith("$"):
                 continue
-            if terms and not all(t in name.lower() for t in terms):
+            if matchers and not all(m(name) for m in matchers):
                 continue
             if names_filter and name not in names_filter:
                 continue
@@ -617,10 +774,10 @@ class PostHogApp(App):
                 items.sort(key=lambda r: len(r[0]), reverse=desc)
             elif fieldname == "name":
                 items.sort(key=lambda r: r[0], reverse=desc)
-            else:
+            else:  # NULLS FIRST ascending, NULLS LAST descending (create_event_definitions_sql)
                 idx = 3 if fieldname.startswith("last_seen_at") else 2
                 cut = 10 if fieldname.endswith("::date") else 26
-                items.sort(key=lambda r, i=idx, c=cut: r[i][:c], reverse=desc)
+                items.sort(key=lambda r, i=idx, c=cut: (r[i] is not None, (r[i] or "")[:c]), reverse=desc)
         results = [{
             "id": did, "name": name, "created_at": iso_offset(created), "last_seen_at": iso_offset(last_seen),
             "last_updated_at": iso_offset(last_seen), "tags": [], "enforcement_mode": "allow",
@@ -641,11 +798,19 @@ class PostHogApp(App):
                 rows = conn.execute("SELECT name, id, property_type FROM sbx_property_definitions WHERE type = ? "
                                     "ORDER BY name", (ptype,)).fetchall()
         terms = search_terms(req)
+        matchers = [like_matcher(t) for t in terms]
+        # add_latest_means_not_initial (posthog/api/property_definition.py), person properties only: a search
+        # word that is a substring of "latest" ("a", "at", "test", ...) also matches every name without
+        # "initial" in it, so such a search returns nearly everything.
+        latest = ptype == "person" and any(t in "latest" for t in terms)
         wanted = {n for n in (req.param("properties") or "").split(",") if n}
         numerical = req.param("is_numerical") == "true"
 
-        def keep(name: str, prop_type: str | None) -> bool:
-            if terms and not all(t in name.lower() for t in terms):
+        def keep(name: str, prop_type: str | None, virtual: bool = False) -> bool:
+            if virtual:  # filtered in Python: plain substrings, no "latest" rule (_filter_virtual_property)
+                if not all(t in name.lower() for t in terms):
+                    return False
+            elif matchers and not all(m(name) for m in matchers) and not (latest and "initial" not in name.lower()):
                 return False
             if wanted and name not in wanted:
                 return False
@@ -657,7 +822,7 @@ class PostHogApp(App):
         if ptype == "person" and project.pool is not None:
             for name in D.VIRTUAL_PERSON_PROPERTIES:
                 prop_type = D.VIRTUAL_PROPERTY_TYPES[name]
-                if keep(name, prop_type):
+                if keep(name, prop_type, virtual=True):
                     results.append({"id": name, "name": name, "is_numerical": prop_type == "Numeric",
                                     "property_type": prop_type, "tags": [], "is_seen_on_filtered_events": None,
                                     "virtual": True})
@@ -665,32 +830,43 @@ class PostHogApp(App):
 
     # -- query ----------------------------------------------------------------------------------
 
-    def _acquire_query_slot(self) -> None:
-        if self.rate_limits == "off":
-            with self._running_lock:
-                self._running += 1
-            return
+    def _acquire_query_slot(self, project: Project, task: str) -> bool:
+        """``get_api_team_rate_limiter`` (posthog/clickhouse/client/limit.py): 3 queries per team at once.
+
+        A query that finds no free slot retries with PostHog's backoff (0.134 s growing 1.5x up to 1.714 s,
+        scaled like the other limits) for up to 30 s, then is refused with ``ConcurrencyLimitExceeded``, which
+        posthog/api/query.py answers as DRF ``Throttled(detail=str(e))``: 429 with that text and no wait.
+        The limiter applies to current-tier teams only (``__applicable``: a team on
+        API_QUERIES_LEGACY_TEAM_LIST is exempt) and, in the sandbox, only when rate limits are on.
+        Returns whether a slot was taken (release it with ``_release_query_slot``).
+        """
+        if self.rate_limits == "off" or self.query_tier != "current":
+            return False
         deadline = time.monotonic() + 30.0 / self.scale
         delay = 0.134 / self.scale
-        with self._running_lock:
-            self._task_seq += 1
-            task = f"{self._task_seq:08x}"
         while True:
             with self._running_lock:
-                if self._running < self.max_concurrent_queries:
-                    self._running += 1
-                    return
+                if self._running.get(project.id, 0) < self.max_concurrent_queries:
+                    self._running[project.id] = self._running.get(project.id, 0) + 1
+                    return True
             if time.monotonic() >= deadline or self.stop_event.is_set():
-                org = self.identity.organization.id
                 raise ApiError(429, "throttled_error", "throttled",
                                f"Exceeded maximum concurrency limit: {self.max_concurrent_queries} for key: "
-                               f"api:query:per-org:{org} and task: {task}")
+                               f"api:query:per-team:{project.id} and task: {task}")
             time.sleep(delay)
             delay = min(delay * 1.5, 1.714 / self.scale)
 
-    def _release_query_slot(self) -> None:
+    def _release_query_slot(self, project: Project) -> None:
         with self._running_lock:
-            self._running -= 1
+            self._running[project.id] = max(0, self._running.get(project.id, 0) - 1)
+
+    def _new_task_id(self) -> str:
+        """The query id a slot is held under: ``client_query_id`` or ``uuid7().hex`` (posthog/api/query.py)."""
+        with self._running_lock:
+            ms = int(time.time() * 1000)
+            rand = self._task_rng.getrandbits(74)
+        value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+        return f"{value:032x}"
 
     def h_query(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
         try:
@@ -727,10 +903,16 @@ class PostHogApp(App):
             raise parse_error("JSON parse error - 1 validation error for QueryRequest\nquery.HogQLQuery.values\n  "
                               "Input should be a valid dictionary [type=dict_type]")
         modifiers = query.get("modifiers") or {}
+        if not isinstance(modifiers, dict):
+            raise parse_error("JSON parse error - 1 validation error for QueryRequest\nquery.HogQLQuery.modifiers\n"
+                              "  Input should be a valid dictionary or instance of HogQLQueryModifiers "
+                              "[type=model_type]")
+        # The team's default modifiers under the query's own (create_default_modifiers_for_team).
+        effective = {"personsOnEventsMode": POE_MODES[self.poe_mode], **modifiers}
         refresh = body.get("refresh", "blocking")
         force = refresh is True or refresh in FORCE_REFRESH
         cache_key = "cache_" + hashlib.sha256(json.dumps(
-            [project.id, text, values, modifiers], sort_keys=True, default=str).encode()).hexdigest()[:32]
+            [project.id, text, values, effective], sort_keys=True, default=str).encode()).hexdigest()[:32]
         if not force:
             with self._cache_lock:
                 hit = self._cache.get(cache_key)
@@ -738,19 +920,45 @@ class PostHogApp(App):
                 return json_response(200, {**hit[1], "is_cached": True})
         if self._execute is None:
             raise ApiError(500, "server_error", "error", "A server error occurred.")
-        self._acquire_query_slot()
+        client_id = body.get("client_query_id")
+        task = client_id if isinstance(client_id, str) and client_id else self._new_task_id()
+        held = self._acquire_query_slot(project, task)
         try:
+            from cs_posthog.sandbox import hogql_errors
             from cs_posthog.sandbox.hogql import HogQLError
 
+            time_limit_error = getattr(hogql_errors, "QueryTimeLimit", None)
+            kwargs: dict = {}
+            if "modifiers" in self._execute_kwargs:
+                if "poe_default" in self._execute_kwargs:  # the team's mode, under the query's own modifiers
+                    kwargs["modifiers"] = modifiers
+                    kwargs["poe_default"] = POE_MODES[self.poe_mode]
+                else:
+                    kwargs["modifiers"] = effective
+            limit_s = self.effective_time_limit()
+            if "max_cost" in self._execute_kwargs:
+                kwargs["max_cost"] = max(1, int(limit_s * self.query_rows_per_second))
+                if "time_limit_s" in self._execute_kwargs:
+                    kwargs["time_limit_s"] = limit_s
             assert project.pool is not None
             with project.pool.conn() as conn:
                 try:
-                    result = self._execute(conn, text, values, personal_api_key=True)
-                except HogQLError as exc:
-                    raise ApiError(400, "validation_error", getattr(exc, "code", "hogql_error"),
-                                   getattr(exc, "detail", str(exc))) from None
+                    result = self._execute(conn, text, values, personal_api_key=True, **kwargs)
+                except Exception as exc:
+                    if time_limit_error is not None and isinstance(exc, time_limit_error):  # before HogQLError
+                        self.stats.incr("query_timeouts")
+                        self.stats.incr("query_timeout_cost", int(getattr(exc, "cost", 0) or 0))
+                        raise self.timeout_error(limit_s) from None
+                    if isinstance(exc, HogQLError):  # 400, or 500 for what ClickHouse itself fails
+                        body = exc.body() if hasattr(exc, "body") else {}
+                        raise ApiError(int(getattr(exc, "status", 400)), body.get("type", "validation_error"),
+                                       body.get("code", getattr(exc, "code", "hogql_error")),
+                                       body.get("detail", getattr(exc, "detail", str(exc))),
+                                       body.get("attr")) from None
+                    raise
         finally:
-            self._release_query_slot()
+            if held:
+                self._release_query_slot(project)
         self.stats.incr("hogql_queries")
         if modifiers.get("convertToProjectTimezone", True) is not False:
             result = to_timezone(result, project.timezone)
@@ -769,6 +977,15 @@ class PostHogApp(App):
                     len(v[1]["results"]) for v in self._cache.values()) > CACHE_MAX_ROWS):
                 self._cache.popitem(last=False)
         return json_response(200, envelope)
+
+    def timeout_error(self, limit_s: float) -> ApiError:
+        """ClickHouseQueryTimeOut (posthog/exceptions.py: APIException, 504, code ``error``; drf-exceptions-hog
+        types a non-DRF APIException ``server_error``). HogQLQueryRunner._calculate rewrites the detail with
+        api_timeout_detail when an API ceiling bound the query (current teams, or a per-team override: an
+        explicit ``--query-time-limit``); a legacy team without one keeps the default detail."""
+        detail = (api_timeout_detail(limit_s) if self.query_tier == "current" or self.query_time_limit is not None
+                  else TIMEOUT_DEFAULT_DETAIL)
+        return ApiError(504, "server_error", "error", detail)
 
     # -- legacy list endpoints --------------------------------------------------------------------
 
@@ -899,6 +1116,37 @@ class PostHogApp(App):
             return self._post_events(req)
         if req.method == "POST" and path == "/_sandbox/persons":
             return self._post_persons(req)
+        if path == "/_sandbox/config" and req.method in ("GET", "POST"):
+            if req.method == "GET":
+                return json_response(200, self.settings())
+            try:
+                changes = req.json()
+                if not isinstance(changes, dict):
+                    raise ValueError("body must be a JSON object")
+                return json_response(200, self.configure(**changes))
+            except ValueError as exc:
+                return json_response(400, {"error": str(exc)})
+        if req.method == "POST" and path == "/_sandbox/query_slots":
+            return self._hold_query_slots(req)
+        return json_response(404, {"error": "unknown sandbox hook", "path": req.path})
+
+    def _hold_query_slots(self, req: Request) -> Response:
+        """Occupy (``{"hold": n}``) or free (``{"release": n}``) /query/ concurrency slots of the data project,
+        as long-running queries would, so that tests reach the concurrency limit without slow queries."""
+        try:
+            body = req.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not all(isinstance(body.get(k, 0), int) for k in ("hold", "release")):
+            return json_response(400, {"error": 'body must be {"hold": n} or {"release": n}'})
+        if self.identity is None:
+            return json_response(404, {"error": "no project in this region"})
+        pid = self.identity.project.id
+        with self._running_lock:
+            running = self._running.get(pid, 0) + int(body.get("hold", 0))
+            running = max(0, running - int(body.get("release", 0)))
+            self._running[pid] = running
+        return json_response(200, {"running": running, "limit": self.max_concurrent_queries})
         return json_response(404, {"error": "unknown sandbox hook", "path": req.path})
 
     def _dump(self, what: str) -> Response:

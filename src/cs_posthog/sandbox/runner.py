@@ -78,13 +78,27 @@ class SandboxProcess:
 
 def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40, seed: int = 1,
                   rate_limits: str = "off", faults: float = 0.0, latency_ms: float = 0,
-                  stall_s: float = 65.0, region: str = "eu", extra_args: Sequence[str] = (),
+                  stall_s: float = 65.0, region: str = "eu", query_tier: str | None = None,
+                  query_time_limit: float | None = None, poe_mode: str | None = None, id_type: str | None = None,
+                  org_denies_personal_keys: bool = False, extra_args: Sequence[str] = (),
                   timeout: float | None = None, env: dict[str, str] | None = None) -> SandboxProcess:
-    """Launch ``python -m cs_posthog.sandbox --port-base 0 ...`` and wait for its JSON line."""
+    """Launch ``python -m cs_posthog.sandbox --port-base 0 ...`` and wait for its JSON line.
+
+    ``query_tier``, ``query_time_limit``, ``poe_mode``, ``id_type`` and ``org_denies_personal_keys`` are the
+    sandbox's ``--query-tier``, ``--query-time-limit``, ``--poe-mode``, ``--id-type`` and
+    ``--org-denies-personal-keys`` (None / False: the sandbox's defaults, as on PostHog Cloud).
+    """
     cmd = [sys.executable, "-m", "cs_posthog.sandbox", "--port-base", "0", "--events", str(events),
            "--persons", str(persons), "--customers", str(customers), "--seed", str(seed),
            "--rate-limits", rate_limits, "--faults", str(faults), "--latency-ms", str(latency_ms),
-           "--stall-s", str(stall_s), "--region", region, *extra_args]
+           "--stall-s", str(stall_s), "--region", region]
+    for flag, value in (("--query-tier", query_tier), ("--query-time-limit", query_time_limit),
+                        ("--poe-mode", poe_mode), ("--id-type", id_type)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if org_denies_personal_keys:
+        cmd.append("--org-denies-personal-keys")
+    cmd += list(extra_args)
     fd, stderr_path = tempfile.mkstemp(prefix="cs-posthog-sandbox-", suffix=".stderr")
     proc: subprocess.Popen | None = None
     try:
@@ -173,3 +187,10 @@ def get_jsonl(url: str, *, headers: dict[str, str] | None = None, timeout: float
 def post_json(url: str, body: Any, *, headers: dict[str, str] | None = None, timeout: float = 30.0) -> Any:
     payload = _ok("POST", url, body=body, headers=headers, timeout=timeout)
     return json.loads(payload) if payload else None
+
+
+def configure(base_url: str, **settings: Any) -> dict:
+    """Change the sandbox PostHog's Cloud settings at run time (``POST /_sandbox/config``): ``query_tier``,
+    ``query_time_limit`` (None: the tier's Cloud default), ``query_rows_per_second``, ``poe_mode``,
+    ``org_denies_personal_keys``, ``reset_throttles``. Returns the settings now in force."""
+    return post_json(base_url.rstrip("/") + "/_sandbox/config", settings)
