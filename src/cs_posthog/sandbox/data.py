@@ -239,7 +239,8 @@ CREATE TABLE IF NOT EXISTS persons (
 CREATE TABLE IF NOT EXISTS person_distinct_ids (distinct_id TEXT PRIMARY KEY, person_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     rowid_ INTEGER PRIMARY KEY, uuid TEXT NOT NULL, event TEXT NOT NULL, timestamp TEXT NOT NULL,
-    created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT, properties TEXT NOT NULL DEFAULT '{}');
+    created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT, properties TEXT NOT NULL DEFAULT '{}',
+    person_properties TEXT);
 CREATE INDEX IF NOT EXISTS events_created ON events(created_at, uuid);
 CREATE INDEX IF NOT EXISTS events_ts ON events(timestamp);
 """
@@ -289,22 +290,32 @@ def create_indexes(conn: sqlite3.Connection) -> None:
 
 @dataclass
 class Company:
-    external_id: str
+    external_id: str  # the id's exact text: what Customerscore knows the company by ("4711", "007")
     name: str
     plan: str
     owner_email: str
     seats: int
+    value: object = None  # the JSON value Persons carry (4711 or "007"); None: external_id itself
+
+    @property
+    def id_value(self) -> object:
+        return self.external_id if self.value is None else self.value
 
 
 @dataclass
 class Person:
     id: str
     created_us: int
-    properties: dict
+    properties: dict  # as the Person is now
     distinct_ids: list[str]
     identified: bool
     weight: float
     plan: str | None
+    # (from_us, properties) the Person had from that ingestion time on, oldest first; the last is
+    # ``properties``. Events are stamped with the version current at their created_at.
+    versions: list[tuple[int, dict]] = field(default_factory=list)
+    org_set_us: int | None = None  # when the customer property got its current value (late set: after signup)
+    history: str = ""  # "", "late_set" or "moved"
 
 
 @dataclass
@@ -319,10 +330,57 @@ class Dataset:
     n_late: int = 0
     generation_s: float = 0.0
     event_names: list[str] = field(default_factory=list)
+    id_type: str = "string"
+    n_late_set: int = 0  # Persons whose customer id was set after their first events
+    n_moved: int = 0  # Persons who changed company
 
 
-def make_companies(seed: int, n: int) -> tuple[list[Company], list[Company]]:
+ID_TYPES = ("string", "numeric", "mixed")
+DEFAULT_ID_TYPE = "mixed"
+BIG_ID = 2**53 + 1  # 9007199254740993: the first integer a Float64 cannot hold
+
+
+def _company_values(seed: int, n: int, id_type: str) -> list[object | None]:
+    """The JSON value each company's id has on Persons (None: the ``org_...`` string as before).
+
+    ``numeric``: JSON numbers, about one in six above 2^53 (the first of those 9007199254740993);
+    ``mixed``: by company index, half JSON numbers (as ``numeric``), a quarter zero-padded numeric
+    strings (the first ``"007"``), a quarter plain ``org_...`` strings.
+    """
+    if id_type not in ID_TYPES:
+        raise ValueError(f"id_type must be one of {', '.join(ID_TYPES)}, not {id_type!r}")
+    if id_type == "string":
+        return [None] * n
+    rng = random.Random(f"{seed}:ids")
+    used: set[str] = set()
+    out: list[object | None] = []
+    big = padded = 0
+    for i in range(n):
+        kind = "int" if id_type == "numeric" else ("int", "int", "padded", "string")[i % 4]
+        value: object | None = None
+        while value is None or str(value) in used:
+            if kind == "string":
+                value = None
+                break
+            if kind == "padded":
+                value = "007" if padded == 0 else "0" * rng.randint(1, 3) + str(rng.randrange(1, 99_999))
+            elif rng.random() < 1 / 6 or (i == 0 and id_type == "numeric"):
+                value = BIG_ID if big == 0 else BIG_ID + 2 * rng.randrange(1, 10**6)  # odd: not a Float64
+            else:
+                value = 4711 if i == 0 else rng.randrange(1, 10**7)
+        if isinstance(value, int) and value > 2**53:
+            big += 1
+        if kind == "padded":
+            padded += 1
+        if value is not None:
+            used.add(str(value))
+        out.append(value)
+    return out
+
+
+def make_companies(seed: int, n: int, id_type: str = "string") -> tuple[list[Company], list[Company]]:
     """Companies, and the Customerscore customers: the same minus about one in ten."""
+    values = _company_values(seed, n, id_type)
     rng = random.Random(f"{seed}:companies")
     companies: list[Company] = []
     used: set[str] = set()
@@ -336,7 +394,10 @@ def make_companies(seed: int, n: int) -> tuple[list[Company], list[Company]]:
             name += f" {i}"
         plan = rng.choices(PLANS, weights=[5, 4, 2])[0]
         owner = f"owner{i}@{rng.choice(DOMAINS)}"
-        companies.append(Company(ext, name, plan, owner, rng.choice([1, 3, 5, 10, 25, 50, 200])))
+        seats = rng.choice([1, 3, 5, 10, 25, 50, 200])
+        if values[i] is not None:
+            ext = str(values[i])
+        companies.append(Company(ext, name, plan, owner, seats, values[i]))
     missing = [c for c in companies if rng.random() < 0.1]
     if not missing and len(companies) >= 5:
         missing = [companies[-1]]
@@ -344,7 +405,20 @@ def make_companies(seed: int, n: int) -> tuple[list[Company], list[Company]]:
     return companies, [c for c in companies if c.external_id not in missing_ids]
 
 
+LATE_SET_SHARE = 0.20  # company Persons whose customer id was set hours to days after their first events
+MOVED_SHARE = 0.07  # company Persons who moved from another company during the window
+_COMPANY_KEYS = (CUSTOMER_PROPERTY, "company_name", "seats")
+
+
 def make_persons(seed: int, n: int, companies: list[Company], anchor: int) -> list[Person]:
+    """Persons as they are now, each with the versions of their properties over time (``versions``).
+
+    Of the identified Persons with a company, LATE_SET_SHARE got the customer property (with
+    company_name and seats) only 30 minutes to 5 days after they were created, so their signup and
+    onboarding events were stamped without it; MOVED_SHARE belonged to another company until a point
+    between 30% and 70% of their life, so their old events carry the old company.
+    """
+    hrng = random.Random(f"{seed}:history")
     rng = random.Random(f"{seed}:persons")
     start = anchor - WINDOW_DAYS * DAY_US
     # company popularity: a few big customers, a long tail
@@ -385,7 +459,7 @@ def make_persons(seed: int, n: int, companies: list[Company], anchor: int) -> li
             r = rng.random()
             if companies and r < 0.80:
                 company = rng.choices(companies, weights=company_weights)[0]
-                props[CUSTOMER_PROPERTY] = company.external_id
+                props[CUSTOMER_PROPERTY] = company.id_value
                 props["company_name"] = company.name
                 props["seats"] = company.seats
                 plan = company.plan
@@ -397,7 +471,7 @@ def make_persons(seed: int, n: int, companies: list[Company], anchor: int) -> li
         else:
             if companies and rng.random() < 0.08:  # anonymous visitor tagged via a group call
                 company = rng.choices(companies, weights=company_weights)[0]
-                props[CUSTOMER_PROPERTY] = company.external_id
+                props[CUSTOMER_PROPERTY] = company.id_value
                 plan = company.plan
         if plan is not None and rng.random() < 0.95:
             props["plan"] = plan
@@ -418,8 +492,53 @@ def make_persons(seed: int, n: int, companies: list[Company], anchor: int) -> li
         if rng.random() < 0.2:
             props["ünïcode"] = rng.choice(["ßüñ", "日本語", "Ωmega", "café"])
         weight = rng.paretovariate(1.3) * (2.0 if identified else 0.5)
-        persons.append(Person(pid, created, props, distinct_ids, identified, weight, plan))
+        person = Person(pid, created, props, distinct_ids, identified, weight, plan, versions=[(0, props)])
+        if CUSTOMER_PROPERTY in props and props[CUSTOMER_PROPERTY] != "":
+            person.org_set_us = created
+        if identified and "company_name" in props:
+            h = hrng.random()
+            if h < LATE_SET_SHARE:
+                set_at = min(created + hrng.randrange(30 * 60 * US, 5 * DAY_US), anchor - HOUR_US)
+                if set_at > created:
+                    before = {k: v for k, v in props.items() if k not in _COMPANY_KEYS}
+                    person.versions = [(0, before), (set_at, props)]
+                    person.org_set_us, person.history = set_at, "late_set"
+            elif h < LATE_SET_SHARE + MOVED_SHARE and len(companies) > 1:
+                old = companies[hrng.randrange(len(companies))]
+                if old.external_id != str(props[CUSTOMER_PROPERTY]):
+                    switch = created + int((anchor - created) * hrng.uniform(0.3, 0.7))
+                    before = {**props, CUSTOMER_PROPERTY: old.id_value, "company_name": old.name,
+                              "seats": old.seats}
+                    person.versions = [(0, before), (switch, props)]
+                    person.history = "moved"
+        persons.append(person)
     return persons
+
+
+def customer_property_type(persons: list[Person], companies: list[Company], id_type: str) -> str | None:
+    """The customer property's definition type: PostHog sets it from the first value it sees.
+
+    The first non-empty value by the time it was set decides. With ``mixed`` ids the generator makes
+    that first value a JSON number (it gives that Person an int-id company, all versions alike), as
+    when a product sends numbers from the start: the definition is then Numeric."""
+    first: tuple[int, Person] | None = None
+    for p in persons:
+        v = p.versions[0][1].get(CUSTOMER_PROPERTY)
+        t = p.created_us if v not in (None, "") else p.org_set_us
+        if t is not None and (first is None or t < first[0]):
+            first = (t, p)
+    if first is None:
+        return None
+    p = first[1]
+    version = next(props for _, props in p.versions if props.get(CUSTOMER_PROPERTY) not in (None, ""))
+    if id_type == "mixed" and not isinstance(version[CUSTOMER_PROPERTY], int):
+        ints = [c for c in companies if isinstance(c.value, int)]
+        if ints:
+            c = ints[0]
+            update = {CUSTOMER_PROPERTY: c.value, "company_name": c.name, "seats": c.seats}
+            version.update({k: v for k, v in update.items() if k in version})
+    v = version[CUSTOMER_PROPERTY]
+    return infer_property_type(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,14 +596,21 @@ def _event_props(kind: str, rng: random.Random, person: Person, distinct_id: str
 
 
 def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, customers: int,
-             anchor_us: int | None = None, progress: Callable[[str], None] | None = None) -> Dataset:
-    """Fill an empty database (schema already created) and return what was generated."""
+             anchor_us: int | None = None, progress: Callable[[str], None] | None = None,
+             id_type: str = DEFAULT_ID_TYPE) -> Dataset:
+    """Fill an empty database (schema already created) and return what was generated.
+
+    ``id_type`` (``string``, ``numeric`` or ``mixed``, default ``mixed``): how the companies' ids are
+    stored under CUSTOMER_PROPERTY on Persons (see ``_company_values``); ``Company.external_id`` is
+    always the id's exact text, which is what the sandbox Customerscore knows the company by.
+    """
     t0 = time.perf_counter()
     anchor = default_anchor() if anchor_us is None else anchor_us
-    companies, cs_customers = make_companies(seed, customers)
+    companies, cs_customers = make_companies(seed, customers, id_type)
     people = make_persons(seed, persons, companies, anchor)
+    org_type = customer_property_type(people, companies, id_type)
     ds = Dataset(seed=seed, anchor_us=anchor, companies=companies, customerscore_customers=cs_customers,
-                 n_persons=len(people))
+                 n_persons=len(people), id_type=id_type)
 
     dumps = dump_json
     conn.executemany(
@@ -497,7 +623,13 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
 
     person_prop_names: set[str] = set()
     for p in people:
-        person_prop_names.update(p.properties)
+        for _, props in p.versions:
+            person_prop_names.update(props)
+        ds.n_late_set += p.history == "late_set"
+        ds.n_moved += p.history == "moved"
+    # the properties each event is stamped with (events.person_properties), per Person version
+    stamps = {p.id: ([start for start, _ in p.versions], [dumps(props) for _, props in p.versions])
+              for p in people}
 
     # events: the table's indexes are dropped during the bulk load and rebuilt after (2x faster)
     event_indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
@@ -526,8 +658,8 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     event_first: dict[str, int] = {}
     event_last: dict[str, int] = {}
     event_prop_types: dict[str, str] = {}
-    insert = ("INSERT INTO events(uuid, event, timestamp, created_at, distinct_id, person_id, properties) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?)")
+    insert = ("INSERT INTO events(uuid, event, timestamp, created_at, distinct_id, person_id, properties, "
+              "person_properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
     rows: list[tuple] = []
     last_row: tuple | None = None
     last_created = 0
@@ -538,7 +670,8 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
             break
         if i in dup_positions and last_row is not None:
             created = min(last_created + rng.randrange(US, 600 * US), anchor)
-            row = (last_row[0], last_row[1], last_row[2], fmt_db(created), last_row[4], last_row[5], last_row[6])
+            row = (last_row[0], last_row[1], last_row[2], fmt_db(created), last_row[4], last_row[5], last_row[6],
+                   last_row[7])
             rows.append(row)
             ds.n_duplicate_rows += 1
         else:
@@ -566,13 +699,18 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
             else:
                 lag = 20_000 + int(rng.expovariate(1 / 900_000))
             created = min(ts + lag, anchor)
+            if p.history == "late_set" and created < p.org_set_us and kind not in ("identify", "signup") \
+                    and rnd() < 0.25:
+                name, kind = "user_signed_up", "signup"  # signup and onboarding, before the customer id
+            starts, texts = stamps[p.id]
+            stamped = texts[0] if len(texts) == 1 else texts[bisect.bisect_right(starts, created) - 1]
             props = _event_props(kind, rng, p, distinct_id)
             if kind not in seen_kinds:
                 seen_kinds.add(kind)
                 for key, value in props.items():
                     event_prop_types.setdefault(key, infer_property_type(value))
             row = (uuid7_from(rng, ts), name, fmt_db(ts), fmt_db(created), distinct_id, p.id,
-                   dumps(props))
+                   dumps(props), stamped)
             rows.append(row)
             last_row, last_created = row, created
             if created < event_first.get(name, 1 << 62):
@@ -600,7 +738,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     ds.event_names = sorted(event_first)
     conn.executemany(
         "INSERT INTO sbx_property_definitions(type, name, id, property_type) VALUES ('person', ?, ?, ?)",
-        [(name, uuid4_from(drng), PERSON_PROPERTY_TYPES.get(name, "String"))
+        [(name, uuid4_from(drng), org_type if name == CUSTOMER_PROPERTY else PERSON_PROPERTY_TYPES.get(name, "String"))
          for name in sorted(person_prop_names) if name not in HIDDEN_PROPERTY_DEFINITIONS])
     conn.executemany(
         "INSERT INTO sbx_property_definitions(type, name, id, property_type) VALUES ('event', ?, ?, ?)",
@@ -608,7 +746,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
          if name not in HIDDEN_PROPERTY_DEFINITIONS])
     conn.executemany("INSERT OR REPLACE INTO sbx_meta(key, value) VALUES (?, ?)", [
         ("seed", str(seed)), ("anchor", fmt_db(anchor)), ("events", str(events)), ("persons", str(persons)),
-        ("customers", str(customers))])
+        ("customers", str(customers)), ("id_type", id_type)])
     conn.commit()
     ds.generation_s = time.perf_counter() - t0
     return ds
@@ -670,19 +808,20 @@ def record_definitions(conn: sqlite3.Connection, *, event_names: Iterable[tuple[
 def iter_event_dump(conn: sqlite3.Connection, batch: int = 5000) -> Iterator[str]:
     """One JSON line per stored event row, in storage order (duplicates included).
 
-    The stored properties text is spliced in as is (it is compact JSON already): no re-parsing.
+    The stored properties texts are spliced in as they are (compact JSON already): no re-parsing.
+    ``person_properties`` is the Person as stamped on the event at ingestion (``{}`` when none).
     """
-    cur = conn.execute("SELECT uuid, event, timestamp, created_at, distinct_id, person_id, properties "
-                       "FROM events ORDER BY rowid_")
+    cur = conn.execute("SELECT uuid, event, timestamp, created_at, distinct_id, person_id, properties, "
+                       "person_properties FROM events ORDER BY rowid_")
     q = json.dumps
     while True:
         chunk = cur.fetchmany(batch)
         if not chunk:
             return
-        for u, ev, ts, created, did, pid, props in chunk:
+        for u, ev, ts, created, did, pid, props, pprops in chunk:
             yield (f'{{"uuid":{q(u)},"event":{q(ev, ensure_ascii=False)},"timestamp":"{db_to_iso(ts)}",'
                    f'"created_at":"{db_to_iso(created)}","distinct_id":{q(did, ensure_ascii=False)},'
-                   f'"person_id":{q(pid)},"properties":{props or "{}"}}}\n')
+                   f'"person_id":{q(pid)},"properties":{props or "{}"},"person_properties":{pprops or "{}"}}}\n')
 
 
 def iter_person_dump(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[str]:
