@@ -15,6 +15,31 @@ and serves until SIGTERM or Ctrl-C (exit 0). Progress and figures go to stderr.
 organization, no data); ``api_key_no_current`` has the scopes of ``api_key`` but its
 ``/api/personal_api_keys/@current/`` is refused with 403, as some servers do, so scope probing can
 be tested. Keys exist only in ``region``: the other region answers 401 to all of them.
+
+PostHog Cloud's behaviour is the default; each part can be switched (and is echoed in the JSON line):
+
+* ``--query-tier current|legacy`` (``query_tier``): current = APIQueriesBurst/SustainedThrottle,
+  240/minute and 2,400/hour per key, 3 concurrent ``/query/`` per team; legacy = HogQLQueryThrottle,
+  120 HogQL queries/hour per key, no per-team concurrency limiter (posthog/api/query.py
+  ``get_throttles``, posthog/rate_limit.py, posthog/clickhouse/client/limit.py). Scaled by
+  ``--rate-limits fast`` like every limit (legacy + fast = 120 per minute).
+* ``--query-time-limit S`` (``query_time_limit``): a query's max_execution_time; default as on Cloud,
+  10 s on the current tier, 60 s on the legacy one (posthog/hogql_queries/hogql_query_runner.py).
+  Modelled as rows scanned at 1M rows per second (posthog_app.QUERY_ROWS_PER_SECOND); over it
+  ``/query/`` answers 504. With the default 20,000 events, 0.005 makes an unbounded page time out and a
+  page over one day pass.
+* ``--poe-mode stamped|joined`` (``poe_mode``): the team's persons-on-events mode, ``stamped`` (Cloud's
+  default: ``person.properties`` on events as stamped at ingestion) or ``joined`` (the Person now);
+  a query's ``modifiers.personsOnEventsMode`` overrides it.
+* ``--id-type string|numeric|mixed`` (``id_type``): how generated Persons store customer ids (JSON
+  strings, JSON numbers some above 2^53, or both with zero-padded strings); ``string`` is printed when
+  the data generator has no id types.
+* ``--org-denies-personal-keys`` (``org_denies_personal_keys``): the organization refuses personal API
+  keys (403 "Organization '...' does not allow using personal API keys. ..."; posthog/permissions.py).
+
+``POST /_sandbox/config`` with ``{"query_tier", "query_time_limit", "query_rows_per_second",
+"poe_mode", "org_denies_personal_keys", "reset_throttles"}`` changes these at run time;
+``POST /_sandbox/query_slots`` ``{"hold": n}`` / ``{"release": n}`` occupies concurrency slots.
 """
 
 from __future__ import annotations

@@ -1,32 +1,79 @@
-"""The sandbox PostHog: the private API surface cs-posthog uses, with PostHog's shapes and errors.
+"""The sandbox PostHog: the private API surface cs-posthog uses, with PostHog's shapes, errors and limits.
 
 Shapes follow PostHog's source (``posthog/auth.py``, ``permissions.py``, ``rate_limit.py``,
-``api/query.py``, ``api/event_definition.py``, ``api/routing.py``, drf-exceptions-hog):
+``api/query.py``, ``api/event_definition.py``, ``api/property_definition.py``, ``api/routing.py``,
+``clickhouse/client/limit.py``, ``hogql_queries/hogql_query_runner.py``, ``exceptions.py``,
+drf-exceptions-hog). Every Cloud behaviour below is on by default and can be switched (``--query-tier``,
+``--query-time-limit``, ``--poe-mode``, ``--org-denies-personal-keys``; at run time ``POST /_sandbox/config``).
 
 * Errors are always ``{"type", "code", "detail", "attr"}``.
 * Auth, in DRF's order: 401 (no key: ``not_authenticated``; unknown key, a ``phc_`` token, or a key
   of the other region: ``authentication_failed``, "Personal API key found in request
-  Authorization header is invalid."), then permissions (403 ``permission_denied``: a key scoped to
-  other projects first, "API key does not have access to the requested project: ID N.", or on
-  listing endpoints "API keys with scoped projects are only supported on project-based
-  endpoints."; then "API key missing required scope 'x:read'"; ``x:write`` satisfies ``x:read``,
-  ``*`` everything), then throttles (429 ``throttled_error``, "Request was throttled. Expected
-  available in N seconds.", no ``Retry-After`` header: drf-exceptions-hog drops it).
+  Authorization header is invalid."), then permissions (403 ``permission_denied``; first the
+  organization's policy when it refuses personal API keys (``APIScopePermission.
+  _check_organization_personal_api_key_restrictions``: "Organization 'Sandbox Analytics' does not allow
+  using personal API keys. Contact an admin to enable personal API keys for this organization.", on every
+  project and organization endpoint, not on ``@current``, ``/users/@me/`` or the organizations list;
+  the sandbox user is then a member, since admins are exempt), then a key scoped to other projects, "API
+  key does not have access to the requested project: ID N.", or on listing endpoints "API keys with scoped
+  projects are only supported on project-based endpoints."; then "API key missing required scope
+  'x:read'"; ``x:write`` satisfies ``x:read``, ``*`` everything), then throttles (429
+  ``throttled_error``, "Request was throttled. Expected available in N seconds.", no ``Retry-After``
+  header: drf-exceptions-hog drops it).
 * Scopes per endpoint: ``@current`` none (a key may read itself; the ``api_key_no_current`` key is
   refused as older servers did, "API key missing required scope 'personal_api_key:read'"),
   ``/api/users/@me/`` user:read, organizations organization:read, projects project:read, event
   definitions event_definition:read, property definitions property_definition:read, ``/query/`` and
   the legacy ``/events/`` query:read, legacy ``/persons/`` person:read, ``/actions/`` action:read.
-* Rate limits per personal API key: ``/query/`` 240/minute and 2,400/hour plus 3 concurrent queries
-  per organization (a 4th waits up to 30 s for a slot, then 429 "Exceeded maximum concurrency
-  limit: 3 ..."); every other endpoint 480/minute and 4,800/hour. ``fast`` divides every window by
-  60 (240 per second ...); the waits named in ``detail`` are real seconds.
+* Rate limits per personal API key (DRF's sliding windows and wait formula). ``/query/`` has its own
+  (``QueryViewSet.get_throttles`` replaces the default ones there): on the ``current`` tier
+  APIQueriesBurst/SustainedThrottle, 240/minute and 2,400/hour; on the ``legacy`` tier (teams on
+  API_QUERIES_LEGACY_TEAM_LIST) HogQLQueryThrottle, 120 HogQL queries/hour (other query kinds:
+  ClickHouseBurst/SustainedRateThrottle, 240/minute and 1,200/hour). Every other endpoint
+  480/minute and 4,800/hour (Burst/SustainedRateThrottle). ``fast`` divides every window by 60 (legacy:
+  120 per minute, waits of up to 60 s); the waits named in ``detail`` are real seconds.
+* Concurrency (``get_api_team_rate_limiter``): 3 ``/query/`` at once per team (project), current tier
+  only (legacy teams are outside that limiter), when rate limits are on. A 4th retries with PostHog's
+  backoff for up to 30 s (scaled), then 429 ``throttled_error`` "Exceeded maximum concurrency limit: 3 for
+  key: api:query:per-team:<project id> and task: <client_query_id or a uuid7 hex>" (``Throttled(detail=
+  str(ConcurrencyLimitExceeded))``: no wait). ``POST /_sandbox/query_slots`` holds or frees slots.
+* Time limit (``HogQLQueryRunner._calculate``): a personal-API-key query may run 10 s on the current
+  tier (API_QUERIES_MAX_EXECUTION_TIME), 60 s on the legacy tier (HogQLGlobalSettings'
+  max_execution_time: no API ceiling); ``--query-time-limit`` is a per-team override
+  (API_QUERIES_MAX_EXECUTION_TIME_PER_TEAM). Modelled as rows scanned (the engine's ``max_cost``, see
+  ``QUERY_ROWS_PER_SECOND``). Over it: 504 ``{"type": "server_error", "code": "error", "detail": "This
+  query hit the 10-second time limit for queries run through the API. Submit it as an async query ...",
+  "attr": null}`` (ClickHouseQueryTimeOut with api_timeout_detail); a legacy team without an override
+  gets ClickHouseQueryTimeOut's default detail ("Query has hit the max execution time before
+  completing. ..."). Counted in stats as ``query_timeouts``.
 * ``/query/`` runs ``HogQLQuery`` only (``values``, ``modifiers``, ``refresh``) through
-  ``cs_posthog.sandbox.hogql``; results are cached 6 hours per (query, values, modifiers) unless
-  ``refresh`` is ``force_blocking``/``force_async``/``true``; DateTime columns come back in the
-  project's timezone unless ``modifiers.convertToProjectTimezone`` is false (PostHog's default);
-  async refresh modes are answered synchronously; unknown kinds are refused like pydantic would
-  (400 ``parse_error``), other known kinds with a clear 400.
+  ``cs_posthog.sandbox.hogql``; the team's persons-on-events mode (``--poe-mode``: ``stamped`` =
+  ``person_id_override_properties_on_events``, Cloud's default, or ``joined``) applies unless the
+  query's ``modifiers.personsOnEventsMode`` names one (``create_default_modifiers_for_team``), and is
+  the project's ``default_modifiers``. Results are cached 6 hours per (query, values, effective
+  modifiers) unless ``refresh`` is ``force_blocking``/``force_async``/``true``; DateTime columns come
+  back in the project's timezone unless ``modifiers.convertToProjectTimezone`` is false (PostHog's
+  default); async refresh modes are answered synchronously; unknown kinds are refused like pydantic
+  would (400 ``parse_error``), other known kinds with a clear 400; what ClickHouse itself fails is a
+  500 "ClickHouse error while executing query.".
+* Event definitions (``EventDefinitionViewSet``): default order ``last_seen_at::date DESC, name`` with
+  limit/offset, so a definition seen again moves to an earlier page while a client pages;
+  ``ordering=`` takes ``name``, ``last_seen_at``, ``last_seen_at::date``, ``created_at``,
+  ``created_at::date`` (``-`` for descending, comma-joined or repeated; others dropped; ``name``
+  appended as the tiebreaker; NULLS FIRST ascending, LAST descending); a search without ordering
+  sorts by ``length(name)`` first. Not modelled: large projects (over NAME_ORDER_MIN_DEFINITIONS)
+  defaulting to name order, ``count_is_capped``.
+* Property definitions (``PropertyDefinitionViewSet``): ordered by name (``is_seen_on_filtered_events
+  DESC`` first, NULL without ``event_names``); search terms are ``name ILIKE '%term%'`` each
+  (``posthog/filters.py``: ``_`` and ``%`` are wildcards); for ``type=person`` a term that is a
+  substring of "latest" also matches every name without "initial" (``add_latest_means_not_initial``),
+  so such a search returns nearly everything; virtual person properties come last, on the last page.
+  Not modelled: PROPERTY_NAME_ALIASES.
+* Page order (documentation only): PostHog returns rows of equal sort key in no fixed order, and
+  sorts names by the database's collation (on Cloud likely a linguistic one that ignores ``$`` and
+  case at first); the sandbox is deterministic (SQLite code-point order for names, ties in
+  definitions broken by name, HogQL ties by SQLite's plan), so a client must not rely on an order
+  beyond the keys it asks for.
 * Legacy ``/persons/`` (limit/offset, newest first) and ``/events/`` (``after`` defaults to 24 hours
   ago, ``before``, ``event``, ``distinct_id``, ``person_id``, ``orderBy``; ``next`` moves ``before``
   to the last timestamp as PostHog does; offsets over 50,000 refused), both capped at 1,000 rows.
