@@ -349,3 +349,17 @@ def test_org_policy_flag():
         status, body, _ = call(proc, f"/api/projects/{proc.info['project_id']}/")
         assert status == 403 and body["code"] == "permission_denied"
         assert "does not allow using personal API keys" in body["detail"]
+
+
+def test_id_type_flag_is_printed_and_reaches_the_data():
+    from cs_posthog.sandbox import data as D
+    from cs_posthog.sandbox.posthog_app import accepts_kwarg
+    from cs_posthog.sandbox.runner import get_jsonl
+
+    if not accepts_kwarg(D.generate, "id_type"):
+        pytest.skip("the data generator has no id types yet")
+    with start_sandbox(events=200, persons=40, customers=6, seed=25, id_type="numeric") as proc:
+        assert proc.info["id_type"] == "numeric"
+        persons = get_jsonl(proc.posthog_url + "/_sandbox/dump/persons")
+        ids = [p["properties"].get(proc.info["customer_property"]) for p in persons]
+        assert any(isinstance(v, int) and not isinstance(v, bool) for v in ids)
