@@ -89,13 +89,13 @@ def test_event_definitions_follow_every_page_and_search(ph_client, ph_env):
     rows = [{"event": f"cs test event {i:03d}", "distinct_id": "paging-tester", "timestamp": "2026-01-01T00:00:00Z"}
             for i in range(130)]
     post_json(ph_env.posthog_url + "/_sandbox/events", rows)
-    expected = [d["name"] for d in raw_list(ph_env, "event_definitions", limit=1000)["results"]]
+    expected = [d["name"] for d in raw_list(ph_env, "event_definitions", limit=1000, ordering="name")["results"]]
     assert len(expected) > 150
 
     before = sandbox_stats(ph_env.posthog_url)
     defs = ph_client.event_definitions()
     after = sandbox_stats(ph_env.posthog_url)
-    assert [d.name for d in defs] == expected  # PostHog's order, nothing lost or repeated
+    assert [d.name for d in defs] == expected  # by name (stable paging), nothing lost or repeated
     assert route_count(after, EVENTS_ROUTE) - route_count(before, EVENTS_ROUTE) == math.ceil(len(expected) / 100)
     assert all(d.last_seen_at is not None and d.last_seen_at.tzinfo is not None for d in defs)
 
@@ -110,7 +110,7 @@ def test_event_definitions_with_small_pages(ph_client, ph_env, monkeypatch):
     import cs_posthog.posthog.client as client_mod
 
     monkeypatch.setattr(client_mod, "DEFINITIONS_PAGE", 7)
-    expected = [d["name"] for d in raw_list(ph_env, "event_definitions", limit=1000)["results"]]
+    expected = [d["name"] for d in raw_list(ph_env, "event_definitions", limit=1000, ordering="name")["results"]]
     before = ph_client.stats.requests
     assert ph_client.event_names() == expected
     pages = ph_client.stats.requests - before
@@ -325,17 +325,50 @@ def build_k(key):
     return "SELECT k FROM t WHERE k > {after} ORDER BY k", {"after": key}
 
 
-def test_iter_pages_shrinks_the_page_when_posthog_times_out():
+def test_iter_pages_halves_the_page_when_posthog_times_out():
     handler, asked = keyset_server(2_500, max_limit=1_000)
     shrinks: list[int] = []
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
                        policy=FAST_RETRIES, pace=False) as client:
         pages = list(client.iter_pages(build_k, lambda r: r[0], on_shrink=shrinks.append))
-    assert shrinks == [12_499, 3_124, 781]
-    # each too-slow answer asked once (not retried), then pages of 781 (+1) rows
-    assert asked == [50_000, 12_500, 3_125, 782, 782, 782, 782]
+    assert shrinks == [24_999, 12_499, 6_249, 3_124, 1_562, 781]  # halved each time
+    # each too-slow answer asked once (not retried as it was), then the same page smaller
+    assert asked[:7] == [50_000, 25_000, 12_500, 6_250, 3_125, 1_563, 782]
+    assert all(n <= 1_001 for n in asked[7:])  # never the failing size again in so few pages
     assert [k for p in pages for k in (r[0] for r in p)] == list(range(2_500))
-    assert [len(p) for p in pages] == [781, 781, 781, 157]
+
+
+def test_iter_pages_grows_back_while_answers_are_fast():
+    """Slow for the first few queries (a busy moment), then fast: the page halves, then doubles back
+    to the caller's size; with ``max_page_size`` it grows from a small start."""
+    slow = {"left": 2}
+    inner, asked = keyset_server(20_000, max_limit=10**9)
+
+    def handler(request):
+        if slow["left"] > 0:
+            slow["left"] -= 1
+            return posthog_error(504, "server_error", "error", "This query hit the 10-second time limit ...")
+        return inner(request)
+
+    shrinks: list[int] = []
+    grows: list[int] = []
+    with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
+                       policy=FAST_RETRIES, pace=False) as client:
+        pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=2_000, min_page_size=100,
+                                       on_shrink=shrinks.append, on_grow=grows.append))
+    assert shrinks == [1_000, 500]
+    assert grows == [1_000, 2_000]  # back to the caller's size, never above it
+    assert max(len(p) for p in pages) == 2_000
+    assert [k for p in pages for k in (r[0] for r in p)] == list(range(20_000))
+
+    handler2, asked2 = keyset_server(5_000, max_limit=10**9)
+    grows.clear()
+    with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler2),
+                       policy=FAST_RETRIES, pace=False) as client:
+        sizes = [len(p) for p in client.iter_pages(build_k, lambda r: r[0], page_size=100, max_page_size=800,
+                                                    on_grow=grows.append)]
+    assert grows == [200, 400, 800]
+    assert sizes == [100, 200, 400, 800, 800, 800, 800, 800, 300]
 
 
 def test_iter_pages_gives_up_at_the_smallest_page():
@@ -346,22 +379,34 @@ def test_iter_pages_gives_up_at_the_smallest_page():
                        policy=FAST_RETRIES, pace=False) as client:
         with pytest.raises(QueryTooSlowError) as info:
             list(client.iter_pages(build_k, lambda r: r[0], page_size=2_000, min_page_size=500))
-    assert asked == [2_001, 501] and info.value.status == 512
+    assert asked == [2_001, 1_001, 501] and info.value.status == 512
+    assert info.value.page_size == 500 and "500 rows" in info.value.message
+    assert info.value.exit_code == 75
 
 
-def test_a_proxy_gateway_timeout_is_retried_not_shrunk():
-    attempts: list[int] = []
+def test_any_504_from_query_shrinks_and_a_504_elsewhere_is_retried():
+    """A proxy's gateway timeout page on /query/ means the query took too long: shrink. The same
+    answer from another endpoint is an ordinary 5xx, retried."""
+    asked: list[int] = []
+    project_calls: list[int] = []
 
     def handler(request):
-        attempts.append(1)
-        if len(attempts) < 3:
+        if request.url.path.endswith("/query/"):
+            limit = int(re.search(r"LIMIT (\d+)$", json.loads(request.content)["query"]["query"]).group(1))
+            asked.append(limit)
+            if limit > 6:
+                return httpx.Response(504, content=b"<html><body>504 Gateway Time-out</body></html>")
+            return httpx.Response(200, json={"results": [[1]], "columns": ["k"], "types": [["k", "Int64"]]})
+        project_calls.append(1)
+        if len(project_calls) < 3:
             return httpx.Response(504, content=b"<html><body>504 Gateway Time-out</body></html>")
-        return httpx.Response(200, json={"results": [[1]], "columns": ["k"], "types": [["k", "Int64"]]})
+        return httpx.Response(200, json={"id": 1, "name": "P", "timezone": "UTC"})
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
                        policy=FAST_RETRIES, pace=False) as client:
-        pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=10))
-    assert pages == [[[1]]] and len(attempts) == 3 and client.stats.retries == 2
+        pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=10, min_page_size=2))
+        assert pages == [[[1]]] and asked == [11, 6]
+        assert client.project().name == "P" and len(project_calls) == 3
 
 
 # --- definitions: capped counts, foreign next links ---------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,8 @@ from cs_posthog.errors import InvalidConfigError, NotConnectedError
 from cs_posthog.fsutil import atomic_write_text
 from cs_posthog.paths import get_paths
 
+# Still 1: fields added since (posthog.query_tier and its date) are optional, so every file written
+# before them loads as it is. Bump it only for a change an older cs-posthog would misread.
 CONFIG_VERSION = 1
 
 US_HOST = "https://us.posthog.com"
@@ -45,6 +48,16 @@ class PostHogSettings(_Model):
     timezone: str = "UTC"
     # Accounts still on PostHog's old limit of 120 HogQL queries an hour can lower this.
     query_budget_per_hour: int = Field(default=2400, gt=0, le=2400)
+    # PostHog's throttle tier for /query/, found out by a sync (a 429 that reveals the legacy tier,
+    # 120 queries an hour): None is unknown, paced as "current" (2,400 an hour).
+    query_tier: Literal["current", "legacy"] | None = None
+    query_tier_detected_at: datetime | None = None
+
+    @property
+    def effective_query_budget(self) -> int:
+        """The /query/ budget per hour a client paces to: the tier's, or the configured one when lower."""
+        tier_budget = 120 if self.query_tier == "legacy" else 2400
+        return min(self.query_budget_per_hour, tier_budget)
 
     @field_validator("host")
     @classmethod
@@ -236,6 +249,19 @@ def save_config(cfg: Config, path: Path | None = None) -> Path:
     path = path or get_paths().config_file
     atomic_write_text(path, _dump(cfg))
     return path
+
+
+def save_query_tier(tier: str, detected_at: datetime | None = None, path: Path | None = None) -> bool:
+    """Record PostHog's query tier in the saved config (read fresh from disk, so that nothing else in
+    it changes; atomic). False when there is no valid config to update or it already says so."""
+    path = path or get_paths().config_file
+    cfg = load_config(path)
+    if cfg.posthog.query_tier == tier:
+        return False
+    cfg.posthog.query_tier = tier  # type: ignore[assignment]
+    cfg.posthog.query_tier_detected_at = detected_at
+    save_config(cfg, path)
+    return True
 
 
 def save_draft(draft: Draft, path: Path | None = None) -> Path:

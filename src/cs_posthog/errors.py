@@ -120,6 +120,16 @@ class MissingScopesError(PermissionDeniedError):
         super().__init__("the API key is missing scopes: " + ", ".join(self.missing), **kw)
 
 
+class PersonalKeysNotAllowedError(PermissionDeniedError):
+    """403 "Organization 'X' does not allow using personal API keys": an organization policy set by an
+    admin (PostHog's ``members_can_use_personal_api_keys``), not a scope of the key."""
+
+    default_hint = (
+        "An organization admin can allow them in PostHog: Settings → Organization → Members → Security "
+        "settings → \"Members can use personal API keys\" (keys of admins and owners always work)."
+    )
+
+
 class NotFoundError(ApiError):
     """404: the project (or another object) does not exist for this key."""
 

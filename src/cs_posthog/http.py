@@ -50,10 +50,11 @@ def rate_scale() -> float | None:
     return value if value > 0 else None
 
 
-def default_timeout() -> httpx.Timeout:
-    """Client timeout; ``CS_POSTHOG_TIMEOUT`` (seconds) overrides it (tests, slow proxies)."""
+def default_timeout(seconds: float = DEFAULT_TIMEOUT_S) -> httpx.Timeout:
+    """Client timeout of ``seconds`` (30 by default; PostHog's ``/query/`` asks for more);
+    ``CS_POSTHOG_TIMEOUT`` (seconds) overrides every one of them (tests, slow proxies)."""
     raw = os.environ.get(TIMEOUT_ENV)
-    total = DEFAULT_TIMEOUT_S
+    total = seconds
     if raw:
         try:
             total = max(0.1, float(raw))
@@ -130,6 +131,22 @@ class Pacer:
             wait = min(wait, 5.0)
             self._sleep(wait)
             waited += wait
+
+    def delay(self) -> float:
+        """Seconds a request starting now would wait for room (0: none), without waiting or
+        recording anything. Not counting the concurrency cap."""
+        with self._lock:
+            return self._room_in(self._clock())
+
+    def set_limit(self, index: int, limit: int) -> None:
+        """Change the number of requests the ``index``-th window allows (e.g. a lower hourly budget
+        found out while running); what was already recorded counts against it at once."""
+        with self._lock:
+            _, period = self.windows[index]
+            self.windows[index] = (max(1, int(limit)), period)
+
+    def limit(self, index: int) -> int:
+        return self.windows[index][0]
 
     def acquire(self) -> float:
         """Block until a request may start; record it, dated now. Returns the seconds waited."""
@@ -235,12 +252,17 @@ def send(
     wait_from_body: Callable[[httpx.Response], float | None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     give_up: Callable[[httpx.Response], bool] | None = None,
+    on_exc: Callable[[Exception, bool], ApiError | None] | None = None,
+    on_response: Callable[[httpx.Response], None] | None = None,
     **kwargs: Any,
 ) -> Sent:
     """Send one request with pacing and retries; return the 2xx answer or raise a typed error.
 
     ``give_up(resp)`` returning True for a 5xx answer means "retrying the same request cannot help"
     (e.g. PostHog's query time limit): ``classify`` turns it into an error at once.
+    ``on_exc(exc, final)`` sees each transport failure (``final``: the retries are used up) and may
+    return the error to raise now instead of retrying (or instead of the generic one).
+    ``on_response(resp)`` sees every answer, before it is acted on (429s included).
     """
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else Stats()
@@ -262,7 +284,12 @@ def send(
             failures += 1
             was_ambiguous = isinstance(exc, _AMBIGUOUS)
             last_problem = _describe(exc)
-            if failures >= policy.max_attempts:
+            final = failures >= policy.max_attempts
+            if on_exc is not None:
+                err = on_exc(exc, final)
+                if err is not None:
+                    raise err from exc
+            if final:
                 raise UnavailableError(
                     f"{service} did not answer after {attempts} attempts ({last_problem})",
                     service=service,
@@ -272,6 +299,8 @@ def send(
             sleep(policy.backoff(failures))
             continue
 
+        if on_response is not None:
+            on_response(resp)
         status = resp.status_code
         if status < 300:
             return Sent(resp, attempts, ambiguous)

@@ -59,7 +59,12 @@ def collect(config: Any = None) -> dict[str, Any]:
             "project_id": cfg.posthog.project_id,
             "project_name": cfg.posthog.project_name,
             "timezone": cfg.posthog.timezone,
-            "query_budget_per_hour": cfg.posthog.query_budget_per_hour,
+            "query_budget_per_hour": cfg.posthog.effective_query_budget,
+            "query_tier": cfg.posthog.query_tier,
+            "query_tier_detected_at": (
+                cfg.posthog.query_tier_detected_at.isoformat().replace("+00:00", "Z")
+                if cfg.posthog.query_tier_detected_at else None
+            ),
         },
         "customerscore": {"api_url": cfg.customerscore.api_url, "tracker_key": cfg.customerscore.tracker_key},
         "keys": keys,
@@ -111,6 +116,18 @@ def _run_counts(r: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def query_budget_line(ph: dict[str, Any]) -> str:
+    """The "PostHog query budget" row: ``120/hour (legacy tier, detected 2026-05-01)``."""
+    budget = f"{ph['query_budget_per_hour']:,}/hour"
+    tier = ph.get("query_tier")
+    if tier == "legacy":
+        when = ph.get("query_tier_detected_at")
+        return f"{budget} (legacy tier" + (f", detected {when[:10]})" if when else ")")
+    if tier == "current":
+        return f"{budget} (current tier)"
+    return budget
+
+
 def render(out: Any, d: dict[str, Any]) -> None:
     from rich.table import Table
     from rich.text import Text
@@ -121,6 +138,7 @@ def render(out: Any, d: dict[str, Any]) -> None:
     t.add_column("value")
     name = f" ({ph['project_name']})" if ph["project_name"] else ""
     t.add_row("PostHog", Text(f"project {ph['project_id']}{name}, {ph['region']} — {ph['host']}"))
+    t.add_row("PostHog query budget", Text(query_budget_line(ph)))
     t.add_row("Customerscore", Text(f"{d['customerscore']['api_url']}, tracker key {d['customerscore']['tracker_key']}"))
     for k in d["keys"].values():
         val = f"{k['masked']} (in {k['stored_in']})" if k["masked"] else "missing"

@@ -20,6 +20,17 @@ No terminal I/O. Facts in ``shared/docs/posthog-api.md``; the points checked in 
   through unchanged. Retrying the same query cannot help, so they are not retried but raised as
   ``QueryTooSlowError`` and ``iter_pages`` shrinks its page. (The transient cluster-memory variant,
   "We're under heavy load right now", is retried like any 5xx.)
+- Any 504 from ``/query/`` is "too slow", whatever its text (the wording varies between versions, and a
+  proxy's gateway timeout on a query means the same); a 504 elsewhere is an ordinary retried 5xx. The
+  read timeout for ``/query/`` (``QUERY_TIMEOUT_S``, 90 s) is above PostHog's longest limit (60 s for
+  teams on the legacy list, ``posthog/hogql_queries/hogql_query_runner.py``), so a read timeout there
+  is a query PostHog did not finish either: ``iter_pages`` treats it as too slow.
+- Throttle tiers (``posthog/api/query.py`` ``get_throttles``, ``posthog/rate_limit.py``): current teams
+  get 240/minute and 2,400/hour for ``/query/``; teams on the legacy list 120/hour. See
+  ``PostHogClient`` for how the legacy tier is recognised from a 429.
+- Organization policy: "Organization 'X' does not allow using personal API keys." (403,
+  ``posthog/permissions.py``, ``members_can_use_personal_api_keys``) is not a scope problem:
+  ``PersonalKeysNotAllowedError``.
 - JSON datetimes: ``posthog/renderers.py`` renders with orjson ``OPT_UTC_Z``: aware UTC datetimes as
   ``2024-01-02T03:04:05.123456Z`` (no fraction when it is zero), naive ones (persons.created_at) with
   no offset, other zones with ``+HH:MM``. ``parse_datetime`` reads all of them as aware UTC.
@@ -33,6 +44,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,11 +63,21 @@ from cs_posthog.errors import (
     MissingScopesError,
     NotFoundError,
     PermissionDeniedError,
+    PersonalKeysNotAllowedError,
     QueryError,
     UnavailableError,
     UsageError,
 )
-from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, rate_scale, send
+from cs_posthog.http import (
+    Pacer,
+    RetryPolicy,
+    Stats,
+    default_timeout,
+    error_body,
+    rate_scale,
+    retry_after_header,
+    send,
+)
 
 SERVICE = "PostHog"
 
@@ -64,6 +87,17 @@ QUERY_PER_HOUR = 2400
 QUERY_CONCURRENCY = 3  # per organization
 OTHER_PER_MINUTE = 480
 OTHER_PER_HOUR = 4800
+LEGACY_QUERY_PER_HOUR = 120  # teams on PostHog's legacy list (HogQLQueryThrottle)
+QUERY_TIERS = ("current", "legacy")
+TIER_BUDGETS = {"current": QUERY_PER_HOUR, "legacy": LEGACY_QUERY_PER_HOUR}
+# Evidence for the legacy tier (see PostHogClient): the hour's budget ran out while we had sent fewer
+# queries than this in the hour (a tenth of the current tier's 2,400).
+LEGACY_EVIDENCE_MAX_QUERIES = 240
+LEGACY_EVIDENCE_THROTTLES = 3
+
+QUERY_TIMEOUT_S = 90.0  # read timeout for /query/: above PostHog's longest query limit (60 s, legacy)
+QUERY_TIME_LIMIT_S = 10.0  # PostHog's limit for API queries on current teams
+FAST_ANSWER_S = QUERY_TIME_LIMIT_S / 4  # a page answered this fast could take twice the rows
 
 MAX_ROWS = 50_000  # posthog/hogql/constants.py MAX_SELECT_RETURNED_ROWS: an explicit LIMIT is capped here
 MAX_PAGE_SIZE = MAX_ROWS - 1  # page + 1 rows must fit under the cap, or "more" could not be seen
@@ -191,6 +225,7 @@ class QueryResult:
     types: list[str]  # ClickHouse type of each column, e.g. "String", "DateTime64(6, 'UTC')"
     results: list[Row]
     has_more: bool | None  # only set by PostHog when the query had no LIMIT (then 100 rows at most)
+    elapsed_s: float = field(default=0.0, compare=False)  # the answer's round trip (no pacing, no retries)
 
     def column(self, name: str) -> list[Any]:
         i = self.columns.index(name)
@@ -198,9 +233,15 @@ class QueryResult:
 
 
 class QueryTooSlowError(UnavailableError):
-    """PostHog stopped a query at its time (or per-query memory) limit: ask for less and retry."""
+    """PostHog stopped a query at its time (or per-query memory) limit, or did not answer it within
+    the read timeout (``timed_out``): ask for less and retry."""
 
     default_hint = "PostHog could not finish a query in time; try again later, or with a shorter time range."
+
+    def __init__(self, message: str, *, timed_out: bool = False, page_size: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.timed_out = timed_out
+        self.page_size = page_size  # iter_pages: the page that was still too slow at the smallest size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,10 +258,17 @@ def wait_from_detail(resp: httpx.Response) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def is_query_path(path: str) -> bool:
+    return path.rstrip("/").endswith("/query")
+
+
 def is_too_slow(resp: httpx.Response) -> bool:
-    """A PostHog query time/memory limit answer (not a proxy's 504 page, not a transient overload)."""
+    """A PostHog query time/memory limit answer: any 504 from ``/query/`` (whatever its text), and
+    the 504/512/513 time and memory limit details elsewhere (not a transient overload)."""
     if resp.status_code not in (504, 512, 513):
         return False
+    if resp.status_code == 504 and resp.request is not None and is_query_path(resp.request.url.path):
+        return True
     body = error_body(resp)
     detail = body.get("detail")
     if not isinstance(detail, str):
@@ -267,6 +315,12 @@ def classify(resp: httpx.Response) -> ApiError:
         if m:
             scope = m.group(1)
             return MissingScopesError([scope], [scope_label(scope)], **common)
+        if "does not allow using personal api keys" in (detail or "").lower():
+            return PersonalKeysNotAllowedError(
+                f"the PostHog organization does not allow personal API keys of members (an organization "
+                f"policy, not a scope of the key){suffix}",
+                **common,
+            )
         if "scoped projects" in (detail or ""):
             return PermissionDeniedError(
                 f"the API key is restricted to some projects and cannot call organization-level endpoints{suffix}",
@@ -323,10 +377,25 @@ class PostHogClient:
     """One PostHog host and key (and, for project calls, one project). Thread-safe: one
     keep-alive HTTP/1.1 connection pool shared by every call.
 
-    Pacing stays under PostHog's per-key limits: ``/query/`` at 240/minute and
-    ``query_budget_per_hour`` (2,400 by default; lower it for accounts still on 120/hour) with at
-    most 3 queries in flight; every other endpoint at 480/minute and 4,800/hour.
-    ``CS_POSTHOG_RATE_SCALE`` (or ``pace=False``) adapts pacing to a sandbox's scaled clock.
+    Pacing stays under PostHog's per-key limits: ``/query/`` at 240/minute and the query tier's
+    hourly budget (2,400 on the current tier, 120 on the legacy one; ``query_budget_per_hour`` can
+    only lower it) with at most 3 queries in flight; every other endpoint at 480/minute and
+    4,800/hour. ``CS_POSTHOG_RATE_SCALE`` (or ``pace=False``) adapts pacing to a sandbox's scaled
+    clock.
+
+    Query tier. ``query_tier`` is what the caller knows ("current", "legacy", or None: unknown,
+    paced as current). A ``/query/`` 429 that names a wait (detail or Retry-After; the concurrency
+    limit's 429 names none) reveals the legacy tier when fewer than 240 of our queries were
+    answered in the last hour and either
+      1. the wait is longer than a minute window could explain (> 60 s + 10 %, + 1 s): the hour's
+         budget ran out after fewer than a tenth of 2,400 queries, or
+      2. it is the third such 429 within the hour while we sent fewer than 120 queries in the last
+         minute (short waits near the end of a legacy window; the 240/minute limit cannot be ours).
+    Then the query pacer's hourly budget drops to 120 (what we already sent in the hour counts),
+    ``query_tier`` becomes "legacy", ``query_tier_detected_at`` is set and ``on_tier_change("legacy")``
+    is called once. Minutes and hours are scaled by ``CS_POSTHOG_RATE_SCALE`` like the pacing. A key
+    also used heavily by someone else can look legacy by this rule; pacing at 120/hour is then
+    still what is left of the budget.
     """
 
     def __init__(
@@ -336,7 +405,10 @@ class PostHogClient:
         project_id: int | None = None,
         *,
         query_budget_per_hour: int = QUERY_PER_HOUR,
+        query_tier: str | None = None,
+        on_tier_change: Callable[[str], None] | None = None,
         timeout: httpx.Timeout | float | None = None,
+        query_timeout: httpx.Timeout | float | None = None,
         transport: httpx.BaseTransport | None = None,
         policy: RetryPolicy | None = None,
         pace: bool | None = None,
@@ -347,23 +419,42 @@ class PostHogClient:
             raise UsageError(f"PostHog host: {exc}") from None
         if not api_key or any(c.isspace() for c in api_key.strip()):
             raise UsageError("the PostHog API key is empty or contains spaces")
+        if query_tier is not None and query_tier not in QUERY_TIERS:
+            raise UsageError(f"unknown PostHog query tier {query_tier!r} (one of {', '.join(QUERY_TIERS)})")
         self.project_id = project_id
         self.stats = Stats()
         self.policy = policy or RetryPolicy()
-        budget = max(1, min(int(query_budget_per_hour), QUERY_PER_HOUR))
+        self.query_tier: str | None = query_tier
+        self.query_tier_detected_at: datetime | None = None  # set when this client found the tier out
+        self.on_tier_change = on_tier_change
+        self._budget_cap = max(1, min(int(query_budget_per_hour), QUERY_PER_HOUR))
         scale = rate_scale() if pace is None else (1.0 if pace else None)
+        self._minute_s, self._hour_s = 60.0 / (scale or 1.0), 3600.0 / (scale or 1.0)
         if scale is None:
             self.query_pacer = Pacer(concurrency=QUERY_CONCURRENCY)
             self.other_pacer: Pacer | None = None
         else:
-            minute, hour = 60.0 / scale, 3600.0 / scale
+            minute, hour = self._minute_s, self._hour_s
             margin = max(0.02, 0.05 / minute)  # at least 50 ms, so jitter cannot bounce off a 1 s window
             self.query_pacer = Pacer(
-                [(QUERY_PER_MINUTE, minute), (budget, hour)], concurrency=QUERY_CONCURRENCY, margin=margin
+                [(QUERY_PER_MINUTE, minute), (self.query_budget_per_hour, hour)],
+                concurrency=QUERY_CONCURRENCY,
+                margin=margin,
             )
             self.other_pacer = Pacer([(OTHER_PER_MINUTE, minute), (OTHER_PER_HOUR, hour)], margin=margin)
+        # what the tier rule looks at: our /query/ answers (not 429) and the 429s naming a wait
+        self._tier_lock = threading.Lock()
+        self._answered: deque[float] = deque()
+        self._throttles: deque[float] = deque()
+        base_timeout = timeout if timeout is not None else default_timeout()
+        if query_timeout is not None:
+            self._query_timeout: httpx.Timeout | float = query_timeout
+        elif timeout is not None:
+            self._query_timeout = timeout
+        else:
+            self._query_timeout = default_timeout(QUERY_TIMEOUT_S)
         self._client = httpx.Client(
-            timeout=timeout if timeout is not None else default_timeout(),
+            timeout=base_timeout,
             transport=transport,
             http2=False,
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
@@ -375,6 +466,52 @@ class PostHogClient:
         )
         self._closed = False
         self._lock = threading.Lock()
+
+    # --- query budget --------------------------------------------------------------------------
+    @property
+    def query_budget_per_hour(self) -> int:
+        """The hourly ``/query/`` budget paced to: the tier's, or the configured one when lower."""
+        return min(self._budget_cap, TIER_BUDGETS.get(self.query_tier or "current", QUERY_PER_HOUR))
+
+    def query_wait(self) -> float:
+        """Seconds a query started now would wait for the budget (0: none). Never blocks."""
+        return self.query_pacer.delay()
+
+    def _observe_query_answer(self, resp: httpx.Response) -> None:
+        now = time.monotonic()
+        switched = False
+        with self._tier_lock:
+            hour_ago = now - self._hour_s
+            for log in (self._answered, self._throttles):
+                while log and log[0] <= hour_ago:
+                    log.popleft()
+            if resp.status_code != 429:
+                self._answered.append(now)
+                return
+            wait = retry_after_header(resp)
+            if wait is None:
+                wait = wait_from_detail(resp)
+            if wait is None or self.query_tier == "legacy":
+                return  # the concurrency limit (no wait named), or nothing left to find out
+            self._throttles.append(now)
+            ours_hour = len(self._answered)
+            if ours_hour >= LEGACY_EVIDENCE_MAX_QUERIES:
+                return
+            minute_ago = now - self._minute_s
+            ours_minute = sum(1 for t in self._answered if t > minute_ago)
+            beyond_minute = wait > self._minute_s * 1.1 + 1.0
+            repeated = len(self._throttles) >= LEGACY_EVIDENCE_THROTTLES and ours_minute < QUERY_PER_MINUTE // 2
+            if beyond_minute or repeated:
+                self._set_tier("legacy")
+                switched = True
+        if switched and self.on_tier_change is not None:
+            self.on_tier_change("legacy")
+
+    def _set_tier(self, tier: str) -> None:
+        self.query_tier = tier
+        self.query_tier_detected_at = datetime.now(UTC)
+        if self.query_pacer.windows:
+            self.query_pacer.set_limit(1, self.query_budget_per_hour)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -404,9 +541,28 @@ class PostHogClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         query: bool = False,
+        timeout_is_too_slow: bool = False,
     ) -> httpx.Response:
-        """One paced, retried call; the 2xx answer or a typed error. ``path`` starts with /api/."""
+        """One paced, retried call; the 2xx answer or a typed error. ``path`` starts with /api/.
+
+        ``query``: a ``/query/`` call (its pacer, its read timeout, tier detection). A read timeout
+        there is retried like any; once the retries are used up (or at once with
+        ``timeout_is_too_slow``) it is a ``QueryTooSlowError``."""
         kwargs: dict[str, Any] = {}
+        if query:
+            kwargs["timeout"] = self._query_timeout
+
+            def on_exc(exc: Exception, final: bool) -> ApiError | None:
+                if isinstance(exc, httpx.ReadTimeout) and (final or timeout_is_too_slow):
+                    return QueryTooSlowError(
+                        f"PostHog did not answer a query within {_seconds(self._query_timeout)} (read timeout)",
+                        timed_out=True,
+                        service=SERVICE,
+                    )
+                return None
+
+            kwargs["on_exc"] = on_exc
+            kwargs["on_response"] = self._observe_query_answer
         if params:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
         if json_body is not None:
@@ -502,11 +658,13 @@ class PostHogClient:
                 return
 
     def event_definitions(self, search: str | None = None, project_id: int | None = None) -> list[EventDefinition]:
-        """Every event definition (all pages), PostHog's order (most recently seen first), ``search``
-        matching each whitespace-separated term."""
+        """Every event definition (all pages), by name, ``search`` matching each whitespace-separated
+        term. Asked with ``ordering=name``: PostHog's default order (last seen date, then name) can
+        move a definition seen during the walk to another page, so that it is missed or repeated."""
         path = f"/api/projects/{self._pid(project_id)}/event_definitions/"
         out: dict[str, EventDefinition] = {}
-        for item in self._all_pages(path, {"limit": DEFINITIONS_PAGE, "search": search or None}):
+        params = {"limit": DEFINITIONS_PAGE, "search": search or None, "ordering": "name"}
+        for item in self._all_pages(path, params):
             name = item.get("name")
             if not isinstance(name, str) or name in out:
                 continue
@@ -521,13 +679,26 @@ class PostHogClient:
     def event_names(self, search: str | None = None) -> list[str]:
         return [d.name for d in self.event_definitions(search)]
 
-    def person_properties(self, search: str | None = None, project_id: int | None = None) -> list[PropertyDefinition]:
+    def person_properties(
+        self, search: str | None = None, project_id: int | None = None, *, one_page: bool = False
+    ) -> list[PropertyDefinition]:
         """Every Person property definition (all pages), virtual ones (computed, not stored on
-        persons) left out."""
+        persons) left out. ``one_page``: only PostHog's first page (``DEFINITIONS_PAGE`` entries,
+        its ``next`` not followed), for autocomplete: a search term that is a substring of "latest"
+        matches nearly every property there (``add_latest_means_not_initial``), so all pages of it
+        would be the whole list."""
         path = f"/api/projects/{self._pid(project_id)}/property_definitions/"
         out: dict[str, PropertyDefinition] = {}
         params = {"type": "person", "limit": DEFINITIONS_PAGE, "search": search or None}
-        for item in self._all_pages(path, params):
+        if one_page:
+            data = self.get(path, {k: v for k, v in params.items() if v is not None})
+            results = data.get("results") if isinstance(data, dict) else None
+            items: Iterator[dict[str, Any]] | list[dict[str, Any]] = [
+                r for r in results or [] if isinstance(r, dict)
+            ]
+        else:
+            items = self._all_pages(path, params)
+        for item in items:
             name = item.get("name")
             if not isinstance(name, str) or name in out or item.get("virtual"):
                 continue
@@ -548,6 +719,7 @@ class PostHogClient:
         project_id: int | None = None,
         refresh: str = "force_blocking",
         modifiers: dict[str, Any] | None = None,
+        timeout_is_too_slow: bool = False,
     ) -> QueryResult:
         """Run one HogQL query. User text goes only through ``values`` (``{name}`` placeholders).
 
@@ -562,8 +734,13 @@ class PostHogClient:
         if values:
             query["values"] = values
         body = {"query": query, "refresh": refresh, "name": name}
-        resp = self.request("POST", f"/api/projects/{self._pid(project_id)}/query/", json_body=body, query=True)
+        resp = self.request("POST", f"/api/projects/{self._pid(project_id)}/query/", json_body=body, query=True,
+                            timeout_is_too_slow=timeout_is_too_slow)
         code, content = resp.status_code, resp.content
+        try:
+            elapsed = resp.elapsed.total_seconds()
+        except RuntimeError:  # a response that was never read through the client
+            elapsed = 0.0
         # An httpx Response is a reference cycle (response <-> its stream): let it go while it is young,
         # before decoding a page allocates enough to promote it to the oldest GC generation, where it
         # (and a page's worth of bytes) would wait for a full collection.
@@ -588,6 +765,7 @@ class PostHogClient:
             types=types,
             results=[r if type(r) is list else list(r) for r in results],
             has_more=data.get("hasMore"),
+            elapsed_s=elapsed,
         )
 
     def iter_pages(
@@ -598,36 +776,65 @@ class PostHogClient:
         *,
         name: str = "cs-posthog page",
         min_page_size: int = MIN_PAGE_SIZE,
+        max_page_size: int | None = None,
         on_shrink: Callable[[int], None] | None = None,
+        on_grow: Callable[[int], None] | None = None,
         modifiers: dict[str, Any] | None = None,
     ) -> Iterator[list[Row]]:
         """Keyset paging: ``build(key)`` returns ``(hogql, values)`` selecting the rows after ``key``
         (None: from the start) in key order, ending with its ORDER BY and *without* LIMIT; this adds
-        ``LIMIT page_size + 1`` and yields pages of ``page_size`` rows while more exist.
+        ``LIMIT size + 1`` and yields pages of ``size`` rows while more exist.
 
-        ``page_size`` is capped at 49,999: PostHog caps an explicit LIMIT at 50,000 rows, so asking
-        for 50,001 would return 50,000 and hide that more exist. When PostHog stops a query at its
-        time limit (``QueryTooSlowError``) the page is divided by 4 (not below ``min_page_size``)
-        and the same page asked again; ``on_shrink(new_size)`` is told.
+        Sizes are capped at 49,999: PostHog caps an explicit LIMIT at 50,000 rows, so asking for
+        50,001 would return 50,000 and hide that more exist.
+
+        The page adapts, starting at ``page_size``:
+        - too slow (``QueryTooSlowError``: any 504 from ``/query/``, PostHog's time or memory limit,
+          a read timeout): the page is halved (not below ``min_page_size``), the same page asked
+          again and ``on_shrink(new_size)`` told. At ``min_page_size`` a 504 or limit answer is
+          raised as ``QueryTooSlowError`` (``page_size`` set): asking for a shorter time window is
+          the caller's move; a read timeout there is retried like any failure first.
+        - fast (a full page answered within ``FAST_ANSWER_S``, a quarter of PostHog's 10 s limit):
+          after enough fast pages in a row the page doubles, up to ``max_page_size`` (default:
+          ``page_size``, i.e. it only grows back after a shrink), and ``on_grow(new_size)`` is told.
+          Enough is one page at first; after each too-slow answer twice as many as before (4, 8, ...
+          64), so a size PostHog cannot serve is not tried again and again.
+        Each re-asked page counts as a retry in ``stats``.
 
         The caller may empty a page (``rows.clear()``) once it has read it: nothing here looks at a
         page after yielding it, so its rows can be freed before the next one is fetched.
         """
         size = max(1, min(int(page_size), MAX_PAGE_SIZE))
+        cap = max(size, min(int(max_page_size if max_page_size is not None else size), MAX_PAGE_SIZE))
         floor = max(1, min(int(min_page_size), size))
+        need = 1  # fast full pages in a row before the page doubles
+        fast = 0
         key: Any = None
         while True:
             sql, values = build(key)
             try:
-                res = self.query(f"{sql.rstrip().rstrip(';')} LIMIT {size + 1}", values, name=name, modifiers=modifiers)
-            except QueryTooSlowError:
+                res = self.query(f"{sql.rstrip().rstrip(';')} LIMIT {size + 1}", values, name=name,
+                                 modifiers=modifiers, timeout_is_too_slow=size > floor)
+            except QueryTooSlowError as exc:
                 if size <= floor:
-                    raise
-                size = max(floor, size // 4)
+                    raise QueryTooSlowError(
+                        f"PostHog could not answer even a page of {size:,} rows in time: {exc.message}",
+                        hint="Ask for a shorter time range; PostHog may also be busy: try again later.",
+                        timed_out=exc.timed_out,
+                        page_size=size,
+                        service=SERVICE,
+                        status=exc.status,
+                        code=exc.code,
+                        detail=exc.detail,
+                    ) from exc
+                size = max(floor, size // 2)
+                fast, need = 0, min(64, max(4, need * 2))
+                self.stats.add(retries=1, ambiguous_retries=int(exc.timed_out))
                 if on_shrink is not None:
                     on_shrink(size)
                 continue
             rows = res.results
+            elapsed = res.elapsed_s
             del res
             more = len(rows) > size
             if more:
@@ -635,6 +842,11 @@ class PostHogClient:
             if not rows:
                 return
             new_key = key_of(rows[-1]) if more else None  # before the caller sees (and may empty) the page
+            grow_to = None
+            if more and size < cap:
+                fast = fast + 1 if elapsed < FAST_ANSWER_S else 0
+                if fast >= need:
+                    grow_to, fast = min(cap, size * 2), 0
             yield rows
             del rows
             if not more:
@@ -646,6 +858,15 @@ class PostHogClient:
                     service=SERVICE,
                 )
             key = new_key
+            if grow_to is not None:
+                size = grow_to
+                if on_grow is not None:
+                    on_grow(size)
+
+
+def _seconds(timeout: httpx.Timeout | float) -> str:
+    value = timeout.read if isinstance(timeout, httpx.Timeout) else timeout
+    return f"{value:g} s" if value is not None else "the time allowed"
 
 
 def _json(resp: httpx.Response) -> Any:

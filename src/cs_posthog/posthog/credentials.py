@@ -17,6 +17,11 @@ How (shared/docs/posthog-api.md; PostHog's source where named):
   ``disabledWhenProjectScoped: true``) and answers organization endpoints with "API keys with scoped
   projects are only supported on project-based endpoints.". Such a key is not reported as missing
   it: nothing cs-posthog reads from a project needs it.
+- An organization may not allow its members' personal API keys (``members_can_use_personal_api_keys``
+  off; admins and owners are exempt): every project endpoint answers 403 "Organization 'X' does not
+  allow using personal API keys." (``posthog/permissions.py``), while ``@current`` still answers.
+  That is an organization policy, not a scope or a project restriction: ``org_policy`` holds it and
+  it is the problem reported, before anything else.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from cs_posthog.errors import (
     MissingScopesError,
     NotFoundError,
     PermissionDeniedError,
+    PersonalKeysNotAllowedError,
     ThrottledError,
     UnavailableError,
 )
@@ -72,6 +78,8 @@ class CredentialCheck:
     key_mask: str | None = None
     tried: list[str] = field(default_factory=list)  # regions asked ("us", "eu", "self-hosted"), in order
     unreachable: bool = False  # no answer could tell (timeouts, refused connections, 5xx): try later
+    # PostHog's detail when the organization does not allow members' personal API keys
+    org_policy: str | None = None
     problem: str | None = None  # one human sentence when something is wrong, else None
 
     @property
@@ -79,6 +87,7 @@ class CredentialCheck:
         return (
             self.key_valid
             and not self.unreachable
+            and self.org_policy is None
             and self.project_found is not False
             and self.project_accessible
             and not self.missing_scopes
@@ -102,6 +111,7 @@ class _RegionAnswer:
     valid: bool = False
     key_info: Any = None  # ApiKeyInfo when @current answered 200
     current_refused: bool = False
+    policy: PersonalKeysNotAllowedError | None = None
     error: CsPosthogError | None = None  # unreachable, or another surprise
 
 
@@ -113,6 +123,10 @@ def _ask_region(region: str, host: str, api_key: str, project_id: int, client_kw
         ans.valid = True
     except AuthError as exc:
         ans.error = exc
+    except PersonalKeysNotAllowedError as exc:  # the key is known; its organization refuses it
+        ans.valid = True
+        ans.current_refused = True
+        ans.policy = exc
     except PermissionDeniedError:  # the key is known; this server will not show its scopes
         ans.valid = True
         ans.current_refused = True
@@ -191,7 +205,11 @@ def check_credentials(
         check.region = chosen.region
         check.host = chosen.host
         try:
+            if chosen.policy is not None:
+                raise chosen.policy
             _check_project_and_scopes(check, chosen, needed)
+        except PersonalKeysNotAllowedError as exc:
+            _org_policy(check, exc)
         except (UnavailableError, ThrottledError) as exc:
             check.unreachable = True
             check.problem = f"could not finish the check with {_where(check.region, check.host)}: {exc}"
@@ -201,6 +219,14 @@ def check_credentials(
     finally:
         for a in answers:
             a.client.close()
+
+
+def _org_policy(check: CredentialCheck, exc: PersonalKeysNotAllowedError) -> None:
+    """The organization refuses members' personal API keys: nothing else about the key can be known."""
+    check.org_policy = exc.detail or exc.message
+    check.project_found = None
+    check.project_accessible = False
+    check.missing_scopes, check.missing_labels = [], []
 
 
 def _has_project(client: Any, pid: int) -> bool:
@@ -295,6 +321,8 @@ def _read_project(check: CredentialCheck, client: Any, pid: int) -> None:
         check.project_found = None
         check.project_accessible = True
         return
+    except PersonalKeysNotAllowedError:
+        raise
     except PermissionDeniedError:
         check.project_found = None
         check.project_accessible = False
@@ -315,6 +343,8 @@ def _project_exists_via(client: Any, pid: int, info: Any) -> tuple[bool | None, 
             return True, True
         except NotFoundError:
             return False, False
+        except PersonalKeysNotAllowedError:
+            raise
         except PermissionDeniedError as exc:
             if _is_project_denied(exc):
                 return None, False
@@ -351,7 +381,7 @@ def _probe(client: Any, pid: int, needed: tuple[str, ...]) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(todo))), thread_name_prefix="cs-posthog-probe") as pool:
         results = dict(zip(todo, pool.map(lambda s: run(calls[s]), todo)))
     for outcome in results.values():
-        if isinstance(outcome, (UnavailableError, ThrottledError)):
+        if isinstance(outcome, (UnavailableError, ThrottledError, PersonalKeysNotAllowedError)):
             raise outcome
     return results
 
@@ -392,6 +422,9 @@ def _invalid_key_problem(api_key: str, regions: list[str], hosts: list[str]) -> 
 
 def _problem(check: CredentialCheck) -> str | None:
     where = _where(check.region, check.host)
+    if check.org_policy is not None:
+        return ("the PostHog organization does not allow personal API keys of members (an organization "
+                "policy set by an admin, not a scope of the key)")
     if check.project_found is False:
         return f"project {check.project_id} does not exist in {where} (or this key's user cannot see it)"
     if not check.project_accessible:
@@ -409,6 +442,13 @@ def raise_for_check(check: CredentialCheck) -> None:
     where = _where(check.region, check.host)
     if check.unreachable:
         raise UnavailableError(check.problem or "could not reach PostHog", service=SERVICE)
+    if check.org_policy is not None:
+        raise PersonalKeysNotAllowedError(
+            check.problem or "the PostHog organization does not allow personal API keys",
+            service=SERVICE,
+            status=403,
+            detail=check.org_policy,
+        )
     if not check.key_valid:
         hint = (
             "Create a personal API key in PostHog → Settings → Personal API keys (it starts with phx_)."

@@ -11,7 +11,8 @@ from typing import Any
 from cs_posthog.sync.engine import ProgressFn, Report, SyncEngine, SyncOptions
 
 
-def make_posthog_client(cfg: Any) -> Any:
+def make_posthog_client(cfg: Any, **kw: Any) -> Any:
+    """The PostHog client of a config, paced to the stored query tier's budget."""
     from cs_posthog.posthog.client import PostHogClient
     from cs_posthog.secrets import get_secret
 
@@ -20,7 +21,43 @@ def make_posthog_client(cfg: Any) -> Any:
         get_secret("posthog"),
         cfg.posthog.project_id,
         query_budget_per_hour=cfg.posthog.query_budget_per_hour,
+        query_tier=getattr(cfg.posthog, "query_tier", None),
+        **kw,
     )
+
+
+def remember_query_tier(cfg: Any, client: Any, report: Any = None) -> bool:
+    """When ``client`` found out PostHog's query tier during the run (a 429 revealing the legacy
+    tier), store it in the saved config so the next runs pace to it from their first query, and
+    say so in the report's warnings. True when the config changed. Never raises: a config that
+    cannot be written costs the next run one more throttled answer, not this run."""
+    import logging
+
+    tier = getattr(client, "query_tier", None)
+    when = getattr(client, "query_tier_detected_at", None)
+    if tier is None or when is None or tier == getattr(cfg.posthog, "query_tier", None):
+        return False
+    from cs_posthog.errors import CsPosthogError
+
+    saved = False
+    try:
+        from cs_posthog.config import save_query_tier
+
+        saved = save_query_tier(tier, when)
+    except (CsPosthogError, OSError) as exc:
+        logging.getLogger(__name__).warning("could not store PostHog's query tier in the config: %s", exc)
+    try:
+        cfg.posthog.query_tier, cfg.posthog.query_tier_detected_at = tier, when
+    except Exception:  # a caller's config object that refuses it: the saved file is what matters
+        pass
+    if report is not None and tier == "legacy":
+        budget = getattr(client, "query_budget_per_hour", 120)
+        report.warnings.append(
+            f"PostHog limits this key to {budget} HogQL queries an hour (its legacy query tier); "
+            + ("later syncs pace to that from the start (see `cs-posthog status`)" if saved
+               else "this run paced to it once PostHog said so")
+        )
+    return saved
 
 
 def make_customerscore_client(cfg: Any) -> Any:
@@ -58,7 +95,11 @@ def run_sync(
             customerscore, own_cs = make_customerscore_client(cfg), True
         state = SyncState(paths.state_db, readonly=options.dry_run)
         engine = SyncEngine(cfg, posthog, customerscore, state, options=options, progress=progress)
-        report = engine.run()
+        try:
+            report = engine.run()
+        finally:
+            if not options.dry_run:
+                remember_query_tier(cfg, posthog, getattr(engine, "report", None))
         return report, engine.error
     finally:
         if state is not None:

@@ -2,6 +2,11 @@
 
 One client per project and key, shared by the prompts' background threads (the client is
 thread-safe). Property searches are cached by the completer, not here.
+
+Query budget: the client paces ``/query/`` to the key's hourly budget (the stored tier's, and the
+legacy tier's 120 as soon as a 429 reveals it). The live count and the preview ask ``query_wait()``
+first and say "paused" instead of blocking a prompt behind the pacer (``wizard.ui.LiveCount``). A
+tier found out here is kept in the settings being edited, so it is saved with them.
 """
 
 from __future__ import annotations
@@ -16,13 +21,36 @@ class PostHogSource:
     def __init__(self, settings: PostHogSettings, api_key: str) -> None:
         from cs_posthog.posthog.client import PostHogClient
 
+        self.settings = settings
         self.client = PostHogClient(
-            settings.host, api_key, settings.project_id, query_budget_per_hour=settings.query_budget_per_hour
+            settings.host,
+            api_key,
+            settings.project_id,
+            query_budget_per_hour=settings.query_budget_per_hour,
+            query_tier=settings.query_tier,
+            on_tier_change=self._tier_found,
         )
+
+    def _tier_found(self, tier: str) -> None:
+        try:
+            self.settings.query_tier = tier  # type: ignore[assignment]
+            self.settings.query_tier_detected_at = self.client.query_tier_detected_at
+        except Exception:  # the settings refuse it: pacing already follows the client
+            pass
 
     def close(self) -> None:
         self.client.close()
 
+    # --- the query budget ----------------------------------------------------------------------
+    def query_wait(self) -> float:
+        """Seconds a query started now would wait for PostHog's query budget (0: none)."""
+        return self.client.query_wait()
+
+    def query_budget(self) -> int:
+        """The hourly /query/ budget paced to (2,400, or 120 on PostHog's legacy tier)."""
+        return self.client.query_budget_per_hour
+
+    # --- data ----------------------------------------------------------------------------------
     def event_names(self) -> list[str]:
         return [d.name for d in self.client.event_definitions()]
 
@@ -32,7 +60,9 @@ class PostHogSource:
         return event_volumes(self.client, days)
 
     def person_properties(self, search: str | None = None) -> list[str]:
-        return [p.name for p in self.client.person_properties(search)]
+        """One page of PostHog's search (100 names; its ``next`` is not followed): the names typed
+        so far narrow it, and short terms (substrings of "latest") match nearly everything."""
+        return [p.name for p in self.client.person_properties(search, one_page=True)]
 
     def count_persons(self, filters: list[PersonFilter]) -> int:
         from cs_posthog.posthog.hogql import count_persons

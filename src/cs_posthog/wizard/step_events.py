@@ -27,18 +27,27 @@ def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
     """Event definitions and (if cheap enough) their 30-day volumes, fetched at the same time."""
     from cs_posthog.errors import CsPosthogError
 
+    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
+
     src = ctx.source()
+    budget = budget_of(src)
+    wait, per_hour = budget() if budget is not None else (0.0, 0)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="events")
     try:
         with busy(ctx.out, "Loading your events from PostHog…"):
             names_f = pool.submit(src.event_names)
-            vol_f = pool.submit(src.event_volumes, 30)
+            vol_f = pool.submit(src.event_volumes, 30) if wait <= PAUSE_AFTER_S else None
             names = names_f.result()
-            try:
-                volumes: dict[str, int] | None = vol_f.result(timeout=VOLUME_TIMEOUT_S)
-            except (CsPosthogError, concurrent.futures.TimeoutError) as exc:
-                ctx.out.warn(f"30-day volumes are not available ({esc(getattr(exc, 'message', None) or 'too slow')}).")
-                volumes = None
+            volumes: dict[str, int] | None = None
+            if vol_f is None:  # the list does not wait for PostHog's query budget
+                ctx.out.warn(f"30-day volumes are not available ({esc(paused_text('volumes', wait, per_hour))}).")
+            else:
+                try:
+                    volumes = vol_f.result(timeout=VOLUME_TIMEOUT_S)
+                except (CsPosthogError, concurrent.futures.TimeoutError) as exc:
+                    ctx.out.warn(
+                        f"30-day volumes are not available ({esc(getattr(exc, 'message', None) or 'too slow')})."
+                    )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return names, volumes

@@ -87,8 +87,15 @@ def has_value(prop: str) -> list[Any]:
 def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | None]:
     """(Persons with a non-empty ``prop``, all Persons); None where PostHog could not say."""
     from cs_posthog.errors import CsPosthogError
+    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
 
     src = ctx.source()
+    budget = budget_of(src)
+    if budget is not None:
+        wait, per_hour = budget()
+        if wait > PAUSE_AFTER_S:  # the question does not wait for PostHog's query budget
+            ctx.out.warn(f"could not count Persons now: {esc(paused_text('counts', wait, per_hour))}")
+            return None, None
     try:
         with busy(ctx.out, "Counting Persons…"):
             with_prop = src.count_persons(has_value(prop))

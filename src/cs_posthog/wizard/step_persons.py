@@ -3,7 +3,9 @@
 The locked condition ``{customer property} is set`` is always first and cannot be removed. Further
 conditions: a property (autocomplete), an operator (equals, does not equal, is set, is not set) and
 a value for the first two. The badge under every prompt of this step ("1,248 persons will be
-synced") is counted in the background, debounced, and follows the value as it is typed.
+synced") is counted in the background, debounced, and follows the value as it is typed. Counts and
+the preview stay inside PostHog's query budget: when it is spent they say "paused" instead of
+making the prompt wait.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cs_posthog.wizard.context import StopWizard, WizardContext
 from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
-from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, busy
+from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, budget_of, busy
 
 if TYPE_CHECKING:
     from cs_posthog.config import PersonFilter, PersonsSettings
@@ -151,7 +153,16 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
 
     from cs_posthog.errors import CsPosthogError
 
+    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
+
     extra = preview_columns(all_filters, contact_id)
+    budget = budget_of(ctx.source())
+    if budget is not None:
+        wait, per_hour = budget()
+        if wait > PAUSE_AFTER_S:  # the prompt does not wait for PostHog's query budget
+            ctx.out.info(f"  [dim]{_esc(paused_text('preview', wait, per_hour))}; it is shown again "
+                         f"when the conditions change.[/dim]")
+            return
     try:
         with busy(ctx.out, "Loading a preview…"):
             columns, rows = ctx.source().preview_persons(all_filters, extra)
@@ -229,7 +240,8 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     def expand(fs: list[PersonFilter]) -> list[PersonFilter]:
         return sync_filters(fs, locked.property, contact_id)  # the contact id as chosen by then
 
-    live = LiveCount(lambda fs: src.count_persons(expand(fs)), render=persons_badge)
+    live = LiveCount(lambda fs: src.count_persons(expand(fs)), render=persons_badge, budget=budget_of(src),
+                     key=lambda fs: repr(expand(fs)))
     completer = property_completer(ctx)
     try:
         changed = True

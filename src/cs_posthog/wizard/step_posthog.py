@@ -116,6 +116,19 @@ def ask_after_no_access() -> str:
     ).unsafe_ask()
 
 
+def ask_after_org_policy() -> str:
+    import questionary
+
+    return questionary.select(
+        "What now?",
+        choices=[
+            questionary.Choice("Check again (an admin allowed personal API keys)", value="retry"),
+            questionary.Choice("Use a different key (an organization admin's or owner's)", value="key"),
+            questionary.Choice("Stop here (your progress is kept)", value="stop"),
+        ],
+    ).unsafe_ask()
+
+
 def ask_after_unreachable() -> str:
     import questionary
 
@@ -254,6 +267,16 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             key = ask_posthog_key(None)
             if parse_region(project) is not None:  # the region in the address may be the mistake
                 project = ask_project(project)
+        elif getattr(check, "org_policy", None):
+            from cs_posthog.errors import PersonalKeysNotAllowedError
+
+            ctx.out.info("  " + esc(PersonalKeysNotAllowedError.default_hint or ""))
+            choice = ask_after_org_policy()
+            if choice == "stop":
+                raise PersonalKeysNotAllowedError(explain_failure(check, project, host), service="PostHog",
+                                                  status=403, detail=check.org_policy)
+            if choice == "key":
+                key = ask_posthog_key(None)
         elif check.project_found is False:
             project = ask_project("")
         elif not check.project_accessible:

@@ -133,31 +133,65 @@ def _is_separator(choice: Any) -> bool:
 
 
 # --- live count ------------------------------------------------------------------------------
+PAUSE_AFTER_S = 0.5  # a count that would wait longer than this for the query budget is paused instead
+
+
+def budget_of(source: Any) -> Callable[[], tuple[float, int]] | None:
+    """``() -> (seconds a query would wait, queries per hour)`` for a data source that paces its
+    queries (``query_wait``/``query_budget``), else None."""
+    wait = getattr(source, "query_wait", None)
+    per_hour = getattr(source, "query_budget", None)
+    if not callable(wait):
+        return None
+    return lambda: (float(wait()), int(per_hour()) if callable(per_hour) else 0)
+
+
+def paused_text(what: str, wait_s: float, per_hour: int) -> str:
+    """"counts paused: PostHog query budget (120/hour) — resumes in 42 s"."""
+    budget = f" ({per_hour:,}/hour)" if per_hour else ""
+    secs = max(1, int(wait_s + 0.999))
+    when = f"{secs} s" if secs < 120 else f"{(secs + 59) // 60} min"
+    return f"{what} paused: PostHog query budget{budget} — resumes in {when}"
+
+
 class LiveCount:
     """A count that runs in the background, debounced, and redraws the prompt when it is known.
 
-    ``request(arg)`` (re)starts a timer; after ``delay`` seconds ``count(arg)`` runs in the timer's
-    thread. Only the newest request's answer is shown. ``text()`` is the render callable.
+    ``request(arg)`` (re)starts a timer; once the input has been quiet for ``delay`` seconds
+    ``count(arg)`` runs in the timer's thread: one query per settled input, not one per keystroke.
+    Only the newest request's answer is shown; an argument already counted is answered from memory.
+
+    ``budget`` (see ``budget_of``): when the query would wait for PostHog's query budget longer than
+    ``PAUSE_AFTER_S``, nothing is asked: the badge says "counts paused: PostHog query budget
+    (N/hour) — resumes in M s" (counting down) and the count runs by itself when the budget has
+    room. The prompt never waits for it. ``text()`` is the render callable.
     """
 
     def __init__(
         self,
         count: Callable[[Any], int],
         *,
-        delay: float = 0.35,
+        delay: float = 0.4,
         render: Callable[[int], str] = lambda n: f"{n:,} persons will be synced",
+        budget: Callable[[], tuple[float, int]] | None = None,
+        key: Callable[[Any], Any] = repr,
     ) -> None:
         self._count = count
         self._delay = delay
         self._render = render
+        self._budget = budget
+        self._key = key
         self._lock = threading.Lock()
         self._gen = 0
         self._shown_gen = -1
         self._timer: threading.Timer | None = None
         self._value: int | None = None
         self._error: str | None = None
+        self._paused: tuple[float, int] | None = None  # (resume at, per hour) while the budget is out
+        self._cache: dict[Any, int] = {}
         self._app: Any = None
         self._done = threading.Event()
+        self.queries = 0  # counts actually run (tests, and a budget-minded caller)
 
     # called from the UI thread
     def request(self, arg: Any) -> None:
@@ -165,12 +199,15 @@ class LiveCount:
             self._gen += 1
             gen = self._gen
             self._done.clear()
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(self._delay, self._run, args=(gen, arg))
-            self._timer.daemon = True
-            self._timer.start()
+            self._schedule(self._delay, gen, arg)
         self._invalidate()
+
+    def _schedule(self, delay: float, gen: int, arg: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(delay, self._run, args=(gen, arg))
+        self._timer.daemon = True
+        self._timer.start()
 
     def cancel(self) -> None:
         with self._lock:
@@ -183,23 +220,63 @@ class LiveCount:
         return self._shown_gen != self._gen
 
     @property
+    def paused(self) -> bool:
+        return self._paused is not None and self.pending
+
+    @property
     def value(self) -> int | None:
         return self._value
 
     def wait(self, timeout: float = 30.0) -> int | None:
-        """Block until the newest request is answered (tests, and the final summary)."""
+        """Block until the newest request is answered (tests, and the final summary); None when it
+        is not (paused by the query budget, or still running after ``timeout``)."""
         self._done.wait(timeout)
-        return self._value
+        with self._lock:
+            return None if self.pending else self._value
 
     def _run(self, gen: int, arg: Any) -> None:
         try:
-            value, error = self._count(arg), None
-        except Exception as exc:  # shown in the badge; the wizard goes on
-            value, error = None, _short_error(exc)
+            key = self._key(arg)
+        except Exception:
+            key = None
         with self._lock:
             if gen != self._gen:
                 return
-            self._value, self._error, self._shown_gen = value, error, gen
+            cached = self._cache.get(key) if key is not None else None
+        if cached is None and self._budget is not None:
+            try:
+                wait, per_hour = self._budget()
+            except Exception:
+                wait, per_hour = 0.0, 0
+            if wait > PAUSE_AFTER_S:
+                import time
+
+                with self._lock:
+                    if gen != self._gen:
+                        return
+                    self._paused = (time.monotonic() + wait, per_hour)
+                    # look again each second (the badge counts down) and count once there is room
+                    self._schedule(min(1.0, wait), gen, arg)
+                    self._done.set()  # nothing to wait for now: the prompt goes on
+                self._invalidate()
+                return
+        if cached is not None:
+            value, error = cached, None
+        else:
+            try:
+                with self._lock:
+                    self.queries += 1
+                value, error = self._count(arg), None
+            except Exception as exc:  # shown in the badge; the wizard goes on
+                value, error = None, _short_error(exc)
+        with self._lock:
+            if value is not None and key is not None:
+                if len(self._cache) >= 256:
+                    self._cache.clear()
+                self._cache[key] = value
+            if gen != self._gen:
+                return
+            self._value, self._error, self._shown_gen, self._paused = value, error, gen, None
             self._done.set()
         self._invalidate()
 
@@ -209,6 +286,11 @@ class LiveCount:
             app.invalidate()  # thread-safe: schedules a redraw on the app's loop
 
     def plain(self) -> str:
+        paused = self._paused
+        if paused is not None and self.pending:
+            import time
+
+            return paused_text("counts", paused[0] - time.monotonic(), paused[1])
         if self._error is not None and not self.pending:
             return f"could not count: {self._error}"
         if self._value is None:
@@ -223,7 +305,12 @@ class LiveCount:
         app = get_app_or_none()
         if app is not None:
             self._app = app
-        style = "fg:ansired" if (self._error and not self.pending) else "fg:ansigreen bold"
+        if self.paused:
+            style = "fg:ansiyellow"
+        elif self._error and not self.pending:
+            style = "fg:ansired"
+        else:
+            style = "fg:ansigreen bold"
         return [(style, "  ● " + self.plain())]
 
 
