@@ -3,19 +3,29 @@
 Everything here is a pure function of ``seed`` and of the anchor time ``now`` (by default the
 current time floored to the hour, so that two runs a few seconds apart produce identical data):
 
-* companies (the Customerscore customers) with external ids such as ``org_k3x9q2mb``;
+* companies (the Customerscore customers) whose ids are stored on Persons per ``id_type``:
+  ``string`` (``org_k3x9q2mb``), ``numeric`` (JSON numbers, some above 2^53 such as
+  9007199254740993) or ``mixed`` (the default: JSON numbers, zero-padded numeric strings such as
+  ``"007"``, and ``org_...`` strings); ``Company.external_id`` is always the exact text of the id
+  (``"4711"``, ``"007"``), which is what the sandbox Customerscore knows;
 * persons: identified ones (an anonymous distinct id plus an email or user id, sometimes a second
   device) and anonymous ones; most identified persons carry the company id under
   ``organization_id`` (a few carry ``""``, some none at all); email, name, plan, country, a numeric,
   a boolean and a datetime property, JSON nulls, and odd names (``plan tier``, ``it's``,
-  ``back`tick``, ``{brace}``, ``ünïcode``, ``$initial_os``);
+  ``back`tick``, ``{brace}``, ``ünïcode``, ``$initial_os``). Persons have a history
+  (``Person.versions``): about 20% of the company persons got their customer id (with company_name
+  and seats) only 30 minutes to 5 days after their first events, and about 7% moved from another
+  company during the window. The ``organization_id`` definition's type is that of the first value
+  seen (Numeric with ``numeric`` and ``mixed``, as PostHog sets it);
 * events: 25+ names over the 60 days before the anchor; ingestion time ``created_at`` a few
   milliseconds to seconds after ``timestamp``, hours later for about 3% ("late" events);
   a few uuids stored twice (two rows, the second ingested later), as ClickHouse really holds them.
-  ``timestamp <= created_at <= now`` always.
+  ``timestamp <= created_at <= now`` always. Each event carries ``person_properties``: its Person
+  as it was at the event's ingestion (so a late-identified Person's signup events lack the customer
+  id, and a moved Person's old events carry the old company). Events are stored in ingestion order.
 
-Rows are written with ``executemany`` in chunks, so 1,000,000 events need no more memory than one
-chunk. Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (the schema of
+Rows are written with ``executemany`` in chunks into a staging table (on disk) and copied sorted by
+(created_at, uuid), so 1,000,000 events need no more memory than one chunk plus SQLite's sorter. Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (the schema of
 ``cs_posthog.sandbox.hogql``); the dumps render them as ISO 8601 with ``Z``.
 """
 
@@ -631,11 +641,17 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     stamps = {p.id: ([start for start, _ in p.versions], [dumps(props) for _, props in p.versions])
               for p in people}
 
-    # events: the table's indexes are dropped during the bulk load and rebuilt after (2x faster)
+    # events: generated in random order into a staging table, then stored in ingestion order
+    # (created_at, uuid), as ClickHouse receives them: the sync's keyset scan then reads the table
+    # sequentially (5x less CPU than random row access). The table's indexes are dropped during the
+    # bulk load and rebuilt after (2x faster).
     event_indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' "
                                  "AND sql IS NOT NULL").fetchall()
     for name, _ in event_indexes:
         conn.execute(f'DROP INDEX "{name}"')
+    conn.execute("DROP TABLE IF EXISTS temp.sbx_events_load")
+    conn.execute("CREATE TEMP TABLE sbx_events_load (uuid TEXT, event TEXT, timestamp TEXT, created_at TEXT, "
+                 "distinct_id TEXT, person_id TEXT, properties TEXT, person_properties TEXT)")
     rng = random.Random(f"{seed}:events")
     start = anchor - WINDOW_DAYS * DAY_US
     old_cutoff = anchor - 40 * DAY_US
@@ -658,8 +674,8 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     event_first: dict[str, int] = {}
     event_last: dict[str, int] = {}
     event_prop_types: dict[str, str] = {}
-    insert = ("INSERT INTO events(uuid, event, timestamp, created_at, distinct_id, person_id, properties, "
-              "person_properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    insert = ("INSERT INTO temp.sbx_events_load(uuid, event, timestamp, created_at, distinct_id, person_id, "
+              "properties, person_properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
     rows: list[tuple] = []
     last_row: tuple | None = None
     last_created = 0
@@ -724,6 +740,10 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
                 progress(f"{i + 1:,} events")
     if rows:
         conn.executemany(insert, rows)
+    columns = "uuid, event, timestamp, created_at, distinct_id, person_id, properties, person_properties"
+    conn.execute(f"INSERT INTO events({columns}) SELECT {columns} FROM temp.sbx_events_load "
+                 "ORDER BY created_at, uuid")
+    conn.execute("DROP TABLE temp.sbx_events_load")
     for _, sql in event_indexes:
         conn.execute(sql)
     conn.commit()

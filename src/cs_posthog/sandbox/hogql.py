@@ -53,16 +53,55 @@ where:
   name``. Aggregates over no rows give ClickHouse defaults (max(timestamp) is 1970-01-01...), as
   PostHog users see.
 
-Speed (1,000,000 events from data.py, 2 cores): the sync's keyset page query (event IN list,
-created_at/timestamp bounds, (created_at, uuid) > cursor, person.properties join, ORDER BY
-created_at, uuid) runs on the (created_at, uuid) index without a sort and returns a 50,000-row page
-in 0.3-0.45 s; all 1M rows page through in 21 pages, 8.7 s. Parsing costs ~9 ms, so parsed queries
-and compiled plans are cached (LRU, keyed by text and by the shape of the values).
+Cloud semantics (each switchable through execute()'s keywords; defaults as on PostHog Cloud):
+
+- Typed properties: posthog/hogql/transforms/property_types.py (build_property_swapper,
+  PropertySwapper._field_type_to_property_call) wraps a top-level property whose definition
+  (PropertyDefinition, type event for ``properties.x`` on events, person for ``person.properties.x``
+  and persons' ``properties.x``) is Numeric in ``toFloat`` (accurateCastOrNull(x, 'Float64'):
+  "007" -> 7.0, non-numeric text -> NULL, integers above 2^53 rounded; clickhouse-driver gives a
+  Python float and orjson prints it as ``4711.0``), Boolean in ``toBool(transform(toString(x),
+  ['true', 'false'], [1, 0], NULL))``, DateTime in ``toDateTime`` (parseDateTime64BestEffortOrNull).
+  The sandbox reads the types from sbx_property_definitions (data.py sets them from the first value
+  seen, as PostHog's ingestion does). A String constant compared with a number is converted by
+  ClickHouse, so ``= '5'`` compares as 5 and ``!= ''`` fails with CANNOT_PARSE_TEXT: posthog/errors.py
+  keeps that code internal (posthog/test/test_errors.py test_codes_stay_internal) and
+  posthog/api/query.py answers ``APIException("ClickHouse error while executing query.")``: HTTP 500,
+  raised here as ClickHouseQueryError. Same for ``toUUID('garbage')`` (CANNOT_PARSE_UUID).
+- JSONExtractRaw(json, key...): ClickHouse's raw JSON text of the value ('"007"', '4711', 'true',
+  'null', '{...}'), '' when the key is missing; on ``properties``/``person.properties`` it bypasses
+  typing and materialized columns (PropertySwapper only rewrites JSONExtractString/JSONExtract to
+  materialized columns: _try_rewrite_json_extract_to_mat_column). Keys may be placeholders.
+- Persons on events: Cloud's default personsOnEventsMode is person_id_override_properties_on_events
+  (posthog/models/team/team.py; posthog/hogql/database/schema/events.py ``poe``): on the events table
+  ``person.properties`` reads events.person_properties, stamped at ingestion (plugin-server), and
+  ``person.id`` is events.person_id. ``modifiers.personsOnEventsMode`` =
+  person_id_override_properties_joined (or disabled) joins the current Person instead. The table
+  ``events`` has a ``person_properties`` column; a trigger stamps rows inserted without it (the
+  /_sandbox hooks) with the Person as it is at that moment.
+- Materialized columns: person properties in MATERIALIZED_PERSON_PROPERTIES (email, name) read like
+  PostHog's non-nullable materialized columns, ``nullIf(nullIf(mat_col, ''), 'null')``
+  (PostHog's printer for a materialized property outside the LEGACY_NULL_AS_STRING mode, as its
+  materialized-column tests expect): "" and the text "null" are NULL.
+- Time limit: posthog/hogql_queries/hogql_query_runner.py gives personal-API-key queries
+  ``max_execution_time`` 10 s (api_query_max_execution_time) and rewrites ClickHouse's timeout as
+  ClickHouseQueryTimeOut (posthog/exceptions.py, HTTP 504) with api_timeout_detail(10): "This query
+  hit the 10-second time limit for queries run through the API...". The sandbox models the time as
+  a cost in rows scanned (see ``_plan_cost``); ``execute(max_cost=...)`` raises QueryTimeLimit.
+
+Speed (1,000,000 events from data.py, 2 cores; bench/sandbox_cpu.py): the events are stored in
+ingestion order (created_at, uuid), so the sync's keyset page query (event IN list, timestamp
+bound, (created_at, uuid) > cursor, JSONExtractRaw on the stamped person_properties, ORDER BY
+created_at, uuid) runs on the (created_at, uuid) index without a sort and reads the table
+sequentially; the database is memory-mapped (prepare_connection). A whole first sync's queries
+(77 at LIMIT 10001, 750k rows) cost 5.9 s of CPU in execute(), 13 s before. Parsing costs ~9 ms, so
+parsed queries and compiled plans are cached (LRU, keyed by text, the shape of the values, the
+values of JSON-key placeholders and the Semantics).
 
 Known differences: UUIDs sort as lowercase text (ClickHouse sorts UUIDs by their halves, so pages
-come in another order than PostHog's, but consistently); property types from property definitions
-(PostHog's PropertySwapper casting numeric properties) are not applied, so properties are always
-strings and comparing them with numbers is refused; now()/today() are UTC.
+come in another order than PostHog's, but consistently); now()/today() are UTC; PostHog also
+rewrites property access inside toFloatOrZero() etc. differently (not modelled); the cost model
+ignores the event filter's narrowing of ClickHouse's sort key.
 """
 
 from __future__ import annotations
@@ -331,13 +370,19 @@ def semantics(conn: sqlite3.Connection, *, modifiers: dict | None = None, proper
     return Semantics(types=types, poe=resolve_poe_mode(modifiers, poe_default), materialized=materialized)
 
 
-def prepare_connection(conn: sqlite3.Connection) -> None:
-    """Register the SQL functions the engine's SQL uses (``execute`` also does it, in ~2 µs)."""
+MMAP_SIZE = 4 << 30  # memory-mapped reads: the keyset scans read pages without a copy (half the CPU)
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
     for name, nargs, fn in SQL_FUNCTIONS:
         conn.create_function(name, nargs, fn, deterministic=True)
 
 
-_register_functions = prepare_connection
+def prepare_connection(conn: sqlite3.Connection) -> None:
+    """Register the SQL functions the engine's SQL uses (``execute`` also does it, in ~2 µs) and
+    memory-map the database file (reads only; a no-op for in-memory databases)."""
+    _register_functions(conn)
+    conn.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
 
 
 # --- execution -----------------------------------------------------------------------------------
