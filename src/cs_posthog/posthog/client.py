@@ -632,6 +632,7 @@ class PostHogClient:
         limit = int(params.get("limit") or DEFINITIONS_PAGE)
         page_params: dict[str, Any] = {k: v for k, v in {**params, "limit": limit, "offset": 0}.items()
                                        if v is not None}
+        keep = {k: v for k, v in page_params.items() if k not in ("limit", "offset", "cursor")}
         asked: set[tuple] = set()
         seen: set[str] = set()
         for _ in range(MAX_DEFINITION_PAGES):
@@ -649,7 +650,8 @@ class PostHogClient:
             if not nxt or len(results) < limit or new == 0:
                 return
             qs = parse_qs(urlsplit(str(nxt)).query, keep_blank_values=True)
-            page_params = {k: v[-1] for k, v in qs.items()}
+            # our filters and ordering stay, whatever ``next`` repeats of them; its paging wins
+            page_params = {**keep, **{k: v[-1] for k, v in qs.items()}}
             try:
                 limit = int(page_params.get("limit", limit))
             except ValueError:
