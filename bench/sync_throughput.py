@@ -16,10 +16,18 @@ import argparse
 from common import connected_home, cs_posthog_cmd, machine, proc_cpu_s, run_measured, sandbox, stats
 
 
-def one(n: int, persons: int, customers: int, seed: int) -> dict:
-    with sandbox(events=n, persons=persons, customers=customers, seed=seed, rate_limits="off") as sb:
+def one(n: int, persons: int, customers: int, seed: int, *, query_time_limit: float | None = None,
+        query_tier: str | None = None, rate_limits: str = "off") -> dict:
+    extra = []
+    if query_time_limit is not None:
+        extra += ["--query-time-limit", str(query_time_limit)]
+    if query_tier is not None:
+        extra += ["--query-tier", query_tier]
+    with sandbox(events=n, persons=persons, customers=customers, seed=seed, rate_limits=rate_limits,
+                 extra_args=extra) as sb:
         with connected_home(sb.info) as env:
-            env["CS_POSTHOG_RATE_SCALE"] = "off"
+            if rate_limits == "off":
+                env["CS_POSTHOG_RATE_SCALE"] = "off"
             sb_cpu0 = proc_cpu_s(sb.proc.pid)
             m = run_measured([*cs_posthog_cmd(), "sync", "--json"], env)
             sb_cpu1 = proc_cpu_s(sb.proc.pid)
@@ -41,6 +49,10 @@ def one(n: int, persons: int, customers: int, seed: int) -> dict:
         "posthog_requests": ph_requests,
         "posthog_requests_per_million": round(ph_requests * 1_000_000 / n, 1) if n else 0,
         "posthog_hogql_queries": ph.get("hogql_queries", 0),
+        "posthog_hogql_queries_per_million": round(ph.get("hogql_queries", 0) * 1_000_000 / n, 1) if n else 0,
+        "posthog_timeouts_504": ph.get("timeouts", ph.get("query_timeouts", 0)),
+        "throttled": report.get("throttled", 0),
+        "query_tier": report.get("query_tier"),
         "customerscore_requests": report.get("customerscore_requests", 0),
         "customerscore_requests_seen_by_server": cs.get("total"),
         "peak_rss_mb": round(m.peak_rss_mb, 1),
@@ -56,13 +68,18 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=None, help="default: N/50, at least 1,000")
     ap.add_argument("--customers", type=int, default=200)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--query-time-limit", type=float, default=None,
+                    help="the sandbox's PostHog query time limit in seconds (low: forces pages to shrink)")
+    ap.add_argument("--query-tier", choices=("current", "legacy"), default=None, help="the sandbox's throttle tier")
+    ap.add_argument("--rate-limits", choices=("off", "real", "fast"), default="off")
     args = ap.parse_args()
     sizes = args.events or [100_000]
     print(f"machine={machine()}")
     results = []
     for n in sizes:
         persons = args.persons or max(1000, n // 50)
-        r = one(n, persons, args.customers, args.seed)
+        r = one(n, persons, args.customers, args.seed, query_time_limit=args.query_time_limit,
+                query_tier=args.query_tier, rate_limits=args.rate_limits)
         results.append(r)
         for k, v in r.items():
             print(f"{k}={v}" if len(sizes) == 1 else f"n{n}.{k}={v}")

@@ -1,7 +1,7 @@
 """The sync engine: PostHog events and Persons to Customerscore tracker events and contacts.
 
 No terminal I/O: progress goes through a callback, the result is a ``Report``. The contract is
-``shared/docs/sync-invariants.md``; the numbers below refer to it.
+``docs/sync-invariants.md``; the numbers below refer to it.
 
 Two streams run at once, each in its own thread, each with a reader one page ahead
 (``Prefetcher``), so PostHog reads overlap Customerscore sends and each API's budget stays busy:
@@ -11,8 +11,15 @@ Two streams run at once, each in its own thread, each with a reader one page ahe
   one transaction with the delivered uuids and the cursor (5). Rows without a usable customer id are
   skipped and the cursor moves past them (6). Retries after ambiguous failures are counted (7).
   Tracker batches go one at a time: a crash resends at most the one batch in flight.
-* contacts: every Person matching the filters, keyset on ``id``; payload fingerprints decide what
-  is sent and are stored after the acknowledgement (8); a change of settings clears them (9).
+* contacts: every Person who may hold a customer id, keyset on ``id``; those matching the filters
+  become contacts, payload fingerprints decide what is sent and are stored after the
+  acknowledgement (8); a change of settings clears them (9).
+* attribution (6a, 6b): events are read with PostHog's ``person_id_override_properties_joined``
+  modifier, so ``person.properties`` is the Person as it is now, not as stamped on the event at
+  ingestion; ids are the raw JSON text of the property (``sync/queries.py``). A Person the contacts
+  scan sees attachable for the first time (``persons_seen``) gets the selected events of the
+  backfill window sent once, by a resumable stream per group of Persons that runs after the main
+  stream, bounded by the main cursor (later events come through the main stream).
 
 Memory holds one page being sent plus one being read, whatever the number of events (12).
 """
@@ -551,7 +558,7 @@ class SyncEngine:
             return _EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
             v = row[Q.EV_PERSON]
-            contact = (v.strip() or None) if type(v) is str else raw_id(str(v) if v is not None else None)
+            contact = (v.strip() or None) if type(v) is str else text_or_none(v)
         else:
             v = row[Q.EV_CONTACT]
             contact = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
@@ -883,7 +890,7 @@ class SyncEngine:
                     rep.contacts_skipped_no_customer += 1
                     skipped += 1
                 continue
-            contact = raw_id(str(row[Q.P_ID])) if self.contact_prop is None else raw_id(row[Q.P_CONTACT])
+            contact = text_or_none(row[Q.P_ID]) if self.contact_prop is None else raw_id(row[Q.P_CONTACT])
             if contact is not None:
                 attachable.append(str(row[Q.P_ID]))
             if flag_col is not None and not row[flag_col]:
