@@ -72,3 +72,20 @@ def chains(ast) -> list[list]:
         for v in ast:
             out.extend(chains(v))
     return out
+
+
+def raw_refs(ast, values: dict) -> list[tuple]:
+    """The properties a HogQL AST reads through ``JSONExtractRaw(<source>, {placeholder})``: one
+    ``(*source chain, property name)`` per call, the name taken from ``values``."""
+    out = []
+    if isinstance(ast, dict):
+        if ast.get("node") == "Call" and ast.get("name") == "JSONExtractRaw":
+            source, key = ast["args"]
+            assert source["node"] == "Field" and key["node"] == "Placeholder", ast
+            out.append((*source["chain"], values[key["expr"]["chain"][0]]))
+        for v in ast.values():
+            out.extend(raw_refs(v, values))
+    elif isinstance(ast, list):
+        for v in ast:
+            out.extend(raw_refs(v, values))
+    return out

@@ -17,15 +17,15 @@ from cs_posthog.posthog.hogql import (
     count_persons_query,
     event_volumes,
     event_volumes_query,
-    json_text,
     persons_page_query,
     preview_persons,
     preview_persons_query,
     property_ref,
-    property_value,
     quote_identifier,
+    raw_id,
+    raw_value,
 )
-from posthog_testlib import chains
+from posthog_testlib import chains, raw_refs
 from cs_posthog.sandbox.hogql import parse
 from cs_posthog.sandbox.runner import get_jsonl, post_json
 
@@ -98,6 +98,8 @@ def read(props: dict, name: str):
 
 
 def holds(f: dict, props: dict) -> bool:
+    """cs-posthog's rules: a string equals the typed text; a number or boolean equals the text it is
+    written as; objects and arrays equal nothing; missing and null are not set."""
     value = read(props, f["property"])
     op = f["operator"]
     if op == "is_set":
@@ -179,13 +181,16 @@ def test_compiled_filters_keep_user_text_in_values():
         PersonFilter(property="phone", operator=Operator.IS_SET),
         PersonFilter(property="fax", operator=Operator.IS_NOT_SET),
     ])
-    assert where == ("(properties.`plan` = {f0}) AND (properties.`{f1}` != {f1}) AND "
-                     "(properties.`phone` IS NOT NULL) AND (properties.`fax` IS NULL)")
-    assert values == {"f0": "{f1}", "f1": 'x\\" OR 1=1 --'}
+    assert where == ("(JSONExtractRaw(properties, {k0}) = {f1}) AND (JSONExtractRaw(properties, {k2}) != {f3}) AND "
+                     "(JSONExtractRaw(properties, {k4}) NOT IN ('', 'null')) AND "
+                     "(JSONExtractRaw(properties, {k5}) IN ('', 'null'))")
+    assert values == {"k0": "plan", "f1": '"{f1}"', "k2": "{f1}", "f3": '"x\\" OR 1=1 --"', "k4": "phone", "k5": "fax"}
     assert compile_filters([]) == ("1 = 1", {})
-    where, values = compile_filters([{"property": "a", "operator": "equals", "value": "b"}],
+    where, values = compile_filters([{"property": "a", "operator": "equals", "value": "5"}],
                                     prefix="person.properties", values_prefix="p")
-    assert (where, values) == ("person.properties.`a` = {p0}", {"p0": "b"})
+    # a number may be stored as the number or as the string
+    assert (where, values) == ("JSONExtractRaw(person.properties, {k0}) IN ({p1}, {p2})",
+                               {"k0": "a", "p1": '"5"', "p2": "5"})
     with pytest.raises(ValueError):
         compile_filters([], values_prefix="f}")
     with pytest.raises(ValueError):
@@ -195,28 +200,32 @@ def test_compiled_filters_keep_user_text_in_values():
 
 
 @pytest.mark.parametrize("value", NASTY_VALUES + ["tab\there", "\u2028", "日本"])
-def test_json_text_round_trips(value):
-    stored = json.dumps({"k": value}, ensure_ascii=False)  # how PostHog's ingestion writes it
-    raw = stored[len('{"k": "'):-2]  # what PostHog reads for the property
-    assert json_text(value) == raw and property_value(raw) == value
+def test_raw_strings_read_back_as_stored(value):
+    raw = json.dumps(value, ensure_ascii=False)  # what JSONExtractRaw returns for a stored string
+    assert raw_value(raw) == value
+    assert raw_id(raw) == (value.strip() or None)
 
 
-def test_property_value_leaves_other_text_alone():
-    assert property_value(None) is None and property_value(30) == 30
-    assert property_value('{"nested":"o\\"bj"}') == '{"nested":"o\\"bj"}'
-    assert property_value("plain") == "plain"
+def test_raw_ids_are_exact_text():
+    assert raw_id("4711") == "4711" and raw_id('"007"') == "007" and raw_id("9007199254740993") == "9007199254740993"
+    assert raw_id("-1.5e3") == "-1.5e3" and raw_id('"  org 1 "') == "org 1"
+    for none in ("", "null", "true", "false", '""', '"  "', "[1]", '{"a":1}', None, True):
+        assert raw_id(none) is None, none
+    assert raw_value("") is None and raw_value("null") is None and raw_value("true") is True
+    assert raw_value("9007199254740993") == "9007199254740993" and raw_value('{"a":1}') == '{"a":1}'
 
 
 def test_builders_parse():
     filters = [{"property": "it's", "operator": "equals", "value": "x"}, {"property": "{x}", "operator": "is_set"}]
     sql, values = count_persons_query(filters)
-    assert sql.startswith("SELECT count() FROM persons WHERE ") and values == {"f0": "x"}
+    assert sql.startswith("SELECT count() FROM persons WHERE ") and values == {"k0": "it's", "f1": '"x"', "k2": "{x}"}
     sql, values, labels = preview_persons_query(filters, ["country", "email", "plan", "extra"])
     assert labels == ["id", "email", "it's", "{x}", "country"]  # id, email, the filters', then extras; 5 max
     assert sql.endswith("ORDER BY created_at DESC, id LIMIT 5")
     page, page_values = persons_page_query(filters, ["email"], after="0189-abc")
-    assert page.endswith("AND (id > {after_id}) ORDER BY id") and page_values["after_id"] == "0189-abc"
-    assert persons_page_query([], ["email"])[0] == "SELECT id, properties.`email` FROM persons ORDER BY id"
+    assert page.endswith("AND (id > toUUID({after3})) ORDER BY id") and page_values["after3"] == "0189-abc"
+    assert persons_page_query([], ["email"]) == ("SELECT id, JSONExtractRaw(properties, {k0}) FROM persons ORDER BY id",
+                                                 {"k0": "email"})
     for sql in (count_persons_query(filters)[0], preview_persons_query(filters)[0], page,
                 event_volumes_query(30)[0]):
         parse(sql)
@@ -235,7 +244,7 @@ def test_filters_select_exactly_what_python_selects(ph_client, persons):
         where, values = compile_filters(filters)
         sql = f"SELECT id FROM persons WHERE {where} ORDER BY id LIMIT 50000"
         ast = parse(sql)
-        names = {tuple(c) for c in chains(ast["where"])}
+        names = set(raw_refs(ast["where"], values))
         assert names == {("properties", f["property"]) for f in filters}
         got = {row[0] for row in ph_client.query(sql, values, name="cs-posthog test filters").results}
         expected = {pid for pid, props in by_id.items() if all(holds(f, props) for f in filters)}
@@ -278,11 +287,17 @@ def test_preview_shows_the_first_matching_persons_with_stored_values(ph_client, 
 
 
 def test_event_property_of_the_person_with_a_nasty_name(ph_client, ph_env, persons):
-    """``person.properties`` on events, for the sync: events whose Person has "it's" set."""
+    """``person.properties`` on events, for the sync: events whose Person (as it is now: the joined
+    persons-on-events mode) has "it's" set."""
+    from cs_posthog.posthog.hogql import RAW_UNSET, Params, raw_ref
+    from cs_posthog.sync.queries import EVENTS_MODIFIERS
+
     events = get_jsonl(ph_env.posthog_url + "/_sandbox/dump/events")
     props = {p["id"]: p["properties"] for p in persons}
-    ref = property_ref("it's", table_prefix="person.properties")
-    res = ph_client.query(f"SELECT count() FROM events WHERE {ref} IS NOT NULL", name="t")
+    p = Params()
+    ref = raw_ref("it's", p, "person.properties")
+    res = ph_client.query(f"SELECT count() FROM events WHERE {ref} NOT IN {RAW_UNSET}", p.values, name="t",
+                          modifiers=EVENTS_MODIFIERS)
     expected = sum(read(props.get(e["person_id"], {}), "it's") is not None for e in events)
     assert res.results[0][0] == expected > 0
 

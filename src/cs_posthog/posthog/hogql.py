@@ -190,6 +190,12 @@ def raw_value(raw: Any) -> Any:
     return raw  # a number (exact text), an object or an array
 
 
+def raw_display(raw: Any) -> Any:
+    """``raw_value`` for showing: a string as itself, ``true``/``false`` as text, None when unset."""
+    v = raw_value(raw)
+    return ("true" if v else "false") if isinstance(v, bool) else v
+
+
 def raw_id(raw: Any) -> str | None:
     """An external id from ``JSONExtractRaw``'s text, exactly: strings trimmed (``"007"`` -> ``007``),
     numbers as written (``4711``, ``9007199254740993``); None for a missing or null value, an empty
@@ -362,7 +368,7 @@ def preview_persons(
     filters = list(filters)
     sql, values, labels = preview_persons_query(filters, extra_columns)
     res = client.query(sql, values, name="cs-posthog preview persons")
-    rows = [[row[0], *(raw_value(v) for v in row[1:])] for row in res.results]
+    rows = [[row[0], *(raw_display(v) for v in row[1:])] for row in res.results]
     return labels, rows
 
 
