@@ -262,12 +262,19 @@ def is_query_path(path: str) -> bool:
     return path.rstrip("/").endswith("/query")
 
 
+def _path_of(resp: httpx.Response) -> str:
+    try:
+        return resp.request.url.path
+    except RuntimeError:  # a response made without its request (tests)
+        return ""
+
+
 def is_too_slow(resp: httpx.Response) -> bool:
     """A PostHog query time/memory limit answer: any 504 from ``/query/`` (whatever its text), and
     the 504/512/513 time and memory limit details elsewhere (not a transient overload)."""
     if resp.status_code not in (504, 512, 513):
         return False
-    if resp.status_code == 504 and resp.request is not None and is_query_path(resp.request.url.path):
+    if resp.status_code == 504 and is_query_path(_path_of(resp)):
         return True
     body = error_body(resp)
     detail = body.get("detail")
@@ -300,7 +307,7 @@ def classify(resp: httpx.Response) -> ApiError:
     detail, code = _detail_of(resp)
     common: dict[str, Any] = {"service": SERVICE, "status": status, "code": code, "detail": detail or None}
     suffix = f": {detail}" if detail else ""
-    path = resp.request.url.path if resp.request is not None else ""
+    path = _path_of(resp)
     if status == 401:
         if code == "not_authenticated":
             return AuthError("PostHog got no API key (401)", hint="Set the personal API key (phx_...).", **common)
