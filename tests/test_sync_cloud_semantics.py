@@ -171,7 +171,7 @@ def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     ph, cs = make_posthog_client(cfg), make_customerscore_client(cfg)
     try:
         with SyncState(get_paths().state_db) as st:
-            engine = SyncEngine(cfg, ph, cs, st, options=SyncOptions(events_page_size=1),
+            engine = SyncEngine(cfg, ph, cs, st, options=SyncOptions(events_page_size=1, events_page_max=1),
                                 progress=lambda p: engine.report.events_backfilled_for_new_persons and engine.stop.set())
             report = engine.run()  # (engine.stop is what Ctrl-C sets: the run ends between batches)
             assert 0 < report.events_backfilled_for_new_persons < n
@@ -228,3 +228,27 @@ def test_dump_rows_carry_the_stamped_person_properties(cloud):
     rows = get_jsonl(cloud.ph + "/_sandbox/dump/events")
     assert all("person_properties" in r for r in rows[:50])
     json.dumps(rows[0])
+
+
+def test_queries_over_the_time_limit_are_read_in_shorter_windows(monkeypatch):
+    """PostHog stops a query at its time limit whatever its LIMIT (the scan is the events of its
+    timestamp range): the sync narrows the time window instead of failing, and is still exact."""
+    from cs_posthog.sandbox.runner import get_json
+
+    # ~100 events a day: the 30-day first page scans ~6,000 rows (joined Person included), over the
+    # 3,000-row limit; a window of a few days (plus max_lateness) stays under it
+    with start_sandbox(events=6000, persons=200, customers=30, seed=14, query_time_limit=0.003) as proc:
+        sb = _env(monkeypatch, Sandbox(proc.info))
+        prop = sb.info["customer_property"]
+        cfg = make_config(sb, filters=[])
+        since = since_of(sb)
+        report, error = sync(cfg, since=since)
+        assert error is None, error
+        assert get_json(sb.ph + "/_sandbox/stats").get("query_timeouts", 0) > 0  # the limit was hit
+        assert report.query_windows_narrowed > 0
+        want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=prop)
+        assert bag(sb.received("events")) == bag(want)
+        got = Received(sb)
+        report, error = sync(cfg)  # an incremental run reads a short range: nothing new, nothing twice
+        assert error is None, error
+        assert got("events") == []

@@ -83,7 +83,7 @@ def execute(out: Any, cfg: Any, options: Any) -> Any:
     options.count_totals = out.is_tty
     page = _page_size_from_env()
     if page:
-        options.events_page_size = options.persons_page_size = page
+        options.events_page_size = options.persons_page_size = options.events_page_max = page
     with _sigterm_as_interrupt():
         if out.is_tty:
             return _with_progress(out, cfg, options)

@@ -44,8 +44,9 @@ from cs_posthog.errors import (
     UnavailableError,
     UsageError,
 )
-from cs_posthog.sync import queries as Q
+from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
+from cs_posthog.sync import queries as Q
 from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
@@ -71,7 +72,10 @@ from cs_posthog.sync.state import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EVENTS_PAGE = 10_000
+DEFAULT_EVENTS_PAGE = 10_000  # the first page; pages grow while PostHog answers fast
+MAX_EVENTS_PAGE = 49_999  # PostHog caps a LIMIT at 50,000 (see PostHogClient.iter_pages)
+MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow query fails the run
+FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
 BACKFILL_PERSONS = 500  # Persons per new-person backfill query (person_id IN (...))
 
@@ -82,7 +86,8 @@ class SyncOptions:
     dry_run: bool = False
     full: bool = False
     since: datetime | None = None  # backfill start for a first (or --full) sync
-    events_page_size: int = DEFAULT_EVENTS_PAGE
+    events_page_size: int = DEFAULT_EVENTS_PAGE  # the first page of each stream
+    events_page_max: int = 49_999  # pages grow up to this while PostHog answers fast (MAX_EVENTS_PAGE)
     persons_page_size: int = DEFAULT_PERSONS_PAGE
     sample_size: int = 5
     count_totals: bool = False  # one count query per stream, for progress bars
@@ -119,6 +124,7 @@ class Report:
     events_possibly_doubled: int = 0
     events_backfilled_for_new_persons: int = 0  # (also in events_sent)
     persons_became_attachable: int = 0
+    query_windows_narrowed: int = 0  # events queries PostHog found too slow, read in shorter time windows
     resent_after_crash: int = 0
     contacts_sent: int = 0
     contacts_unchanged: int = 0
@@ -430,10 +436,11 @@ class SyncEngine:
         return self.ph.query(sql, values, name=name)
 
     def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int,
-               name: str, modifiers: dict[str, Any] | None = None) -> Iterator[list[list[Any]]]:
+               name: str, modifiers: dict[str, Any] | None = None, **paging: Any) -> Iterator[list[list[Any]]]:
         """Keyset pages through the PostHog client (LIMIT page+1, smaller pages when PostHog stops a
         query at its time limit: invariants 3 and 4), stopping between pages when asked to."""
-        kw = {"modifiers": modifiers} if modifiers else {}
+        kw: dict[str, Any] = {"modifiers": modifiers} if modifiers else {}
+        kw.update(paging)
         for rows in self.ph.iter_pages(build, key_of, page_size, name=name, **kw):
             yield rows
             self._check_stop()
@@ -520,26 +527,63 @@ class SyncEngine:
         return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
 
     def _event_pages(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
+        """The stream's pages in keyset order. When PostHog stops a query at its time limit even after
+        the page shrank (``QueryTooSlowError`` from ``iter_pages``), the *time window* shrinks: what a
+        query scans is the events in its ``timestamp`` range, whatever its LIMIT. Pages are then read
+        window by window (``created_at < end``, ``timestamp < end + FUTURE_SLACK``), the window halved
+        on each too-slow answer and doubled after each window read, until it reaches the present."""
         created_from, ts_from0 = self._window_start(s)
         floor = parse_ts(s.floor)
         events = tuple(s.events)
-
-        def build(after: tuple[Any, str] | None) -> tuple[str, dict[str, Any]]:
-            if after is None:
-                w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons)
-            else:
-                ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
-                w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto, persons=persons)
-            return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
+        start = parse_ts(created_from)
+        pos = start  # where the current window starts (created_at): everything before it is read
+        key: tuple[Any, str] | None = None  # the last row handed out
+        span: timedelta | None = None  # the window's length; None: up to the present, no upper bound
 
         def key_of(row: list[Any]) -> tuple[Any, str]:
             return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
 
-        for rows in self._paged(build, key_of, self.opt.events_page_size, f"cs-posthog sync events ({s.name})",
-                                Q.EVENTS_MODIFIERS):
-            page = [self._map_event(r) for r in rows]
-            rows.clear()  # the raw rows go now, not when the next page replaces them (12)
-            yield page
+        page_size = self.opt.events_page_size
+        while True:
+            end = None if span is None or pos + span >= self.now else pos + span
+
+            def build(after: tuple[Any, str] | None, end: datetime | None = end, pos: datetime = pos) -> tuple[str, dict[str, Any]]:
+                after = after if after is not None else key
+                before = None if end is None else (fmt_ts(end), fmt_ts(end + FUTURE_SLACK))
+                if after is not None and parse_ts(after[0]) >= pos:
+                    ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
+                    w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto,
+                                       persons=persons, before=before)
+                elif pos > start:  # a later window: nothing before pos is left to read
+                    ts_from = fmt_ts(max(floor, pos - self.overlap - self.lateness))
+                    w = Q.EventsWindow(events, ts_from, created_from=fmt_ts(pos), upto=upto, persons=persons,
+                                       before=before)
+                else:
+                    w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons,
+                                       before=before)
+                return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
+
+            try:
+                for rows in self._paged(build, key_of, page_size, f"cs-posthog sync events ({s.name})",
+                                        Q.EVENTS_MODIFIERS, min_page_size=page_size,
+                                        max_page_size=max(page_size, min(self.opt.events_page_max, MAX_EVENTS_PAGE))):
+                    key = key_of(rows[-1])
+                    page = [self._map_event(r) for r in rows]
+                    rows.clear()  # the raw rows go now, not when the next page replaces them (12)
+                    yield page
+            except QueryTooSlowError as exc:
+                if key is not None and parse_ts(key[0]) > pos:
+                    pos = parse_ts(key[0])  # (the keyset still starts after the last row handed out)
+                span = (max(self.now - pos, MIN_WINDOW) if span is None else span) / 2
+                if span < MIN_WINDOW:
+                    raise
+                log.info("PostHog too slow for %s: reading %s of ingestion time per query (%s)", s.name, span,
+                         exc.message)
+                self.report.query_windows_narrowed += 1
+                continue
+            if end is None:
+                return
+            pos, span = end, span * 2  # (span is set when end is)
 
     def _map_event(self, row: list[Any]) -> _EventRow:
         """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;

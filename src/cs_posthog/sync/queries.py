@@ -50,8 +50,9 @@ def _dt(p: Params, stem: str, iso: str) -> str:
 
 @dataclass(frozen=True)
 class EventsWindow:
-    """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``;
-    only the events of ``persons`` when given (a new-person backfill)."""
+    """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``,
+    before ``before`` when PostHog needs a shorter time window; only the events of ``persons`` when
+    given (a new-person backfill)."""
 
     events: tuple[str, ...]
     timestamp_from: str  # ISO UTC
@@ -59,6 +60,7 @@ class EventsWindow:
     after: tuple[str, str] | None = None  # later pages: (created_at, uuid) > this
     upto: tuple[str, str] | None = None  # catch-up streams: (created_at, uuid) <= this
     persons: tuple[str, ...] = ()
+    before: tuple[str, str] | None = None  # a time window: (created_at <, timestamp <)
 
 
 def _event_where(w: EventsWindow, p: Params) -> list[str]:
@@ -70,6 +72,9 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
         where.append(f"created_at >= {_dt(p, 'cf', w.created_from)}")
     if w.upto is not None:
         where.append(f"(created_at, uuid) <= ({_dt(p, 'uc', w.upto[0])}, toUUID({p.add('uu', w.upto[1])}))")
+    if w.before is not None:
+        where.append(f"created_at < {_dt(p, 'bc', w.before[0])}")
+        where.append(f"timestamp < {_dt(p, 'bt', w.before[1])}")
     if w.persons:
         ids = [p.add("p", pid, reuse=False) for pid in w.persons]
         where.append(f"person_id IN ({', '.join(ids)})")
