@@ -246,9 +246,47 @@ def test_queries_over_the_time_limit_are_read_in_shorter_windows(monkeypatch):
         assert error is None, error
         assert get_json(sb.ph + "/_sandbox/stats").get("query_timeouts", 0) > 0  # the limit was hit
         assert report.query_windows_narrowed > 0
-        want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=prop)
+        want, skipped = expected_events(sb, selected=SELECTED, since=since, customer_property=prop)
         assert bag(sb.received("events")) == bag(want)
+        assert report.events_skipped_no_customer == skipped  # the count is split in windows too
         got = Received(sb)
         report, error = sync(cfg)  # an incremental run reads a short range: nothing new, nothing twice
         assert error is None, error
         assert got("events") == []
+
+
+@pytest.mark.slow
+def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monkeypatch):
+    """``--query-tier legacy --rate-limits fast``: 120 queries a (scaled) hour, and a wizard session
+    has already spent 119 of them. The sync's first 429 reveals the tier: it waits for the budget
+    instead of ending throttled, is exact, and the config and ``status`` remember the tier."""
+    import httpx
+
+    from cs_posthog.config import load_config
+    from cs_posthog.sandbox.runner import get_json
+    from helpers import run_cli
+
+    with start_sandbox(events=1500, persons=100, customers=20, seed=16, rate_limits="fast",
+                       query_tier="legacy") as proc:
+        sb = _env(monkeypatch, Sandbox(proc.info))
+        monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "60")  # the client paces on the sandbox's clock
+        url = f"{sb.ph}/api/projects/{sb.info['project_id']}/query/"
+        body = {"query": {"kind": "HogQLQuery", "query": "SELECT 1"}, "refresh": "force_blocking"}
+        with httpx.Client(headers={"Authorization": f"Bearer {sb.info['api_key']}"}) as http:
+            for _ in range(119):
+                assert http.post(url, json=body).status_code == 200
+        cfg = make_config(sb, filters=[])
+        assert cfg.posthog.query_tier is None
+        since = since_of(sb)
+        report, error = sync(cfg, since=since)
+        assert error is None, error
+        want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=sb.info["customer_property"])
+        assert bag(sb.received("events")) == bag(want)
+        # the 429 that told the tier, and at most the other queries already on their way (the events
+        # and Persons readers): none started after the switch
+        throttled = get_json(sb.ph + "/_sandbox/stats")["throttled"]
+        assert 1 <= throttled <= 3 and report.throttled == throttled
+    assert load_config().posthog.query_tier == "legacy"
+    monkeypatch.setenv("COLUMNS", "200")
+    r = run_cli("status")
+    assert "120/hour (legacy tier" in r.stdout, r.stdout

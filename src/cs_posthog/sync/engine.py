@@ -465,7 +465,7 @@ class SyncEngine:
             completed = self._event_stream(s, upto)
             if completed and not s.is_main:
                 # counted once, over its whole range, when it completes
-                rep.events_skipped_no_customer += self._count_without_customer(s.events, s.floor, None, upto[0])
+                rep.events_skipped_no_customer += self._count_without_customer(s.events, s.floor, upto[0])
                 if not self.opt.dry_run:
                     merged = self.state.merge_stream(s, main)
                     main.events = merged.events
@@ -779,13 +779,42 @@ class SyncEngine:
         rows = list(res.results)
         return int(rows[0][0]) if rows and rows[0] else 0
 
-    def _count_without_customer(self, events: list[str], ts_from: str, created_after: str | None, created_to: str | None) -> int:
-        """Selected events whose Person has no customer property, in a created_at range (6)."""
-        w = Q.EventsWindow(tuple(events), ts_from, created_from=None)
-        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=created_to,
-                                     created_after=created_after)
+    def _count_events(
+        self, events: list[str], *, floor: str, lo: str, lo_open: bool = False, hi: str | None = None,
+        without_customer: bool, upto: tuple[str, str] | None = None, name: str = "cs-posthog sync count skipped",
+    ) -> int:
+        """Distinct selected events ingested from ``lo`` (after it when ``lo_open``) to ``hi``
+        (inclusive; None: no bound) that have (or lack) a customer id on their Person now. A count
+        PostHog finds too slow is split in two halves of ingestion time, like the pages (3)."""
+        floor_dt = parse_ts(floor)
+
+        def one(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
+            ts_from = fmt_ts(max(floor_dt, lo_dt - self.overlap - self.lateness))
+            before = (fmt_ts(hi_dt), fmt_ts(hi_dt + FUTURE_SLACK)) if hi_open and hi_dt is not None else None
+            w = Q.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo_dt), upto=upto,
+                               before=before)
+            sql, values = Q.events_count(
+                w, customer_property=self.customer_prop, without_customer=without_customer,
+                created_to=fmt_ts(hi_dt) if hi_dt is not None and not hi_open else None,
+                created_after=fmt_ts(lo_dt) if lo_open else None)
+            return self._count(sql, values, name, Q.EVENTS_MODIFIERS)
+
+        def go(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
+            try:
+                return one(lo_dt, lo_open, hi_dt, hi_open)
+            except QueryTooSlowError:
+                top = hi_dt if hi_dt is not None else max(self.now, lo_dt)
+                if top - lo_dt < 2 * MIN_WINDOW:
+                    raise
+                mid = lo_dt + (top - lo_dt) / 2
+                return go(lo_dt, lo_open, mid, True) + go(mid, False, hi_dt, hi_open)
+
+        return go(parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None, False)
+
+    def _count_without_customer(self, events: list[str], floor: str, created_to: str) -> int:
+        """Selected events whose Person has no customer id, from the floor to ``created_to`` (6)."""
         try:
-            return self._count(sql, values, "cs-posthog sync count skipped", Q.EVENTS_MODIFIERS)
+            return self._count_events(events, floor=floor, lo=floor, hi=created_to, without_customer=True)
         except CsPosthogError as exc:
             log.info("could not count skipped events: %s", exc)
             return 0
@@ -798,17 +827,9 @@ class SyncEngine:
         mark = None if self._ignore_state else self.state.get_meta("skip_count_upto")
         upto = fmt_ts(utcnow())
         after = mark or (start.created_at if start else None)
-        if after is None:
-            ts_from = main.floor
-            created_from: str | None = main.floor
-        else:
-            ts_from = fmt_ts(max(parse_ts(main.floor), parse_ts(after) - self.lateness))
-            created_from = None
-        w = Q.EventsWindow(tuple(main.events), ts_from, created_from=created_from)
-        sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=True, created_to=upto,
-                                     created_after=after)
         try:
-            n = self._count(sql, values, "cs-posthog sync count skipped", Q.EVENTS_MODIFIERS)
+            n = self._count_events(main.events, floor=main.floor, lo=after or main.floor, lo_open=after is not None,
+                                   hi=upto, without_customer=True)
         except CsPosthogError as exc:
             log.info("could not count skipped events: %s", exc)
             return
@@ -824,16 +845,15 @@ class SyncEngine:
             for s in self._streams:
                 if not s.events:
                     continue
-                created_from, ts_from = self._window_start(s)
+                created_from, _ = self._window_start(s)
                 upto = None
                 main = self._streams[-1]
                 if not s.is_main:
                     if main.cursor is None:
                         continue
                     upto = (main.cursor.created_at, main.cursor.uuid)
-                w = Q.EventsWindow(tuple(s.events), ts_from, created_from=created_from, upto=upto)
-                sql, values = Q.events_count(w, customer_property=self.customer_prop, without_customer=False)
-                total += self._count(sql, values, "cs-posthog sync count events", Q.EVENTS_MODIFIERS)
+                total += self._count_events(s.events, floor=s.floor, lo=created_from, without_customer=False,
+                                            upto=upto, name="cs-posthog sync count events")
         except CsPosthogError as exc:
             log.info("could not count events: %s", exc)
             return None
