@@ -179,6 +179,13 @@ def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     finally:
         ph.close()
         cs.close()
+    from helpers import run_cli
+
+    r = run_cli("status", "--json")
+    assert json.loads(r.stdout)["persons_waiting_for_backfill"] == 1
+    monkeypatch.setenv("COLUMNS", "200")
+    assert "1 Person became attachable since the last sync: the next sync sends their events of the last 30 days" \
+        in run_cli("status").stdout
     report, error = sync(cfg)
     assert error is None, error
     mine = [e for e in got("events") if e["identification"]["contact"] == pid]

@@ -44,6 +44,7 @@ def collect(config: Any = None) -> dict[str, Any]:
         ]
         inflight = len(state.inflight())
         contacts_known = state.contacts_count()
+        persons_pending = state.pending_persons_count()
     finally:
         state.close()
     running = RunLock(paths.lock_file).held_elsewhere if paths.lock_file.exists() else False
@@ -78,6 +79,7 @@ def collect(config: Any = None) -> dict[str, Any]:
             "max_lateness_days": cfg.sync.max_lateness_days,
         },
         "running": running,
+        "persons_waiting_for_backfill": persons_pending,
         "last_runs": runs,
         "cursors": cursors,
         "batch_in_flight": inflight,
@@ -169,6 +171,10 @@ def render(out: Any, d: dict[str, Any]) -> None:
     else:
         out.print(Text("No sync has run yet: `cs-posthog sync`."))
 
+    if d.get("persons_waiting_for_backfill"):
+        n = d["persons_waiting_for_backfill"]
+        out.print(Text(f"{n:,} Person{'s' if n != 1 else ''} became attachable since the last sync: the next sync "
+                       f"sends their events of the last {s['backfill_days']} days."))
     if d["cursors"]:
         c = Table(title="Event cursors", title_justify="left")
         for col in ("stream", "events", "read up to (ingestion time)", "since"):
