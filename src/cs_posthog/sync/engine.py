@@ -657,7 +657,9 @@ class SyncEngine:
         skipped = 0
         for i, r in enumerate(page):
             if r.uuid in already or r.uuid in seen:
-                if r.created > start_created:  # overlap re-reads are expected, not worth a mention
+                # overlap re-reads are expected, not worth a mention; nor, in a new Person's backfill,
+                # the events the main stream sent since they became attachable
+                if r.created > start_created and not backfill:
                     rep.events_duplicates_dropped += 1
                 continue
             seen.add(r.uuid)
