@@ -297,3 +297,37 @@ def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monk
     monkeypatch.setenv("COLUMNS", "200")
     r = run_cli("status")
     assert "120/hour (legacy tier" in r.stdout, r.stdout
+
+
+def test_connect_counts_a_numeric_customer_id_and_filter_then_syncs_them(cloud, monkeypatch, home):
+    """The customer property is Numeric in PostHog (ids sent as JSON numbers): the wizard's coverage
+    line and count ("set, not empty") and a filter on a Numeric property work, and the count is what
+    the sync then sends."""
+    import re
+
+    from helpers import run_cli
+    from sync_expected import customer_id, matches
+
+    sb = _env(monkeypatch, cloud)
+    monkeypatch.setenv("CS_POSTHOG_US_HOST", sb.info["posthog_us"])
+    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sb.info["posthog_eu"])
+    prop = sb.info["customer_property"]
+    assert {d["name"]: d.get("property_type") for d in _definitions(sb)}[prop] == "Numeric"
+    r = run_cli("connect", "--no-input", "--no-sync", "--project", str(sb.info["project_id"]),
+                "--tracker-key", sb.info["tracker_key"], "--cs-url", sb.info["customerscore"],
+                "--customer-property", prop, "--event", SELECTED[0], "--filter", "seats = 5")
+    assert r.exit_code == 0, r.stderr
+    persons = sb.persons().values()
+    with_id = sum(customer_id(p["properties"].get(prop)) is not None for p in persons)
+    assert f"{with_id:,} of {len(persons):,} Persons have {prop} set" in r.stdout + r.stderr
+    n = sum(customer_id(p["properties"].get(prop)) is not None
+            and matches(p["properties"], {"property": "seats", "operator": "equals", "value": "5"}) for p in persons)
+    assert n > 0 and re.search(rf"\b{n:,} persons? will be synced", r.stdout + r.stderr), r.stdout + r.stderr
+    got = Received(sb)
+    r = run_cli("sync", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert len(got("contacts")) == json.loads(r.stdout)["contacts_sent"]
+    assert {c["contact_external_id"] for c in got("contacts")} <= {p["id"] for p in persons}
+    want = expected_contacts(sb, customer_property=prop, filters=[{"property": "seats", "operator": "equals", "value": "5"}],
+                             existing_only=False)
+    assert bag(got("contacts")) == bag(want) and len(want) == n
