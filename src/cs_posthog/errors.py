@@ -1,10 +1,12 @@
 """One error hierarchy. Each error carries its exit code and a hint; ``cli.py`` renders them.
 
-Exit codes (README, ``--help``):
+Exit codes (README, ``--help``), in the style of BSD's sysexits.h where one fits:
   0 success (also "nothing new")      1 unexpected bug
-  2 usage or bad input                75 try again later (lock held, throttled, down)
+  2 usage or bad input                69 a service answered, but not as its API does
+  73 cannot create or write a file    74 input/output error (disk full, I/O error)
+  75 try again later (lock held, throttled, down)
   77 not allowed (401, 403, scopes)   78 not connected or invalid config
-  130 interrupted
+  130 interrupted (Ctrl-C)            143 terminated (SIGTERM)
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ class ExitCode(IntEnum):
     OK = 0
     BUG = 1
     USAGE = 2
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: a service answered, but not with its API's answer
+    CANTCREAT = 73  # EX_CANTCREAT: a file cannot be created or written (read-only, not allowed)
+    IOERR = 74  # EX_IOERR: the disk is full, or an I/O error
     TEMPFAIL = 75
     NOPERM = 77
     CONFIG = 78
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # 128 + SIGINT
+    TERMINATED = 143  # 128 + SIGTERM
 
 
 class CsPosthogError(Exception):
@@ -164,6 +170,54 @@ class UnavailableError(ApiError):
     default_hint = "The service is down or unreachable; try again later (cron will)."
 
 
+class RedirectedError(ApiError):
+    """A 3xx: the configured URL is not where the API lives (an http->https move, a moved host, a
+    login page). The client does not follow redirects (a key must not travel to another host):
+    the URL in the config is what to fix, exit 78."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, message: str, *, location: str | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.location = location
+
+
+class UnexpectedAnswerError(ApiError):
+    """A service answered 2xx with something that is not its API's answer (a malformed result row, a
+    proxy's page): exit 69 (EX_UNAVAILABLE), nothing taken from it."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class UnexpectedAnswerError(UnavailableError):
+    """An answer that is not the API's: a 2xx whose body is not of the documented shape (an HTML
+    page, unrelated JSON, an empty body), or a status the API does not explain (a 400 that names no
+    item, 405, 413, 418...). Nothing it carried counts as delivered. A subclass of
+    ``UnavailableError`` so that every caller treating "the service is not answering" keeps doing
+    so; exit 69 because retrying alone rarely fixes it: something else is answering at that URL."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, message: str, *, hint: str | None = None, service: str = "", **kw) -> None:
+        if hint is None:
+            where = f"{service} URL" if service else "URL"
+            hint = (
+                f"Something other than {service or 'the API'} may be answering (a proxy, a captive portal, "
+                f"a website): check the {where} and the network. Nothing was lost: the next run resends "
+                "from the same point."
+            )
+        super().__init__(message, hint=hint, service=service, **kw)
+
+
+class ResponseTooLargeError(UnexpectedAnswerError):
+    """An answer body over the size cap for its kind of request: reading stopped there."""
+
+
+class UnexpectedStatusError(UnexpectedAnswerError):
+    """A 4xx the API does not explain (not 401/403/404/408/429, not a 400 naming the offending
+    items). Not a per-item rejection: the request failed and nothing is dropped."""
+
+
 # --- sync ------------------------------------------------------------------------------------
 class LockHeldError(CsPosthogError):
     exit_code = ExitCode.TEMPFAIL
@@ -174,7 +228,80 @@ class LockHeldError(CsPosthogError):
 
 
 class Interrupted(CsPosthogError):
+    """Ctrl-C (SIGINT): exit 130."""
+
     exit_code = ExitCode.INTERRUPTED
+    default_hint = "Run it again to continue: a sync picks up where it stopped, nothing is lost."
 
     def __init__(self, message: str = "interrupted", **kw) -> None:
         super().__init__(message, **kw)
+
+
+class Terminated(Interrupted):
+    """SIGTERM (a service manager, `kill`, a container stopping): exit 143. Stops like Ctrl-C."""
+
+    exit_code = ExitCode.TERMINATED
+
+    def __init__(self, message: str = "terminated (SIGTERM)", **kw) -> None:
+        super().__init__(message, **kw)
+
+
+# --- files -----------------------------------------------------------------------------------
+class FileError(CsPosthogError):
+    """A file of ours that cannot be written, created or read: the file and the OS's reason.
+
+    73 (EX_CANTCREAT) when it cannot be created or written at all (a read-only file system, no
+    permission, a path that is not a directory); 74 (EX_IOERR) when the disk is full or failing.
+    """
+
+    exit_code = ExitCode.IOERR
+
+    def __init__(self, message: str, *, hint: str | None = None, errno_: int | None = None,
+                 path: object = None) -> None:
+        super().__init__(message, hint=hint)
+        self.errno = errno_
+        self.path = path
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: object = None, *, doing: str = "write") -> FileError:
+        import errno as E
+        import os
+
+        where = path if path is not None else exc.filename
+        name = E.errorcode.get(exc.errno or 0, "")
+        reason = exc.strerror or str(exc)
+        if name and name not in reason:
+            reason = f"{reason} ({name})"
+        message = f"cannot {doing} {where}: {reason}" if where is not None else f"cannot {doing} a file: {reason}"
+        if exc.errno in (E.ENOSPC, E.EDQUOT):
+            err = cls(message, hint="Free some space on that disk (or raise the quota), then run it again.",
+                      errno_=exc.errno, path=where)
+        elif exc.errno in _CANTCREAT:
+            parent = os.path.dirname(str(where)) if where is not None else "the directory"
+            err = cls(message, hint=f"Make {parent} writable by this user, or point CS_POSTHOG_HOME at a "
+                      "directory that is (keeping its files).", errno_=exc.errno, path=where)
+            err.exit_code = ExitCode.CANTCREAT
+        else:
+            err = cls(message, hint="Check the disk and that path, then run it again.", errno_=exc.errno, path=where)
+        return err
+
+
+def _cantcreat_errnos() -> frozenset[int]:
+    import errno as E
+
+    return frozenset(getattr(E, n) for n in ("EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "ELOOP",
+                                             "ENAMETOOLONG", "ETXTBSY") if hasattr(E, n))
+
+
+_CANTCREAT = _cantcreat_errnos()
+
+
+def file_errno_error(exc: BaseException) -> FileError | None:
+    """The FileError for an OSError about a file (not a network error), or None."""
+    import errno as E
+
+    if not isinstance(exc, OSError) or isinstance(exc, (ConnectionError, TimeoutError)):
+        return None
+    if exc.errno in _CANTCREAT or exc.errno in (E.ENOSPC, E.EDQUOT, E.EIO, E.EFBIG, E.EMLINK):
+        return FileError.from_os_error(exc, doing="use")
+    return None
