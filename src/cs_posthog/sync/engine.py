@@ -37,6 +37,8 @@ from typing import Any
 from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
 from cs_posthog.errors import (
     AuthError,
+    MissingScopesError,
+    PermissionDeniedError,
     BadRequestError,
     CsPosthogError,
     Interrupted,
@@ -52,8 +54,9 @@ from cs_posthog.sync.mapping import (
     contact_payload,
     contacts_settings_hash,
     event_json,
-    events_settings_hash,
     fingerprint,
+    legacy_events_settings_hash,
+    project_identity,
     text_or_none,
 )
 from cs_posthog.sync.prefetch import Prefetcher
@@ -78,6 +81,9 @@ MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow
 FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
 BACKFILL_PERSONS = 500  # Persons per new-person backfill query (person_id IN (...))
+RESUME_PREFIX = "resume:"  # catch-up streams of events selected again, from where they stopped
+DROPPED_KEY = "dropped_events"  # meta: {event: [created_at, uuid]} where a deselected event's stream stopped
+RESUME_KEY = "resume_start"  # meta: {stream: [created_at, uuid]} the cursor a resume stream starts strictly after
 
 
 # --- options, progress, report ---------------------------------------------------------------
@@ -228,6 +234,7 @@ class SyncEngine:
         self._contacts_done = threading.Event()
         self._persons_init = True  # this run's Persons scan fills persons_seen without backfilling
         self._dry_new_persons: list[str] = []
+        self._resume_start: dict[str, tuple[str, str]] = {}
         self.error: BaseException | None = None
         if self.opt.dry_run:
             self.report.sample = {"events": [], "contacts": []}
@@ -298,25 +305,36 @@ class SyncEngine:
             )
         if not self.opt.full and (self._ignore_state or main is None or main.cursor is None):
             rep.mode = "first"
+        # PostHog answers for the project first: a mistyped id fails here, before anything is reset (11)
+        ident = self._project_identity()
+        old_ident = st.get_meta("events_project")
+        if old_ident is None:  # a state from before project identities: it named the host and id as typed
+            legacy = st.get_meta("events_settings")
+            same_project = legacy is None or legacy == legacy_events_settings_hash(cfg)
+        else:
+            same_project = old_ident == ident
+        c_hash = contacts_settings_hash(cfg, ident)
+        stored = st.get_meta("contacts_settings")
+        same_contacts = stored is None or stored == c_hash or (
+            old_ident is None and same_project and stored == contacts_settings_hash(cfg))
         if not self.opt.dry_run:
             if self.opt.full:
                 st.reset()
-            # another PostHog project or Customerscore account: old cursors mean nothing
-            ev_hash = events_settings_hash(cfg)
-            old = st.get_meta("events_settings")
-            if old is not None and old != ev_hash and st.streams():
-                rep.warnings.append("the PostHog project or Customerscore account changed: events start over")
+            # another PostHog project: old cursors mean nothing
+            if not same_project and st.streams():
+                rep.warnings.append("the PostHog project changed: events start over")
                 st.reset()
-            st.set_meta("events_settings", ev_hash)
-            c_hash = contacts_settings_hash(cfg)
-            if st.get_meta("contacts_settings") not in (None, c_hash):
+            st.set_meta("events_project", ident)
+            if not same_contacts:
                 st.clear_fingerprints()  # invariant 9
             st.set_meta("contacts_settings", c_hash)
             self.run_id = st.start_run(rep.mode)
             rep.run_id = self.run_id
             self._inflight_before = st.inflight()
-        elif not self.opt.full and st.get_meta("contacts_settings") not in (None, contacts_settings_hash(cfg)):
+        elif not self.opt.full and not (same_contacts and same_project):
             self._ignore_fingerprints = True
+            if not same_project:
+                self._ignore_state = True  # a dry run for another project: as if nothing was synced yet
         self._streams = self._plan_streams()
         main = self._streams[-1]
         self._persons_init = self._ignore_state or main.cursor is None or not st.persons_ready()
@@ -326,6 +344,18 @@ class SyncEngine:
             rep.backfill_from = main.floor
         if self.opt.check_definitions:
             self._check_definitions()
+
+    def _project_identity(self) -> str:
+        """``project_identity`` from PostHog's answer for the project (its uuid); without the
+        project:read scope, the configured host (normalised) and id."""
+        getter = getattr(self.ph, "project", None)
+        uuid = None
+        if getter is not None:
+            try:
+                uuid = getattr(getter(), "uuid", None)
+            except (PermissionDeniedError, MissingScopesError):
+                uuid = None
+        return project_identity(self.cfg, uuid)
 
     def _plan_streams(self) -> list[Stream]:
         """The event cursors to run this time: catch-up streams for newly selected events (from the
@@ -344,6 +374,17 @@ class SyncEngine:
             if not self.opt.dry_run:
                 self.state.save_stream(main)
             return [main]
+        # events no longer selected: where their stream stopped, so that selecting one again resumes
+        # there instead of resending its history (issue 11, 3)
+        import hashlib
+        import json
+
+        dropped: dict[str, list[str]] = {} if self._ignore_state else json.loads(self.state.get_meta(DROPPED_KEY) or "{}")
+        for s in [main, *existing.values()]:
+            if s.cursor is not None:
+                for e in s.events:
+                    if e not in selected:
+                        dropped[e] = [s.cursor.created_at, s.cursor.uuid]
         main.events = [e for e in main.events if e in selected]
         covered = set(main.events)
         for s in existing.values():
@@ -355,15 +396,30 @@ class SyncEngine:
             covered.update(s.events)
             out.append(s)
         new = [e for e in selected if e not in covered]
-        if new:
-            import hashlib
-
-            name = "catchup:" + hashlib.sha256("\0".join(new).encode()).hexdigest()[:12]
-            out.append(Stream(name, new, floor, None, ""))
+        resume: dict[tuple[str, str], list[str]] = {}
+        for e in [e for e in new if e in dropped]:
+            resume.setdefault(tuple(dropped.pop(e)), []).append(e)  # type: ignore[arg-type]
+        fresh = [e for e in new if e not in {x for evs in resume.values() for x in evs}]
+        for (c, u), evs in resume.items():
+            if (c, u) == (main.cursor.created_at, main.cursor.uuid):
+                main.events += evs  # nothing happened since it was left out
+                continue
+            name = RESUME_PREFIX + hashlib.sha256("\0".join([c, u, *evs]).encode()).hexdigest()[:12]
+            out.append(Stream(name, evs, main.floor, Cursor(c, u), ""))
+            self._resume_start[name] = (c, u)
+        if fresh:
+            name = "catchup:" + hashlib.sha256("\0".join(fresh).encode()).hexdigest()[:12]
+            out.append(Stream(name, fresh, floor, None, ""))
         if not self.opt.dry_run:
+            starts = json.loads(self.state.get_meta(RESUME_KEY) or "{}")
+            starts.update({k: list(v) for k, v in self._resume_start.items()})
+            live = {s.name for s in out}
+            self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
+            self.state.set_meta(DROPPED_KEY, json.dumps(dropped))
             for s in out:
                 self.state.save_stream(s)
             self.state.save_stream(main)
+            self._resume_start = {k: (v[0], v[1]) for k, v in starts.items() if k in live}
         out.append(main)
         return out
 
@@ -465,7 +521,8 @@ class SyncEngine:
             completed = self._event_stream(s, upto)
             if completed and not s.is_main:
                 # counted once, over its whole range, when it completes
-                rep.events_skipped_no_customer += self._count_without_customer(s.events, s.floor, upto[0])
+                rep.events_skipped_no_customer += self._count_without_customer(
+                    s.events, s.floor, upto[0], after=self._resume_start.get(s.name, (None,))[0])
                 if not self.opt.dry_run:
                     merged = self.state.merge_stream(s, main)
                     main.events = merged.events
@@ -538,6 +595,11 @@ class SyncEngine:
         start = parse_ts(created_from)
         pos = start  # where the current window starts (created_at): everything before it is read
         key: tuple[Any, str] | None = None  # the last row handed out
+        if s.cursor is not None and self._resume_start.get(s.name) == (s.cursor.created_at, s.cursor.uuid):
+            # an event selected again: everything up to where it stopped was delivered long ago (and
+            # those uuids pruned), so no overlap: strictly after that point
+            key = (s.cursor.created_at, s.cursor.uuid)
+            start = pos = parse_ts(s.cursor.created_at)
         span: timedelta | None = None  # the window's length; None: up to the present, no upper bound
 
         def key_of(row: list[Any]) -> tuple[Any, str]:
@@ -813,10 +875,12 @@ class SyncEngine:
 
         return go(parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None, False)
 
-    def _count_without_customer(self, events: list[str], floor: str, created_to: str) -> int:
-        """Selected events whose Person has no customer id, from the floor to ``created_to`` (6)."""
+    def _count_without_customer(self, events: list[str], floor: str, created_to: str, *, after: str | None = None) -> int:
+        """Selected events whose Person has no customer id, from the floor (or after ``after``) to
+        ``created_to`` (6)."""
         try:
-            return self._count_events(events, floor=floor, lo=floor, hi=created_to, without_customer=True)
+            return self._count_events(events, floor=floor, lo=after or floor, lo_open=after is not None,
+                                      hi=created_to, without_customer=True)
         except CsPosthogError as exc:
             log.info("could not count skipped events: %s", exc)
             return 0

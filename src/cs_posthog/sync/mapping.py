@@ -83,24 +83,49 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
-def contacts_settings_hash(cfg: Any) -> str:
-    """What makes stored fingerprints meaningful: customer property, filters, contact identity.
-    A change of any of them (``edit``) invalidates the fingerprints (invariant 9)."""
+def project_identity(cfg: Any, project_uuid: str | None) -> str:
+    """What the state's cursors and fingerprints belong to: PostHog's own uuid of the project when the
+    key may read it (the same project through another host name is the same project), else the host
+    in its normalised form and the project id."""
+    if project_uuid:
+        return f"uuid:{str(project_uuid).strip().lower()}"
+    return f"host:{normalised_host(cfg.posthog.host)}|{int(cfg.posthog.project_id)}"
+
+
+def normalised_host(url: str) -> str:
+    """``HTTPS://Example.com:443/`` -> ``https://example.com``; loopback names -> 127.0.0.1."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(str(url).strip())
+    scheme = (parts.scheme or "https").lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host in ("localhost", "::1", "ip6-localhost") or host.startswith("127."):
+        host = "127.0.0.1"
+    port = parts.port
+    default = {"https": 443, "http": 80}.get(scheme)
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    path = parts.path.rstrip("/")
+    return f"{scheme}://{netloc}{path}"
+
+
+def contacts_settings_hash(cfg: Any, project: str | None = None) -> str:
+    """What makes stored fingerprints meaningful: customer property, filters, contact identity, the
+    Customerscore account and the PostHog project (``project_identity``; None: the form of states
+    written before it, host and id as configured). A change of any of them (``edit``) invalidates the
+    fingerprints (invariant 9)."""
     data = {
         "customer_property": cfg.identification.property,
         "filters": [f.model_dump(mode="json") for f in cfg.all_filters()],
         "contact_id": cfg.persons.contact_id,
         "api_url": cfg.customerscore.api_url,
-        "project": [cfg.posthog.host, cfg.posthog.project_id],
+        "project": project if project is not None else [cfg.posthog.host, cfg.posthog.project_id],
     }
     raw = json.dumps(data, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
-def events_settings_hash(cfg: Any) -> str:
-    """What makes event cursors meaningful: the PostHog project they point into. Another project
-    starts the events over; nothing else does (a changed customer property or Customerscore key
-    must not resend 30 days of events: `sync --full` is there for that)."""
+def legacy_events_settings_hash(cfg: Any) -> str:
+    """How states written before ``project_identity`` named their project (host and id as configured)."""
     data = {"project": [cfg.posthog.host, cfg.posthog.project_id]}
     raw = json.dumps(data, sort_keys=True)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]

@@ -625,7 +625,7 @@ class SyncState:
         with self.tx() as db:
             for table in ("streams", "delivered", "inflight", "persons_seen"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', ?, ?, ?)",
+            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?)",
                        (_INFLIGHT_KEY, _PERSONS_READY_KEY, _BACKFILL_KEY))
             db.execute("UPDATE contacts SET fingerprint=''")
         self._pending, self._legacy = None, False
@@ -649,10 +649,20 @@ class SyncState:
     def finish_run(
         self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None, mode: str | None = None
     ) -> None:
+        """Record how a run ended. The summary and the error are stored with every key masked (a
+        server's error may quote the request headers; `status` shows them later)."""
+        from cs_posthog.secrets import redact, redact_data, register_stored_secrets
+
+        try:
+            register_stored_secrets()
+        except Exception:  # recording the run must not fail for it
+            pass
+        stored_summary = json.dumps(redact_data(json.loads(json.dumps(summary, default=str))))
+        stored_error = redact(error) if error is not None else None
         with self.tx() as db:
             db.execute(
                 "UPDATE runs SET finished_at=?, status=?, summary=?, error=?, mode=coalesce(?, mode) WHERE id=?",
-                (fmt_ts(utcnow()), status, json.dumps(summary, default=str), error, mode, run_id),
+                (fmt_ts(utcnow()), status, stored_summary, stored_error, mode, run_id),
             )
             # keep the history bounded
             db.execute("DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - 200")

@@ -1,0 +1,120 @@
+"""What an adversarial run broke in the sync's state (issue 11): a failed run that reset the cursors,
+a re-added event that resent its history, a uuid stored twice far apart, two Persons sharing a
+contact id, a damaged state database. Against the sandbox over real HTTP; expectations from its dumps."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tomllib
+
+import pytest
+import tomli_w
+
+from cs_posthog.paths import get_paths
+from cs_posthog.sandbox.runner import post_json, start_sandbox
+from cs_posthog.sync.state import MAIN_STREAM, SyncState
+from helpers import run_cli
+from sync_expected import Sandbox, bag, expected_events
+from test_sync_engine import SELECTED, Received, make_config, since_of, sync
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with start_sandbox(events=2500, persons=200, customers=30, seed=21, id_type="string") as proc:
+        yield Sandbox(proc.info)
+
+
+@pytest.fixture
+def env(sandbox, monkeypatch):
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sandbox.info["api_key"])
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sandbox.info["customerscore_api_key"])
+    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    return sandbox
+
+
+def _state() -> tuple[dict, int, int]:
+    with SyncState(get_paths().state_db) as st:
+        main = st.stream(MAIN_STREAM)
+        return (main.cursor.as_dict() if main and main.cursor else {}), st.delivered_count(), st.contacts_count()
+
+
+def _edit_config(**posthog) -> None:
+    path = get_paths().config_file
+    data = tomllib.loads(path.read_text())
+    data["posthog"].update(posthog)
+    path.write_text(tomli_w.dumps(data))
+
+
+# --- 2. a failed run resets nothing -----------------------------------------------------------------
+def test_a_mistyped_project_fails_before_anything_is_reset(env, home):
+    sb = env
+    make_config(sb, filters=[])
+    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 0, r.stderr
+    before = _state()
+    assert before[0] and before[1] > 0 and before[2] > 0
+
+    _edit_config(project_id=sb.info["project_id"] + 999)  # a project PostHog does not have
+    r = run_cli("sync", "--json")
+    assert r.exit_code != 0
+    assert _state() == before  # cursors, delivered uuids, fingerprints: untouched
+
+    _edit_config(project_id=sb.info["project_id"])
+    got = Received(sb)
+    r = run_cli("sync", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert got("events") == [] and got("contacts") == []
+    assert report["contacts_sent"] == 0 and report["mode"] == "incremental"
+
+
+def test_the_same_project_through_another_host_name_is_not_a_new_project(env, home):
+    sb = env
+    make_config(sb, filters=[])
+    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 0, r.stderr
+    before = _state()
+    _edit_config(host=sb.ph.replace("127.0.0.1", "localhost") + "/")
+    got = Received(sb)
+    r = run_cli("sync", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert got("events") == [] and got("contacts") == []
+    assert "project changed" not in r.stdout
+    after = _state()
+    assert after[0]["created_at"] >= before[0]["created_at"] and after[2] == before[2]  # nothing started over
+
+
+def test_a_boolean_is_no_project_id(env, home):
+    make_config(env, filters=[])
+    path = get_paths().config_file
+    path.write_text(path.read_text().replace(f"project_id = {env.info['project_id']}", "project_id = true"))
+    r = run_cli("sync", "--json")
+    assert r.exit_code == 78
+    assert "project_id" in r.stderr and "integer" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") <= 2  # one line and a hint
+
+
+# --- 3. a re-added event resumes where it stopped -----------------------------------------------
+def test_a_deselected_then_reselected_event_resumes_where_it_stopped(env, home):
+    sb = env
+    since = since_of(sb)
+    everything = Received(sb)
+    cfg = make_config(sb, filters=[])
+    report, error = sync(cfg, since=since)
+    assert error is None, error
+    gone = SELECTED[1]
+    cfg = make_config(sb, filters=[], selected=[e for e in SELECTED if e != gone])
+    report, error = sync(cfg)
+    assert error is None, error
+    # while it is not selected, two more of it arrive, and one of another event
+    person = next(p for p in sb.persons().values() if p["properties"].get(sb.info["customer_property"]))
+    post_json(sb.ph + "/_sandbox/events", [{"event": gone, "person_id": person["id"]},
+                                           {"event": gone, "person_id": person["id"]}])
+    cfg = make_config(sb, filters=[])
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    assert [e["name"] for e in got("events")] == [gone, gone]  # only what it missed, once
+    want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=sb.info["customer_property"])
+    assert bag(everything("events")) == bag(want)
