@@ -43,11 +43,11 @@ class Region(str, Enum):
 class PostHogSettings(_Model):
     region: Region
     host: str = Field(description="Base URL of the PostHog API for this project")
-    project_id: int = Field(gt=0)
+    project_id: int = Field(gt=0, strict=True)  # strict: `true` is no project id
     project_name: str = ""
     timezone: str = "UTC"
     # Accounts still on PostHog's old limit of 120 HogQL queries an hour can lower this.
-    query_budget_per_hour: int = Field(default=2400, gt=0, le=2400)
+    query_budget_per_hour: int = Field(default=2400, gt=0, le=2400, strict=True)
     # PostHog's throttle tier for /query/, found out by a sync (a 429 that reveals the legacy tier,
     # 120 queries an hour): None is unknown, paced as "current" (2,400 an hour).
     query_tier: Literal["current", "legacy"] | None = None
@@ -79,10 +79,21 @@ class CustomerscoreSettings(_Model):
     @field_validator("tracker_key")
     @classmethod
     def _tracker(cls, v: str) -> str:
-        v = v.strip()
+        v = no_key(v.strip())
         if not v.startswith("CS-"):
             raise ValueError("a tracker key starts with 'CS-'")
         return v
+
+
+def no_key(v: str) -> str:
+    """Refuse a config value that is, or holds, an API key (one of the stored keys, or anything
+    shaped like a PostHog personal key): it would be printed by warnings and `status`, and sent to
+    PostHog inside queries. The reason shows the key masked. Every text field goes through it."""
+    from cs_posthog.secrets import key_in_value
+
+    if isinstance(v, str) and (why := key_in_value(v)) is not None:
+        raise ValueError(why)
+    return v
 
 
 def _queryable_name(v: str) -> str:
@@ -90,7 +101,7 @@ def _queryable_name(v: str) -> str:
     drops it and reads another property)."""
     if "\0" in v:
         raise ValueError("a property name cannot contain a NUL character")
-    return v
+    return no_key(v)
 
 
 class Identification(_Model):
@@ -126,6 +137,7 @@ class PersonFilter(_Model):
     value: str | None = None
 
     _name = field_validator("property")(_queryable_name)
+    _no_key = field_validator("value")(no_key)
 
     @model_validator(mode="after")
     def _value(self) -> "PersonFilter":
@@ -151,6 +163,7 @@ class EventsSettings(_Model):
         for name in v:
             if not name:
                 raise ValueError("an event name is empty")
+            no_key(name)
             if name not in out:
                 out.append(name)
         return out
@@ -165,9 +178,9 @@ class PersonsSettings(_Model):
 
 
 class SyncSettings(_Model):
-    backfill_days: int = Field(default=30, ge=1, le=3650)
-    overlap_minutes: int = Field(default=10, ge=0, le=24 * 60)
-    max_lateness_days: int = Field(default=3, ge=1, le=90)
+    backfill_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    overlap_minutes: int = Field(default=10, ge=0, le=24 * 60, strict=True)
+    max_lateness_days: int = Field(default=3, ge=1, le=90, strict=True)
 
 
 class Config(_Model):
@@ -212,7 +225,7 @@ def check_base_url(v: str) -> str:
     """An http(s) origin without trailing slash; plain http only for loopback."""
     from urllib.parse import urlsplit
 
-    v = v.strip().rstrip("/")
+    v = no_key(v.strip().rstrip("/"))
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {v!r}")
