@@ -118,3 +118,68 @@ def test_a_deselected_then_reselected_event_resumes_where_it_stopped(env, home):
     assert [e["name"] for e in got("events")] == [gone, gone]  # only what it missed, once
     want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=sb.info["customer_property"])
     assert bag(everything("events")) == bag(want)
+
+
+# --- 5. one uuid in two rows far apart -----------------------------------------------------------
+def test_a_uuid_ingested_again_hours_later_is_not_sent_twice(env, home):
+    """An SDK retrying a batch long after: PostHog stores the same uuid again, ingested hours later
+    (more than the overlap, within max_lateness_days)."""
+    from datetime import UTC, datetime, timedelta
+
+    sb = env
+    cfg = make_config(sb, filters=[])
+    report, error = sync(cfg, since=since_of(sb))
+    assert error is None, error
+    person = next(p for p in sb.persons().values() if p["properties"].get(sb.info["customer_property"]))
+    now = datetime.now(UTC)
+
+    def post(created: datetime, **kw) -> str:
+        row = {"event": SELECTED[0], "person_id": person["id"], "timestamp": now.isoformat(),
+               "created_at": created.isoformat(), **kw}
+        return post_json(sb.ph + "/_sandbox/events?keep_created_at=1", [row])["uuids"][0]
+
+    uuid = post(now)
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    assert len(got("events")) == 1
+    for hours in (1, 2):  # two more runs: the cursor moves on, hours past the first copy
+        post(now + timedelta(hours=hours))
+        report, error = sync(cfg)
+        assert error is None, error
+    # the same uuid again, ingested 3 hours after the first copy (the overlap is 10 minutes)
+    post(now + timedelta(hours=3), uuid=uuid)
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    assert got("events") == [] and report.events_duplicates_dropped == 1
+
+
+# --- 6. two Persons, one contact id ----------------------------------------------------------------
+def test_persons_sharing_a_contact_id_send_one_contact_once(env, home):
+    sb = env
+    prop = sb.info["customer_property"]
+    customers = sorted(sb.customers())
+    email = "shared.inbox@example.com"
+    older, newer = post_json(sb.ph + "/_sandbox/persons", [
+        {"properties": {prop: customers[0], "email": email, "name": "Old"}, "created_at": "2026-01-01T00:00:00Z"},
+        {"properties": {prop: customers[1], "email": email, "name": "New"}, "created_at": "2026-02-01T00:00:00Z"},
+    ])["ids"]
+    cfg = make_config(sb, filters=[])
+    cfg = cfg.model_copy(update={"persons": cfg.persons.model_copy(update={"contact_id": "email"})})
+    from cs_posthog.config import save_config
+
+    save_config(cfg)
+    got = Received(sb)
+    # pages of one Person: the two are never in the same page
+    report, error = sync(cfg, since=since_of(sb), persons_page_size=1)
+    assert error is None, error
+    mine = [c for c in got("contacts") if c["contact_external_id"] == email]
+    assert mine == [{"customer_external_id": customers[1], "contact_external_id": email, "contact_name": "New",
+                     "attributes": {"email": email}}]
+    assert report.contacts_skipped_duplicate_id >= 1
+    got = Received(sb)
+    report, error = sync(cfg, persons_page_size=1)
+    assert error is None, error
+    assert [c for c in got("contacts") if c["contact_external_id"] == email] == []  # not flipping back
+    post_json(sb.ph + "/_sandbox/persons", [{"id": older, "properties": {}}, {"id": newer, "properties": {}}])

@@ -12,6 +12,7 @@ Exit codes (README, ``--help``), in the style of BSD's sysexits.h where one fits
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -180,6 +181,36 @@ class RedirectedError(ApiError):
     def __init__(self, message: str, *, location: str | None = None, **kw) -> None:
         super().__init__(message, **kw)
         self.location = location
+
+    @classmethod
+    def from_response(cls, resp: Any, *, service: str, setting: str) -> RedirectedError:
+        """From an httpx 3xx response: where it points, and the base URL to configure instead when
+        the redirect keeps the API path (a moved host, http -> https)."""
+        from urllib.parse import urljoin, urlsplit
+
+        status = resp.status_code
+        try:
+            url = str(resp.request.url)
+        except RuntimeError:  # a response made without its request (tests)
+            url = ""
+        location = (resp.headers.get("location") or "").strip()
+        target = urljoin(url, location) if location else ""
+        req_path, new = urlsplit(url).path, urlsplit(target)
+        base = ""
+        if target and new.scheme in ("http", "https") and req_path and new.path.endswith(req_path):
+            base = f"{new.scheme}://{new.netloc}{new.path[: len(new.path) - len(req_path)]}".rstrip("/")
+        where = f" for {url}" if url else ""
+        if not target:
+            message = f"{service} answered with a redirect ({status}){where} without saying where to"
+        else:
+            message = f"{service} answered with a redirect ({status}){where} to {target}"
+        if base:
+            hint = f"The {setting} has moved: use {base} (`cs-posthog edit credentials`)."
+        else:
+            hint = (f"The {setting} does not lead straight to {service}'s API (a login page, a proxy?): "
+                    "check it (`cs-posthog edit credentials`).")
+        return cls(message, hint=hint, location=target or None, service=service, status=status)
+
 
 
 class UnexpectedAnswerError(ApiError):

@@ -26,6 +26,9 @@ SUMMARY_FIELDS = (
 )
 
 
+SINCE_RANGE_HINT = "Give a date from 1970-01-01 to today, e.g. --since 2024-03-01 (PostHog keeps no earlier events)."
+
+
 def parse_since(text: str | None) -> Any:
     """``--since YYYY-MM-DD`` (or a full ISO timestamp) as an aware UTC datetime."""
     if text is None:
@@ -43,6 +46,10 @@ def parse_since(text: str | None) -> Any:
             dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     except ValueError:
         raise UsageError(f"--since: {text!r} is not a date (YYYY-MM-DD)", hint="For example: --since 2024-03-01") from None
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is a UTC instant before year 1
+        raise UsageError(f"--since: {text!r} is out of range", hint=SINCE_RANGE_HINT) from None
+    if dt < datetime(1970, 1, 1, tzinfo=UTC):  # the sync's windows reach back from it (overlap, lateness): keep them in range
+        raise UsageError(f"--since: {text!r} is before 1970-01-01", hint=SINCE_RANGE_HINT)
     if dt > datetime.now(UTC):
         raise UsageError(f"--since: {text} is in the future")
     return dt

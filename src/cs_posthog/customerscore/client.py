@@ -219,6 +219,13 @@ def _detail(resp: httpx.Response) -> str:
     return text[:200] if text and not text.startswith("<") else ""
 
 
+def _redirected(resp: httpx.Response) -> ApiError:
+    """A 3xx (the client follows none: the key must not travel to another host): the URL to fix, 78."""
+    from cs_posthog.errors import RedirectedError
+
+    return RedirectedError.from_response(resp, service=SERVICE, setting="Customerscore API URL")
+
+
 def classify(resp: httpx.Response) -> ApiError:
     """A non-2xx, non-429, non-5xx Customerscore answer as a typed error."""
     status = resp.status_code
@@ -227,6 +234,8 @@ def classify(resp: httpx.Response) -> ApiError:
     code = error_body(resp).get("error")
     common = {"service": SERVICE, "status": status, "detail": detail or None,
               "code": code if isinstance(code, str) else None}
+    if 300 <= status < 400:
+        return _redirected(resp)
     if status == 401 and common["code"] == "invalid_tracker_key":
         return AuthError(
             f"Customerscore rejected the tracker key (401){suffix}",

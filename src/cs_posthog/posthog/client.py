@@ -66,6 +66,7 @@ from cs_posthog.errors import (
     PersonalKeysNotAllowedError,
     QueryError,
     UnavailableError,
+    UnexpectedAnswerError,
     UsageError,
 )
 from cs_posthog.http import (
@@ -308,6 +309,8 @@ def classify(resp: httpx.Response) -> ApiError:
     common: dict[str, Any] = {"service": SERVICE, "status": status, "code": code, "detail": detail or None}
     suffix = f": {detail}" if detail else ""
     path = _path_of(resp)
+    if 300 <= status < 400:
+        return _redirected(resp)
     if status == 401:
         if code == "not_authenticated":
             return AuthError("PostHog got no API key (401)", hint="Set the personal API key (phx_...).", **common)
@@ -373,6 +376,72 @@ def classify(resp: httpx.Response) -> ApiError:
     if status == 400 and (path.rstrip("/").endswith("/query") or (code or "").startswith("hogql")):
         return QueryError(f"PostHog rejected a HogQL query{suffix}", **common)
     return BadRequestError(f"PostHog rejected the request ({status}){suffix}", **common)
+
+
+_STR_TYPES = frozenset({"String", "FixedString", "UUID", "Date", "Date32", "DateTime", "DateTime64", "Enum8",
+                        "Enum16", "IPv4", "IPv6"})
+_INT_TYPES = frozenset(f"{u}Int{n}" for u in ("", "U") for n in (8, 16, 32, 64, 128, 256))
+_FLOAT_TYPES = frozenset({"Float32", "Float64"})
+
+
+def _python_types(ch_type: str) -> frozenset[type] | None:
+    """The JSON value types a ClickHouse column type arrives as (None also allowed: PostHog's types do
+    not always say Nullable), or None when it is not checked (arrays, tuples, maps, decimals...)."""
+    t = ch_type.strip()
+    for wrapper in ("Nullable(", "LowCardinality("):
+        while t.startswith(wrapper) and t.endswith(")"):
+            t = t[len(wrapper):-1].strip()
+    base = t.split("(", 1)[0]
+    if base in _STR_TYPES:
+        return frozenset({str, type(None)})
+    if base in _INT_TYPES:
+        return frozenset({int, type(None)})
+    if base in _FLOAT_TYPES:
+        return frozenset({int, float, type(None)})
+    if base == "Bool":
+        return frozenset({bool, int, type(None)})
+    return None
+
+
+def malformed_rows(results: list[Any], width: int, types: list[str]) -> str | None:
+    """What is wrong with a query's result rows, or None: every row a list of ``width`` values (when
+    the answer names its columns), each of the JSON type its column's ClickHouse type arrives as.
+    Pages of text columns (every sync page) pass in one pass over the values."""
+    from itertools import chain
+    from operator import itemgetter
+
+    if not set(map(type, results)) <= {list}:
+        i, row = next((i, r) for i, r in enumerate(results) if type(r) is not list)
+        return f"row {i + 1} is {type(row).__name__} {_shown(row)}, not a list of values"
+    if width:
+        if set(map(len, results)) - {width}:
+            i, row = next((i, r) for i, r in enumerate(results) if len(r) != width)
+            return f"row {i + 1} has {len(row)} values for {width} columns: {_shown(row)}"
+    if not results or len(types) != (width or len(results[0])):
+        return None
+    allowed = [_python_types(t) for t in types]
+    seen = set(map(type, chain.from_iterable(results)))
+    if all(a is None or seen <= a for a in allowed):
+        return None
+    for col, ok in enumerate(allowed):
+        if ok is None or set(map(type, map(itemgetter(col), results))) <= ok:
+            continue
+        i, row = next((i, r) for i, r in enumerate(results) if type(r[col]) not in ok)
+        return (f"row {i + 1}, column {col + 1} ({types[col]}) holds {type(row[col]).__name__} "
+                f"{_shown(row[col])}")
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _redirected(resp: httpx.Response) -> ApiError:
+    """A 3xx (the client follows none: the key must not travel to another host): the host to fix, 78."""
+    from cs_posthog.errors import RedirectedError
+
+    return RedirectedError.from_response(resp, service=SERVICE, setting="PostHog host")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -769,8 +838,17 @@ class PostHogClient:
                 types.append(str(t[1]))
             else:
                 types.append(str(t))
+        columns = [str(c) for c in data.get("columns") or []]
+        problem = malformed_rows(results, len(columns), types)
+        if problem is not None:
+            raise UnexpectedAnswerError(
+                f"PostHog's answer to the query {name!r} is malformed: {problem}",
+                hint="That is not how PostHog's query API answers (a proxy in between, or a change in PostHog?); "
+                "try again later, and report it with --debug output if it persists.",
+                service=SERVICE, status=code,
+            )
         return QueryResult(
-            columns=[str(c) for c in data.get("columns") or []],
+            columns=columns,
             types=types,
             results=[r if type(r) is list else list(r) for r in results],
             has_more=data.get("hasMore"),

@@ -137,6 +137,7 @@ class Report:
     contacts_skipped_no_customer: int = 0
     contacts_skipped_no_contact_id: int = 0
     contacts_skipped_invalid: int = 0
+    contacts_skipped_duplicate_id: int = 0  # Persons sharing a contact id with a more recently created one
     contacts_rejected: int = 0
     contacts_no_longer_matching: int | None = None
     customers_referenced: int = 0
@@ -235,6 +236,7 @@ class SyncEngine:
         self._persons_init = True  # this run's Persons scan fills persons_seen without backfilling
         self._dry_new_persons: list[str] = []
         self._resume_start: dict[str, tuple[str, str]] = {}
+        self._contact_losers: set[str] = set()
         self.error: BaseException | None = None
         if self.opt.dry_run:
             self.report.sample = {"events": [], "contacts": []}
@@ -751,7 +753,9 @@ class SyncEngine:
             self._emit("events", sent=len(sendable))
             return seen
         # (nothing is pruned while a backfill runs: its own deliveries are far behind the cursors)
-        horizon = None if backfill else self.state.prune_horizon(self.overlap)
+        # delivered uuids are kept as long as the lateness contract: PostHog may hold one uuid in two
+        # rows ingested far apart (an SDK retrying a batch much later), not just within the overlap (2)
+        horizon = None if backfill else self.state.prune_horizon(max(self.overlap, self.lateness))
         batches = [[i for i, _ in b] for b in batched((i, page[i].payload) for i in sendable)]  # page indexes
         lo = 0
         marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
@@ -945,6 +949,7 @@ class SyncEngine:
         def build(after: str | None) -> tuple[str, dict[str, Any]]:
             return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after)
 
+        self._contact_losers = self._duplicate_contact_losers(filters)
         ignore_fps = self._ignore_state or self._ignore_fingerprints
         can_seen = not self._ignore_state and (not self.opt.dry_run or self.state.persons_ready())
         pages = self._paged(build, lambda row: str(row[Q.P_ID]), self.opt.persons_page_size, "cs-posthog sync persons")
@@ -989,6 +994,33 @@ class SyncEngine:
             rep.contacts_no_longer_matching = self.state.contacts_not_seen_since(self.run_id)
         rep.customers_referenced = len(self._customers)
 
+    def _duplicate_contact_losers(self, filters: list[Any]) -> set[str]:
+        """Persons to sync who share their contact id (a property: e.g. email) with another: the most
+        recently created one (then the greatest id) is the contact, the others are skipped and counted,
+        so that one contact is sent once and does not flip between customers from run to run."""
+        if self.contact_prop is None:
+            return set()
+        try:
+            sql, values = Q.duplicate_contact_ids(filters, customer_property=self.customer_prop,
+                                                  contact_property=self.contact_prop)
+            dups = [row[0] for row in self._query(sql, values, "cs-posthog sync duplicate contact ids").results]
+            losers: set[str] = set()
+            for i in range(0, len(dups), BACKFILL_PERSONS):
+                sql, values = Q.persons_with_contact_ids(filters, dups[i : i + BACKFILL_PERSONS],
+                                                         customer_property=self.customer_prop,
+                                                         contact_property=self.contact_prop)
+                best: dict[str, tuple[str, str]] = {}
+                rows = self._query(sql, values, "cs-posthog sync duplicate contacts").results
+                for pid, created, raw in rows:
+                    cand = (norm_ts(created), str(pid))
+                    if raw not in best or cand > best[raw]:
+                        best[raw] = cand
+                losers.update(str(pid) for pid, _, raw in rows if best[raw][1] != str(pid))
+            return losers
+        except CsPosthogError as exc:  # without it, contacts are sent as before: nothing is lost
+            log.info("could not look for duplicate contact ids: %s", exc)
+            return set()
+
     def _note_attachable(self, person_ids: list[str]) -> None:
         """Record the attachable Persons of one page: all of them while ``persons_seen`` is being
         filled (first sync, or a state from before it existed), else the new ones as pending."""
@@ -1028,6 +1060,10 @@ class SyncEngine:
                 continue
             if contact is None:
                 rep.contacts_skipped_no_contact_id += 1
+                skipped += 1
+                continue
+            if self._contact_losers and str(row[Q.P_ID]) in self._contact_losers:
+                rep.contacts_skipped_duplicate_id += 1
                 skipped += 1
                 continue
             if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX:

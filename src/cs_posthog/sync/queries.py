@@ -24,6 +24,7 @@ from typing import Any
 from cs_posthog.posthog.hogql import (
     RAW_NO_ID,
     Params,
+    compile_filters,
     has_id,
     persons_page_query,
     raw_ref,
@@ -144,3 +145,39 @@ def persons_count(customer_property: str) -> tuple[str, dict[str, Any]]:
     return f"SELECT count() FROM persons WHERE {has_id(customer_property, p)}", p.values
 
 
+
+
+def _contact_conditions(filters: Sequence[Any], customer_property: str, contact_property: str, p: Params) -> list[str]:
+    from cs_posthog.config import Operator, PersonFilter
+
+    locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
+    extra = [f for f in filters if f != locked]
+    conds = [has_id(customer_property, p), has_id(contact_property, p)]
+    if extra:
+        conds.append(compile_filters(extra, params=p)[0])
+    return conds
+
+
+def duplicate_contact_ids(
+    filters: Sequence[Any], *, customer_property: str, contact_property: str
+) -> tuple[str, dict[str, Any]]:
+    """The contact ids (raw JSON text) that more than one of the Persons to sync holds."""
+    p = Params()
+    ref = raw_ref(contact_property, p)
+    conds = _contact_conditions(filters, customer_property, contact_property, p)
+    sql = (f"SELECT {ref} AS c FROM persons WHERE {' AND '.join(f'({c})' for c in conds)} "
+           "GROUP BY c HAVING count() > 1 ORDER BY c LIMIT 50000")
+    return sql, p.values
+
+
+def persons_with_contact_ids(
+    filters: Sequence[Any], raw_ids: Sequence[str], *, customer_property: str, contact_property: str
+) -> tuple[str, dict[str, Any]]:
+    """id, created_at and contact id (raw) of the Persons to sync holding one of ``raw_ids``."""
+    p = Params()
+    ref = raw_ref(contact_property, p)
+    conds = _contact_conditions(filters, customer_property, contact_property, p)
+    conds.append(f"{ref} IN ({', '.join(p.add('c', v, reuse=False) for v in raw_ids)})")
+    sql = (f"SELECT id, created_at, {ref} FROM persons WHERE {' AND '.join(f'({c})' for c in conds)} "
+           "ORDER BY id LIMIT 50000")
+    return sql, p.values
