@@ -183,3 +183,44 @@ def test_persons_sharing_a_contact_id_send_one_contact_once(env, home):
     assert error is None, error
     assert [c for c in got("contacts") if c["contact_external_id"] == email] == []  # not flipping back
     post_json(sb.ph + "/_sandbox/persons", [{"id": older, "properties": {}}, {"id": newer, "properties": {}}])
+
+
+# --- 12. a damaged state database -------------------------------------------------------------------
+@pytest.mark.parametrize("damage", [
+    "UPDATE streams SET events = 'not json'",
+    "UPDATE streams SET events = '{\"a\": 1}'",
+    "UPDATE streams SET cursor_created_at = 'yesterday'",
+    "UPDATE streams SET floor = '2026-13-45'",
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('dropped_events', '{bad')",
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('skip_count_upto', 'soon')",
+    "DROP TABLE contacts; CREATE TABLE contacts (x TEXT)",
+])
+def test_a_damaged_state_is_one_line_naming_the_file(env, home, damage):
+    sb = env
+    make_config(sb, filters=[])
+    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 0, r.stderr
+    db = get_paths().state_db
+    with sqlite3.connect(db) as conn:
+        conn.executescript(damage)
+    got = Received(sb)
+    r = run_cli("sync")
+    assert r.exit_code == 78, (r.exit_code, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert str(db) in lines[0] and "cannot be used" in lines[0] and lines[1].startswith("hint:"), r.stderr
+    assert "Traceback" not in r.stderr
+    assert got("events") == [] and got("contacts") == []
+
+
+def test_status_shows_a_run_whose_summary_is_damaged(env, home):
+    sb = env
+    make_config(sb, filters=[])
+    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 0, r.stderr
+    with sqlite3.connect(get_paths().state_db) as conn:
+        conn.execute("UPDATE runs SET summary = '{not json'")
+    r = run_cli("status")
+    assert r.exit_code == 0, r.stderr
+    assert "ok" in r.stdout
+    r = run_cli("status", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["last_runs"][0]["summary"] is None

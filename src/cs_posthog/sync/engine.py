@@ -237,6 +237,7 @@ class SyncEngine:
         self._dry_new_persons: list[str] = []
         self._resume_start: dict[str, tuple[str, str]] = {}
         self._contact_losers: set[str] = set()
+        self._skip_mark: str | None = None
         self.error: BaseException | None = None
         if self.opt.dry_run:
             self.report.sample = {"events": [], "contacts": []}
@@ -307,6 +308,7 @@ class SyncEngine:
             )
         if not self.opt.full and (self._ignore_state or main is None or main.cursor is None):
             rep.mode = "first"
+        self._skip_mark = st.time_meta("skip_count_upto")  # (read now: a damaged state fails before any send)
         # PostHog answers for the project first: a mistyped id fails here, before anything is reset (11)
         ident = self._project_identity()
         old_ident = st.get_meta("events_project")
@@ -326,6 +328,7 @@ class SyncEngine:
             if not same_project and st.streams():
                 rep.warnings.append("the PostHog project changed: events start over")
                 st.reset()
+                self._skip_mark = None
             st.set_meta("events_project", ident)
             if not same_contacts:
                 st.clear_fingerprints()  # invariant 9
@@ -381,7 +384,7 @@ class SyncEngine:
         import hashlib
         import json
 
-        dropped: dict[str, list[str]] = {} if self._ignore_state else json.loads(self.state.get_meta(DROPPED_KEY) or "{}")
+        dropped: dict[str, list[str]] = {} if self._ignore_state else self.state.json_meta(DROPPED_KEY, {})
         for s in [main, *existing.values()]:
             if s.cursor is not None:
                 for e in s.events:
@@ -413,7 +416,7 @@ class SyncEngine:
             name = "catchup:" + hashlib.sha256("\0".join(fresh).encode()).hexdigest()[:12]
             out.append(Stream(name, fresh, floor, None, ""))
         if not self.opt.dry_run:
-            starts = json.loads(self.state.get_meta(RESUME_KEY) or "{}")
+            starts = self.state.json_meta(RESUME_KEY, {})
             starts.update({k: list(v) for k, v in self._resume_start.items()})
             live = {s.name for s in out}
             self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
@@ -894,7 +897,7 @@ class SyncEngine:
         for those with it); they are counted once per run over the range this run covered, from a
         watermark kept in the state so that nothing is counted twice."""
         main = self._streams[-1]
-        mark = None if self._ignore_state else self.state.get_meta("skip_count_upto")
+        mark = None if self._ignore_state else self._skip_mark
         upto = fmt_ts(utcnow())
         after = mark or (start.created_at if start else None)
         try:

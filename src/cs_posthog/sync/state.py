@@ -261,6 +261,7 @@ class SyncState:
                     f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
                 )
                 _check_schema(self._db)
+                self._check_columns()
             return
         from cs_posthog.paths import ensure_private_dir
 
@@ -283,6 +284,29 @@ class SyncState:
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self._check_columns()
+
+    _COLUMNS = {
+        "meta": {"key", "value"},
+        "streams": {"name", "events", "floor", "cursor_created_at", "cursor_uuid", "updated_at"},
+        "delivered": {"uuid", "created_at", "skipped"},
+        "inflight": {"uuid", "created_at", "marked_at"},
+        "contacts": {"contact_id", "customer_id", "fingerprint", "sent_at", "seen_run"},
+        "persons_seen": {"person_id", "pending"},
+        "runs": {"id", "started_at", "finished_at", "status", "mode", "pid", "summary", "error"},
+    }
+
+    def _check_columns(self) -> None:
+        """A database whose tables are not ours (another program's file, or a schema from elsewhere)
+        is refused at once, naming the file, instead of failing in the middle of a run."""
+        assert self._db is not None
+        for table, needed in self._COLUMNS.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if self.readonly:
+                needed = needed - {"skipped"}  # (added by the next writable open of an older state)
+            if have and not needed <= have:
+                missing = ", ".join(sorted(needed - have))
+                raise self.damaged(f"its {table} table is not cs-posthog's (no {missing})")
 
     # --- plumbing ----------------------------------------------------------------------------
     def close(self) -> None:
@@ -334,13 +358,62 @@ class SyncState:
 
     # --- streams (event cursors) -------------------------------------------------------------
     def streams(self) -> list[Stream]:
-        rows = self._read(
-            "SELECT name, events, floor, cursor_created_at, cursor_uuid, updated_at FROM streams ORDER BY name"
-        )
+        """The event cursors. A row that cannot be one (events not a JSON list of names, a floor or
+        cursor that is not a time) makes the whole state unusable: exit 78 naming the file, rather
+        than a guess that could skip or resend events."""
+        try:
+            rows = self._read(
+                "SELECT name, events, floor, cursor_created_at, cursor_uuid, updated_at FROM streams ORDER BY name"
+            )
+        except sqlite3.OperationalError as exc:  # a foreign schema: no such column
+            raise self.damaged(f"the streams table is not cs-posthog's ({exc})") from None
         out = []
         for name, events, floor, cc, cu, updated in rows:
-            out.append(Stream(name, json.loads(events), floor, Cursor(cc, cu) if cc else None, updated))
+            try:
+                names = json.loads(events)
+                if not isinstance(names, list) or not all(isinstance(e, str) for e in names):
+                    raise ValueError("events is not a list of names")
+                floor = norm_ts(floor)
+                cursor = Cursor(norm_ts(cc), str(cu)) if cc else None
+                if cursor is not None and not cu:
+                    raise ValueError("a cursor without its uuid")
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise self.damaged(f"event stream {str(name)!r} is damaged ({exc})") from None
+            out.append(Stream(str(name), names, floor, cursor, updated))
         return out
+
+    def damaged(self, what: str) -> Exception:
+        """The ConfigError (78) for a state database whose content cs-posthog cannot trust."""
+        from cs_posthog.errors import ConfigError
+
+        return ConfigError(
+            f"{self.path}: the sync state cannot be used: {what}",
+            hint=f"If it is damaged, move it away (mv {self.path} {self.path}.damaged): the next sync then starts "
+            "as a first sync and sends the backfill window and every contact again.",
+        )
+
+    def json_meta(self, key: str, default: Any) -> Any:
+        """A JSON value kept in ``meta`` (``default`` when absent); damaged JSON is a damaged state."""
+        raw = self.get_meta(key)
+        if raw is None:
+            return default
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise self.damaged(f"meta {key!r} is not JSON") from None
+        if not isinstance(value, type(default)):
+            raise self.damaged(f"meta {key!r} is not a {type(default).__name__}")
+        return value
+
+    def time_meta(self, key: str) -> str | None:
+        """A time kept in ``meta`` in the canonical form; anything else is a damaged state."""
+        raw = self.get_meta(key)
+        if raw is None:
+            return None
+        try:
+            return norm_ts(raw)
+        except (ValueError, TypeError, OverflowError):
+            raise self.damaged(f"meta {key!r} is not a time") from None
 
     def stream(self, name: str) -> Stream | None:
         for s in self.streams():
@@ -672,9 +745,18 @@ class SyncState:
             "SELECT id, started_at, finished_at, status, mode, pid, summary, error FROM runs ORDER BY id DESC LIMIT ?",
             (n,),
         )
-        return [
-            RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None, r[7]) for r in rows
-        ]
+        return [RunRecord(r[0], r[1], r[2], r[3], r[4], r[5], _summary(r[6]), r[7]) for r in rows]
+
+
+def _summary(raw: Any) -> dict[str, Any] | None:
+    """A run's stored report; one that is not a JSON object reads as none (status shows the run)."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # --- the lock --------------------------------------------------------------------------------
