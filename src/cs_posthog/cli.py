@@ -12,18 +12,28 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar
 
-import typer
-from typer._click.exceptions import NoArgsIsHelpError
-from typer._click.exceptions import UsageError as ClickUsageError  # Click's own, vendored by Typer
-from typer.core import TyperGroup
+from cs_posthog import interrupts
 
-from cs_posthog import __version__
-from cs_posthog.errors import CsPosthogError, ExitCode, NotBuiltError, UsageError
+if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the console script: SIGTERM
+    interrupts.install()  # while the heavy imports below run stops like Ctrl-C (``main`` does it for others)
+try:  # Ctrl-C while starting up: one line and 130, not a traceback
+    import typer
+    from typer._click.exceptions import NoArgsIsHelpError
+    from typer._click.exceptions import UsageError as ClickUsageError  # Click's own, vendored by Typer
+    from typer.core import TyperGroup
+
+    from cs_posthog import __version__
+    from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, NotBuiltError, UsageError, file_errno_error
+except KeyboardInterrupt as _exc:
+    interrupts.exit_now(_exc)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (also nothing new), 1 unexpected bug, 2 usage or bad input, "
+    "69 a service answered, but not as its API does, 73 a file cannot be created or written "
+    "(read-only, no permission), 74 disk full or I/O error, "
     "75 try again later (another sync running, API throttled or down), 77 not allowed "
-    "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted."
+    "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted (Ctrl-C), "
+    "143 terminated (SIGTERM)."
 )
 
 
@@ -45,6 +55,8 @@ class _UsageErrorsAsOneLine(TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as exc:
             _usage_error_exit(exc, info_name or "cs-posthog")
+        except KeyboardInterrupt as exc:  # Click would print "Aborted!" and exit 1
+            _interrupted_exit(exc)
 
     def resolve_command(self, ctx: Any, args: Any) -> Any:
         name, cmd, rest = super().resolve_command(ctx, args)
@@ -56,6 +68,14 @@ class _UsageErrorsAsOneLine(TyperGroup):
             return super().invoke(ctx)
         except ClickUsageError as exc:
             _usage_error_exit(exc, " ".join(filter(None, [ctx.command_path, ctx.meta.get("cs_posthog.command")])))
+        except KeyboardInterrupt as exc:  # outside a command's own handling (the root callback)
+            _interrupted_exit(exc)
+
+
+def _interrupted_exit(exc: BaseException | None = None) -> None:
+    err = interrupts.error_for(exc)
+    _render_error(err.message, err.hint, with_traceback=False)
+    raise typer.Exit(int(err.exit_code)) from None
 
 
 def _usage_error_exit(exc: Any, command_path: str) -> None:
@@ -132,22 +152,27 @@ def handle_errors(fn: F) -> F:
         except typer.Exit:
             raise
         except CsPosthogError as exc:
+            if isinstance(exc, Interrupted) and interrupts.terminated():  # the sync's stop, after SIGTERM
+                exc = interrupts.error_for()
             hint = exc.hint
             if hint is None and exc.exit_code == ExitCode.USAGE:
                 hint = f"See `cs-posthog {fn.__name__} --help`."
             _render_error(exc.message, hint)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
-            _render_error("interrupted", None)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C (130), or SIGTERM (143) turned into one by ``interrupts``
+            _interrupted_exit(exc)
         except Exception as exc:  # a bug: say so, point at --debug
-            if type(exc).__module__ == "sqlite3":  # the state file damaged in the middle of a run
+            if type(exc).__module__ == "sqlite3":  # the state file damaged, full or read-only mid-run
                 from cs_posthog.sync.state import unusable_state_error
 
                 err = unusable_state_error(exc)
                 if err is not None:
                     _render_error(err.message, err.hint)
                     raise typer.Exit(int(err.exit_code)) from None
+            ferr = file_errno_error(exc)  # a file of ours: disk full (74), read-only or not allowed (73)
+            if ferr is not None:
+                _render_error(ferr.message, ferr.hint)
+                raise typer.Exit(int(ferr.exit_code)) from None
             _render_error(
                 f"unexpected error: {type(exc).__name__}: {exc}",
                 "This is a bug in cs-posthog. Re-run with --debug for the traceback and report it.",
@@ -406,7 +431,11 @@ def _require_config():  # -> Config
 
 
 def main() -> None:
-    app(prog_name="cs-posthog")
+    interrupts.install()
+    try:
+        app(prog_name="cs-posthog")
+    except KeyboardInterrupt as exc:  # between Click's handling and ours: still one line, 130 / 143
+        interrupts.exit_now(exc)
 
 
 if __name__ == "__main__":

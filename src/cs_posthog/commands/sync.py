@@ -99,19 +99,17 @@ def execute(out: Any, cfg: Any, options: Any) -> Any:
 
 class _sigterm_as_interrupt:
     """SIGTERM (a service manager, `kill`) stops like Ctrl-C: the batch in flight is finished and
-    checkpointed, then exit 130. SIGKILL cannot be caught, and loses nothing either."""
+    checkpointed, then exit 143 (130 for Ctrl-C). SIGKILL cannot be caught, and loses nothing either."""
 
     def __enter__(self) -> None:
         import signal
         import threading
 
+        from cs_posthog.interrupts import on_sigterm
+
         self._old = None
         if threading.current_thread() is threading.main_thread():
-
-            def handler(signum: int, frame: Any) -> None:
-                raise KeyboardInterrupt
-
-            self._old = signal.signal(signal.SIGTERM, handler)
+            self._old = signal.signal(signal.SIGTERM, on_sigterm)
 
     def __exit__(self, *exc: object) -> None:
         import signal

@@ -53,20 +53,24 @@ class SandboxProcess:
             return ""
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code. The stderr file goes
+        whatever happens meanwhile (a second Ctrl-C or SIGTERM while waiting: the sandbox already
+        has its SIGTERM and removes its own database)."""
         try:
-            os.unlink(self._stderr_path)
-        except OSError:
-            pass
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+        finally:
+            if self.proc.stdout:
+                self.proc.stdout.close()
+            try:
+                os.unlink(self._stderr_path)
+            except OSError:
+                pass
         return self.proc.returncode
 
     def __enter__(self) -> SandboxProcess:
