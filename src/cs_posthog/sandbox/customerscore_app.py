@@ -160,6 +160,24 @@ def items_of(body: object, key: str) -> list:
     return items
 
 
+def _plain_string(value: object) -> bool:
+    return type(value) is str and len(value) <= MAX_STR and bool(value.strip())
+
+
+def _plain_event(e: object) -> bool:
+    """An event every check of ``_track`` passes (the common case), without building field paths."""
+    if type(e) is not dict:
+        return False
+    ts = e.get("timestamp")
+    ident = e.get("identification")
+    data = e.get("data")
+    return (type(ts) is int and ts >= 10**11 and _plain_string(e.get("name")) and type(ident) is dict
+            and _plain_string(ident.get("customer"))
+            and ("contact" not in ident or _plain_string(ident["contact"]))
+            and (data is None or (type(data) is dict and type(data.get("customer", {})) is dict
+                                  and type(data.get("contact", {})) is dict)))
+
+
 class CustomerscoreApp(App):
     name = "customerscore"
 
@@ -177,10 +195,15 @@ class CustomerscoreApp(App):
             for c in customers}
         self.store_dir = store_dir
         os.makedirs(store_dir, exist_ok=True)
+        # What was accepted is kept as the request bodies themselves (one write a request) plus, per
+        # request, where its body lies and which of its items were kept; the JSON lines of
+        # /_sandbox/received/* are made from them when read.
         self._files = {}
+        self._records: dict[str, list[tuple[int, int, str, tuple | None]]] = {}
         for what in ("events", "contacts", "customers"):
-            path = os.path.join(store_dir, f"received_{what}.jsonl")
+            path = os.path.join(store_dir, f"received_{what}.bodies")
             self._files[what] = open(path, "ab")  # noqa: SIM115 - lives as long as the app
+            self._records[what] = []
         for name in ("events_received", "events_dropped", "contacts_received", "contacts_dropped",
                      "customers_received"):
             self.stats.extra[name] = 0
@@ -237,11 +260,11 @@ class CustomerscoreApp(App):
             body = json.loads(req.body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise CSError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
-        return getattr(self, f"_{what}")(body)
+        return getattr(self, f"_{what}")(body, req.body)
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    def _contacts(self, body: object) -> Response:
+    def _contacts(self, body: object, raw: bytes = b"") -> Response:
         items = items_of(body, "contacts")
         v = _Validator()
         for i, c in enumerate(items):
@@ -256,12 +279,12 @@ class CustomerscoreApp(App):
         v.raise_if_any()
         with self._lock:
             kept = [c for c in items if c["customer_external_id"] in self.customers]
-            self._append("contacts", kept)
+            self._append("contacts", raw, "contacts", items, kept)
             self.stats.incr("contacts_received", len(kept))
             self.stats.incr("contacts_dropped", len(items) - len(kept))
         return json_response(200, {"status": "ok", "processed": len(items)})
 
-    def _customers(self, body: object) -> Response:
+    def _customers(self, body: object, raw: bytes = b"") -> Response:
         items = items_of(body, "customers")
         v = _Validator()
         for i, c in enumerate(items):
@@ -279,11 +302,11 @@ class CustomerscoreApp(App):
             for c in items:
                 self.customers[c["external_id"]] = {"external_id": c["external_id"], "name": c["name"],
                                                     "owner_email": c.get("owner_email")}
-            self._append("customers", items)
+            self._append("customers", raw, "customers", items, items)
             self.stats.incr("customers_received", len(items))
         return json_response(200, {"status": "ok", "processed": len(items)})
 
-    def _track(self, body: object) -> Response:
+    def _track(self, body: object, raw: bytes = b"") -> Response:
         if isinstance(body, dict) and body.get("trackerKey") != self.tracker_key:
             if body.get("trackerKey") is None:
                 raise CSError(400, "validation_error", "The request is invalid.",
@@ -292,6 +315,8 @@ class CustomerscoreApp(App):
         items = items_of(body, "events")
         v = _Validator()
         for i, e in enumerate(items):
+            if _plain_event(e):  # what the checks below accept, tested at once
+                continue
             where = f"events[{i}]"
             if not isinstance(e, dict):
                 v.add(where, "Must be an object.")
@@ -321,19 +346,26 @@ class CustomerscoreApp(App):
                             v.add(f"{where}.data.{part}", "Must be an object.")
         v.raise_if_any()
         with self._lock:
-            kept = [e for e in items if e["identification"]["customer"] in self.customers]
-            self._append("events", kept)
+            customers = self.customers
+            kept = [e for e in items if e["identification"]["customer"] in customers]
+            self._append("events", raw, "events", items, kept)
             self.stats.incr("events_received", len(kept))
             self.stats.incr("events_dropped", len(items) - len(kept))
         return json_response(200, {"status": "ok", "processed": len(items)})
 
-    def _append(self, what: str, items: list) -> None:
-        if not items:
+    def _append(self, what: str, raw: bytes, key: str, items: list, kept: list) -> None:
+        """Record the kept items of a request (called under the lock): its body once, and which items."""
+        if not kept:
             return
         fh = self._files[what]
-        fh.write("".join(json.dumps(x, ensure_ascii=False, separators=(",", ":")) + "\n"
-                         for x in items).encode("utf-8"))
-        fh.flush()
+        offset = fh.tell()
+        fh.write(raw)
+        if len(kept) == len(items):
+            picked = None
+        else:
+            ids = {id(x) for x in kept}
+            picked = tuple(i for i, x in enumerate(items) if id(x) in ids)
+        self._records[what].append((offset, len(raw), key, picked))
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -356,17 +388,25 @@ class CustomerscoreApp(App):
         with self._lock:
             fh = self._files[what]
             fh.flush()
-            size = fh.tell()
+            records = list(self._records[what])
             path = fh.name
 
         def blocks():
             with open(path, "rb") as rf:
-                remaining = size
-                while remaining > 0:
-                    block = rf.read(min(256 * 1024, remaining))
-                    if not block:
-                        break
-                    remaining -= len(block)
-                    yield block
+                buf: list[str] = []
+                size = 0
+                for offset, length, key, picked in records:
+                    rf.seek(offset)
+                    items = json.loads(rf.read(length).decode("utf-8"))[key]
+                    for i in (range(len(items)) if picked is None else picked):
+                        line = json.dumps(items[i], ensure_ascii=False, separators=(",", ":")) + "\n"
+                        buf.append(line)
+                        size += len(line)
+                    if size >= 256 * 1024:
+                        yield "".join(buf).encode("utf-8")
+                        buf.clear()
+                        size = 0
+                if buf:
+                    yield "".join(buf).encode("utf-8")
 
         return Response(200, blocks(), content_type="application/x-ndjson")

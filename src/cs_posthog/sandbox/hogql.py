@@ -106,7 +106,9 @@ ignores the event filter's narrowing of ClickHouse's sort key.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import sqlite3
 import sys
 import threading
@@ -123,6 +125,7 @@ from .hogql_compile import (
     POE_STAMPED,
     SQL_FUNCTIONS,
     Compiler,
+    PersonSource,
     Plan,
     Semantics,
     env_now,
@@ -140,7 +143,7 @@ from .hogql_errors import (
     query_error,
 )
 
-__all__ = ["ClickHouseQueryError", "DEFAULT_POE_MODE", "HogQLError", "MATERIALIZED_PERSON_PROPERTIES",
+__all__ = ["ClickHouseQueryError", "DEFAULT_POE_MODE", "HogQLError", "JSONRows", "MATERIALIZED_PERSON_PROPERTIES",
            "QueryTimeLimit", "ROWS_PER_SECOND", "SCHEMA_SQL", "create_schema", "dump_properties", "execute",
            "explain_query_plan", "max_cost_for_seconds", "parse", "prepare_connection", "query_cost"]
 
@@ -255,14 +258,42 @@ _ASTS = _LRU(512)
 _PLANS = _LRU(512)
 
 
+_TRAILING_LIMIT = re.compile(r"(?i)\bLIMIT\s+(\d{1,9})\s*$")
+_LIMIT_STANDIN = 987_654_321
+
+
 def _parsed(query: str) -> tuple[dict, list[str], bool, tuple]:
-    """(AST, placeholder names in order, has OFFSET, JSON-key placeholder names) for a query, cached."""
+    """(AST, placeholder names in order, has OFFSET, JSON-key placeholder names) for a query, cached.
+
+    Paged queries differ only in their trailing ``LIMIT n`` (the sync grows its pages): such a text
+    is parsed once with a stand-in number and the AST's top-level LIMIT constant set to ``n``."""
     hit = _ASTS.get(query)
-    if hit is None:
-        ast = parse(query)  # syntax errors are not cached: they are cheap to re-find
-        hit = (ast, _placeholder_names(ast), _has_offset(ast), json_key_placeholders(ast))
-        _ASTS.put(query, hit)
+    if hit is not None:
+        return hit
+    m = _TRAILING_LIMIT.search(query)
+    if m is not None:
+        shape = query[:m.start(1)] + str(_LIMIT_STANDIN) + query[m.end(1):]
+        base = _ASTS.get(shape)
+        if base is None:
+            try:
+                base = _parse_entry(shape)
+            except HogQLError:
+                base = None  # the original's own error (positions, text) comes from parsing it below
+            else:
+                _ASTS.put(shape, base)
+        lim = base[0].get("limit") if base is not None and base[0].get("node") == "SelectQuery" else None
+        if isinstance(lim, dict) and lim.get("node") == "Constant" and lim.get("value") == _LIMIT_STANDIN:
+            hit = ({**base[0], "limit": {**lim, "value": int(m.group(1))}}, *base[1:])
+            _ASTS.put(query, hit)
+            return hit
+    hit = _parse_entry(query)  # syntax errors are not cached: they are cheap to re-find
+    _ASTS.put(query, hit)
     return hit
+
+
+def _parse_entry(query: str) -> tuple[dict, list[str], bool, tuple]:
+    ast = parse(query)
+    return (ast, _placeholder_names(ast), _has_offset(ast), json_key_placeholders(ast))
 
 
 def json_key_placeholders(ast: dict) -> tuple:
@@ -385,6 +416,104 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA mmap_size={MMAP_SIZE}")
 
 
+# --- per-connection memo: what is known about the database while it does not change --------------
+# A connection sees the database unchanged while ``PRAGMA data_version`` (commits by other
+# connections) and its own ``total_changes`` (its own writes, committed or not) stay the same. What
+# the engine derives from the data per connection (the joined modes' Person tables, the cost
+# model's version) is kept until then. A connection is recognised by a marker table in its own
+# temporary schema (a new connection that happens to get a closed one's id() has none).
+class _ConnState:
+    __slots__ = ("marker", "key", "version", "tables")
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.key: tuple | None = None
+        self.version: tuple | None = None  # _table_stats' version of the database
+        self.tables: set[str] = set()  # PersonSource tables built since `key`
+
+
+_CONN_STATES: dict[int, _ConnState] = {}
+_CONN_LOCK = threading.Lock()
+_MARKERS = itertools.count(1)
+_MAX_PERSON_TABLES = 8  # per connection; more distinct shapes: the oldest are dropped
+
+
+def _temp_exists(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM temp.sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
+
+
+def _conn_state(conn: sqlite3.Connection) -> _ConnState:
+    """This connection's memo, emptied when the database may have changed since it was filled."""
+    st = _CONN_STATES.get(id(conn))
+    if st is not None and not _temp_exists(conn, st.marker):
+        st = None
+    if st is None:
+        st = _ConnState(f"sbx_conn_{next(_MARKERS)}")
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {st.marker} (x)")
+        with _CONN_LOCK:
+            if len(_CONN_STATES) > 1024:
+                _CONN_STATES.clear()
+            _CONN_STATES[id(conn)] = st
+    key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+    if st.key != key:
+        st.key = key
+        st.version = None
+        st.tables.clear()
+    return st
+
+
+def _person_relation(conn: sqlite3.Connection, source: PersonSource) -> str:
+    """What ``pj`` is joined to: the connection's temporary table of ``source`` (built now if the
+    database changed since), or the equivalent subquery when it cannot be built."""
+    table = "temp." + source.name
+    try:
+        st = _conn_state(conn)
+        if source.name in st.tables and _temp_exists(conn, source.name):
+            return table
+        was_in_transaction = conn.in_transaction
+        if len(st.tables) >= _MAX_PERSON_TABLES:
+            for old in list(st.tables):
+                conn.execute(f"DROP TABLE IF EXISTS temp.{old}")
+            st.tables.clear()
+        conn.execute(f"DROP TABLE IF EXISTS temp.{source.name}")
+        conn.execute(source.create_sql)
+        conn.execute(source.fill_sql)
+        if not was_in_transaction and conn.in_transaction:
+            conn.commit()  # only the temporary table was written; do not hold a read snapshot open
+        # the tables built since `key` stay valid: only this connection's own temporary writes happened
+        st.key = (st.key[0], conn.total_changes)
+        st.tables.add(source.name)
+        return table
+    except sqlite3.Error:
+        return source.fallback
+
+
+class JSONRows:
+    """Result rows already encoded as one JSON array of arrays (``execute(json_rows=True)``);
+    ``server.json_response`` writes ``json_text`` in place. ``len()`` is the number of rows."""
+
+    __slots__ = ("json_text", "count")
+
+    def __init__(self, json_text: str, count: int) -> None:
+        self.json_text = json_text
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self) -> list:
+        return json.loads(self.json_text)
+
+
+def _run(conn: sqlite3.Connection, plan: Plan, sql: str, params: dict) -> list:
+    if plan.person_source is not None:
+        rel = _person_relation(conn, plan.person_source)
+        if rel != "temp." + plan.person_source.name:
+            sql = sql.replace("temp." + plan.person_source.name, rel, 1)
+    return conn.execute(sql, params).fetchall()
+
+
 # --- execution -----------------------------------------------------------------------------------
 def execute(
     conn: sqlite3.Connection,
@@ -399,6 +528,7 @@ def execute(
     materialized: bool = True,
     max_cost: int | None = None,
     time_limit_s: int | float = 10,
+    json_rows: bool = False,
 ) -> dict:
     """Run a HogQL SELECT over the sandbox tables; the body of PostHog's /query/ response.
 
@@ -413,6 +543,10 @@ def execute(
     - ``materialized=False``: MATERIALIZED_PERSON_PROPERTIES read like any other property.
     - ``max_cost``: rows the query may scan (``query_cost``); more raises QueryTimeLimit (HTTP 504,
       its message naming ``time_limit_s``). None: no limit.
+
+    ``json_rows=True`` (the server's fast path): ``results`` may be a :class:`JSONRows`, the rows
+    already encoded by SQLite as the JSON json.dumps would give (for queries whose columns are all
+    strings, UUIDs or date-times; others answer lists as usual).
 
     Raises HogQLError (HTTP 400 in PostHog) for syntax errors, bad placeholders, OFFSET with a
     personal API key, unknown tables or fields, and anything the sandbox does not support;
@@ -442,7 +576,18 @@ def execute(
     params["__offset"] = offset
 
     _register_functions(conn)
-    rows = conn.execute(plan.sql, params).fetchall()
+    if json_rows and plan.json_sql is not None:
+        try:
+            texts = [r[0] for r in _run(conn, plan, plan.json_sql, params)]
+        except sqlite3.OperationalError:  # a value JSON cannot hold (a BLOB): the general path
+            texts = None
+        if texts is not None:
+            has_more = None
+            if plan.limit is None:
+                has_more = len(texts) > DEFAULT_LIMIT
+                texts = texts[:DEFAULT_LIMIT]
+            return _answer(plan, query, JSONRows("[" + ",".join(texts) + "]", len(texts)), has_more, limit)
+    rows = _run(conn, plan, plan.sql, params)
 
     has_more = None
     if plan.limit is None:
@@ -453,6 +598,10 @@ def execute(
         results = [[r(v) if r else v for r, v in zip(renderers, row)] for row in rows]
     else:
         results = [list(row) for row in rows]
+    return _answer(plan, query, results, has_more, limit)
+
+
+def _answer(plan: Plan, query: str, results: Any, has_more: bool | None, limit: int | None) -> dict:
     return {
         "results": results,
         "columns": list(plan.columns),
@@ -475,7 +624,10 @@ def explain_query_plan(conn: sqlite3.Connection, query: str, values: dict | None
     params["__limit"] = DEFAULT_LIMIT + 1 if plan.limit is None else min(_const_value(plan.limit, values), MAX_LIMIT)
     params["__offset"] = 0
     prepare_connection(conn)
-    return [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + plan.sql, params).fetchall()]
+    sql = plan.sql
+    if plan.person_source is not None:
+        sql = sql.replace("temp." + plan.person_source.name, _person_relation(conn, plan.person_source), 1)
+    return [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()]
 
 
 def _const_value(c: Any, values: dict) -> int:
@@ -520,19 +672,21 @@ def _table_stats(conn: sqlite3.Connection) -> tuple[list, list, int]:
     """(hour starts, cumulative event counts per hour, persons count), cached per database until an
     event or person is added (max rowid changes). Building it reads the timestamp index once."""
     db = _db_key(conn)
-    version = conn.execute("SELECT (SELECT max(rowid_) FROM events), (SELECT count(*) FROM events), "
-                           "(SELECT max(rowid) FROM persons)").fetchone()
+    try:
+        st: _ConnState | None = _conn_state(conn)
+    except sqlite3.Error:
+        st = None
+    version = st.version if st is not None else None
+    if version is None:  # counting the events reads an index: once per change of the database
+        version = conn.execute("SELECT (SELECT max(rowid_) FROM events), (SELECT count(*) FROM events), "
+                               "(SELECT max(rowid) FROM persons)").fetchone()
+        if st is not None:
+            st.version = version
     with _HIST_LOCK:
         hit = _HISTOGRAMS.get(db)
     if hit is not None and hit[0] == version:
         return hit[1]
-    hours: list[str] = []
-    cum: list[int] = []
-    total = 0
-    for hour, n in conn.execute("SELECT substr(timestamp, 1, 13), count(*) FROM events GROUP BY 1 ORDER BY 1"):
-        total += n
-        hours.append(hour)
-        cum.append(total)
+    hours, cum = _hour_counts(conn, version[1])
     persons = conn.execute("SELECT count(*) FROM persons").fetchone()[0]
     stats = (hours, cum, persons)
     with _HIST_LOCK:
@@ -540,6 +694,32 @@ def _table_stats(conn: sqlite3.Connection) -> tuple[list, list, int]:
             _HISTOGRAMS.clear()
         _HISTOGRAMS[db] = (version, stats)
     return stats
+
+
+def _hour_counts(conn: sqlite3.Connection, n_events: int | None) -> tuple[list, list]:
+    """(hours 'YYYY-MM-DD HH' in order, cumulative event counts) from the timestamp index: one
+    range count per hour present and one seek to the next (no sort of every row)."""
+    hours: list[str] = []
+    cum: list[int] = []
+    total = 0
+    ts = conn.execute("SELECT min(timestamp) FROM events").fetchone()[0]
+    while isinstance(ts, str) and len(ts) >= 13:
+        hour = ts[:13]
+        upper = hour + "\U0010ffff"  # above every text starting with `hour`
+        total += conn.execute("SELECT count(*) FROM events WHERE timestamp >= ? AND timestamp < ?",
+                              (hour, upper)).fetchone()[0]
+        hours.append(hour)
+        cum.append(total)
+        ts = conn.execute("SELECT min(timestamp) FROM events WHERE timestamp >= ?", (upper,)).fetchone()[0]
+    if ts is None and total == n_events:
+        return hours, cum
+    # texts shorter than an hour or not text: what GROUP BY makes of them
+    hours, cum, total = [], [], 0
+    for hour, n in conn.execute("SELECT substr(timestamp, 1, 13), count(*) FROM events GROUP BY 1 ORDER BY 1"):
+        total += n
+        hours.append(hour)
+        cum.append(total)
+    return hours, cum
 
 
 def _events_before(hours: list, cum: list, ts: str) -> float:

@@ -291,6 +291,48 @@ class Semantics:
 
 
 @dataclass(frozen=True)
+class PersonSource:
+    """What a joined-mode events query reads of the current Person (``pj``), precomputed per Person.
+
+    The join used to parse each Person's properties JSON once per *event row* and extracted key
+    (three times a row for the sync's page query); a temporary table holding ``id``, the persons
+    columns the query reads and one column per extracted JSON path (``x0``, ``x1``...: the same SQL
+    expressions over ``persons.properties``) gives the same values for a lookup. hogql.py builds it
+    once per connection and database version (see ``hogql._person_table``). ``fallback`` is the same
+    relation as a subquery over ``persons``, for a connection that cannot create temporary tables.
+    """
+
+    name: str  # the temporary table's name: a digest of what it holds
+    create_sql: str
+    fill_sql: str
+    fallback: str
+
+
+# The persons columns a joined query may read through ``pj`` (with their declared types, so that
+# comparisons apply the same affinity as on ``persons`` itself).
+_PERSON_COLUMNS = (("created_at", "TEXT"), ("is_identified", "INTEGER"), ("properties", "TEXT"))
+_PJ_COLUMN_RE = re.compile(r"\bpj\.(created_at|is_identified|properties)\b")
+
+
+def person_source(sql: str, extracts: list[str]) -> PersonSource:
+    """The PersonSource for a plan whose SQL reads ``pj.<column>`` and ``pj.x<i>`` = ``extracts[i]``."""
+    import hashlib
+
+    used = set(_PJ_COLUMN_RE.findall(sql))
+    cols = [(c, t) for c, t in _PERSON_COLUMNS if c in used]
+    select = ", ".join(["id", *(c for c, _ in cols), *(f"{e} AS x{i}" for i, e in enumerate(extracts))])
+    spec = json.dumps([cols, extracts])
+    name = "sbx_pj_" + hashlib.sha1(spec.encode("utf-8")).hexdigest()[:20]
+    decl = ", ".join(["id TEXT PRIMARY KEY", *(f"{c} {t}" for c, t in cols), *(f"x{i}" for i in range(len(extracts)))])
+    return PersonSource(
+        name=name,
+        create_sql=f"CREATE TEMP TABLE {name} ({decl}) WITHOUT ROWID",
+        fill_sql=f"INSERT INTO temp.{name} SELECT {select} FROM main.persons WHERE id IS NOT NULL",
+        fallback=f"(SELECT {select} FROM main.persons)",
+    )
+
+
+@dataclass(frozen=True)
 class Plan:
     sql: str
     params: tuple
@@ -302,6 +344,12 @@ class Plan:
     table: str | None = None  # the FROM table: "events", "persons" or None
     joins_persons: bool = False  # an events query that reads the current Person through a join
     ts_bounds: tuple = ()  # ((op, param name, timestamp on the left), ...): top-level bounds on timestamp
+    # The current Person's columns the joined modes read, as a per-connection temporary table (see
+    # PersonSource); ``sql`` joins it by name. None: the plan reads no Person through a join.
+    person_source: PersonSource | None = None
+    # The same query answering one JSON array text per row (``json_array(...)``): only for plans whose
+    # columns are all text that json.dumps would print the same (strings, UUIDs, SQL-rendered times).
+    json_sql: str | None = None
 
     def bind(self, values: dict, env: dict) -> dict:
         out: dict[str, Any] = {}
@@ -418,6 +466,7 @@ class Compiler:
         self.table: str | None = None
         self.qualifier: str | None = None
         self.uses_person = False
+        self.person_extracts: list[str] = []  # JSON extractions over persons.properties (pj.x<i>)
         self.aliases: dict[str, dict] = {}
         self.alias_stack: list[str] = []
         self.allow_agg = False
@@ -535,14 +584,14 @@ class Compiler:
         limit = self._int_clause(ast.get("limit"), "LIMIT")
         offset = self._int_clause(ast.get("offset"), "OFFSET")
 
-        sql = ["SELECT "]
-        if ast.get("distinct"):
-            sql.append("DISTINCT ")
-        sql.append(", ".join(f"{_output_sql(x)} AS c{i}" for i, (x, _) in enumerate(select)))
+        outputs = [_output_sql(x) for x, _ in select]
+        head = "SELECT " + ("DISTINCT " if ast.get("distinct") else "")
+        sql = []
+        source = None
         if from_sql:
             sql.append(" FROM " + from_sql)
             if self.uses_person:
-                sql.append(" LEFT JOIN persons AS pj ON pj.id = t.person_id")
+                sql.append(" LEFT JOIN \x00pj\x00 AS pj ON pj.id = t.person_id")
         if where_sql:
             sql.append(" WHERE " + where_sql)
         if group_x:
@@ -555,18 +604,34 @@ class Compiler:
                 keys.append(f"{ox.sql} {direction}" + (" NULLS LAST" if ox.nullable else ""))
             sql.append(" ORDER BY " + ", ".join(keys))
         sql.append(" LIMIT :__limit OFFSET :__offset")
+        rest = "".join(sql)
+        row_sql = head + ", ".join(f"{o} AS c{i}" for i, o in enumerate(outputs)) + rest
+        json_sql = None
+        if not ast.get("distinct") and all(x.kind in ("str", "uuid") or o != x.sql
+                                           for (x, _), o in zip(select, outputs)):
+            # `->` answers text with SQLite's JSON subtype, which json_array() would embed as JSON
+            # (COALESCE and CAST keep it); `|| ''` makes it plain text again.
+            parts = [f"({o} || '')" if "->" in o else o for o in outputs]
+            json_sql = "SELECT json_array(" + ", ".join(parts) + ")" + rest
+        if from_sql and self.uses_person:
+            source = person_source(row_sql, self.person_extracts)
+            row_sql = row_sql.replace("\x00pj\x00", "temp." + source.name, 1)
+            if json_sql is not None:
+                json_sql = json_sql.replace("\x00pj\x00", "temp." + source.name, 1)
 
         return Plan(
-            sql="".join(sql),
+            sql=row_sql,
             params=tuple(self.params),
             columns=tuple(name for _, name in select),
             types=tuple((name, x.ch_type) for x, name in select),
-            renderers=tuple(None if _output_sql(x) != x.sql else _renderer(x) for x, _ in select),
+            renderers=tuple(None if o != x.sql else _renderer(x) for (x, _), o in zip(select, outputs)),
             limit=limit,
             offset=offset,
             table=self.table,
             joins_persons=bool(from_sql) and self.uses_person,
             ts_bounds=tuple(self.ts_bounds),
+            person_source=source,
+            json_sql=json_sql,
         )
 
     def _truth(self, x: X) -> str:
@@ -788,6 +853,17 @@ class Compiler:
             return self._property(f"{t}.properties", chain[1:], "person")
         return None
 
+    def _raw_json(self, base: str, keys: list) -> str:
+        """_raw_json, with an extraction from the joined Person's properties read from its PersonSource
+        column (computed once per Person instead of once per event row)."""
+        sql = _raw_json(base, keys)
+        if base != "pj.properties" or sql == "NULL":
+            return sql
+        expr = _raw_json("properties", keys)
+        if expr not in self.person_extracts:
+            self.person_extracts.append(expr)
+        return f"pj.x{self.person_extracts.index(expr)}"
+
     def _person_properties_base(self) -> str:
         """The SQL of the JSON text ``person.properties`` reads on the events table, per PoE mode."""
         if self.sem.poe == POE_STAMPED:
@@ -804,7 +880,7 @@ class Compiler:
         nullIf(nullIf(mat_col, ''), 'null') (PostHog's printer, materialized property access).
         """
         name = "__".join(str(k) for k in keys)
-        raw = _raw_json(base, keys)
+        raw = self._raw_json(base, keys)
         materialized = self.sem.materialized and len(keys) == 1 and keys[0] in (
             MATERIALIZED_PERSON_PROPERTIES if kind == "person" else MATERIALIZED_EVENT_PROPERTIES)
         sql = f"ph_unq_mat({raw})" if materialized else f"ph_unq({raw})"
@@ -1290,7 +1366,7 @@ class Compiler:
             if isinstance(v, bool) or not isinstance(v, (str, int)):
                 raise query_error(f"Illegal type of argument of function {name}: keys must be strings or integers")
             keys.append(v)
-        sql = f"COALESCE({_raw_json(base, keys)}, '')" if keys else f"COALESCE({base}, '')"
+        sql = f"COALESCE({self._raw_json(base, keys)}, '')" if keys else f"COALESCE({base}, '')"
         return X(sql, "String", False, "str", free=frozenset({sql}))
 
     def _json_base(self, n: dict) -> str:

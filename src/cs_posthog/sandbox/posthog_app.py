@@ -477,7 +477,7 @@ class PostHogApp(App):
         self.data_pool = data_pool
         self.rate_limits = rate_limits
         self._execute = hogql_execute
-        self._execute_kwargs = {k for k in ("modifiers", "poe_default", "max_cost", "time_limit_s")
+        self._execute_kwargs = {k for k in ("modifiers", "poe_default", "max_cost", "time_limit_s", "json_rows")
                                 if accepts_kwarg(hogql_execute, k)}
         self.seed = seed
         scale = 60.0 if rate_limits == "fast" else 1.0
@@ -987,6 +987,8 @@ class PostHogApp(App):
                 kwargs["max_cost"] = max(1, int(limit_s * self.query_rows_per_second))
                 if "time_limit_s" in self._execute_kwargs:
                     kwargs["time_limit_s"] = limit_s
+            if "json_rows" in self._execute_kwargs and modifiers.get("convertToProjectTimezone", True) is False:
+                kwargs["json_rows"] = True  # rows encoded by SQLite, written as they are (no time zones to convert)
             assert project.pool is not None
             with project.pool.conn() as conn:
                 try:

@@ -22,6 +22,7 @@ import json
 import math
 import queue
 import random
+import secrets
 import socket
 import sqlite3
 import threading
@@ -76,7 +77,19 @@ class Response:
     close: bool = False
 
 
+_SPLICE = json.dumps(f"\x00{secrets.token_hex(12)}\x00")  # a JSON string no payload holds
+
+
 def json_response(status: int, payload: object, headers: list[tuple[str, str]] | None = None) -> Response:
+    """``payload`` as compact UTF-8 JSON. A top-level value with a ``json_text`` attribute (the HogQL
+    engine's pre-encoded result rows, hogql.JSONRows) is written as that text."""
+    if isinstance(payload, dict):
+        for key, value in payload.items():
+            if hasattr(value, "json_text"):
+                head, tail = json.dumps({**payload, key: json.loads(_SPLICE)}, ensure_ascii=False,
+                                        separators=(",", ":"), default=str).split(_SPLICE, 1)
+                body = b"".join((head.encode("utf-8"), value.json_text.encode("utf-8"), tail.encode("utf-8")))
+                return Response(status, body, headers or [])
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
     return Response(status, body, headers or [])
 
