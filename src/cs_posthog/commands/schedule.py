@@ -70,11 +70,33 @@ def _cron_escape(text: str) -> str:
     return text.replace("%", "\\%")  # a bare % ends the command in a crontab line
 
 
+def _check_one_line(what: str, text: str) -> None:
+    """A crontab line is one line: a line break (or another control character) in a path would end it
+    and start another job with the rest. Refused, naming where it is (78: the environment to fix)."""
+    import unicodedata
+
+    from cs_posthog.errors import ConfigError
+
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        shown = text.encode("unicode_escape").decode("ascii")
+        raise ConfigError(
+            f"the {what} contains a control character ({bad.encode('unicode_escape').decode('ascii')}): "
+            f"{shown}; it cannot go into a crontab line",
+            hint="Use a directory whose path has no line breaks or control characters (CS_POSTHOG_HOME), "
+            "or schedule `cs-posthog sync --quiet` by hand.",
+        )
+
+
 def cron_line(every: str = "1h") -> str:
     from cs_posthog.paths import HOME_ENV, get_paths
 
     paths = get_paths()
     words = [*command_words(), "sync", "--quiet"]
+    _check_one_line(f"directory of this installation ({HOME_ENV} or the config dir)", str(paths.config_dir))
+    _check_one_line("log file's path", str(paths.log_file))
+    _check_one_line(f"{HOME_ENV} path", os.environ.get(HOME_ENV, ""))
+    _check_one_line("path of the cs-posthog program", " ".join(words))
     cmd = " ".join(shlex.quote(w) for w in words)
     env = ""
     home = os.environ.get(HOME_ENV)
@@ -121,7 +143,8 @@ def write_crontab(text: str) -> None:
 
 
 def our_lines(text: str) -> list[str]:
-    m = marker()
+    """Our line(s) in a crontab: those ending with our marker as it is written there (a % escaped)."""
+    m = _cron_escape(marker())
     return [ln for ln in text.splitlines() if ln.rstrip().endswith(m)]
 
 
