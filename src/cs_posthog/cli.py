@@ -193,7 +193,9 @@ def _render_error(message: str, hint: str | None, *, with_traceback: bool = True
     if state.debug and with_traceback:
         import traceback
 
-        sys.stderr.write(redact(traceback.format_exc()))
+        from cs_posthog.output import esc
+
+        sys.stderr.write(esc(redact(traceback.format_exc()), markup=False, keep="\n\t"))
     sys.stderr.write(f"error: {_one_line(redact(message))}\n")
     if hint:
         sys.stderr.write(f"hint: {_one_line(redact(hint))}\n")
@@ -201,17 +203,12 @@ def _render_error(message: str, hint: str | None, *, with_traceback: bool = True
 
 
 def _one_line(text: str) -> str:
-    """Messages quote user input (flags, config keys): line breaks and other control characters
-    are shown escaped (``\\n``, ``\\x1b``), so an error is always one line and cannot drive the
-    terminal."""
-    import unicodedata
+    """Messages quote user input (flags, config keys) and what servers said: line breaks and other
+    control characters are shown escaped (``\\n``, ``\\x1b``) by ``output.esc``, the one function
+    that does it everywhere, so an error is always one line and cannot drive the terminal."""
+    from cs_posthog.output import esc
 
-    return "".join(
-        c.encode("unicode_escape").decode("ascii")
-        if c != "\t" and unicodedata.category(c) in ("Cc", "Zl", "Zp")
-        else c
-        for c in text
-    )
+    return esc(text, markup=False, keep="\t")
 
 
 def _not_built(command: str, issue: int) -> None:

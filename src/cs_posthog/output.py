@@ -9,11 +9,83 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+# What must never reach a terminal raw: C0 and C1 controls (ESC starts OSC/CSI sequences that set
+# the title, clear the screen, write the clipboard; U+009B is an 8-bit CSI), DEL, line and
+# paragraph separators, and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# the same, less the C0 controls that JSON escapes itself (and that its layout uses)
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def esc(value: Any, *, markup: bool = True, keep: str = "") -> str:
+    """THE way a name or value that came from PostHog, the config or the user is shown on a
+    terminal: control characters are made visible as their escapes (``\\x1b``, ``\\n``,
+    ``\\u202e``), so such text can neither drive the terminal nor break a line; with ``markup``
+    (the default: rich messages) its brackets are text, not rich markup. ``markup=False`` for plain
+    text (rich ``Text``, questionary labels, one-line errors). ``keep``: characters left as they
+    are (a message's own line breaks)."""
+    text = value if isinstance(value, str) else str(value)
+    if _CONTROL.search(text):
+        text = _CONTROL.sub(
+            lambda m: m.group() if m.group() in keep else m.group().encode("unicode_escape").decode("ascii"), text
+        )
+    if markup:
+        from rich.markup import escape
+
+        text = escape(text)
+    return text
+
+
+class _RedactingStream:
+    """What the consoles write to: the process's stream of the moment (rich's own redirection
+    unwrapped), every write with the keys masked. The last net under every output channel."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _target(self) -> Any:
+        stream = getattr(sys, self._name)
+        return getattr(stream, "rich_proxied_file", stream)
+
+    def write(self, text: str) -> int:
+        from cs_posthog.secrets import redact
+
+        return self._target().write(redact(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+def _safe_renderable(obj: Any) -> Any:
+    """What rich is about to lay out, with keys masked and control characters visible (line breaks
+    kept): a key wrapped across two lines of a table cell would escape a redaction of the written
+    text, and a name put into a table without ``esc`` must not drive the terminal either."""
+    from cs_posthog.secrets import redact
+
+    def clean(text: str) -> str:
+        return esc(redact(text), markup=False, keep="\n")
+
+    if isinstance(obj, str):
+        return clean(obj)
+    from rich.table import Table
+    from rich.text import Text
+
+    if isinstance(obj, Text):
+        plain = obj.plain
+        cleaned = clean(plain)
+        return obj if cleaned == plain else Text(cleaned, style=obj.style, justify=obj.justify)
+    if isinstance(obj, Table):
+        obj.title = _safe_renderable(obj.title) if obj.title is not None else None
+        for column in obj.columns:
+            column._cells = [_safe_renderable(c) for c in column._cells]
+    return obj
 
 
 def _isatty(stream: Any) -> bool:
@@ -30,6 +102,7 @@ class Output:
         self.debug = debug
         self._err: Console | None = None
         self._out: Console | None = None
+        self._keys_known = False
 
     # consoles are created lazily so that `--help` never pays for them
     @property
@@ -39,7 +112,7 @@ class Output:
 
             # soft_wrap off a terminal only (a log line stays whole); on a terminal rich wraps long
             # messages between words, where the terminal itself would cut them mid-word
-            self._err = Console(stderr=True, soft_wrap=not _isatty(sys.stderr), highlight=False)
+            self._err = Console(file=_RedactingStream("stderr"), soft_wrap=not _isatty(sys.stderr), highlight=False)
         return self._err
 
     @property
@@ -47,7 +120,7 @@ class Output:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(soft_wrap=not _isatty(sys.stdout), highlight=False)
+            self._out = Console(file=_RedactingStream("stdout"), soft_wrap=not _isatty(sys.stdout), highlight=False)
         return self._out
 
     @property
@@ -66,37 +139,66 @@ class Output:
     def human(self) -> bool:
         return not self.json_mode and not self.quiet
 
+    # --- keys are masked everywhere ------------------------------------------------------------
+    def _know_keys(self) -> None:
+        """Register the stored keys (environment, keyring, file) before the first thing is written,
+        so that every channel below masks them even before a command reads them."""
+        if not self._keys_known:
+            self._keys_known = True
+            from cs_posthog.secrets import register_stored_secrets
+
+            try:
+                register_stored_secrets()
+            except Exception:  # output must not fail for it
+                pass
+
+    def _message(self, message: str) -> str:
+        """A rich message as written: keys masked, stray control characters visible (its own line
+        breaks kept). The names it quotes went through ``esc`` already; this is the net."""
+        from cs_posthog.secrets import redact
+
+        self._know_keys()
+        return esc(redact(message), markup=False, keep="\n")
+
     # --- messages (stderr) ---------------------------------------------------------------------
     def info(self, message: str) -> None:
         """Progress and confirmations: silent in --quiet and --json."""
         if self.human:
-            self.err.print(message)
+            self.err.print(self._message(message))
 
     def success(self, message: str) -> None:
         if self.human:
-            self.err.print(f"[green]✓[/green] {message}")
+            self.err.print(f"[green]✓[/green] {self._message(message)}")
 
     def warn(self, message: str) -> None:
         """Always shown (stderr), whatever the mode."""
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+        self.err.print(f"[yellow]warning:[/yellow] {self._message(message)}")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        from rich.markup import escape
+        from cs_posthog.secrets import redact
 
-        self.err.print(f"[red]error:[/red] {escape(message)}")
+        self._know_keys()
+        self.err.print(f"[red]error:[/red] {esc(redact(message))}")
         if hint:
-            self.err.print(f"[dim]hint:[/dim] {escape(hint)}")
+            self.err.print(f"[dim]hint:[/dim] {esc(redact(hint))}")
 
     # --- data (stdout) -------------------------------------------------------------------------
     def data(self, obj: Any) -> None:
-        """One JSON document on stdout."""
-        sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+        """One JSON document on stdout, keys masked. C1 controls, line separators and bidi overrides
+        inside its strings are written as ``\\uXXXX`` (JSON escapes the C0 ones itself)."""
+        from cs_posthog.secrets import redact_data
+
+        self._know_keys()
+        text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
+        text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
     def print(self, renderable: Any = "") -> None:
-        """Human results on stdout (tables, text); nothing in quiet mode."""
+        """Human results on stdout (tables, text); nothing in quiet mode. Keys masked, controls visible."""
         if not self.quiet:
-            self.out.print(renderable)
+            self._know_keys()
+            self.out.print(_safe_renderable(renderable))
 
 
 def setup_logging(*, verbose: int = 0, debug: bool = False) -> None:

@@ -17,7 +17,7 @@ import re
 import threading
 import tomllib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from cs_posthog.errors import ConfigError, MissingSecretError
 from cs_posthog.fsutil import atomic_write_text
@@ -90,9 +90,10 @@ def _keyring_call(fn_name: str, *args: str) -> tuple[bool, str | None]:
 
 
 def _reset_keyring_state() -> None:
-    """For tests: forget that the keyring failed earlier in this process."""
+    """For tests: forget that the keyring failed earlier in this process (and what it held)."""
     global _keyring_broken
     _keyring_broken = False
+    _store_cache.clear()
 
 
 # --- the file --------------------------------------------------------------------------------
@@ -223,9 +224,20 @@ def mask(value: str | None) -> str:
     return f"{prefix}****{value[-4:]}"
 
 
-# --- log redaction ---------------------------------------------------------------------------
-_known: set[str] = set()
+# --- redaction ------------------------------------------------------------------------------
+class _Known(set):
+    """The keys to mask (a set; ``clear()`` also forgets what was read from the stores)."""
+
+    def clear(self) -> None:
+        super().clear()
+        _store_cache.clear()
+
+
+_known: set[str] = _Known()
+# what register_stored_secrets() last read: ("file", stamp) -> values, ("keyring", user) -> value
+_store_cache: dict[tuple[str, object], tuple[str, ...]] = {}
 _PHX = re.compile(r"phx_[A-Za-z0-9_-]{8,}")
+_patterns: dict[str, re.Pattern[str]] = {}
 
 
 def register_secret(value: str) -> None:
@@ -235,32 +247,119 @@ def register_secret(value: str) -> None:
 
 def register_stored_secrets() -> None:
     """Register every key this installation could use (environment, keyring, file) for redaction,
-    usable or not. For error output: a key pasted into the wrong place (a config field an error
-    quotes) is masked even when no command has read the keys yet."""
+    usable or not, before anything is printed or stored: a key pasted into the wrong place (a
+    config field, a server's error quoting the request headers) is masked even when no command has
+    read the keys yet. Cheap to call again: the keyring is asked once per process, the file is read
+    again only when it changed."""
     for spec in SPECS.values():
         register_secret(os.environ.get(spec.env, "").strip())
-        ok, value = _keyring_call("get_password", KEYRING_SERVICE, spec.keyring_user)
-        if ok and value:
+        cached = _store_cache.get(("keyring", spec.keyring_user))
+        if cached is None:
+            ok, value = _keyring_call("get_password", KEYRING_SERVICE, spec.keyring_user)
+            cached = (value,) if ok and value else ()
+            _store_cache[("keyring", spec.keyring_user)] = cached
+        for value in cached:
             register_secret(value)
+    path = get_paths().secrets_file
     try:
-        stored = _read_file()
-    except ConfigError:
-        stored = {}
-    for value in stored.values():
-        register_secret(value.strip())
+        st = path.stat()
+        stamp: object = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        return
+    values = _store_cache.get(("file", stamp))
+    if values is None:
+        try:
+            stored = _read_file()
+        except Exception:  # an unreadable file is reported where it is used
+            stored = {}
+        values = tuple(v.strip() for v in stored.values())
+        _store_cache[("file", stamp)] = values
+    for value in values:
+        register_secret(value)
+
+
+def _masked(value: str) -> str:
+    """``mask`` with only plain characters: it may land inside a JSON string or a quoted value."""
+    return re.sub(r"[^A-Za-z0-9_*-]", "*", mask(value))
+
+
+def _pattern(value: str) -> re.Pattern[str]:
+    """``value`` as it appears raw or escaped: each character itself (after any backslashes: JSON
+    ``\\"``, ``\\/``, ``\\\\``, a Python repr), as ``\\u00XX`` (JSON with ensure_ascii, escaped once
+    or more) or as ``%XX`` (a URL). So a key quoted inside a JSON string inside an error message,
+    split by its escapes, is still found."""
+    pat = _patterns.get(value)
+    if pat is None:
+        parts = []
+        for c in value:
+            def hexes(n: int, width: int) -> str:
+                return "".join(f"[{h}{h.upper()}]" if h.isalpha() else h for h in f"{n:0{width}x}")
+
+            alts = [f"\\\\*{re.escape(c)}", f"\\\\+u{hexes(ord(c), 4)}"]
+            if ord(c) < 0x80:
+                alts.append(f"%{hexes(ord(c), 2)}")
+            parts.append("(?:" + "|".join(alts) + ")")
+        pat = _patterns[value] = re.compile("".join(parts))
+    return pat
 
 
 def redact(text: str) -> str:
+    """``text`` with every known key (raw or escaped) and anything shaped like a personal API key
+    masked (``phx_****abcd``). The one redaction every output channel and stored report uses."""
+    if not text:
+        return text
     for value in sorted(_known, key=len, reverse=True):
         if value in text:
-            text = text.replace(value, mask(value))
-    return _PHX.sub(lambda m: mask(m.group(0)), text)
+            text = text.replace(value, _masked(value))
+        if "\\" in text or "%" in text:
+            text = _pattern(value).sub(_masked(value), text)
+    return _PHX.sub(lambda m: _masked(m.group(0)), text)
+
+
+def redact_data(obj: Any) -> Any:
+    """``redact`` over a JSON-like value (dict keys and values, lists, strings); other values as
+    they are."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact_data(k): redact_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_data(v) for v in obj]
+    return obj
+
+
+def key_in_value(value: str) -> str | None:
+    """Why ``value`` (a config field) cannot be saved because it is, or holds, an API key: one of the
+    stored keys (environment, keyring, file), or anything shaped like a PostHog personal API key.
+    The reason shows the key masked. None when it holds none."""
+    if not isinstance(value, str) or len(value) < 6:
+        return None
+    try:
+        register_stored_secrets()
+    except Exception:
+        pass
+    for key in sorted(_known, key=len, reverse=True):
+        if value == key or (len(key) >= 12 and key in value):
+            return f"holds an API key ({_masked(key)}); keys are kept in the secret store, never in the config"
+    m = _PHX.search(value)
+    if m:
+        return (f"looks like a PostHog personal API key ({_masked(m.group(0))}); keys are kept in the "
+                "secret store, never in the config")
+    return None
 
 
 class RedactingFilter(logging.Filter):
     """Masks both keys (and anything shaped like a personal API key) in every record."""
 
+    _registered = False
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if not self._registered:  # the stored keys are known before the first record goes out
+            self._registered = True
+            try:
+                register_stored_secrets()
+            except Exception:
+                pass
         try:
             message = record.getMessage()
         except Exception:

@@ -131,24 +131,32 @@ def query_budget_line(ph: dict[str, Any]) -> str:
 
 
 def render(out: Any, d: dict[str, Any]) -> None:
+    """The human view. Every name or value from PostHog, the config or the state goes through
+    ``esc`` (control characters visible; an event name is anyone's to choose)."""
     from rich.table import Table
     from rich.text import Text
+
+    from cs_posthog.output import esc
+
+    def show(value: Any) -> str:
+        return esc(value, markup=False)
 
     ph = d["posthog"]
     t = Table(show_header=False, box=None, pad_edge=False, title="Connection", title_justify="left")
     t.add_column("key", style="bold")
     t.add_column("value")
-    name = f" ({ph['project_name']})" if ph["project_name"] else ""
-    t.add_row("PostHog", Text(f"project {ph['project_id']}{name}, {ph['region']} — {ph['host']}"))
+    name = f" ({show(ph['project_name'])})" if ph["project_name"] else ""
+    t.add_row("PostHog", Text(f"project {ph['project_id']}{name}, {ph['region']} — {show(ph['host'])}"))
     t.add_row("PostHog query budget", Text(query_budget_line(ph)))
-    t.add_row("Customerscore", Text(f"{d['customerscore']['api_url']}, tracker key {d['customerscore']['tracker_key']}"))
+    cs = d["customerscore"]
+    t.add_row("Customerscore", Text(f"{show(cs['api_url'])}, tracker key {show(cs['tracker_key'])}"))
     for k in d["keys"].values():
-        val = f"{k['masked']} (in {k['stored_in']})" if k["masked"] else "missing"
+        val = f"{show(k['masked'])} (in {show(k['stored_in'])})" if k["masked"] else "missing"
         t.add_row(k["label"], Text(val, style=None if k["masked"] else "red"))
-    t.add_row("Customer property", Text(d["customer_property"]))
-    t.add_row("Contact id", Text(d["contact_id"]))
-    t.add_row("Events", Text(", ".join(d["events"])))
-    t.add_row("Person filters", Text(" AND ".join(d["filters"])))
+    t.add_row("Customer property", Text(show(d["customer_property"])))
+    t.add_row("Contact id", Text(show(d["contact_id"])))
+    t.add_row("Events", Text(", ".join(map(show, d["events"]))))
+    t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"]))))
     s = d["sync_settings"]
     t.add_row(
         "Sync",
@@ -164,8 +172,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
         runs.add_column(col)
     for r in d["last_runs"]:
         style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"])
-        result = r["status"] + (f": {r['error']}" if r.get("error") else "")
-        runs.add_row(_when(r["started_at"]), r["mode"], Text(result, style=style), _run_counts(r))
+        result = show(r["status"]) + (f": {show(r['error'])}" if r.get("error") else "")
+        runs.add_row(Text(_when(r["started_at"])), Text(show(r["mode"])), Text(result, style=style), Text(_run_counts(r)))
     if d["last_runs"]:
         out.print(runs)
     else:
@@ -180,7 +188,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
         for col in ("stream", "events", "read up to (ingestion time)", "since"):
             c.add_column(col)
         for cur in d["cursors"]:
-            c.add_row(cur["stream"], Text(", ".join(cur["events"])), _when(cur["created_at"]), cur["backfill_from"][:10])
+            c.add_row(Text(show(cur["stream"])), Text(", ".join(map(show, cur["events"]))), Text(_when(cur["created_at"])),
+                      Text(show(cur["backfill_from"])[:10]))
         out.print(c)
     extra = []
     if d["running"]:
@@ -193,6 +202,6 @@ def render(out: Any, d: dict[str, Any]) -> None:
             f"{d['contacts_no_longer_matching']:,} of them no longer match the filters (kept in Customerscore)"
         )
     sched = d["schedule"]
-    extra.append(f"schedule: {sched['line']}" if sched["installed"] else "not scheduled: `cs-posthog schedule --install`")
+    extra.append(f"schedule: {show(sched['line'])}" if sched["installed"] else "not scheduled: `cs-posthog schedule --install`")
     for line in extra:
         out.print(Text("• " + line))

@@ -10,16 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from cs_posthog.output import esc  # noqa: F401 - the one escaping function (output.esc), for the steps
+
 if TYPE_CHECKING:
     from cs_posthog.config import Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
-
-
-def esc(value: Any) -> str:
-    """A value shown inside a rich message: its brackets are text, not markup."""
-    from rich.markup import escape
-
-    return escape(str(value))
 
 
 class DataSource(Protocol):

@@ -94,6 +94,10 @@ def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None
         raise UsageError(f"{flag}: stdin holds {len(lines)} lines, expected {wanted}", hint=KEYS_HINT)
     ph = lines[0] if f.api_key_stdin else None
     cs = lines[-1] if f.cs_api_key_stdin else None
+    from cs_posthog.secrets import register_secret
+
+    for key in (ph, cs):  # masked, and refused in a config field, from now on
+        register_secret(key or "")
     return ph, cs
 
 

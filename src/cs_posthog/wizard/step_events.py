@@ -62,6 +62,9 @@ def order_events(names: list[str], volumes: dict[str, int] | None) -> list[str]:
 
 
 def event_title(name: str, volume: int | None, width: int) -> str:
+    """The checklist label of an event: its name with control characters visible (``esc``; anyone
+    with the project's public token can name an event), and its 30-day volume."""
+    name = esc(name, markup=False)
     if volume is None:
         return name
     shown = name if len(name) <= width else name[: width - 1] + "…"
@@ -71,7 +74,7 @@ def event_title(name: str, volume: int | None, width: int) -> str:
 def ask_events_checklist(
     names: list[str], volumes: dict[str, int] | None, preselected: list[str]
 ) -> list[str]:
-    width = min(40, max((len(n) for n in names), default=10))
+    width = min(40, max((len(esc(n, markup=False)) for n in names), default=10))
     choices = [
         (n, event_title(n, (volumes or {}).get(n, 0) if volumes is not None else None, width), n in preselected)
         for n in names

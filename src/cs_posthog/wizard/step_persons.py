@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.wizard.context import StopWizard, WizardContext
+from cs_posthog.wizard.context import StopWizard, WizardContext, esc
 from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
 from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, budget_of, busy
 
@@ -47,7 +47,8 @@ def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str,
     ]
     if can_remove:
         choices.append(questionary.Choice("Remove a condition", value="remove"))
-    choices.append(questionary.Choice(f"Change how contacts are identified (now: {contact_label})", value="contact"))
+    choices.append(questionary.Choice(f"Change how contacts are identified (now: {esc(contact_label, markup=False)})",
+                                      value="contact"))
     choices.append(
         questionary.Choice(
             "Quit without saving" if mode == "edit"
@@ -67,7 +68,7 @@ def ask_operator(live: LiveCount, prop: str) -> Any:
     from cs_posthog.config import Operator
 
     q = questionary.select(
-        f"Condition on {prop}:",
+        f"Condition on {esc(prop, markup=False)}:",
         choices=[questionary.Choice(op.label, value=op) for op in Operator],
     )
     add_footer(q, live.text, index=2)
@@ -80,7 +81,7 @@ def ask_value(live: LiveCount, base: list[PersonFilter], prop: str, op: Any) -> 
 
     from cs_posthog.config import PersonFilter
 
-    q = questionary.text(f"{prop} {op.label}:", instruction='(as text; "quote it" to keep end spaces)')
+    q = questionary.text(f"{esc(prop, markup=False)} {op.label}:", instruction='(as text; "quote it" to keep end spaces)')
     add_footer(q, live.text)
 
     def changed(buffer: Any) -> None:
@@ -105,7 +106,7 @@ def ask_remove(filters: list[PersonFilter]) -> int | None:
 
     q = questionary.select(
         "Remove which condition?",
-        choices=[questionary.Choice(f.describe(), value=i) for i, f in enumerate(filters)]
+        choices=[questionary.Choice(esc(f.describe(), markup=False), value=i) for i, f in enumerate(filters)]
         + [questionary.Choice("(keep them all)", value=-1)],
     )
     idx = q.unsafe_ask()
@@ -128,13 +129,13 @@ def ask_contact_kind(current: str) -> str:
 # --- showing ---------------------------------------------------------------------------------
 def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter], contact_id: str = "person_id") -> None:
     ctx.out.info("Conditions (a Person must match all of them):")
-    ctx.out.info(f"  1. {_esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
+    ctx.out.info(f"  1. {esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
     start = 2
     if contact_id != "person_id":
-        ctx.out.info(f"  2. {_esc(contact_id)} is set, not empty [dim](locked: the contact id)[/dim]")
+        ctx.out.info(f"  2. {esc(contact_id)} is set, not empty [dim](locked: the contact id)[/dim]")
         start = 3
     for i, f in enumerate(filters, start=start):
-        ctx.out.info(f"  {i}. {_esc(f.describe())}")
+        ctx.out.info(f"  {i}. {esc(f.describe())}")
 
 
 def preview_columns(all_filters: list[PersonFilter], contact_id: str) -> tuple[str, ...]:
@@ -160,14 +161,14 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
     if budget is not None:
         wait, per_hour = budget()
         if wait > PAUSE_AFTER_S:  # the prompt does not wait for PostHog's query budget
-            ctx.out.info(f"  [dim]{_esc(paused_text('preview', wait, per_hour))}; it is shown again "
+            ctx.out.info(f"  [dim]{esc(paused_text('preview', wait, per_hour))}; it is shown again "
                          f"when the conditions change.[/dim]")
             return
     try:
         with busy(ctx.out, "Loading a preview…"):
             columns, rows = ctx.source().preview_persons(all_filters, extra)
     except CsPosthogError as exc:
-        ctx.out.warn(f"no preview: {_esc(exc.message)}")
+        ctx.out.warn(f"no preview: {esc(exc.message)}")
         return
     if not rows:
         ctx.out.info("  [dim]No Person matches these conditions.[/dim]")
@@ -177,9 +178,9 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
     widths = preview_widths(columns, cells, ctx.out.err.width)
     table = Table(title=f"Preview (up to {PREVIEW_ROWS} matching Persons)", title_justify="left", show_lines=False)
     for c, w in zip(columns, widths):
-        table.add_column(_esc(c), overflow="ellipsis", max_width=w, no_wrap=True)
+        table.add_column(esc(c), overflow="ellipsis", max_width=w, no_wrap=True)
     for row in cells:
-        table.add_row(*[_esc(v) for v in row])
+        table.add_row(*[esc(v) for v in row])
     if ctx.out.human:
         ctx.out.err.print(table)
 
@@ -192,12 +193,6 @@ def preview_widths(columns: list[str], cells: list[list[str]], width: int, cap: 
     if over > 0 and columns and columns[0] == "id":
         natural[0] = max(8, natural[0] - over)
     return natural
-
-
-def _esc(text: Any) -> str:
-    from rich.markup import escape
-
-    return escape(str(text))
 
 
 # --- the step --------------------------------------------------------------------------------
@@ -264,7 +259,7 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             if action == "add":
                 new = ask_condition(ctx, live, completer, all_filters)
                 if new == locked or new in filters:
-                    ctx.out.info(f"  [dim]{_esc(new.describe())} is already a condition.[/dim]")
+                    ctx.out.info(f"  [dim]{esc(new.describe())} is already a condition.[/dim]")
                 else:
                     filters.append(new)
                 changed = True

@@ -68,9 +68,12 @@ def checklist(
     """
     import questionary
 
+    from cs_posthog.output import esc
+
     q = questionary.checkbox(
         message,
-        choices=[questionary.Choice(title=title, value=value, checked=checked) for value, title, checked in choices],
+        choices=[questionary.Choice(title=esc(title, markup=False), value=value, checked=checked)
+                 for value, title, checked in choices],
         use_search_filter=True,
         use_jk_keys=False,
         validate=validate or (lambda _sel: True),
@@ -428,9 +431,11 @@ def _make_completer(base: type, owner: NameCompleter) -> Any:
 
                 app.loop.call_soon_threadsafe(again)
 
+            from cs_posthog.output import esc
+
             for name in owner.completions(text, requested=complete_event.completion_requested, on_ready=ready):
-                if name != text:
-                    yield Completion(name, start_position=-len(text))
+                if name != text:  # the name itself is inserted; its label shows control characters
+                    yield Completion(name, start_position=-len(text), display=esc(name, markup=False))
 
     return _Completer()
 
