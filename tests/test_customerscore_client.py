@@ -28,11 +28,19 @@ from cs_posthog.errors import (
     PermissionDeniedError,
     ThrottledError,
     UnavailableError,
+    UnexpectedStatusError,
 )
 from cs_posthog.http import RetryPolicy
 from helpers import fake_key
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_cap=0.01, max_throttle_wait=5)
+
+
+def ack(req: httpx.Request, status: int = 200) -> httpx.Response:
+    """Customerscore's acknowledgement of ``req`` (the documented shape: the processed count)."""
+    body = json.loads(req.content)
+    items = body.get("events", body.get("contacts"))
+    return httpx.Response(status, json={"status": "ok", "processed": len(items)})
 
 
 def make(handler, **kw) -> tuple[CustomerscoreClient, str]:
@@ -57,7 +65,7 @@ def test_track_request_shape_and_headers():
 
     def handler(req: httpx.Request) -> httpx.Response:
         seen.append(req)
-        return httpx.Response(200, json={"ok": True})
+        return ack(req)
 
     c, key = make(handler)
     d = c.track([event(1), event(2)])
@@ -77,7 +85,7 @@ def test_contacts_request_shape():
 
     def handler(req):
         seen.append(req)
-        return httpx.Response(200, json={})
+        return ack(req)
 
     c, _ = make(handler)
     contact = {"customer_external_id": "cus_1", "contact_external_id": "p1", "contact_name": "Ann Ó", "attributes": {"email": "a@x.io"}}
@@ -116,7 +124,7 @@ def test_429_waits_retry_after_then_succeeds():
         calls.append(time.monotonic())
         if len(calls) == 1:
             return httpx.Response(429, headers={"Retry-After": "1"}, json={"message": "Too many requests"})
-        return httpx.Response(200, json={})
+        return ack(req)
 
     c, _ = make(handler, pace=True)  # with a pacer, the wait is enforced by blocking the pacer
     d = c.track([event(1)])
@@ -136,7 +144,7 @@ def test_5xx_is_retried_and_not_ambiguous():
     answers = iter([500, 502, 200])
 
     def handler(req):
-        return httpx.Response(next(answers), json={})
+        return ack(req, next(answers))
 
     c, _ = make(handler)
     d = c.upsert_contacts([{"customer_external_id": "c", "contact_external_id": "p", "contact_name": "n"}])
@@ -151,7 +159,7 @@ def test_read_timeout_retry_is_reported_ambiguous():
         n["calls"] += 1
         if n["calls"] == 1:
             raise httpx.ReadTimeout("stalled", request=req)
-        return httpx.Response(200, json={})
+        return ack(req)
 
     c, _ = make(handler)
     d = c.track([event(1), event(2)])
@@ -166,7 +174,7 @@ def test_connect_error_retry_is_not_ambiguous():
         n["calls"] += 1
         if n["calls"] == 1:
             raise httpx.ConnectError("refused", request=req)
-        return httpx.Response(200, json={})
+        return ack(req)
 
     c, _ = make(handler)
     d = c.track([event(1)])
@@ -187,9 +195,13 @@ def test_persistent_5xx_becomes_unavailable():
         (401, {"message": "Invalid API key"}, AuthError, ExitCode.NOPERM),
         (403, {"message": "Forbidden"}, PermissionDeniedError, ExitCode.NOPERM),
         (404, {}, NotFoundError, ExitCode.CONFIG),
-        (400, {"message": "contacts[0].contact_name is required"}, BadRequestError, ExitCode.USAGE),
-        (413, {"message": "Payload too large"}, BadRequestError, ExitCode.USAGE),
-        (422, {"errors": [{"message": "bad date"}]}, BadRequestError, ExitCode.USAGE),
+        # only a 400 naming the offending items is a per-item rejection (issue 11, item 4)
+        (400, {"error": "validation_error", "message": "The request is invalid.",
+               "details": [{"field": "events[0].name", "message": "This field is required."}]},
+         BadRequestError, ExitCode.USAGE),
+        (400, {"message": "contacts[0].contact_name is required"}, UnexpectedStatusError, ExitCode.UNAVAILABLE),
+        (413, {"message": "Payload too large"}, UnexpectedStatusError, ExitCode.UNAVAILABLE),
+        (422, {"errors": [{"message": "bad date"}]}, UnexpectedStatusError, ExitCode.UNAVAILABLE),
     ],
 )
 def test_4xx_are_typed_and_never_retried(status, body, exc, code):
@@ -217,7 +229,7 @@ def test_pacer_keeps_under_the_per_minute_budget(monkeypatch):
 
     def handler(req):
         times.append(time.monotonic())
-        return httpx.Response(200)
+        return ack(req)
 
     c, _ = make(handler, pace=None, tracker_per_minute=3)
     for i in range(4):

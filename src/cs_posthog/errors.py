@@ -212,7 +212,6 @@ class RedirectedError(ApiError):
         return cls(message, hint=hint, location=target or None, service=service, status=status)
 
 
-
 class UnexpectedAnswerError(ApiError):
     """A service answered 2xx with something that is not its API's answer (a malformed result row, a
     proxy's page): exit 69 (EX_UNAVAILABLE), nothing taken from it."""
@@ -220,31 +219,23 @@ class UnexpectedAnswerError(ApiError):
     exit_code = ExitCode.UNAVAILABLE
 
 
-class UnexpectedAnswerError(UnavailableError):
-    """An answer that is not the API's: a 2xx whose body is not of the documented shape (an HTML
-    page, unrelated JSON, an empty body), or a status the API does not explain (a 400 that names no
-    item, 405, 413, 418...). Nothing it carried counts as delivered. A subclass of
-    ``UnavailableError`` so that every caller treating "the service is not answering" keeps doing
-    so; exit 69 because retrying alone rarely fixes it: something else is answering at that URL."""
-
-    exit_code = ExitCode.UNAVAILABLE
-
-    def __init__(self, message: str, *, hint: str | None = None, service: str = "", **kw) -> None:
-        if hint is None:
-            where = f"{service} URL" if service else "URL"
-            hint = (
-                f"Something other than {service or 'the API'} may be answering (a proxy, a captive portal, "
-                f"a website): check the {where} and the network. Nothing was lost: the next run resends "
-                "from the same point."
-            )
-        super().__init__(message, hint=hint, service=service, **kw)
+class _NotTheApiHint:
+    default_hint = (
+        "Something other than the API may be answering at that URL (a proxy, a captive portal, a "
+        "website): check the URL and the network. Nothing was lost: the next run resends from the same point."
+    )
 
 
-class ResponseTooLargeError(UnexpectedAnswerError):
+class NotAcknowledgedError(_NotTheApiHint, UnexpectedAnswerError):
+    """A 2xx whose body is not the API's documented answer (an HTML page, unrelated JSON, an empty
+    body), after the retries: what the request carried does not count as delivered."""
+
+
+class ResponseTooLargeError(_NotTheApiHint, UnexpectedAnswerError):
     """An answer body over the size cap for its kind of request: reading stopped there."""
 
 
-class UnexpectedStatusError(UnexpectedAnswerError):
+class UnexpectedStatusError(_NotTheApiHint, UnexpectedAnswerError):
     """A 4xx the API does not explain (not 401/403/404/408/429, not a 400 naming the offending
     items). Not a per-item rejection: the request failed and nothing is dropped."""
 

@@ -8,9 +8,25 @@ No terminal I/O. ``send`` is the one place that decides what is retried:
 - 5xx, timeouts, dropped connections: retry with exponential backoff and full jitter.
 - Other 4xx: never retried; ``classify`` turns them into typed errors.
 
+- 408: the server gave up waiting for our request: retried like a 5xx.
+- A 2xx the caller does not recognise as the API's answer (``accept``; an HTML page from a captive
+  portal, unrelated JSON, an empty body): retried like a 5xx, then ``NotAcknowledgedError`` (69).
+
 A failure after the request may have reached the server (read timeout, connection dropped while
 waiting for the answer) is *ambiguous*: the server may have applied it. Those retries are counted
 apart so a caller that has no idempotency key can say what may have been doubled.
+
+Every attempt has an overall *deadline* (``deadline`` seconds, from sending the request to the
+last byte of the answer), not only a per-read timeout: an answer that drips a byte a second never
+trips a read timeout. It is enforced twice: each socket read and write waits at most until the
+deadline (``install_deadlines``, for httpx's own transports), and the body is read in chunks with
+the clock checked after each one (any transport). A deadline that passes is a retried, ambiguous
+failure (``DeadlineExceeded``, a ``ReadTimeout``).
+
+Every answer body is read up to a *cap* (``max_bytes``): an endless or absurdly large answer stops
+there and fails the request at once with ``ResponseTooLargeError`` (69), instead of growing the
+process to gigabytes. Defaults: ``DEFAULT_DEADLINE_S`` and ``DEFAULT_MAX_RESPONSE_BYTES``; the
+clients choose theirs per kind of request (PostHog's ``/query/``: longer and much larger).
 """
 
 from __future__ import annotations
@@ -25,12 +41,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 
-from cs_posthog.errors import ApiError, ThrottledError, UnavailableError
+from cs_posthog.errors import (
+    ApiError,
+    NotAcknowledgedError,
+    ResponseTooLargeError,
+    ThrottledError,
+    UnavailableError,
+)
 
 DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "CS_POSTHOG_TIMEOUT"
+# Overall time allowed for one attempt (request sent, whole answer read). CS_POSTHOG_DEADLINE
+# overrides every one; without it, CS_POSTHOG_TIMEOUT (when set) makes every deadline 4x that.
+DEFAULT_DEADLINE_S = 120.0
+DEADLINE_ENV = "CS_POSTHOG_DEADLINE"
+DEADLINE_PER_TIMEOUT = 4.0
+# Largest answer body read for a request that names no cap of its own (PostHog's /query/ does).
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 # Pacing scale for sandboxes with a scaled clock (``--rate-limits fast`` is 60x); ``off`` (or 0)
 # turns client-side pacing off. Both clients read it, so they always agree. Never needed for real APIs.
 RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
@@ -61,6 +91,139 @@ def default_timeout(seconds: float = DEFAULT_TIMEOUT_S) -> httpx.Timeout:
         except ValueError:
             pass
     return httpx.Timeout(total, connect=min(10.0, total))
+
+
+def default_deadline(seconds: float = DEFAULT_DEADLINE_S) -> float:
+    """Overall seconds for one attempt: ``seconds``, or ``CS_POSTHOG_DEADLINE``, or 4x
+    ``CS_POSTHOG_TIMEOUT`` when only that is set (so a small timeout also bounds a dripping answer)."""
+    for env, factor in ((DEADLINE_ENV, 1.0), (TIMEOUT_ENV, DEADLINE_PER_TIMEOUT)):
+        raw = os.environ.get(env)
+        if raw:
+            try:
+                return max(0.1, float(raw)) * factor
+            except ValueError:
+                pass
+    return seconds
+
+
+# --- the deadline at the socket: a wrapper around httpcore's network backend ----------------------
+_local = threading.local()
+
+
+def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
+    """``timeout`` shortened to what is left of this thread's current deadline (none: unchanged)."""
+    end = getattr(_local, "deadline", None)
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise exc("the request's overall deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, _clamp(timeout, httpcore.ConnectTimeout))
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(
+            host, port, _clamp(timeout, httpcore.ConnectTimeout), local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(
+            path, _clamp(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def install_deadlines(client: httpx.Client) -> httpx.Client:
+    """Make every socket read and write of ``client``'s own transports (proxies from the
+    environment included) wait at most until the current request's deadline, so that headers
+    dripping in a byte at a time are bounded too. Custom transports (tests' mocks) are left alone:
+    ``send`` still checks the deadline between body chunks. Returns ``client``."""
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    for t in transports:
+        pool = getattr(t, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is not None and not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)
+    return client
+
+
+class DeadlineExceeded(httpx.ReadTimeout):
+    """One attempt outlived its overall deadline (a dripping or stalled answer)."""
+
+    def __init__(self, seconds: float, request: httpx.Request | None = None) -> None:
+        super().__init__(f"no complete answer within {seconds:g} s", request=request)
+        self.seconds = seconds
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(size, cap)
+        self.size, self.cap = size, cap
+
+
+def _exchange(client: httpx.Client, method: str, url: str | httpx.URL, *, deadline: float, max_bytes: int,
+              **kwargs: Any) -> httpx.Response:
+    """One attempt: send, then read the whole body within ``deadline`` seconds and ``max_bytes``."""
+    end = time.monotonic() + deadline
+    outer = getattr(_local, "deadline", None)
+    _local.deadline = end if outer is None else min(outer, end)
+    try:
+        request = client.build_request(method, url, **kwargs)
+        try:
+            resp = client.send(request, stream=True)
+            try:
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > max_bytes and "content-encoding" not in resp.headers:
+                    raise _TooLarge(int(declared), max_bytes)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise _TooLarge(size, max_bytes)
+                    chunks.append(chunk)
+                    if time.monotonic() > end:
+                        raise DeadlineExceeded(deadline, request)
+                # what Response.read() does, with the cap and the deadline on the way
+                resp._content = b"".join(chunks)
+            finally:
+                resp.close()
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            if not isinstance(exc, DeadlineExceeded) and time.monotonic() >= end - 0.01:
+                raise DeadlineExceeded(deadline, request) from exc
+            raise
+        return resp
+    finally:
+        _local.deadline = outer
 
 
 _IN_FLIGHT = float("inf")
@@ -254,6 +417,9 @@ def send(
     give_up: Callable[[httpx.Response], bool] | None = None,
     on_exc: Callable[[Exception, bool], ApiError | None] | None = None,
     on_response: Callable[[httpx.Response], None] | None = None,
+    accept: Callable[[httpx.Response], str | None] | None = None,
+    deadline: float | None = None,
+    max_bytes: int | None = None,
     **kwargs: Any,
 ) -> Sent:
     """Send one request with pacing and retries; return the 2xx answer or raise a typed error.
@@ -263,8 +429,14 @@ def send(
     ``on_exc(exc, final)`` sees each transport failure (``final``: the retries are used up) and may
     return the error to raise now instead of retrying (or instead of the generic one).
     ``on_response(resp)`` sees every answer, before it is acted on (429s included).
+    ``accept(resp)`` judges a 2xx answer: None when it is the API's answer, else what is wrong with
+    it (retried like a 5xx, then ``NotAcknowledgedError``, exit 69).
+    ``deadline``: overall seconds per attempt (default ``default_deadline()``); ``max_bytes``: the
+    largest answer body read (default ``DEFAULT_MAX_RESPONSE_BYTES``).
     """
     policy = policy or RetryPolicy()
+    deadline = default_deadline() if deadline is None else deadline
+    max_bytes = DEFAULT_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
     stats = stats if stats is not None else Stats()
     failures = 0
     throttled = 0
@@ -277,9 +449,15 @@ def send(
         try:
             if pacer is not None:
                 with pacer.slot():
-                    resp = client.request(method, url, **kwargs)
+                    resp = _exchange(client, method, url, deadline=deadline, max_bytes=max_bytes, **kwargs)
             else:
-                resp = client.request(method, url, **kwargs)
+                resp = _exchange(client, method, url, deadline=deadline, max_bytes=max_bytes, **kwargs)
+        except _TooLarge as exc:
+            raise ResponseTooLargeError(
+                f"{service} sent an answer larger than {_size(exc.cap)} to {method} {_path(url)}; "
+                "reading stopped there and the request failed",
+                service=service,
+            ) from None
         except _RETRYABLE as exc:
             failures += 1
             was_ambiguous = isinstance(exc, _AMBIGUOUS)
@@ -303,7 +481,24 @@ def send(
             on_response(resp)
         status = resp.status_code
         if status < 300:
-            return Sent(resp, attempts, ambiguous)
+            problem = accept(resp) if accept is not None else None
+            if problem is None:
+                return Sent(resp, attempts, ambiguous)
+            # something answered 2xx, but not the API: a captive portal, a proxy, a website. It may
+            # still have passed the request on, so a retry is counted as ambiguous.
+            failures += 1
+            last_problem = problem
+            if failures >= policy.max_attempts:
+                raise NotAcknowledgedError(
+                    f"{service} did not acknowledge the request: HTTP {status} with {problem} "
+                    f"({attempts} attempts)",
+                    service=service,
+                    status=status,
+                )
+            ambiguous = True
+            stats.add(retries=1, ambiguous_retries=1)
+            sleep(policy.backoff(failures))
+            continue
         if status == 429:
             throttled += 1
             stats.add(throttled=1)
@@ -328,7 +523,7 @@ def send(
             continue
         if status >= 500 and give_up is not None and give_up(resp):
             raise classify(resp)
-        if status >= 500:
+        if status >= 500 or status == 408:
             failures += 1
             last_problem = f"HTTP {status}"
             if failures >= policy.max_attempts:
@@ -344,11 +539,24 @@ def send(
 
 
 def _describe(exc: Exception) -> str:
+    if isinstance(exc, DeadlineExceeded):
+        return f"no complete answer within {exc.seconds:g} s"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, httpx.ConnectError):
         return "connection refused or unreachable"
     return "connection dropped"
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):g} MB" if n >= 1024 * 1024 else f"{n:,} bytes"
+
+
+def _path(url: str | httpx.URL) -> str:
+    try:
+        return httpx.URL(url).path
+    except Exception:
+        return "?"
 
 
 def error_body(resp: httpx.Response) -> dict[str, Any]:

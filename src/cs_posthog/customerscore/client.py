@@ -7,11 +7,27 @@ a retry followed a failure the server may have applied (``Delivery.ambiguous``).
 
 Items are JSON-encoded once (``encode``) and batches are assembled from the encoded bytes, so the
 size limit is checked on exactly what goes on the wire.
+
+What counts as an answer (``customerscore_app.py`` models the bodies the public docs leave out):
+
+- A batch is acknowledged only by a 2xx whose body is Customerscore's: a JSON object with the
+  integer ``processed`` count, equal to the items sent (``status``, when present, is ``"ok"``).
+  Anything else on a 2xx (an HTML page from a captive portal or a website, unrelated JSON, an empty
+  body) is not a delivery: retried like a 5xx, then ``NotAcknowledgedError`` (exit 69). The sync
+  checkpoints only after a call returns, so its cursor stays.
+- Only a 400 whose body names offending items (``details: [{"field": "events[3].timestamp", ...}]``)
+  is ``BadRequestError``, the per-item rejection the sync splits a batch on. A 408 is retried. Any
+  other 4xx (a 400 naming no item, 405, 413, 415, 418...) is ``UnexpectedStatusError`` (69): the
+  request failed, nothing is dropped. 401/403 are ``AuthError``/``PermissionDeniedError`` (77), 404
+  ``NotFoundError`` (78: the URL).
+- Each attempt must be answered completely within ``DEADLINE_S`` (120 s) and in at most
+  ``MAX_RESPONSE_BYTES`` (1 MB; an acknowledgement is a few dozen bytes).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,8 +41,20 @@ from cs_posthog.errors import (
     BadRequestError,
     NotFoundError,
     PermissionDeniedError,
+    RedirectedError,
+    UnexpectedStatusError,
 )
-from cs_posthog.http import Pacer, RetryPolicy, Stats, default_timeout, error_body, rate_scale, send
+from cs_posthog.http import (
+    Pacer,
+    RetryPolicy,
+    Stats,
+    default_deadline,
+    default_timeout,
+    error_body,
+    install_deadlines,
+    rate_scale,
+    send,
+)
 
 SERVICE = "Customerscore"
 MAX_ITEMS = 100
@@ -35,6 +63,8 @@ MAX_BYTES = 5_000_000
 REST_PER_MINUTE = 500
 TRACKER_PER_MINUTE = 200
 FIELD_MAX = 255
+DEADLINE_S = 120.0  # one attempt, request sent to answer read (``CS_POSTHOG_DEADLINE`` overrides)
+MAX_RESPONSE_BYTES = 1024 * 1024  # Customerscore's answers are tiny; a larger one is not its answer
 # Pacing scale: tests and benchmarks run against a sandbox whose clock is scaled (``--rate-limits
 # fast`` is 60x: the same counts per second instead of per minute) or has no limits at all.
 # ``CS_POSTHOG_RATE_SCALE=60`` divides the pacing windows by 60; ``off`` (or 0) turns client-side
@@ -107,6 +137,8 @@ class CustomerscoreClient:
         policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         pace: bool | None = None,
+        deadline: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         base = api_url.rstrip("/")
         if base.endswith("/api/v1"):
@@ -120,6 +152,8 @@ class CustomerscoreClient:
         self._tracker_key_json = json.dumps(tracker_key).encode()
         self.stats = Stats()
         self.policy = policy or RetryPolicy()
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S)
+        self.max_response_bytes = max_response_bytes
         scale = rate_scale() if pace is None else (1.0 if pace else None)
         if scale is None:
             self.rest_pacer = self.tracker_pacer = None
@@ -143,6 +177,7 @@ class CustomerscoreClient:
                 "User-Agent": f"cs-posthog/{__version__}",
             },
         )
+        install_deadlines(self._client)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -189,9 +224,64 @@ class CustomerscoreClient:
             stats=self.stats,
             policy=self.policy,
             classify=classify,
+            accept=lambda resp: acknowledgement_problem(resp, count),
+            deadline=self.deadline,
+            max_bytes=self.max_response_bytes,
             content=body,
         )
         return Delivery(count, sent.attempts, sent.ambiguous, len(body))
+
+
+def _html_title(text: str) -> str:
+    m = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+    title = " ".join(m.group(1).split())[:60] if m else ""
+    return "".join(c if c.isprintable() else "?" for c in title)
+
+
+def acknowledgement_problem(resp: httpx.Response, count: int) -> str | None:
+    """None when a 2xx answer is Customerscore's acknowledgement of ``count`` items
+    (``{"status": "ok", "processed": count}``), else what it is instead. The body is described,
+    never quoted (it could be anything, keys echoed by a proxy included)."""
+    content = resp.content
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    if not content.strip():
+        return f"an empty body ({ctype})"
+    try:
+        data = json.loads(content)
+    except ValueError:
+        head = content[:2048].decode("utf-8", "replace")
+        if "<html" in head.lower() or "<!doctype" in head.lower():
+            title = _html_title(head)
+            return "an HTML page" + (f" titled {title!r}" if title else "") + " instead of Customerscore's JSON"
+        return f"a body that is not JSON ({ctype}, {len(content):,} bytes)"
+    if not isinstance(data, dict):
+        return f"JSON that is not Customerscore's answer (a {type(data).__name__}, not an object)"
+    processed = data.get("processed")
+    if type(processed) is not int:
+        return "JSON that is not Customerscore's answer (no processed count)"
+    status = data.get("status")
+    if status is not None and status != "ok":
+        return f"status {str(status)[:40]!r} instead of \"ok\""
+    if processed != count:
+        return f"processed {processed} of the {count} items sent"
+    return None
+
+
+_ITEM_FIELD = re.compile(r"^(events|contacts|customers)\[\d+\]")
+
+
+def names_items(resp: httpx.Response) -> bool:
+    """True when an error body names the offending items: ``details`` (or ``errors``) with a
+    ``field`` such as ``events[3].timestamp``: Customerscore's validation answer."""
+    body = error_body(resp)
+    for key in ("details", "errors"):
+        items = body.get(key)
+        if isinstance(items, list) and any(
+            isinstance(d, dict) and isinstance(d.get("field"), str) and _ITEM_FIELD.match(d["field"])
+            for d in items
+        ):
+            return True
+    return False
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -260,4 +350,18 @@ def classify(resp: httpx.Response) -> ApiError:
             hint="Check the Customerscore API base URL (`cs-posthog edit credentials`).",
             **common,
         )
-    return BadRequestError(f"Customerscore rejected the request ({status}){suffix}", **common)
+    if 300 <= status < 400:  # not followed (the key must not travel): the URL is what to fix
+        return RedirectedError.from_response(resp, service=SERVICE, setting="Customerscore API URL")
+    if status == 400 and names_items(resp):
+        return BadRequestError(f"Customerscore rejected the request ({status}){suffix}", **common)
+    body = error_body(resp)
+    ours = isinstance(body.get("error"), str) and isinstance(body.get("message"), str)
+    return UnexpectedStatusError(
+        f"Customerscore refused the request (HTTP {status}){suffix}; nothing was dropped",
+        hint=(
+            "Customerscore refused the whole request without naming an item: the next run sends it again. "
+            "If it persists, report it (`cs-posthog sync -v` shows the request)."
+            if ours else None
+        ),
+        **common,
+    )

@@ -34,6 +34,12 @@ No terminal I/O. Facts in ``shared/docs/posthog-api.md``; the points checked in 
 - JSON datetimes: ``posthog/renderers.py`` renders with orjson ``OPT_UTC_Z``: aware UTC datetimes as
   ``2024-01-02T03:04:05.123456Z`` (no fraction when it is zero), naive ones (persons.created_at) with
   no offset, other zones with ``+HH:MM``. ``parse_datetime`` reads all of them as aware UTC.
+- Answers are read whole within a deadline and up to a size cap (``cs_posthog.http``): ``/query/``
+  gets ``QUERY_DEADLINE_S`` (180 s, above its 90 s read timeout) and ``QUERY_MAX_RESPONSE_BYTES``
+  (256 MB; a 49,999-row page of the sync's events query is about 15-25 MB); every other call
+  ``DEADLINE_S`` (120 s) and ``MAX_RESPONSE_BYTES`` (8 MB; a page of 100 definitions is far less).
+  A 2xx that does not even start like JSON is retried, then ``NotAcknowledgedError`` (69); one
+  that does not parse is ``UnexpectedAnswerError`` (69).
 - ``/query/``: ``{"query": {"kind": "HogQLQuery", "query", "values", "modifiers"}, "refresh",
   "name"}``; an explicit LIMIT is capped at 50,000 rows silently (``MAX_SELECT_RETURNED_ROWS``), so
   a keyset page asks for at most 50,000 rows: ``page + 1`` with ``page <= 49,999``.
@@ -70,11 +76,15 @@ from cs_posthog.errors import (
     UsageError,
 )
 from cs_posthog.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DeadlineExceeded,
     Pacer,
     RetryPolicy,
     Stats,
+    default_deadline,
     default_timeout,
     error_body,
+    install_deadlines,
     rate_scale,
     retry_after_header,
     send,
@@ -97,6 +107,10 @@ LEGACY_EVIDENCE_MAX_QUERIES = 240
 LEGACY_EVIDENCE_THROTTLES = 3
 
 QUERY_TIMEOUT_S = 90.0  # read timeout for /query/: above PostHog's longest query limit (60 s, legacy)
+QUERY_DEADLINE_S = 180.0  # a whole /query/ attempt, answer read to its last byte
+DEADLINE_S = 120.0  # a whole attempt of any other call
+QUERY_MAX_RESPONSE_BYTES = 256 * 1024 * 1024  # well above a 49,999-row page (~15-25 MB)
+MAX_RESPONSE_BYTES = DEFAULT_MAX_RESPONSE_BYTES  # 8 MB: definitions, projects, keys
 QUERY_TIME_LIMIT_S = 10.0  # PostHog's limit for API queries on current teams
 FAST_ANSWER_S = QUERY_TIME_LIMIT_S / 4  # a page answered this fast could take twice the rows
 
@@ -488,6 +502,10 @@ class PostHogClient:
         transport: httpx.BaseTransport | None = None,
         policy: RetryPolicy | None = None,
         pace: bool | None = None,
+        deadline: float | None = None,
+        query_deadline: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        query_max_response_bytes: int = QUERY_MAX_RESPONSE_BYTES,
     ) -> None:
         try:
             self.host = check_base_url(host)
@@ -529,6 +547,10 @@ class PostHogClient:
             self._query_timeout = timeout
         else:
             self._query_timeout = default_timeout(QUERY_TIMEOUT_S)
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S)
+        self.query_deadline = query_deadline if query_deadline is not None else default_deadline(QUERY_DEADLINE_S)
+        self.max_response_bytes = max_response_bytes
+        self.query_max_response_bytes = query_max_response_bytes
         self._client = httpx.Client(
             timeout=base_timeout,
             transport=transport,
@@ -540,6 +562,7 @@ class PostHogClient:
                 "User-Agent": f"cs-posthog/{__version__}",
             },
         )
+        install_deadlines(self._client)
         self._closed = False
         self._lock = threading.Lock()
 
@@ -630,8 +653,10 @@ class PostHogClient:
 
             def on_exc(exc: Exception, final: bool) -> ApiError | None:
                 if isinstance(exc, httpx.ReadTimeout) and (final or timeout_is_too_slow):
+                    within = (f"{exc.seconds:g} s (overall deadline)" if isinstance(exc, DeadlineExceeded)
+                              else f"{_seconds(self._query_timeout)} (read timeout)")
                     return QueryTooSlowError(
-                        f"PostHog did not answer a query within {_seconds(self._query_timeout)} (read timeout)",
+                        f"PostHog did not answer a query within {within}",
                         timed_out=True,
                         service=SERVICE,
                     )
@@ -655,6 +680,9 @@ class PostHogClient:
             classify=classify,
             wait_from_body=wait_from_detail,
             give_up=is_too_slow,
+            accept=_json_start_problem,
+            deadline=self.query_deadline if query else self.deadline,
+            max_bytes=self.query_max_response_bytes if query else self.max_response_bytes,
             **kwargs,
         )
         return sent.response
@@ -960,11 +988,25 @@ def _json(resp: httpx.Response) -> Any:
     return _json_content(resp.content, resp.status_code)
 
 
+def _json_start_problem(resp: httpx.Response) -> str | None:
+    """A cheap look at a 2xx answer (the body is parsed later, once): None when it starts like
+    JSON (an object or a list), else what it is."""
+    head = resp.content[:512].lstrip()
+    if head[:1] in (b"{", b"["):
+        return None
+    if resp.status_code == 204 or not head:
+        return "an empty body"
+    low = head.lower()
+    if low.startswith((b"<!doctype", b"<html")) or b"<html" in low:
+        return "an HTML page instead of PostHog's JSON (a proxy or captive portal in between?)"
+    return "a body that is not JSON"
+
+
 def _json_content(content: bytes, status: int) -> Any:
     try:
         return json.loads(content)
     except ValueError:
-        raise UnavailableError(
+        raise UnexpectedAnswerError(
             f"PostHog answered HTTP {status} with something that is not JSON "
             f"(a proxy or captive portal in between?): {content.decode('utf-8', 'replace')[:120]!r}",
             service=SERVICE,

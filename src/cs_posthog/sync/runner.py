@@ -67,6 +67,21 @@ def make_customerscore_client(cfg: Any) -> Any:
     return CustomerscoreClient(cfg.customerscore.api_url, get_secret("customerscore"), cfg.customerscore.tracker_key)
 
 
+def with_heartbeat(progress: ProgressFn | None, lock: Any) -> ProgressFn | None:
+    """``progress`` that also touches the lock's heartbeat: the engine reports after every page it
+    reads and every batch it sends, so ``status`` can tell a sync that stopped making progress (a
+    hung connection) from one that is working. No lock (dry run): ``progress`` unchanged."""
+    if lock is None:
+        return progress
+
+    def report(snapshot: Any) -> None:
+        lock.heartbeat()
+        if progress is not None:
+            progress(snapshot)
+
+    return report
+
+
 def run_sync(
     cfg: Any = None,
     *,
@@ -94,7 +109,8 @@ def run_sync(
         if customerscore is None and not options.dry_run:
             customerscore, own_cs = make_customerscore_client(cfg), True
         state = SyncState(paths.state_db, readonly=options.dry_run)
-        engine = SyncEngine(cfg, posthog, customerscore, state, options=options, progress=progress)
+        engine = SyncEngine(cfg, posthog, customerscore, state, options=options,
+                            progress=with_heartbeat(progress, lock))
         try:
             report = engine.run()
         finally:

@@ -201,13 +201,27 @@ def _delete_keys(db: sqlite3.Connection, head: str, keys: Sequence[Any]) -> None
 
 
 def unusable_state_error(exc: BaseException, path: Path | None = None, *, opening: bool = False) -> Any:
-    """The ConfigError (exit 78) for an SQLite error that says the state file itself is the problem,
-    or None. Opening it, any error but "busy/locked" is about the file (not a database, damaged,
-    unsupported format, not writable); later, only SQLite's "corrupt" and "not a database" are:
-    other errors are bugs. ``cli.py`` applies it to errors that escape a command too."""
+    """The error to report for an SQLite error that says the state file itself is the problem, or None
+    (then it is a bug).
+
+    The file system first: the disk full (SQLITE_FULL), an I/O error (SQLITE_IOERR), a file or
+    directory that cannot be written or opened (SQLITE_READONLY, SQLITE_CANTOPEN: a read-only home)
+    are a ``FileError`` naming the file and what the OS says (74, or 73): never called damaged, since
+    moving a healthy state away would resend everything. Then the file's content: opening it, any
+    other error but "busy/locked" (not a database, damaged, unsupported format); later, only SQLite's
+    "corrupt" and "not a database": a ConfigError (78) suggesting to move it away. ``cli.py`` applies
+    it to errors that escape a command too."""
     from cs_posthog.errors import ConfigError
 
     name = getattr(exc, "sqlite_errorname", "") or ""
+    if path is None:
+        from cs_posthog.paths import get_paths
+
+        path = get_paths().state_db
+    if isinstance(exc, sqlite3.DatabaseError) and name.startswith(
+        ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+    ):
+        return _state_file_error(exc, Path(path), name)
     if opening:
         if not isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError)) or name.startswith(
             ("SQLITE_BUSY", "SQLITE_LOCKED")
@@ -215,15 +229,71 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *, openin
             return None
     elif not (isinstance(exc, sqlite3.DatabaseError) and name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))):
         return None
-    if path is None:
-        from cs_posthog.paths import get_paths
-
-        path = get_paths().state_db
     return ConfigError(
         f"{path}: the sync state cannot be used ({exc})",
         hint=f"If it is damaged, move it away (mv {path} {path}.damaged): the next sync then starts as a "
         "first sync and sends the backfill window and every contact again.",
     )
+
+
+def _state_file_error(exc: BaseException, path: Path, name: str) -> Any:
+    """A FileError for SQLite's file-system errors, with the OS's own reason when it can be found
+    (SQLite does not pass errno on): a read-only file system, no permission, the disk full."""
+    import errno
+
+    from cs_posthog.errors import FileError
+
+    doing = "open" if name.startswith("SQLITE_CANTOPEN") else "write"
+    if name.startswith("SQLITE_FULL"):
+        return FileError.from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+    reason = _os_reason(path)
+    if reason is None:  # SQLite's own words, e.g. "disk I/O error"
+        reason = OSError(errno.EIO, str(exc))
+    return FileError.from_os_error(reason, path, doing=doing)
+
+
+def _os_reason(path: Path) -> OSError | None:
+    """Why the OS would not let SQLite write ``path`` (or create its journal beside it), or None."""
+    import errno
+
+    def err(code: int) -> OSError:
+        return OSError(code, os.strerror(code))
+
+    try:
+        for target in (path, path.parent):
+            if not target.exists():
+                continue
+            if os.statvfs(target).f_flag & os.ST_RDONLY:
+                return err(errno.EROFS)
+            if not os.access(target, os.W_OK):
+                return err(errno.EACCES)
+        if path.is_dir():
+            return err(errno.EISDIR)
+        if not path.parent.is_dir():
+            return err(errno.ENOTDIR if path.parent.exists() else errno.ENOENT)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection (status, dry runs). In a read-only home SQLite cannot create the WAL
+    index beside the file and fails the first read; nothing can be writing the file there either, so
+    it is then read as it is (``immutable``) instead of failing."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError as exc:
+        name = str(getattr(exc, "sqlite_errorname", ""))
+        if not name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")) or _os_reason(path) is None:
+            db.close()
+            raise
+    db.close()
+    from urllib.parse import quote
+
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                           isolation_level=None)
 
 
 def _check_schema(db: sqlite3.Connection) -> None:
@@ -257,9 +327,7 @@ class SyncState:
     def _open(self) -> None:
         if self.readonly:
             if self.path.exists():
-                self._db = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-                )
+                self._db = _connect_readonly(self.path)
                 _check_schema(self._db)
                 self._check_columns()
             return
@@ -763,8 +831,15 @@ def _summary(raw: Any) -> dict[str, Any] | None:
 class RunLock:
     """One sync at a time: a non-blocking file lock; the second run gets ``LockHeldError`` (75).
 
-    The OS releases it when the process dies, so a killed sync never leaves a stale lock.
+    The OS releases it when the process dies, so a killed sync never leaves a stale lock. A process
+    that is alive but stuck (a hung connection, a stopped process) keeps it, though: the holder
+    writes a *heartbeat* file next to the lock (``<lock>.heartbeat``: its pid and start time; its
+    mtime is the last progress, touched by ``heartbeat()`` after each page and batch), and
+    ``holder()`` lets ``status`` say for how long it has made no progress.
     """
+
+    HEARTBEAT_EVERY_S = 1.0  # touches closer together than this are skipped (cheap, thread-safe enough)
+    STALE_AFTER_S = 15 * 60.0  # no progress for this long: ``status`` calls the holder stalled
 
     def __init__(self, path: Path) -> None:
         from filelock import FileLock
@@ -773,7 +848,9 @@ class RunLock:
 
         ensure_private_dir(Path(path).parent)
         self.path = Path(path)
+        self.heartbeat_path = self.path.with_name(self.path.name + ".heartbeat")
         self._lock = FileLock(str(path), timeout=0)
+        self._last_beat = 0.0
 
     def acquire(self) -> RunLock:
         from filelock import Timeout
@@ -782,11 +859,70 @@ class RunLock:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise LockHeldError() from None
+        self._write_heartbeat()
         return self
 
     def release(self) -> None:
         if self._lock.is_locked:
+            try:
+                self.heartbeat_path.unlink()
+            except OSError:
+                pass
             self._lock.release()
+
+    def _write_heartbeat(self) -> None:
+        import time
+
+        from cs_posthog.fsutil import atomic_write_text
+
+        doc = {"pid": os.getpid(), "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        try:
+            atomic_write_text(self.heartbeat_path, json.dumps(doc) + "\n")
+        except OSError:  # a status detail: never a reason to fail the sync
+            pass
+        self._last_beat = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """The holder made progress (a page read, a batch sent): touch the heartbeat file.
+        Never raises; at most one touch a second."""
+        import time
+
+        now = time.monotonic()
+        if not self._lock.is_locked or now - self._last_beat < self.HEARTBEAT_EVERY_S:
+            return
+        self._last_beat = now
+        try:
+            os.utime(self.heartbeat_path)
+        except FileNotFoundError:
+            self._write_heartbeat()
+        except OSError:
+            pass
+
+    def holder(self) -> dict[str, Any] | None:
+        """What the heartbeat file says about the process holding the lock: ``pid``,
+        ``started_at``, ``progress_at`` (ISO, UTC), ``idle_s`` (seconds since its last progress) and
+        ``stalled`` (idle longer than ``STALE_AFTER_S``); None when there is no readable file. Does
+        not check the lock itself: see ``held_elsewhere``."""
+        import time
+
+        try:
+            st = self.heartbeat_path.stat()
+            doc = json.loads(self.heartbeat_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        pid = doc.get("pid")
+        started = doc.get("started_at")
+        idle = max(0.0, time.time() - st.st_mtime)
+        progress = datetime.fromtimestamp(st.st_mtime, UTC).isoformat().replace("+00:00", "Z")
+        return {
+            "pid": pid if type(pid) is int else None,
+            "started_at": started if isinstance(started, str) else None,
+            "progress_at": progress,
+            "idle_s": round(idle, 1),
+            "stalled": idle >= self.STALE_AFTER_S,
+        }
 
     @property
     def held_elsewhere(self) -> bool:
