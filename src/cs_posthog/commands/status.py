@@ -48,6 +48,8 @@ def collect(config: Any = None) -> dict[str, Any]:
     finally:
         state.close()
     running = RunLock(paths.lock_file).held_elsewhere if paths.lock_file.exists() else False
+    # who holds the lock and when it last made progress (its heartbeat): a stuck sync keeps the lock
+    holder = RunLock(paths.lock_file).holder() if running else None
     last_ok = next((r for r in runs if r["status"] == "ok"), None)
     not_matching = None
     if last_ok and last_ok.get("summary"):
@@ -79,6 +81,7 @@ def collect(config: Any = None) -> dict[str, Any]:
             "max_lateness_days": cfg.sync.max_lateness_days,
         },
         "running": running,
+        "running_sync": holder,
         "persons_waiting_for_backfill": persons_pending,
         "last_runs": runs,
         "cursors": cursors,
@@ -128,6 +131,23 @@ def query_budget_line(ph: dict[str, Any]) -> str:
     if tier == "current":
         return f"{budget} (current tier)"
     return budget
+
+
+def running_line(holder: dict[str, Any] | None) -> str:
+    """The "a sync is running" line; when its heartbeat is old, how long it has made no progress."""
+    if not holder:
+        return "a sync is running now"
+    pid = f"pid {holder['pid']}" if holder.get("pid") else "pid unknown"
+    since = _when(holder.get("started_at"))
+    if not holder.get("stalled"):
+        return f"a sync is running now (since {since}, {pid})"
+    minutes = int(holder.get("idle_s", 0) // 60)
+    kill = f"`kill {holder['pid']}`" if holder.get("pid") else "stop it"
+    return (
+        f"a sync has been running since {since} and made no progress for {minutes} minutes ({pid}): it may be "
+        f"stuck on a connection, or waiting for PostHog's query budget. If it stays so, {kill}: the next run "
+        "resumes from its last checkpoint"
+    )
 
 
 def render(out: Any, d: dict[str, Any]) -> None:
@@ -193,7 +213,7 @@ def render(out: Any, d: dict[str, Any]) -> None:
         out.print(c)
     extra = []
     if d["running"]:
-        extra.append("a sync is running now")
+        extra.append(running_line(d.get("running_sync")))
     if d["batch_in_flight"]:
         extra.append(f"{d['batch_in_flight']} event(s) were in flight when a sync stopped: the next run resends them")
     extra.append(f"{d['contacts_known']:,} contacts sent so far")
