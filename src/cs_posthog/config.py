@@ -286,16 +286,40 @@ def save_draft(draft: Draft, path: Path | None = None) -> Path:
 def load_config(path: Path | None = None) -> Config:
     """Load and validate the config. Raises NotConnectedError or InvalidConfigError (exit 78)."""
     path = path or get_paths().config_file
-    if not path.exists():
+    if not _exists(path):
         raise NotConnectedError()
     return _load(path, Config)
 
 
 def load_draft(path: Path | None = None) -> Draft | None:
     path = path or get_paths().draft_file
-    if not path.exists():
+    if not _exists(path):
         return None
     return _load(path, Draft)
+
+
+def _exists(path: Path) -> bool:
+    """Whether there is a file to read at ``path``. A symbolic link there that leads nowhere (its target
+    is missing, or it loops) is not "no file": an InvalidConfigError naming the link (exit 78)."""
+    import errno
+    import os
+
+    if path.exists():
+        return True
+    if not path.is_symlink():
+        return False
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidConfigError(
+                f"{path}: a symbolic link that loops ({exc.strerror})",
+                hint="Point the link at the real file (ln -sfn TARGET LINK), or remove it and run `cs-posthog connect`.",
+            ) from None
+    raise InvalidConfigError(
+        f"{path}: a symbolic link to {os.readlink(path)}, which does not exist",
+        hint="Restore the file it points at, point the link elsewhere, or remove it and run `cs-posthog connect`.",
+    )
 
 
 def _load(path: Path, model: type[BaseModel]) -> Any:

@@ -17,6 +17,7 @@ import re
 import threading
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from cs_posthog.errors import ConfigError, MissingSecretError
@@ -97,10 +98,41 @@ def _reset_keyring_state() -> None:
 
 
 # --- the file --------------------------------------------------------------------------------
+_warned_modes: set[str] = set()  # files already warned about in this process (one line each)
+
+
+def _keep_private(path: Path) -> None:
+    """A secrets file other users can read (or write) is a leak waiting to happen: made 0600 when it
+    is ours, and said once on stderr (a warning, through logging: the core prints nothing)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    mode = st.st_mode & 0o777
+    if not mode & 0o077:
+        return
+    log = logging.getLogger(__name__)
+    if st.st_uid == os.geteuid():
+        try:
+            os.chmod(path, 0o600)
+            log.warning("%s was readable by other users (mode %o): made it 0600; if others used this "
+                        "machine, consider the keys in it exposed", path, mode)
+            return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    else:
+        reason = f"owned by uid {st.st_uid}, not by this user"
+    if str(path) not in _warned_modes:
+        _warned_modes.add(str(path))
+        log.warning("%s is readable by other users (mode %o) and could not be made 0600 (%s): "
+                    "chmod 600 it", path, mode, reason)
+
+
 def _read_file() -> dict[str, str]:
     path = get_paths().secrets_file
     if not path.exists():
         return {}
+    _keep_private(path)
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -116,9 +148,14 @@ def _write_file(data: dict[str, str]) -> None:
 
     path = get_paths().secrets_file
     if data:
-        atomic_write_text(path, tomli_w.dumps(data))
+        atomic_write_text(path, tomli_w.dumps(data))  # a new 0600 file replaces it (or its link's target)
     elif path.exists():
-        path.unlink()
+        try:
+            path.unlink()
+        except OSError as exc:
+            from cs_posthog.errors import FileError
+
+            raise FileError.from_os_error(exc, path, doing="remove") from None
 
 
 # --- public API ------------------------------------------------------------------------------
