@@ -55,10 +55,11 @@ from cs_posthog.errors import (
 DEFAULT_TIMEOUT_S = 30.0
 TIMEOUT_ENV = "CS_POSTHOG_TIMEOUT"
 # Overall time allowed for one attempt (request sent, whole answer read). CS_POSTHOG_DEADLINE
-# overrides every one; without it, CS_POSTHOG_TIMEOUT (when set) makes every deadline 4x that.
+# overrides every one; without it, CS_POSTHOG_TIMEOUT (when set) makes every deadline 4x that (5 s at least).
 DEFAULT_DEADLINE_S = 120.0
 DEADLINE_ENV = "CS_POSTHOG_DEADLINE"
 DEADLINE_PER_TIMEOUT = 4.0
+DEADLINE_FLOOR_S = 5.0  # ...but never under this (a loaded machine with a tiny test timeout)
 # Largest answer body read for a request that names no cap of its own (PostHog's /query/ does).
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 # Pacing scale for sandboxes with a scaled clock (``--rate-limits fast`` is 60x); ``off`` (or 0)
@@ -95,14 +96,20 @@ def default_timeout(seconds: float = DEFAULT_TIMEOUT_S) -> httpx.Timeout:
 
 def default_deadline(seconds: float = DEFAULT_DEADLINE_S) -> float:
     """Overall seconds for one attempt: ``seconds``, or ``CS_POSTHOG_DEADLINE``, or 4x
-    ``CS_POSTHOG_TIMEOUT`` when only that is set (so a small timeout also bounds a dripping answer)."""
-    for env, factor in ((DEADLINE_ENV, 1.0), (TIMEOUT_ENV, DEADLINE_PER_TIMEOUT)):
-        raw = os.environ.get(env)
-        if raw:
-            try:
-                return max(0.1, float(raw)) * factor
-            except ValueError:
-                pass
+    ``CS_POSTHOG_TIMEOUT`` (at least 5 s) when only that is set (so a small timeout also bounds a
+    dripping answer)."""
+    raw = os.environ.get(DEADLINE_ENV)
+    if raw:
+        try:
+            return max(0.1, float(raw))
+        except ValueError:
+            pass
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw:
+        try:
+            return max(DEADLINE_FLOOR_S, DEADLINE_PER_TIMEOUT * max(0.1, float(raw)))
+        except ValueError:
+            pass
     return seconds
 
 
