@@ -160,22 +160,31 @@ def items_of(body: object, key: str) -> list:
     return items
 
 
-def _plain_string(value: object) -> bool:
-    return type(value) is str and len(value) <= MAX_STR and bool(value.strip())
-
-
-def _plain_event(e: object) -> bool:
-    """An event every check of ``_track`` passes (the common case), without building field paths."""
-    if type(e) is not dict:
-        return False
-    ts = e.get("timestamp")
-    ident = e.get("identification")
-    data = e.get("data")
-    return (type(ts) is int and ts >= 10**11 and _plain_string(e.get("name")) and type(ident) is dict
-            and _plain_string(ident.get("customer"))
-            and ("contact" not in ident or _plain_string(ident["contact"]))
-            and (data is None or (type(data) is dict and type(data.get("customer", {})) is dict
-                                  and type(data.get("contact", {})) is dict)))
+def _plain_events(items: list) -> bool:
+    """Whether every event passes every check of ``_track`` (the common case), tested in one loop
+    without building field paths; False sends the request through the detailed checks."""
+    str_, int_, dict_ = str, int, dict
+    for e in items:
+        if type(e) is not dict_:
+            return False
+        ts = e.get("timestamp")
+        name = e.get("name")
+        ident = e.get("identification")
+        data = e.get("data")
+        if not (type(ts) is int_ and ts >= 100_000_000_000 and type(name) is str_ and len(name) <= MAX_STR
+                and name.strip() and type(ident) is dict_):
+            return False
+        customer = ident.get("customer")
+        if not (type(customer) is str_ and len(customer) <= MAX_STR and customer.strip()):
+            return False
+        if "contact" in ident:
+            contact = ident["contact"]
+            if not (type(contact) is str_ and len(contact) <= MAX_STR and contact.strip()):
+                return False
+        if data is not None and not (type(data) is dict_ and type(data.get("customer", data)) is dict_
+                                     and type(data.get("contact", data)) is dict_):
+            return False
+    return True
 
 
 class CustomerscoreApp(App):
@@ -314,9 +323,7 @@ class CustomerscoreApp(App):
             raise CSError(401, "invalid_tracker_key", "Unknown trackerKey.")
         items = items_of(body, "events")
         v = _Validator()
-        for i, e in enumerate(items):
-            if _plain_event(e):  # what the checks below accept, tested at once
-                continue
+        for i, e in enumerate(() if _plain_events(items) else items):
             where = f"events[{i}]"
             if not isinstance(e, dict):
                 v.add(where, "Must be an object.")

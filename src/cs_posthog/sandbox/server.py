@@ -324,6 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 600  # idle keep-alive connections are closed after this
     wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
+    rbufsize = 1 << 16  # a request body of a tracker batch arrives in one or two reads, not eight
     app: App  # set on the subclass made per server
 
     def setup(self) -> None:
