@@ -50,8 +50,11 @@ def test_failed_write_leaves_old_file_intact(home, monkeypatch):
     monkeypatch.setattr(os, "fsync", boom)
     changed = cfg.model_copy(deep=True)
     changed.events.selected = ["only_this"]
-    with pytest.raises(OSError):
+    from cs_posthog.errors import FileError
+
+    with pytest.raises(FileError) as info:  # the file and the OS's reason, exit 74 (disk full)
         save_config(changed)
+    assert info.value.exit_code == 74 and str(home / "config.toml") in info.value.message
     assert (home / "config.toml").read_bytes() == before
     assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
 
