@@ -2,10 +2,12 @@
 
 Generates (or reuses, --db) a sandbox database, then runs the client's query shapes through
 ``hogql.execute()`` the way a first sync pages them: the events keyset pages (LIMIT 10001) and their
-count, and the persons pages, and prints the process CPU seconds spent in execute() (rows rendered
-as the server would get them; JSON encoding of the answer is the server's and is timed apart).
+count, and the persons pages, and prints the process CPU seconds spent (cpu_s) in execute() and in
+encoding each answer the way the server does (``server.json_response``; also timed apart as
+json_encode_s). As the server asks: ``json_rows=True`` (rows encoded as JSON by SQLite, spliced
+into the response); ``--lists``: rows as Python lists encoded by json.dumps (what tests get).
 
-    .venv/bin/python bench/sandbox_cpu.py --events 1000000 --db /tmp/sbx/1m.db [--joined] [--profile]
+    .venv/bin/python bench/sandbox_cpu.py --events 1000000 --db /tmp/sbx/1m.db [--joined] [--lists] [--profile]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from cs_posthog.sandbox import data as D  # noqa: E402
 from cs_posthog.sandbox import hogql as H  # noqa: E402
+from cs_posthog.sandbox.server import json_response  # noqa: E402
 
 ZERO = "00000000-0000-0000-0000-000000000000"
 MAX = "ffffffff-ffff-ffff-ffff-ffffffffffff"
@@ -49,8 +52,7 @@ PERSONS_PAGE = (
 
 
 def cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    return time.process_time()  # user + system CPU of this process
 
 
 def open_db(path: str, events: int, seed: int) -> sqlite3.Connection:
@@ -74,7 +76,13 @@ def open_db(path: str, events: int, seed: int) -> sqlite3.Connection:
     return conn
 
 
-def sync_queries(conn: sqlite3.Connection, page: int, modifiers: dict | None) -> tuple[int, int, float]:
+def _rows(r: dict) -> list:
+    res = r["results"]
+    return res.rows() if isinstance(res, H.JSONRows) else res
+
+
+def sync_queries(conn: sqlite3.Connection, page: int, modifiers: dict | None,
+                 json_rows: bool = True) -> tuple[int, int, float]:
     """Run one sync's queries; (queries, rows, seconds spent JSON-encoding the answers)."""
     names = [r[0] for r in conn.execute("SELECT name FROM sbx_event_definitions ORDER BY name")]
     upto = conn.execute("SELECT max(created_at) FROM events").fetchone()[0]
@@ -83,32 +91,41 @@ def sync_queries(conn: sqlite3.Connection, page: int, modifiers: dict | None) ->
             "upto_c": upto_iso, "upto_u": MAX}
     n_q = n_rows = 0
     enc = 0.0
-    r = H.execute(conn, EVENTS_COUNT, base, modifiers=modifiers)
+    r = H.execute(conn, EVENTS_COUNT, base, modifiers=modifiers, json_rows=json_rows)
+    json_response(200, r)
     n_q += 1
     cursor = ("2024-03-01T00:00:00Z", ZERO)
     while True:
         r = H.execute(conn, EVENTS_PAGE, {**base, "after_c": cursor[0], "after_u": cursor[1], "n": page + 1},
-                      modifiers=modifiers)
+                      modifiers=modifiers, json_rows=json_rows)
         n_q += 1
         t0 = time.perf_counter()
-        json.dumps(r)
+        json_response(200, r)
         enc += time.perf_counter() - t0
-        rows = r["results"][:page]
+        t_out = cpu()  # reading the page back (the client's side) is not the sandbox's cost
+        rows = _rows(r)[:page]
         n_rows += len(rows)
         if len(r["results"]) <= page:
             break
         cursor = (rows[-1][3], rows[-1][0])
+        untimed[0] += cpu() - t_out
     after = ZERO
     pv = {"pk0": D.CUSTOMER_PROPERTY, "pk1": "email", "f1k": D.CUSTOMER_PROPERTY}
     while True:
-        r = H.execute(conn, PERSONS_PAGE, {**pv, "after_id": after, "n": page + 1})
+        r = H.execute(conn, PERSONS_PAGE, {**pv, "after_id": after, "n": page + 1}, json_rows=json_rows)
+        json_response(200, r)
         n_q += 1
-        rows = r["results"][:page]
+        t_out = cpu()
+        rows = _rows(r)[:page]
         n_rows += len(rows)
         if len(r["results"]) <= page:
             break
         after = rows[-1][0]
+        untimed[0] += cpu() - t_out
     return n_q, n_rows, enc
+
+
+untimed = [0.0]  # CPU seconds spent reading answers back (the client's side), taken off cpu_s and wall_s
 
 
 def main() -> int:
@@ -118,6 +135,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--page", type=int, default=10_000)
     ap.add_argument("--joined", action="store_true", help="personsOnEventsMode person_id_override_properties_joined")
+    ap.add_argument("--lists", action="store_true", help="rows as Python lists (json_rows=False), as tests get them")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     conn = open_db(args.db, args.events, args.seed)
@@ -127,12 +145,13 @@ def main() -> int:
     c0, w0 = cpu(), time.perf_counter()
     if prof:
         prof.enable()
-    n_q, n_rows, enc = sync_queries(conn, args.page, modifiers)
+    n_q, n_rows, enc = sync_queries(conn, args.page, modifiers, json_rows=not args.lists)
     if prof:
         prof.disable()
     c1, w1 = cpu(), time.perf_counter()
-    print(json.dumps({"events": args.events, "mode": "joined" if args.joined else "stamped", "queries": n_q,
-                      "rows": n_rows, "cpu_s": round(c1 - c0, 2), "wall_s": round(w1 - w0, 2),
+    print(json.dumps({"events": args.events, "mode": "joined" if args.joined else "stamped",
+                      "rows_as": "lists" if args.lists else "json", "queries": n_q, "rows": n_rows,
+                      "cpu_s": round(c1 - c0 - untimed[0], 2), "wall_s": round(w1 - w0 - untimed[0], 2),
                       "json_encode_s": round(enc, 2)}))
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(25)

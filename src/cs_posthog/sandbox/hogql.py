@@ -94,9 +94,16 @@ ingestion order (created_at, uuid), so the sync's keyset page query (event IN li
 bound, (created_at, uuid) > cursor, JSONExtractRaw on the stamped person_properties, ORDER BY
 created_at, uuid) runs on the (created_at, uuid) index without a sort and reads the table
 sequentially; the database is memory-mapped (prepare_connection). A whole first sync's queries
-(77 at LIMIT 10001, 750k rows) cost 5.9 s of CPU in execute(), 13 s before. Parsing costs ~9 ms, so
-parsed queries and compiled plans are cached (LRU, keyed by text, the shape of the values, the
-values of JSON-key placeholders and the Semantics).
+(77 at LIMIT 10001, 750k rows) cost 5.9 s of CPU in execute(), 13 s before. Parsing costs 10-140 ms,
+so parsed queries and compiled plans are cached (LRU, keyed by text, the shape of the values, the
+values of JSON-key placeholders and the Semantics); texts that differ only in a trailing ``LIMIT n``
+share one parse. In the joined persons-on-events modes, what a query reads of the current Person
+(its JSON extractions, ``pj.x0``...) comes from a per-connection temporary table built once per
+database version (``_person_relation``) instead of parsing the Person's JSON once per event row and
+key. The server asks for ``json_rows``: SQLite encodes each row with json_array() and the answer is
+spliced into the response, for queries whose columns are all text (strings, UUIDs, date-times). With
+both, the joined mode's sync queries at 1M events cost ~5.5 s of CPU including the response's
+encoding (bench/sandbox_cpu.py --joined), 11 s before.
 
 Known differences: UUIDs sort as lowercase text (ClickHouse sorts UUIDs by their halves, so pages
 come in another order than PostHog's, but consistently); now()/today() are UTC; PostHog also
