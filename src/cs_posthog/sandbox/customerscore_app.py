@@ -204,14 +204,14 @@ class CustomerscoreApp(App):
             for c in customers}
         self.store_dir = store_dir
         os.makedirs(store_dir, exist_ok=True)
-        # What was accepted is kept as the request bodies themselves (one write a request) plus, per
+        # What was accepted is kept as the request bodies themselves (appended, buffered) plus, per
         # request, where its body lies and which of its items were kept; the JSON lines of
         # /_sandbox/received/* are made from them when read.
         self._files = {}
         self._records: dict[str, list[tuple[int, int, str, tuple | None]]] = {}
         for what in ("events", "contacts", "customers"):
             path = os.path.join(store_dir, f"received_{what}.bodies")
-            self._files[what] = open(path, "ab")  # noqa: SIM115 - lives as long as the app
+            self._files[what] = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - lives as long as the app
             self._records[what] = []
         for name in ("events_received", "events_dropped", "contacts_received", "contacts_dropped",
                      "customers_received"):
