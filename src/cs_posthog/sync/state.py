@@ -218,16 +218,19 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *, openin
         from cs_posthog.paths import get_paths
 
         path = get_paths().state_db
-    if isinstance(exc, sqlite3.DatabaseError) and name.startswith(
-        ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
-    ):
+    if isinstance(exc, sqlite3.DatabaseError) and (name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or (
+        name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) and _os_reason(Path(path)) is not None
+    )):
         return _state_file_error(exc, Path(path), name)
+    # read-only or unopenable while the file system would allow it: the file's own header says so
+    # (a newer or damaged format), so it is the content, like "corrupt"
     if opening:
         if not isinstance(exc, (sqlite3.DatabaseError, UnicodeDecodeError)) or name.startswith(
             ("SQLITE_BUSY", "SQLITE_LOCKED")
         ):
             return None
-    elif not (isinstance(exc, sqlite3.DatabaseError) and name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))):
+    elif not (isinstance(exc, sqlite3.DatabaseError) and name.startswith(
+            ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN"))):
         return None
     return ConfigError(
         f"{path}: the sync state cannot be used ({exc})",
