@@ -44,6 +44,7 @@ from cs_posthog.errors import (
     Interrupted,
     ThrottledError,
     UnavailableError,
+    UnexpectedAnswerError,
     UsageError,
 )
 from cs_posthog.posthog.client import QueryTooSlowError
@@ -435,7 +436,7 @@ class SyncEngine:
             return
         try:
             known = {d["name"] if isinstance(d, dict) else getattr(d, "name", str(d)) for d in lister()}
-        except (AuthError, UnavailableError, ThrottledError):
+        except (AuthError, UnavailableError, ThrottledError, UnexpectedAnswerError):
             raise  # PostHog is down or refuses the key: the sync cannot go on either
         except CsPosthogError as exc:  # e.g. the key lacks event_definition:read: only this check is lost
             self.report.warnings.append(f"could not check the selected events against PostHog: {exc.message}")
