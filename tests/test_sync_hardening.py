@@ -224,3 +224,37 @@ def test_status_shows_a_run_whose_summary_is_damaged(env, home):
     assert "ok" in r.stdout
     r = run_cli("status", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["last_runs"][0]["summary"] is None
+
+
+def test_generated_copies_hours_apart_are_sent_once_across_pages(monkeypatch, home):
+    """The sandbox stores some uuids twice, the second copy up to 2 days later; read in many small
+    pages (checkpoints, pruning between them), each event still arrives once."""
+    with start_sandbox(events=20000, persons=400, customers=30, seed=22, id_type="string") as proc:
+        sb = Sandbox(proc.info)
+        monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
+        monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
+        monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+        prop = sb.info["customer_property"]
+        persons = sb.persons()
+        since = since_of(sb)
+        names = sorted({e["event"] for e in sb.events()})
+        firsts: dict[str, dict] = {}
+        far = 0
+        for e in sb.events():
+            first = firsts.setdefault(e["uuid"], e)
+            if first is not e and persons[e["person_id"]]["properties"].get(prop) and \
+                    (parse_iso(e["created_at"]) - parse_iso(first["created_at"])).total_seconds() > 3600 and \
+                    parse_iso(first["timestamp"]) >= since:
+                far += 1
+        assert far > 0, "the sandbox must hold copies of sent events more than the overlap apart"
+        cfg = make_config(sb, filters=[], selected=names)
+        report, error = sync(cfg, since=since, events_page_size=200, events_page_max=200)
+        assert error is None, error
+        want, _ = expected_events(sb, selected=names, since=since, customer_property=prop)
+        assert bag(sb.received("events")) == bag(want)
+
+
+def parse_iso(text: str):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -19,7 +19,9 @@ current time floored to the hour, so that two runs a few seconds apart produce i
   seen (Numeric with ``numeric`` and ``mixed``, as PostHog sets it);
 * events: 25+ names over the 60 days before the anchor; ingestion time ``created_at`` a few
   milliseconds to seconds after ``timestamp``, hours later for about 3% ("late" events);
-  a few uuids stored twice (two rows, the second ingested later), as ClickHouse really holds them.
+  a few uuids stored twice (two rows, the second ingested later), as ClickHouse really holds them:
+  half of the second copies within seconds to 10 minutes, half 15 minutes to 2 days later (an SDK
+  retrying a batch much later: more than the sync's overlap, within its lateness contract).
   ``timestamp <= created_at <= now`` always. Each event carries ``person_properties``: its Person
   as it was at the event's ingestion (so a late-identified Person's signup events lack the customer
   id, and a moved Person's old events carry the old company). Events are stored in ingestion order.
@@ -685,7 +687,10 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
         if not people:
             break
         if i in dup_positions and last_row is not None:
-            created = min(last_created + rng.randrange(US, 600 * US), anchor)
+            gap = rng.randrange(US, 600 * US)
+            if ds.n_duplicate_rows % 2:  # every other copy much later: an SDK retrying a batch (15 min .. 2 days)
+                gap = 900 * US + gap * 288
+            created = min(last_created + gap, anchor)
             row = (last_row[0], last_row[1], last_row[2], fmt_db(created), last_row[4], last_row[5], last_row[6],
                    last_row[7])
             rows.append(row)

@@ -857,7 +857,9 @@ class SyncEngine:
     ) -> int:
         """Distinct selected events ingested from ``lo`` (after it when ``lo_open``) to ``hi``
         (inclusive; None: no bound) that have (or lack) a customer id on their Person now. A count
-        PostHog finds too slow is split in two halves of ingestion time, like the pages (3)."""
+        PostHog finds too slow is split in two halves of ingestion time, like the pages (3); a uuid
+        PostHog holds twice, its copies in different halves, is then counted in each (the count is
+        a figure for the report, nothing is sent by it)."""
         floor_dt = parse_ts(floor)
 
         def one(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
