@@ -259,7 +259,8 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypa
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig, err  # 130 for Ctrl-C, 143 for SIGTERM
-    assert json.loads(out)["status"] == "interrupted"
+    doc = json.loads(out)
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 128 + sig  # the report says it too
     assert f"error: {'interrupted' if sig == signal.SIGINT else 'terminated'}" in err
     assert 0 < len(got("events")) < len(want)
     final = cli("sync", "--json", timeout=120)

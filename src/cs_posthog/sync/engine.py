@@ -47,6 +47,7 @@ from cs_posthog.errors import (
     UnexpectedAnswerError,
     UsageError,
 )
+from cs_posthog.interrupts import error_for
 from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
 from cs_posthog.sync import queries as Q
@@ -263,15 +264,15 @@ class SyncEngine:
             try:
                 while not all(e.is_set() for e in done.values()):
                     time.sleep(0.05)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cs_posthog.interrupts)
                 self.stop.set()
                 deadline = time.monotonic() + 120  # let each finish (and checkpoint) its current batch
                 while not all(e.is_set() for e in done.values()) and time.monotonic() < deadline:
                     time.sleep(0.05)
-                errors.append(Interrupted())
-        except KeyboardInterrupt:
+                errors.append(error_for(stop))
+        except KeyboardInterrupt as stop:
             self.stop.set()
-            errors.append(Interrupted())
+            errors.append(error_for(stop))
         except CsPosthogError as exc:
             errors.append(exc)
         finally:
