@@ -108,18 +108,24 @@ def _identify(sb: Sandbox, pid: str, customer: str) -> None:
     post_json(sb.ph + "/_sandbox/persons", [{"id": pid, "properties": {**person["properties"], prop: customer}}])
 
 
+def _synced_then_a_person_without_customer(sb: Sandbox):
+    """A first sync without filters, then a Person without a customer id who has selected events:
+    (config, since, person id, their events)."""
+    since = since_of(sb)
+    cfg = make_config(sb, filters=[])
+    report, error = sync(cfg, since=since)
+    assert error is None, error
+    pid, evs = _person_without_customer(sb, sb.info["customer_property"], since)
+    return cfg, since, pid, evs
+
+
 def _times(evs: list[dict]) -> list[int]:
     return sorted(ms(e["timestamp"]) for e in {e["uuid"]: e for e in evs}.values())
 
 
 def test_a_person_who_gets_a_customer_id_brings_their_recent_events_once(cloud, monkeypatch):
     sb = _env(monkeypatch, cloud)
-    prop = sb.info["customer_property"]
-    since = since_of(sb)
-    cfg = make_config(sb, filters=[])
-    report, error = sync(cfg, since=since)
-    assert error is None, error
-    pid, evs = _person_without_customer(sb, prop, since)
+    cfg, since, pid, evs = _synced_then_a_person_without_customer(sb)
     customer = sorted(sb.customers())[0]
     _identify(sb, pid, customer)
     got = Received(sb)
@@ -152,12 +158,7 @@ def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     from cs_posthog.sync.state import SyncState
 
     sb = _env(monkeypatch, cloud)
-    prop = sb.info["customer_property"]
-    since = since_of(sb)
-    cfg = make_config(sb, filters=[])
-    report, error = sync(cfg, since=since)
-    assert error is None, error
-    pid, evs = _person_without_customer(sb, prop, since)
+    cfg, since, pid, evs = _synced_then_a_person_without_customer(sb)
     _identify(sb, pid, sorted(sb.customers())[1])
     got = Received(sb)
     n = len({e["uuid"] for e in evs})

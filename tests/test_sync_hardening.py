@@ -46,12 +46,17 @@ def _edit_config(**posthog) -> None:
     path.write_text(tomli_w.dumps(data))
 
 
-# --- 2. a failed run resets nothing -----------------------------------------------------------------
-def test_a_mistyped_project_fails_before_anything_is_reset(env, home):
-    sb = env
+def first_sync(sb: Sandbox) -> None:
+    """A config without filters and a first sync through the CLI, from 30 days back."""
     make_config(sb, filters=[])
     r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
     assert r.exit_code == 0, r.stderr
+
+
+# --- 2. a failed run resets nothing -----------------------------------------------------------------
+def test_a_mistyped_project_fails_before_anything_is_reset(env, home):
+    sb = env
+    first_sync(sb)
     before = _state()
     assert before[0] and before[1] > 0 and before[2] > 0
 
@@ -71,9 +76,7 @@ def test_a_mistyped_project_fails_before_anything_is_reset(env, home):
 
 def test_the_same_project_through_another_host_name_is_not_a_new_project(env, home):
     sb = env
-    make_config(sb, filters=[])
-    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
-    assert r.exit_code == 0, r.stderr
+    first_sync(sb)
     before = _state()
     _edit_config(host=sb.ph.replace("127.0.0.1", "localhost") + "/")
     got = Received(sb)
@@ -197,9 +200,7 @@ def test_persons_sharing_a_contact_id_send_one_contact_once(env, home):
 ])
 def test_a_damaged_state_is_one_line_naming_the_file(env, home, damage):
     sb = env
-    make_config(sb, filters=[])
-    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
-    assert r.exit_code == 0, r.stderr
+    first_sync(sb)
     db = get_paths().state_db
     with sqlite3.connect(db) as conn:
         conn.executescript(damage)
@@ -214,9 +215,7 @@ def test_a_damaged_state_is_one_line_naming_the_file(env, home, damage):
 
 def test_status_shows_a_run_whose_summary_is_damaged(env, home):
     sb = env
-    make_config(sb, filters=[])
-    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
-    assert r.exit_code == 0, r.stderr
+    first_sync(sb)
     with sqlite3.connect(get_paths().state_db) as conn:
         conn.execute("UPDATE runs SET summary = '{not json'")
     r = run_cli("status")
