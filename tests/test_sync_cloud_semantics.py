@@ -268,7 +268,6 @@ def test_queries_over_the_time_limit_are_read_in_shorter_windows(monkeypatch):
         assert got("events") == []
 
 
-@pytest.mark.slow
 def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monkeypatch):
     """``--query-tier legacy --rate-limits fast``: 120 queries a (scaled) hour, and a wizard session
     has already spent 119 of them. The sync's first 429 reveals the tier: it waits for the budget
@@ -279,10 +278,11 @@ def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monk
     from cs_posthog.sandbox.runner import get_json
     from helpers import run_cli
 
+    # the limits' clock 600 times faster: an hour is 6 s
     with start_sandbox(events=1500, persons=100, customers=20, seed=16, rate_limits="fast",
-                       query_tier="legacy") as proc:
+                       query_tier="legacy", extra_args=["--rate-scale", "600"]) as proc:
         sb = _env(monkeypatch, Sandbox(proc.info))
-        monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "60")  # the client paces on the sandbox's clock
+        monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "600")  # the client paces on the sandbox's clock
         url = f"{sb.ph}/api/projects/{sb.info['project_id']}/query/"
         body = {"query": {"kind": "HogQLQuery", "query": "SELECT 1"}, "refresh": "force_blocking"}
         with httpx.Client(headers={"Authorization": f"Bearer {sb.info['api_key']}"}) as http:

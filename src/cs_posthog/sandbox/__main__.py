@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate-limits", choices=("off", "real", "fast"), default="off",
                    help="fast: PostHog's and Customerscore's limits with the clock scaled 60x")
+    p.add_argument("--rate-scale", type=float, default=None,
+                   help="with --rate-limits fast: how many times faster the limits' clock runs (default 60)")
     p.add_argument("--faults", type=float, default=0.0, help="share of API requests that fail (0..1)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API request")
     p.add_argument("--stall-s", type=float, default=65.0, help="how long a 'stall' fault hangs before dropping")
@@ -93,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the organization refuses personal API keys (403 on every project and organization "
                         "endpoint)")
     args = p.parse_args(argv)
+    if args.rate_scale is not None and not (args.rate_scale > 0 and args.rate_limits == "fast"):
+        p.error("--rate-scale needs --rate-limits fast and a number above 0")
     if args.query_time_limit is not None and not args.query_time_limit > 0:
         p.error("--query-time-limit must be > 0")
     if not 0 <= args.faults <= 1:
@@ -188,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         for region in ("us", "eu"):
             ph[region] = PostHogApp(name=f"posthog-{region}", identity=identity if region == args.region else None,
                                     data_pool=data_pool, rate_limits=args.rate_limits, hogql_execute=execute,
+                                    rate_scale=args.rate_scale,
                                     seed=args.seed, query_tier=args.query_tier, query_time_limit=args.query_time_limit,
                                     poe_mode=args.poe_mode, org_denies_personal_keys=args.org_denies_personal_keys)
         cs = CustomerscoreApp(api_key=cs_key, tracker_key=tracker_key, customers=ds.customerscore_customers,
-                              store_dir=os.path.join(workdir, "customerscore"), rate_limits=args.rate_limits)
+                              store_dir=os.path.join(workdir, "customerscore"), rate_limits=args.rate_limits,
+                              rate_scale=args.rate_scale)
         apps = [ph["us"], ph["eu"], cs]
         for i, app in enumerate(apps):
             app.latency_s = args.latency_ms / 1000

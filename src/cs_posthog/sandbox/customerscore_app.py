@@ -191,12 +191,12 @@ class CustomerscoreApp(App):
     name = "customerscore"
 
     def __init__(self, *, api_key: str, tracker_key: str, customers: list[Company], store_dir: str,
-                 rate_limits: str = "off") -> None:
+                 rate_limits: str = "off", rate_scale: float | None = None) -> None:
         super().__init__()
         self.api_key = api_key
         self.tracker_key = tracker_key
         self.rate_limits = rate_limits
-        scale = 60.0 if rate_limits == "fast" else 1.0
+        scale = (rate_scale or 60.0) if rate_limits == "fast" else 1.0
         self.windows = {"rest": [SlidingWindow(500, 60 / scale)], "track": [SlidingWindow(200, 60 / scale)]}
         self._lock = threading.Lock()
         self.customers: dict[str, dict] = {

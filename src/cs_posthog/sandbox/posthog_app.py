@@ -466,7 +466,8 @@ class PostHogApp(App):
     def __init__(self, *, name: str, identity: Identity | None, data_pool: DBPool, rate_limits: str = "off",
                  hogql_execute: Callable | None = None, seed: int = 0, query_tier: str = "current",
                  query_time_limit: float | None = None, poe_mode: str = "stamped",
-                 org_denies_personal_keys: bool = False, query_rows_per_second: float = QUERY_ROWS_PER_SECOND) -> None:
+                 org_denies_personal_keys: bool = False, query_rows_per_second: float = QUERY_ROWS_PER_SECOND,
+                 rate_scale: float | None = None) -> None:
         super().__init__()
         if query_tier not in QUERY_TIERS:
             raise ValueError(f"query_tier must be one of {QUERY_TIERS}")
@@ -480,7 +481,7 @@ class PostHogApp(App):
         self._execute_kwargs = {k for k in ("modifiers", "poe_default", "max_cost", "time_limit_s", "json_rows")
                                 if accepts_kwarg(hogql_execute, k)}
         self.seed = seed
-        scale = 60.0 if rate_limits == "fast" else 1.0
+        scale = (rate_scale or 60.0) if rate_limits == "fast" else 1.0  # --rate-scale: how much faster
         self.scale = scale
         self.query_tier = query_tier
         self.query_time_limit = query_time_limit  # None: as on Cloud for the tier (10 s current, 60 s legacy)
