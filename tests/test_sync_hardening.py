@@ -257,3 +257,27 @@ def parse_iso(text: str):
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- issue 12, 5: a plain refusal is no crash ---------------------------------------------------
+def test_a_refused_batch_is_not_in_flight_nor_resent_after_a_crash(env, home):
+    """The tracker key is refused (401) at the first batch: the run fails cleanly (77), nothing is
+    left in flight, status does not speak of a stopped sync, and the run after the key is fixed
+    reports no "resent after crash"."""
+    sb = env
+    cfg = make_config(sb, filters=[])
+    bad = cfg.model_copy(update={"customerscore": cfg.customerscore.model_copy(update={"tracker_key": "CS-WRONGKEY"})})
+    from cs_posthog.config import save_config
+
+    save_config(bad)
+    r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 77, r.stderr
+    with SyncState(get_paths().state_db) as st:
+        assert st.inflight() == set()
+    r = run_cli("status", "--json")
+    assert json.loads(r.stdout).get("batch_in_flight", 0) == 0
+    assert "in flight when a sync stopped" not in run_cli("status").stdout
+    save_config(cfg)
+    r = run_cli("sync", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["resent_after_crash"] == 0

@@ -36,6 +36,7 @@ from typing import Any
 
 from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
 from cs_posthog.errors import (
+    ApiError,
     AuthError,
     MissingScopesError,
     PermissionDeniedError,
@@ -802,9 +803,16 @@ class SyncEngine:
         rep = self.report
         if not premarked:
             self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
-        accepted, rejected, doubled = self._send_rejecting(
-            batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
-        )
+        try:
+            accepted, rejected, doubled = self._send_rejecting(
+                batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
+            )
+        except ApiError as exc:
+            if exc.status is not None and 400 <= exc.status < 500:
+                # refused outright (a revoked key, say): Customerscore applied nothing, so nothing of this
+                # batch is in flight and the next run must not call it "resent after a crash"
+                self.state.unmark_inflight([u for u, _ in items if u not in self._inflight_before])
+            raise
         if self._inflight_before:
             rep.resent_after_crash += sum(1 for u, _ in items if u in self._inflight_before)
         rep.events_possibly_doubled += doubled
