@@ -124,12 +124,22 @@ def test_a_deselected_then_reselected_event_resumes_where_it_stopped(env, home):
 
 
 # --- 5. one uuid in two rows far apart -----------------------------------------------------------
-def test_a_uuid_ingested_again_hours_later_is_not_sent_twice(env, home):
+def test_a_uuid_ingested_again_hours_later_is_not_sent_twice(monkeypatch, home):
     """An SDK retrying a batch long after: PostHog stores the same uuid again, ingested hours later
-    (more than the overlap, within max_lateness_days)."""
+    (more than the overlap, within max_lateness_days). (Its own sandbox: it ingests events in the
+    future of the others.)"""
+    proc = start_sandbox(events=800, persons=80, customers=10, seed=23, id_type="string")
+    with proc:
+        sb = Sandbox(proc.info)
+        _uuid_twice(sb, monkeypatch)
+
+
+def _uuid_twice(sb: Sandbox, monkeypatch) -> None:
     from datetime import UTC, datetime, timedelta
 
-    sb = env
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
+    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
     cfg = make_config(sb, filters=[])
     report, error = sync(cfg, since=since_of(sb))
     assert error is None, error
@@ -281,3 +291,38 @@ def test_a_refused_batch_is_not_in_flight_nor_resent_after_a_crash(env, home):
     r = run_cli("sync", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["resent_after_crash"] == 0
+
+
+# --- issue 12, 4: the numbers add up ----------------------------------------------------------------
+def accounts(d: dict) -> None:
+    """What a completed run read is what it sent, skipped, dropped or had rejected: no row unaccounted."""
+    sent_e = d["events_to_send"] if d["dry_run"] else d["events_sent"]
+    sent_c = d["contacts_to_send"] if d["dry_run"] else d["contacts_sent"]
+    skipped_e = sum(v for k, v in d.items() if k.startswith("events_skipped_"))
+    skipped_c = sum(v for k, v in d.items() if k.startswith("contacts_skipped_"))
+    assert d["events_read"] == sent_e + skipped_e + d["events_duplicates_dropped"] + d["events_rejected"], d
+    assert d["contacts_read"] == sent_c + d["contacts_unchanged"] + skipped_c + d["contacts_rejected"], d
+
+
+def test_events_and_contacts_read_add_up(env, home):
+    from test_sync_engine import FILTERS
+
+    sb = env
+    make_config(sb, filters=FILTERS)
+    runs = [run_cli("sync", "--json", "--dry-run", "--since", since_of(sb).date().isoformat()),
+            run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())]
+    person = next(p for p in sb.persons().values() if p["properties"].get(sb.info["customer_property"]))
+    post_json(sb.ph + "/_sandbox/events", [{"event": SELECTED[0], "person_id": person["id"]},
+                                           {"event": SELECTED[0], "distinct_id": "nobody-yet"}])
+    runs += [run_cli("sync", "--json"), run_cli("sync", "--json")]
+    docs = []
+    for r in runs:
+        assert r.exit_code == 0, r.stderr
+        docs.append(json.loads(r.stdout))
+    for d in docs:
+        accounts(d)
+    first = docs[1]
+    assert first["events_read"] > first["events_sent"] > 0 and first["events_skipped_no_customer"] > 0
+    assert first["contacts_read"] > 0
+    assert docs[2]["events_read"] == 2 and docs[2]["events_sent"] == 1  # the new pair: one sent, one skipped
+    assert docs[3]["events_read"] == 0 and docs[3]["events_sent"] == 0

@@ -131,6 +131,13 @@ class Report:
     events_rejected: int = 0
     events_duplicates_dropped: int = 0
     events_possibly_doubled: int = 0
+    # what the sync accounted for: rows read (re-reads of the overlap left out) plus the events of Persons
+    # without a customer id, which are counted by a query instead of read; a completed run has
+    # events_read == events_sent (events_to_send in a dry run) + events_skipped_* + events_duplicates_dropped
+    # + events_rejected, and contacts_read == contacts_sent (to_send) + contacts_unchanged + contacts_skipped_*
+    # + contacts_rejected
+    events_read: int = 0
+    contacts_read: int = 0
     events_backfilled_for_new_persons: int = 0  # (also in events_sent)
     persons_became_attachable: int = 0
     query_windows_narrowed: int = 0  # events queries PostHog found too slow, read in shorter time windows
@@ -529,8 +536,10 @@ class SyncEngine:
             completed = self._event_stream(s, upto)
             if completed and not s.is_main:
                 # counted once, over its whole range, when it completes
-                rep.events_skipped_no_customer += self._count_without_customer(
+                n = self._count_without_customer(
                     s.events, s.floor, upto[0], after=self._resume_start.get(s.name, (None,))[0])
+                rep.events_skipped_no_customer += n
+                rep.events_read += n
                 if not self.opt.dry_run:
                     merged = self.state.merge_stream(s, main)
                     main.events = merged.events
@@ -725,26 +734,30 @@ class SyncEngine:
         sendable: list[int] = []
         handled: list[bool] = [False] * len(page)  # sent or skipped by this page (not duplicates)
         skipped = 0
+        rereads = 0
         for i, r in enumerate(page):
             if r.uuid in already or r.uuid in seen:
                 # overlap re-reads are expected, not worth a mention; nor, in a new Person's backfill,
                 # the events the main stream sent since they became attachable
                 if r.created > start_created and not backfill:
                     rep.events_duplicates_dropped += 1
+                else:
+                    rereads += 1
                 continue
             seen.add(r.uuid)
             handled[i] = True
             if r.skip is None:
                 sendable.append(i)
                 continue
-            if r.created > start_created:  # not a re-read of the overlap window
-                skipped += 1
-                if r.skip == "no_customer":
-                    rep.events_skipped_no_customer += 1
-                elif r.skip == "no_contact":
-                    rep.events_skipped_no_contact += 1
-                else:
-                    rep.events_skipped_invalid += 1
+            # a row not handled before (also a late arrival within the overlap): skipped, counted
+            skipped += 1
+            if r.skip == "no_customer":
+                rep.events_skipped_no_customer += 1
+            elif r.skip == "no_contact":
+                rep.events_skipped_no_contact += 1
+            else:
+                rep.events_skipped_invalid += 1
+        rep.events_read += len(page) - rereads  # (re-reads of what earlier runs handled are not counted)
         if skipped:
             self._emit("events", skipped=skipped)
         if dry:
@@ -919,6 +932,7 @@ class SyncEngine:
             log.info("could not count skipped events: %s", exc)
             return
         self.report.events_skipped_no_customer += n
+        self.report.events_read += n
         if n:
             self._emit("events", skipped=n)
         if not self.opt.dry_run:
@@ -1061,9 +1075,12 @@ class SyncEngine:
         attachable: list[str] = []
         skipped = 0
         for row in rows:
+            matches = flag_col is None or bool(row[flag_col])
+            if matches:
+                rep.contacts_read += 1
             customer = raw_id(row[Q.P_CUSTOMER])
             if customer is None:
-                if flag_col is None or row[flag_col]:
+                if matches:
                     rep.contacts_skipped_no_customer += 1
                     skipped += 1
                 continue
@@ -1090,6 +1107,9 @@ class SyncEngine:
                 email = None
             payload = contact_payload(customer=customer, contact=contact, name=_text(raw_value(row[Q.P_NAME])), email=email)
             self._customers.add(customer)
+            if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
+                rep.contacts_skipped_duplicate_id += 1
+                skipped += 1
             out[contact] = _Contact(contact, customer, fingerprint(payload), encode(payload))
         if skipped:
             self._emit("contacts", skipped=skipped)
