@@ -187,9 +187,11 @@ def render_summary(out: Any, report: Any) -> None:
     other = r.events_skipped_no_contact + r.events_skipped_invalid + r.events_rejected
     if other:
         table.add_row("events not sendable", f"{other:,}", "no contact id, over 255 characters, or rejected")
-    c_skip = r.contacts_skipped_no_customer + r.contacts_skipped_no_contact_id + r.contacts_skipped_invalid + r.contacts_rejected
+    c_skip = (r.contacts_skipped_no_customer + r.contacts_skipped_no_contact_id + r.contacts_skipped_invalid
+              + r.contacts_rejected + r.contacts_skipped_duplicate_id)
     if c_skip:
-        table.add_row("persons skipped", f"{c_skip:,}", "empty customer id, no contact id, or invalid")
+        table.add_row("persons skipped", f"{c_skip:,}",
+                      "empty customer id, no contact id, invalid, or a contact id another Person has")
     if r.events_duplicates_dropped:
         table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}", "stored twice by PostHog, or already delivered")
     if r.resent_after_crash:
