@@ -86,8 +86,9 @@ def test_sigterm_at_a_wizard_prompt_is_one_line_and_143(home):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTHOG_", "CUSTOMERSCORE_"))}
     env.update(CS_POSTHOG_HOME=str(home), PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm-256color")
     child = pexpect.spawn(cmd[0], [*cmd[1:], "connect"], env=env, dimensions=(30, 100), encoding="utf-8",
-                          timeout=20)
+                          timeout=90)  # generous: a loaded machine starts slowly
     child.expect("PostHog personal API key")
+    time.sleep(0.5)  # the prompt is drawn and waiting for keys
     child.kill(signal.SIGTERM)
     child.expect(pexpect.EOF)
     child.close()
