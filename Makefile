@@ -1,26 +1,34 @@
 # Everything builds its own virtualenv: a fresh clone with only Python works.
+# One venv, two levels: `make demo` (and bench) install the package with its sandbox extra only;
+# `make test` adds the test tools on top. Each level has its own stamp.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: test demo bench venv clean
 
-$(STAMP): pyproject.toml
+# --no-compile: Python compiles what the demo imports when it imports it, not every installed module
+$(DEMO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(PIP) --no-compile -e '.[sandbox]'
+	touch $(DEMO_STAMP)
 
-venv: $(STAMP)
+$(TEST_STAMP): $(DEMO_STAMP) pyproject.toml
+	$(PIP) -e '.[test]'
+	touch $(TEST_STAMP)
 
-test: $(STAMP)
+venv: $(TEST_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@if [ -t 0 ]; then $(BIN)/cs-posthog demo; else $(BIN)/cs-posthog demo --no-input; fi
 
-bench: $(STAMP)
+bench: $(DEMO_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:

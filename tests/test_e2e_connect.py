@@ -263,7 +263,9 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
 
-    assert "     Property definition, Query." in first.splitlines()  # the scopes on two lines of their own
+    from cs_posthog.wizard.step_posthog import SCOPE_LABELS
+
+    assert words("3. Scopes, Read only: " + ", ".join(SCOPE_LABELS) + ".") in words(first)  # wrapped by rich
     assert all(len(line) <= 80 for line in first.splitlines())
     assert words("error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud "
                  "Paste the address of the project from PostHog EU Cloud, or its ID.") in words(region)

@@ -429,6 +429,9 @@ def _require_config():  # -> Config
 
 def main() -> None:
     interrupts.install()
+    from cs_posthog.output import install_stream_fallbacks
+
+    install_stream_fallbacks()  # a latin-1 or ascii stream gets ASCII stand-ins, never a UnicodeEncodeError
     try:
         app(prog_name="cs-posthog")
     except KeyboardInterrupt as exc:  # between Click's handling and ours: still one line, 130 / 143

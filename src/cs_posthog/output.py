@@ -7,10 +7,12 @@ stderr is not a terminal; ``NO_COLOR`` is honoured by rich.
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
 import sys
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,6 +45,82 @@ def esc(value: Any, *, markup: bool = True, keep: str = "") -> str:
     return text
 
 
+# --- streams that are not UTF-8 (latin-1, ascii, cp1252): ASCII stand-ins, never a crash ------------
+# What a glyph becomes on a stream that cannot encode it: a mark stays a mark (ticked and unticked
+# stay apart), an arrow an arrow. Box drawing is decided by its name; anything else loses its
+# accents (NFKD) or, last, becomes "?".
+GLYPH_FALLBACKS = {
+    "✓": "+", "✔": "+", "✗": "x", "✘": "x", "●": "*", "○": "o", "•": "*", "◦": "o",
+    "→": "->", "←": "<-", "↑": "^", "↓": "v", "⇒": "=>", "…": "...", "—": "--", "–": "-",
+    "·": "-", "»": ">", "«": "<", "‘": "'", "’": "'", "“": '"', "”": '"', "×": "x", "≈": "~",
+    "≤": "<=", "≥": ">=", "≠": "!=", "\u00a0": " ", "\u202f": " ",
+}
+FALLBACK_ERRORS = "cs-posthog-fallback"
+
+
+def ascii_for(ch: str) -> str:
+    """The ASCII stand-in of one character a stream cannot encode."""
+    if ch in GLYPH_FALLBACKS:
+        return GLYPH_FALLBACKS[ch]
+    if "\u2500" <= ch <= "\u259f":  # box drawing and block elements (rich's rules, boxes, bars)
+        name = unicodedata.name(ch, "")
+        if "HORIZONTAL" in name and "VERTICAL" not in name:
+            return "-"
+        if "VERTICAL" in name and "HORIZONTAL" not in name:
+            return "|"
+        return "#" if "BLOCK" in name or "SHADE" in name else "+"
+    if "\u2800" <= ch <= "\u28ff":  # braille (spinners)
+        return "*"
+    stripped = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+    return stripped if stripped and stripped.isascii() else "?"
+
+
+def _fallback_errors(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    return "".join(ascii_for(ch) for ch in exc.object[exc.start:exc.end]), exc.end
+
+
+codecs.register_error(FALLBACK_ERRORS, _fallback_errors)
+
+
+def stream_encoding(stream: Any) -> str:
+    stream = getattr(stream, "rich_proxied_file", stream)
+    return (getattr(stream, "encoding", None) or "utf-8").lower()
+
+
+def is_unicode(stream: Any) -> bool:
+    """True when ``stream`` takes any character (UTF-8/16/32): the glyphs are written as they are."""
+    return stream_encoding(stream).replace("_", "-").startswith("utf")
+
+
+def fit(text: str, stream: Any) -> str:
+    """``text`` as ``stream`` can write it: unchanged on a UTF stream, else with ASCII stand-ins.
+    THE one place a glyph is chosen by the stream's encoding (before rich lays the text out, so
+    "->" takes its two columns)."""
+    if is_unicode(stream):
+        return text
+    enc = stream_encoding(stream)
+    try:
+        return text.encode(enc, FALLBACK_ERRORS).decode(enc)
+    except LookupError:
+        return text.encode("ascii", FALLBACK_ERRORS).decode("ascii")
+
+
+def install_stream_fallbacks() -> None:
+    """The net under everything written (typer's help, prompt_toolkit, tracebacks): a stdout or
+    stderr that is not UTF-8 writes ASCII stand-ins for what it cannot encode, instead of raising
+    UnicodeEncodeError."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name, None)
+        if stream is None or is_unicode(stream) or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            stream.reconfigure(errors=FALLBACK_ERRORS)
+        except (ValueError, OSError, LookupError):
+            pass
+
+
 class _RedactingStream:
     """What the consoles write to: the process's stream of the moment (rich's own redirection
     unwrapped), every write with the keys masked. The last net under every output channel."""
@@ -57,20 +135,22 @@ class _RedactingStream:
     def write(self, text: str) -> int:
         from cs_posthog.secrets import redact
 
-        return self._target().write(redact(text))
+        target = self._target()
+        return target.write(fit(redact(text), target))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target(), name)
 
 
-def _safe_renderable(obj: Any) -> Any:
+def _safe_renderable(obj: Any, stream: Any = None) -> Any:
     """What rich is about to lay out, with keys masked and control characters visible (line breaks
     kept): a key wrapped across two lines of a table cell would escape a redaction of the written
     text, and a name put into a table without ``esc`` must not drive the terminal either."""
     from cs_posthog.secrets import redact
 
     def clean(text: str) -> str:
-        return esc(redact(text), markup=False, keep="\n")
+        text = esc(redact(text), markup=False, keep="\n")
+        return fit(text, stream) if stream is not None else text
 
     if isinstance(obj, str):
         return clean(obj)
@@ -82,9 +162,10 @@ def _safe_renderable(obj: Any) -> Any:
         cleaned = clean(plain)
         return obj if cleaned == plain else Text(cleaned, style=obj.style, justify=obj.justify)
     if isinstance(obj, Table):
-        obj.title = _safe_renderable(obj.title) if obj.title is not None else None
+        obj.title = _safe_renderable(obj.title, stream) if obj.title is not None else None
         for column in obj.columns:
-            column._cells = [_safe_renderable(c) for c in column._cells]
+            column.header = _safe_renderable(column.header, stream)
+            column._cells = [_safe_renderable(c, stream) for c in column._cells]
     return obj
 
 
@@ -158,7 +239,11 @@ class Output:
         from cs_posthog.secrets import redact
 
         self._know_keys()
-        return esc(redact(message), markup=False, keep="\n")
+        return fit(esc(redact(message), markup=False, keep="\n"), sys.stderr)
+
+    def glyph(self, text: str, *, stream: Any = None) -> str:
+        """A glyph (✓ ✗ ● →) as the stream (stderr by default) can show it: see ``fit``."""
+        return fit(text, sys.stderr if stream is None else stream)
 
     # --- messages (stderr) ---------------------------------------------------------------------
     def info(self, message: str) -> None:
@@ -168,7 +253,7 @@ class Output:
 
     def success(self, message: str) -> None:
         if self.human:
-            self.err.print(f"[green]✓[/green] {self._message(message)}")
+            self.err.print(f"[green]{self.glyph('✓')}[/green] {self._message(message)}")
 
     def warn(self, message: str) -> None:
         """Always shown (stderr), whatever the mode."""
@@ -178,9 +263,9 @@ class Output:
         from cs_posthog.secrets import redact
 
         self._know_keys()
-        self.err.print(f"[red]error:[/red] {esc(redact(message))}")
+        self.err.print(f"[red]error:[/red] {fit(esc(redact(message)), sys.stderr)}")
         if hint:
-            self.err.print(f"[dim]hint:[/dim] {esc(redact(hint))}")
+            self.err.print(f"[dim]hint:[/dim] {fit(esc(redact(hint)), sys.stderr)}")
 
     # --- data (stdout) -------------------------------------------------------------------------
     def data(self, obj: Any) -> None:
@@ -191,6 +276,11 @@ class Output:
         self._know_keys()
         text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
         text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        if not is_unicode(sys.stdout):  # a latin-1 or ascii stream: \uXXXX escapes lose nothing
+            try:
+                text.encode(stream_encoding(sys.stdout))
+            except (UnicodeEncodeError, LookupError):
+                text = json.dumps(json.loads(text), indent=2, ensure_ascii=True)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
@@ -198,7 +288,7 @@ class Output:
         """Human results on stdout (tables, text); nothing in quiet mode. Keys masked, controls visible."""
         if not self.quiet:
             self._know_keys()
-            self.out.print(_safe_renderable(renderable))
+            self.out.print(_safe_renderable(renderable, sys.stdout))
 
 
 def setup_logging(*, verbose: int = 0, debug: bool = False) -> None:

@@ -259,8 +259,8 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
 def next_steps(out: Any) -> None:
     out.print(
         "\n[bold]Next steps[/bold] with your own PostHog project:\n"
-        "  1. In PostHog: Settings → Personal API keys → Create, label \"Customerscore.io\", with the read\n"
-        "     scopes Action, Event definition, Organization, Project, Property definition and Query.\n"
+        "  1. In PostHog: Settings → Personal API keys → Create, label \"Customerscore.io\", with the read "
+        "scopes Action, Event definition, Organization, Project, Property definition and Query.\n"
         "  2. cs-posthog connect\n"
         "  3. cs-posthog schedule --install      (a sync every hour from cron)\n"
     )

@@ -135,12 +135,17 @@ def _page_size_from_env() -> int | None:
 def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from cs_posthog.output import is_unicode
     from cs_posthog.sync.runner import run_sync
 
+    # the bar gives way on a narrow terminal (its numbers and details stay whole); a terminal that
+    # is not UTF-8 gets an ASCII spinner and tick (rich draws the bar itself in ASCII there)
+    width = out.err.width
+    unicode = is_unicode(out.err.file)
     progress = Progress(
-        SpinnerColumn(finished_text="[green]✓[/green]"),
+        SpinnerColumn(spinner_name="dots" if unicode else "line", finished_text=f"[green]{out.glyph('✓')}[/green]"),
         TextColumn("{task.description:<9}"),
-        BarColumn(),
+        BarColumn(bar_width=max(5, min(40, width - 60))),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),

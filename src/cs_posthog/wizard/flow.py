@@ -120,7 +120,9 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     from cs_posthog.config import Draft, load_draft, save_draft
     from cs_posthog.errors import InvalidConfigError
     from cs_posthog.paths import get_paths
+    from cs_posthog.wizard.ui import use_stream_glyphs
 
+    use_stream_glyphs()
     out = ctx.out
     paths = get_paths()
     existing: Config | None = None
@@ -288,6 +290,9 @@ def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[
 
 def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: bool = True) -> None:
     """The interactive ``edit``: the chosen steps pre-filled; nothing is written until saved."""
+    from cs_posthog.wizard.ui import use_stream_glyphs
+
+    use_stream_glyphs()
     out = ctx.out
     ctx.mode = "edit"
     steps = EDIT_SECTIONS[section]

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 VOLUME_TIMEOUT_S = 15.0
 REMINDER = (
-    "Customerscore keeps only events whose name matches a metric codename: for each\n"
-    "event you pick, define a metric with that codename (e.g. [bold]{example}[/bold]);\n"
+    "Customerscore keeps only events whose name matches a metric codename: for each "
+    "event you pick, define a metric with that codename (e.g. [bold]{example}[/bold]); "
     "other events are dropped there without an error."
 )
 

@@ -17,17 +17,16 @@ if TYPE_CHECKING:
 
 SUPPORT_EMAIL = "support@customerscore.io"
 
-# every line fits an 80-column terminal; the caller says how to continue (connect resumes here)
-NOT_SURE = f"""\
-Customerscore attaches each PostHog Person to one of your customers by an ID
-stored on the Person. Your options:
-  • Store the customer's (company's) ID in a Person property on every Person,
-    e.g. posthog.identify(user_id, {{"company_id": "acme-42"}}) or
-    posthog.setPersonProperties(...). Use the same ID as the customer's
-    External ID in Customerscore.
-  • Not sure how your PostHog is set up? Contact Customerscore support at
-    {SUPPORT_EMAIL}.\
-"""
+# one line per paragraph or item: rich wraps them to the terminal's width (the caller says how to
+# continue: connect resumes here)
+NOT_SURE = (
+    "Customerscore attaches each PostHog Person to one of your customers by an ID stored on the Person. "
+    "Your options:\n"
+    "  • Store the customer's (company's) ID in a Person property on every Person, e.g. "
+    "posthog.identify(user_id, {\"company_id\": \"acme-42\"}) or posthog.setPersonProperties(...). "
+    "Use the same ID as the customer's External ID in Customerscore.\n"
+    f"  • Not sure how your PostHog is set up? Contact Customerscore support at {SUPPORT_EMAIL}."
+)
 
 
 def ask_identification_kind(default: str = "property") -> str:

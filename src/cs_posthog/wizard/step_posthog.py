@@ -18,20 +18,20 @@ if TYPE_CHECKING:
 
 SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
 
-# every line fits an 80-column terminal
+# one line per item or paragraph: rich wraps them to the terminal's width, between words
 INSTRUCTIONS = """\
 Create a personal API key for Customerscore in PostHog:
   1. Settings → Personal API Keys → Create personal API key.
   2. Label: [bold]Customerscore.io[/bold]. Access: this project (or its organization).
   3. Scopes, [bold]Read[/bold] only: {scopes}
-Then paste the key (it stays hidden) and the project ID, or the address of any
-page of the project (e.g. https://eu.posthog.com/project/12345/insights).\
+Then paste the key (it stays hidden) and the project ID, or the address of any page of the project \
+(e.g. https://eu.posthog.com/project/12345/insights).\
 """
 
 
 def scope_lines() -> str:
-    """The scope names, on two lines so the instructions fit 80 columns."""
-    return ", ".join(SCOPE_LABELS[:4]) + ",\n     " + ", ".join(SCOPE_LABELS[4:]) + "."
+    """The scope names, on one line (rich wraps it to the terminal)."""
+    return ", ".join(SCOPE_LABELS) + "."
 
 REGION_NAMES = {"us": "PostHog US Cloud", "eu": "PostHog EU Cloud", "self-hosted": "self-hosted PostHog"}
 

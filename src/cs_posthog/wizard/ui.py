@@ -13,6 +13,7 @@ Prompts are always asked with ``.unsafe_ask()``: Ctrl-C raises ``KeyboardInterru
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -51,6 +52,35 @@ def inquirer_control(question: Any) -> Any:
     raise LookupError("not a select or checkbox prompt")
 
 
+_GLYPHS_SET = False
+
+
+def use_stream_glyphs() -> None:
+    """Prompts on a terminal that is not UTF-8 (latin-1, ascii, cp1252): ticked and unticked
+    checkboxes are ``[x]`` and ``[ ]`` (questionary's ● and ○ would both be written as "?"), and
+    whatever else prompt_toolkit writes gets the ASCII stand-ins of ``output.fit`` (» · ↑↓ →)
+    instead of "?". Nothing changes on a UTF-8 terminal. Idempotent."""
+    global _GLYPHS_SET
+    from cs_posthog.output import fit, is_unicode
+
+    if _GLYPHS_SET or is_unicode(sys.stdout):
+        return
+    _GLYPHS_SET = True
+    import prompt_toolkit.output.plain_text as pt_plain
+    import prompt_toolkit.output.vt100 as pt_vt100
+    import questionary.prompts.common as q_common
+
+    q_common.INDICATOR_SELECTED = "[x]"
+    q_common.INDICATOR_UNSELECTED = "[ ]"
+    for module in (pt_vt100, pt_plain):
+        flush = module.flush_stdout
+
+        def fitted_flush(stdout: Any, data: str, _flush: Any = flush) -> None:
+            _flush(stdout, fit(data, stdout))
+
+        module.flush_stdout = fitted_flush
+
+
 def checklist(
     message: str,
     choices: Sequence[tuple[str, str, bool]],
@@ -70,6 +100,7 @@ def checklist(
 
     from cs_posthog.output import esc
 
+    use_stream_glyphs()
     q = questionary.checkbox(
         message,
         choices=[questionary.Choice(title=esc(title, markup=False), value=value, checked=checked)

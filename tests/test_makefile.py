@@ -1,0 +1,79 @@
+"""Issue 12 item 11: `make demo` installs only what the demo needs (the package and its sandbox
+extra); `make test` adds the test tools to the same venv and still builds everything from nothing
+(CI: .ci/run). Checked with `make -n` (what would run) on a copy of the Makefile."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def dry_run(where: Path, target: str) -> str:
+    r = subprocess.run(["make", "-n", target], cwd=where, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def installs(plan: str) -> list[str]:
+    return [line for line in plan.splitlines() if re.search(r"pip\b.* install\b", line)]
+
+
+def test_demo_from_nothing_installs_the_package_with_its_sandbox_extra_only(checkout):
+    plan = dry_run(checkout, "demo")
+    assert "-m venv" in plan
+    lines = installs(plan)
+    assert any("'.[sandbox]'" in line for line in lines), plan
+    assert not any("[test]" in line or "pytest" in line or "pexpect" in line for line in lines), plan
+    assert "cs-posthog demo" in plan
+
+
+def test_test_from_nothing_builds_everything(checkout):
+    plan = dry_run(checkout, "test")
+    assert "-m venv" in plan
+    assert any("'.[test]'" in line for line in installs(plan)), plan
+    assert "-m pytest" in plan
+
+
+def stamps(checkout: Path) -> list[Path]:
+    return sorted((checkout / ".venv").glob(".installed*"))
+
+
+def test_test_after_demo_adds_only_the_test_level(checkout):
+    """After `make demo`, `make test` installs the test tools (one venv), and `make demo` after
+    that installs nothing again."""
+    plan = dry_run(checkout, "demo")
+    demo_stamp = next(line.split()[-1] for line in plan.splitlines() if line.startswith("touch "))
+    (checkout / ".venv/bin").mkdir(parents=True)
+    time.sleep(0.01)
+    stamp = checkout / demo_stamp
+    stamp.touch()
+    later = time.time() + 1
+    os.utime(stamp, (later, later))
+    again = dry_run(checkout, "demo")
+    assert not installs(again) and "cs-posthog demo" in again
+    plan = dry_run(checkout, "test")
+    assert any("'.[test]'" in line for line in installs(plan)), plan
+    assert "-m pytest" in plan
+
+
+def test_readme_says_how_long_the_demo_takes_from_a_fresh_clone():
+    quick_start = (ROOT / "README.md").read_text().split("## ")[0]
+    line = next(line for line in quick_start.splitlines() if line.startswith("make demo"))
+    assert re.search(r"\b\d+ s from a fresh clone", line), line
