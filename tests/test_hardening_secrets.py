@@ -125,6 +125,16 @@ def cli(home, sandbox, tmp_path):
     return Cli(home, sandbox.info, tmp_path)
 
 
+def _closed_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def connect_args(info: dict, cs_url: str, *extra: str) -> list[str]:
     return ["connect", "--no-input", "--no-sync", "--project", str(info["project_id"]),
             "--tracker-key", info["tracker_key"], "--cs-url", cs_url,
@@ -156,14 +166,18 @@ def test_customerscore_echoing_its_key_is_masked_in_json_state_status_and_log(cl
     cs_key = _Key("cs_", '/"\\')
     with EchoServer() as cs:
         env: dict[str, str] = {}
+        # connect checks the key (the echo server refuses it: 77), so connect where nothing answers
+        # (the key is "not checked"), then point the config at the echo server
+        dead = f"http://127.0.0.1:{_closed_port()}"
         if store == "env":
-            cli.run(*connect_args(info, cs.url, "--api-key-stdin"), stdin=info["api_key"] + "\n",
+            cli.run(*connect_args(info, dead, "--api-key-stdin"), stdin=info["api_key"] + "\n",
                     env={"CUSTOMERSCORE_API_KEY": cs_key.value})
             env = {"CUSTOMERSCORE_API_KEY": cs_key.value}
         else:
-            cli.run(*connect_args(info, cs.url, "--api-key-stdin", "--cs-api-key-stdin"),
+            cli.run(*connect_args(info, dead, "--api-key-stdin", "--cs-api-key-stdin"),
                     stdin=f"{info['api_key']}\n{cs_key.value}\n")
             assert tomllib.loads((cli.home / "secrets.toml").read_text())["customerscore"] == cs_key.value
+        cli.run("edit", "--no-input", "--cs-url", cs.url, env=env)
         sync = cli.run("sync", "--json", "--since", since(info), env=env, code=77)
         report = json.loads(sync.stdout)
         assert report["status"] == "failed" and "headers were" in report["error"]
@@ -235,7 +249,8 @@ def test_a_key_given_as_a_field_flag_is_refused_without_being_printed(cli):
     # connected, then an edit that would put the key in a filter value or the customer property
     cli.run("connect", "--no-input", "--no-sync", "--project", str(info["project_id"]),
             "--tracker-key", info["tracker_key"], "--cs-url", info["customerscore"], "--event", "invoice_paid",
-            "--customer-property", info["customer_property"], env=env)
+            "--customer-property", info["customer_property"],
+            env={**env, "CUSTOMERSCORE_API_KEY": info["customerscore_api_key"]})  # a key Customerscore accepts
     before = (cli.home / "config.toml").read_text()
     for extra in (["--filter", f"plan != {cs_key.value}"], ["--customer-property", cs_key.value]):
         proc = cli.run("edit", "--no-input", *extra, env=env, code=2)

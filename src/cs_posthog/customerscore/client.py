@@ -207,6 +207,42 @@ class CustomerscoreClient:
         body = b'{"trackerKey":' + self._tracker_key_json + b',"events":[' + b",".join(parts) + b"]}"
         return self._post(self.track_url, body, len(parts), self.tracker_pacer)
 
+    # --- key checks (requests that change nothing) -------------------------------------------
+    def check_api_key(self) -> None:
+        """Check the API key with an empty contacts upsert, which changes nothing. Returns when
+        Customerscore accepted the key; raises ``AuthError`` (401) or ``PermissionDeniedError``
+        (403) when it refused it, ``UnavailableError``/``ThrottledError``/``NotAcknowledgedError``
+        when it could not be asked, another ``ApiError`` (e.g. ``NotFoundError``: the URL) else."""
+        self._check(self.contacts_url, b'{"contacts":[]}')
+
+    def check_tracker_key(self) -> None:
+        """Check the tracker key (and the API key, which the tracker needs too) with an empty
+        tracker batch, which records nothing. Same outcomes as ``check_api_key``; a refused tracker
+        key is an ``AuthError`` whose ``code`` is ``invalid_tracker_key``."""
+        self._check(self.track_url, b'{"trackerKey":' + self._tracker_key_json + b',"events":[]}')
+
+    def _check(self, url: str, body: bytes) -> None:
+        # The public docs do not say how an empty batch is answered: a 2xx acknowledgement (of 0
+        # items) or a validation error about the empty list. Either comes after the keys were
+        # accepted (keys are checked first: a wrong one is a 401 whatever the body), so both mean
+        # "accepted". 5xx, timeouts and connection errors are retried briefly: a person is waiting.
+        try:
+            send(
+                self._client,
+                "POST",
+                self._urls.get(url, url),
+                service=SERVICE,
+                stats=self.stats,
+                policy=CHECK_POLICY,
+                classify=_check_classify,
+                accept=_check_acknowledgement,
+                deadline=min(self.deadline, CHECK_DEADLINE_S),
+                max_bytes=self.max_response_bytes,
+                content=body,
+            )
+        except _EmptyBatchRefused:
+            return
+
     # --- plumbing ----------------------------------------------------------------------------
     def _post(self, url: str, body: bytes, count: int, pacer: Pacer | None) -> Delivery:
         if count == 0:
@@ -230,6 +266,37 @@ class CustomerscoreClient:
             content=body,
         )
         return Delivery(count, sent.attempts, sent.ambiguous, len(body))
+
+
+# a key check is one request a person waits for: a few quick retries, then "not checked"
+CHECK_POLICY = RetryPolicy(max_attempts=3, max_throttled=2, backoff_base=0.3, backoff_cap=1.0, max_throttle_wait=5.0)
+CHECK_DEADLINE_S = 20.0
+
+
+class _EmptyBatchRefused(ApiError):
+    """A validation error about the empty batch of a key check: the keys passed."""
+
+
+def _check_acknowledgement(resp: httpx.Response) -> str | None:
+    """None when a 2xx answer to a key check is Customerscore's JSON (``{"status": "ok",
+    "processed": 0}``, or any object with its ``status``/``processed``), else what it is instead."""
+    try:
+        data = json.loads(resp.content)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and ("processed" in data or "status" in data) and data.get("status", "ok") == "ok":
+        return None
+    return acknowledgement_problem(resp, 0) or "an answer that is not Customerscore's"
+
+
+def _check_classify(resp: httpx.Response) -> ApiError:
+    if resp.status_code in (400, 422):
+        body = error_body(resp)
+        fields = [d.get("field") for d in body.get("details", []) if isinstance(d, dict)] \
+            if isinstance(body.get("details"), list) else []
+        if not any(isinstance(f, str) and f.lower() == "trackerkey" for f in fields):
+            return _EmptyBatchRefused("the empty batch was refused", service=SERVICE, status=resp.status_code)
+    return classify(resp)
 
 
 def _html_title(text: str) -> str:

@@ -20,7 +20,7 @@ The public docs name the limits but not the error bodies; the shapes chosen here
   401   ``invalid_tracker_key``        ``trackerKey`` is not this account's tracker key
   400   ``invalid_json``               body is not JSON
   400   ``validation_error``           missing/empty required field, a string over 255 characters,
-                                       more than 100 items, an empty list, a bad type, more than 200
+                                       more than 100 items, an empty customers list, a bad type, more than 200
                                        metrics or a repeated/invalid metric ``date``, a timestamp that
                                        is not integer milliseconds
   413   ``payload_too_large``          body over 5 MB (5 * 1024 * 1024 bytes)
@@ -140,7 +140,7 @@ class _Validator:
             raise CSError(400, "validation_error", "The request is invalid.", self.details)
 
 
-def items_of(body: object, key: str) -> list:
+def items_of(body: object, key: str, *, allow_empty: bool = False) -> list:
     if not isinstance(body, dict):
         raise CSError(400, "validation_error", "The request is invalid.",
                       [{"field": key, "message": "The body must be a JSON object."}])
@@ -151,7 +151,7 @@ def items_of(body: object, key: str) -> list:
     if not isinstance(items, list):
         raise CSError(400, "validation_error", "The request is invalid.",
                       [{"field": key, "message": "Must be an array."}])
-    if not items:
+    if not items and not allow_empty:
         raise CSError(400, "validation_error", "The request is invalid.",
                       [{"field": key, "message": "Ensure this array has at least 1 item."}])
     if len(items) > MAX_ITEMS:
@@ -274,7 +274,9 @@ class CustomerscoreApp(App):
     # -- endpoints ------------------------------------------------------------------------------
 
     def _contacts(self, body: object, raw: bytes = b"") -> Response:
-        items = items_of(body, "contacts")
+        items = items_of(body, "contacts", allow_empty=True)
+        if not items:  # an empty upsert: a key check, answered after the key, changes nothing
+            return json_response(200, {"status": "ok", "processed": 0})
         v = _Validator()
         for i, c in enumerate(items):
             where = f"contacts[{i}]"
@@ -321,7 +323,9 @@ class CustomerscoreApp(App):
                 raise CSError(400, "validation_error", "The request is invalid.",
                               [{"field": "trackerKey", "message": "This field is required."}])
             raise CSError(401, "invalid_tracker_key", "Unknown trackerKey.")
-        items = items_of(body, "events")
+        items = items_of(body, "events", allow_empty=True)
+        if not items:  # an empty batch: a key check, answered after both keys, records nothing
+            return json_response(200, {"status": "ok", "processed": 0})
         v = _Validator()
         for i, e in enumerate(() if _plain_events(items) else items):
             where = f"events[{i}]"

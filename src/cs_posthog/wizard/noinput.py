@@ -197,6 +197,35 @@ def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str 
     raise UnavailableError(explain_failure(check, project, host), service="PostHog")  # not ok, yet no reason
 
 
+def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str) -> None:
+    """Check both Customerscore keys with requests that change nothing (step 2's check): a refused
+    key exits 77 before anything is written; Customerscore unreachable is a warning."""
+    from cs_posthog.errors import AuthError
+    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.wizard.context import esc
+
+    verdict = S2.check_key(url, cs_key)
+    if verdict.status == "ok":
+        verdict = S2.check_key(url, cs_key, tracker_key)
+        if verdict.status == "rejected":
+            raise AuthError(
+                f"--tracker-key: {verdict.reason}",
+                hint="The tracker key (CS-…) is in the tracker settings of the Customerscore app. Nothing was saved.",
+                service="Customerscore", status=401,
+            )
+    elif verdict.status == "rejected":
+        raise AuthError(
+            f"the Customerscore key: {verdict.reason}",
+            hint="Check CUSTOMERSCORE_API_KEY (or the key given with --cs-api-key-stdin). Nothing was saved.",
+            service="Customerscore", status=401,
+        )
+    if verdict.status == "ok":
+        out.success("Customerscore accepted the API key and the tracker key")
+    else:
+        out.warn(f"the Customerscore keys were not checked: {esc(verdict.reason)}; they are saved as given "
+                 "(the first sync will tell if Customerscore refuses them).")
+
+
 def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
     from cs_posthog.errors import CsPosthogError
@@ -317,6 +346,7 @@ def connect_no_input(
     out.success(esc(S1.describe_project(posthog)))
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
+    check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
     draft = Draft(posthog=posthog, customerscore=customerscore)
     ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs)
     ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}

@@ -1,13 +1,16 @@
 """Step 2: the Customerscore API key, the tracker key and (advanced) the API base URL.
 
-Only what can be checked without side effects is checked: the shapes of the keys and the URL.
-Nothing is sent to Customerscore before the first sync.
+The shapes of the keys and the URL are checked as typed; then each key is checked with Customerscore
+by a request that changes nothing (an empty contacts upsert for the API key, an empty tracker batch
+for the tracker key). A refused key is asked again, with Customerscore's reason; where Customerscore
+cannot be reached, the key is "not checked" (yellow) and the wizard goes on.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from cs_posthog.secrets import key_problem
 from cs_posthog.wizard.context import WizardContext, esc
@@ -62,6 +65,64 @@ def validate_cs_url(text: str) -> bool | str:
     return True
 
 
+@dataclass
+class KeyCheck:
+    """What Customerscore said of a key: ``ok``, ``rejected`` (401/403: ask again) or
+    ``unchecked`` (unreachable, 5xx after retries, an unexpected answer: go on, say so)."""
+
+    status: Literal["ok", "rejected", "unchecked"]
+    reason: str = ""
+    exit_code: int = 0
+
+
+def check_key(url: str, api_key: str, tracker_key: str | None = None) -> KeyCheck:
+    """Check the API key (``tracker_key`` None: an empty contacts upsert) or the tracker key (an
+    empty tracker batch, sent with the API key) with Customerscore at ``url``. Changes nothing."""
+    from cs_posthog.customerscore.client import CustomerscoreClient
+    from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError
+
+    try:
+        with CustomerscoreClient(url, api_key, tracker_key or "CS-CHECK", pace=False) as client:
+            if tracker_key is None:
+                client.check_api_key()
+            else:
+                client.check_tracker_key()
+    except (AuthError, PermissionDeniedError) as exc:
+        return KeyCheck("rejected", exc.message, int(exc.exit_code))
+    except CsPosthogError as exc:
+        return KeyCheck("unchecked", exc.message, int(exc.exit_code))
+    except Exception as exc:  # noqa: BLE001 - a check that cannot be made must not end the wizard
+        return KeyCheck("unchecked", f"{type(exc).__name__}: {exc}")
+    return KeyCheck("ok")
+
+
+def _checked_api_key(ctx: WizardContext, url: str, key: str) -> tuple[str, KeyCheck]:
+    """Check ``key`` at ``url``; while Customerscore refuses it, say why and ask again."""
+    from cs_posthog.wizard.ui import busy
+
+    while True:
+        with busy(ctx.out, "Checking the API key with Customerscore…"):
+            verdict = check_key(url, key)
+        if verdict.status != "rejected":
+            return key, verdict
+        ctx.out.error(verdict.reason)  # error() escapes
+        ctx.out.info("  Check that you copied the whole API key, from Customerscore's API settings.")
+        key = ask_cs_key(None)
+
+
+def _checked_tracker_key(ctx: WizardContext, url: str, key: str, tracker: str) -> tuple[str, KeyCheck]:
+    from cs_posthog.wizard.ui import busy
+
+    while True:
+        with busy(ctx.out, "Checking the tracker key with Customerscore…"):
+            verdict = check_key(url, key, tracker)
+        if verdict.status != "rejected":
+            return tracker, verdict
+        ctx.out.error(verdict.reason)
+        ctx.out.info("  The tracker key (CS-…) is in the tracker settings of the Customerscore app.")
+        tracker = ask_tracker_key("")
+
+
 def ask_cs_key(current: tuple[str, str] | None) -> str:
     import questionary
 
@@ -102,13 +163,31 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
         ctx.step_header(2, only=only)
     ctx.out.info(INSTRUCTIONS)
     prev = ctx.draft.customerscore
-    key = ask_cs_key(ctx.current_secret("customerscore"))
-    tracker = ask_tracker_key(ctx.prefill.tracker_key or (prev.tracker_key if prev else ""))
     url = ctx.prefill.cs_url or (prev.api_url if prev else CUSTOMERSCORE_URL)
+    key, key_check = _checked_api_key(ctx, url, ask_cs_key(ctx.current_secret("customerscore")))
+    tracker = ask_tracker_key(ctx.prefill.tracker_key or (prev.tracker_key if prev else ""))
+    tracker_check = KeyCheck("unchecked", key_check.reason)
+    if key_check.status == "ok":
+        tracker, tracker_check = _checked_tracker_key(ctx, url, key, tracker)
     if ask_advanced(default=url != CUSTOMERSCORE_URL):
-        url = ask_cs_url(url)
+        new_url = ask_cs_url(url)
+        if new_url.rstrip("/") != url.rstrip("/"):  # the keys were checked elsewhere: again, here
+            url = new_url
+            key, key_check = _checked_api_key(ctx, url, key)
+            tracker_check = KeyCheck("unchecked", key_check.reason)
+            if key_check.status == "ok":
+                tracker, tracker_check = _checked_tracker_key(ctx, url, key, tracker)
+        url = new_url
     settings = CustomerscoreSettings(api_url=url, tracker_key=tracker)
-    ctx.out.success(f"Customerscore at {esc(settings.api_url)} · tracker key {esc(settings.tracker_key)}")
+    where = f"Customerscore at {esc(settings.api_url)} · tracker key {esc(settings.tracker_key)}"
+    if key_check.status == "ok" and tracker_check.status == "ok":
+        ctx.out.success(f"{where} · both keys accepted")
+    else:
+        what = "keys not checked" if key_check.status != "ok" else "API key accepted, tracker key not checked"
+        reason = key_check.reason if key_check.status != "ok" else tracker_check.reason
+        ctx.out.info(f"[yellow]![/yellow] {where} · [yellow]{what}[/yellow]: {esc(reason)}")
+        ctx.out.info("  [dim]They are used as typed; the first sync will tell if Customerscore refuses them.[/dim]")
     ctx.keep_secret("customerscore", key)  # "stored in …" under the ✓ line, as in step 1
-    ctx.out.info("  [dim]Nothing is sent to Customerscore before the first sync.[/dim]")
+    ctx.out.info("  [dim]Checking the keys changed nothing in Customerscore; no data is sent before the "
+                 "first sync.[/dim]")
     return settings
