@@ -213,13 +213,37 @@ def test_bad_key_exits_77(home, env, monkeypatch):
     assert not (home / "config.toml").exists() and not (home / "secrets.toml").exists()
 
 
-def test_key_of_the_other_region_exits_77(home, env):
+def test_address_of_the_other_region_saves_the_key_region(home, env):
     info = env
-    # the project's address names US Cloud; the key lives in EU
+    # the project's address names US Cloud; the key lives in EU: EU is saved, with one line saying so
     url = f"{info['posthog_us']}/project/{info['project_id']}"
-    r = run_cli(*base_args(info, "--event", "x"), "--project", url)
+    r = run_cli(*base_args(info, "--event", "invoice_paid"), "--project", url)
+    assert r.exit_code == 0, r.stderr
+    assert "not valid" not in r.stderr
+    notes = [ln for ln in r.stderr.splitlines() if "this key works in" in ln]
+    assert notes == [f"warning: --project is an address of PostHog US Cloud, but this key works in PostHog EU "
+                     f"Cloud: saving PostHog EU Cloud ({info['posthog_eu']})"]
+    saved = config(home)["posthog"]
+    assert (saved["region"], saved["host"], saved["project_id"]) == ("eu", info["posthog_eu"], info["project_id"])
+
+
+def test_edit_with_an_address_of_the_other_region_keeps_the_key_region(home, env):
+    info = env
+    assert run_cli(*base_args(info, "--event", "invoice_paid")).exit_code == 0
+    url = f"{info['posthog_us']}/project/{info['project_id']}/insights"
+    r = run_cli("edit", "credentials", "--no-input", "--project", url)
+    assert r.exit_code == 0, r.stderr
+    assert "--project is an address of PostHog US Cloud, but this key works in PostHog EU Cloud" in r.stderr
+    assert config(home)["posthog"]["region"] == "eu" and config(home)["posthog"]["host"] == info["posthog_eu"]
+
+
+def test_bad_key_with_an_address_exits_77(home, env, monkeypatch):
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", fake_key())
+    url = f"{env['posthog_us']}/project/{env['project_id']}"
+    r = run_cli(*base_args(env, "--event", "x"), "--project", url)
     assert r.exit_code == 77
-    assert "not valid in PostHog US Cloud" in r.stderr
+    assert "not valid in PostHog US or EU Cloud" in r.stderr  # both were asked
+    assert not (home / "config.toml").exists()
 
 
 def test_missing_scopes_are_listed_exit_77(home, env, monkeypatch):

@@ -209,7 +209,8 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, home, tmp_path):
     """At 80x24 every message fits or is wrapped between words (the terminal used to cut "Propert|y
-    definition" and "PostHog US or EU Clo|ud"). Also: a US Cloud address with an EU key."""
+    definition" and "PostHog US or EU Clo|ud"). Also: a US Cloud address with an EU key goes on in
+    EU Cloud, saying so."""
     from cs_posthog.wizard.step_identification import NOT_SURE
 
     info = sandbox.info
@@ -245,10 +246,7 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
         wait_for("Project ID")
         keys("-l", f"https://us.posthog.com/project/{info['project_id']}")
         keys("Enter")
-        region = wait_for("or its ID.")
-        keys("-l", str(info["project_id"]))
-        keys("Enter")
-        wait_for("Customerscore API key")
+        region = wait_for("Customerscore API key")  # the key works in EU Cloud: no question asked again
         keys("-l", info["customerscore_api_key"])
         keys("Enter")
         for prompt in ("Tracker key", "advanced options", "API base URL"):
@@ -267,8 +265,10 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
 
     assert words("3. Scopes, Read only: " + ", ".join(SCOPE_LABELS) + ".") in words(first)  # wrapped by rich
     assert all(len(line) <= 80 for line in first.splitlines())
-    assert words("error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud "
-                 "Paste the address of the project from PostHog EU Cloud, or its ID.") in words(region)
+    assert words("This key works in PostHog EU Cloud (the address is on PostHog US Cloud): going on with "
+                 "PostHog EU Cloud.") in words(region)
+    assert "not valid" not in region and "error:" not in region
+    assert all(len(line) <= 80 for line in region.splitlines())
     assert words(NOT_SURE) in words(not_sure)  # every word whole
     assert "? How are Persons tied to a customer? I'm not sure" in not_sure.splitlines()
     assert words("Stopped at step 3; the finished steps are kept: `cs-posthog connect` resumes there.") \

@@ -84,8 +84,26 @@ def test_a_url_naming_a_region_asks_that_region_only(ph_env):
     assert check.ok and check.region == "eu" and check.tried == ["eu"]
     assert us_after == us_before and eu_after > eu_before
 
-    wrong = check_credentials(info["api_key"], f"{info['posthog_us']}/project/{info['project_id']}/insights")
-    assert not wrong.key_valid and wrong.tried == ["us"] and "PostHog US Cloud" in wrong.problem
+
+
+def test_a_url_of_the_other_region_goes_on_where_the_key_works(ph_env):
+    """A US Cloud address with an EU key: US refuses it (401), EU knows it: the check goes on in EU
+    and says which region the address named, instead of "not valid in PostHog US Cloud"."""
+    from cs_posthog.posthog.credentials import region_note
+
+    info = ph_env.info
+    check = check_credentials(info["api_key"], f"{info['posthog_us']}/project/{info['project_id']}/insights")
+    assert check.ok and check.problem is None
+    assert (check.region, check.host, check.switched_from) == ("eu", info["posthog_eu"], "us")
+    assert check.tried == ["us", "eu"] and check.project_name == "Sandbox web app"
+    assert region_note(check) == ("this key works in PostHog EU Cloud (the address is on PostHog US Cloud): "
+                                  "going on with PostHog EU Cloud")
+    raise_for_check(check)
+
+    made_up = "phx_" + "Zq7" * 12  # unknown in both: both were asked, and the sentence says so
+    bad = check_credentials(made_up, f"{info['posthog_us']}/project/{info['project_id']}")
+    assert not bad.key_valid and bad.switched_from is None and bad.tried == ["us", "eu"]
+    assert "not valid in PostHog US or EU Cloud" in bad.problem and region_note(bad) is None
 
 
 def test_a_self_hosted_host_is_the_only_one_asked(ph_env):

@@ -62,13 +62,15 @@ def test_step1_bad_key_then_good(home, info, capsys):
 
 
 def test_step1_address_of_the_other_region(home, info, capsys):
-    # the pasted address names EU Cloud and the key lives in US: only EU is asked and refuses the
-    # key; the wizard then finds the key in US Cloud and asks for the project again, not the key
+    # the pasted address names EU Cloud and the key lives in US: EU refuses the key, US knows it:
+    # the step says the key works in US Cloud and goes on there, asking nothing again
     eu_url = f"{info['posthog_eu']}/project/{info['project_id']}"
-    _, settings = ask_step1(info["api_key"] + ENTER + eu_url + ENTER + str(info["project_id"]) + ENTER)
-    assert settings.region.value == "us" and settings.project_id == info["project_id"]
-    err = capsys.readouterr().err
-    assert "error: this key is from PostHog US Cloud, and the address you pasted is on PostHog EU Cloud" in err
+    _, settings = ask_step1(info["api_key"] + ENTER + eu_url + ENTER)
+    assert settings.region.value == "us" and settings.host == info["posthog_us"]
+    assert settings.project_id == info["project_id"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "This key works in PostHog US Cloud (the address is on PostHog EU Cloud): going on with PostHog US Cloud." in err
+    assert "not valid" not in err and "error:" not in err
 
 
 def test_step1_missing_scopes_listed(home, info, capsys):

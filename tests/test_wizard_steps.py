@@ -124,26 +124,22 @@ def test_posthog_step_project_of_another_key(home, capsys):
     assert [c[0] for c in check.calls] == [check.other, check.good]
 
 
-def test_posthog_step_address_of_the_other_region_asks_the_project_not_the_key(home, capsys):
-    """An EU key with a US Cloud address: re-pasting the same key can never work (it used to loop
-    on the key prompt); the wizard finds the key's region and asks for the project again."""
+def test_posthog_step_address_of_the_other_region_goes_on_there(home, capsys):
+    """An EU key with a US Cloud address: the key works in EU Cloud, so the step says so and goes on
+    there (no "not valid in PostHog US Cloud", no question asked again)."""
     from cs_posthog.wizard.step_posthog import ask_posthog
 
     check = FakeCheck()
     with piped_keys() as keys:
-        keys.send_text(check.good + ENTER + "https://us.posthog.com/project/101/insights" + ENTER
-                       + CTRL_U + "https://eu.posthog.com/project/101" + ENTER)
+        keys.send_text(check.good + ENTER + "https://us.posthog.com/project/101/insights" + ENTER)
         settings = ask_posthog(make_ctx(check))
     assert settings.region == Region.EU and settings.project_id == 101
-    assert [c[:2] for c in check.calls] == [
-        (check.good, "https://us.posthog.com/project/101/insights"),
-        (check.good, "101"),  # which region knows the key
-        (check.good, "https://eu.posthog.com/project/101"),
-    ]
+    assert settings.host == "https://eu.posthog.com"
+    assert [c[:2] for c in check.calls] == [(check.good, "https://us.posthog.com/project/101/insights")]
     err = capsys.readouterr().err
-    assert "error: this key is from PostHog EU Cloud, and the address you pasted is on PostHog US Cloud" in err
-    assert "Paste the address of the project from PostHog EU Cloud, or its ID." in err
-    assert "not valid" not in err  # the key is fine: no "mistyped, revoked" line
+    assert ("This key works in PostHog EU Cloud (the address is on PostHog US Cloud): going on with "
+            "PostHog EU Cloud.") in " ".join(err.split())
+    assert "not valid" not in err and "error:" not in err
     assert stored_secrets(home) == {"posthog": check.good}
 
 
@@ -153,15 +149,17 @@ def test_posthog_step_bad_key_with_an_address_offers_the_address_again(home, cap
     check = FakeCheck()
     bad = "phx_" + "y" * 30
     with piped_keys() as keys:
-        # the key is unknown everywhere: asked again, and the address is offered again (Enter keeps it)
+        # the key is unknown everywhere (both regions asked): asked again, and the address is offered
+        # again (Enter keeps it)
         keys.send_text(bad + ENTER + "https://eu.posthog.com/project/101" + ENTER + check.good + ENTER + ENTER)
         settings = ask_posthog(make_ctx(check))
     assert settings.project_id == 101
     assert [c[:2] for c in check.calls] == [
-        (bad, "https://eu.posthog.com/project/101"), (bad, "101"), (check.good, "https://eu.posthog.com/project/101"),
+        (bad, "https://eu.posthog.com/project/101"), (check.good, "https://eu.posthog.com/project/101"),
     ]
     err = capsys.readouterr().err
-    assert "it is from PostHog EU Cloud." in err and "this key is from" not in err
+    assert "not valid in PostHog US or EU Cloud" in err
+    assert "it is from PostHog US or EU Cloud." in err and "this key works in" not in err.lower()
 
 
 def test_posthog_step_unknown_project_asks_only_the_project_again(home, capsys):

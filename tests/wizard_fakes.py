@@ -126,8 +126,10 @@ class FakeCheck:
         self.calls.append((api_key, project_ref, host))
         ref = parse_project_ref(project_ref)
         pid = ref.id
-        # every key here is an EU Cloud key: an address of US Cloud has only US asked, which refuses it
-        tried = [ref.region] if ref.region is not None and host is None else ["us", "eu"]
+        # every key here is an EU Cloud key: an address of US Cloud has US asked first, which refuses
+        # it, then EU, where a known key goes on (``switched_from``), as the real check does
+        tried = ["eu"] if ref.region == "eu" and host is None and api_key in (self.good, self.scoped, self.other) \
+            else ["eu", "us"] if ref.region == "eu" and host is None else ["us", "eu"]
         check = C.CredentialCheck(key_valid=False, project_id=pid, tried=tried)
         if self.down:
             self.down -= 1
@@ -135,10 +137,12 @@ class FakeCheck:
             check.region, check.host = "eu", "https://eu.posthog.com"
             check.problem = "could not check the key with PostHog EU Cloud: connection refused"
             return check
-        if api_key not in (self.good, self.scoped, self.other) or tried == ["us"]:
+        if api_key not in (self.good, self.scoped, self.other):
             check.problem = C._invalid_key_problem(api_key, tried, [])
             return check
         check.key_valid, check.region, check.host = True, "eu", host or "https://eu.posthog.com"
+        if ref.region == "us" and host is None:
+            check.switched_from = "us"
         if api_key == self.scoped:
             check.project_found = pid == self.PROJECT
             check.project_accessible = check.project_found

@@ -7,7 +7,10 @@ How (shared/docs/posthog-api.md; PostHog's source where named):
 
 - Region: US and EU are separate; a key of the other region gets the same 401 as a bad key. Without
   a region in the pasted reference both are asked at once (threads) and the one that knows the key
-  wins. A URL naming a region asks that one only; ``host`` (self-hosted) asks only that host.
+  wins. A URL naming a region asks that one first; when it refuses the key (401), the other region
+  is asked, and a key it knows goes on there (``switched_from`` names the region of the URL: people
+  paste an address of the wrong Cloud more often than a key of it). ``host`` (self-hosted, or a
+  region's host given as ``--host``) asks only that host.
 - Scopes: ``GET /api/personal_api_keys/@current/`` lists the key's scopes (``*`` = all; ``x:write``
   implies ``x:read``) and ``scoped_teams`` (a key restricted to other projects cannot read this
   one). Where ``@current`` is refused (403), each needed endpoint is probed and PostHog's
@@ -77,6 +80,9 @@ class CredentialCheck:
     key_label: str | None = None
     key_mask: str | None = None
     tried: list[str] = field(default_factory=list)  # regions asked ("us", "eu", "self-hosted"), in order
+    # the region a pasted project URL named when the key was refused there and found in the other
+    # region, whose region/host the check then holds; None otherwise
+    switched_from: str | None = None
     unreachable: bool = False  # no answer could tell (timeouts, refused connections, 5xx): try later
     # PostHog's detail when the organization does not allow members' personal API keys
     org_policy: str | None = None
@@ -185,7 +191,17 @@ def check_credentials(
             futures = [pool.submit(_ask_region, r, h, api_key, pid, client_kw) for r, h in candidates]
             answers = [f.result() for f in futures]
 
-    check = CredentialCheck(key_valid=False, project_id=pid, tried=[a.region for a in answers])
+    switched_from = None
+    if (host is None and ref.region is not None and len(answers) == 1 and not answers[0].valid
+            and isinstance(answers[0].error, AuthError) and not api_key.strip().startswith("phc_")):
+        # the URL's region refused the key: is it a key of the other region (a wrong address)?
+        other = next(r for r in REGIONS if r != ref.region)
+        answers.append(_ask_region(other, hosts[other], api_key, pid, client_kw))
+        if answers[-1].valid:
+            switched_from = ref.region
+
+    check = CredentialCheck(key_valid=False, project_id=pid, tried=[a.region for a in answers],
+                            switched_from=switched_from)
     valid = [a for a in answers if a.valid]
     try:
         if not valid:
@@ -407,6 +423,16 @@ def _where(region: str | None, host: str | None) -> str:
     if region in (US, EU):
         return f"PostHog {REGION_NAMES[region]}"
     return f"the PostHog at {host}" if host else "PostHog"
+
+
+def region_note(check: CredentialCheck) -> str | None:
+    """One sentence when the check went on in the other region than the pasted URL's, else None."""
+    named = getattr(check, "switched_from", None)  # a test's stand-in check may not have it
+    region = getattr(check.region, "value", check.region)
+    if named not in (US, EU) or region not in (US, EU):
+        return None
+    return (f"this key works in PostHog {REGION_NAMES[region]} (the address is on PostHog "
+            f"{REGION_NAMES[named]}): going on with PostHog {REGION_NAMES[region]}")
 
 
 def _invalid_key_problem(api_key: str, regions: list[str], hosts: list[str]) -> str:

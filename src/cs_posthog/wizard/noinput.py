@@ -226,6 +226,20 @@ def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str)
                  "(the first sync will tell if Customerscore refuses them).")
 
 
+def note_region(out: Output, check: Any, settings: Any) -> None:
+    """One line when --project named the other Cloud than the key's: the config holds the key's."""
+    from cs_posthog.posthog.credentials import region_note
+    from cs_posthog.wizard.context import esc
+    from cs_posthog.wizard.step_posthog import REGION_NAMES
+
+    if region_note(check) is None:
+        return
+    named = REGION_NAMES.get(check.switched_from, check.switched_from)
+    home = REGION_NAMES.get(settings.region.value, settings.region.value)
+    out.warn(esc(f"--project is an address of {named}, but this key works in {home}: "
+                 f"saving {home} ({settings.host})"))
+
+
 def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
     from cs_posthog.errors import CsPosthogError
@@ -343,6 +357,7 @@ def connect_no_input(
 
     check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
     posthog = S1.settings_from_check(check)
+    note_region(out, check, posthog)
     out.success(esc(S1.describe_project(posthog)))
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
@@ -457,6 +472,7 @@ def edit_no_input(
         host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
         check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
         draft.posthog = S1.settings_from_check(check)
+        note_region(out, check, draft.posthog)
         out.success(esc(S1.describe_project(draft.posthog)))
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(

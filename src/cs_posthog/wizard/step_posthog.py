@@ -1,5 +1,8 @@
 """Step 1: the PostHog personal API key and the project, checked against US and EU at once.
 
+An address of the other Cloud than the key's (a US Cloud URL with an EU key) is not an error: the
+check finds the key in the other region and the step goes on there, saying so.
+
 On failure only what failed is asked again: the key (invalid in both regions), the project (not
 found, or not accessible to this key), or nothing (missing scopes: add them in PostHog and check
 again; PostHog unreachable: try again).
@@ -195,25 +198,6 @@ def parse_region(project_ref: str) -> str | None:
         return None
 
 
-def key_region_elsewhere(ctx: WizardContext, check_fn: Any, key: str, project_ref: str, host: str | None) -> str | None:
-    """The key was refused by the one region a pasted address names: is it a key of the other
-    region? Returns that region ("us"/"eu"), or None (or when it cannot tell)."""
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.posthog.regions import parse_project_ref
-
-    named = parse_region(project_ref)
-    if host is not None or named is None:
-        return None
-    bare = str(parse_project_ref(project_ref).id)  # no region in it: both are asked
-    try:
-        with busy(ctx.out, "Checking which PostHog Cloud the key is from…"):
-            other = check_fn(key, bare, host=None)
-    except CsPosthogError:
-        return None
-    region = getattr(other.region, "value", other.region)
-    return region if other.key_valid and region in ("us", "eu") and region != named else None
-
-
 def check_ok(check: Any) -> bool:
     return bool(check.ok and check.project_id)
 
@@ -221,6 +205,7 @@ def check_ok(check: Any) -> bool:
 def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PostHogSettings:
     """Ask until the key and project check out; store the key (connect) and return the settings."""
     from cs_posthog.errors import UnavailableError
+    from cs_posthog.posthog.credentials import region_note
 
     if header:
         ctx.step_header(1, only=only)
@@ -235,19 +220,14 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
         where = host or "PostHog US and EU"
         with busy(ctx.out, f"Checking the key and project with {where}…"):
             check = check_fn(key, project, host=host)
+        if check.key_valid and (note := region_note(check)) is not None:
+            ctx.out.info(esc(note[:1].upper() + note[1:]) + ".")  # the address was of the other Cloud
         if check_ok(check):
             settings = settings_from_check(check)
             ctx.out.success(esc(describe_project(settings)))
             ctx.keep_secret("posthog", key)
             return settings
 
-        home = None if check.key_valid or check.unreachable else key_region_elsewhere(ctx, check_fn, key, project, host)
-        if home is not None:  # the key is fine: the pasted address is of the other region
-            ctx.out.error(f"this key is from {REGION_NAMES[home]}, and the address you pasted is on "
-                          f"{REGION_NAMES[parse_region(project) or '']}")
-            ctx.out.info(f"  Paste the address of the project from {REGION_NAMES[home]}, or its ID.")
-            project = ask_project("")
-            continue
         ctx.out.error(explain_failure(check, project, host))  # error() escapes
         if check.unreachable:
             choice = ask_after_unreachable()
@@ -261,7 +241,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 key = ask_posthog_key((key, "entered above"))
                 project = ask_project(project)
         elif not check.key_valid:
-            where = host or REGION_NAMES.get(parse_region(project) or "", "PostHog US or EU Cloud")
+            where = host or "PostHog US or EU Cloud"  # an address's region refusing it has the other asked too
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
                          + esc(where) + ".")
             key = ask_posthog_key(None)
