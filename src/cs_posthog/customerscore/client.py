@@ -1,6 +1,6 @@
 """Customerscore API client: contacts bulk upsert and tracker events. No terminal I/O.
 
-Facts (``shared/docs/customerscore-api.md``): header ``customerscore-key``, JSON bodies of at most
+Facts (``docs/customerscore-api.md``): header ``customerscore-key``, JSON bodies of at most
 100 items and 5 MB, REST 500 requests/minute, tracker 200 requests/minute, 429 with ``Retry-After``
 over the limit. No idempotency key: a batch applied twice is counted twice, so each call says whether
 a retry followed a failure the server may have applied (``Delivery.ambiguous``).

@@ -1,6 +1,6 @@
 """PostHog private API client: key, project, definitions, HogQL queries and keyset paging.
 
-No terminal I/O. Facts in ``shared/docs/posthog-api.md``; the points checked in PostHog's source
+No terminal I/O. Facts in ``docs/posthog-api.md`` and ``docs/posthog-semantics.md``; the points checked in PostHog's source
 (github.com/PostHog/posthog) are named where they are used:
 
 - Errors are drf-exceptions-hog bodies ``{"type", "code", "detail", "attr"}``; every answer maps to
@@ -92,7 +92,7 @@ from cs_posthog.http import (
 
 SERVICE = "PostHog"
 
-# PostHog's limits per personal API key (posthog/rate_limit.py; shared/docs/posthog-api.md)
+# PostHog's limits per personal API key (posthog/rate_limit.py; docs/posthog-semantics.md)
 QUERY_PER_MINUTE = 240
 QUERY_PER_HOUR = 2400
 QUERY_CONCURRENCY = 3  # per organization

@@ -3,7 +3,7 @@
 ``check_credentials`` answers with a typed ``CredentialCheck`` (what is wrong, in data and in one
 human sentence); ``raise_for_check`` turns a failed check into the error the CLI renders.
 
-How (shared/docs/posthog-api.md; PostHog's source where named):
+How (docs/posthog-api.md; PostHog's source where named):
 
 - Region: US and EU are separate; a key of the other region gets the same 401 as a bad key. Without
   a region in the pasted reference both are asked at once (threads) and the one that knows the key

@@ -1,6 +1,6 @@
 """The sandbox Customerscore: contacts, customers and tracker endpoints, with the real API's silent drops.
 
-Endpoints (``../shared/docs/customerscore-api.md``):
+Endpoints (``docs/customerscore-api.md``):
 
 * ``POST /api/v1/contacts`` ``{"contacts": [...]}`` and ``POST /api/v1/customers``
   ``{"customers": [...]}`` (bulk upserts), ``POST /api/tracker/track``
