@@ -68,3 +68,26 @@ def _drop_log_handlers():
     for h in list(root.handlers):
         if getattr(h, "_cs_posthog", False):
             root.removeHandler(h)
+
+
+FAKE_CRONTAB = """#!/bin/sh
+# a stand-in for crontab(1): -l prints the table, - replaces it from stdin
+f="$FAKE_CRONTAB_FILE"
+case "$1" in
+  -l) if [ -f "$f" ]; then cat "$f"; else echo "no crontab for tester" >&2; exit 1; fi ;;
+  -)  cat > "$f" ;;
+  *)  echo "usage" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def crontab(tmp_path, monkeypatch):
+    """A stand-in for crontab(1) on CS_POSTHOG_CRONTAB; returns the file that holds the table."""
+    prog = tmp_path / "fake-crontab"
+    prog.write_text(FAKE_CRONTAB)
+    prog.chmod(0o755)
+    table = tmp_path / "crontab.txt"
+    monkeypatch.setenv("CS_POSTHOG_CRONTAB", str(prog))
+    monkeypatch.setenv("FAKE_CRONTAB_FILE", str(table))
+    return table

@@ -42,3 +42,15 @@ def sample_config_dict() -> dict:
             ],
         },
     }
+
+
+def sandbox_env(monkeypatch, info: dict, *, keys: bool = True) -> dict:
+    """The sandbox stands in for PostHog US and EU, no client-side pacing (it runs without limits) and,
+    with ``keys``, its keys in the environment. Returns ``info``."""
+    monkeypatch.setenv("CS_POSTHOG_US_HOST", info["posthog_us"])
+    monkeypatch.setenv("CS_POSTHOG_EU_HOST", info["posthog_eu"])
+    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    if keys:
+        monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", info["api_key"])
+        monkeypatch.setenv("CUSTOMERSCORE_API_KEY", info["customerscore_api_key"])
+    return info

@@ -8,7 +8,7 @@ import socket
 import tomllib
 
 import pytest
-from helpers import fake_key, run_cli
+from helpers import fake_key, run_cli, sandbox_env
 
 from cs_posthog.sandbox.runner import get_json, get_jsonl, start_sandbox
 
@@ -24,12 +24,7 @@ def sandbox():
 @pytest.fixture
 def env(sandbox, monkeypatch):
     """The sandbox stands in for PostHog US and EU; keys in the environment."""
-    monkeypatch.setenv("CS_POSTHOG_US_HOST", sandbox.info["posthog_us"])
-    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sandbox.info["posthog_eu"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sandbox.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sandbox.info["customerscore_api_key"])
-    return sandbox.info
+    return sandbox_env(monkeypatch, sandbox.info)
 
 
 def base_args(info, *extra: str) -> list[str]:

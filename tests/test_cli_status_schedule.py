@@ -17,28 +17,6 @@ from cs_posthog.paths import get_paths
 from cs_posthog.sync.state import Cursor, Stream, SyncState
 from helpers import fake_key, run_cli, sample_config_dict
 
-FAKE_CRONTAB = """#!/bin/sh
-# a stand-in for crontab(1): -l prints the table, - replaces it from stdin
-f="$FAKE_CRONTAB_FILE"
-case "$1" in
-  -l) if [ -f "$f" ]; then cat "$f"; else echo "no crontab for tester" >&2; exit 1; fi ;;
-  -)  cat > "$f" ;;
-  *)  echo "usage" >&2; exit 2 ;;
-esac
-"""
-
-
-@pytest.fixture
-def crontab(tmp_path, monkeypatch) -> Path:
-    prog = tmp_path / "fake-crontab"
-    prog.write_text(FAKE_CRONTAB)
-    prog.chmod(0o755)
-    table = tmp_path / "crontab.txt"
-    monkeypatch.setenv("CS_POSTHOG_CRONTAB", str(prog))
-    monkeypatch.setenv("FAKE_CRONTAB_FILE", str(table))
-    return table
-
-
 @pytest.fixture
 def connected(home):
     cfg = Config.model_validate(sample_config_dict())

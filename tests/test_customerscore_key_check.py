@@ -9,7 +9,7 @@ import socket
 
 import httpx
 import pytest
-from helpers import fake_key, run_cli
+from helpers import fake_key, run_cli, sandbox_env
 from wizard_fakes import CTRL_U, ENTER, piped_keys
 
 from cs_posthog.customerscore.client import CustomerscoreClient
@@ -115,12 +115,7 @@ def test_5xx_after_retries_and_a_web_page_are_not_acceptance():
 # --- connect --no-input ----------------------------------------------------------------------
 @pytest.fixture
 def env(sandbox, monkeypatch):
-    monkeypatch.setenv("CS_POSTHOG_US_HOST", sandbox.info["posthog_us"])
-    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sandbox.info["posthog_eu"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sandbox.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sandbox.info["customerscore_api_key"])
-    return sandbox.info
+    return sandbox_env(monkeypatch, sandbox.info)
 
 
 def connect_args(info, *, tracker: str | None = None, cs_url: str | None = None) -> list[str]:

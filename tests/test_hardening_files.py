@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import fake_key, run_cli, sample_config_dict
+from helpers import fake_key, run_cli, sample_config_dict, sandbox_env
 
 from cs_posthog.config import Config, save_config
 from cs_posthog.sandbox.runner import start_sandbox
@@ -52,12 +52,7 @@ def sandbox():
 
 @pytest.fixture
 def env(sandbox, monkeypatch):
-    monkeypatch.setenv("CS_POSTHOG_US_HOST", sandbox.info["posthog_us"])
-    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sandbox.info["posthog_eu"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sandbox.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sandbox.info["customerscore_api_key"])
-    return sandbox.info
+    return sandbox_env(monkeypatch, sandbox.info)
 
 
 def connect(info) -> None:

@@ -11,31 +11,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 from helpers import run_cli
-
-FAKE_CRONTAB = """#!/bin/sh
-f="$FAKE_CRONTAB_FILE"
-case "$1" in
-  -l) if [ -f "$f" ]; then cat "$f"; else echo "no crontab for tester" >&2; exit 1; fi ;;
-  -)  cat > "$f" ;;
-  *)  echo "usage" >&2; exit 2 ;;
-esac
-"""
-
-
-@pytest.fixture
-def crontab(tmp_path, monkeypatch) -> Path:
-    prog = tmp_path / "fake-crontab"
-    prog.write_text(FAKE_CRONTAB)
-    prog.chmod(0o755)
-    table = tmp_path / "crontab.txt"
-    monkeypatch.setenv("CS_POSTHOG_CRONTAB", str(prog))
-    monkeypatch.setenv("FAKE_CRONTAB_FILE", str(table))
-    return table
-
 
 def cron_command(line: str) -> str:
     """What cron hands to the shell for a crontab line (crontab(5)): the text after the five time

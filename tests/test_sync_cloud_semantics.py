@@ -11,6 +11,7 @@ import json
 import pytest
 
 from cs_posthog.sandbox.runner import get_jsonl, post_json, start_sandbox
+from helpers import sandbox_env
 from sync_expected import Sandbox, bag, expected_contacts, expected_events, ms, parse
 from test_sync_engine import SELECTED, Received, make_config, since_of, sync
 
@@ -26,9 +27,7 @@ def _start(**kw):
 
 
 def _env(monkeypatch, sb: Sandbox) -> Sandbox:
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    sandbox_env(monkeypatch, sb.info)
     return sb
 
 
@@ -315,8 +314,6 @@ def test_connect_counts_a_numeric_customer_id_and_filter_then_syncs_them(cloud, 
     from sync_expected import customer_id, matches
 
     sb = _env(monkeypatch, cloud)
-    monkeypatch.setenv("CS_POSTHOG_US_HOST", sb.info["posthog_us"])
-    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sb.info["posthog_eu"])
     prop = sb.info["customer_property"]
     assert {d["name"]: d.get("property_type") for d in _definitions(sb)}[prop] == "Numeric"
     r = run_cli("connect", "--no-input", "--no-sync", "--project", str(sb.info["project_id"]),

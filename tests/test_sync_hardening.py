@@ -14,7 +14,7 @@ import tomli_w
 from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.state import MAIN_STREAM, SyncState
-from helpers import run_cli
+from helpers import run_cli, sandbox_env
 from sync_expected import Sandbox, bag, expected_events
 from test_sync_engine import SELECTED, Received, make_config, since_of, sync
 
@@ -27,9 +27,7 @@ def sandbox():
 
 @pytest.fixture
 def env(sandbox, monkeypatch):
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sandbox.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sandbox.info["customerscore_api_key"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    sandbox_env(monkeypatch, sandbox.info)
     return sandbox
 
 
@@ -137,9 +135,7 @@ def test_a_uuid_ingested_again_hours_later_is_not_sent_twice(monkeypatch, home):
 def _uuid_twice(sb: Sandbox, monkeypatch) -> None:
     from datetime import UTC, datetime, timedelta
 
-    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
-    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+    sandbox_env(monkeypatch, sb.info)
     cfg = make_config(sb, filters=[])
     report, error = sync(cfg, since=since_of(sb))
     assert error is None, error
@@ -240,9 +236,7 @@ def test_generated_copies_hours_apart_are_sent_once_across_pages(monkeypatch, ho
     pages (checkpoints, pruning between them), each event still arrives once."""
     with start_sandbox(events=20000, persons=400, customers=30, seed=22, id_type="string") as proc:
         sb = Sandbox(proc.info)
-        monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", sb.info["api_key"])
-        monkeypatch.setenv("CUSTOMERSCORE_API_KEY", sb.info["customerscore_api_key"])
-        monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
+        sandbox_env(monkeypatch, sb.info)
         prop = sb.info["customer_property"]
         persons = sb.persons()
         since = since_of(sb)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from helpers import fake_key
+from helpers import fake_key, sandbox_env
 from wizard_fakes import DOWN, ENTER, piped_keys
 
 from cs_posthog.config import Draft, Identification, Operator, PersonFilter
@@ -25,10 +25,7 @@ def sandbox():
 
 @pytest.fixture
 def info(sandbox, monkeypatch):
-    monkeypatch.setenv("CS_POSTHOG_US_HOST", sandbox.info["posthog_us"])
-    monkeypatch.setenv("CS_POSTHOG_EU_HOST", sandbox.info["posthog_eu"])
-    monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-    return sandbox.info
+    return sandbox_env(monkeypatch, sandbox.info, keys=False)
 
 
 def persons(info) -> list[dict]:
