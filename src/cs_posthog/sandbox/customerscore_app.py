@@ -56,6 +56,7 @@ from cs_posthog.sandbox.server import (
     SlidingWindow,
     ceil_wait,
     json_response,
+    jsonl_response,
     throttle_check,
 )
 
@@ -402,22 +403,12 @@ class CustomerscoreApp(App):
             records = list(self._records[what])
             path = fh.name
 
-        def blocks():
+        def lines():
             with open(path, "rb") as rf:
-                buf: list[str] = []
-                size = 0
                 for offset, length, key, picked in records:
                     rf.seek(offset)
                     items = json.loads(rf.read(length).decode("utf-8"))[key]
                     for i in (range(len(items)) if picked is None else picked):
-                        line = json.dumps(items[i], ensure_ascii=False, separators=(",", ":")) + "\n"
-                        buf.append(line)
-                        size += len(line)
-                    if size >= 256 * 1024:
-                        yield "".join(buf).encode("utf-8")
-                        buf.clear()
-                        size = 0
-                if buf:
-                    yield "".join(buf).encode("utf-8")
+                        yield json.dumps(items[i], ensure_ascii=False, separators=(",", ":")) + "\n"
 
-        return Response(200, blocks(), content_type="application/x-ndjson")
+        return jsonl_response(lines())
