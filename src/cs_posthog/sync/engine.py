@@ -26,6 +26,8 @@ Memory holds one page being sent plus one being read, whatever the number of eve
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -391,9 +393,6 @@ class SyncEngine:
             return [main]
         # events no longer selected: where their stream stopped, so that selecting one again resumes
         # there instead of resending its history (issue 11, 3)
-        import hashlib
-        import json
-
         dropped: dict[str, list[str]] = {} if self._ignore_state else self.state.json_meta(DROPPED_KEY, {})
         for s in [main, *existing.values()]:
             if s.cursor is not None:
@@ -572,7 +571,6 @@ class SyncEngine:
                 s = Stream(PERSONS_STREAM_PREFIX + "dry", list(base_events), floor, None, "")
                 self._event_stream(s, (main.cursor.created_at, main.cursor.uuid), persons=tuple(part))
             return
-        import hashlib
 
         while True:
             self._check_stop()
@@ -766,8 +764,6 @@ class SyncEngine:
                 rep.events_backfilled_for_new_persons += len(sendable)
             room = max(0, self.opt.sample_size - len(rep.sample["events"]))
             if room:
-                import json
-
                 rep.sample["events"].extend(json.loads(page[i].payload) for i in sendable[:room])  # type: ignore[arg-type]
             self._emit("events", sent=len(sendable))
             return seen
@@ -997,8 +993,6 @@ class SyncEngine:
                 if unchanged:
                     self._emit("contacts", unchanged=len(unchanged))
                 if self.opt.dry_run:
-                    import json
-
                     rep.contacts_to_send += len(changed)
                     room = max(0, self.opt.sample_size - len(rep.sample["contacts"]))
                     rep.sample["contacts"].extend(json.loads(c.payload) for c in changed[:room])
