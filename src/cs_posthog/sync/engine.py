@@ -198,13 +198,6 @@ class _Contact:
     payload: bytes
 
 
-def _text(value: Any) -> str | None:
-    """A display value (email, name) from ``raw_value``: text trimmed; booleans and None are none."""
-    if value is None or isinstance(value, bool):
-        return None
-    return text_or_none(value)
-
-
 class _Stop(Exception):
     """Internal: the run was asked to stop between batches."""
 
@@ -693,7 +686,7 @@ class SyncEngine:
             return _EventRow(uuid, created, created_raw, None, "invalid", customer)
         v = row[Q.EV_EMAIL]
         email = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
-                                              and "\\" not in v) else _text(raw_value(v))
+                                              and "\\" not in v) else text_or_none(raw_value(v))
         try:
             payload = event_json(
                 name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
@@ -1096,10 +1089,10 @@ class SyncEngine:
                 rep.contacts_skipped_invalid += 1
                 skipped += 1
                 continue
-            email = _text(raw_value(row[Q.P_EMAIL]))
+            email = text_or_none(raw_value(row[Q.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(customer=customer, contact=contact, name=_text(raw_value(row[Q.P_NAME])), email=email)
+            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])), email=email)
             self._customers.add(customer)
             if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
                 rep.contacts_skipped_duplicate_id += 1

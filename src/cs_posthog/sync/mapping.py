@@ -31,7 +31,8 @@ def id_text(value: Any) -> str | None:
 
 
 def text_or_none(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    """A display value (email, name) as text, trimmed; None for nothing, booleans and JSON containers."""
+    if value is None or isinstance(value, bool | dict | list):
         return None
     text = str(value).strip()
     return text or None
