@@ -955,8 +955,9 @@ class SyncEngine:
         (6a)."""
         rep = self.report
         filters = self.cfg.all_filters()
-        extra = [f for f in filters if f.property != self.customer_prop or f.operator.value != "is_set"]
-        flag_col = (Q.P_CONTACT + 1 if self.contact_prop is not None else Q.P_CONTACT) if extra else None
+        # the last column says whether the Person matches the filters, when there are any besides the locked one
+        has_flag = bool(Q.user_filters(filters, self.customer_prop))
+        flag_col = (Q.P_CONTACT + 1 if self.contact_prop is not None else Q.P_CONTACT) if has_flag else None
         if self.opt.count_totals:
             try:
                 sql, values = Q.persons_count(self.customer_prop)

@@ -123,16 +123,22 @@ def events_count(
     return f"SELECT count(DISTINCT uuid) FROM events WHERE {' AND '.join(where)}", p.values
 
 
+def user_filters(filters: Sequence[Any], customer_property: str) -> list[Any]:
+    """The saved filters without the locked one (``customer property is set``), which every query here
+    states itself, in its stricter form (``has_id``)."""
+    from cs_posthog.config import Operator, PersonFilter
+
+    locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
+    return [f for f in filters if f != locked]
+
+
 def persons_page(
     filters: Sequence[Any], *, customer_property: str, contact_property: str | None, after_id: str | None
 ) -> tuple[str, dict[str, Any]]:
     """Every Person who may hold a customer id, keyset on id, without LIMIT. Columns: id, customer,
     email, name[, contact], then 1/0: whether the Person matches ``filters`` (the saved filters;
     only those become contacts, while every Person with a customer id has their events sent)."""
-    from cs_posthog.config import Operator, PersonFilter
-
-    locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
-    extra = [f for f in filters if f != locked]
+    extra = user_filters(filters, customer_property)
     columns = [customer_property, "email", "name"]
     if contact_property is not None:
         columns.append(contact_property)
@@ -148,10 +154,7 @@ def persons_count(customer_property: str) -> tuple[str, dict[str, Any]]:
 
 
 def _contact_conditions(filters: Sequence[Any], customer_property: str, contact_property: str, p: Params) -> list[str]:
-    from cs_posthog.config import Operator, PersonFilter
-
-    locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
-    extra = [f for f in filters if f != locked]
+    extra = user_filters(filters, customer_property)
     conds = [has_id(customer_property, p), has_id(contact_property, p)]
     if extra:
         conds.append(compile_filters(extra, params=p)[0])
