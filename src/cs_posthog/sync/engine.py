@@ -85,7 +85,7 @@ MAX_EVENTS_PAGE = 49_999  # PostHog caps a LIMIT at 50,000 (see PostHogClient.it
 MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow query fails the run
 FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
-BACKFILL_PERSONS = 500  # Persons per new-person backfill query (person_id IN (...))
+IN_LIST = 500  # values per `x IN (...)` list of a query: Persons of a backfill stream, duplicated contact ids
 RESUME_PREFIX = "resume:"  # catch-up streams of events selected again, from where they stopped
 DROPPED_KEY = "dropped_events"  # meta: {event: [created_at, uuid]} where a deselected event's stream stopped
 RESUME_KEY = "resume_start"  # meta: {stream: [created_at, uuid]} the cursor a resume stream starts strictly after
@@ -558,9 +558,9 @@ class SyncEngine:
         selected = set(self.cfg.events.selected)
         if self.opt.dry_run:
             ids = self._dry_new_persons
-            for i in range(0, len(ids), BACKFILL_PERSONS):
+            for i in range(0, len(ids), IN_LIST):
                 self._check_stop()
-                part = ids[i : i + BACKFILL_PERSONS]
+                part = ids[i : i + IN_LIST]
                 s = Stream(PERSONS_STREAM_PREFIX + "dry", list(base_events), floor, None, "")
                 self._event_stream(s, (main.cursor.created_at, main.cursor.uuid), persons=tuple(part))
             return
@@ -569,7 +569,7 @@ class SyncEngine:
             self._check_stop()
             cur = self.state.current_backfill()
             if cur is None:
-                ids = self.state.pending_persons(BACKFILL_PERSONS)
+                ids = self.state.pending_persons(IN_LIST)
                 if not ids:
                     return
                 name = PERSONS_STREAM_PREFIX + hashlib.sha256("\0".join(ids).encode()).hexdigest()[:12]
@@ -1022,8 +1022,8 @@ class SyncEngine:
                                                   contact_property=self.contact_prop)
             dups = [row[0] for row in self._query(sql, values, "cs-posthog sync duplicate contact ids").results]
             losers: set[str] = set()
-            for i in range(0, len(dups), BACKFILL_PERSONS):
-                sql, values = Q.persons_with_contact_ids(filters, dups[i : i + BACKFILL_PERSONS],
+            for i in range(0, len(dups), IN_LIST):
+                sql, values = Q.persons_with_contact_ids(filters, dups[i : i + IN_LIST],
                                                          customer_property=self.customer_prop,
                                                          contact_property=self.contact_prop)
                 best: dict[str, tuple[str, str]] = {}
