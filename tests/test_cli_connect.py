@@ -316,3 +316,33 @@ def test_caller_syncs_keeps_connect_quiet_about_the_sync(home, tty, fakes, capsy
         connect(fakes, keys, step1(check) + STEP2 + STEP3 + STEP4 + STEP5)
     err = capsys.readouterr().err
     assert "Run the first sync with `cs-posthog sync`." in err and "cs-posthog schedule --install" in err
+
+
+def test_edit_without_a_section_asks_what_to_change(home, tty, fakes, capsys):
+    check, _ = fakes
+    cfg_before, _ = saved_config(home, check)
+    with piped_keys() as keys:
+        # the menu: PostHog, Customerscore, identification, events (4th) -> the events step only
+        edit(fakes, keys, DOWN * 3 + ENTER + "signed" + " " + ENTER + "y")
+    err = capsys.readouterr().err
+    assert "Events to track" in err
+    assert "Step 1 of" not in err and "PostHog personal API key" not in err  # only the events step ran
+    assert sorted(read_toml(home / "config.toml")["events"]["selected"]) == [
+        "invoice_paid", "report_created", "user_signed_up"]
+
+    saved_config(home, check)
+    with piped_keys() as keys:
+        edit(fakes, keys, DOWN * 6 + ENTER)  # "Nothing: leave it as it is"
+    assert "Nothing changed." in capsys.readouterr().err
+    assert (home / "config.toml").read_bytes() == cfg_before
+
+
+def test_edit_customerscore_section_runs_only_step_2(home, tty, fakes, capsys):
+    check, _ = fakes
+    _, secrets_before = saved_config(home, check)
+    with piped_keys() as keys:
+        # CS key kept (Enter), tracker changed, no advanced, save
+        edit(fakes, keys, ENTER + CTRL_U + "CS-NEW42" + ENTER + "n" + "y", section="customerscore")
+    assert read_toml(home / "config.toml")["customerscore"]["tracker_key"] == "CS-NEW42"
+    assert (home / "secrets.toml").read_bytes() == secrets_before
+    assert "PostHog personal API key" not in capsys.readouterr().err

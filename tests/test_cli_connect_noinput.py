@@ -277,11 +277,30 @@ def test_edit_no_input_changes_only_what_is_given(home, env):
     assert {k: v for k, v in after.items() if k != "events"} == {k: v for k, v in before.items() if k != "events"}
     assert "events: + $pageview, report_created; - invoice_paid" in r.stderr
 
-    r = run_cli("edit", "--no-input", "--filter", "email is set", "--contact-id", "email", "--tracker-key", "CS-ZZ9")
+    r = run_cli("edit", "--no-input", "--filter", "email is set", "--contact-id", "email")
     assert r.exit_code == 0, r.stderr
     after = config(home)
     assert after["persons"] == {"contact_id": "email", "filters": [{"property": "email", "operator": "is_set"}]}
-    assert after["customerscore"]["tracker_key"] == "CS-ZZ9"
+
+
+def test_edit_no_input_checks_the_customerscore_keys_before_saving(home, env, monkeypatch):
+    assert run_cli(*base_args(env, "--event", "invoice_paid")).exit_code == 0
+    before = (home / "config.toml").read_bytes()
+    r = run_cli("edit", "--no-input", "--filter", "email is set", "--tracker-key", "CS-ZZ9")
+    assert r.exit_code == 77, r.stderr
+    assert "--tracker-key: Customerscore rejected the tracker key" in r.stderr and "Nothing was saved" in r.stderr
+    assert (home / "config.toml").read_bytes() == before
+
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", "cs_live_" + "9" * 32)
+    r = run_cli("edit", "customerscore", "--no-input", "--cs-api-key-stdin", input="cs_live_" + "9" * 32 + "\n")
+    assert r.exit_code == 77, r.stderr
+    assert "the Customerscore key" in r.stderr and "cs_live_9999" not in r.stderr
+    assert (home / "config.toml").read_bytes() == before
+
+    monkeypatch.setenv("CUSTOMERSCORE_API_KEY", env["customerscore_api_key"])
+    r = run_cli("edit", "customerscore", "--no-input", "--tracker-key", env["tracker_key"], "--cs-url", env["customerscore"])
+    assert r.exit_code == 0, r.stderr
+    assert "Customerscore accepted the API key and the tracker key" in r.stderr
 
 
 def test_edit_no_input_errors(home, env, monkeypatch):

@@ -142,7 +142,7 @@ def test_a_full_disk_while_saving_the_config_is_74_and_changes_nothing(home, env
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(fsutil.os, "fsync", full)
-    r = run_cli("edit", "--no-input", "--tracker-key", "CS-ZZ9")
+    r = run_cli("edit", "--no-input", "--contact-id", "email")
     monkeypatch.undo()
     assert r.exit_code == 74, r.stderr
     error, hint = one_error(r.stderr)
@@ -180,10 +180,10 @@ def test_edit_writes_through_a_symlinked_config(home, env, tmp_path, relative):
     shutil.move(home / "config.toml", real)
     link = home / "config.toml"
     link.symlink_to(os.path.relpath(real, home) if relative else real)
-    r = run_cli("edit", "--no-input", "--tracker-key", "CS-ZZ9")
+    r = run_cli("edit", "--no-input", "--contact-id", "email")
     assert r.exit_code == 0, r.stderr
     assert link.is_symlink() and link.resolve() == real.resolve()
-    assert tomllib.loads(real.read_text())["customerscore"]["tracker_key"] == "CS-ZZ9"
+    assert tomllib.loads(real.read_text())["persons"]["contact_id"] == "email"
     assert [p.name for p in dots.iterdir()] == ["config.toml"]  # no temporary file left beside it
     assert [p for p in home.iterdir() if p.name.endswith(".tmp")] == []
 

@@ -310,7 +310,12 @@ def connect(
 def edit(
     section: Annotated[
         Optional[str],
-        typer.Argument(metavar="[credentials|identification|events|persons]", help="Only this part of the setup."),
+        typer.Argument(
+            metavar="[SECTION]",
+            help="Only this part: posthog, customerscore, credentials (both keys), identification, events or "
+                 "persons. Without it, a menu asks (or every flag given applies, with --no-input).",
+            show_default=False,
+        ),
     ] = None,
     no_input: NoInput = False,
     api_key_stdin: ApiKeyStdin = False,
@@ -329,10 +334,11 @@ def edit(
 
     With a SECTION, only that part. Leaving without saving changes nothing.
     """
-    if section is not None and section not in ("credentials", "identification", "events", "persons"):
+    sections = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
+    if section is not None and section not in sections:
         raise UsageError(
             f"{section!r} is not a section of the setup",
-            hint="Choose one of: credentials, identification, events, persons (or none for all).",
+            hint=f"Choose one of: {', '.join(sections)} (or none: a menu asks).",
         )
     out = _output()
     _call(

@@ -18,14 +18,18 @@ from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS,
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft
 
-# edit's sections -> the steps they run
+# edit's sections -> the steps they run ("credentials" is both services' keys; "posthog" and
+# "customerscore" one each; None is every step in order)
 EDIT_SECTIONS: dict[str | None, tuple[int, ...]] = {
     None: (1, 2, 3, 4, 5),
     "credentials": (1, 2),
+    "posthog": (1,),
+    "customerscore": (2,),
     "identification": (3,),
     "events": (4,),
     "persons": (5,),
 }
+SECTION_NAMES = tuple(s for s in EDIT_SECTIONS if s is not None)
 
 
 def step_function(step: int) -> Callable[..., Any]:
@@ -107,6 +111,35 @@ def ask_existing_config() -> str:
             questionary.Choice("Nothing: leave it as it is", value="cancel"),
         ],
     ).unsafe_ask()
+
+
+def ask_edit_section(cfg: Config) -> str | None:
+    """`edit` without a section: which part to change (one step), or every step in order.
+
+    Returns the section name, "all" for every step, or None when the user leaves."""
+    import questionary
+
+    from cs_posthog.wizard.step_persons import contact_label
+
+    ph, cs = cfg.posthog, cfg.customerscore
+    project = f'"{ph.project_name}" ({ph.project_id})' if ph.project_name else f"project {ph.project_id}"
+    filters = len(cfg.persons.filters)
+    events = len(cfg.events.selected)
+    choices = [
+        ("posthog", f"PostHog key and project · now {project}, {ph.region.value}"),
+        ("customerscore", f"Customerscore keys · tracker key {cs.tracker_key}"),
+        ("identification", f"How customers are identified · Person property {cfg.identification.property}"),
+        ("events", f"Events to sync · {events} selected"),
+        ("persons", f"Persons sent as contacts · {filters} filter{'s' if filters != 1 else ''}, "
+                    f"id: {contact_label(cfg.persons.contact_id)}"),
+        ("all", "Everything, step by step"),
+        ("quit", "Nothing: leave it as it is"),
+    ]
+    answer = questionary.select(
+        "What do you want to change?",
+        choices=[questionary.Choice(esc(title, markup=False), value=value) for value, title in choices],
+    ).unsafe_ask()
+    return None if answer == "quit" else answer
 
 
 def describe_config(cfg: Config) -> str:
@@ -295,8 +328,17 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
     use_stream_glyphs()
     out = ctx.out
     ctx.mode = "edit"
-    steps = EDIT_SECTIONS[section]
     out.info(f"Editing: {esc(describe_config(cfg))}.")
+    if section is None:
+        try:
+            chosen = ask_edit_section(cfg)
+        except StopWizard:
+            chosen = None
+        if chosen is None:
+            out.info("Nothing changed.")
+            return
+        section = None if chosen == "all" else chosen
+    steps = EDIT_SECTIONS[section]
     try:
         for i, step in enumerate(steps, start=1):
             if len(steps) > 1:
@@ -324,7 +366,7 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
     if steps[-1] != 5 and not ask_save_changes(changes):
         out.info("Nothing changed.")
         return
-    if section == "credentials" and _project_changed(cfg.posthog, new.posthog):
+    if section in ("credentials", "posthog") and _project_changed(cfg.posthog, new.posthog):
         out.warn("the project changed: check the events and Persons too (`cs-posthog edit`).")
     save_and_sync_edit(ctx, new, previous=cfg)
 

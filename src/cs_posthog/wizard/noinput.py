@@ -41,12 +41,12 @@ class Flags:
 
 # flag -> edit section it belongs to
 FLAG_SECTION = {
-    "--api-key-stdin": "credentials",
-    "--cs-api-key-stdin": "credentials",
-    "--project": "credentials",
-    "--host": "credentials",
-    "--cs-url": "credentials",
-    "--tracker-key": "credentials",
+    "--api-key-stdin": "posthog",
+    "--cs-api-key-stdin": "customerscore",
+    "--project": "posthog",
+    "--host": "posthog",
+    "--cs-url": "customerscore",
+    "--tracker-key": "customerscore",
     "--customer-property": "identification",
     "--event": "events",
     "--all-events": "events",
@@ -421,7 +421,8 @@ def edit_no_input(
             hint="For example `cs-posthog edit events --no-input --event signup --event invoice_paid`; see --help.",
         )
     if section is not None:
-        outside = [g for g in given if FLAG_SECTION[g] != section]
+        inside = ("posthog", "customerscore") if section == "credentials" else (section,)
+        outside = [g for g in given if FLAG_SECTION[g] not in inside]
         if outside:
             raise UsageError(
                 f"{', '.join(outside)}: not part of the {section!r} section",
@@ -474,6 +475,13 @@ def edit_no_input(
         draft.posthog = S1.settings_from_check(check)
         note_region(out, check, draft.posthog)
         out.success(esc(S1.describe_project(draft.posthog)))
+    if cs_key is not None or f.tracker_key is not None or f.cs_url is not None:
+        url = f.cs_url or cfg.customerscore.api_url
+        tracker = (f.tracker_key or cfg.customerscore.tracker_key).strip()
+        key = cs_key or (found.value if (found := find_secret("customerscore")) else None)
+        if not key:
+            raise UsageError("missing the Customerscore key", hint=KEYS_HINT)
+        check_cs_keys_or_raise(out, url, key, tracker)
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(
             api_url=f.cs_url or cfg.customerscore.api_url,
