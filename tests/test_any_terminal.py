@@ -222,7 +222,7 @@ def test_checklist_ticks_stay_distinguishable_in_a_non_utf8_terminal(sandbox, tm
             child.send("\r")  # the key from the environment, the --project value
         child.expect("Customerscore API key")
         child.send("\r")
-        for prompt in ("Tracker key", "advanced options", "API base URL", "tied to a customer", "identifier?"):
+        for prompt in ("Tracker key", "tied to a customer", "identifier?"):  # --cs-url: no advanced question
             child.expect(prompt)
             child.send("\r")
         child.expect("Events to send")
@@ -240,3 +240,31 @@ def test_checklist_ticks_stay_distinguishable_in_a_non_utf8_terminal(sandbox, tm
     assert "[ ] $pageview" in screen  # unticked
     assert "[x] invoice_paid" in screen  # after
     assert "? invoice_paid" not in screen  # no mark written as "?"
+
+
+def test_wrapped_messages_keep_their_indent_on_a_terminal():
+    """A hint under a ✓ line, a warning, a ✓ line: rich's wrapped lines start under the text, not at
+    column 0. Off a terminal (soft wrap) each message stays one line."""
+    import io
+
+    from rich.console import Console
+
+    from cs_posthog.output import Output
+
+    def shown(soft_wrap: bool) -> list[str]:
+        out = Output()
+        out._err = Console(file=io.StringIO(), width=40, soft_wrap=soft_wrap, no_color=True, highlight=False)
+        out._keys_known = True
+        out.info("  [dim]They are used as typed; the first sync will tell if Customerscore refuses them.[/dim]")
+        out.success("Customerscore at https://api.customerscore.io · both keys accepted")
+        out.warn("the Customerscore keys were not checked: timeout; they are saved as given")
+        return out._err.file.getvalue().splitlines()
+
+    lines = shown(False)
+    assert lines[0] == "  They are used as typed; the first sync"
+    assert all(line.startswith("  ") and len(line) <= 40 for line in lines[:3])
+    assert lines[3].startswith("✓ Customerscore at") and lines[4].startswith("  ")
+    warn_at = next(i for i, line in enumerate(lines) if line.startswith("warning: "))
+    assert lines[warn_at + 1].startswith(" " * len("warning: ")) and lines[warn_at + 1].strip()
+    assert all(line == line.rstrip() for line in lines)
+    assert len(shown(True)) == 3

@@ -73,6 +73,15 @@ def test_unknown_option_is_usage_error_exit_2():
 def test_bad_edit_section_is_usage_error():
     r = run_cli("edit", "everything")
     assert r.exit_code == 2 and "everything" in r.stderr
+    assert "Choose one of: posthog, customerscore, credentials, identification, events, persons" in r.stderr
+
+
+def test_edit_help_lists_the_sections_not_a_type():
+    r = run_cli("edit", "--help", env={"COLUMNS": "100"})
+    assert r.exit_code == 0
+    assert "Usage: cs-posthog edit [OPTIONS] [SECTION]" in r.stdout
+    assert "posthog, customerscore, credentials, identification, events, persons" in " ".join(r.stdout.split())
+    assert "<str>" not in r.stdout
 
 
 def test_keys_are_never_flag_values():

@@ -71,6 +71,13 @@ def test_full_wizard_writes_a_private_config_and_drops_the_draft(home, tty, fake
     assert "cs-posthog sync" in err and "cs-posthog schedule" in err
 
 
+def test_ctrl_c_at_step_2_says_step_1_is_kept(home, tty, fakes, capsys):
+    check, _ = fakes
+    with piped_keys() as keys, pytest.raises(KeyboardInterrupt):
+        connect(fakes, keys, step1(check) + CTRL_C)
+    assert "Stopped at step 2: step 1 is kept, and `cs-posthog connect` resumes at step 2." in capsys.readouterr().err
+
+
 def test_ctrl_c_keeps_the_draft_then_resume_at_step_4(home, tty, fakes, capsys):
     check, _ = fakes
     with piped_keys() as keys, pytest.raises(KeyboardInterrupt):
@@ -345,4 +352,18 @@ def test_edit_customerscore_section_runs_only_step_2(home, tty, fakes, capsys):
         edit(fakes, keys, ENTER + CTRL_U + "CS-NEW42" + ENTER + "n" + "y", section="customerscore")
     assert read_toml(home / "config.toml")["customerscore"]["tracker_key"] == "CS-NEW42"
     assert (home / "secrets.toml").read_bytes() == secrets_before
-    assert "PostHog personal API key" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "PostHog personal API key" not in err
+    assert "Checking the keys changed nothing in Customerscore." in err and "first sync" not in err  # syncs ran before
+
+
+def test_cs_url_flag_answers_the_advanced_question(home, tty, fakes, capsys):
+    check, _ = fakes
+    with piped_keys() as keys:
+        # no "Change advanced options?" answer in the keys: --cs-url gave it
+        connect(fakes, keys, step1(check) + CS_KEY + ENTER + "CS-AB12C" + ENTER + STEP3 + STEP4 + STEP5,
+                cs_url="https://eu.api.customerscore.io")
+    cfg = read_toml(home / "config.toml")
+    assert cfg["customerscore"] == {"api_url": "https://eu.api.customerscore.io", "tracker_key": "CS-AB12C"}
+    assert cfg["identification"]["property"] == "organization_id"
+    assert "no data is sent before the first sync" in capsys.readouterr().err

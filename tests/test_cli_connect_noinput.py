@@ -110,7 +110,7 @@ def test_counts_leave_out_empty_customer_and_contact_ids(home, env):
     expected = sum(1 for p in usable if p.get("email") not in (None, ""))
     assert expected < naive  # the sandbox has empty ids: the test can tell the two counts apart
     assert f"{len(usable):,} of {len(people):,} Persons have {PROP} set, not empty" in r.stderr
-    assert f"{expected:,} persons will be synced" in r.stderr
+    assert f"1 event; {expected:,} persons will be synced" in r.stderr  # one event, not "1 events"
 
 
 def test_keys_from_stdin_and_all_events(home, env, monkeypatch):
@@ -170,7 +170,6 @@ def test_every_missing_flag_is_named(home, env, monkeypatch):
 
 
 def test_every_invalid_flag_is_named(home, env):
-    info = env
     r = run_cli(
         "connect", "--no-input", "--project", "not a project", "--tracker-key", "AB12",
         "--cs-url", "http://example.com", "--customer-property", PROP, "--event", "x", "--all-events",
@@ -181,12 +180,13 @@ def test_every_invalid_flag_is_named(home, env):
     for part in ("--project 'not a project'", "--tracker-key", "--cs-url", "--event and --all-events",
                  "--filter 'plan ~ pro'", "--filter '= x'", "--host"):
         assert part in line, part
+    assert line.startswith("error: --project 'not a project': ") and "invalid" not in line
     assert not (home / "config.toml").exists()
 
 
 def test_unknown_project_names_the_flag(home, env):
     r = run_cli(*base_args(env, "--event", "x"), "--project", "424242")
-    assert r.exit_code == 2
+    assert r.exit_code == 77  # README: 77 is "no access to the project"
     assert r.stderr.startswith("error: --project 424242: project 424242 does not exist")
 
 

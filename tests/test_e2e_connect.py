@@ -188,7 +188,7 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
         wait_for("Customerscore API key")
         keys("-l", info["customerscore_api_key"])
         keys("Enter")
-        for prompt in ("Tracker key", "advanced options", "API base URL", "tied to a customer", "identifier?"):
+        for prompt in ("Tracker key", "tied to a customer", "identifier?"):  # --cs-url: no advanced question
             wait_for(prompt)
             keys("Enter")
         wait_for("Events to send")
@@ -249,7 +249,7 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
         region = wait_for("Customerscore API key")  # the key works in EU Cloud: no question asked again
         keys("-l", info["customerscore_api_key"])
         keys("Enter")
-        for prompt in ("Tracker key", "advanced options", "API base URL"):
+        for prompt in ("Tracker key",):  # --cs-url: no advanced question
             wait_for(prompt)
             keys("Enter")
         wait_for("tied to a customer")

@@ -20,7 +20,7 @@ try:  # Ctrl-C while starting up: one line and 130, not a traceback
     import typer
     from typer._click.exceptions import NoArgsIsHelpError
     from typer._click.exceptions import UsageError as ClickUsageError  # Click's own, vendored by Typer
-    from typer.core import TyperGroup
+    from typer.core import TyperCommand, TyperGroup
 
     from cs_posthog import __version__
     from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, NotBuiltError, UsageError, file_errno_error
@@ -83,7 +83,9 @@ def _usage_error_exit(exc: Any, command_path: str) -> None:
         raise exc
     if exc.ctx is not None:
         command_path = exc.ctx.command_path
-    _render_error(exc.format_message(), f"Try '{command_path} -h' for help.", with_traceback=False)
+    # Typer validates through pydantic, whose messages start "Value error, "
+    message = exc.format_message().replace("Value error, ", "")
+    _render_error(message, f"Try '{command_path} -h' for help.", with_traceback=False)
     raise typer.Exit(exc.exit_code) from None
 
 
@@ -305,15 +307,29 @@ def connect(
     )
 
 
-@app.command()
+EDIT_SECTIONS = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
+
+
+class _ArgumentsWithoutTypes(TyperCommand):
+    """Typer writes an argument's Python type beside it in --help (``SECTION <str>``): the help text
+    says what the argument takes, and a type name says nothing to a user."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+
+@app.command(cls=_ArgumentsWithoutTypes)
 @handle_errors
 def edit(
     section: Annotated[
         Optional[str],
         typer.Argument(
-            metavar="[SECTION]",
-            help="Only this part: posthog, customerscore, credentials (both keys), identification, events or "
-                 "persons. Without it, a menu asks (or every flag given applies, with --no-input).",
+            metavar="SECTION",
+            help=f"Only this part: {', '.join(EDIT_SECTIONS)} (credentials: both services' keys). "
+                 "Without it, a menu asks what to change.",
             show_default=False,
         ),
     ] = None,
@@ -332,13 +348,13 @@ def edit(
 ) -> None:
     """Change the saved setup (the wizard again, pre-filled).
 
-    With a SECTION, only that part. Leaving without saving changes nothing.
+    With a SECTION, only that part. Leaving without saving changes nothing. With --no-input, the
+    flags given are the changes.
     """
-    sections = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
-    if section is not None and section not in sections:
+    if section is not None and section not in EDIT_SECTIONS:
         raise UsageError(
             f"{section!r} is not a section of the setup",
-            hint=f"Choose one of: {', '.join(sections)} (or none: a menu asks).",
+            hint=f"Choose one of: {', '.join(EDIT_SECTIONS)} (or none: a menu asks).",
         )
     out = _output()
     _call(

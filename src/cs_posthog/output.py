@@ -58,6 +58,11 @@ GLYPH_FALLBACKS = {
 FALLBACK_ERRORS = "cs-posthog-fallback"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 event``, ``2 events``, ``1,204 Persons``: a figure with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def ascii_for(ch: str) -> str:
     """The ASCII stand-in of one character a stream cannot encode."""
     if ch in GLYPH_FALLBACKS:
@@ -246,26 +251,44 @@ class Output:
         return fit(text, sys.stderr if stream is None else stream)
 
     # --- messages (stderr) ---------------------------------------------------------------------
+    def _print_hanging(self, prefix: str, body: str) -> None:
+        """``prefix`` then ``body``; on a terminal the lines rich wraps ``body`` into start under its
+        first character, not at column 0 (``  hint…`` stays indented, ``✓ …`` keeps its margin).
+        Off a terminal the line is written whole (soft wrap), as a log line should be."""
+        from rich.text import Text
+
+        console = self.err
+        width = Text.from_markup(prefix).cell_len
+        if console.soft_wrap or width == 0 or width >= console.width // 2:
+            console.print(prefix + body)
+            return
+        head = Text.from_markup(prefix)
+        for i, line in enumerate(Text.from_markup(body).wrap(console, console.width - width)):
+            line.rstrip()
+            console.print(Text.assemble(head if i == 0 else " " * width, line), soft_wrap=True)
+
     def info(self, message: str) -> None:
         """Progress and confirmations: silent in --quiet and --json."""
         if self.human:
-            self.err.print(self._message(message))
+            text = self._message(message)
+            body = text.lstrip(" ")
+            self._print_hanging(text[: len(text) - len(body)], body)
 
     def success(self, message: str) -> None:
         if self.human:
-            self.err.print(f"[green]{self.glyph('✓')}[/green] {self._message(message)}")
+            self._print_hanging(f"[green]{self.glyph('✓')}[/green] ", self._message(message))
 
     def warn(self, message: str) -> None:
         """Always shown (stderr), whatever the mode."""
-        self.err.print(f"[yellow]warning:[/yellow] {self._message(message)}")
+        self._print_hanging("[yellow]warning:[/yellow] ", self._message(message))
 
     def error(self, message: str, hint: str | None = None) -> None:
         from cs_posthog.secrets import redact
 
         self._know_keys()
-        self.err.print(f"[red]error:[/red] {fit(esc(redact(message)), sys.stderr)}")
+        self._print_hanging("[red]error:[/red] ", fit(esc(redact(message)), sys.stderr))
         if hint:
-            self.err.print(f"[dim]hint:[/dim] {fit(esc(redact(hint)), sys.stderr)}")
+            self._print_hanging("[dim]hint:[/dim] ", fit(esc(redact(hint)), sys.stderr))
 
     # --- data (stdout) -------------------------------------------------------------------------
     def data(self, obj: Any) -> None:

@@ -86,13 +86,14 @@ def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = No
         except (FilterSyntaxError, ValueError) as exc:
             raise UsageError(f"--filter {rule!r}: {exc}") from None
     prefill = Prefill(
-        project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url,
+        project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url, cs_url_given=flags.cs_url is not None,
         customer_property=flags.customer_property, events=list(flags.events), all_events=flags.all_events, filters=parsed,
         contact_id=flags.contact_id,
     )
     if demo_defaults:
         prefill.project = prefill.project or str(demo_defaults.get("project_id") or "") or None
         prefill.tracker_key = prefill.tracker_key or demo_defaults.get("tracker_key")
+        prefill.cs_url = prefill.cs_url or demo_defaults.get("customerscore")
         prefill.customer_property = prefill.customer_property or demo_defaults.get("customer_property")
         if demo_defaults.get("api_key"):
             prefill.secrets["posthog"] = (demo_defaults["api_key"], "sandbox")

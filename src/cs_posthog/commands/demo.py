@@ -132,7 +132,7 @@ def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
             out.err.print(offered)
         connect.run(
             out, no_input=False, project=None, customer_property=None, events=DEMO_EVENTS, filters=DEMO_FILTERS,
-            cs_url=info["customerscore"], tracker_key=None, demo_defaults=info, **common,
+            cs_url=None, tracker_key=None, demo_defaults=info, **common,  # the URL is offered, not given
         )
     else:
         out.info(
@@ -207,8 +207,10 @@ def _stat(stats: dict, kind: str, what: str) -> int:
 def render(out: Any, summary: dict, *, top: int = 12) -> None:
     from rich.table import Table
 
+    from cs_posthog.output import count
+
     rec = summary["received"]
-    table = Table(title=f"What Customerscore received ({rec['customers']} customers)", title_justify="left")
+    table = Table(title=f"What Customerscore received ({count(rec['customers'], 'customer')})", title_justify="left")
     table.add_column("customer")
     table.add_column("events", justify="right")
     table.add_column("by name")

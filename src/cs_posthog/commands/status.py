@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cs_posthog.output import count
+
 
 def collect(config: Any = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
@@ -111,7 +113,7 @@ def _run_counts(r: dict[str, Any]) -> str:
     s = r.get("summary") or {}
     if not s:
         return ""
-    parts = [f"{s.get('events_sent', 0):,} events", f"{s.get('contacts_sent', 0):,} contacts"]
+    parts = [count(s.get("events_sent", 0), "event"), count(s.get("contacts_sent", 0), "contact")]
     if s.get("events_skipped_no_customer"):
         parts.append(f"{s['events_skipped_no_customer']:,} skipped")
     if s.get("resent_after_crash"):
@@ -215,8 +217,10 @@ def render(out: Any, d: dict[str, Any]) -> None:
     if d["running"]:
         extra.append(running_line(d.get("running_sync")))
     if d["batch_in_flight"]:
-        extra.append(f"{d['batch_in_flight']} event(s) were in flight when a sync stopped: the next run resends them")
-    extra.append(f"{d['contacts_known']:,} contacts sent so far")
+        n = d["batch_in_flight"]
+        extra.append(f"{count(n, 'event')} {'was' if n == 1 else 'were'} in flight when a sync stopped: "
+                     f"the next run resends {'it' if n == 1 else 'them'}")
+    extra.append(f"{count(d['contacts_known'], 'contact')} sent so far")
     if d["contacts_no_longer_matching"]:
         extra.append(
             f"{d['contacts_no_longer_matching']:,} of them no longer match the filters (kept in Customerscore)"

@@ -41,6 +41,7 @@ class Prefill:
     project: str | None = None
     tracker_key: str | None = None
     cs_url: str | None = None
+    cs_url_given: bool = False  # --cs-url answers the advanced question; the demo only offers its URL
     customer_property: str | None = None
     events: list[str] = field(default_factory=list)
     all_events: bool = False

@@ -226,8 +226,8 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     except KeyboardInterrupt:
         # the draft holds every finished step already; say so before the "interrupted" line
         if ctx.resumable and step > 1:
-            out.info(f"\nStopped at step {step}: steps 1 to {step - 1} are kept, and `cs-posthog connect` "
-                     f"resumes at step {step}.")
+            kept = "step 1 is kept" if step == 2 else f"steps 1 to {step - 1} are kept"
+            out.info(f"\nStopped at step {step}: {kept}, and `cs-posthog connect` resumes at step {step}.")
         raise
 
     cfg = draft_to_config(draft, base=existing)

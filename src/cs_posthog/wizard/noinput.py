@@ -113,8 +113,7 @@ class Problems:
         parts = []
         if self.missing:
             parts.append("missing " + ", ".join(self.missing))
-        if self.invalid:
-            parts.append("invalid " + "; ".join(self.invalid))
+        parts.extend(self.invalid)  # each names its flag and says what is wrong with it
         hint = f"See `cs-posthog {command} --help`."
         if any("key" in m for m in self.missing + self.invalid):
             hint += " " + KEYS_HINT
@@ -180,8 +179,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str | None) -> Any:
-    """Run the PostHog check and turn a failure into the right error and exit code: an unknown
-    project names --project (2); PostHog unreachable 75; the key's problems 77."""
+    """Run the PostHog check and turn a failure into the right error and exit code: a project the
+    key cannot reach (absent, or not among the key's projects: PostHog does not tell which) names
+    --project, 77 like the key's other problems; PostHog unreachable 75."""
+    from cs_posthog.errors import PermissionDeniedError
     from cs_posthog.posthog.credentials import raise_for_check
     from cs_posthog.wizard.step_posthog import check_ok, explain_failure
 
@@ -189,9 +190,11 @@ def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str 
     if check_ok(check):
         return check
     if check.key_valid and not check.unreachable and check.project_found is False:
-        raise UsageError(
+        raise PermissionDeniedError(
             f"--project {project}: {explain_failure(check, project, host)}",
-            hint="Use the number in the project's URL (…/project/12345), or paste that URL.",
+            hint="Use the number in the project's URL (…/project/12345), or paste that URL; a key limited to "
+                 "some projects must include this one (PostHog: Settings → Personal API keys).",
+            service="PostHog",
         )
     raise_for_check(check)
     raise UnavailableError(explain_failure(check, project, host), service="PostHog")  # not ok, yet no reason
@@ -383,6 +386,7 @@ def connect_no_input(
 
 def _report_persons(out: Output, source: Any, cfg: Config) -> None:
     from cs_posthog.errors import CsPosthogError
+    from cs_posthog.output import count
     from cs_posthog.wizard.context import esc
     from cs_posthog.wizard.step_persons import persons_badge, sync_filters
 
@@ -391,7 +395,7 @@ def _report_persons(out: Output, source: Any, cfg: Config) -> None:
     except CsPosthogError as exc:
         out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
         return
-    out.info(f"{len(cfg.events.selected)} events; {persons_badge(n)} ({esc(' AND '.join(x.describe() for x in cfg.all_filters()))}).")
+    out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n)} ({esc(' AND '.join(x.describe() for x in cfg.all_filters()))}).")
 
 
 # --- edit ------------------------------------------------------------------------------------

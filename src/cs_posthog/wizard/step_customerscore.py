@@ -169,7 +169,8 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
     tracker_check = KeyCheck("unchecked", key_check.reason)
     if key_check.status == "ok":
         tracker, tracker_check = _checked_tracker_key(ctx, url, key, tracker)
-    if ask_advanced(default=url != CUSTOMERSCORE_URL):
+    # --cs-url answered the advanced question already
+    if not ctx.prefill.cs_url_given and ask_advanced(default=url != CUSTOMERSCORE_URL):
         new_url = ask_cs_url(url)
         if new_url.rstrip("/") != url.rstrip("/"):  # the keys were checked elsewhere: again, here
             url = new_url
@@ -179,6 +180,7 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
                 tracker, tracker_check = _checked_tracker_key(ctx, url, key, tracker)
         url = new_url
     settings = CustomerscoreSettings(api_url=url, tracker_key=tracker)
+    which = "next" if ctx.mode == "edit" else "first"
     where = f"Customerscore at {esc(settings.api_url)} · tracker key {esc(settings.tracker_key)}"
     if key_check.status == "ok" and tracker_check.status == "ok":
         ctx.out.success(f"{where} · both keys accepted")
@@ -186,8 +188,11 @@ def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = F
         what = "keys not checked" if key_check.status != "ok" else "API key accepted, tracker key not checked"
         reason = key_check.reason if key_check.status != "ok" else tracker_check.reason
         ctx.out.info(f"[yellow]![/yellow] {where} · [yellow]{what}[/yellow]: {esc(reason)}")
-        ctx.out.info("  [dim]They are used as typed; the first sync will tell if Customerscore refuses them.[/dim]")
+        ctx.out.info(f"  [dim]They are used as typed; the {which} sync will tell if Customerscore refuses them.[/dim]")
     ctx.keep_secret("customerscore", key)  # "stored in …" under the ✓ line, as in step 1
-    ctx.out.info("  [dim]Checking the keys changed nothing in Customerscore; no data is sent before the "
-                 "first sync.[/dim]")
+    if ctx.mode == "edit":
+        ctx.out.info("  [dim]Checking the keys changed nothing in Customerscore.[/dim]")
+    else:
+        ctx.out.info("  [dim]Checking the keys changed nothing in Customerscore; no data is sent before the "
+                     "first sync.[/dim]")
     return settings
