@@ -204,3 +204,38 @@ def test_a_second_sync_with_nothing_new_says_so_plainly(env, home):
     # plain output too (no terminal): the same sentence
     r = run_cli("sync")
     assert r.exit_code == 0 and "Nothing new since the last sync (" in r.stdout and "customer id" not in r.stdout + r.stderr
+
+
+# --- a sync stopped by SIGTERM: its bars stop where it stopped --------------------------------------
+@pytest.fixture(scope="module")
+def slow_sandbox():
+    with start_sandbox(events=1500, persons=100, customers=20, seed=5, latency_ms=150) as proc:
+        yield Sandbox(proc.info)
+
+
+def test_a_stopped_sync_crosses_its_bars_and_never_ticks_them(slow_sandbox, monkeypatch, home):
+    sb = slow_sandbox
+    sandbox_env(monkeypatch, sb.info)
+    monkeypatch.setenv("CS_POSTHOG_PAGE_SIZE", "200")
+    make_config(sb, filters=[])
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "140"}
+    env.pop("NO_COLOR", None)
+    child = pexpect.spawn(sys.executable, ["-m", "cs_posthog", "sync", "--since", since_of(sb).date().isoformat()],
+                          env=env, encoding="utf-8", timeout=120, dimensions=(30, 140))
+    child.expect(r"events[^\r\n]*sent [1-9]")  # its first batch is acknowledged: stop it mid-way
+    screen = child.before + child.after
+    child.kill(15)
+    child.expect(pexpect.EOF)
+    child.close()
+    screen += child.before
+    assert child.exitstatus == 143, screen
+    bars, rep = final_bars(screen), last_report()
+    ev = bars["events"]
+    assert rep["status"] == "interrupted"
+    assert ev["mark"] == "✗" and ev["detail"].get("stopped") == "stopped", ev
+    assert ev["total"] is not None and ev["done"] < ev["total"], ev
+    assert ev["detail"]["sent"] == rep["events_sent"] > 0
+    marks = re.findall(r"\x1b\[(\d+)m(.)\x1b\[0m events", screen)
+    assert marks[-1] == ("33", "✗") and "✓" not in {m for _, m in marks}, marks[-3:]
+    co = bars["contacts"]
+    assert co["mark"] in ("✓", "✗") and (co["mark"] == "✗" or co["done"] == co["total"] == rep["contacts_read"]), co
