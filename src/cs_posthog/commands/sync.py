@@ -138,7 +138,8 @@ def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
     or unchanged, so that on success it ends at the summary's figures (``events_read``,
     ``contacts_read``) with a green tick; a stream that fails or is stopped ends with a cross and
     the bar where it stopped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressBar, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressBar, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn)
     from rich.text import Text
 
     from cs_posthog.output import is_unicode
@@ -163,12 +164,14 @@ def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
         """A stream that did not complete keeps its bar short of the end, even if it had read it all."""
 
         def render(self, task: Any) -> Any:
-            if task.fields.get("state") not in cross:
+            state = task.fields.get("state")
+            if state not in cross:
                 return super().render(task)
             done = max(0, task.completed)
+            colour = "red" if state == "failed" else "yellow"
             return ProgressBar(total=max(task.total or 0, done + 1), completed=done,
                                width=None if self.bar_width is None else max(1, self.bar_width),
-                               style=self.style, complete_style="red", finished_style="red")
+                               style=self.style, complete_style=colour, finished_style=colour)
 
     # the bar gives way on a narrow terminal (its numbers and details stay whole); a terminal that
     # is not UTF-8 gets an ASCII spinner and marks (rich draws the bar itself in ASCII there)
