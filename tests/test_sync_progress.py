@@ -65,11 +65,23 @@ def final_bars(screen: str) -> dict[str, dict]:
                 detail[words[0]] = int(words[1].replace(",", ""))
             else:
                 detail[part] = part
-        bars[m["name"]] = {"mark": m["mark"], "done": int(m["done"].replace(",", "")),
+        bars[m["name"]] = {"name": m["name"], "mark": m["mark"], "done": int(m["done"].replace(",", "")),
                            "total": None if m["total"] == "?" else int(m["total"].replace(",", "")),
                            "detail": detail}
     assert set(bars) == {"events", "contacts"}, text[-3000:]
     return bars
+
+
+def totals_shown(screen: str, name: str) -> list[int]:
+    """Every total a stream's bar showed, frame after frame (repeats dropped): the count made before
+    reading, when it is right, is the only one."""
+    seen: list[int] = []
+    for m in BAR.finditer(ANSI.sub("", screen)):
+        if m["name"] == name and m["total"] != "?":
+            total = int(m["total"].replace(",", ""))
+            if not seen or seen[-1] != total:
+                seen.append(total)
+    return seen
 
 
 def summary_row(screen: str, label: str) -> int | None:
@@ -83,9 +95,11 @@ def last_report() -> dict:
         return st.last_runs(1)[0].summary
 
 
-def assert_complete(bar: dict, read: int) -> None:
+def assert_complete(bar: dict, read: int, screen: str) -> None:
+    """A tick, and a bar that ends at what the stream read: the total it showed from the start."""
     assert bar["mark"] == "✓", bar
     assert bar["done"] == bar["total"] == read, bar
+    assert totals_shown(screen, bar["name"]) == [read]
 
 
 # --- a first sync: skipped events, duplicates, contacts ---------------------------------------------
@@ -97,13 +111,13 @@ def test_a_first_sync_ends_its_bars_at_the_summary_figures(env, home):
     bars, rep = final_bars(screen), last_report()
     ev, co = bars["events"], bars["contacts"]
     assert rep["events_skipped_no_customer"] > 0 and rep["events_sent"] > 0  # the data exercises it
-    assert_complete(ev, rep["events_read"])
+    assert_complete(ev, rep["events_read"], screen)
     assert ev["detail"]["sent"] == rep["events_sent"] == summary_row(screen, "events sent")
     assert ev["detail"]["skipped"] == rep["events_skipped_no_customer"] == summary_row(screen, "events skipped")
     assert ev["detail"].get("duplicates", 0) == rep["events_duplicates_dropped"] == (summary_row(screen, "duplicates dropped") or 0)
     assert ev["done"] == ev["detail"]["sent"] + ev["detail"]["skipped"] + ev["detail"].get("duplicates", 0) \
         + ev["detail"].get("not sendable", 0)
-    assert_complete(co, rep["contacts_read"])
+    assert_complete(co, rep["contacts_read"], screen)
     assert co["detail"]["sent"] == rep["contacts_sent"] == summary_row(screen, "contacts sent") > 0
     assert co["detail"]["unchanged"] == rep["contacts_unchanged"] == 0
     assert co["detail"].get("skipped", 0) == (summary_row(screen, "persons skipped") or 0)
@@ -130,11 +144,29 @@ def test_a_reselected_event_resumes_and_its_skips_reach_the_bar(env, home):
     bars, rep = final_bars(screen), last_report()
     ev, co = bars["events"], bars["contacts"]
     assert rep["events_sent"] == 1 and rep["events_skipped_no_customer"] == 2 and rep["events_read"] == 3, rep
-    assert_complete(ev, 3)
+    assert_complete(ev, 3, screen)
     assert ev["detail"] == {"sent": 1, "skipped": 2}
     assert summary_row(screen, "events sent") == 1 and summary_row(screen, "events skipped") == 2
-    assert_complete(co, rep["contacts_read"])
+    assert_complete(co, rep["contacts_read"], screen)
     assert co["detail"]["unchanged"] == rep["contacts_unchanged"] == co["done"] > 0
+
+
+def test_a_newly_selected_event_brings_its_history_and_skips_to_the_bar(env, home):
+    """An event never selected before is read from the backfill start by a catch-up stream: its
+    events without a customer id, counted when it completes, are on the bar from its total on."""
+    sb = env
+    added = SELECTED[2]
+    make_config(sb, filters=[], selected=[e for e in SELECTED if e != added])
+    assert run_cli("sync", "--json", "--since", since_of(sb).date().isoformat()).exit_code == 0
+    make_config(sb, filters=[])
+    code, screen = term_sync()
+    assert code == 0, screen
+    bars, rep = final_bars(screen), last_report()
+    ev = bars["events"]
+    assert rep["events_sent"] > 0 and rep["events_skipped_no_customer"] > 0, rep
+    assert_complete(ev, rep["events_read"], screen)
+    assert ev["detail"]["sent"] == rep["events_sent"] == summary_row(screen, "events sent")
+    assert ev["detail"]["skipped"] == rep["events_skipped_no_customer"] == summary_row(screen, "events skipped")
 
 
 # --- a stream that fails: a red cross, never a tick ----------------------------------------------------
@@ -154,6 +186,7 @@ def test_a_failing_stream_ends_with_a_cross_and_an_unfilled_bar(env, home, encod
     cross, tick = ("✗", "✓") if encoding == "utf-8" else ("x", "+")
     assert ev["mark"] == cross and ev["detail"].get("failed") == "failed", ev
     assert ev["total"] is not None and ev["done"] < ev["total"], ev  # the bar stops short
+    assert totals_shown(screen, "events") == [ev["total"]]  # of the count made before reading
     assert ev["detail"]["sent"] == 0 == rep["events_sent"]
     assert rep["status"] == "failed"
     assert co["mark"] == tick
@@ -190,9 +223,9 @@ def test_a_second_sync_with_nothing_new_says_so_plainly(env, home):
     bars, rep = final_bars(screen), last_report()
     assert rep["events_read"] == 0 and rep["contacts_sent"] == 0 and rep["contacts_unchanged"] == first["contacts_sent"]
     ev, co = bars["events"], bars["contacts"]
-    assert (ev["mark"], ev["done"], ev["total"]) == ("✓", 0, 0)
+    assert (ev["mark"], ev["done"], ev["total"]) == ("✓", 0, 0) and totals_shown(screen, "events") == [0]
     assert ev["detail"] == {"nothing new": "nothing new"}
-    assert_complete(co, rep["contacts_read"])
+    assert_complete(co, rep["contacts_read"], screen)
     assert co["detail"]["sent"] == 0 and co["detail"]["unchanged"] == rep["contacts_unchanged"]
     text = ANSI.sub("", screen)
     with SyncState(get_paths().state_db) as st:
