@@ -133,19 +133,54 @@ def _page_size_from_env() -> int | None:
 
 
 def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """The sync with a bar per stream on stderr. A bar's total is what the engine counted before
+    reading (events and Persons it will account for); it advances by what is sent, skipped, dropped
+    or unchanged, so that on success it ends at the summary's figures (``events_read``,
+    ``contacts_read``) with a green tick; a stream that fails or is stopped ends with a cross and
+    the bar where it stopped."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressBar, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn)
+    from rich.text import Text
 
     from cs_posthog.output import is_unicode
     from cs_posthog.sync.runner import run_sync
 
+    tick = Text.from_markup(f"[green]{out.glyph('✓')}[/green]")
+    cross = {"failed": Text.from_markup(f"[red]{out.glyph('✗')}[/red]"),
+             "stopped": Text.from_markup(f"[yellow]{out.glyph('✗')}[/yellow]")}
+
+    class StateColumn(SpinnerColumn):
+        """A spinner while the stream runs, then a tick only when it completed."""
+
+        def render(self, task: Any) -> Any:
+            state = task.fields.get("state")
+            if state == "ok":
+                return tick
+            if state in cross:
+                return cross[state]
+            return self.spinner.render(task.get_time())
+
+    class StreamBar(BarColumn):
+        """A stream that did not complete keeps its bar short of the end, even if it had read it all."""
+
+        def render(self, task: Any) -> Any:
+            state = task.fields.get("state")
+            if state not in cross:
+                return super().render(task)
+            done = max(0, task.completed)
+            colour = "red" if state == "failed" else "yellow"
+            return ProgressBar(total=max(task.total or 0, done + 1), completed=done,
+                               width=None if self.bar_width is None else max(1, self.bar_width),
+                               style=self.style, complete_style=colour, finished_style=colour)
+
     # the bar gives way on a narrow terminal (its numbers and details stay whole); a terminal that
-    # is not UTF-8 gets an ASCII spinner and tick (rich draws the bar itself in ASCII there)
+    # is not UTF-8 gets an ASCII spinner and marks (rich draws the bar itself in ASCII there)
     width = out.err.width
     unicode = is_unicode(out.err.file)
     progress = Progress(
-        SpinnerColumn(spinner_name="dots" if unicode else "line", finished_text=f"[green]{out.glyph('✓')}[/green]"),
+        StateColumn(spinner_name="dots" if unicode else "line"),
         TextColumn("{task.description:<9}"),
-        BarColumn(bar_width=max(5, min(40, width - 60))),
+        StreamBar(bar_width=max(5, min(40, width - 60)), finished_style="green"),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
@@ -154,29 +189,65 @@ def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
     )
     verb = "to send" if options.dry_run else "sent"
     tasks = {
-        "events": progress.add_task("events", total=None, detail=""),
-        "contacts": progress.add_task("contacts", total=None, detail=""),
+        "events": progress.add_task("events", total=None, detail="", state="running"),
+        "contacts": progress.add_task("contacts", total=None, detail="", state="running"),
     }
 
     def on_progress(p: Any) -> None:
-        detail = f"{verb} {p.sent:,}"
-        if p.name == "contacts":
-            detail += f" · unchanged {p.unchanged:,}"
-        if p.skipped:
-            detail += f" · skipped {p.skipped:,}"
-        if p.failed:
-            detail += " · [red]failed[/red]"
-        total = p.total if p.total is not None else (p.read if p.done else None)
-        progress.update(tasks[p.name], completed=p.read, total=max(total, p.read) if total is not None else None, detail=detail)
+        handled = p.handled
+        state = "failed" if p.failed else "stopped" if p.stopped else "ok" if p.done else "running"
+        if state == "ok":
+            total: int | None = handled  # what the stream accounted for: the summary's figure
+        else:
+            total = max(p.total, handled) if p.total is not None else None
+        progress.update(tasks[p.name], completed=handled, total=total, detail=progress_detail(p, verb), state=state)
+
+    def end_unfinished(state: str) -> None:
+        """Streams that never ran, in a run that failed before them (PostHog refused the project)."""
+        for task_id in tasks.values():
+            if progress.tasks[task_id].fields.get("state") == "running":
+                progress.update(task_id, state=state)
 
     with progress:
-        return run_sync(cfg, options=options, progress=on_progress)
+        try:
+            report, error = run_sync(cfg, options=options, progress=on_progress)
+        except BaseException as exc:  # another sync holds the lock, a key is missing, Ctrl-C
+            end_unfinished("stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
+            raise
+        end_unfinished("failed" if report.status == "failed" else "stopped")
+        return report, error
+
+
+def progress_detail(p: Any, verb: str) -> str:
+    """What a stream's bar says besides its numbers, in the summary's words."""
+    if p.done and not (p.failed or p.stopped) and p.handled == 0 and p.name == "events":
+        parts = ["nothing new"]
+    else:
+        parts = [f"{verb} {p.sent:,}"]
+        if p.name == "contacts":
+            parts.append(f"unchanged {p.unchanged:,}")
+        if p.skipped:
+            parts.append(f"skipped {p.skipped:,}")
+        if p.unsendable:
+            parts.append(f"not sendable {p.unsendable:,}")
+        if p.dropped:
+            parts.append(f"duplicates {p.dropped:,}")
+    if p.failed:
+        parts.append("[red]failed[/red]")
+    elif p.stopped:
+        parts.append("[yellow]stopped[/yellow]")
+    return " · ".join(parts)
 
 
 def render_summary(out: Any, report: Any) -> None:
     from rich.table import Table
 
     r = report
+    if nothing_new(r):
+        when = f" ({_when(r.previous_sync_at)})" if r.previous_sync_at else ""
+        out.print(f"Nothing new since the last sync{when}: no new events, "
+                  f"{r.contacts_unchanged:,} contact(s) unchanged.")
+        return
     title = "Dry run: nothing was sent" if r.dry_run else f"Sync {r.status}"
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
     table.add_column("what", style="bold")
@@ -210,11 +281,23 @@ def render_summary(out: Any, report: Any) -> None:
     out.print(table)
     if r.dry_run and (r.sample.get("events") or r.sample.get("contacts")):
         _render_sample(out, r.sample)
-    if r.customers_referenced and not r.dry_run:
+    if r.customers_referenced and not r.dry_run and (r.events_sent or r.contacts_sent):
         out.info(
-            f"[dim]{r.customers_referenced:,} customer id(s) referenced. Customerscore silently ignores contacts and "
-            "events of customers that do not exist there, and events whose name is not a metric codename.[/dim]"
+            f"[dim]The contacts synced name {r.customers_referenced:,} customer id(s). Customerscore silently ignores "
+            "contacts and events of customers that do not exist there, and events whose name is not a metric "
+            "codename.[/dim]"
         )
+
+
+def nothing_new(r: Any) -> bool:
+    """An incremental run that completed without reading a new event or sending a contact."""
+    return (not r.dry_run and r.status == "ok" and r.mode == "incremental" and r.events_read == 0
+            and r.contacts_sent == 0 and r.contacts_rejected == 0)
+
+
+def _when(iso: str) -> str:
+    """A stored UTC time as the summary shows it: 2024-03-01 14:05 UTC."""
+    return f"{iso[:16].replace('T', ' ')} UTC"
 
 
 def _backfill_note(r: Any) -> str:

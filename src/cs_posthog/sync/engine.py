@@ -108,14 +108,28 @@ class SyncOptions:
 
 @dataclass
 class StreamProgress:
+    """One stream's progress, in the report's terms: ``handled`` (what the stream accounted for so
+    far) ends at the report's ``events_read`` / ``contacts_read`` when the stream completes, and
+    ``total`` is the engine's count of that before reading (None: not counted, or the count failed).
+    Events: ``sent`` (to send in a dry run), ``skipped`` (no customer id: events_skipped_no_customer),
+    ``unsendable`` (no contact id, invalid, rejected), ``dropped`` (duplicates dropped). Contacts:
+    ``sent``, ``unchanged``, ``skipped`` (the contacts_skipped_* and rejected ones)."""
+
     name: str  # "events" or "contacts"
     total: int | None = None
-    read: int = 0
+    read: int = 0  # rows read from PostHog (re-reads of the overlap included)
     sent: int = 0
     skipped: int = 0
+    unsendable: int = 0
+    dropped: int = 0
     unchanged: int = 0
     done: bool = False
-    failed: bool = False
+    failed: bool = False  # ended by an error
+    stopped: bool = False  # ended by Ctrl-C or SIGTERM before its end
+
+    @property
+    def handled(self) -> int:
+        return self.sent + self.skipped + self.unsendable + self.dropped + self.unchanged
 
 
 ProgressFn = Callable[[StreamProgress], None]
@@ -162,6 +176,7 @@ class Report:
     contacts_to_send: int = 0
     cursor: dict[str, Any] | None = None
     backfill_from: str | None = None
+    previous_sync_at: str | None = None  # when the last run that completed before this one finished
     warnings: list[str] = field(default_factory=list)
     sample: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     error: str | None = None
@@ -314,6 +329,7 @@ class SyncEngine:
         if not self.opt.full and (self._ignore_state or main is None or main.cursor is None):
             rep.mode = "first"
         self._skip_mark = st.time_meta("skip_count_upto")  # (read now: a damaged state fails before any send)
+        rep.previous_sync_at = st.last_completed_at()
         # PostHog answers for the project first: a mistyped id fails here, before anything is reset (11)
         ident = self._project_identity()
         old_ident = st.get_meta("events_project")
@@ -456,7 +472,8 @@ class SyncEngine:
         try:
             fn()
         except _Stop:
-            pass
+            with self._plock:
+                self._progress[name].stopped = True
         except BaseException as exc:  # reported by run(); the other stream goes on
             log.debug("%s stream failed", name, exc_info=True)
             errors.append(exc)
@@ -532,6 +549,8 @@ class SyncEngine:
                     s.events, s.floor, upto[0], after=self._resume_start.get(s.name, (None,))[0])
                 rep.events_skipped_no_customer += n
                 rep.events_read += n
+                if n:
+                    self._emit("events", skipped=n)
                 if not self.opt.dry_run:
                     merged = self.state.merge_stream(s, main)
                     main.events = merged.events
@@ -724,14 +743,14 @@ class SyncEngine:
         seen: set[str] = set()
         sendable: list[int] = []
         handled: list[bool] = [False] * len(page)  # sent or skipped by this page (not duplicates)
-        skipped = 0
+        no_customer = unsendable = dropped = 0
         rereads = 0
         for i, r in enumerate(page):
             if r.uuid in already or r.uuid in seen:
                 # overlap re-reads are expected, not worth a mention; nor, in a new Person's backfill,
                 # the events the main stream sent since they became attachable
                 if r.created > start_created and not backfill:
-                    rep.events_duplicates_dropped += 1
+                    dropped += 1
                 else:
                     rereads += 1
                 continue
@@ -741,16 +760,19 @@ class SyncEngine:
                 sendable.append(i)
                 continue
             # a row not handled before (also a late arrival within the overlap): skipped, counted
-            skipped += 1
             if r.skip == "no_customer":
                 rep.events_skipped_no_customer += 1
-            elif r.skip == "no_contact":
+                no_customer += 1
+                continue
+            unsendable += 1
+            if r.skip == "no_contact":
                 rep.events_skipped_no_contact += 1
             else:
                 rep.events_skipped_invalid += 1
+        rep.events_duplicates_dropped += dropped
         rep.events_read += len(page) - rereads  # (re-reads of what earlier runs handled are not counted)
-        if skipped:
-            self._emit("events", skipped=skipped)
+        if no_customer or unsendable or dropped:
+            self._emit("events", skipped=no_customer, unsendable=unsendable, dropped=dropped)
         if dry:
             rep.events_to_send += len(sendable)
             if backfill:
@@ -827,7 +849,7 @@ class SyncEngine:
             self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon, mark_next=mark_next)
         else:
             self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon)
-        self._emit("events", sent=len(accepted), skipped=len(rejected))
+        self._emit("events", sent=len(accepted), unsendable=len(rejected))
 
     def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:
         """POST ``rows``; when Customerscore rejects the batch as invalid (400), split it to find the
@@ -865,9 +887,11 @@ class SyncEngine:
     def _count_events(
         self, events: list[str], *, floor: str, lo: str, lo_open: bool = False, hi: str | None = None,
         without_customer: bool, upto: tuple[str, str] | None = None, name: str = "cs-posthog sync count skipped",
+        rows: bool = False,
     ) -> int:
-        """Distinct selected events ingested from ``lo`` (after it when ``lo_open``) to ``hi``
-        (inclusive; None: no bound) that have (or lack) a customer id on their Person now. A count
+        """Distinct selected events (rows, with ``rows``) ingested from ``lo`` (after it when
+        ``lo_open``) to ``hi`` (inclusive; None: no bound) that have (or lack) a customer id on their
+        Person now. A count
         PostHog finds too slow is split in two halves of ingestion time, like the pages (3); a uuid
         PostHog holds twice, its copies in different halves, is then counted in each (the count is
         a figure for the report, nothing is sent by it)."""
@@ -881,7 +905,7 @@ class SyncEngine:
             sql, values = Q.events_count(
                 w, customer_property=self.customer_prop, without_customer=without_customer,
                 created_to=fmt_ts(hi_dt) if hi_dt is not None and not hi_open else None,
-                created_after=fmt_ts(lo_dt) if lo_open else None)
+                created_after=fmt_ts(lo_dt) if lo_open else None, rows=rows)
             return self._count(sql, values, name, Q.EVENTS_MODIFIERS)
 
         def go(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
@@ -928,20 +952,37 @@ class SyncEngine:
             self.state.set_meta("skip_count_upto", upto)
 
     def _count_events_to_read(self) -> int | None:
+        """What the events streams will account for (``events_read``), counted before reading them,
+        for the progress bar: for each stream, the rows with a customer id it reads from where it
+        stands (a re-read of the overlap counts only for rows no run handled), and the events
+        without one, counted (not read) over the range ``_events`` and ``_count_main_skips`` count
+        when the stream completes. The events of Persons who become attachable during this run (their
+        backfill) are not known yet; they come on top."""
+        main = self._streams[-1]
         total = 0
         try:
             for s in self._streams:
                 if not s.events:
                     continue
-                created_from, _ = self._window_start(s)
                 upto = None
-                main = self._streams[-1]
                 if not s.is_main:
                     if main.cursor is None:
                         continue
                     upto = (main.cursor.created_at, main.cursor.uuid)
-                total += self._count_events(s.events, floor=s.floor, lo=created_from, without_customer=False,
-                                            upto=upto, name="cs-posthog sync count events")
+                lo, lo_open = (s.floor, False) if s.cursor is None else (s.cursor.created_at, True)
+                total += self._count_events(s.events, floor=s.floor, lo=lo, lo_open=lo_open, without_customer=False,
+                                            upto=upto, rows=True, name="cs-posthog sync count events")
+                if s.is_main:  # (by then the other streams' events have joined it)
+                    events = list(dict.fromkeys(e for x in self._streams if x.events for e in x.events))
+                    mark = None if self._ignore_state else self._skip_mark
+                    after = mark or (s.cursor.created_at if s.cursor else None)
+                    hi = None
+                else:
+                    events = s.events
+                    after = self._resume_start.get(s.name, (None,))[0]
+                    hi = upto[0]  # type: ignore[index]
+                total += self._count_events(events, floor=s.floor, lo=after or s.floor, lo_open=after is not None,
+                                            hi=hi, without_customer=True, name="cs-posthog sync count events")
         except CsPosthogError as exc:
             log.info("could not count events: %s", exc)
             return None
@@ -960,7 +1001,7 @@ class SyncEngine:
         flag_col = (Q.P_CONTACT + 1 if self.contact_prop is not None else Q.P_CONTACT) if has_flag else None
         if self.opt.count_totals:
             try:
-                sql, values = Q.persons_count(self.customer_prop)
+                sql, values = Q.persons_count(filters, self.customer_prop)
                 self._set_total("contacts", self._count(sql, values, "cs-posthog sync count persons"))
             except CsPosthogError as exc:
                 log.info("could not count persons: %s", exc)
@@ -1076,8 +1117,7 @@ class SyncEngine:
             if contact is not None:
                 attachable.append(str(row[Q.P_ID]))
             if flag_col is not None and not row[flag_col]:
-                skipped += 1  # outside the filters: events only, no contact
-                continue
+                continue  # outside the filters: events only, no contact (nor a contacts_read)
             if contact is None:
                 rep.contacts_skipped_no_contact_id += 1
                 skipped += 1

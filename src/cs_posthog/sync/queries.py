@@ -107,9 +107,10 @@ def events_page(
 
 def events_count(
     w: EventsWindow, *, customer_property: str, without_customer: bool, created_to: str | None = None,
-    created_after: str | None = None,
+    created_after: str | None = None, rows: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """How many selected events in a window have (or lack) a customer id on their current Person.
+    """How many selected events in a window have (or lack) a customer id on their current Person;
+    with ``rows``, how many rows (what ``events_page`` reads: PostHog may hold one uuid in two).
     Run with ``EVENTS_MODIFIERS``."""
     p = Params()
     where = _event_where(w, p)
@@ -119,8 +120,9 @@ def events_count(
         where.append(f"created_at <= {_dt(p, 'ct', created_to)}")
     if created_after is not None:
         where.append(f"created_at > {_dt(p, 'ca', created_after)}")
-    # PostHog may hold one uuid in two rows: count events, not rows
-    return f"SELECT count(DISTINCT uuid) FROM events WHERE {' AND '.join(where)}", p.values
+    # PostHog may hold one uuid in two rows: count events, not rows (unless asked for rows)
+    what = "count()" if rows else "count(DISTINCT uuid)"
+    return f"SELECT {what} FROM events WHERE {' AND '.join(where)}", p.values
 
 
 def user_filters(filters: Sequence[Any], customer_property: str) -> list[Any]:
@@ -145,10 +147,15 @@ def persons_page(
     return persons_page_query([], columns, after=after_id, flag_filters=extra, id_property=customer_property)
 
 
-def persons_count(customer_property: str) -> tuple[str, dict[str, Any]]:
-    """How many Persons may hold a customer id (what ``persons_page`` reads)."""
+def persons_count(filters: Sequence[Any], customer_property: str) -> tuple[str, dict[str, Any]]:
+    """How many Persons who may hold a customer id match ``filters`` (the saved filters): those of
+    ``persons_page`` whose flag is 1, the ones that make contacts (``contacts_read``)."""
     p = Params()
-    return f"SELECT count() FROM persons WHERE {has_id(customer_property, p)}", p.values
+    conds = [has_id(customer_property, p)]
+    extra = user_filters(filters, customer_property)
+    if extra:
+        conds.append(compile_filters(extra, params=p)[0])
+    return f"SELECT count() FROM persons WHERE {' AND '.join(f'({c})' for c in conds)}", p.values
 
 
 

@@ -811,6 +811,12 @@ class SyncState:
             # keep the history bounded
             db.execute("DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - 200")
 
+    def last_completed_at(self) -> str | None:
+        """When the last run that completed (status ok) finished; None before the first."""
+        rows = self._read("SELECT finished_at FROM runs WHERE status='ok' AND finished_at IS NOT NULL "
+                          "ORDER BY id DESC LIMIT 1")
+        return rows[0][0] if rows else None
+
     def last_runs(self, n: int = 5) -> list[RunRecord]:
         rows = self._read(
             "SELECT id, started_at, finished_at, status, mode, pid, summary, error FROM runs ORDER BY id DESC LIMIT ?",
