@@ -125,12 +125,19 @@ SCHEMA_VERSION = len(MIGRATIONS)  # the PRAGMA user_version of every state this 
 
 
 def _legacy_version(db: sqlite3.Connection) -> int:
-    """The version of a state from before user_version was kept (it reads 0). Every release then
-    wrote meta 'schema' = '1' whatever its tables, so the tables tell: version 2 added
-    ``delivered.skipped`` and ``persons_seen`` together; a file with both is 2, one with our
-    ``delivered`` table but not both is 1 (step 2 completes it), one without it is new (0)."""
+    """The version of a state whose user_version reads 0: new, or from before user_version was kept.
+    Those releases created their tables and then wrote meta 'schema' = '1' whatever the tables were,
+    so the tables tell: version 2 added ``delivered.skipped`` and ``persons_seen`` together; a file
+    with both is 2, with neither or one of them 1 (step 2 completes it). Without that meta row it is
+    new, or was left half-created, or is not ours: 0 (step 1 completes ours; the column check
+    refuses the others)."""
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "delivered" not in tables:
+    if "meta" not in tables or "delivered" not in tables:
+        return 0
+    try:
+        if db.execute("SELECT 1 FROM meta WHERE key='schema'").fetchone() is None:
+            return 0
+    except sqlite3.OperationalError:  # a meta table that is not ours
         return 0
     cols = {r[1] for r in db.execute("PRAGMA table_info(delivered)")}
     return 2 if "skipped" in cols and "persons_seen" in tables else 1
@@ -421,7 +428,7 @@ class SyncState:
                     self._db.close()
                     self._db = copy
                     with _transaction(copy):
-                        self._migrate(copy, self._version(copy))
+                        self._migrate(copy)
                 else:
                     self._check_columns(self._db)
             return
@@ -437,15 +444,16 @@ class SyncState:
         # a newer or foreign file is refused before anything is written to it, WAL mode included
         if self._version(self._db) < SCHEMA_VERSION:
             with self.tx() as db:
-                self._migrate(db, self._version(db))  # (read again: another process may have done it)
+                self._migrate(db)
         else:
             self._check_columns(self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _version(self, db: sqlite3.Connection) -> int:
-        """The schema version of ``db`` (see ``_legacy_version`` for files from before it was kept);
-        a version this cs-posthog does not know is refused."""
+        """``db``'s ``user_version``: ``SCHEMA_VERSION`` when it is up to date, less when it needs
+        migrating (0: new, or from before user_version was kept). A version this cs-posthog does not
+        know is refused here, before anything is written."""
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             from cs_posthog.errors import NewerStateError
@@ -453,21 +461,22 @@ class SyncState:
             raise NewerStateError(self.path, version, SCHEMA_VERSION)
         if version < 0:
             raise self.damaged(f"its schema version is {version}")
-        return version or _legacy_version(db)
+        return int(version)
 
-    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
-        """Bring ``db`` from schema ``version`` to ``SCHEMA_VERSION``, inside the caller's
-        transaction: the steps it lacks, the check that its tables are ours, then the new version
-        (``user_version``, mirrored in meta 'schema' for people reading the file). A file the steps
-        do not fit (SQL errors: a table that is not ours, a version that lies) is a damaged state, and
-        the rollback leaves it as it was."""
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring ``db`` to ``SCHEMA_VERSION`` inside the caller's transaction (its version is read
+        there: another process may have migrated it meanwhile): the steps it lacks, the check that its
+        tables are ours, then the new version (``user_version``, mirrored in meta 'schema' for people
+        reading the file). A file the steps do not fit (SQL errors: a table that is not ours, a
+        version that lies) is a damaged state, and the rollback leaves it as it was."""
+        version = self._version(db) or _legacy_version(db)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             try:
                 MIGRATIONS[number - 1](db)
             except sqlite3.OperationalError as exc:
                 if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_ERROR"):
                     raise  # the disk, not the content: unusable_state_error says which
-                raise self.damaged(f"it cannot be migrated from schema {number - 1} to {number} ({exc})") from None
+                raise self.damaged(f"its tables are not cs-posthog's schema {number - 1} ({exc})") from None
         self._check_columns(db)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
