@@ -262,7 +262,8 @@ def check_readers(st: SyncState, rows: dict[str, list[tuple]], version: str) -> 
     assert st.delivered_among(uuids, include_skipped=False) == set(uuids) - {"u-skipped"}
     assert st.inflight() == {"u-old-mark", "u-marked"}
     assert st.fingerprints(["p-1", "p-2"]) == {"p-1": "fp-1", "p-2": ""}
-    assert [(r.id, r.status, r.summary) for r in st.last_runs(5)] == [(3, "running", None), (1, "ok", {"events_sent": 3})]
+    assert [(r.id, r.status, r.summary) for r in st.last_runs(5)] == [
+        (3, "running", None), (1, "ok", {"events_sent": 3})]
     assert st.time_meta("skip_count_upto") == "2026-11-20T09:59:00.000000Z"
     assert st.get_meta("events_settings") == "0123456789abcdef0123456789abcdef"
     if version == "1":

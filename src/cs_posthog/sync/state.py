@@ -7,6 +7,10 @@ cursor and the delivered set always move together, so nothing is ever skipped).
 
 One connection shared by the worker threads, serialised by a lock: every transaction here is small.
 
+Schema versions: ``PRAGMA user_version``, brought up to ``SCHEMA_VERSION`` by the ordered
+``MIGRATIONS`` when the file is opened (one transaction); a newer version is refused (78). How to
+add a migration: the comment above ``_SCHEMA_1``, and docs/state.md.
+
 Rows are written with multi-row statements (``INSERT ... VALUES (?, ?), (?, ?), ...``), not
 ``executemany``: the sqlite3 module releases the GIL around every ``sqlite3_step``, and a thread that
 gives the GIL up a hundred times per checkpoint waits up to a switch interval (5 ms) to get it back
