@@ -79,6 +79,22 @@ class MissingSecretError(ConfigError):
     default_hint = "Set it in the environment, or run `cs-posthog edit credentials`."
 
 
+class NewerStateError(ConfigError):
+    """The sync state's schema is newer than this cs-posthog knows: a newer release wrote it (a
+    downgrade, or two installations sharing one state). Nothing is read from it or written to it."""
+
+    def __init__(self, path: Any, version: int, known: int) -> None:
+        super().__init__(
+            f"{path}: the sync state was written by a newer cs-posthog (schema {version}; this one knows "
+            f"schema {known} and older)",
+            hint="Upgrade cs-posthog (or run the newer one that wrote it). Or, to go on with this one, move the "
+            f"state away (mv {path} {path}.newer): the next sync then starts as a first sync and sends the "
+            "backfill window and every contact again.",
+        )
+        self.version = version
+        self.known = known
+
+
 # --- remote APIs -----------------------------------------------------------------------------
 class ApiError(CsPosthogError):
     """Something a remote API said. ``service`` is "PostHog" or "Customerscore"."""

@@ -7,6 +7,10 @@ cursor and the delivered set always move together, so nothing is ever skipped).
 
 One connection shared by the worker threads, serialised by a lock: every transaction here is small.
 
+Schema versions: ``PRAGMA user_version``, brought up to ``SCHEMA_VERSION`` by the ordered
+``MIGRATIONS`` when the file is opened (one transaction); a newer version is refused (78). How to
+add a migration: the comment above ``_SCHEMA_1``, and docs/state.md.
+
 Rows are written with multi-row statements (``INSERT ... VALUES (?, ?), (?, ?), ...``), not
 ``executemany``: the sqlite3 module releases the GIL around every ``sqlite3_step``, and a thread that
 gives the GIL up a hundred times per checkpoint waits up to a switch interval (5 ms) to get it back
@@ -16,12 +20,13 @@ the sending thread's checkpoints short.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +35,6 @@ from typing import Any
 
 from cs_posthog.errors import LockHeldError
 
-SCHEMA_VERSION = 1
 MAIN_STREAM = "events"
 _CHUNK = 500  # parameters per IN (...) query
 _MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
@@ -39,7 +43,25 @@ PERSONS_STREAM_PREFIX = "persons:"  # event streams that backfill Persons who be
 _PERSONS_READY_KEY = "persons_seen_ready"  # meta: persons_seen holds every attachable Person of a complete scan
 _BACKFILL_KEY = "persons_backfill"  # meta: the new-person backfill in progress (stream, person ids, upto)
 
-_SCHEMA = """
+# --- the schema and its migrations -------------------------------------------------------------
+# The version of a state's schema is SQLite's ``PRAGMA user_version``: ``MIGRATIONS[n - 1]`` brings
+# a state from version n - 1 to version n, and a new file is made by running all of them from 0, so
+# a new state and a migrated one are the same tables by construction. ``SyncState`` runs the steps a
+# file lacks in one transaction when it opens it (a crash leaves the old version as it was), and
+# refuses a file of a version above ``SCHEMA_VERSION`` (written by a newer cs-posthog: 78).
+#
+# Adding a migration (docs/state.md says the same, with the reasons):
+#   1. Write ``_schema_<n>(db)``: the change from version n - 1, as plain SQL statements on ``db``
+#      (CREATE TABLE, ALTER TABLE ... ADD COLUMN, UPDATE/INSERT to fill them). It runs inside the
+#      caller's transaction: no ``executescript`` (it commits), no COMMIT, no PRAGMA that cannot run
+#      in a transaction (journal_mode). It may assume exactly version n - 1's tables: only steps 1
+#      and 2 meet files from before user_version, which older releases may have left half-created.
+#   2. Append it to ``MIGRATIONS`` (``SCHEMA_VERSION`` follows) and change the readers and writers
+#      below in the same commit. Never edit, reorder or remove a released step.
+#   3. In tests/test_sync_state_migrations.py, add version n - 1 as this release writes it (its DDL
+#      copied from the code, with rows in every table) to the fixtures: the tests open every
+#      earlier version and compare it with a new state, data included.
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS streams (
     name TEXT PRIMARY KEY,
@@ -51,8 +73,7 @@ CREATE TABLE IF NOT EXISTS streams (
 );
 CREATE TABLE IF NOT EXISTS delivered (
     uuid TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    skipped INTEGER NOT NULL DEFAULT 0 -- 1: read and skipped (no customer/contact id), not sent
+    created_at TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered (created_at);
 CREATE TABLE IF NOT EXISTS inflight (
@@ -67,10 +88,6 @@ CREATE TABLE IF NOT EXISTS contacts (
     sent_at TEXT NOT NULL,
     seen_run INTEGER NOT NULL          -- last run whose complete Persons scan matched it
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS persons_seen (
-    person_id TEXT PRIMARY KEY,        -- a Person whose events the sync can attach (customer + contact id)
-    pending INTEGER NOT NULL           -- 1: became attachable, their backfill-window events not yet sent
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started_at TEXT NOT NULL,
@@ -80,8 +97,80 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER,
     summary TEXT,                      -- JSON of the report
     error TEXT
-);
+)
 """
+
+
+def _schema_1(db: sqlite3.Connection) -> None:
+    """The first schema: meta, event cursors (streams), delivered uuids, in-flight marks that
+    outlived their batch, contact fingerprints, runs. ``IF NOT EXISTS``: releases before
+    user_version created these tables one statement at a time, and a crash could stop in between."""
+    for stmt in _SCHEMA_1.split(";\n"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _schema_2(db: sqlite3.Connection) -> None:
+    """Skips told from deliveries (``delivered.skipped``: 1 = read and skipped for want of a
+    customer or contact id, never sent) and the Persons who become attachable (``persons_seen``,
+    invariant 6a). Tolerant like step 1: the release that added them did so outside a transaction."""
+    if "skipped" not in {r[1] for r in db.execute("PRAGMA table_info(delivered)")}:
+        db.execute("ALTER TABLE delivered ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS persons_seen (\n"
+        "    person_id TEXT PRIMARY KEY,        -- a Person whose events the sync can attach (customer + contact id)\n"
+        "    pending INTEGER NOT NULL           -- 1: became attachable, their backfill-window events not yet sent\n"
+        ") WITHOUT ROWID"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2)
+SCHEMA_VERSION = len(MIGRATIONS)  # the PRAGMA user_version of every state this cs-posthog writes
+
+
+def _legacy_version(db: sqlite3.Connection) -> int:
+    """The version of a state whose user_version reads 0: new, or from before user_version was kept.
+    Those releases created their tables and then wrote meta 'schema' = '1' whatever the tables were,
+    so the tables tell: version 2 added ``delivered.skipped`` and ``persons_seen`` together; a file
+    with both is 2, with neither or one of them 1 (step 2 completes it). Without that meta row it is
+    new, or was left half-created, or is not ours: 0 (step 1 completes ours; the column check
+    refuses the others)."""
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if "meta" not in tables or "delivered" not in tables:
+        return 0
+    try:
+        if db.execute("SELECT 1 FROM meta WHERE key='schema'").fetchone() is None:
+            return 0
+    except sqlite3.OperationalError:  # a meta table that is not ours
+        return 0
+    cols = {r[1] for r in db.execute("PRAGMA table_info(delivered)")}
+    return 2 if "skipped" in cols and "persons_seen" in tables else 1
+
+
+@functools.cache
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """Table -> columns of the current schema, from the migrations run on an empty database."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for step in MIGRATIONS:
+            step(db)
+        tables = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        return {t: frozenset(r[1] for r in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        db.close()
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 # --- time ------------------------------------------------------------------------------------
@@ -308,8 +397,10 @@ def _check_schema(db: sqlite3.Connection) -> None:
 
 
 class SyncState:
-    """Open (and create) the state database. ``readonly`` never creates or writes anything (dry runs,
-    status): a missing database then reads as empty."""
+    """Open (and create) the state database, migrated to ``SCHEMA_VERSION``. ``readonly`` never
+    creates or writes anything (dry runs, status): a missing database then reads as empty, and one of
+    an earlier version is read through a migrated copy in memory (the file stays as it is until the
+    next sync migrates it)."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
@@ -326,13 +417,24 @@ class SyncState:
             if err is None:
                 raise
             raise err from None
+        except BaseException:  # refused (damaged, too new): nothing stays open
+            self.close()
+            raise
 
     def _open(self) -> None:
         if self.readonly:
             if self.path.exists():
                 self._db = _connect_readonly(self.path)
                 _check_schema(self._db)
-                self._check_columns()
+                if self._version(self._db) < SCHEMA_VERSION:
+                    copy = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+                    self._db.backup(copy)
+                    self._db.close()
+                    self._db = copy
+                    with _transaction(copy):
+                        self._migrate(copy)
+                else:
+                    self._check_columns(self._db)
             return
         from cs_posthog.paths import ensure_private_dir
 
@@ -343,39 +445,54 @@ class SyncState:
             os.close(fd)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         _check_schema(self._db)
+        # a newer or foreign file is refused before anything is written to it, WAL mode included
+        if self._version(self._db) < SCHEMA_VERSION:
+            with self.tx() as db:
+                self._migrate(db)
+        else:
+            self._check_columns(self._db)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        for stmt in _SCHEMA.split(";"):
-            if stmt.strip():
-                self._db.execute(stmt)
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(delivered)")}
-        if "skipped" not in cols:  # a state written before skips were told from deliveries
-            self._db.execute("ALTER TABLE delivered ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0")
-        with self.tx() as db:
-            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        self._check_columns()
 
-    _COLUMNS = {
-        "meta": {"key", "value"},
-        "streams": {"name", "events", "floor", "cursor_created_at", "cursor_uuid", "updated_at"},
-        "delivered": {"uuid", "created_at", "skipped"},
-        "inflight": {"uuid", "created_at", "marked_at"},
-        "contacts": {"contact_id", "customer_id", "fingerprint", "sent_at", "seen_run"},
-        "persons_seen": {"person_id", "pending"},
-        "runs": {"id", "started_at", "finished_at", "status", "mode", "pid", "summary", "error"},
-    }
+    def _version(self, db: sqlite3.Connection) -> int:
+        """``db``'s ``user_version``: ``SCHEMA_VERSION`` when it is up to date, less when it needs
+        migrating (0: new, or from before user_version was kept). A version this cs-posthog does not
+        know is refused here, before anything is written."""
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            from cs_posthog.errors import NewerStateError
 
-    def _check_columns(self) -> None:
+            raise NewerStateError(self.path, version, SCHEMA_VERSION)
+        if version < 0:
+            raise self.damaged(f"its schema version is {version}")
+        return int(version)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring ``db`` to ``SCHEMA_VERSION`` inside the caller's transaction (its version is read
+        there: another process may have migrated it meanwhile): the steps it lacks, the check that its
+        tables are ours, then the new version (``user_version``, mirrored in meta 'schema' for people
+        reading the file). A file the steps do not fit (SQL errors: a table that is not ours, a
+        version that lies) is a damaged state, and the rollback leaves it as it was."""
+        version = self._version(db) or _legacy_version(db)
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            try:
+                MIGRATIONS[number - 1](db)
+            except sqlite3.OperationalError as exc:
+                if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_ERROR"):
+                    raise  # the disk, not the content: unusable_state_error says which
+                raise self.damaged(f"its tables are not cs-posthog's schema {number - 1} ({exc})") from None
+        self._check_columns(db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def _check_columns(self, db: sqlite3.Connection) -> None:
         """A database whose tables are not ours (another program's file, or a schema from elsewhere)
-        is refused at once, naming the file, instead of failing in the middle of a run."""
-        assert self._db is not None
-        for table, needed in self._COLUMNS.items():
-            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if self.readonly:
-                needed = needed - {"skipped"}  # (added by the next writable open of an older state)
-            if have and not needed <= have:
+        or lack one is refused at once, naming the file, instead of failing in the middle of a run."""
+        for table, needed in _expected_columns().items():
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                raise self.damaged(f"it has no {table} table")
+            if not needed <= have:
                 missing = ", ".join(sorted(needed - have))
                 raise self.damaged(f"its {table} table is not cs-posthog's (no {missing})")
 
@@ -397,15 +514,8 @@ class SyncState:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT), serialised across threads."""
         if self.readonly or self._db is None:
             raise RuntimeError("state opened read-only")
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._lock, _transaction(self._db) as db:
+            yield db
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         if self._db is None:
