@@ -515,7 +515,7 @@ def test_every_url_the_config_accepts_is_one_the_http_client_can_use(text):
     must be a URL httpx can send to (else a crash in the client, exit 1, deep in a sync)."""
     import httpx
 
-    from cs_posthog.config import check_base_url
+    from cs_posthog.urls import check_base_url
 
     try:
         base = check_base_url(text)

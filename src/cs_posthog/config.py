@@ -19,13 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cs_posthog.errors import InvalidConfigError, NotConnectedError
 from cs_posthog.fsutil import atomic_write_text
 from cs_posthog.paths import get_paths
+from cs_posthog.secrets import no_key
+from cs_posthog.urls import check_base_url
 
 # Still 1: fields added since (posthog.query_tier and its date) are optional, so every file written
 # before them loads as it is. Bump it only for a change an older cs-posthog would misread.
 CONFIG_VERSION = 1
 
-US_HOST = "https://us.posthog.com"
-EU_HOST = "https://eu.posthog.com"
 CUSTOMERSCORE_URL = "https://api.customerscore.io"
 
 
@@ -83,17 +83,6 @@ class CustomerscoreSettings(_Model):
         if not v.startswith("CS-"):
             raise ValueError("a tracker key starts with 'CS-'")
         return v
-
-
-def no_key(v: str) -> str:
-    """Refuse a config value that is, or holds, an API key (one of the stored keys, or anything
-    shaped like a PostHog personal key): it would be printed by warnings and `status`, and sent to
-    PostHog inside queries. The reason shows the key masked. Every text field goes through it."""
-    from cs_posthog.secrets import key_in_value
-
-    if isinstance(v, str) and (why := key_in_value(v)) is not None:
-        raise ValueError(why)
-    return v
 
 
 def _queryable_name(v: str) -> str:
@@ -219,37 +208,6 @@ class Draft(_Model):
     identification: Identification | None = None
     events: EventsSettings | None = None
     persons: PersonsSettings | None = None
-
-
-def check_base_url(v: str) -> str:
-    """An http(s) origin without trailing slash; plain http only for loopback."""
-    from urllib.parse import urlsplit
-
-    v = no_key(v.strip().rstrip("/"))
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {v!r}")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ValueError(f"only https:// is allowed except on loopback: {v!r}")
-    import httpx
-
-    try:  # what the HTTP client will make of it: control characters, bad ports, IDNA hosts
-        parts.port
-        httpx.Request("GET", httpx.URL(v).join("/api/"))
-    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
-        raise ValueError(f"not a usable URL: {v!r} ({exc})") from None
-    return v
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # --- TOML I/O --------------------------------------------------------------------------------

@@ -406,3 +406,12 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+def no_key(v: str) -> str:
+    """Refuse a config value that is, or holds, an API key (one of the stored keys, or anything
+    shaped like a PostHog personal key): it would be printed by warnings and `status`, and sent to
+    PostHog inside queries. The reason shows the key masked. Every text field goes through it."""
+    if isinstance(v, str) and (why := key_in_value(v)) is not None:
+        raise ValueError(why)
+    return v

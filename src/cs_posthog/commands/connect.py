@@ -51,7 +51,7 @@ def run(
         from cs_posthog.wizard.noinput import connect_no_input
 
         connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source,
-                         caller_syncs=caller_syncs)
+                         caller_syncs=caller_syncs, first_sync=first_sync)
         return
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
@@ -61,10 +61,18 @@ def run(
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
     ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials, make_source=make_source)
     ctx.caller_syncs = caller_syncs
+    ctx.first_sync = first_sync
     ctx.resumable = not demo_defaults
     from cs_posthog.wizard.flow import run_connect
 
     run_connect(ctx, restart=restart, no_sync=no_sync)
+
+
+def first_sync(out: Any, cfg: Any) -> None:
+    """The sync connect runs after saving: `cs-posthog sync` with the config just saved."""
+    from cs_posthog.commands import sync
+
+    sync.run(out, config=cfg)
 
 
 def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = None, check_credentials: Any = None,

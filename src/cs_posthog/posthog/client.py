@@ -61,7 +61,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from cs_posthog import __version__
-from cs_posthog.config import check_base_url
+from cs_posthog.urls import check_base_url
 from cs_posthog.errors import (
     ApiError,
     AuthError,

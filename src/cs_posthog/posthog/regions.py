@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cs_posthog.config import EU_HOST, US_HOST, check_base_url, is_loopback
+from cs_posthog.urls import EU_HOST, US_HOST, check_base_url, is_loopback
 from cs_posthog.errors import UsageError
 
 US = "us"

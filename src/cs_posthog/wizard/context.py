@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from cs_posthog.output import esc  # noqa: F401 - the one escaping function (output.esc), for the steps
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Draft, PersonFilter, PostHogSettings
+    from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
 
 
@@ -93,6 +93,9 @@ class WizardContext:
     # the caller (the demo) runs the first sync itself: say nothing about `cs-posthog sync` or
     # `schedule` after saving
     caller_syncs: bool = False
+    # (out, config) -> None: runs the first sync after connect saves (given by the command layer,
+    # which owns `sync`; the wizard does not import commands)
+    first_sync: Callable[[Output, Config], None] | None = None
     # False when the home is thrown away afterwards (the demo): no "`cs-posthog connect` resumes"
     resumable: bool = True
     _stored: dict[str, str] = field(default_factory=dict)

@@ -249,31 +249,25 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     get_paths().draft_file.unlink(missing_ok=True)
     out.success(f"Configuration saved to {esc(path)}")
     if previous is not None and _project_changed(previous.posthog, cfg.posthog):
-        out.info("  [dim]Another PostHog project: the sync starts its events afresh (30 days back).[/dim]")
+        out.info(f"  [dim]Another PostHog project: the sync starts its events afresh ({cfg.sync.backfill_days} days back).[/dim]")
     if ctx.caller_syncs:  # e.g. the demo, which runs the first sync right after this
         return
     if no_sync:
         out.info("Run the first sync with `cs-posthog sync`.")
     else:
-        run_first_sync(out, cfg)
+        run_first_sync(ctx, cfg)
     out.info("Sync on a schedule: `cs-posthog schedule --install` (hourly by default).")
 
 
-def run_first_sync(out: Any, cfg: Config) -> None:
-    import inspect
-
-    try:
-        from cs_posthog.commands import sync as sync_command
-    except ImportError:
-        out.info("The sync is not available in this version: run `cs-posthog sync` once it is.")
+def run_first_sync(ctx: WizardContext, cfg: Config) -> None:
+    out = ctx.out
+    if ctx.first_sync is None:  # a caller that gave no way to sync
+        out.info("Run the first sync with `cs-posthog sync`.")
         return
     out.info("")
-    out.info("[bold]First sync[/bold]: the last 30 days of the selected events, then the Persons.")
-    kwargs: dict[str, Any] = dict(json_=False, quiet=False, dry_run=False, full=False, since=None)
-    if "config" in inspect.signature(sync_command.run).parameters:
-        kwargs["config"] = cfg
+    out.info(f"[bold]First sync[/bold]: the last {cfg.sync.backfill_days} days of the selected events, then the Persons.")
     try:
-        sync_command.run(out, **kwargs)
+        ctx.first_sync(out, cfg)
     except KeyboardInterrupt:
         out.info("The configuration is saved; `cs-posthog sync` continues where this one stopped.")
         raise
@@ -387,7 +381,7 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
     path = save_config(cfg)
     ctx.out.success(f"Configuration saved to {esc(path)}; the next `cs-posthog sync` uses it.")
     if _project_changed(previous.posthog, cfg.posthog):
-        ctx.out.info("  [dim]Another PostHog project: the next sync starts its events afresh (30 days back).[/dim]")
+        ctx.out.info(f"  [dim]Another PostHog project: the next sync starts its events afresh ({cfg.sync.backfill_days} days back).[/dim]")
 
 
 def _keys_changed(ctx: WizardContext) -> list[str]:

@@ -289,7 +289,7 @@ class _Wanted:
 
 def connect_no_input(
     out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None,
-    caller_syncs: bool = False,
+    caller_syncs: bool = False, first_sync: Any = None,
 ) -> Config:
     from cs_posthog.config import (
         CUSTOMERSCORE_URL,
@@ -366,7 +366,8 @@ def connect_no_input(
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
     check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
     draft = Draft(posthog=posthog, customerscore=customerscore)
-    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs)
+    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs,
+                        first_sync=first_sync)
     ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
     source = ctx.source()
     wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())

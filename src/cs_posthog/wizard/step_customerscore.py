@@ -56,7 +56,7 @@ def validate_tracker_key(text: str) -> bool | str:
 
 
 def validate_cs_url(text: str) -> bool | str:
-    from cs_posthog.config import check_base_url
+    from cs_posthog.urls import check_base_url
 
     try:
         check_base_url(text)

@@ -1,0 +1,41 @@
+"""Base URLs: PostHog Cloud's two regions and the one check every configured address passes.
+
+Below ``config`` and both API clients (they import it; it imports neither)."""
+
+from __future__ import annotations
+
+from cs_posthog.secrets import no_key
+
+US_HOST = "https://us.posthog.com"
+EU_HOST = "https://eu.posthog.com"
+
+
+def check_base_url(v: str) -> str:
+    """An http(s) origin without trailing slash; plain http only for loopback."""
+    from urllib.parse import urlsplit
+
+    v = no_key(v.strip().rstrip("/"))
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {v!r}")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(f"only https:// is allowed except on loopback: {v!r}")
+    import httpx
+
+    try:  # what the HTTP client will make of it: control characters, bad ports, IDNA hosts
+        parts.port
+        httpx.Request("GET", httpx.URL(v).join("/api/"))
+    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
+        raise ValueError(f"not a usable URL: {v!r} ({exc})") from None
+    return v
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
