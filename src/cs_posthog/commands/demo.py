@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import Any
 
+from cs_posthog.errors import CsPosthogError, ExitCode
+
 # What the non-interactive demo connects with: the customer property comes from the sandbox.
 DEMO_EVENTS = ["user_logged_in", "dashboard_viewed", "report_created", "invoice_paid", "subscription_upgraded"]
 DEMO_FILTERS = ["plan != free"]
@@ -36,6 +38,8 @@ ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
 
 
 def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
+    if not os.environ.get(ATTACH_ENV):
+        check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
     with _sandbox(out) as info, _temporary_home(info, interactive=interactive) as home:
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({info['region'].upper()}) at {info['posthog_' + info['region']]}, "
@@ -53,10 +57,24 @@ def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
             render(out, summary)
             next_steps(out)
         if report.status != "ok":
-            from cs_posthog.errors import CsPosthogError
-
             raise CsPosthogError(f"the demo sync ended with status {report.status!r}",
                                  hint="Re-run with --debug to see why.")
+
+
+class DemoUnavailableError(CsPosthogError):
+    """The demo cannot run on this installation (PostHog's HogQL parser is missing)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def check_requirements() -> None:
+    """Before anything starts: the sandbox's PostHog needs PostHog's HogQL parser. Without it, one
+    line naming what to install, exit 69 (not a sync that retries 500s and blames PostHog)."""
+    from cs_posthog.sandbox.requirements import parser_problem
+
+    problem = parser_problem("the demo")
+    if problem is not None:
+        raise DemoUnavailableError(problem[0], hint=problem[1])
 
 
 @contextmanager
@@ -67,10 +85,13 @@ def _sandbox(out: Any):
     if attached:
         yield json.loads(attached)
         return
-    from cs_posthog.sandbox.runner import start_sandbox
+    from cs_posthog.sandbox.runner import SandboxUnavailable, start_sandbox
 
     out.info("Starting a local PostHog (US and EU regions) and Customerscore…")
-    sb = start_sandbox(**DEMO_SIZE, region="eu")
+    try:
+        sb = start_sandbox(**DEMO_SIZE, region="eu")
+    except SandboxUnavailable as exc:  # the parser is there but does not load
+        raise DemoUnavailableError(exc.message, hint=exc.hint) from None
     try:
         yield sb.info
     finally:

@@ -132,13 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     from cs_posthog.sandbox.posthog_app import PostHogApp, accepts_kwarg, build_identity
     from cs_posthog.sandbox.server import DBPool, FaultInjector, SandboxHTTPServer
 
+    from cs_posthog.sandbox import hogql, requirements
+
+    # PostHog's parser is loaded now, not at the first query: without it the sandbox refuses to start
+    # (one line, exit 69) rather than answer every HogQL query with 500.
     try:
-        from cs_posthog.sandbox import hogql
-    except ImportError as exc:
-        hogql = None
-        log(f"HogQL engine unavailable ({exc}); /query/ will answer 500")
-    prepare = getattr(hogql, "prepare_connection", None) if hogql else None
-    execute = getattr(hogql, "execute", None) if hogql else None
+        hogql.load_parser()
+    except (ImportError, OSError) as exc:  # absent, or its shared library does not load
+        detail = None if isinstance(exc, ModuleNotFoundError) and exc.name == requirements.PARSER_MODULE else str(exc)
+        message, hint = requirements.missing_parser_error("the sandbox", detail)
+        log(f"error: {message}")
+        log(f"hint: {hint}")
+        return requirements.PARSER_MISSING_EXIT
+    prepare = hogql.prepare_connection
+    execute = hogql.execute
 
     workdir = tempfile.mkdtemp(prefix="cs-posthog-sandbox-")
     servers: list[SandboxHTTPServer] = []

@@ -208,7 +208,8 @@ class _StandInError(Exception):
         self.end = end
 
 
-def _load_parser() -> Any:
+def load_parser() -> Any:
+    """PostHog's parser module, imported once (ImportError when it is not installed)."""
     global _parser
     if _parser is not None:
         return _parser
@@ -231,7 +232,7 @@ def _load_parser() -> Any:
 
 def parse(query: str) -> dict:
     """The hogql_parser JSON AST of a SELECT; HogQLError(hogql_syntax_error) when it does not parse."""
-    result = json.loads(_load_parser().parse_select_json(query, is_internal=True))
+    result = json.loads(load_parser().parse_select_json(query, is_internal=True))
     if isinstance(result, dict) and result.get("error"):
         kind = result.get("type")
         message = result.get("message") or "Syntax error"

@@ -21,9 +21,21 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from cs_posthog.sandbox.requirements import PARSER_MISSING_EXIT
+
 
 class SandboxError(RuntimeError):
     """The sandbox did not start (the message carries its stderr)."""
+
+
+class SandboxUnavailable(SandboxError):
+    """The sandbox cannot run on this installation (PostHog's HogQL parser is missing): its own
+    ``error:`` and ``hint:`` lines, for the demo to show as they are."""
+
+    def __init__(self, message: str, hint: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
 class SandboxProcess:
@@ -144,6 +156,19 @@ def _wait_ready(proc: subprocess.Popen, cmd: list[str], stderr_path: str, timeou
     if not line:
         raise fail(f"the sandbox printed no JSON line within {timeout:.0f} s")
     if not line[0]:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:  # stdout closed, still running: fail() kills it
+            pass
+        if proc.returncode == PARSER_MISSING_EXIT:
+            said = dict.fromkeys(("error", "hint"))
+            with open(stderr_path, encoding="utf-8", errors="replace") as fh:
+                for text in fh:
+                    kind, sep, rest = text.removeprefix("sandbox: ").partition(": ")
+                    if sep and kind in said:
+                        said[kind] = rest.strip()
+            if said["error"]:
+                raise SandboxUnavailable(said["error"], said["hint"])
         raise fail("the sandbox exited before it was ready")
     try:
         return json.loads(line[0])
