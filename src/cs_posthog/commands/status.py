@@ -10,11 +10,12 @@ from cs_posthog.output import count
 
 def collect(config: Any = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
+    from cs_posthog import __version__
     from cs_posthog.commands.schedule import installed_line
     from cs_posthog.config import load_config
     from cs_posthog.paths import get_paths
     from cs_posthog.secrets import SPECS, find_secret, mask
-    from cs_posthog.sync.state import RunLock, SyncState
+    from cs_posthog.sync.state import WRITER_KEY, RunLock, SyncState
 
     cfg = config if config is not None else load_config()
     paths = get_paths()
@@ -47,6 +48,7 @@ def collect(config: Any = None) -> dict[str, Any]:
         inflight = len(state.inflight())
         contacts_known = state.contacts_count()
         persons_pending = state.pending_persons_count()
+        written_by = state.get_meta(WRITER_KEY)
     finally:
         state.close()
     running = RunLock(paths.lock_file).held_elsewhere if paths.lock_file.exists() else False
@@ -91,6 +93,8 @@ def collect(config: Any = None) -> dict[str, Any]:
         "contacts_known": contacts_known,
         "contacts_no_longer_matching": not_matching,
         "schedule": {"installed": line is not None, "line": line},
+        "version": __version__,
+        "state_written_by": written_by,
         "paths": {"config": str(paths.config_file), "state": str(paths.state_db), "log": str(paths.log_file)},
     }
 
@@ -227,5 +231,22 @@ def render(out: Any, d: dict[str, Any]) -> None:
         )
     sched = d["schedule"]
     extra.append(f"schedule: {show(sched['line'])}" if sched["installed"] else "not scheduled: `cs-posthog schedule --install`")
+    extra.append(writer_line(d))
     for line in extra:
         out.print(Text("• " + line))
+
+
+def writer_line(d: dict[str, Any]) -> str:
+    """Which cs-posthog wrote the sync state last (for bug reports): the running one, another, or one
+    from before versions were recorded."""
+    from cs_posthog.output import esc
+
+    this = d["version"]
+    written_by = d.get("state_written_by")
+    if written_by is None:
+        if not d["last_runs"]:
+            return f"cs-posthog {this}; no sync has written the state yet"
+        return f"cs-posthog {this}; the state was last written by an earlier cs-posthog, which did not record its version"
+    if written_by == this:
+        return f"cs-posthog {this}, which also wrote the state last"
+    return f"cs-posthog {this}; the state was last written by cs-posthog {esc(written_by, markup=False)}"

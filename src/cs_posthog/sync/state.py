@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cs_posthog import __version__
 from cs_posthog.errors import LockHeldError
 
 MAIN_STREAM = "events"
@@ -42,6 +43,7 @@ _INFLIGHT_KEY = "inflight_batch"  # meta row: the batch in flight (see SyncState
 PERSONS_STREAM_PREFIX = "persons:"  # event streams that backfill Persons who became attachable
 _PERSONS_READY_KEY = "persons_seen_ready"  # meta: persons_seen holds every attachable Person of a complete scan
 _BACKFILL_KEY = "persons_backfill"  # meta: the new-person backfill in progress (stream, person ids, upto)
+WRITER_KEY = "written_by"  # meta: the cs-posthog version of the last sync that wrote the state (absent before)
 
 # --- the schema and its migrations -------------------------------------------------------------
 # The version of a state's schema is SQLite's ``PRAGMA user_version``: ``MIGRATIONS[n - 1]`` brings
@@ -898,6 +900,7 @@ class SyncState:
                 "INSERT INTO runs (started_at, status, mode, pid) VALUES (?, 'running', ?, ?)",
                 (fmt_ts(utcnow()), mode, os.getpid()),
             )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (WRITER_KEY, __version__))
             return int(cur.lastrowid)
 
     def finish_run(
