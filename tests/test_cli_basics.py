@@ -9,7 +9,7 @@ from cs_posthog import __version__
 from cs_posthog.errors import ExitCode, UnavailableError
 from helpers import run_cli
 
-COMMANDS = ["connect", "edit", "sync", "status", "disconnect", "schedule", "demo"]
+COMMANDS = ["connect", "edit", "sync", "status", "disconnect", "schedule", "demo", "completion"]
 
 
 def test_cli_import_stays_lean():
@@ -32,9 +32,15 @@ def test_help_and_version_import_nothing_heavy(args):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_version():
+def test_version_names_the_python_and_the_platform():
+    import platform
+
     r = run_cli("--version")
-    assert r.exit_code == 0 and r.stdout.strip() == f"cs-posthog {__version__}"
+    assert r.exit_code == 0
+    first, second = r.stdout.splitlines()
+    assert first == f"cs-posthog {__version__}"
+    assert second == (f"Python {platform.python_version()} ({platform.python_implementation()}) "
+                      f"on {platform.platform()}")
 
 
 def test_help_lists_every_command_with_one_line_and_exit_codes():
@@ -148,4 +154,5 @@ def test_keyboard_interrupt_exits_130(capsys):
 
 def test_python_dash_m_works():
     proc = subprocess.run([sys.executable, "-m", "cs_posthog", "--version"], capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.strip() == f"cs-posthog {__version__}"
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == f"cs-posthog {__version__}"
+    assert proc.stdout.splitlines()[1].startswith(f"Python {sys.version.split()[0]} ")

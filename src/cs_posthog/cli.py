@@ -29,7 +29,7 @@ except KeyboardInterrupt as _exc:
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (also nothing new), 1 unexpected bug, 2 usage or bad input, "
-    "69 a service answered, but not as its API does, 73 a file cannot be created or written "
+    "69 a service answered, but not as its API does (or the demo cannot run here), 73 a file cannot be created or written "
     "(read-only, no permission), 74 disk full or I/O error, "
     "75 try again later (another sync running, API throttled or down), 77 not allowed "
     "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted (Ctrl-C), "
@@ -117,9 +117,20 @@ state = State()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def version_lines() -> list[str]:
+    """``--version``: cs-posthog's version, then the Python and the platform it runs on (with the
+    C library, which decides which binary wheels install), for bug reports."""
+    import platform
+
+    return [
+        f"cs-posthog {__version__}",
+        f"Python {platform.python_version()} ({platform.python_implementation()}) on {platform.platform()}",
+    ]
+
+
 def _version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"cs-posthog {__version__}")
+        typer.echo("\n".join(version_lines()))
         raise typer.Exit()
 
 
@@ -127,7 +138,8 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
+        typer.Option("--version", callback=_version_callback, is_eager=True,
+                     help="Show the version, with the Python and platform it runs on, and exit."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Debug logging, and tracebacks on errors.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More log output (-v: info).")] = 0,
@@ -310,6 +322,16 @@ def connect(
 EDIT_SECTIONS = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
 
 
+def _complete_section(incomplete: str) -> list[str]:
+    return [s for s in EDIT_SECTIONS if s.startswith(incomplete)]
+
+
+def _complete_interval(incomplete: str) -> list[str]:
+    from cs_posthog.commands.schedule import INTERVALS
+
+    return [i for i in INTERVALS if i.startswith(incomplete)]
+
+
 class _ArgumentsWithoutTypes(TyperCommand):
     """Typer writes an argument's Python type beside it in --help (``SECTION <str>``): the help text
     says what the argument takes, and a type name says nothing to a user."""
@@ -331,6 +353,7 @@ def edit(
             help=f"Only this part: {', '.join(EDIT_SECTIONS)} (credentials: both services' keys). "
                  "Without it, a menu asks what to change.",
             show_default=False,
+            autocompletion=_complete_section,
         ),
     ] = None,
     no_input: NoInput = False,
@@ -412,7 +435,8 @@ def disconnect(
 @app.command()
 @handle_errors
 def schedule(
-    every: Annotated[str, typer.Option("--every", metavar="INTERVAL", help="15m, 30m, 1h (default), 2h, 6h, 12h or 1d.")] = "1h",
+    every: Annotated[str, typer.Option("--every", metavar="INTERVAL", help="15m, 30m, 1h (default), 2h, 3h, 6h, 12h or 1d.",
+                                       autocompletion=_complete_interval)] = "1h",
     install: Annotated[bool, typer.Option("--install", help="Add the line to your crontab (never twice).")] = False,
     remove: Annotated[bool, typer.Option("--remove", help="Take the line out of your crontab.")] = False,
 ) -> None:
@@ -442,6 +466,42 @@ def demo(
     _call("demo", 6, "demo", out, no_input=no_input, json_=json_)
 
 
+SHELLS = ("bash", "zsh", "fish")
+
+
+def _complete_shell(incomplete: str) -> list[str]:
+    return [s for s in SHELLS if s.startswith(incomplete)]
+
+
+COMPLETE_VAR = "_CS_POSTHOG_COMPLETE"  # what the completion scripts set when they ask for candidates
+
+
+@app.command(cls=_ArgumentsWithoutTypes, epilog=(
+    "\b\nInstall it (then open a new shell):\n"
+    "  bash  add this line to ~/.bashrc:  eval \"$(cs-posthog completion bash)\"\n"
+    "  zsh   add this line to ~/.zshrc, after compinit:  eval \"$(cs-posthog completion zsh)\"\n"
+    "  fish  cs-posthog completion fish > ~/.config/fish/completions/cs-posthog.fish\n"
+    "\b\nWith the bash-completion package, a file loads only when first needed:\n"
+    "  mkdir -p ~/.local/share/bash-completion/completions\n"
+    "  cs-posthog completion bash > ~/.local/share/bash-completion/completions/cs-posthog"
+))
+@handle_errors
+def completion(
+    shell: Annotated[str, typer.Argument(metavar="bash|zsh|fish", help="The shell to complete in.", show_default=False,
+                                         autocompletion=_complete_shell)],
+) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    Completes commands, options and their choices; the script calls cs-posthog itself for the
+    candidates, so it follows upgrades without being installed again.
+    """
+    if shell not in SHELLS:
+        raise UsageError(f"no completion for {shell!r}", hint="Choose one of: bash, zsh, fish.")
+    from typer._completion_shared import get_completion_script
+
+    typer.echo(get_completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
+
+
 def _require_config():  # -> Config
     """The validated config for `sync` and `status`: "not connected" or a one-line error, exit 78."""
     from cs_posthog.config import load_config
@@ -454,6 +514,10 @@ def main() -> None:
     from cs_posthog.output import install_stream_fallbacks
 
     install_stream_fallbacks()  # a latin-1 or ascii stream gets ASCII stand-ins, never a UnicodeEncodeError
+    if os.environ.get(COMPLETE_VAR):  # a completion script asks for candidates (`cs-posthog completion`)
+        from typer._completion_classes import completion_init
+
+        completion_init()  # Typer registers its shells only for apps with add_completion
     try:
         app(prog_name="cs-posthog")
     except KeyboardInterrupt as exc:  # between Click's handling and ours: still one line, 130 / 143

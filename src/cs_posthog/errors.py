@@ -2,7 +2,8 @@
 
 Exit codes (README, ``--help``), in the style of BSD's sysexits.h where one fits:
   0 success (also "nothing new")      1 unexpected bug
-  2 usage or bad input                69 a service answered, but not as its API does
+  2 usage or bad input                69 a service answered, but not as its API does (or the
+                                         demo cannot run here: its HogQL parser is missing)
   73 cannot create or write a file    74 input/output error (disk full, I/O error)
   75 try again later (lock held, throttled, down)
   77 not allowed (401, 403, scopes)   78 not connected or invalid config
@@ -19,7 +20,7 @@ class ExitCode(IntEnum):
     OK = 0
     BUG = 1
     USAGE = 2
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: a service answered, but not with its API's answer
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: a service answered, but not with its API's answer; the demo's parser missing
     CANTCREAT = 73  # EX_CANTCREAT: a file cannot be created or written (read-only, not allowed)
     IOERR = 74  # EX_IOERR: the disk is full, or an I/O error
     TEMPFAIL = 75
