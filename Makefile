@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test demo bench venv clean
+.PHONY: test demo bench venv clean wheel-check
 
 # --no-compile: Python compiles what the demo imports when it imports it, not every installed module
 $(DEMO_STAMP): pyproject.toml
@@ -27,6 +27,11 @@ test: $(TEST_STAMP)
 
 demo: $(DEMO_STAMP)
 	@if [ -t 0 ]; then $(BIN)/cs-posthog demo; else $(BIN)/cs-posthog demo --no-input; fi
+
+# The built wheel in a fresh virtualenv, no extras, outside the checkout: --help, --version,
+# completion and the demo, then the same with the sandbox extra (CI runs it after the tests).
+wheel-check: $(DEMO_STAMP)
+	BUILD_PYTHON=$(BIN)/python PYTHON=$(PYTHON) .ci/wheel-check
 
 bench: $(DEMO_STAMP)
 	$(BIN)/python bench/run_all.py

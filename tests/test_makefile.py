@@ -77,3 +77,23 @@ def test_readme_says_how_long_the_demo_takes_from_a_fresh_clone():
     quick_start = (ROOT / "README.md").read_text().split("## ")[0]
     line = next(line for line in quick_start.splitlines() if line.startswith("make demo"))
     assert re.search(r"\b\d+ s from a fresh clone", line), line
+
+
+def test_ci_runs_the_tests_then_installs_the_wheel_as_users_do():
+    """Issue 15: CI builds the wheel, installs it with no extras into a fresh virtualenv and runs the
+    demo from it (`make wheel-check`, after `make test`)."""
+    steps = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
+             if line.strip().startswith("make ")]
+    assert steps == ["make test", "make wheel-check"]
+
+
+def test_wheel_check_uses_the_test_venv_to_build_and_a_fresh_one_to_run(checkout):
+    plan = dry_run(checkout, "wheel-check")
+    assert "'.[sandbox]'" in plan and "[test]" not in plan  # builds with the demo-level venv
+    line = plan.splitlines()[-1]
+    assert line == "BUILD_PYTHON=.venv/bin/python PYTHON=python3 .ci/wheel-check", plan
+    script = (ROOT / ".ci/wheel-check").read_text()
+    assert os.access(ROOT / ".ci/wheel-check", os.X_OK)
+    for needed in ('-m pip wheel', '--no-deps', '-m venv "$work/venv"', 'pip install -q --disable-pip-version-check "$wheel"',
+                   'env -u PYTHONPATH', 'demo --no-input', '"$wheel[sandbox]"'):
+        assert needed in script, needed
