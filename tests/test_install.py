@@ -169,12 +169,28 @@ def test_marker_and_platform_check_agree(monkeypatch, impl, version, plat, machi
     assert requirements.platform_has_wheel() is expected
 
 
-def test_the_hint_names_the_command_for_the_environment(monkeypatch):
-    monkeypatch.setattr(requirements.sys, "prefix", "/home/ann/.local/share/pipx/venvs/cs-posthog")
+def test_the_hint_names_the_command_for_the_environment(monkeypatch, tmp_path):
+    """pipx and uv leave their mark in the virtualenvs they make (as pipx 1.18 and uv 0.13 write them)."""
+    pipx = tmp_path / "pipx/venvs/cs-posthog"
+    pipx.mkdir(parents=True)
+    (pipx / "pipx_metadata.json").write_text("{}")
+    monkeypatch.setattr(requirements.sys, "prefix", str(pipx))
     assert requirements.install_command() == "pipx inject cs-posthog hogql-parser==1.3.88"
-    monkeypatch.setattr(requirements.sys, "prefix", "/home/ann/.local/share/uv/tools/cs-posthog")
-    assert requirements.install_command().startswith("uv tool install --force --with hogql-parser==1.3.88 ")
-    monkeypatch.setattr(requirements.sys, "prefix", "/srv/venv")
+
+    uv = tmp_path / "uv/tools/cs-posthog"
+    uv.mkdir(parents=True)
+    receipt = uv / "uv-receipt.toml"
+    receipt.write_text('[tool]\nrequirements = [{ name = "cs-posthog", path = "/home/ann/dl/cs_posthog-0.1.0-py3-none-any.whl" }]\n')
+    monkeypatch.setattr(requirements.sys, "prefix", str(uv))
+    assert requirements.install_command() == (
+        "uv tool install --force --with hogql-parser==1.3.88 /home/ann/dl/cs_posthog-0.1.0-py3-none-any.whl")
+    receipt.write_text('[tool]\nrequirements = [{ name = "cs-posthog", directory = "/home/ann/src/cs posthog" }]\n')
+    assert requirements.install_command() == (
+        "uv tool install --force --with hogql-parser==1.3.88 '/home/ann/src/cs posthog'")
+    receipt.write_text("not toml [")
+    assert requirements.install_command().endswith(" <the wheel or directory you installed cs-posthog from>")
+
+    monkeypatch.setattr(requirements.sys, "prefix", str(tmp_path / "srv-venv"))
     monkeypatch.setattr(requirements.sys, "executable", "/srv/venv/bin/python")
     assert requirements.install_command() == "/srv/venv/bin/python -m pip install 'hogql-parser==1.3.88'"
 

@@ -16,6 +16,7 @@ import importlib.util
 import platform
 import shlex
 import sys
+from pathlib import Path
 
 PARSER_MODULE = "hogql_parser"
 PARSER_REQUIREMENT = "hogql-parser==1.3.88"
@@ -54,13 +55,29 @@ def platform_has_wheel() -> bool:
 
 
 def install_command() -> str:
-    """The command that adds the parser to the environment cs-posthog runs in."""
-    prefix = sys.prefix.replace("\\", "/")
-    if "/pipx/venvs/" in prefix or "/pipx/.cache/" in prefix:
-        return f"pipx inject cs-posthog {PARSER_REQUIREMENT}"
-    if "/uv/tools/" in prefix:
-        return f"uv tool install --force --with {PARSER_REQUIREMENT} <the wheel or clone you installed cs-posthog from>"
+    """The command that adds the parser to the environment cs-posthog runs in: pipx and uv mark
+    the virtualenvs they make (pipx_metadata.json, uv-receipt.toml); anything else has pip."""
+    prefix = Path(sys.prefix)
+    if (prefix / "pipx_metadata.json").is_file():
+        return f"pipx inject {shlex.quote(prefix.name)} {PARSER_REQUIREMENT}"
+    if (prefix / "uv-receipt.toml").is_file():
+        return f"uv tool install --force --with {PARSER_REQUIREMENT} {_uv_source(prefix / 'uv-receipt.toml')}"
     return f"{shlex.quote(sys.executable)} -m pip install '{PARSER_REQUIREMENT}'"
+
+
+def _uv_source(receipt: Path) -> str:
+    """Where ``uv tool install`` took cs-posthog from (a wheel or a directory), from its receipt."""
+    import tomllib
+
+    try:
+        for req in tomllib.loads(receipt.read_text(encoding="utf-8"))["tool"]["requirements"]:
+            if req.get("name") == "cs-posthog":
+                where = req.get("path") or req.get("directory")
+                if isinstance(where, str) and where:
+                    return shlex.quote(where)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return "<the wheel or directory you installed cs-posthog from>"
 
 
 def parser_problem(subject: str = "the demo") -> tuple[str, str] | None:
