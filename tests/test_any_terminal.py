@@ -89,7 +89,7 @@ def test_sync_dry_run_on_a_non_utf8_stream(sandbox, connected_home, encoding):
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-@pytest.mark.parametrize("command", [[], ["connect"], ["sync"], ["status"], ["edit"], ["schedule"]])
+@pytest.mark.parametrize("command", [[], ["connect"], ["sync"], ["status"], ["edit"], ["schedule"], ["completion"]])
 def test_help_on_a_non_utf8_stream(sandbox, tmp_path, encoding, command):
     r = run(base_env(sandbox, tmp_path / "h", encoding), *command, "--help")
     out, err = check_stream(r.stdout, encoding), check_stream(r.stderr, encoding)

@@ -119,7 +119,7 @@ def test_completion_help_says_how_to_install_it():
     out = r.stdout
     assert 'eval "$(cs-posthog completion bash)"' in out and "~/.bashrc" in out
     assert 'eval "$(cs-posthog completion zsh)"' in out and "~/.zshrc" in out
-    assert "cs-posthog completion fish > ~/.config/fish/completions/cs-posthog.fish" in out
+    assert "cs-posthog completion fish | source" in out and "~/.config/fish/config.fish" in out
 
 
 def test_completion_for_an_unknown_shell_is_a_usage_error():

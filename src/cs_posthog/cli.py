@@ -477,13 +477,17 @@ COMPLETE_VAR = "_CS_POSTHOG_COMPLETE"  # what the completion scripts set when th
 
 
 @app.command(cls=_ArgumentsWithoutTypes, epilog=(
-    "\b\nInstall it (then open a new shell):\n"
-    "  bash  add this line to ~/.bashrc:  eval \"$(cs-posthog completion bash)\"\n"
-    "  zsh   add this line to ~/.zshrc, after compinit:  eval \"$(cs-posthog completion zsh)\"\n"
-    "  fish  cs-posthog completion fish > ~/.config/fish/completions/cs-posthog.fish\n"
-    "\b\nWith the bash-completion package, a file loads only when first needed:\n"
-    "  mkdir -p ~/.local/share/bash-completion/completions\n"
-    "  cs-posthog completion bash > ~/.local/share/bash-completion/completions/cs-posthog"
+    "Install it, then open a new shell:\n\n"
+    "\b\n"
+    "bash: add to ~/.bashrc\n"
+    "  eval \"$(cs-posthog completion bash)\"\n"
+    "zsh: add to ~/.zshrc, after compinit\n"
+    "  eval \"$(cs-posthog completion zsh)\"\n"
+    "fish: add to ~/.config/fish/config.fish\n"
+    "  cs-posthog completion fish | source\n"
+    "or save it (loaded on first use) with\n"
+    "  cs-posthog completion fish \\\n"
+    "    > ~/.config/fish/completions/cs-posthog.fish"
 ))
 @handle_errors
 def completion(
