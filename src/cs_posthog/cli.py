@@ -29,8 +29,8 @@ except KeyboardInterrupt as _exc:
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (also nothing new), 1 unexpected bug, 2 usage or bad input, "
-    "69 a service answered, but not as its API does (or the demo cannot run here), 73 a file cannot be created or written "
-    "(read-only, no permission), 74 disk full or I/O error, "
+    "69 a service answered, but not as its API does (or the demo cannot run here), "
+    "73 a file cannot be created or written (read-only, no permission), 74 disk full or I/O error, "
     "75 try again later (another sync running, API throttled or down), 77 not allowed "
     "(invalid key, missing scopes), 78 not connected or invalid config, 130 interrupted (Ctrl-C), "
     "143 terminated (SIGTERM)."

@@ -127,15 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    # Late imports keep `--help` instant; the HogQL engine (and its parser) is optional at import.
+    # Late imports keep `--help` instant.
+    from cs_posthog.sandbox import hogql, requirements
     from cs_posthog.sandbox.customerscore_app import CustomerscoreApp
     from cs_posthog.sandbox.posthog_app import PostHogApp, accepts_kwarg, build_identity
     from cs_posthog.sandbox.server import DBPool, FaultInjector, SandboxHTTPServer
 
-    from cs_posthog.sandbox import hogql, requirements
-
     # PostHog's parser is loaded now, not at the first query: without it the sandbox refuses to start
-    # (one line, exit 69) rather than answer every HogQL query with 500.
+    # (an error and a hint line, exit 69) rather than answer every HogQL query with 500.
     try:
         hogql.load_parser()
     except (ImportError, OSError) as exc:  # absent, or its shared library does not load
