@@ -177,7 +177,12 @@ def test_customerscore_echoing_its_key_is_masked_in_json_state_status_and_log(cl
             cli.run(*connect_args(info, dead, "--api-key-stdin", "--cs-api-key-stdin"),
                     stdin=f"{info['api_key']}\n{cs_key.value}\n")
             assert tomllib.loads((cli.home / "secrets.toml").read_text())["customerscore"] == cs_key.value
-        cli.run("edit", "--no-input", "--cs-url", cs.url, env=env)
+        # edit checks the key there too: refused (77), with the echo masked, and nothing saved ...
+        refused = cli.run("edit", "--no-input", "--cs-url", cs.url, env=env, code=77)
+        assert "headers were" in refused.stderr and not cs_key.leaks(refused.stderr + refused.stdout)
+        # ... so the config is pointed at the echo server by hand
+        config = cli.home / "config.toml"
+        config.write_text(config.read_text().replace(dead, cs.url))
         sync = cli.run("sync", "--json", "--since", since(info), env=env, code=77)
         report = json.loads(sync.stdout)
         assert report["status"] == "failed" and "headers were" in report["error"]
