@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cs_posthog"
 
 # a room may import rooms of a lower rank only (and itself)
 RANK = {
-    "__init__": 0, "errors": 0, "paths": 0,
+    "__init__": 0, "errors": 0, "paths": 0, "_private_apis": 0,
     "interrupts": 1, "fsutil": 1,
     "secrets": 2,
     "urls": 3, "output": 3, "http": 3,

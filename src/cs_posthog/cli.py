@@ -18,9 +18,7 @@ if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the con
     interrupts.install()  # while the heavy imports below run stops like Ctrl-C (``main`` does it for others)
 try:  # Ctrl-C while starting up: one line and 130, not a traceback
     import typer
-    from typer._click.exceptions import NoArgsIsHelpError
-    from typer._click.exceptions import UsageError as ClickUsageError  # Click's own, vendored by Typer
-    from typer.core import TyperCommand, TyperGroup
+    from cs_posthog._private_apis import ClickUsageError, NoArgsIsHelpError, TyperCommand, TyperGroup
 
     from cs_posthog import __version__
     from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, NotBuiltError, UsageError, file_errno_error
@@ -501,9 +499,9 @@ def completion(
     """
     if shell not in SHELLS:
         raise UsageError(f"no completion for {shell!r}", hint="Choose one of: bash, zsh, fish.")
-    from typer._completion_shared import get_completion_script
+    from cs_posthog._private_apis import completion_script
 
-    typer.echo(get_completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
+    typer.echo(completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
 
 
 def _require_config():  # -> Config
@@ -519,9 +517,9 @@ def main() -> None:
 
     install_stream_fallbacks()  # a latin-1 or ascii stream gets ASCII stand-ins, never a UnicodeEncodeError
     if os.environ.get(COMPLETE_VAR):  # a completion script asks for candidates (`cs-posthog completion`)
-        from typer._completion_classes import completion_init
+        from cs_posthog._private_apis import register_completion_shells
 
-        completion_init()  # Typer registers its shells only for apps with add_completion
+        register_completion_shells()
     try:
         app(prog_name="cs-posthog")
     except KeyboardInterrupt as exc:  # between Click's handling and ours: still one line, 130 / 143
