@@ -68,7 +68,7 @@ class ConfigError(CsPosthogError):
 class NotConnectedError(ConfigError):
     default_hint = "Run `cs-posthog connect` to set up the integration."
 
-    def __init__(self, message: str = "not connected: no configuration found", **kw) -> None:
+    def __init__(self, message: str = "not connected: no configuration found", **kw: Any) -> None:
         super().__init__(message, **kw)
 
 
@@ -132,7 +132,7 @@ class PermissionDeniedError(ApiError):
 
 
 class MissingScopesError(PermissionDeniedError):
-    def __init__(self, missing: list[str], labels: list[str] | None = None, **kw) -> None:
+    def __init__(self, missing: list[str], labels: list[str] | None = None, **kw: Any) -> None:
         self.missing = list(missing)
         self.labels = list(labels or missing)
         kw.setdefault(
@@ -176,7 +176,7 @@ class ThrottledError(ApiError):
     exit_code = ExitCode.TEMPFAIL
     default_hint = "The API rate limit was reached; try again later (cron will)."
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
 
@@ -195,7 +195,7 @@ class RedirectedError(ApiError):
 
     exit_code = ExitCode.CONFIG
 
-    def __init__(self, message: str, *, location: str | None = None, **kw) -> None:
+    def __init__(self, message: str, *, location: str | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.location = location
 
@@ -237,7 +237,7 @@ class UnexpectedAnswerError(ApiError):
 
 
 class _NotTheApiHint:
-    default_hint = (
+    default_hint: str | None = (
         "Something other than the API may be answering at that URL (a proxy, a captive portal, a "
         "website): check the URL and the network. Nothing was lost: the next run resends from the same point."
     )
@@ -262,7 +262,7 @@ class LockHeldError(CsPosthogError):
     exit_code = ExitCode.TEMPFAIL
     default_hint = "Wait for it to finish; cron will run the next one on schedule."
 
-    def __init__(self, message: str = "another sync is running", **kw) -> None:
+    def __init__(self, message: str = "another sync is running", **kw: Any) -> None:
         super().__init__(message, **kw)
 
 
@@ -272,7 +272,7 @@ class Interrupted(CsPosthogError):
     exit_code = ExitCode.INTERRUPTED
     default_hint = "Run it again to continue: a sync picks up where it stopped, nothing is lost."
 
-    def __init__(self, message: str = "interrupted", **kw) -> None:
+    def __init__(self, message: str = "interrupted", **kw: Any) -> None:
         super().__init__(message, **kw)
 
 
@@ -281,7 +281,7 @@ class Terminated(Interrupted):
 
     exit_code = ExitCode.TERMINATED
 
-    def __init__(self, message: str = "terminated (SIGTERM)", **kw) -> None:
+    def __init__(self, message: str = "terminated (SIGTERM)", **kw: Any) -> None:
         super().__init__(message, **kw)
 
 

@@ -119,7 +119,7 @@ _local = threading.local()
 
 def _clamp(timeout: float | None, exc: type[Exception]) -> float | None:
     """``timeout`` shortened to what is left of this thread's current deadline (none: unchanged)."""
-    end = getattr(_local, "deadline", None)
+    end: float | None = getattr(_local, "deadline", None)
     if end is None:
         return timeout
     left = end - time.monotonic()
@@ -178,7 +178,7 @@ def install_deadlines(client: httpx.Client) -> httpx.Client:
     for t in transports:
         pool = getattr(t, "_pool", None)
         backend = getattr(pool, "_network_backend", None)
-        if backend is not None and not isinstance(backend, _DeadlineBackend):
+        if pool is not None and backend is not None and not isinstance(backend, _DeadlineBackend):
             pool._network_backend = _DeadlineBackend(backend)
     return client
 

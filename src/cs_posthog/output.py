@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 import unicodedata
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -133,6 +133,11 @@ class _RedactingStream:
     def __init__(self, name: str) -> None:
         self._name = name
 
+    @classmethod
+    def for_(cls, name: str) -> IO[str]:
+        """One, typed as the text stream it stands in for (it forwards every other attribute)."""
+        return cast("IO[str]", cls(name))
+
     def _target(self) -> Any:
         stream = getattr(sys, self._name)
         return getattr(stream, "rich_proxied_file", stream)
@@ -141,7 +146,7 @@ class _RedactingStream:
         from cs_posthog.secrets import redact
 
         target = self._target()
-        return target.write(fit(redact(text), target))
+        return int(target.write(fit(redact(text), target)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target(), name)
@@ -198,7 +203,7 @@ class Output:
 
             # soft_wrap off a terminal only (a log line stays whole); on a terminal rich wraps long
             # messages between words, where the terminal itself would cut them mid-word
-            self._err = Console(file=_RedactingStream("stderr"), soft_wrap=not _isatty(sys.stderr), highlight=False)
+            self._err = Console(file=_RedactingStream.for_("stderr"), soft_wrap=not _isatty(sys.stderr), highlight=False)
         return self._err
 
     @property
@@ -206,7 +211,7 @@ class Output:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(file=_RedactingStream("stdout"), soft_wrap=not _isatty(sys.stdout), highlight=False)
+            self._out = Console(file=_RedactingStream.for_("stdout"), soft_wrap=not _isatty(sys.stdout), highlight=False)
         return self._out
 
     @property

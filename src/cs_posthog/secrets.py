@@ -262,7 +262,7 @@ def mask(value: str | None) -> str:
 
 
 # --- redaction ------------------------------------------------------------------------------
-class _Known(set):
+class _Known(set[str]):
     """The keys to mask (a set; ``clear()`` also forgets what was read from the stores)."""
 
     def clear(self) -> None:

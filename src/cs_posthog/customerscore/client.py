@@ -389,36 +389,34 @@ def classify(resp: httpx.Response) -> ApiError:
     detail = _detail(resp)
     suffix = f": {detail}" if detail else ""
     code = error_body(resp).get("error")
-    common = {"service": SERVICE, "status": status, "detail": detail or None,
+    common: dict[str, Any] = {"service": SERVICE, "status": status, "detail": detail or None,
               "code": code if isinstance(code, str) else None}
     if 300 <= status < 400:
         return _redirected(resp)
     if status == 401 and common["code"] == "invalid_tracker_key":
         return AuthError(
             f"Customerscore rejected the tracker key (401){suffix}",
-            hint="Check the tracker key (CS-..., in Customerscore's settings): `cs-posthog edit credentials`.",
+            hint="Check the tracker key (CS-..., in Customerscore's settings): `cs-posthog edit customerscore`.",
             **common,
         )
     if status == 401:
         return AuthError(
             f"Customerscore rejected the API key (401){suffix}",
-            hint="Check the Customerscore API key (env CUSTOMERSCORE_API_KEY, or `cs-posthog edit credentials`).",
+            hint="Check the Customerscore API key (env CUSTOMERSCORE_API_KEY, or `cs-posthog edit customerscore`).",
             **common,
         )
     if status == 403:
         return PermissionDeniedError(
             f"Customerscore refused the request (403){suffix}",
-            hint="Check the Customerscore API key and tracker key (`cs-posthog edit credentials`).",
+            hint="Check the Customerscore API key and tracker key (`cs-posthog edit customerscore`).",
             **common,
         )
     if status == 404:
         return NotFoundError(
             f"Customerscore has no such endpoint: {resp.request.url} (404)",
-            hint="Check the Customerscore API base URL (`cs-posthog edit credentials`).",
+            hint="Check the Customerscore API base URL (`cs-posthog edit customerscore`).",
             **common,
         )
-    if 300 <= status < 400:  # not followed (the key must not travel): the URL is what to fix
-        return RedirectedError.from_response(resp, service=SERVICE, setting="Customerscore API URL")
     if status == 400 and names_items(resp):
         return BadRequestError(f"Customerscore rejected the request ({status}){suffix}", **common)
     body = error_body(resp)
