@@ -704,11 +704,11 @@ class PostHogClient:
         )
 
     def me(self) -> dict[str, Any]:
-        return self.get("/api/users/@me/")
+        return _object(self.get("/api/users/@me/"))
 
     def project(self, project_id: int | None = None) -> Project:
         pid = self._pid(project_id)
-        data = self.get(f"/api/projects/{pid}/")
+        data = _object(self.get(f"/api/projects/{pid}/"))
         return Project(
             id=int(data.get("id", pid)),
             name=str(data.get("name") or ""),
@@ -720,10 +720,10 @@ class PostHogClient:
         )
 
     def organization(self) -> dict[str, Any]:
-        return self.get("/api/organizations/@current/")
+        return _object(self.get("/api/organizations/@current/"))
 
     def actions(self, project_id: int | None = None, *, limit: int = 1) -> dict[str, Any]:
-        return self.get(f"/api/projects/{self._pid(project_id)}/actions/", {"limit": limit})
+        return _object(self.get(f"/api/projects/{self._pid(project_id)}/actions/", {"limit": limit}))
 
     # --- definitions ---------------------------------------------------------------------------
     def _all_pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -737,7 +737,7 @@ class PostHogClient:
         page_params: dict[str, Any] = {k: v for k, v in {**params, "limit": limit, "offset": 0}.items()
                                        if v is not None}
         keep = {k: v for k, v in page_params.items() if k not in ("limit", "offset", "cursor")}
-        asked: set[tuple] = set()
+        asked: set[tuple[tuple[str, str], ...]] = set()
         seen: set[str] = set()
         for _ in range(MAX_DEFINITION_PAGES):
             asked.add(tuple(sorted((k, str(v)) for k, v in page_params.items())))
@@ -760,7 +760,7 @@ class PostHogClient:
                 limit = int(page_params.get("limit", limit))
             except ValueError:
                 return
-            if tuple(sorted(page_params.items())) in asked:
+            if tuple(sorted((k, str(v)) for k, v in page_params.items())) in asked:
                 return
 
     def event_definitions(self, search: str | None = None, project_id: int | None = None) -> list[EventDefinition]:
@@ -1012,3 +1012,12 @@ def _json_content(content: bytes, status: int) -> Any:
             service=SERVICE,
             status=status,
         ) from None
+
+
+def _object(data: Any) -> dict[str, Any]:
+    """A JSON answer that must be an object (``/@me/``, a project, an organization)."""
+    if not isinstance(data, dict):
+        raise UnexpectedAnswerError(
+            f"PostHog answered with JSON that is not an object: {str(data)[:120]!r}", service=SERVICE
+        )
+    return data

@@ -32,7 +32,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cs_posthog.posthog.client import PostHogClient
 
 from cs_posthog.errors import (
     ApiError,
@@ -100,7 +103,7 @@ class CredentialCheck:
         )
 
 
-def _client(host: str, api_key: str, project_id: int, **kw: Any):
+def _client(host: str, api_key: str, project_id: int, **kw: Any) -> PostHogClient:
     from cs_posthog.http import RetryPolicy
     from cs_posthog.posthog.client import PostHogClient
 
@@ -121,7 +124,7 @@ class _RegionAnswer:
     error: CsPosthogError | None = None  # unreachable, or another surprise
 
 
-def _ask_region(region: str, host: str, api_key: str, project_id: int, client_kw: dict) -> _RegionAnswer:
+def _ask_region(region: str, host: str, api_key: str, project_id: int, client_kw: dict[str, Any]) -> _RegionAnswer:
     client = _client(host, api_key, project_id, **client_kw)
     ans = _RegionAnswer(region, host, client)
     try:
@@ -285,7 +288,7 @@ def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed
 
     check.scopes_source = "probing"
     outcomes = _probe(client, pid, needed)
-    missing: list[str] = []
+    missing = []
     for scope in needed:
         outcome = outcomes.get(scope)
         if isinstance(outcome, MissingScopesError):

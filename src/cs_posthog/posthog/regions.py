@@ -162,9 +162,9 @@ def parse_project_ref(text: str | int) -> ProjectRef:
     for region, base in region_hosts().items():
         if base.lower() in (origin, origin + prefix):
             return ProjectRef(project_id, region=region)
-    region = _CLOUD_NAMES.get(hostname)
-    if region is not None:
-        return ProjectRef(project_id, region=region)
+    cloud = _CLOUD_NAMES.get(hostname)
+    if cloud is not None:
+        return ProjectRef(project_id, region=cloud)
     if hostname == "posthog.com" or hostname.endswith(".posthog.com"):
         raise UsageError(
             f"{hostname} is not a PostHog Cloud app address",

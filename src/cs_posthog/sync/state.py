@@ -519,7 +519,7 @@ class SyncState:
         with self._lock, _transaction(self._db) as db:
             yield db
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._db is None:
             return []
         with self._lock:
@@ -901,7 +901,8 @@ class SyncState:
                 (fmt_ts(utcnow()), mode, os.getpid()),
             )
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (WRITER_KEY, __version__))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT's row
+            return cur.lastrowid
 
     def finish_run(
         self, run_id: int, status: str, summary: dict[str, Any], error: str | None = None, mode: str | None = None
