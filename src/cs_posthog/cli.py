@@ -21,7 +21,7 @@ try:  # Ctrl-C while starting up: one line and 130, not a traceback
     from cs_posthog._private_apis import ClickUsageError, NoArgsIsHelpError, TyperCommand, TyperGroup
 
     from cs_posthog import __version__
-    from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, NotBuiltError, UsageError, file_errno_error
+    from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, UsageError, file_errno_error
 except KeyboardInterrupt as _exc:
     interrupts.exit_now(_exc)
 
@@ -146,6 +146,13 @@ def _root(
     state.verbose = verbose
 
 
+def _command(name: str) -> Any:
+    """``cs_posthog.commands.<name>``, imported when its command runs (not for ``--help``)."""
+    import importlib
+
+    return importlib.import_module(f"cs_posthog.commands.{name}")
+
+
 def _output(*, json_mode: bool = False, quiet: bool = False):  # -> Output
     from cs_posthog.output import Output, setup_logging
 
@@ -223,26 +230,6 @@ def _one_line(text: str) -> str:
     return esc(text, markup=False, keep="\t")
 
 
-def _not_built(command: str, issue: int) -> None:
-    raise NotBuiltError(
-        f"`cs-posthog {command}` is not built yet",
-        hint=f"It is tracked in issue {issue}; use a newer cs-posthog.",
-    )
-
-
-def _call(module: str, issue: int, command: str, *args: Any, **kwargs: Any) -> Any:
-    """Run ``cs_posthog.commands.<module>.run(...)``; a command not built yet says so (exit 1)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"cs_posthog.commands.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"cs_posthog.commands.{module}", "cs_posthog.commands"):
-            _not_built(command, issue)
-        raise
-    return mod.run(*args, **kwargs)
-
-
 # --- options shared by connect and edit --------------------------------------------------------
 NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt: take everything from flags and env (scripts, CI).")]
 ApiKeyStdin = Annotated[
@@ -308,8 +295,8 @@ def connect(
     With --no-input, every choice comes from flags and the keys from env or stdin.
     """
     out = _output()
-    _call(
-        "connect", 4, "connect", out,
+    _command("connect").run(
+        out,
         no_input=no_input, restart=restart, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
         all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
@@ -378,8 +365,8 @@ def edit(
             hint=f"Choose one of: {', '.join(EDIT_SECTIONS)} (or none: a menu asks).",
         )
     out = _output()
-    _call(
-        "edit", 4, "edit", out, section=section,
+    _command("edit").run(
+        out, section=section,
         no_input=no_input, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
         all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
@@ -404,7 +391,7 @@ def sync(
     """
     out = _output(json_mode=json_, quiet=quiet)
     cfg = _require_config()
-    _call("sync", 5, "sync", out, config=cfg, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
+    _command("sync").run(out, config=cfg, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
 
 
 @app.command()
@@ -413,7 +400,7 @@ def status(json_: JsonOpt = False) -> None:
     """Show the connection, keys (masked), last runs and schedule."""
     out = _output(json_mode=json_)
     cfg = _require_config()
-    _call("status", 5, "status", out, config=cfg, json_=json_)
+    _command("status").run(out, config=cfg, json_=json_)
 
 
 @app.command()
@@ -427,7 +414,7 @@ def disconnect(
     Customerscore stays there.
     """
     out = _output()
-    _call("disconnect", 4, "disconnect", out, yes=yes)
+    _command("disconnect").run(out, yes=yes)
 
 
 @app.command()
@@ -445,7 +432,7 @@ def schedule(
     if install and remove:
         raise UsageError("--install and --remove cannot be used together", hint="Pick one.")
     out = _output()
-    _call("schedule", 5, "schedule", out, every=every, install=install, remove=remove)
+    _command("schedule").run(out, every=every, install=install, remove=remove)
 
 
 @app.command()
@@ -461,7 +448,7 @@ def demo(
     On a terminal the real wizard runs with the sandbox's credentials offered as defaults.
     """
     out = _output(json_mode=json_)
-    _call("demo", 6, "demo", out, no_input=no_input, json_=json_)
+    _command("demo").run(out, no_input=no_input, json_=json_)
 
 
 SHELLS = ("bash", "zsh", "fish")

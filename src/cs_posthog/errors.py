@@ -54,12 +54,6 @@ class NoTerminalError(UsageError):
     default_hint = "Run it on a terminal, or pass --no-input with flags (see --help)."
 
 
-class NotBuiltError(CsPosthogError):
-    """A command whose issue is still open: says so instead of pretending."""
-
-    exit_code = ExitCode.BUG
-
-
 # --- config ----------------------------------------------------------------------------------
 class ConfigError(CsPosthogError):
     exit_code = ExitCode.CONFIG
