@@ -24,8 +24,9 @@ from cs_posthog.errors import (
     UnavailableError,
 )
 from cs_posthog.http import Pacer, RetryPolicy
-from cs_posthog.posthog.client import MAX_PAGE_SIZE, PostHogClient, QueryTooSlowError, parse_datetime
+from cs_posthog.posthog.client import MAX_PAGE_SIZE, PostHogClient, QueryTooSlowError
 from cs_posthog.sandbox.runner import get_jsonl, http_request, post_json, start_sandbox
+from cs_posthog.timeutil import parse_datetime
 
 pytest_plugins = ["conftest_posthog"]
 

@@ -11,7 +11,8 @@ import pytest
 
 from cs_posthog.errors import ExitCode, LockHeldError
 from cs_posthog.sync.mapping import contact_payload, fingerprint, id_text
-from cs_posthog.sync.state import Cursor, RunLock, Stream, SyncState, norm_ts, parse_ts, ts_ms
+from cs_posthog.sync.state import Cursor, RunLock, Stream, SyncState
+from cs_posthog.timeutil import norm_ts, parse_ts, ts_ms
 
 
 @pytest.fixture

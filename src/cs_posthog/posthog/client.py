@@ -61,7 +61,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from cs_posthog import __version__
-from cs_posthog.urls import check_base_url
 from cs_posthog.errors import (
     ApiError,
     AuthError,
@@ -89,6 +88,8 @@ from cs_posthog.http import (
     retry_after_header,
     send,
 )
+from cs_posthog.timeutil import parse_optional_datetime
+from cs_posthog.urls import check_base_url
 
 SERVICE = "PostHog"
 
@@ -149,33 +150,6 @@ def scope_label(scope: str) -> str:
     return obj[:1].upper() + obj[1:]
 
 
-
-
-def parse_datetime(text: str) -> datetime:
-    """A PostHog JSON datetime as an aware UTC datetime.
-
-    Reads ``2024-01-02T03:04:05.123456Z``, ``...+02:00``, naive ``2024-01-02T03:04:05.123`` (taken as
-    UTC: PostHog renders naive ClickHouse DateTime64 values, e.g. persons.created_at, like that) and
-    ClickHouse's ``2024-01-02 03:04:05``. ValueError for anything else.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"not a datetime string: {text!r}")
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    dt = datetime.fromisoformat(s)
-    if dt.tzinfo is None:
-        return dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
-
-
-def parse_optional_datetime(value: Any) -> datetime | None:
-    if value in (None, ""):
-        return None
-    try:
-        return parse_datetime(value)
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,12 +71,8 @@ from cs_posthog.sync.state import (
     Cursor,
     Stream,
     SyncState,
-    fmt_ts,
-    norm_ts,
-    parse_ts,
-    ts_ms,
-    utcnow,
 )
+from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, ts_ms, utcnow
 
 log = logging.getLogger(__name__)
 
