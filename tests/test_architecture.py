@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cs_posthog"
 
 # a room may import rooms of a lower rank only (and itself)
 RANK = {
-    "__init__": 0, "errors": 0, "paths": 0, "_private_apis": 0,
+    "__init__": 0, "errors": 0, "paths": 0, "_private_apis": 0, "timeutil": 0,
     "interrupts": 1, "fsutil": 1,
     "secrets": 2,
     "urls": 3, "output": 3, "http": 3,
@@ -30,7 +30,7 @@ RANK = {
 # the sandbox stands alone (it is the other side of the wire); only commands (the demo) start it
 SANDBOX_USERS = {"commands"}
 # the core: no terminal, no prompts
-CORE = {"errors", "paths", "interrupts", "fsutil", "secrets", "urls", "http", "config", "posthog",
+CORE = {"errors", "paths", "timeutil", "interrupts", "fsutil", "secrets", "urls", "http", "config", "posthog",
         "customerscore", "sync"}
 TERMINAL = ("rich", "questionary", "prompt_toolkit", "typer", "click")
 # HTTP goes through the two clients (and http.py under them)
