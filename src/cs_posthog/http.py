@@ -273,7 +273,7 @@ class Pacer:
     def _room_in(self, now: float) -> float:
         """Seconds to wait before a request may start (0 if now)."""
         wait = max(0.0, self._blocked_until - now)
-        for (limit, period), log in zip(self.windows, self._logs):
+        for (limit, period), log in zip(self.windows, self._logs, strict=False):
             while log and log[0][0] <= now - period:
                 log.popleft()
             if len(log) >= limit:
@@ -294,7 +294,7 @@ class Pacer:
                 wait = self._room_in(now)
                 if wait <= 0:
                     entries = [[now if stamp is None else stamp] for _ in self._logs]
-                    for log, entry in zip(self._logs, entries):
+                    for log, entry in zip(self._logs, entries, strict=False):
                         log.append(entry)
                     self.waited_s += waited
                     return waited, entries

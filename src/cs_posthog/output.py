@@ -203,7 +203,8 @@ class Output:
 
             # soft_wrap off a terminal only (a log line stays whole); on a terminal rich wraps long
             # messages between words, where the terminal itself would cut them mid-word
-            self._err = Console(file=_RedactingStream.for_("stderr"), soft_wrap=not _isatty(sys.stderr), highlight=False)
+            self._err = Console(file=_RedactingStream.for_("stderr"), soft_wrap=not _isatty(sys.stderr),
+                                highlight=False)
         return self._err
 
     @property
@@ -211,7 +212,8 @@ class Output:
         if self._out is None:
             from rich.console import Console
 
-            self._out = Console(file=_RedactingStream.for_("stdout"), soft_wrap=not _isatty(sys.stdout), highlight=False)
+            self._out = Console(file=_RedactingStream.for_("stdout"), soft_wrap=not _isatty(sys.stdout),
+                                highlight=False)
         return self._out
 
     @property

@@ -40,8 +40,10 @@ class SecretSpec:
 
 
 SPECS: dict[str, SecretSpec] = {
-    "posthog": SecretSpec("posthog", "POSTHOG_PERSONAL_API_KEY", "PostHog personal API key", "posthog-personal-api-key"),
-    "customerscore": SecretSpec("customerscore", "CUSTOMERSCORE_API_KEY", "Customerscore API key", "customerscore-api-key"),
+    "posthog": SecretSpec(
+        "posthog", "POSTHOG_PERSONAL_API_KEY", "PostHog personal API key", "posthog-personal-api-key"),
+    "customerscore": SecretSpec(
+        "customerscore", "CUSTOMERSCORE_API_KEY", "Customerscore API key", "customerscore-api-key"),
 }
 
 
@@ -238,9 +240,8 @@ def delete_secrets() -> list[str]:
     removed: list[str] = []
     for spec in SPECS.values():
         ok, value = _keyring_call("get_password", KEYRING_SERVICE, spec.keyring_user)
-        if ok and value:
-            if _keyring_call("delete_password", KEYRING_SERVICE, spec.keyring_user)[0]:
-                removed.append(f"keyring:{spec.name}")
+        if ok and value and _keyring_call("delete_password", KEYRING_SERVICE, spec.keyring_user)[0]:
+            removed.append(f"keyring:{spec.name}")
     path = get_paths().secrets_file
     if path.exists():
         path.unlink()

@@ -23,7 +23,7 @@ def check_base_url(v: str) -> str:
     import httpx
 
     try:  # what the HTTP client will make of it: control characters, bad ports, IDNA hosts
-        parts.port
+        _ = parts.port  # raises ValueError for a port out of range
         httpx.Request("GET", httpx.URL(v).join("/api/"))
     except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are ValueErrors
         raise ValueError(f"not a usable URL: {v!r} ({exc})") from None

@@ -42,7 +42,8 @@ def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
     with _sandbox(out) as info, _temporary_home(info, interactive=interactive) as home:
-        out.info(f"[bold]Sandbox ready[/bold]: PostHog ({info['region'].upper()}) at {info['posthog_' + info['region']]}, "
+        region = info["region"]
+        out.info(f"[bold]Sandbox ready[/bold]: PostHog ({region.upper()}) at {info['posthog_' + region]}, "
                  f"Customerscore at {info['customerscore']}; temporary home {home}")
         cfg = _connect(out, info, interactive=interactive)
         if cfg is None:  # the wizard was stopped before saving
@@ -256,7 +257,8 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
     why.add_row(f"{s.get('events_skipped_no_customer', 0):,}", "events skipped by cs-posthog",
                 "their Person has no customer id (the customer property is not set)")
     persons_skipped = sum(s.get(k, 0) or 0 for k in
-                          ("contacts_skipped_no_customer", "contacts_skipped_no_contact_id", "contacts_skipped_invalid"))
+                          ("contacts_skipped_no_customer", "contacts_skipped_no_contact_id",
+                           "contacts_skipped_invalid"))
     why.add_row(f"{persons_skipped:,}", "Persons skipped by cs-posthog",
                 "their customer id (or contact id) is empty, or too long to send")
     why.add_row(f"{d['events_unknown_customer']:,}", "events dropped by Customerscore",

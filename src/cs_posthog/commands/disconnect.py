@@ -82,7 +82,8 @@ def run(out: Any, *, yes: bool = False) -> None:
     if not yes:
         out.info(KEPT)
         if not out.stdin_is_tty():
-            raise UsageError("not confirmed: stdin is not a terminal", hint="Pass --yes to disconnect without a question.")
+            raise UsageError("not confirmed: stdin is not a terminal",
+                             hint="Pass --yes to disconnect without a question.")
         if not ask_confirm():
             out.info("Nothing was removed.")
             return

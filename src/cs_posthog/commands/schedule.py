@@ -240,5 +240,6 @@ def _warn_about_keys(out: Any) -> None:
         elif found.source == "keyring":
             out.warn(
                 f"the {SPECS[name].label} is in the OS keyring, which cron often cannot reach: if the scheduled sync "
-                "exits 78, store keys in the file instead (CS_POSTHOG_SECRET_STORE=file, then `cs-posthog edit credentials`)"
+                "exits 78, store keys in the file instead "
+                "(CS_POSTHOG_SECRET_STORE=file, then `cs-posthog edit credentials`)"
             )

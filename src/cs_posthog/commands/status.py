@@ -199,7 +199,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
     for r in d["last_runs"]:
         style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"])
         result = show(r["status"]) + (f": {show(r['error'])}" if r.get("error") else "")
-        runs.add_row(Text(_when(r["started_at"])), Text(show(r["mode"])), Text(result, style=style), Text(_run_counts(r)))
+        runs.add_row(Text(_when(r["started_at"])), Text(show(r["mode"])), Text(result, style=style),
+                     Text(_run_counts(r)))
     if d["last_runs"]:
         out.print(runs)
     else:
@@ -214,7 +215,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
         for col in ("stream", "events", "read up to (ingestion time)", "since"):
             c.add_column(col)
         for cur in d["cursors"]:
-            c.add_row(Text(show(cur["stream"])), Text(", ".join(map(show, cur["events"]))), Text(_when(cur["created_at"])),
+            c.add_row(Text(show(cur["stream"])), Text(", ".join(map(show, cur["events"]))),
+                      Text(_when(cur["created_at"])),
                       Text(show(cur["backfill_from"])[:10]))
         out.print(c)
     extra = []
@@ -230,7 +232,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
             f"{d['contacts_no_longer_matching']:,} of them no longer match the filters (kept in Customerscore)"
         )
     sched = d["schedule"]
-    extra.append(f"schedule: {show(sched['line'])}" if sched["installed"] else "not scheduled: `cs-posthog schedule --install`")
+    extra.append(f"schedule: {show(sched['line'])}" if sched["installed"]
+                 else "not scheduled: `cs-posthog schedule --install`")
     extra.append(writer_line(d))
     for line in extra:
         out.print(Text("• " + line))
@@ -246,7 +249,8 @@ def writer_line(d: dict[str, Any]) -> str:
     if written_by is None:
         if not d["last_runs"]:
             return f"cs-posthog {this}; no sync has written the state yet"
-        return f"cs-posthog {this}; the state was last written by an earlier cs-posthog, which did not record its version"
+        return (f"cs-posthog {this}; the state was last written by an earlier cs-posthog, "
+                "which did not record its version")
     if written_by == this:
         return f"cs-posthog {this}, which also wrote the state last"
     return f"cs-posthog {this}; the state was last written by cs-posthog {esc(written_by, markup=False)}"

@@ -45,10 +45,12 @@ def parse_since(text: str | None) -> Any:
             dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
             dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
     except ValueError:
-        raise UsageError(f"--since: {text!r} is not a date (YYYY-MM-DD)", hint="For example: --since 2024-03-01") from None
+        raise UsageError(f"--since: {text!r} is not a date (YYYY-MM-DD)",
+                         hint="For example: --since 2024-03-01") from None
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is a UTC instant before year 1
         raise UsageError(f"--since: {text!r} is out of range", hint=SINCE_RANGE_HINT) from None
-    if dt < datetime(1970, 1, 1, tzinfo=UTC):  # the sync's windows reach back from it (overlap, lateness): keep them in range
+    # the sync's windows reach back from it (overlap, lateness): keep them in range
+    if dt < datetime(1970, 1, 1, tzinfo=UTC):
         raise UsageError(f"--since: {text!r} is before 1970-01-01", hint=SINCE_RANGE_HINT)
     if dt > datetime.now(UTC):
         raise UsageError(f"--since: {text} is in the future")
@@ -138,8 +140,15 @@ def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
     or unchanged, so that on success it ends at the summary's figures (``events_read``,
     ``contacts_read``) with a green tick; a stream that fails or is stopped ends with a cross and
     the bar where it stopped."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressBar, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressBar,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
     from rich.text import Text
 
     from cs_posthog.output import is_unicode
@@ -269,14 +278,18 @@ def render_summary(out: Any, report: Any) -> None:
         table.add_row("persons skipped", f"{c_skip:,}",
                       "empty customer id, no contact id, invalid, or a contact id another Person has")
     if r.events_duplicates_dropped:
-        table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}", "stored twice by PostHog, or already delivered")
+        table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}",
+                      "stored twice by PostHog, or already delivered")
     if r.resent_after_crash:
-        table.add_row("resent after crash", f"{r.resent_after_crash:,}", "the batch in flight when the last run stopped")
+        table.add_row("resent after crash", f"{r.resent_after_crash:,}",
+                      "the batch in flight when the last run stopped")
     if r.events_possibly_doubled:
-        table.add_row("possibly doubled", f"{r.events_possibly_doubled:,}", "retried after a timeout that may have been applied")
+        table.add_row("possibly doubled", f"{r.events_possibly_doubled:,}",
+                      "retried after a timeout that may have been applied")
     if r.contacts_no_longer_matching:
         table.add_row("contacts no longer matching", f"{r.contacts_no_longer_matching:,}", "kept in Customerscore")
-    table.add_row("requests", f"{r.posthog_requests:,} / {r.customerscore_requests:,}", f"PostHog / Customerscore, {r.retries:,} retried")
+    table.add_row("requests", f"{r.posthog_requests:,} / {r.customerscore_requests:,}",
+                  f"PostHog / Customerscore, {r.retries:,} retried")
     table.add_row("duration", f"{r.duration_s:.1f} s", "")
     out.print(table)
     if r.dry_run and (r.sample.get("events") or r.sample.get("contacts")):
@@ -319,12 +332,14 @@ def _render_sample(out: Any, sample: dict[str, list[dict[str, Any]]]) -> None:
         for e in sample["events"]:
             ts = datetime.fromtimestamp(e["timestamp"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
             ident = e["identification"]
-            t.add_row(*map(Text, (e["name"], ts, ident["customer"], ident["contact"], e["data"]["contact"].get("email", ""))))
+            email = e["data"]["contact"].get("email", "")
+            t.add_row(*map(Text, (e["name"], ts, ident["customer"], ident["contact"], email)))
         out.print(t)
     if sample.get("contacts"):
         t = Table(title="Sample contacts", title_justify="left")
         for col in ("customer", "contact", "name", "email"):
             t.add_column(col)
         for c in sample["contacts"]:
-            t.add_row(*map(Text, (c["customer_external_id"], c["contact_external_id"], c["contact_name"], c["attributes"].get("email", ""))))
+            t.add_row(*map(Text, (c["customer_external_id"], c["contact_external_id"], c["contact_name"],
+                                  c["attributes"].get("email", ""))))
         out.print(t)

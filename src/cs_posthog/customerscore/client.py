@@ -378,7 +378,6 @@ def _detail(resp: httpx.Response) -> str:
 
 def _redirected(resp: httpx.Response) -> ApiError:
     """A 3xx (the client follows none: the key must not travel to another host): the URL to fix, 78."""
-    from cs_posthog.errors import RedirectedError
 
     return RedirectedError.from_response(resp, service=SERVICE, setting="Customerscore API URL")
 

@@ -1,7 +1,7 @@
 """PostHog private API client: key, project, definitions, HogQL queries and keyset paging.
 
-No terminal I/O. Facts in ``docs/posthog-api.md`` and ``docs/posthog-semantics.md``; the points checked in PostHog's source
-(github.com/PostHog/posthog) are named where they are used:
+No terminal I/O. Facts in ``docs/posthog-api.md`` and ``docs/posthog-semantics.md``; the points
+checked in PostHog's source (github.com/PostHog/posthog) are named where they are used:
 
 - Errors are drf-exceptions-hog bodies ``{"type", "code", "detail", "attr"}``; every answer maps to
   one of ``cs_posthog.errors`` (``classify``).
@@ -401,10 +401,9 @@ def malformed_rows(results: list[Any], width: int, types: list[str]) -> str | No
     if not set(map(type, results)) <= {list}:
         i, row = next((i, r) for i, r in enumerate(results) if type(r) is not list)
         return f"row {i + 1} is {type(row).__name__} {_shown(row)}, not a list of values"
-    if width:
-        if set(map(len, results)) - {width}:
-            i, row = next((i, r) for i, r in enumerate(results) if len(r) != width)
-            return f"row {i + 1} has {len(row)} values for {width} columns: {_shown(row)}"
+    if width and set(map(len, results)) - {width}:
+        i, row = next((i, r) for i, r in enumerate(results) if len(r) != width)
+        return f"row {i + 1} has {len(row)} values for {width} columns: {_shown(row)}"
     if not results or len(types) != (width or len(results[0])):
         return None
     allowed = [_python_types(t) for t in types]

@@ -398,7 +398,7 @@ def _probe(client: Any, pid: int, needed: tuple[str, ...]) -> dict[str, Any]:
 
     todo = [s for s in needed if s in calls]
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(todo))), thread_name_prefix="cs-posthog-probe") as pool:
-        results = dict(zip(todo, pool.map(lambda s: run(calls[s]), todo)))
+        results = dict(zip(todo, pool.map(lambda s: run(calls[s]), todo), strict=False))
     for outcome in results.values():
         if isinstance(outcome, (UnavailableError, ThrottledError, PersonalKeysNotAllowedError)):
             raise outcome
@@ -459,7 +459,8 @@ def _problem(check: CredentialCheck) -> str | None:
     if not check.project_accessible:
         return f"the API key is restricted to other projects and cannot read project {check.project_id}"
     if check.missing_scopes:
-        pairs = ", ".join(f"{label} ({scope})" for label, scope in zip(check.missing_labels, check.missing_scopes))
+        labelled = zip(check.missing_labels, check.missing_scopes, strict=False)
+        pairs = ", ".join(f"{label} ({scope})" for label, scope in labelled)
         return f"the API key is missing read access to: {pairs}"
     return None
 
@@ -489,7 +490,8 @@ def raise_for_check(check: CredentialCheck) -> None:
     if check.project_found is False:
         raise NotFoundError(
             check.problem or f"project {check.project_id} not found",
-            hint=f"Check the project id in {where} → Settings → Project, or paste the address of a page of the project.",
+            hint=f"Check the project id in {where} → Settings → Project, or paste the address of a page of "
+                 "the project.",
             service=SERVICE,
             status=404,
         )

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from cs_posthog.urls import EU_HOST, US_HOST, check_base_url, is_loopback
 from cs_posthog.errors import UsageError
+from cs_posthog.urls import EU_HOST, US_HOST, check_base_url, is_loopback
 
 US = "us"
 EU = "eu"

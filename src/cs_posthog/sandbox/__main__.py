@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     serving = threading.Event()
 
-    def on_signal(signum, frame):  # noqa: ARG001 - signal API
+    def on_signal(signum, frame):
         stop.set()
         if not serving.is_set():  # still generating: abandon at once
             raise KeyboardInterrupt
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             try:
                 server.stop()
-            except Exception:  # noqa: BLE001 - best effort at exit
+            except Exception:
                 pass
         for app in apps:
             if hasattr(app, "close"):

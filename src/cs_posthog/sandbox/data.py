@@ -27,7 +27,8 @@ current time floored to the hour, so that two runs a few seconds apart produce i
   id, and a moved Person's old events carry the old company). Events are stored in ingestion order.
 
 Rows are written with ``executemany`` in chunks into a staging table (on disk) and copied sorted by
-(created_at, uuid), so 1,000,000 events need no more memory than one chunk plus SQLite's sorter. Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (the schema of
+(created_at, uuid), so 1,000,000 events need no more memory than one chunk plus SQLite's sorter.
+Timestamps are stored as UTC text ``YYYY-MM-DD HH:MM:SS.ffffff`` (the schema of
 ``cs_posthog.sandbox.hogql``); the dumps render them as ISO 8601 with ``Z``.
 """
 
@@ -89,7 +90,7 @@ def parse_time(value: object) -> int:
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 1e11 else value
-        return int(round(seconds * US))
+        return round(seconds * US)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"not a timestamp: {value!r}")
     text = value.strip().replace(" ", "T", 1)
@@ -655,7 +656,6 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     conn.execute("CREATE TEMP TABLE sbx_events_load (uuid TEXT, event TEXT, timestamp TEXT, created_at TEXT, "
                  "distinct_id TEXT, person_id TEXT, properties TEXT, person_properties TEXT)")
     rng = random.Random(f"{seed}:events")
-    start = anchor - WINDOW_DAYS * DAY_US
     old_cutoff = anchor - 40 * DAY_US
     names = [n for n, _, _ in EVENT_NAMES]
     kinds = [k for _, _, k in EVENT_NAMES]

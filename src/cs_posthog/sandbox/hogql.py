@@ -127,16 +127,13 @@ from .hogql_compile import (
     DEFAULT_LIMIT,
     MATERIALIZED_PERSON_PROPERTIES,
     MAX_LIMIT,
-    POE_JOINED,
     POE_MODES,
-    POE_STAMPED,
     SQL_FUNCTIONS,
     Compiler,
     PersonSource,
     Plan,
     Semantics,
     env_now,
-    parse_datetime,
     value_signature,
 )
 from .hogql_errors import (
@@ -150,9 +147,24 @@ from .hogql_errors import (
     query_error,
 )
 
-__all__ = ["ClickHouseQueryError", "DEFAULT_POE_MODE", "HogQLError", "JSONRows", "MATERIALIZED_PERSON_PROPERTIES",
-           "QueryTimeLimit", "ROWS_PER_SECOND", "SCHEMA_SQL", "create_schema", "dump_properties", "execute",
-           "explain_query_plan", "max_cost_for_seconds", "parse", "prepare_connection", "query_cost"]
+__all__ = [
+    "DEFAULT_POE_MODE",
+    "MATERIALIZED_PERSON_PROPERTIES",
+    "ROWS_PER_SECOND",
+    "SCHEMA_SQL",
+    "ClickHouseQueryError",
+    "HogQLError",
+    "JSONRows",
+    "QueryTimeLimit",
+    "create_schema",
+    "dump_properties",
+    "execute",
+    "explain_query_plan",
+    "max_cost_for_seconds",
+    "parse",
+    "prepare_connection",
+    "query_cost",
+]
 
 # PostHog Cloud's default persons-on-events mode (posthog/models/team/team.py).
 DEFAULT_POE_MODE = "person_id_override_properties_on_events"
@@ -431,7 +443,7 @@ def prepare_connection(conn: sqlite3.Connection) -> None:
 # model's version) is kept until then. A connection is recognised by a marker table in its own
 # temporary schema (a new connection that happens to get a closed one's id() has none).
 class _ConnState:
-    __slots__ = ("marker", "key", "version", "tables")
+    __slots__ = ("key", "marker", "tables", "version")
 
     def __init__(self, marker: str) -> None:
         self.marker = marker
@@ -501,7 +513,7 @@ class JSONRows:
     """Result rows already encoded as one JSON array of arrays (``execute(json_rows=True)``);
     ``server.json_response`` writes ``json_text`` in place. ``len()`` is the number of rows."""
 
-    __slots__ = ("json_text", "count")
+    __slots__ = ("count", "json_text")
 
     def __init__(self, json_text: str, count: int) -> None:
         self.json_text = json_text
@@ -603,7 +615,7 @@ def execute(
         rows = rows[:DEFAULT_LIMIT]
     renderers = plan.renderers
     if any(renderers):
-        results = [[r(v) if r else v for r, v in zip(renderers, row)] for row in rows]
+        results = [[r(v) if r else v for r, v in zip(renderers, row, strict=False)] for row in rows]
     else:
         results = [list(row) for row in rows]
     return _answer(plan, query, results, has_more, limit)
@@ -771,7 +783,7 @@ def _plan_cost(conn: sqlite3.Connection, plan: Plan, params: dict) -> int:
     cost = events
     if plan.joins_persons:
         cost += persons + events * JOIN_COST_PER_EVENT
-    return int(round(cost))
+    return round(cost)
 
 
 def query_cost(conn: sqlite3.Connection, query: str, values: dict | None = None, **kw: Any) -> int:

@@ -15,18 +15,19 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from .hogql_errors import (
     CANNOT_PARSE_DATETIME,
-    ClickHouseQueryError,
-    cannot_parse,
     FILTERS_WRONG_TABLE_MESSAGE,
     INVALID,
+    ClickHouseQueryError,
     HogQLError,
+    cannot_parse,
     query_error,
     unsupported,
 )
@@ -155,7 +156,9 @@ def _uuid_converter(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
 
-_UUID_RE = re.compile(r"^\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?$")
+_UUID_RE = re.compile(
+    r"^\{?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})\}?$"
+)
 
 
 def _strict_uuid_converter(v: Any) -> Any:
@@ -197,7 +200,7 @@ def _bool_converter(v: Any) -> Any:
     return v
 
 
-def _converter_for(x: "X") -> Callable[[Any], Any] | None:
+def _converter_for(x: X) -> Callable[[Any], Any] | None:
     """How a String constant becomes comparable with ``x`` (None: it cannot)."""
     if x.kind == "dt":
         return _dt_converter(x.t)
@@ -608,7 +611,7 @@ class Compiler:
         row_sql = head + ", ".join(f"{o} AS c{i}" for i, o in enumerate(outputs)) + rest
         json_sql = None
         if not ast.get("distinct") and all(x.kind in ("str", "uuid") or o != x.sql
-                                           for (x, _), o in zip(select, outputs)):
+                                           for (x, _), o in zip(select, outputs, strict=False)):
             # `->` answers text with SQLite's JSON subtype, which json_array() would embed as JSON
             # (COALESCE and CAST keep it); `|| ''` makes it plain text again.
             parts = [f"({o} || '')" if "->" in o else o for o in outputs]
@@ -624,7 +627,7 @@ class Compiler:
             params=tuple(self.params),
             columns=tuple(name for _, name in select),
             types=tuple((name, x.ch_type) for x, name in select),
-            renderers=tuple(None if o != x.sql else _renderer(x) for (x, _), o in zip(select, outputs)),
+            renderers=tuple(None if o != x.sql else _renderer(x) for (x, _), o in zip(select, outputs, strict=False)),
             limit=limit,
             offset=offset,
             table=self.table,
@@ -773,10 +776,7 @@ class Compiler:
         if len(chain) > 1 and chain[0] == self.qualifier:
             chain = chain[1:]
         head = chain[0]
-        if self.table == "events":
-            x = self._events_field(chain)
-        else:
-            x = self._persons_field(chain, "t")
+        x = self._events_field(chain) if self.table == "events" else self._persons_field(chain, "t")
         if x is None:
             where = _EVENTS_ELSEWHERE if self.table == "events" else _PERSONS_ELSEWHERE
             if head in where or (isinstance(head, str) and head.startswith("$virt_")):
@@ -921,15 +921,15 @@ class Compiler:
         return self.field(full, printed_name=".".join(_ident(c) for c in full))
 
     # comparisons
-    def _coerce(self, l: X, r: X, what: str) -> tuple[X, X]:
+    def _coerce(self, lhs: X, r: X, what: str) -> tuple[X, X]:
         """Make both sides comparable in SQLite the way ClickHouse compares them, or refuse."""
-        if l.kind == "null" or r.kind == "null":
-            return l, r
-        if l.kind in _NUMERIC and r.kind in _NUMERIC:
-            return l, r
-        if l.kind == r.kind and l.kind in ("str", "uuid", "date", "dt"):
-            return l, r  # datetimes are all stored as fixed-width UTC text with six decimals
-        for a, b, flip in ((l, r, False), (r, l, True)):
+        if lhs.kind == "null" or r.kind == "null":
+            return lhs, r
+        if lhs.kind in _NUMERIC and r.kind in _NUMERIC:
+            return lhs, r
+        if lhs.kind == r.kind and lhs.kind in ("str", "uuid", "date", "dt"):
+            return lhs, r  # datetimes are all stored as fixed-width UTC text with six decimals
+        for a, b, flip in ((lhs, r, False), (r, lhs, True)):
             nb = None
             if a.kind == "dt" and b.kind == "date":
                 nb = replace(b, sql=f"({b.sql} || ' 00:00:00.000000')", kind="dt", t=DT0)
@@ -937,26 +937,26 @@ class Compiler:
                 nb = replace(b, sql=self.bind(b.const.src, _converter_for(a)), kind=a.kind, t=a.t)
             if nb is not None:
                 return (nb, a) if flip else (a, nb)
-        raise unsupported(f"{what} between {l.ch_type} and {r.ch_type}")
+        raise unsupported(f"{what} between {lhs.ch_type} and {r.ch_type}")
 
-    def _nullwrap(self, op: str, l: X, r: X, core: str) -> str:
+    def _nullwrap(self, op: str, lhs: X, r: X, core: str) -> str:
         # posthog/hogql/printer/clickhouse.py visit_compare_operation
-        if not l.nullable and not r.nullable:
+        if not lhs.nullable and not r.nullable:
             return core
-        lnull = l.kind == "null"
+        lnull = lhs.kind == "null"
         rnull = r.kind == "null"
         if op in ("==", "like", "ilike"):
             if r.const is not None:
-                return f"({l.sql} IS NULL)" if rnull else f"COALESCE({core}, 0)"
-            if l.const is not None:
+                return f"({lhs.sql} IS NULL)" if rnull else f"COALESCE({core}, 0)"
+            if lhs.const is not None:
                 return f"({r.sql} IS NULL)" if lnull else f"COALESCE({core}, 0)"
-            return f"COALESCE({core}, ({l.sql} IS NULL AND {r.sql} IS NULL))"
+            return f"COALESCE({core}, ({lhs.sql} IS NULL AND {r.sql} IS NULL))"
         if op in ("!=", "not like", "not ilike"):
             if r.const is not None:
-                return f"({l.sql} IS NOT NULL)" if rnull else f"COALESCE({core}, 1)"
-            if l.const is not None:
+                return f"({lhs.sql} IS NOT NULL)" if rnull else f"COALESCE({core}, 1)"
+            if lhs.const is not None:
                 return f"({r.sql} IS NOT NULL)" if lnull else f"COALESCE({core}, 1)"
-            return f"COALESCE({core}, ({l.sql} IS NOT NULL OR {r.sql} IS NOT NULL))"
+            return f"COALESCE({core}, ({lhs.sql} IS NOT NULL OR {r.sql} IS NOT NULL))"
         if lnull or rnull:
             return "0"
         return f"COALESCE({core}, 0)"
@@ -968,56 +968,53 @@ class Compiler:
         if op not in ("==", "!=", "<", "<=", ">", ">=", "like", "not like", "ilike", "not ilike"):
             raise unsupported(f"The operator {op.upper()}")
         capture, self._capture = self._capture, False
-        l = self.ex(n["left"])
+        lhs = self.ex(n["left"])
         r = self.ex(n["right"])
-        if l.kind == "tuple" or r.kind == "tuple":
-            return self.compare_tuple(op, l, r)
-        if "list" in (l.kind, r.kind) or "interval" in (l.kind, r.kind):
-            raise unsupported(f"Comparing {l.ch_type} with {r.ch_type}")
+        if lhs.kind == "tuple" or r.kind == "tuple":
+            return self.compare_tuple(op, lhs, r)
+        if "list" in (lhs.kind, r.kind) or "interval" in (lhs.kind, r.kind):
+            raise unsupported(f"Comparing {lhs.ch_type} with {r.ch_type}")
         if op in ("like", "not like", "ilike", "not ilike"):
-            for side in (l, r):
+            for side in (lhs, r):
                 if side.kind not in ("str", "null"):
                     raise unsupported(f"{op.upper()} on {side.ch_type}")
             fn = "ph_ilike" if "ilike" in op else "ph_like"
-            core = f"{fn}({l.sql}, {r.sql})"
+            core = f"{fn}({lhs.sql}, {r.sql})"
             if op.startswith("not"):
                 core = f"(NOT {core})"
         else:
-            l, r = self._coerce(l, r, "Comparison")
+            lhs, r = self._coerce(lhs, r, "Comparison")
             sqlop = "=" if op == "==" else op
-            core = f"({l.sql} {sqlop} {r.sql})"
+            core = f"({lhs.sql} {sqlop} {r.sql})"
             if capture and op in ("==", "<", "<=", ">", ">="):
-                for a, b, left in ((l, r, True), (r, l, False)):
+                for a, b, left in ((lhs, r, True), (r, lhs, False)):
                     if a.sql == "t.timestamp" and re.fullmatch(r":p\d+", b.sql):
                         self.ts_bounds.append((op, b.sql[1:], left))
-        return self.mk(self._nullwrap(op, l, r, core), "UInt8", False, "num", l, r)
+        return self.mk(self._nullwrap(op, lhs, r, core), "UInt8", False, "num", lhs, r)
 
-    def compare_tuple(self, op: str, l: X, r: X) -> X:
-        if l.kind != "tuple" or r.kind != "tuple" or len(l.items) != len(r.items):
+    def compare_tuple(self, op: str, lhs: X, r: X) -> X:
+        if lhs.kind != "tuple" or r.kind != "tuple" or len(lhs.items) != len(r.items):
             raise query_error("Tuples of different sizes cannot be compared")
         if op not in ("==", "!=", "<", "<=", ">", ">="):
             raise unsupported(f"{op.upper()} on tuples")
-        pairs = [self._coerce(a, b, "Tuple comparison") for a, b in zip(l.items, r.items)]
+        pairs = [self._coerce(a, b, "Tuple comparison") for a, b in zip(lhs.items, r.items, strict=False)]
         if any(a.nullable or b.nullable for a, b in pairs):
             raise unsupported("Tuple comparisons on nullable values")
         sqlop = "=" if op == "==" else op
         left = "(" + ", ".join(a.sql for a, _ in pairs) + ")"
         right = "(" + ", ".join(b.sql for _, b in pairs) + ")"
-        return self.mk(f"({left} {sqlop} {right})", "UInt8", False, "num", l, r)
+        return self.mk(f"({left} {sqlop} {right})", "UInt8", False, "num", lhs, r)
 
     def compare_in(self, n: dict) -> X:
         negate = n["op"] == "not in"
-        l = self.ex(n["left"])
-        if l.kind in ("tuple", "list", "interval"):
+        lhs = self.ex(n["left"])
+        if lhs.kind in ("tuple", "list", "interval"):
             raise unsupported("IN with a tuple on the left")
         rn = n["right"]
         if rn.get("node") in ("SelectQuery", "SelectSetQuery"):
             raise unsupported("IN (subquery)")
-        parts: list[X] = [l]
-        if rn.get("node") in ("Tuple", "Array"):
-            items = [self.ex(e) for e in rn["exprs"]]
-        else:
-            items = [self.ex(rn)]
+        parts: list[X] = [lhs]
+        items = [self.ex(e) for e in rn["exprs"]] if rn.get("node") in ("Tuple", "Array") else [self.ex(rn)]
         has_null = False
         if len(items) == 1 and items[0].kind == "list":
             lst = items[0]
@@ -1031,11 +1028,11 @@ class Compiler:
                 if len(probes) > 1:
                     raise unsupported("A list placeholder mixing strings and numbers")
                 probe = probes.pop()
-                if probe == "str" and l.kind in ("dt", "date", "uuid", "num", "bool"):
-                    conv = _converter_for(l)
-                elif not (probe == "num" and l.kind in _NUMERIC or probe == l.kind == "str"):
-                    raise unsupported(f"IN between {l.ch_type} and a list of {probe} values")
-            core = f"({l.sql} IN (SELECT value FROM json_each({self.bind(lst.const.src, conv, as_list=True)})))"
+                if probe == "str" and lhs.kind in ("dt", "date", "uuid", "num", "bool"):
+                    conv = _converter_for(lhs)
+                elif not ((probe == "num" and lhs.kind in _NUMERIC) or probe == lhs.kind == "str"):
+                    raise unsupported(f"IN between {lhs.ch_type} and a list of {probe} values")
+            core = f"({lhs.sql} IN (SELECT value FROM json_each({self.bind(lst.const.src, conv, as_list=True)})))"
         else:
             kept = []
             for it in items:
@@ -1044,20 +1041,20 @@ class Compiler:
                     continue
                 if it.kind in ("tuple", "list", "interval"):
                     raise unsupported("Nested tuples or lists in IN (...)")
-                _, it2 = self._coerce(l, it, "IN")
+                _, it2 = self._coerce(lhs, it, "IN")
                 kept.append(it2)
                 parts.append(it2)
-            core = f"({l.sql} IN ({', '.join(i.sql for i in kept)}))" if kept else "0"
+            core = f"({lhs.sql} IN ({', '.join(i.sql for i in kept)}))" if kept else "0"
         # ClickHouse runs PostHog's queries with transform_null_in=1: NULL IN (..., NULL) is true.
-        if l.nullable or any(p.nullable for p in parts[1:]):
-            core = f"COALESCE({core}, {1 if has_null else 0})" if l.nullable else f"COALESCE({core}, 0)"
+        if lhs.nullable or any(p.nullable for p in parts[1:]):
+            core = f"COALESCE({core}, {1 if has_null else 0})" if lhs.nullable else f"COALESCE({core}, 0)"
         sql = f"(NOT {core})" if negate else core
         return self.mk(sql, "UInt8", False, "num", *parts)
 
     def between(self, n: dict) -> X:
         e, lo, hi = self.ex(n["expr"]), self.ex(n["low"]), self.ex(n["high"])
         e1, lo = self._coerce(e, lo, "BETWEEN")
-        e2, hi = self._coerce(e, hi, "BETWEEN")
+        _e2, hi = self._coerce(e, hi, "BETWEEN")
         word = "NOT BETWEEN" if n.get("negated") else "BETWEEN"
         core = f"({e1.sql} {word} {lo.sql} AND {hi.sql})"
         if e.nullable or lo.nullable or hi.nullable:
@@ -1066,20 +1063,20 @@ class Compiler:
 
     def arithmetic(self, n: dict) -> X:
         op = n["op"]
-        l, r = self.ex(n["left"]), self.ex(n["right"])
-        if op in ("+", "-") and r.kind == "interval" and l.kind == "dt":
-            return self._dt_add(l, r, -1 if op == "-" else 1)
-        if op == "+" and l.kind == "interval" and r.kind == "dt":
-            return self._dt_add(r, l, 1)
-        if l.kind not in _NUMERIC | {"null"} or r.kind not in _NUMERIC | {"null"}:
-            raise unsupported(f"Arithmetic ({op}) on {l.ch_type} and {r.ch_type}")
-        nullable = l.nullable or r.nullable
+        lhs, r = self.ex(n["left"]), self.ex(n["right"])
+        if op in ("+", "-") and r.kind == "interval" and lhs.kind == "dt":
+            return self._dt_add(lhs, r, -1 if op == "-" else 1)
+        if op == "+" and lhs.kind == "interval" and r.kind == "dt":
+            return self._dt_add(r, lhs, 1)
+        if lhs.kind not in _NUMERIC | {"null"} or r.kind not in _NUMERIC | {"null"}:
+            raise unsupported(f"Arithmetic ({op}) on {lhs.ch_type} and {r.ch_type}")
+        nullable = lhs.nullable or r.nullable
         if op == "/":
-            return self.mk(f"(CAST({l.sql} AS REAL) / {r.sql})", "Float64", True, "num", l, r)
+            return self.mk(f"(CAST({lhs.sql} AS REAL) / {r.sql})", "Float64", True, "num", lhs, r)
         if op == "%":
-            return self.mk(f"({l.sql} % {r.sql})", "Int64", nullable, "num", l, r)
-        is_float = "Float" in l.t or "Float" in r.t
-        return self.mk(f"({l.sql} {op} {r.sql})", "Float64" if is_float else "Int64", nullable, "num", l, r)
+            return self.mk(f"({lhs.sql} % {r.sql})", "Int64", nullable, "num", lhs, r)
+        is_float = "Float" in lhs.t or "Float" in r.t
+        return self.mk(f"({lhs.sql} {op} {r.sql})", "Float64" if is_float else "Int64", nullable, "num", lhs, r)
 
     def _dt_add(self, dt: X, interval: X, sign: int) -> X:
         unit = interval.t
@@ -1722,5 +1719,5 @@ SQL_FUNCTIONS: tuple = (
 
 
 def env_now() -> dict:
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return {"now": canon(now), "today": now.strftime("%Y-%m-%d")}

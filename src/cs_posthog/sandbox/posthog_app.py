@@ -682,10 +682,10 @@ class PostHogApp(App):
                 raise denied("API keys with scoped projects are only supported on project-based endpoints.")
             if project.id not in key.scoped_teams:
                 raise denied(f"API key does not have access to the requested project: ID {project.id}.")
-        if route.kind != "user" and key.scoped_organizations:
-            if self.identity.organization.id not in key.scoped_organizations:
-                raise denied(f"API key does not have access to the requested organization: ID "
-                             f"{self.identity.organization.id}.")
+        if (route.kind != "user" and key.scoped_organizations
+                and self.identity.organization.id not in key.scoped_organizations):
+            raise denied(f"API key does not have access to the requested organization: ID "
+                         f"{self.identity.organization.id}.")
         if "*" in key.scopes or route.scope is None:
             return project
         obj = route.scope.split(":", 1)[0]
@@ -725,7 +725,8 @@ class PostHogApp(App):
                 "week_start_day": 1, "primary_dashboard": None, "live_events_columns": None,
                 "recording_domains": [], "person_on_events_querying_enabled": True, "modifiers": {},
                 "default_modifiers": {"personsOnEventsMode": POE_MODES[self.poe_mode]},
-                "effective_membership_level": 1 if self.org_denies_personal_keys else 15, "access_control_version": "v2"}
+                "effective_membership_level": 1 if self.org_denies_personal_keys else 15,
+                "access_control_version": "v2"}
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -1322,8 +1323,8 @@ class PostHogApp(App):
                                    else existing[0])
                         new_props = D.dump_json(props) if props is not None else existing[1]
                         ident = int(bool(row["is_identified"])) if "is_identified" in row else existing[2]
-                        conn.execute("UPDATE persons SET created_at = ?, properties = ?, is_identified = ? WHERE id = ?",
-                                     (created, new_props, ident, pid))
+                        conn.execute("UPDATE persons SET created_at = ?, properties = ?, is_identified = ? "
+                                     "WHERE id = ?", (created, new_props, ident, pid))
                         updated += 1
                     for did in dids:
                         conn.execute("DELETE FROM person_distinct_ids WHERE distinct_id = ?", (str(did),))

@@ -340,7 +340,7 @@ def parse_headers(fp, _class: type = http.client.HTTPMessage) -> http.client.HTT
             raise http.client.LineTooLong("header line")
         headers.append(line)
         if len(headers) > _MAX_HEADERS:
-            raise http.client.HTTPException("got more than %d headers" % _MAX_HEADERS)
+            raise http.client.HTTPException(f"got more than {_MAX_HEADERS} headers")
         if line in (b"\r\n", b"\n", b""):
             break
     if headers[-1] and all(_PLAIN_HEADER.match(h) for h in headers[:-1]):
@@ -369,7 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return
 
     _date: tuple[int, str] = (0, "")
@@ -411,24 +411,24 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError("unreasonable length http version")
                 version_number = int(version_number[0]), int(version_number[1])
             except (ValueError, IndexError):
-                self.send_error(HTTPStatus.BAD_REQUEST, "Bad request version (%r)" % version)
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
                 return False
             if version_number >= (1, 1) and self.protocol_version >= "HTTP/1.1":
                 self.close_connection = False
             if version_number >= (2, 0):
                 self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
-                                "Invalid HTTP version (%s)" % base_version_number)
+                                f"Invalid HTTP version ({base_version_number})")
                 return False
             self.request_version = version
 
         if not 2 <= len(words) <= 3:
-            self.send_error(HTTPStatus.BAD_REQUEST, "Bad request syntax (%r)" % requestline)
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
             return False
         command, path = words[:2]
         if len(words) == 2:
             self.close_connection = True
             if command != "GET":
-                self.send_error(HTTPStatus.BAD_REQUEST, "Bad HTTP/0.9 request type (%r)" % command)
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad HTTP/0.9 request type ({command!r})")
                 return False
         self.command, self.path = command, path
 
@@ -454,18 +454,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif conntype.lower() == "keep-alive" and self.protocol_version >= "HTTP/1.1":
             self.close_connection = False
         expect = self.headers.get("Expect", "")
-        if (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
-                and self.request_version >= "HTTP/1.1"):
-            if not self.handle_expect_100():
-                return False
-        return True
+        wants_continue = (expect.lower() == "100-continue" and self.protocol_version >= "HTTP/1.1"
+                          and self.request_version >= "HTTP/1.1")
+        return self.handle_expect_100() if wants_continue else True
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self._serve()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET  # noqa: N815
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve(head=True)
 
     # -- body ---------------------------------------------------------------------------------
@@ -520,10 +518,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         route = app.route_of(self.command, path)
-        if app.latency_s > 0:
-            if app.stop_event.wait(app.latency_s):
-                self.close_connection = True
-                return
+        if app.latency_s > 0 and app.stop_event.wait(app.latency_s):
+            self.close_connection = True
+            return
         kind = app.faults.draw() if app.faults else None
         if kind is not None:
             app.stats.fault(kind)

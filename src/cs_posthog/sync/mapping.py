@@ -62,7 +62,7 @@ def event_json(*, name: str, timestamp_ms: int, customer: str, contact: str, ema
     return (
         f'{{"name":{_json_str(name)},"timestamp":{int(timestamp_ms)},"identification":{{"customer":'
         f'{_json_str(customer)},"contact":{_json_str(contact)}}},"data":{{"customer":{{}},"contact":{{{contact_data}}}}}}}'
-    ).encode("utf-8")
+    ).encode()
 
 
 def contact_payload(*, customer: str, contact: str, name: str | None, email: str | None) -> dict[str, Any]:

@@ -573,7 +573,8 @@ class SyncState:
 
     def merge_stream(self, catchup: Stream, main: Stream) -> Stream:
         """A catch-up stream reached the main cursor: its events join the main stream (one tx)."""
-        merged = Stream(main.name, main.events + [e for e in catchup.events if e not in main.events], main.floor, main.cursor, "")
+        events = main.events + [e for e in catchup.events if e not in main.events]
+        merged = Stream(main.name, events, main.floor, main.cursor, "")
         with self.tx() as db:
             db.execute("DELETE FROM streams WHERE name=?", (catchup.name,))
             self._save_stream(db, merged)
@@ -590,7 +591,8 @@ class SyncState:
         only_sent = "" if include_skipped else " AND skipped = 0"
         for part in _chunks(list(uuids)):
             marks = ",".join("?" * len(part))
-            found.update(r[0] for r in self._read(f"SELECT uuid FROM delivered WHERE uuid IN ({marks}){only_sent}", part))
+            sql = f"SELECT uuid FROM delivered WHERE uuid IN ({marks}){only_sent}"
+            found.update(r[0] for r in self._read(sql, part))
         return found
 
     def delivered_count(self) -> int:
@@ -720,7 +722,8 @@ class SyncState:
         out: dict[str, str] = {}
         for part in _chunks(list(contact_ids)):
             marks = ",".join("?" * len(part))
-            for cid, fp in self._read(f"SELECT contact_id, fingerprint FROM contacts WHERE contact_id IN ({marks})", part):
+            sql = f"SELECT contact_id, fingerprint FROM contacts WHERE contact_id IN ({marks})"
+            for cid, fp in self._read(sql, part):
                 out[cid] = fp
         return out
 
@@ -772,7 +775,8 @@ class SyncState:
         known: set[str] = set()
         for part in _chunks(list(person_ids)):
             marks = ",".join("?" * len(part))
-            known.update(r[0] for r in self._read(f"SELECT person_id FROM persons_seen WHERE person_id IN ({marks})", part))
+            sql = f"SELECT person_id FROM persons_seen WHERE person_id IN ({marks})"
+            known.update(r[0] for r in self._read(sql, part))
         return [p for p in person_ids if p not in known]
 
     def add_persons(self, person_ids: Sequence[str], *, pending: bool) -> None:

@@ -91,7 +91,7 @@ def check_key(url: str, api_key: str, tracker_key: str | None = None) -> KeyChec
         return KeyCheck("rejected", exc.message, int(exc.exit_code))
     except CsPosthogError as exc:
         return KeyCheck("unchecked", exc.message, int(exc.exit_code))
-    except Exception as exc:  # noqa: BLE001 - a check that cannot be made must not end the wizard
+    except Exception as exc:
         return KeyCheck("unchecked", f"{type(exc).__name__}: {exc}")
     return KeyCheck("ok")
 
@@ -153,7 +153,8 @@ def ask_advanced(default: bool = False) -> bool:
 def ask_cs_url(default: str) -> str:
     import questionary
 
-    return questionary.text("Customerscore API base URL:", default=default, validate=validate_cs_url).unsafe_ask().strip()
+    answer = questionary.text("Customerscore API base URL:", default=default, validate=validate_cs_url).unsafe_ask()
+    return str(answer).strip()
 
 
 def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = False) -> CustomerscoreSettings:

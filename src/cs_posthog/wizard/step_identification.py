@@ -70,7 +70,8 @@ def ask_property_name(message: str, completer: NameCompleter, default: str = "",
 def ask_use_anyway(prop: str) -> bool:
     import questionary
 
-    return bool(questionary.confirm(f"No Person has {esc(prop, markup=False)} set. Use it anyway?", default=False).unsafe_ask())
+    question = f"No Person has {esc(prop, markup=False)} set. Use it anyway?"
+    return bool(questionary.confirm(question, default=False).unsafe_ask())
 
 
 def has_value(prop: str) -> list[Any]:
