@@ -268,7 +268,6 @@ class Pacer:
         self._blocked_until = 0.0
         self._clock = clock
         self._sleep = sleep
-        self.waited_s = 0.0
 
     def _room_in(self, now: float) -> float:
         """Seconds to wait before a request may start (0 if now)."""
@@ -296,7 +295,6 @@ class Pacer:
                     entries = [[now if stamp is None else stamp] for _ in self._logs]
                     for log, entry in zip(self._logs, entries, strict=False):
                         log.append(entry)
-                    self.waited_s += waited
                     return waited, entries
             wait = min(wait, 5.0)
             self._sleep(wait)

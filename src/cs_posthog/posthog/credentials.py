@@ -80,8 +80,6 @@ class CredentialCheck:
     scopes: list[str] | None = None  # the key's scopes when @current answered
     scoped_teams: list[int] = field(default_factory=list)
     scopes_source: str | None = None  # "current_key" or "probing"
-    key_label: str | None = None
-    key_mask: str | None = None
     tried: list[str] = field(default_factory=list)  # regions asked ("us", "eu", "self-hosted"), in order
     # the region a pasted project URL named when the key was refused there and found in the other
     # region, whose region/host the check then holds; None otherwise
@@ -119,7 +117,6 @@ class _RegionAnswer:
     client: Any
     valid: bool = False
     key_info: Any = None  # ApiKeyInfo when @current answered 200
-    current_refused: bool = False
     policy: PersonalKeysNotAllowedError | None = None
     error: CsPosthogError | None = None  # unreachable, or another surprise
 
@@ -134,11 +131,9 @@ def _ask_region(region: str, host: str, api_key: str, project_id: int, client_kw
         ans.error = exc
     except PersonalKeysNotAllowedError as exc:  # the key is known; its organization refuses it
         ans.valid = True
-        ans.current_refused = True
         ans.policy = exc
     except PermissionDeniedError:  # the key is known; this server will not show its scopes
         ans.valid = True
-        ans.current_refused = True
     except NotFoundError as exc:  # PostHog answers 401 on this route for an unknown key: not PostHog?
         ans.error = NotFoundError(
             f"{host} does not answer like a PostHog API (404 on /api/personal_api_keys/@current/)",
@@ -265,8 +260,6 @@ def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed
         check.scopes_source = "current_key"
         check.scopes = list(info.scopes)
         check.scoped_teams = list(info.scoped_teams)
-        check.key_label = info.label or None
-        check.key_mask = info.mask_value or None
         missing = info.missing(needed)
         if info.scoped_teams and "organization:read" in missing:
             missing.remove("organization:read")  # cannot be granted to a project-restricted key
