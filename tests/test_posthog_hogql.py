@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cs_posthog.config import Operator, PersonFilter
-from cs_posthog.posthog.client import parse_datetime
+from cs_posthog.timeutil import parse_datetime
 from cs_posthog.posthog.hogql import (
     compile_filters,
     count_persons,

@@ -25,11 +25,11 @@ from cs_posthog.posthog.client import (
     QueryTooSlowError,
     classify,
     is_too_slow,
-    parse_datetime,
     scope_label,
     wait_from_detail,
 )
 from cs_posthog.posthog.regions import ProjectRef, normalize_host, parse_project_ref, region_hosts, region_of_host
+from cs_posthog.timeutil import parse_datetime
 
 # --- project references ----------------------------------------------------------------------
 

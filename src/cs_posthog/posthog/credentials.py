@@ -32,10 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from cs_posthog.posthog.client import PostHogClient
+from typing import Any
 
 from cs_posthog.errors import (
     ApiError,
@@ -48,6 +45,7 @@ from cs_posthog.errors import (
     ThrottledError,
     UnavailableError,
 )
+from cs_posthog.posthog.client import NEEDED_SCOPES, ApiKeyInfo, PostHogClient, scope_label
 from cs_posthog.posthog.regions import (
     EU,
     REGIONS,
@@ -103,7 +101,6 @@ class CredentialCheck:
 
 def _client(host: str, api_key: str, project_id: int, **kw: Any) -> PostHogClient:
     from cs_posthog.http import RetryPolicy
-    from cs_posthog.posthog.client import PostHogClient
 
     # A person waits for this answer: fewer retries than a sync, short throttle waits.
     policy = RetryPolicy(max_attempts=3, max_throttled=5, backoff_base=0.25, backoff_cap=2.0, max_throttle_wait=60.0)
@@ -165,7 +162,6 @@ def check_credentials(
     the returned ``CredentialCheck``; when no region could tell whether the key is valid (one
     refused it, another could not be reached) it has ``unreachable`` set and ``key_valid`` False.
     """
-    from cs_posthog.posthog.client import NEEDED_SCOPES
 
     needed = tuple(needed or NEEDED_SCOPES)
     ref = parse_project_ref(project_ref)
@@ -252,42 +248,43 @@ def _has_project(client: Any, pid: int) -> bool:
 
 
 def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed: tuple[str, ...]) -> None:
-    from cs_posthog.posthog.client import scope_label
+    """The project and the key's missing scopes: read from the key itself when PostHog shows it
+    (``@current``), else found out by asking each scope's endpoint once."""
+    if ans.key_info is not None:
+        _from_key_info(check, ans.client, ans.key_info, needed)
+    else:
+        _from_probes(check, _probe(ans.client, check.project_id, needed), needed)
+    check.missing_labels = [scope_label(s) for s in check.missing_scopes]
 
-    client, pid = ans.client, check.project_id
-    info = ans.key_info
-    if info is not None:
-        check.scopes_source = "current_key"
-        check.scopes = list(info.scopes)
-        check.scoped_teams = list(info.scoped_teams)
-        missing = info.missing(needed)
-        if info.scoped_teams and "organization:read" in missing:
-            missing.remove("organization:read")  # cannot be granted to a project-restricted key
-        check.missing_scopes = missing
-        if not info.can_access_project(pid):
-            check.project_accessible = False
-            check.project_found = None
-            check.missing_labels = [scope_label(s) for s in check.missing_scopes]
-            return
-        if "project:read" in missing:
-            # the project's name and timezone cannot be read; another project endpoint tells
-            # whether it exists
-            found, accessible = _project_exists_via(client, pid, info)
-            check.project_found, check.project_accessible = found, accessible
-        else:
-            _read_project(check, client, pid)
-        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
-        return
 
+def _from_key_info(check: CredentialCheck, client: PostHogClient, info: ApiKeyInfo, needed: tuple[str, ...]) -> None:
+    pid = check.project_id
+    check.scopes_source = "current_key"
+    check.scopes = list(info.scopes)
+    check.scoped_teams = list(info.scoped_teams)
+    missing = info.missing(needed)
+    if info.scoped_teams and "organization:read" in missing:
+        missing.remove("organization:read")  # cannot be granted to a project-restricted key
+    check.missing_scopes = missing
+    if not info.can_access_project(pid):
+        check.project_accessible = False
+        check.project_found = None
+    elif "project:read" in missing:
+        # the project's name and timezone cannot be read; another project endpoint tells whether it exists
+        check.project_found, check.project_accessible = _project_exists_via(client, pid, info)
+    else:
+        _read_project(check, client, pid)
+
+
+def _from_probes(check: CredentialCheck, outcomes: dict[str, Any], needed: tuple[str, ...]) -> None:
+    """``outcomes``: per scope, what its endpoint answered (a dict or True, or the error)."""
     check.scopes_source = "probing"
-    outcomes = _probe(client, pid, needed)
-    missing = []
+    missing: list[str] = []
     for scope in needed:
         outcome = outcomes.get(scope)
         if isinstance(outcome, MissingScopesError):
             missing.extend(s for s in outcome.missing if s not in missing)
     check.missing_scopes = [s for s in needed if s in missing] + [s for s in missing if s not in needed]
-    check.missing_labels = [scope_label(s) for s in check.missing_scopes]
     project_outcome = outcomes.get("project:read")
     others = [outcomes[s] for s in needed if s in outcomes and s not in ("project:read", "organization:read")]
     if isinstance(project_outcome, dict):
@@ -300,14 +297,13 @@ def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed
     if any(isinstance(o, NotFoundError) for o in outcomes_for_project):
         check.project_found = False
         check.project_accessible = False
-        check.missing_scopes, check.missing_labels = [], []
+        check.missing_scopes = []
         return
     if any(_is_project_denied(o) for o in outcomes_for_project):
         check.project_found = None
         check.project_accessible = False
         # "organization:read" is refused for the same reason on such keys: not a scope to add
         check.missing_scopes = [s for s in check.missing_scopes if s != "organization:read"]
-        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
         return
     if any(o is True or isinstance(o, dict) for o in others):
         check.project_found = True
@@ -318,7 +314,6 @@ def _check_project_and_scopes(check: CredentialCheck, ans: _RegionAnswer, needed
                                            for o in outcomes_for_project)
     if "organization:read" in check.missing_scopes and _scoped_org_refusal(outcomes.get("organization:read")):
         check.missing_scopes.remove("organization:read")
-        check.missing_labels = [scope_label(s) for s in check.missing_scopes]
 
 
 def _read_project(check: CredentialCheck, client: Any, pid: int) -> None:
