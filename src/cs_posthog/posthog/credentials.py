@@ -276,15 +276,20 @@ def _from_key_info(check: CredentialCheck, client: PostHogClient, info: ApiKeyIn
         _read_project(check, client, pid)
 
 
-def _from_probes(check: CredentialCheck, outcomes: dict[str, Any], needed: tuple[str, ...]) -> None:
-    """``outcomes``: per scope, what its endpoint answered (a dict or True, or the error)."""
-    check.scopes_source = "probing"
+def _missing_from_probes(outcomes: dict[str, Any], needed: tuple[str, ...]) -> list[str]:
+    """The scopes the probes were refused for, the needed ones first, in their order."""
     missing: list[str] = []
     for scope in needed:
         outcome = outcomes.get(scope)
         if isinstance(outcome, MissingScopesError):
             missing.extend(s for s in outcome.missing if s not in missing)
-    check.missing_scopes = [s for s in needed if s in missing] + [s for s in missing if s not in needed]
+    return [s for s in needed if s in missing] + [s for s in missing if s not in needed]
+
+
+def _from_probes(check: CredentialCheck, outcomes: dict[str, Any], needed: tuple[str, ...]) -> None:
+    """``outcomes``: per scope, what its endpoint answered (a dict or True, or the error)."""
+    check.scopes_source = "probing"
+    check.missing_scopes = _missing_from_probes(outcomes, needed)
     project_outcome = outcomes.get("project:read")
     others = [outcomes[s] for s in needed if s in outcomes and s not in ("project:read", "organization:read")]
     if isinstance(project_outcome, dict):
@@ -305,15 +310,18 @@ def _from_probes(check: CredentialCheck, outcomes: dict[str, Any], needed: tuple
         # "organization:read" is refused for the same reason on such keys: not a scope to add
         check.missing_scopes = [s for s in check.missing_scopes if s != "organization:read"]
         return
-    if any(o is True or isinstance(o, dict) for o in others):
-        check.project_found = True
-        check.project_accessible = True
-    else:
-        check.project_found = None
-        check.project_accessible = not any(isinstance(o, CsPosthogError) and not isinstance(o, MissingScopesError)
-                                           for o in outcomes_for_project)
+    check.project_found, check.project_accessible = _project_from_other_probes(others, outcomes_for_project)
     if "organization:read" in check.missing_scopes and _scoped_org_refusal(outcomes.get("organization:read")):
         check.missing_scopes.remove("organization:read")
+
+
+def _project_from_other_probes(others: list[Any], outcomes_for_project: list[Any]) -> tuple[bool | None, bool]:
+    """(found, accessible) when the project's own endpoint told nothing: another project endpoint
+    that answered proves it exists; no error other than a missing scope leaves it accessible."""
+    if any(o is True or isinstance(o, dict) for o in others):
+        return True, True
+    refused = any(isinstance(o, CsPosthogError) and not isinstance(o, MissingScopesError) for o in outcomes_for_project)
+    return None, not refused
 
 
 def _read_project(check: CredentialCheck, client: Any, pid: int) -> None:
