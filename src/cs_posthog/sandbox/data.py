@@ -675,7 +675,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
 
     event_first: dict[str, int] = {}
     event_last: dict[str, int] = {}
-    event_prop_types: dict[str, str] = {}
+    event_prop_types: dict[str, str | None] = {}  # None: no type inferred (PostHog stores NULL)
     insert = ("INSERT INTO temp.sbx_events_load(uuid, event, timestamp, created_at, distinct_id, person_id, "
               "properties, person_properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
     rows: list[tuple] = []
@@ -720,7 +720,9 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
             else:
                 lag = 20_000 + int(rng.expovariate(1 / 900_000))
             created = min(ts + lag, anchor)
-            if p.history == "late_set" and created < p.org_set_us and kind not in ("identify", "signup") \
+            # a "late_set" person always has org_set_us (set together in make_persons)
+            late_set_at = p.org_set_us if p.history == "late_set" else None
+            if late_set_at is not None and created < late_set_at and kind not in ("identify", "signup") \
                     and rnd() < 0.25:
                 name, kind = "user_signed_up", "signup"  # signup and onboarding, before the customer id
             starts, texts = stamps[p.id]

@@ -395,7 +395,7 @@ def load_property_types(conn: sqlite3.Connection) -> tuple:
     return tuple(rows)
 
 
-def _types_tuple(property_types: dict | None) -> tuple:
+def _types_tuple(property_types: dict) -> tuple:
     return tuple(sorted((k, n, t) for (k, n), t in property_types.items() if t in _TYPED))
 
 
@@ -502,6 +502,7 @@ def _person_relation(conn: sqlite3.Connection, source: PersonSource) -> str:
         if not was_in_transaction and conn.in_transaction:
             conn.commit()  # only the temporary table was written; do not hold a read snapshot open
         # the tables built since `key` stay valid: only this connection's own temporary writes happened
+        assert st.key is not None  # _conn_state always leaves the connection's current key set
         st.key = (st.key[0], conn.total_changes)
         st.tables.add(source.name)
         return table

@@ -1017,8 +1017,10 @@ class Compiler:
         items = [self.ex(e) for e in rn["exprs"]] if rn.get("node") in ("Tuple", "Array") else [self.ex(rn)]
         has_null = False
         if len(items) == 1 and items[0].kind == "list":
-            lst = items[0]
-            sig = value_signature(lst.const.value)
+            lst = items[0].const
+            # a "list" X is only ever built from a list placeholder, which always carries its Const
+            assert lst is not None
+            sig = value_signature(lst.value)
             has_null = "N" in sig
             elem_kinds = {c for c in sig[2:-1] if c != "N"}
             conv = None
@@ -1032,7 +1034,7 @@ class Compiler:
                     conv = _converter_for(lhs)
                 elif not ((probe == "num" and lhs.kind in _NUMERIC) or probe == lhs.kind == "str"):
                     raise unsupported(f"IN between {lhs.ch_type} and a list of {probe} values")
-            core = f"({lhs.sql} IN (SELECT value FROM json_each({self.bind(lst.const.src, conv, as_list=True)})))"
+            core = f"({lhs.sql} IN (SELECT value FROM json_each({self.bind(lst.src, conv, as_list=True)})))"
         else:
             kept = []
             for it in items:

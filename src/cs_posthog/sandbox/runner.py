@@ -9,6 +9,7 @@ Plain ``urllib`` only, so that tests of the HTTP clients do not depend on the cl
 
 from __future__ import annotations
 
+import email.message
 import json
 import os
 import signal
@@ -141,7 +142,9 @@ def _wait_ready(proc: subprocess.Popen, cmd: list[str], stderr_path: str, timeou
                 events: int) -> dict:
     timeout = timeout if timeout is not None else 60.0 + events / 20_000
     line: list[bytes] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    stdout = proc.stdout
+    assert stdout is not None  # start_sandbox, the only caller, starts it with stdout=PIPE
+    reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
 
@@ -199,9 +202,12 @@ def http_request(method: str, url: str, *, body: Any = None, raw: bytes | None =
 
 
 def _ok(method: str, url: str, **kw: Any) -> bytes:
-    status, _, payload = http_request(method, url, **kw)
+    status, headers, payload = http_request(method, url, **kw)
     if status >= 400:
-        raise urllib.error.HTTPError(url, status, payload.decode("utf-8", "replace")[:500], None, None)
+        hdrs = email.message.Message()
+        for name, value in headers.items():
+            hdrs[name] = value
+        raise urllib.error.HTTPError(url, status, payload.decode("utf-8", "replace")[:500], hdrs, None)
     return payload
 
 

@@ -361,6 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle/delayed-ACK stalls)
     rbufsize = 1 << 16  # a request body of a tracker batch arrives in one or two reads, not eight
     app: App  # set on the subclass made per server
+    server: SandboxHTTPServer  # the only server class that makes these handlers
+    raw_requestline: bytes  # set by BaseHTTPRequestHandler.handle_one_request before parse_request
 
     def setup(self) -> None:
         super().setup()
@@ -386,7 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         """BaseHTTPRequestHandler.parse_request (Python 3.11), reading the headers with the faster
         ``parse_headers`` above."""
-        self.command = None  # set in case of error on the first line
+        # set in case of error on the first line (CPython sets None; send_error, its only reader before
+        # it is set below, only compares it with "HEAD")
+        self.command = ""
         self.request_version = version = self.default_request_version
         self.close_connection = True
         requestline = str(self.raw_requestline, "iso-8859-1")
@@ -402,14 +406,14 @@ class _Handler(BaseHTTPRequestHandler):
                 if not version.startswith("HTTP/"):
                     raise ValueError
                 base_version_number = version.split("/", 1)[1]
-                version_number = base_version_number.split(".")
-                if len(version_number) != 2:
+                version_parts = base_version_number.split(".")
+                if len(version_parts) != 2:
                     raise ValueError
-                if any(not component.isdigit() for component in version_number):
+                if any(not component.isdigit() for component in version_parts):
                     raise ValueError("non digit in http version")
-                if any(len(component) > 10 for component in version_number):
+                if any(len(component) > 10 for component in version_parts):
                     raise ValueError("unreasonable length http version")
-                version_number = int(version_number[0]), int(version_number[1])
+                version_number = int(version_parts[0]), int(version_parts[1])
             except (ValueError, IndexError):
                 self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
                 return False
