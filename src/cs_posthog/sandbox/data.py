@@ -44,6 +44,7 @@ import uuid as uuid_mod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 US = 1_000_000  # microseconds per second
 HOUR_US = 3600 * US
@@ -74,6 +75,10 @@ def fmt_db(ts_us: int) -> str:
     return f"{date} {h:02d}:{m:02d}:{s:02d}.{micro:06d}"
 
 
+@overload
+def db_to_iso(value: str) -> str: ...
+@overload
+def db_to_iso(value: None) -> None: ...
 def db_to_iso(value: str | None) -> str | None:
     """``YYYY-MM-DD HH:MM:SS.ffffff`` -> ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     if value is None:

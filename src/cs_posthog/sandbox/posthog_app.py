@@ -93,6 +93,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from cs_posthog.sandbox import data as D
@@ -648,9 +649,14 @@ class PostHogApp(App):
                            f"Personal API key found in request {source} is invalid.")
         return key
 
-    def project_by_ref(self, ref: str, detail_404: str) -> Project:
+    def _ident(self) -> Identity:
+        """The identity, for what runs after ``authenticate`` (authorization, serialisers, handlers)."""
         ident = self.identity
-        assert ident is not None
+        assert ident is not None  # without an identity authenticate finds no key: no request gets past it
+        return ident
+
+    def project_by_ref(self, ref: str, detail_404: str) -> Project:
+        ident = self._ident()
         if ref == "@current":
             return ident.project
         try:
@@ -663,6 +669,7 @@ class PostHogApp(App):
         raise not_found(detail_404)
 
     def authorize(self, req: Request, route: Route, groups: dict, key: ApiKey) -> Project | None:
+        ident = self._ident()
         project = None
         if route.kind in ("project", "detail"):
             project = self.project_by_ref(groups["pid"], "Not found." if route.kind == "detail"
@@ -676,16 +683,16 @@ class PostHogApp(App):
             # APIScopePermission.check_team_and_org_permissions: the organization's policy comes before the
             # key's project and scope checks; views without an organization (the organizations list,
             # @current, /users/@me/) are not checked. Admins are exempt: the sandbox user is a member then.
-            raise denied(org_denies_keys_detail(self.identity.organization.name))
+            raise denied(org_denies_keys_detail(ident.organization.name))
         if route.kind != "user" and key.scoped_teams:
             if project is None:
                 raise denied("API keys with scoped projects are only supported on project-based endpoints.")
             if project.id not in key.scoped_teams:
                 raise denied(f"API key does not have access to the requested project: ID {project.id}.")
         if (route.kind != "user" and key.scoped_organizations
-                and self.identity.organization.id not in key.scoped_organizations):
+                and ident.organization.id not in key.scoped_organizations):
             raise denied(f"API key does not have access to the requested organization: ID "
-                         f"{self.identity.organization.id}.")
+                         f"{ident.organization.id}.")
         if "*" in key.scopes or route.scope is None:
             return project
         obj = route.scope.split(":", 1)[0]
@@ -696,7 +703,7 @@ class PostHogApp(App):
     # -- serialisers ----------------------------------------------------------------------------
 
     def _org_json(self) -> dict:
-        org = self.identity.organization
+        org = self._ident().organization
         return {"id": org.id, "name": org.name, "slug": org.slug, "logo_media_id": None,
                 "created_at": org.created_at, "updated_at": org.created_at,
                 "membership_level": 1 if self.org_denies_personal_keys else 15,
@@ -707,13 +714,15 @@ class PostHogApp(App):
                 "customer_id": None, "enforce_2fa": None, "member_count": 1}
 
     def _projects(self) -> list[Project]:
-        return [self.identity.project, self.identity.other_project]
+        ident = self._ident()
+        return [ident.project, ident.other_project]
 
     def _project_basic(self, p: Project) -> dict:
-        org = self.identity.organization
+        ident = self._ident()
+        org = ident.organization
         return {"id": p.id, "uuid": p.uuid, "organization": org.id, "project_id": p.id, "api_token": p.api_token,
                 "name": p.name, "completed_snippet_onboarding": True, "has_completed_onboarding_for": {
-                    "product_analytics": True}, "ingested_event": p is self.identity.project, "is_demo": False,
+                    "product_analytics": True}, "ingested_event": p is ident.project, "is_demo": False,
                 "timezone": p.timezone, "access_control": False}
 
     def _project_full(self, p: Project) -> dict:
@@ -741,16 +750,17 @@ class PostHogApp(App):
             "scoped_organizations": key.scoped_organizations or [], "last_rolled_at": None})
 
     def h_user(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
-        if groups["uid"] not in ("@me", self.identity.user.uuid):
+        ident = self._ident()
+        if groups["uid"] not in ("@me", ident.user.uuid):
             raise not_found()
-        u = self.identity.user
+        u = ident.user
         org = self._org_json()
         return json_response(200, {
             "date_joined": u.date_joined, "uuid": u.uuid, "distinct_id": u.distinct_id,
             "first_name": u.first_name, "last_name": u.last_name, "email": u.email, "pending_email": None,
             "is_email_verified": True, "notification_settings": {}, "anonymize_data": False,
             "toolbar_mode": "toolbar", "has_password": True, "is_staff": False, "is_impersonated": False,
-            "team": self._project_basic(self.identity.project), "organization": org,
+            "team": self._project_basic(ident.project), "organization": org,
             "organizations": [{"id": org["id"], "name": org["name"], "slug": org["slug"],
                                "membership_level": org["membership_level"],
                                "members_can_use_personal_api_keys": not self.org_denies_personal_keys}],
@@ -762,7 +772,7 @@ class PostHogApp(App):
         return json_response(200, paginate(req, [self._org_json()], limit, offset))
 
     def h_org(self, req: Request, key: ApiKey, project, groups: dict) -> Response:
-        if groups["oid"] not in ("@current", self.identity.organization.id):
+        if groups["oid"] not in ("@current", self._ident().organization.id):
             raise not_found("Organization not found.")
         return json_response(200, self._org_json())
 
@@ -826,7 +836,11 @@ class PostHogApp(App):
             else:  # NULLS FIRST ascending, NULLS LAST descending (create_event_definitions_sql)
                 idx = 3 if fieldname.startswith("last_seen_at") else 2
                 cut = 10 if fieldname.endswith("::date") else 26
-                items.sort(key=lambda r, i=idx, c=cut: (r[i] is not None, (r[i] or "")[:c]), reverse=desc)
+
+                def nulls_first(r: tuple[Any, ...], i: int = idx, c: int = cut) -> tuple[bool, str]:
+                    return r[i] is not None, (r[i] or "")[:c]
+
+                items.sort(key=nulls_first, reverse=desc)
         results = [{
             "id": did, "name": name, "created_at": iso_offset(created), "last_seen_at": iso_offset(last_seen),
             "last_updated_at": iso_offset(last_seen), "tags": [], "enforcement_mode": "allow",
@@ -1050,8 +1064,9 @@ class PostHogApp(App):
         if req.param("email"):
             where.append("json_extract(p.properties, '$.email') = ?")
             args.append(req.param("email"))
-        if req.param("search"):
-            term = f"%{req.param('search').lower()}%"
+        search = req.param("search")
+        if search:
+            term = f"%{search.lower()}%"
             where.append("(lower(json_extract(p.properties, '$.email')) LIKE ? OR "
                          "lower(json_extract(p.properties, '$.name')) LIKE ? OR p.id IN "
                          "(SELECT person_id FROM person_distinct_ids WHERE lower(distinct_id) LIKE ?))")
