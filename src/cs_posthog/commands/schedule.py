@@ -227,7 +227,7 @@ def _warn_about_keys(out: Any) -> None:
 
     for name in ("posthog", "customerscore"):
         try:
-            found = find_secret(name)  # type: ignore[arg-type]
+            found = find_secret(name)
         except Exception:
             continue
         if found is None:

@@ -22,7 +22,7 @@ def collect(config: Any = None) -> dict[str, Any]:
     keys: dict[str, Any] = {}
     for name in ("posthog", "customerscore"):
         try:
-            found = find_secret(name)  # type: ignore[arg-type]
+            found = find_secret(name)
         except Exception:
             found = None
         keys[name] = {
@@ -178,7 +178,7 @@ def render(out: Any, d: dict[str, Any]) -> None:
     t.add_row("Customerscore", Text(f"{show(cs['api_url'])}, tracker key {show(cs['tracker_key'])}"))
     for k in d["keys"].values():
         val = f"{show(k['masked'])} (in {show(k['stored_in'])})" if k["masked"] else "missing"
-        t.add_row(k["label"], Text(val, style=None if k["masked"] else "red"))
+        t.add_row(k["label"], Text(val, style="" if k["masked"] else "red"))
     t.add_row("Customer property", Text(show(d["customer_property"])))
     t.add_row("Contact id", Text(show(d["contact_id"])))
     t.add_row("Events", Text(", ".join(map(show, d["events"]))))
@@ -197,7 +197,7 @@ def render(out: Any, d: dict[str, Any]) -> None:
     for col in ("started", "mode", "result", "counts"):
         runs.add_column(col)
     for r in d["last_runs"]:
-        style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"])
+        style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"], "")
         result = show(r["status"]) + (f": {show(r['error'])}" if r.get("error") else "")
         runs.add_row(Text(_when(r["started_at"])), Text(show(r["mode"])), Text(result, style=style),
                      Text(_run_counts(r)))
