@@ -14,14 +14,25 @@ import shutil
 import tempfile
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypedDict
 
 from cs_posthog.errors import CsPosthogError, ExitCode
 
 # What the non-interactive demo connects with: the customer property comes from the sandbox.
 DEMO_EVENTS = ["user_logged_in", "dashboard_viewed", "report_created", "invoice_paid", "subscription_upgraded"]
 DEMO_FILTERS = ["plan != free"]
-DEMO_SIZE = {"events": 20_000, "persons": 1_000, "customers": 60, "seed": 7}
+
+
+class _SandboxSize(TypedDict):
+    """The size arguments of ``start_sandbox``."""
+
+    events: int
+    persons: int
+    customers: int
+    seed: int
+
+
+DEMO_SIZE: _SandboxSize = {"events": 20_000, "persons": 1_000, "customers": 60, "seed": 7}
 
 # Environment the demo sets for its own run and restores afterwards.
 _ENV_KEYS = (
@@ -123,11 +134,24 @@ def _temporary_home(info: dict, *, interactive: bool):
         shutil.rmtree(home, ignore_errors=True)
 
 
+class _ConnectCommon(TypedDict):
+    """The ``connect.run`` arguments both ways of connecting share."""
+
+    restart: bool
+    api_key_stdin: bool
+    cs_api_key_stdin: bool
+    host: str | None
+    all_events: bool
+    contact_id: str | None
+    no_sync: bool
+    caller_syncs: bool
+
+
 def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
     from cs_posthog.commands import connect
     from cs_posthog.config import load_config
 
-    common = dict(
+    common: _ConnectCommon = dict(
         restart=True, api_key_stdin=False, cs_api_key_stdin=False, host=None, all_events=False,
         contact_id=None, no_sync=True, caller_syncs=True,  # the demo runs the first sync itself
     )
