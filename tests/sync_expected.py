@@ -2,7 +2,9 @@
 
 Deliberately independent of ``cs_posthog.sync``: the rules are written out again here from the
 issue and ``customerscore-api.md`` (selected events whose Person has the customer property set,
-deduplicated by uuid, from the backfill start; every Person matching the filters becomes a contact;
+deduplicated by uuid, from the backfill start, and, when the filters choose the events too
+(``persons.filter_events``), only those whose Person matches them now; every Person matching the
+filters becomes a contact;
 customers that do not exist in Customerscore are dropped there silently).
 """
 
@@ -73,9 +75,11 @@ class Sandbox:
 
 
 def expected_events(
-    sb: Sandbox, *, selected: list[str], since: datetime, customer_property: str, existing_only: bool = True
+    sb: Sandbox, *, selected: list[str], since: datetime, customer_property: str, existing_only: bool = True,
+    filters: list[dict] | None = None,
 ) -> tuple[list[dict], int]:
-    """(payloads Customerscore keeps, number of selected events skipped for lack of a customer id)."""
+    """(payloads Customerscore keeps, number of selected events skipped for lack of a customer id).
+    ``filters``: only the events of Persons matching them (as they are now)."""
     persons = sb.persons()
     customers = sb.customers()
     out: list[dict] = []
@@ -89,6 +93,8 @@ def expected_events(
             continue
         person = persons.get(e["person_id"])
         props = person["properties"] if person else {}
+        if filters is not None and not all(matches(props, f) for f in filters):
+            continue  # outside the filters: not read at all, so neither sent nor skipped
         cust = customer_id(props.get(customer_property))
         if cust is None:
             skipped += 1

@@ -118,6 +118,15 @@ CREATE TABLE IF NOT EXISTS runs (
 # the only table it creates) and then this
 SCHEMA_2_ALTER = "ALTER TABLE delivered ADD COLUMN skipped INTEGER NOT NULL DEFAULT 0"
 
+# Schema 2 as the releases with user_version write it (2186928 to e9353f1): steps 1 and 2 of
+# ``MIGRATIONS`` in one transaction, then user_version 2 and meta 'schema' = '2'. Step 2's table:
+SCHEMA_2_PERSONS_SEEN = (
+    "CREATE TABLE IF NOT EXISTS persons_seen (\n"
+    "    person_id TEXT PRIMARY KEY,        -- a Person whose events the sync can attach (customer + contact id)\n"
+    "    pending INTEGER NOT NULL           -- 1: became attachable, their backfill-window events not yet sent\n"
+    ") WITHOUT ROWID"
+)
+
 
 def _ddl(db: sqlite3.Connection, script: str) -> None:
     for stmt in script.split(";"):
@@ -133,6 +142,12 @@ def build(path: Path, version: str, rows: dict[str, list[tuple]]) -> None:
         _ddl(db, SCHEMA_1_DDL)
     elif version == "2":
         _ddl(db, SCHEMA_2_DDL)
+    elif version == "2 (user_version)":
+        _ddl(db, SCHEMA_1_DDL)
+        db.execute(SCHEMA_2_ALTER)
+        db.execute(SCHEMA_2_PERSONS_SEEN)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema', '2')")
     else:  # "2 from 1": a schema-1 state the schema-2 releases opened
         _ddl(db, SCHEMA_1_DDL)
         db.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
@@ -194,7 +209,8 @@ def rows_2() -> dict[str, list[tuple]]:
     return rows
 
 
-VERSIONS = {"1": rows_1, "2": rows_2, "2 from 1": rows_2}
+VERSIONS = {"1": rows_1, "2": rows_2, "2 from 1": rows_2, "2 (user_version)": rows_2}
+BUILT_VERSION = {"2 (user_version)": 2}  # the others: 0 (written before user_version was kept)
 
 
 def shape(path: Path) -> dict:
@@ -290,7 +306,8 @@ def test_every_earlier_version_opens_as_the_current_schema_with_its_data(tmp_pat
         check_readers(st, rows, version)
         with pytest.raises(RuntimeError):
             st.set_meta("schema", "0")  # still read-only
-    assert digest(path) == before and user_version(path) == 0 and nothing_written(path, listing)
+    assert digest(path) == before and user_version(path) == BUILT_VERSION.get(version, 0)
+    assert nothing_written(path, listing)
 
     # a sync: migrated in place
     with SyncState(path) as st:

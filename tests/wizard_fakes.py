@@ -69,6 +69,11 @@ class FakeSource:
             time.sleep(self.count_delay)
         return len(self.matching(filters))
 
+    def count_events(self, events: list[str], filters: list, days: int = 30) -> int:
+        """A Person's events are ``{"events": {name: n}}`` in their dict (none by default)."""
+        self._log("count_events", tuple(events), tuple(f.describe() for f in filters), days)
+        return sum(n for p in self.matching(filters) for e, n in p.get("events", {}).items() if e in events)
+
     def preview_persons(self, filters: list, extra_columns: tuple[str, ...] = ()) -> tuple[list[str], list[list]]:
         self._log("preview_persons", tuple(f.describe() for f in filters), tuple(extra_columns))
         cols = ["id", "email", *[c for c in extra_columns if c != "email"]][:5]

@@ -260,6 +260,15 @@ Filters = Annotated[
         'ends or to match an empty string (plan = ""), and a name that contains " = ". Values compare as text.',
     ),
 ]
+FilterEvents = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--filter-events/--no-filter-events",
+        help="Send only the events of the Persons matching the filters (a new setup's default), or the events "
+        "of every Person with a customer id (the filters then choose the contacts only).",
+        show_default=False,
+    ),
+]
 CsUrl = Annotated[Optional[str], typer.Option("--cs-url", metavar="URL", help="Customerscore API base URL (default https://api.customerscore.io).")]
 TrackerKey = Annotated[Optional[str], typer.Option("--tracker-key", metavar="CS-...", help="Customerscore public tracker key.")]
 ContactId = Annotated[
@@ -284,6 +293,7 @@ def connect(
     event: Events = None,
     all_events: AllEvents = False,
     filter: Filters = None,
+    filter_events: FilterEvents = None,
     cs_url: CsUrl = None,
     tracker_key: TrackerKey = None,
     contact_id: ContactId = None,
@@ -299,7 +309,7 @@ def connect(
         out,
         no_input=no_input, restart=restart, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
+        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url, tracker_key=tracker_key,
         contact_id=contact_id, no_sync=no_sync,
     )
 
@@ -350,6 +360,7 @@ def edit(
     event: Events = None,
     all_events: AllEvents = False,
     filter: Filters = None,
+    filter_events: FilterEvents = None,
     cs_url: CsUrl = None,
     tracker_key: TrackerKey = None,
     contact_id: ContactId = None,
@@ -369,7 +380,7 @@ def edit(
         out, section=section,
         no_input=no_input, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], cs_url=cs_url, tracker_key=tracker_key,
+        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url, tracker_key=tracker_key,
         contact_id=contact_id,
     )
 

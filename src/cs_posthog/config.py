@@ -162,6 +162,12 @@ class PersonsSettings(_Model):
     filters: list[PersonFilter] = Field(default_factory=list)
     # "person_id" (PostHog's person UUID) or the name of a Person property.
     contact_id: str = Field(default="person_id", min_length=1, max_length=400)
+    # Whether the filters choose the events too: True, only the events of the Persons matching them are
+    # sent; False, the events of every Person with a customer id (the filters choose the contacts only).
+    # Absent (a config written before the option existed): False, so that an upgrade does not change
+    # what a scheduled sync sends. New setups (the wizard, `connect --no-input`) write True unless told
+    # otherwise (`--no-filter-events`): it is what a person who narrows the Persons most likely means.
+    filter_events: bool = Field(default=False, strict=True)
 
     _name = field_validator("contact_id")(_queryable_name)
 

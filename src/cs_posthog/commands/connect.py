@@ -24,6 +24,7 @@ def run(
     events: list[str] | None = None,
     all_events: bool = False,
     filters: list[str] | None = None,
+    filter_events: bool | None = None,
     cs_url: str | None = None,
     tracker_key: str | None = None,
     contact_id: str | None = None,
@@ -46,6 +47,7 @@ def run(
         api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
         customer_property=customer_property, events=list(events or []), all_events=all_events,
         filters=list(filters or []), cs_url=cs_url, tracker_key=tracker_key, contact_id=contact_id,
+        filter_events=filter_events,
     )
     if no_input:
         from cs_posthog.wizard.noinput import connect_no_input
@@ -96,7 +98,7 @@ def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = No
     prefill = Prefill(
         project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url, cs_url_given=flags.cs_url is not None,
         customer_property=flags.customer_property, events=list(flags.events), all_events=flags.all_events, filters=parsed,
-        contact_id=flags.contact_id,
+        contact_id=flags.contact_id, filter_events=flags.filter_events,
     )
     if demo_defaults:
         prefill.project = prefill.project or str(demo_defaults.get("project_id") or "") or None

@@ -23,6 +23,7 @@ def run(
     events: list[str] | None = None,
     all_events: bool = False,
     filters: list[str] | None = None,
+    filter_events: bool | None = None,
     cs_url: str | None = None,
     tracker_key: str | None = None,
     contact_id: str | None = None,
@@ -36,6 +37,7 @@ def run(
         api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
         customer_property=customer_property, events=list(events or []), all_events=all_events,
         filters=list(filters or []), cs_url=cs_url, tracker_key=tracker_key, contact_id=contact_id,
+        filter_events=filter_events,
     )
     if no_input:
         from cs_posthog.wizard.noinput import edit_no_input

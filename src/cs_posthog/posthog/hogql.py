@@ -82,6 +82,10 @@ _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _PLACEHOLDER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TRUE_CONDITION = "1 = 1"
+# PostHog's persons-on-events mode that reads the current Person on the events table
+# (posthog/schema.py PersonsOnEventsMode; posthog/hogql/database/schema/events.py): with it,
+# ``person.properties`` in an events query is the Person as it is now, not as stamped at ingestion.
+JOINED_PERSONS_MODIFIERS: dict[str, Any] = {"personsOnEventsMode": "person_id_override_properties_joined"}
 PREVIEW_COLUMNS = 5
 PREVIEW_ROWS = 5
 MAX_EVENT_NAMES = 50_000
@@ -349,6 +353,23 @@ def event_volumes_query(days: int = 30) -> tuple[str, dict[str, Any]]:
     return sql, {}
 
 
+def count_events_query(events: Sequence[str], filters: Iterable[Any], days: int = 30) -> tuple[str, dict[str, Any]]:
+    """How many of ``events`` in the last ``days`` days belong to a Person matching ``filters`` (on
+    ``person.properties``: run it with ``JOINED_PERSONS_MODIFIERS``, so they are the Person's current
+    properties, as the sync reads them). Events, not rows: PostHog may hold one uuid twice."""
+    days = int(days)
+    if days < 1:
+        raise ValueError("days must be 1 or more")
+    if not events:
+        raise ValueError("no events to count")
+    p = Params()
+    names = [p.add("e", name, reuse=False) for name in events]
+    where, _ = compile_filters(filters, prefix="person.properties", params=p)
+    sql = (f"SELECT count(DISTINCT uuid) FROM events WHERE event IN ({', '.join(names)}) "
+           f"AND timestamp >= now() - INTERVAL {days} DAY AND ({where})")
+    return sql, p.values
+
+
 # ---------------------------------------------------------------------------------------------
 # With a client
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +391,12 @@ def preview_persons(
     res = client.query(sql, values, name="cs-posthog preview persons")
     rows = [[row[0], *(raw_display(v) for v in row[1:])] for row in res.results]
     return labels, rows
+
+
+def count_events(client: PostHogClient, events: Sequence[str], filters: Iterable[Any], days: int = 30) -> int:
+    sql, values = count_events_query(events, filters, days)
+    res = client.query(sql, values, name=f"cs-posthog count events ({int(days)} days)", modifiers=JOINED_PERSONS_MODIFIERS)
+    return int(res.results[0][0]) if res.results and res.results[0] else 0
 
 
 def event_volumes(client: PostHogClient, days: int = 30) -> dict[str, int]:

@@ -238,6 +238,11 @@ class SyncEngine:
         self.customer_prop = cfg.identification.property
         cid = cfg.persons.contact_id
         self.contact_prop: str | None = None if cid == PERSON_ID else cid
+        # persons.filter_events: only the events of Persons matching the saved filters are read (every
+        # events query and count states them); else the filters choose the contacts only
+        self.filter_events = bool(getattr(cfg.persons, "filter_events", False))
+        self.person_filters: tuple[Any, ...] = (
+            tuple(Q.user_filters(cfg.all_filters(), self.customer_prop)) if self.filter_events else ())
         self.stop = threading.Event()
         self.run_id: int | None = None
         self._inflight_before: set[str] = set()
@@ -254,6 +259,7 @@ class SyncEngine:
         self._resume_start: dict[str, tuple[str, str]] = {}
         self._contact_losers: set[str] = set()
         self._skip_mark: str | None = None
+        self._start_cursor: tuple[str, str] | None = None  # the main cursor before this run
         self.error: BaseException | None = None
         if self.opt.dry_run:
             self.report.sample = {"events": [], "contacts": []}
@@ -359,6 +365,7 @@ class SyncEngine:
                 self._ignore_state = True  # a dry run for another project: as if nothing was synced yet
         self._streams = self._plan_streams()
         main = self._streams[-1]
+        self._start_cursor = None if main.cursor is None else (main.cursor.created_at, main.cursor.uuid)
         self._persons_init = self._ignore_state or main.cursor is None or not st.persons_ready()
         if main.cursor is None:
             if rep.mode != "full":
@@ -584,16 +591,20 @@ class SyncEngine:
             self._check_stop()
             cur = self.state.current_backfill()
             if cur is None:
-                ids = self.state.pending_persons(IN_LIST)
+                ids, after = self.state.pending_group(IN_LIST)
                 if not ids:
                     return
                 name = PERSONS_STREAM_PREFIX + hashlib.sha256("\0".join(ids).encode()).hexdigest()[:12]
-                s = Stream(name, list(base_events), floor, None, "")
+                # Persons back inside the filters: from where their events stopped being sent
+                s = Stream(name, list(base_events), floor, None if after is None else Cursor(*after), "")
                 upto = (main.cursor.created_at, main.cursor.uuid)
-                self.state.start_backfill(s, ids, upto)
+                self.state.start_backfill(s, ids, upto, after)
             else:
                 s, ids, upto = cur
                 s.events = [e for e in s.events if e in selected]
+                after = self.state.backfill_after()
+            if after is not None:
+                self._resume_start[s.name] = after  # strictly after it, no overlap (as for a re-selected event)
             if s.events:
                 self._event_stream(s, upto, persons=tuple(ids))
             self.state.finish_backfill(s, ids)
@@ -638,14 +649,14 @@ class SyncEngine:
                 if after is not None and parse_ts(after[0]) >= pos:
                     ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
                     w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto,
-                                       persons=persons, before=before)
+                                       persons=persons, before=before, person_filters=self.person_filters)
                 elif pos > start:  # a later window: nothing before pos is left to read
                     ts_from = fmt_ts(max(floor, pos - self.overlap - self.lateness))
                     w = Q.EventsWindow(events, ts_from, created_from=fmt_ts(pos), upto=upto, persons=persons,
-                                       before=before)
+                                       before=before, person_filters=self.person_filters)
                 else:
                     w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons,
-                                       before=before)
+                                       before=before, person_filters=self.person_filters)
                 return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
 
             try:
@@ -897,7 +908,7 @@ class SyncEngine:
             ts_from = fmt_ts(max(floor_dt, lo_dt - self.overlap - self.lateness))
             before = (fmt_ts(hi_dt), fmt_ts(hi_dt + FUTURE_SLACK)) if hi_open and hi_dt is not None else None
             w = Q.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo_dt), upto=upto,
-                               before=before)
+                               before=before, person_filters=self.person_filters)
             sql, values = Q.events_count(
                 w, customer_property=self.customer_prop, without_customer=without_customer,
                 created_to=fmt_ts(hi_dt) if hi_dt is not None and not hi_open else None,
@@ -1013,10 +1024,14 @@ class SyncEngine:
             for rows in it:
                 self._check_stop()
                 self._emit("contacts", read=len(rows))
-                contacts, attachable = self._map_contacts(rows, flag_col)
+                contacts, attachable, outside = self._map_contacts(rows, flag_col)
                 rows.clear()  # (12)
                 if can_seen:
                     self._note_attachable(attachable)
+                    if outside and not self.opt.dry_run:
+                        # their events are not sent now: should they match again (or the filters stop
+                        # choosing the events), they are new, and their backfill window is sent (6a)
+                        self.state.forget_persons(outside, self._start_cursor)
                 existing = {} if ignore_fps else self.state.fingerprints([c.contact_id for c in contacts])
                 changed = [c for c in contacts if existing.get(c.contact_id) != c.fp]
                 unchanged = [c.contact_id for c in contacts if existing.get(c.contact_id) == c.fp]
@@ -1093,11 +1108,14 @@ class SyncEngine:
         else:
             self.state.add_persons(new, pending=True)
 
-    def _map_contacts(self, rows: list[list[Any]], flag_col: int | None) -> tuple[list[_Contact], list[str]]:
-        """(the contacts of the Persons matching the filters, the ids of every attachable Person)."""
+    def _map_contacts(self, rows: list[list[Any]], flag_col: int | None) -> tuple[list[_Contact], list[str], list[str]]:
+        """(the contacts of the Persons matching the filters, the ids of every attachable Person, the ids
+        of the Persons with a customer and a contact id whose events are not sent: outside the filters
+        while they choose the events)."""
         rep = self.report
         out: dict[str, _Contact] = {}
         attachable: list[str] = []
+        outside: list[str] = []
         skipped = 0
         for row in rows:
             matches = flag_col is None or bool(row[flag_col])
@@ -1111,7 +1129,10 @@ class SyncEngine:
                 continue
             contact = text_or_none(row[Q.P_ID]) if self.contact_prop is None else raw_id(row[Q.P_CONTACT])
             if contact is not None:
-                attachable.append(str(row[Q.P_ID]))
+                if matches or not self.filter_events:
+                    attachable.append(str(row[Q.P_ID]))
+                else:
+                    outside.append(str(row[Q.P_ID]))
             if flag_col is not None and not row[flag_col]:
                 continue  # outside the filters: events only, no contact (nor a contacts_read)
             if contact is None:
@@ -1137,7 +1158,7 @@ class SyncEngine:
             out[contact] = _Contact(contact, customer, fingerprint(payload), encode(payload))
         if skipped:
             self._emit("contacts", skipped=skipped)
-        return list(out.values()), attachable
+        return list(out.values()), attachable, outside
 
     # --- the end -----------------------------------------------------------------------------
     def _collect_stats(self) -> None:

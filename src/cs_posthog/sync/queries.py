@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cs_posthog.posthog.hogql import (
+    JOINED_PERSONS_MODIFIERS,
     RAW_NO_ID,
     Params,
     compile_filters,
@@ -36,8 +37,7 @@ EV_UUID, EV_EVENT, EV_TIMESTAMP, EV_CREATED, EV_PERSON, EV_CUSTOMER, EV_EMAIL, E
 P_ID, P_CUSTOMER, P_EMAIL, P_NAME, P_CONTACT = range(5)
 
 # PostHog's persons-on-events mode that reads the current Person on the events table
-# (posthog/schema.py PersonsOnEventsMode; posthog/hogql/database/schema/events.py).
-EVENTS_MODIFIERS: dict[str, Any] = {"personsOnEventsMode": "person_id_override_properties_joined"}
+EVENTS_MODIFIERS: dict[str, Any] = JOINED_PERSONS_MODIFIERS
 
 
 def ch_time(iso: str) -> str:
@@ -53,7 +53,8 @@ def _dt(p: Params, stem: str, iso: str) -> str:
 class EventsWindow:
     """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``,
     before ``before`` when PostHog needs a shorter time window; only the events of ``persons`` when
-    given (a new-person backfill)."""
+    given (a new-person backfill); only the events of Persons (as they are now) matching
+    ``person_filters`` when given (the saved filters, with ``persons.filter_events``)."""
 
     events: tuple[str, ...]
     timestamp_from: str  # ISO UTC
@@ -62,6 +63,7 @@ class EventsWindow:
     upto: tuple[str, str] | None = None  # catch-up streams: (created_at, uuid) <= this
     persons: tuple[str, ...] = ()
     before: tuple[str, str] | None = None  # a time window: (created_at <, timestamp <)
+    person_filters: tuple[Any, ...] = ()  # the user's Person filters, on person.properties
 
 
 def _event_where(w: EventsWindow, p: Params) -> list[str]:
@@ -79,6 +81,8 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
     if w.persons:
         ids = [p.add("p", pid, reuse=False) for pid in w.persons]
         where.append(f"person_id IN ({', '.join(ids)})")
+    if w.person_filters:
+        where.append("(" + compile_filters(w.person_filters, prefix="person.properties", values_prefix="f", params=p)[0] + ")")
     return where
 
 

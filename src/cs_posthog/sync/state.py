@@ -126,7 +126,20 @@ def _schema_2(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2)
+def _schema_3(db: sqlite3.Connection) -> None:
+    """Where the events of a Person stopped being sent when they left the Person filters while the
+    filters choose the events (``persons_left``, invariant 6c): back inside, their backfill starts
+    strictly after that point instead of the backfill floor."""
+    db.execute(
+        "CREATE TABLE persons_left (\n"
+        "    person_id TEXT PRIMARY KEY,        -- a Person whose events were sent, then no longer\n"
+        "    created_at TEXT NOT NULL,          -- the main cursor before the run that found them outside\n"
+        "    uuid TEXT NOT NULL\n"
+        ") WITHOUT ROWID"
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2, _schema_3)
 SCHEMA_VERSION = len(MIGRATIONS)  # the PRAGMA user_version of every state this cs-posthog writes
 
 
@@ -786,6 +799,36 @@ class SyncState:
             _insert_rows(db, "INSERT OR IGNORE INTO persons_seen (person_id, pending) VALUES ",
                          [(p, int(pending)) for p in person_ids], 2)
 
+    def forget_persons(self, person_ids: Sequence[str], left_at: tuple[str, str] | None) -> None:
+        """Drop ``person_ids`` from ``persons_seen``: their events are no longer sent, so the scan that
+        sees them attachable again finds them new (pending a backfill). For those whose events were
+        being sent (seen, not pending), ``left_at`` (the main cursor before this run) is kept in
+        ``persons_left`` unless an earlier one is: their backfill starts strictly after it, as
+        everything before it was sent then. None (a first sync): nothing was sent."""
+        if not person_ids:
+            return
+        with self.tx() as db:
+            for part in _chunks(list(person_ids), _MAX_PARAMS - 2):
+                marks = ",".join("?" * len(part))
+                if left_at is not None:
+                    db.execute("INSERT OR IGNORE INTO persons_left (person_id, created_at, uuid) SELECT person_id, ?, ? "
+                               f"FROM persons_seen WHERE pending = 0 AND person_id IN ({marks})", [*left_at, *part])
+                db.execute(f"DELETE FROM persons_seen WHERE person_id IN ({marks})", list(part))
+
+    def pending_group(self, limit: int) -> tuple[list[str], tuple[str, str] | None]:
+        """Up to ``limit`` pending Persons who share where their backfill starts: (ids, the point of
+        ``persons_left`` they start strictly after, or None: the backfill floor). Persons back from
+        the same run come together; those who never had their events sent come first."""
+        rows = self._read(
+            "SELECT s.person_id, l.created_at, l.uuid FROM persons_seen s LEFT JOIN persons_left l "
+            "ON l.person_id = s.person_id WHERE s.pending = 1 "
+            "ORDER BY l.created_at IS NOT NULL, l.created_at, l.uuid, s.person_id LIMIT ?", (int(limit),))
+        if not rows:
+            return [], None
+        after = None if rows[0][1] is None else (str(rows[0][1]), str(rows[0][2]))
+        ids = [str(r[0]) for r in rows if (None if r[1] is None else (str(r[1]), str(r[2]))) == after]
+        return ids, after
+
     def pending_persons(self, limit: int) -> list[str]:
         return [r[0] for r in self._read(
             "SELECT person_id FROM persons_seen WHERE pending = 1 ORDER BY person_id LIMIT ?", (int(limit),))]
@@ -812,11 +855,23 @@ class SyncState:
             return None
         return stream, ids, upto
 
-    def start_backfill(self, stream: Stream, person_ids: Sequence[str], upto: tuple[str, str]) -> None:
+    def start_backfill(self, stream: Stream, person_ids: Sequence[str], upto: tuple[str, str],
+                       after: tuple[str, str] | None = None) -> None:
+        """``after``: the Persons' events up to this point were sent before (``pending_group``)."""
+        d: dict[str, Any] = {"stream": stream.name, "persons": list(person_ids), "upto": list(upto)}
+        if after is not None:
+            d["after"] = list(after)
         with self.tx() as db:
             self._save_stream(db, stream)
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (
-                _BACKFILL_KEY, json.dumps({"stream": stream.name, "persons": list(person_ids), "upto": list(upto)})))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_BACKFILL_KEY, json.dumps(d)))
+
+    def backfill_after(self) -> tuple[str, str] | None:
+        """The ``after`` of the backfill in progress (``start_backfill``), or None."""
+        try:
+            after = json.loads(self.get_meta(_BACKFILL_KEY) or "{}").get("after")
+            return None if after is None else (str(after[0]), str(after[1]))
+        except (ValueError, TypeError, AttributeError, IndexError):
+            return None
 
     def finish_backfill(self, stream: Stream, person_ids: Sequence[str]) -> None:
         """The backfill reached its bound: its Persons are attachable like any other from now on."""
@@ -826,12 +881,13 @@ class SyncState:
             for part in _chunks(list(person_ids), _MAX_PARAMS):
                 db.execute(f"UPDATE persons_seen SET pending = 0 WHERE person_id IN ({','.join('?' * len(part))})",
                            list(part))
+                db.execute(f"DELETE FROM persons_left WHERE person_id IN ({','.join('?' * len(part))})", list(part))
 
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
         with self.tx() as db:
-            for table in ("streams", "delivered", "inflight", "persons_seen"):
+            for table in ("streams", "delivered", "inflight", "persons_seen", "persons_left"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?)",
                        (_INFLIGHT_KEY, _PERSONS_READY_KEY, _BACKFILL_KEY))

@@ -28,6 +28,10 @@ class DataSource(Protocol):
 
     def count_persons(self, filters: list[PersonFilter]) -> int: ...
 
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = 30) -> int:
+        """The selected events of the last ``days`` days whose Person (as now) matches ``filters``."""
+        ...
+
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]: ...
@@ -47,6 +51,7 @@ class Prefill:
     all_events: bool = False
     filters: list[PersonFilter] = field(default_factory=list)
     contact_id: str | None = None
+    filter_events: bool | None = None  # --filter-events / --no-filter-events
     # name -> (value, where it comes from), offered as "Enter to keep"
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
 

@@ -122,3 +122,61 @@ def format_filter(f: "PersonFilter") -> str:
         q = "'" if '"' in value else '"'
         value = f"{q}{value}{q}"
     return f"{name} {'=' if f.operator.value == 'equals' else '!='} {value}"
+
+
+# --- conditions that leave no one ------------------------------------------------------------
+def contradiction(f: "PersonFilter", customer_property: str, contact_id: str = "person_id") -> str | None:
+    """Why ``f`` ("it ...") cannot hold together with the locked conditions (the customer id, and the contact id
+    when it is a Person property, set and not empty): no Person could match it. None when it can."""
+    locked = [(customer_property, "the customer id")]
+    if contact_id != "person_id":
+        locked.append((contact_id, "the contact id"))
+    for prop, what in locked:
+        if f.property != prop:
+            continue
+        op = f.operator.value
+        if op == "is_not_set":
+            return f"it contradicts the locked condition `{prop} is set` ({what}): no Person would be synced"
+        if op == "equals" and not (f.value or "").strip():
+            return (f"it contradicts the locked condition `{prop} is set, not empty` (an empty {what.removeprefix('the ')} "
+                    "names no one): no Person would be synced")
+    return None
+
+
+def conflict(a: "PersonFilter", b: "PersonFilter") -> bool:
+    """Whether two conditions on one property exclude each other (no value matches both): set and
+    not set, equal and not set, equal to two different values, equal and not equal to one value."""
+    if a.property != b.property:
+        return False
+    pair = {a.operator.value, b.operator.value}
+    if pair == {"is_set", "is_not_set"} or pair == {"equals", "is_not_set"}:
+        return True
+    if pair == {"equals"}:
+        return a.value != b.value
+    if pair == {"equals", "not_equals"}:
+        return a.value == b.value
+    return False
+
+
+def refusal(new: "PersonFilter", others: list["PersonFilter"], customer_property: str,
+            contact_id: str = "person_id") -> str | None:
+    """Why ``new`` cannot be added to ``others`` (the user's conditions so far): it contradicts a
+    locked condition, or one of ``others``. None when it can."""
+    why = contradiction(new, customer_property, contact_id)
+    if why is not None:
+        return why
+    for other in others:
+        if conflict(new, other):
+            return f"it excludes `{format_filter(other)}` (no value matches both): no Person would be synced"
+    return None
+
+
+def refusals(filters: list["PersonFilter"], customer_property: str,
+             contact_id: str = "person_id") -> list[tuple["PersonFilter", str]]:
+    """``(filter, why)`` for each of ``filters`` that contradicts the locked conditions or one before it."""
+    out = []
+    for i, f in enumerate(filters):
+        why = refusal(f, list(filters[:i]), customer_property, contact_id)
+        if why is not None:
+            out.append((f, why))
+    return out

@@ -307,12 +307,23 @@ def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[
         if removed:
             parts.append("- " + ", ".join(removed))
         lines.append("events: " + ("; ".join(parts) or "reordered"))
-    if old.persons != new.persons:
+    if old.persons.model_copy(update={"filter_events": new.persons.filter_events}) != new.persons:
         lines.append(
             "Persons: " + (" AND ".join(f.describe() for f in new.all_filters()))
             + f"; contact id: {new.persons.contact_id}"
         )
+    if old.persons.filter_events != new.persons.filter_events:
+        lines.append(filter_events_change(new.persons.filter_events))
     return lines
+
+
+def filter_events_change(now_on: bool) -> str:
+    """What turning ``persons.filter_events`` on or off does to the next syncs (docs/sync-invariants.md, 6c)."""
+    if now_on:
+        return ("events: only those of the Persons matching the filters from the next sync on "
+                "(what was sent stays in Customerscore)")
+    return ("events: those of every Person with a customer id; the next sync also sends, once, the events "
+            "of the backfill window left out while the filters chose them")
 
 
 def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: bool = True) -> None:

@@ -37,6 +37,7 @@ class Flags:
     cs_url: str | None = None
     tracker_key: str | None = None
     contact_id: str | None = None
+    filter_events: bool | None = None  # --filter-events / --no-filter-events; None: not given
 
 
 # flag -> edit section it belongs to
@@ -52,6 +53,8 @@ FLAG_SECTION = {
     "--all-events": "events",
     "--filter": "persons",
     "--contact-id": "persons",
+    "--filter-events": "persons",
+    "--no-filter-events": "persons",
 }
 
 
@@ -65,6 +68,8 @@ def given_flags(f: Flags) -> list[str]:
     ):
         if value not in (None, False, []):
             out.append(name)
+    if f.filter_events is not None:
+        out.append("--filter-events" if f.filter_events else "--no-filter-events")
     return out
 
 
@@ -145,6 +150,18 @@ def check_filters(rules: list[str], problems: Problems) -> list[PersonFilter]:
         except (FilterSyntaxError, ValueError) as exc:
             problems.invalid.append(f"--filter {rule!r}: {_first_line(exc)}")
     return parsed
+
+
+def check_conditions(filters: list[PersonFilter], customer_property: str, contact_id: str, problems: Problems,
+                     *, flag: str = "--filter") -> None:
+    """Conditions no Person can match (``organization_id is not set`` beside the locked
+    ``organization_id is set``; ``plan = a`` and ``plan = b``): refused like a syntax error."""
+    from cs_posthog.wizard.filters import format_filter, refusals
+
+    if not customer_property.strip():
+        return  # reported as missing or empty by the caller
+    for bad, why in refusals(filters, customer_property.strip(), (contact_id or "person_id").strip() or "person_id"):
+        problems.invalid.append(f"{flag} {format_filter(bad)!r}: {why}")
 
 
 def check_fields(f: Flags, problems: Problems) -> None:
@@ -353,6 +370,7 @@ def connect_no_input(
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")
+    check_conditions(filters, f.customer_property or "", f.contact_id or "person_id", p)
     p.raise_if_any("connect")
     assert ph_key and cs_key and f.project and f.tracker_key and f.customer_property
     register_secret(ph_key)
@@ -378,7 +396,9 @@ def connect_no_input(
         customerscore=customerscore,
         identification=Identification(property=wanted.customer_property),
         events=EventsSettings(selected=events),
-        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip()),
+        # a new setup: the filters choose the events too unless --no-filter-events (config.PersonsSettings)
+        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip(),
+                                filter_events=True if f.filter_events is None else f.filter_events),
     )
     _report_persons(out, source, cfg)
     save_and_sync(ctx, cfg, no_sync=no_sync)
@@ -386,17 +406,27 @@ def connect_no_input(
 
 
 def _report_persons(out: Output, source: Any, cfg: Config) -> None:
+    """The Persons the saved conditions select, and whose events are sent; a warning when no Person
+    matches (saved all the same: a script may set up before the data arrives)."""
     from cs_posthog.errors import CsPosthogError
     from cs_posthog.output import count
     from cs_posthog.wizard.context import esc
-    from cs_posthog.wizard.step_persons import persons_badge, sync_filters
+    from cs_posthog.wizard.step_persons import events_scope_line, persons_badge, sync_filters
 
+    conditions = esc(' AND '.join(x.describe() for x in cfg.all_filters()))
+    scope = events_scope_line(cfg.persons.filter_events, bool(cfg.persons.filters))
     try:
         n = source.count_persons(sync_filters(cfg.all_filters(), cfg.identification.property, cfg.persons.contact_id))
     except CsPosthogError as exc:
         out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
+        out.info(f"{count(len(cfg.events.selected), 'event')}; Persons: {conditions}. {scope}")
         return
-    out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n)} ({esc(' AND '.join(x.describe() for x in cfg.all_filters()))}).")
+    if n == 0:
+        out.warn(f"no Person matches {conditions}: no contact will be sent until one does "
+                 "(saved all the same; change it with `cs-posthog edit persons`).")
+    else:
+        out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n)} ({conditions}).")
+    out.info(scope)
 
 
 # --- edit ------------------------------------------------------------------------------------
@@ -458,6 +488,12 @@ def edit_no_input(
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")
+    if not p.invalid and (f.filters or f.customer_property is not None or f.contact_id is not None):
+        # the conditions as they would be saved: the new ones, or the saved ones under a new property
+        check_conditions(filters if f.filters else list(cfg.persons.filters),
+                         f.customer_property if f.customer_property is not None else cfg.identification.property,
+                         f.contact_id if f.contact_id is not None else cfg.persons.contact_id, p,
+                         flag="--filter" if f.filters else "saved filter")
     p.raise_if_any("edit")
 
     draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
@@ -496,10 +532,11 @@ def edit_no_input(
         draft.identification = Identification(property=f.customer_property.strip())
     if f.events:
         draft.events = EventsSettings(selected=[e.strip() for e in f.events])
-    if f.filters or f.contact_id is not None:
+    if f.filters or f.contact_id is not None or f.filter_events is not None:
         draft.persons = PersonsSettings(
             filters=filters if f.filters else cfg.persons.filters,
             contact_id=(f.contact_id or cfg.persons.contact_id).strip(),
+            filter_events=cfg.persons.filter_events if f.filter_events is None else f.filter_events,
         )
 
     needs_data = f.all_events or f.events or f.customer_property is not None or posthog_touched
@@ -527,6 +564,15 @@ def edit_no_input(
 
     for line in changes:
         out.info(f"  • {esc(line)}")
+    if f.filters or f.customer_property is not None or f.contact_id is not None or f.filter_events is not None:
+        from cs_posthog.errors import CsPosthogError
+
+        try:
+            source = ctx.source()
+        except CsPosthogError as exc:
+            out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
+        else:
+            _report_persons(out, source, new)
     if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
         out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
     save_and_sync_edit(ctx, new, previous=cfg)

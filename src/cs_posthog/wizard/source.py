@@ -69,6 +69,11 @@ class PostHogSource:
 
         return count_persons(self.client, filters)
 
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = 30) -> int:
+        from cs_posthog.posthog.hogql import count_events
+
+        return count_events(self.client, events, filters, days)
+
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]:

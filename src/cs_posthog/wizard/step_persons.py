@@ -3,13 +3,21 @@
 The locked condition ``{customer property} is set`` is always first and cannot be removed. Further
 conditions: a property (autocomplete), an operator (equals, does not equal, is set, is not set) and
 a value for the first two. The badge under every prompt of this step ("1,248 persons will be
-synced") is counted in the background, debounced, and follows the value as it is typed. Counts and
-the preview stay inside PostHog's query budget: when it is spent they say "paused" instead of
+synced") is counted in the background, debounced, and follows the value as it is typed; under it,
+the selected events of the last 30 days that would be sent, which follow the choice below. Counts
+and the preview stay inside PostHog's query budget: when it is spent they say "paused" instead of
 making the prompt wait.
+
+The conditions choose the contacts; one line says whether they choose the events too
+(``persons.filter_events``: "Also sync only these Persons' events?", yes for a new setup), and the
+menu offers the choice once there is a condition. A condition no Person can match (the customer
+property "is not set" or equal to "", or two that exclude each other) is refused where it is typed;
+saving when no Person matches asks first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
@@ -36,9 +44,56 @@ def persons_badge(n: int) -> str:
     return f"{n:,} person{'s' if n != 1 else ''} will be synced"
 
 
+EVENT_DAYS = 30
+
+
+def events_badge(n: int, filter_events: bool) -> str:
+    whose = "of these Persons" if filter_events else "of every Person with a customer id"
+    return f"{n:,} selected event{'s' if n != 1 else ''} {whose} in the last {EVENT_DAYS} days"
+
+
+def events_scope_line(filter_events: bool, has_filters: bool) -> str:
+    """The one line that says what the conditions cover."""
+    if not has_filters:
+        return "Events: those of every Person with a customer id are sent."
+    if filter_events:
+        return "Events: only these Persons' events are sent."
+    return ("Events: those of every Person with a customer id are sent, also outside these conditions "
+            "(the conditions choose the contacts only).")
+
+
+class Badges:
+    """The step's footer: the Persons count and, when the source can count them, the events that
+    would be sent; both follow the conditions as they are typed (``request``)."""
+
+    def __init__(self, persons: LiveCount, events: LiveCount | None) -> None:
+        self.persons = persons
+        self.events = events
+
+    def request(self, filters: list[PersonFilter]) -> None:
+        self.persons.request(filters)
+        if self.events is not None:
+            self.events.request(filters)
+
+    def text(self) -> list[tuple[str, str]]:
+        out = list(self.persons.text())
+        if self.events is not None:
+            out += [("", "\n"), *self.events.text()]
+        return out
+
+    def wait(self, timeout: float = 30.0) -> int | None:
+        return self.persons.wait(timeout)
+
+    def cancel(self) -> None:
+        self.persons.cancel()
+        if self.events is not None:
+            self.events.cancel()
+
+
 # --- the questions ---------------------------------------------------------------------------
-def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str, mode: str,
-                       resumable: bool = True) -> str:
+def ask_persons_action(live: Any, *, can_remove: bool, contact_label: str, mode: str,
+                       resumable: bool = True, filter_events: bool | None = None) -> str:
+    """``filter_events``: None, no choice about the events (no condition yet); else its current value."""
     import questionary
 
     choices = [
@@ -49,6 +104,10 @@ def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str,
         choices.append(questionary.Choice("Remove a condition", value="remove"))
     choices.append(questionary.Choice(f"Change how contacts are identified (now: {esc(contact_label, markup=False)})",
                                       value="contact"))
+    if filter_events is not None:
+        choices.append(questionary.Choice(
+            f"Also sync only these Persons' events? (now: {'yes' if filter_events else 'no'}; Enter changes it)",
+            value="events"))
     choices.append(
         questionary.Choice(
             "Quit without saving" if mode == "edit"
@@ -62,26 +121,40 @@ def ask_persons_action(live: LiveCount, *, can_remove: bool, contact_label: str,
     return q.unsafe_ask()
 
 
-def ask_operator(live: LiveCount, prop: str) -> Any:
+def ask_operator(live: Any, prop: str, refuse: Callable[[Any], str | None] = lambda f: None) -> Any:
+    """The operator; one that needs no value and leaves no Person (``refuse``) is shown disabled."""
     import questionary
 
-    from cs_posthog.config import Operator
+    from cs_posthog.config import Operator, PersonFilter
+
+    def disabled(op: Operator) -> str | None:
+        if op.needs_value:
+            return None  # the value decides (refused where it is typed)
+        return "no Person would match: it contradicts another condition" if refuse(
+            PersonFilter(property=prop, operator=op)) is not None else None
 
     q = questionary.select(
         f"Condition on {esc(prop, markup=False)}:",
-        choices=[questionary.Choice(op.label, value=op) for op in Operator],
+        choices=[questionary.Choice(op.label, value=op, disabled=disabled(op)) for op in Operator],
     )
     add_footer(q, live.text, index=2)
     return q.unsafe_ask()
 
 
-def ask_value(live: LiveCount, base: list[PersonFilter], prop: str, op: Any) -> str:
-    """The value, with the badge following what is typed (debounced)."""
+def ask_value(live: Any, base: list[PersonFilter], prop: str, op: Any,
+              refuse: Callable[[Any], str | None] = lambda f: None) -> str:
+    """The value, with the badge following what is typed (debounced); a value that leaves no Person
+    (``refuse``) is refused there, with the reason."""
     import questionary
 
     from cs_posthog.config import PersonFilter
 
-    q = questionary.text(f"{esc(prop, markup=False)} {op.label}:", instruction='(as text; "quote it" to keep end spaces)')
+    def validate(text: str) -> bool | str:
+        why = refuse(PersonFilter(property=prop, operator=op, value=read_value(text)))
+        return True if why is None else esc(why[:1].upper() + why[1:], markup=False)
+
+    q = questionary.text(f"{esc(prop, markup=False)} {op.label}:", instruction='(as text; "quote it" to keep end spaces)',
+                         validate=validate)
     add_footer(q, live.text)
 
     def changed(buffer: Any) -> None:
@@ -127,7 +200,8 @@ def ask_contact_kind(current: str) -> str:
 
 
 # --- showing ---------------------------------------------------------------------------------
-def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter], contact_id: str = "person_id") -> None:
+def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter], contact_id: str = "person_id",
+                    filter_events: bool | None = None) -> None:
     ctx.out.info("Conditions (a Person must match all of them):")
     ctx.out.info(f"  1. {esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
     start = 2
@@ -136,6 +210,8 @@ def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[Pers
         start = 3
     for i, f in enumerate(filters, start=start):
         ctx.out.info(f"  {i}. {esc(f.describe())}")
+    if filter_events is not None:
+        ctx.out.info(events_scope_line(filter_events, bool(filters)))
 
 
 def preview_columns(all_filters: list[PersonFilter], contact_id: str) -> tuple[str, ...]:
@@ -196,13 +272,14 @@ def preview_widths(columns: list[str], cells: list[list[str]], width: int, cap: 
 
 
 # --- the step --------------------------------------------------------------------------------
-def ask_condition(ctx: WizardContext, live: LiveCount, completer: NameCompleter, base: list[PersonFilter]) -> PersonFilter:
+def ask_condition(ctx: WizardContext, live: Any, completer: NameCompleter, base: list[PersonFilter],
+                  refuse: Callable[[Any], str | None] = lambda f: None) -> PersonFilter:
     from cs_posthog.config import PersonFilter
 
     prop = ask_property_name("Property:", completer, footer=live.text)
-    op = ask_operator(live, prop)
+    op = ask_operator(live, prop, refuse)
     if op.needs_value:
-        value = ask_value(live, base, prop, op)
+        value = ask_value(live, base, prop, op, refuse)
         return PersonFilter(property=prop, operator=op, value=value)
     return PersonFilter(property=prop, operator=op)
 
@@ -218,9 +295,17 @@ def contact_label(contact_id: str) -> str:
     return "PostHog person ID" if contact_id == "person_id" else f"Person property {contact_id}"
 
 
+def ask_save_nobody() -> bool:
+    import questionary
+
+    return bool(questionary.confirm("No Person matches these conditions: no contact would be sent. Save anyway?",
+                                    default=False).unsafe_ask())
+
+
 def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PersonsSettings:
     """Loop over the conditions until the user saves; returns the settings to save."""
     from cs_posthog.config import Operator, PersonFilter, PersonsSettings
+    from cs_posthog.wizard.filters import format_filter, refusal, refusals
 
     if header:
         ctx.step_header(5, only=only)
@@ -230,13 +315,30 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     prev = ctx.draft.persons
     filters = [f for f in (ctx.prefill.filters or (prev.filters if prev else [])) if f != locked]
     contact_id = ctx.prefill.contact_id or (prev.contact_id if prev else "person_id")
+    # a new setup: yes (what a person who narrows the Persons most likely means); edit: as saved
+    filter_events = ctx.prefill.filter_events if ctx.prefill.filter_events is not None else (
+        prev.filter_events if prev is not None else True)
     src = ctx.source()
+    selected = list(ctx.draft.events.selected) if ctx.draft.events is not None else []
 
     def expand(fs: list[PersonFilter]) -> list[PersonFilter]:
         return sync_filters(fs, locked.property, contact_id)  # the contact id as chosen by then
 
-    live = LiveCount(lambda fs: src.count_persons(expand(fs)), render=persons_badge, budget=budget_of(src),
-                     key=lambda fs: repr(expand(fs)))
+    def events_of(fs: list[PersonFilter]) -> list[PersonFilter]:
+        """The Persons whose events are sent: those of the conditions, or every one with the ids."""
+        return expand(fs if filter_events else [locked])
+
+    def refuse(new: PersonFilter) -> str | None:
+        return refusal(new, filters, locked.property, contact_id)
+
+    persons_live = LiveCount(lambda fs: src.count_persons(expand(fs)), render=persons_badge, budget=budget_of(src),
+                             key=lambda fs: repr(expand(fs)))
+    events_live = None
+    if selected and hasattr(src, "count_events"):
+        events_live = LiveCount(lambda fs: src.count_events(selected, events_of(fs), EVENT_DAYS),
+                                render=lambda n: events_badge(n, filter_events), budget=budget_of(src),
+                                key=lambda fs: repr((filter_events, events_of(fs))))
+    live = Badges(persons_live, events_live)
     completer = property_completer(ctx)
     try:
         changed = True
@@ -244,22 +346,38 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             all_filters = [locked, *filters]
             if changed:
                 live.request(all_filters)
-                show_conditions(ctx, locked, filters, contact_id)
+                show_conditions(ctx, locked, filters, contact_id, filter_events)
                 show_preview(ctx, expand(all_filters), contact_id)
             changed = False
             action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id),
-                                        mode=ctx.mode, resumable=ctx.resumable)
+                                        mode=ctx.mode, resumable=ctx.resumable,
+                                        filter_events=filter_events if filters else None)
             if action == "save":
+                bad = refusals(filters, locked.property, contact_id)
+                if bad:  # e.g. given with --filter, or a contact id chosen after a condition on it
+                    for f, why in bad:
+                        ctx.out.warn(f"{esc(format_filter(f))}: {esc(why)}. Remove it to save.")
+                    continue
                 n = live.wait(30)
-                if n is not None:
+                if n == 0:
+                    ctx.out.warn("no Person matches these conditions.")
+                    if not ask_save_nobody():
+                        continue
+                elif n is not None:
                     ctx.out.success(persons_badge(n) + ".")
-                return PersonsSettings(filters=filters, contact_id=contact_id)
+                return PersonsSettings(filters=filters, contact_id=contact_id, filter_events=filter_events)
             if action == "quit":
                 raise StopWizard()
-            if action == "add":
-                new = ask_condition(ctx, live, completer, all_filters)
+            if action == "events":
+                filter_events = not filter_events
+                changed = True
+            elif action == "add":
+                new = ask_condition(ctx, live, completer, all_filters, refuse)
+                why = refuse(new)
                 if new == locked or new in filters:
                     ctx.out.info(f"  [dim]{esc(new.describe())} is already a condition.[/dim]")
+                elif why is not None:
+                    ctx.out.warn(f"{esc(format_filter(new))} is not added: {esc(why)}.")
                 else:
                     filters.append(new)
                 changed = True
