@@ -76,6 +76,7 @@ def test_every_flag(home, env):
     assert cfg["events"]["selected"] == ["invoice_paid", "$pageview"]
     assert cfg["persons"] == {
         "contact_id": "email",
+        "filter_events": True,  # a new setup: the filters choose the events too (no --no-filter-events)
         "filters": [
             {"property": "plan", "operator": "not_equals", "value": "free"},
             {"property": "email", "operator": "is_set"},
@@ -280,7 +281,8 @@ def test_edit_no_input_changes_only_what_is_given(home, env):
     r = run_cli("edit", "--no-input", "--filter", "email is set", "--contact-id", "email")
     assert r.exit_code == 0, r.stderr
     after = config(home)
-    assert after["persons"] == {"contact_id": "email", "filters": [{"property": "email", "operator": "is_set"}]}
+    assert after["persons"] == {"contact_id": "email", "filters": [{"property": "email", "operator": "is_set"}],
+                                "filter_events": True}  # as saved: not given
 
 
 def test_edit_no_input_checks_the_customerscore_keys_before_saving(home, env, monkeypatch):

@@ -510,12 +510,15 @@ def test_persons_value_in_quotes_keeps_its_spaces(home, capsys):
               + [{"id": f"h{i}", "properties": {"organization_id": "o", "plan tier": "Gold"}} for i in range(2)])
     src = FakeSource(events=["e"], volumes={}, persons=people)
     add = DOWN + ENTER + "plan tier" + ENTER + ENTER  # Add a condition, property, "equals"
+    # (the second "does not equal": equal to "Gold " and to "Gold" at once would be refused)
+    add_not = DOWN + ENTER + "plan tier" + ENTER + DOWN + ENTER
     with piped_keys() as keys:
-        keys.send_text(add + '  "Gold " ' + ENTER + add + "  Gold  " + ENTER + DOWN + DOWN + ENTER + DOWN + ENTER + ENTER)
+        keys.send_text(add + '  "Gold " ' + ENTER + add_not + "  Gold  " + ENTER + DOWN + DOWN + ENTER + DOWN + ENTER
+                       + ENTER)
         settings = ask_persons(persons_ctx(src))  # the second condition is removed again, then save
     assert settings.filters == [PersonFilter(property="plan tier", operator=Operator.EQUALS, value="Gold ")]
     err = capsys.readouterr().err
-    assert "2. plan tier equals 'Gold '" in err and "3. plan tier equals 'Gold'" in err
+    assert "2. plan tier equals 'Gold '" in err and "3. plan tier does not equal 'Gold'" in err
     assert "✓ 3 persons will be synced." in err
     assert read_value(' "" ') == "" and read_value("it's") == "it's" and read_value("'a b '") == "a b "
 
