@@ -57,7 +57,7 @@ def test_full_wizard_writes_a_private_config_and_drops_the_draft(home, tty, fake
     assert cfg["customerscore"] == {"api_url": "https://api.customerscore.io", "tracker_key": "CS-AB12C"}
     assert cfg["identification"]["property"] == "organization_id"
     assert cfg["events"]["selected"] == ["invoice_paid"]
-    assert cfg["persons"] == {"filters": [], "contact_id": "person_id"}
+    assert cfg["persons"] == {"filters": [], "contact_id": "person_id", "filter_events": True}
     assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
     assert not (home / "draft.toml").exists()
     assert read_toml(home / "secrets.toml") == {"posthog": check.good, "customerscore": CS_KEY}
@@ -280,7 +280,7 @@ def test_flags_on_a_terminal_are_the_offered_answers(home, tty, fakes):
     assert cfg["customerscore"]["tracker_key"] == "CS-FLAG1"
     assert sorted(cfg["events"]["selected"]) == ["purchase", "report_created"]
     assert cfg["persons"] == {"filters": [{"property": "plan", "operator": "equals", "value": "pro"}],
-                              "contact_id": "email"}
+                              "contact_id": "email", "filter_events": True}
 
 
 def test_bad_filter_flag_on_a_terminal_is_a_usage_error(home, tty, fakes):

@@ -99,7 +99,8 @@ def test_stopping_the_wizard_ends_the_demo_cleanly(tmp_path):
             child.expect(re.escape(question))
             child.send("\r")
         child.expect("Stop here \\(nothing is saved\\)")
-        child.send("\x1b[B" * 4 + "\r")  # Save, Add, Remove (the demo's condition), Change contact, Stop
+        # Save, Add, Remove (the demo's condition), Change contact, Also sync only these Persons' events?, Stop
+        child.send("\x1b[B" * 5 + "\r")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)

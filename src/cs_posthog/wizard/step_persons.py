@@ -84,6 +84,9 @@ class Badges:
     def wait(self, timeout: float = 30.0) -> int | None:
         return self.persons.wait(timeout)
 
+    def wait_events(self, timeout: float = 15.0) -> int | None:
+        return None if self.events is None else self.events.wait(timeout)
+
     def cancel(self) -> None:
         self.persons.cancel()
         if self.events is not None:
@@ -365,6 +368,9 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                         continue
                 elif n is not None:
                     ctx.out.success(persons_badge(n) + ".")
+                    ev = live.wait_events()
+                    if ev is not None:
+                        ctx.out.info(f"  {events_badge(ev, filter_events)}.")
                 return PersonsSettings(filters=filters, contact_id=contact_id, filter_events=filter_events)
             if action == "quit":
                 raise StopWizard()
