@@ -146,6 +146,10 @@ def test_status_json_has_everything_and_no_secret(home, connected, crontab, monk
     assert d["customer_property"] == "organization_id"
     assert d["events"] == ["$pageview", "invoice_paid"]
     assert d["filters"][0] == "organization_id is set"  # the locked condition first
+    # a config from before persons.filter_events: the filters choose the contacts only, and status says so
+    assert d["filter_events"] is False
+    human = " ".join(run_cli("status").stderr.split()) + " ".join(run_cli("status").stdout.split())
+    assert "(contacts only: the events of every Person with a customer id are sent)" in human
     assert [x["status"] for x in d["last_runs"]] == ["failed", "ok"]
     assert d["last_runs"][1]["summary"]["events_sent"] == 1234
     assert d["cursors"][0]["created_at"] == "2024-03-30T12:00:00.000000Z"

@@ -159,9 +159,15 @@ def test_turning_filter_events_off_sends_the_events_left_out_once_and_on_again_s
     r = run_cli("edit", "persons", "--no-input", "--no-filter-events")
     assert r.exit_code == 0, r.stderr
     got = Received(sb)
+    # a dry run backfills them from where they left too, not their whole window again (their older
+    # events were sent long ago: no delivered uuid remembers them)
+    report, error = sync(load_config(), dry_run=True)
+    assert error is None, error
+    assert report.events_backfilled_for_new_persons == 1 and got("events") == []
     report, error = sync(load_config())
     assert error is None, error
     assert [(e["name"], e["identification"]["contact"]) for e in got("events")] == [(SELECTED[0], out_pid)]
+    assert report.events_sent == 1
     got = Received(sb)
     report, error = sync(load_config())
     assert error is None, error

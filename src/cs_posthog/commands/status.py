@@ -78,6 +78,7 @@ def collect(config: Any = None) -> dict[str, Any]:
         "customer_property": cfg.identification.property,
         "events": list(cfg.events.selected),
         "filters": [f.describe() for f in cfg.all_filters()],
+        "filter_events": cfg.persons.filter_events,
         "contact_id": cfg.persons.contact_id,
         "sync_settings": {
             "backfill_days": cfg.sync.backfill_days,
@@ -182,7 +183,9 @@ def render(out: Any, d: dict[str, Any]) -> None:
     t.add_row("Customer property", Text(show(d["customer_property"])))
     t.add_row("Contact id", Text(show(d["contact_id"])))
     t.add_row("Events", Text(", ".join(map(show, d["events"]))))
-    t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"]))))
+    scope = ("they choose the events too" if d.get("filter_events")
+             else "contacts only: the events of every Person with a customer id are sent") if len(d["filters"]) > 1 else ""
+    t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"])) + (f" ({scope})" if scope else "")))
     s = d["sync_settings"]
     t.add_row(
         "Sync",

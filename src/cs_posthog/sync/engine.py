@@ -578,13 +578,22 @@ class SyncEngine:
             time.sleep(0.05)
         floor = fmt_ts(self.now - timedelta(days=self.cfg.sync.backfill_days))
         selected = set(self.cfg.events.selected)
-        if self.opt.dry_run:
-            ids = self._dry_new_persons
-            for i in range(0, len(ids), IN_LIST):
-                self._check_stop()
-                part = ids[i : i + IN_LIST]
-                s = Stream(PERSONS_STREAM_PREFIX + "dry", list(base_events), floor, None, "")
-                self._event_stream(s, (main.cursor.created_at, main.cursor.uuid), persons=tuple(part))
+        if self.opt.dry_run:  # grouped as a real run would (pending_group): by where each one starts
+            left = self.state.left_points(self._dry_new_persons)
+            groups: dict[tuple[str, str] | None, list[str]] = {}
+            for pid in self._dry_new_persons:
+                groups.setdefault(left.get(pid), []).append(pid)
+            for after, ids in groups.items():
+                for i in range(0, len(ids), IN_LIST):
+                    self._check_stop()
+                    part = ids[i : i + IN_LIST]
+                    s = Stream(PERSONS_STREAM_PREFIX + "dry", list(base_events), floor,
+                               None if after is None else Cursor(*after), "")
+                    if after is not None:
+                        self._resume_start[s.name] = after
+                    else:
+                        self._resume_start.pop(s.name, None)
+                    self._event_stream(s, (main.cursor.created_at, main.cursor.uuid), persons=tuple(part))
             return
 
         while True:

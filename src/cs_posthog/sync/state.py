@@ -815,6 +815,16 @@ class SyncState:
                                f"FROM persons_seen WHERE pending = 0 AND person_id IN ({marks})", [*left_at, *part])
                 db.execute(f"DELETE FROM persons_seen WHERE person_id IN ({marks})", list(part))
 
+    def left_points(self, person_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """``persons_left``'s point of each of ``person_ids`` that has one."""
+        out: dict[str, tuple[str, str]] = {}
+        for part in _chunks(list(person_ids)):
+            marks = ",".join("?" * len(part))
+            for pid, c, u in self._read(f"SELECT person_id, created_at, uuid FROM persons_left WHERE person_id IN ({marks})",
+                                        list(part)):
+                out[str(pid)] = (str(c), str(u))
+        return out
+
     def pending_group(self, limit: int) -> tuple[list[str], tuple[str, str] | None]:
         """Up to ``limit`` pending Persons who share where their backfill starts: (ids, the point of
         ``persons_left`` they start strictly after, or None: the backfill floor). Persons back from
