@@ -20,6 +20,9 @@ Two streams run at once, each in its own thread, each with a reader one page ahe
   scan sees attachable for the first time (``persons_seen``) gets the selected events of the
   backfill window sent once, by a resumable stream per group of Persons that runs after the main
   stream, bounded by the main cursor (later events come through the main stream).
+* filters and events (6c): with ``persons.filter_events``, every events query and count also states
+  the saved filters; a Person outside them is dropped from ``persons_seen`` (where their events stopped
+  is kept in ``persons_left``), so that back inside, or with the option off, 6a sends what they missed.
 
 Memory holds one page being sent plus one being read, whatever the number of events (12).
 """
@@ -147,7 +150,8 @@ class Report:
     # without a customer id, which are counted by a query instead of read; a completed run has
     # events_read == events_sent (events_to_send in a dry run) + events_skipped_* + events_duplicates_dropped
     # + events_rejected, and contacts_read == contacts_sent (to_send) + contacts_unchanged + contacts_skipped_*
-    # + contacts_rejected
+    # + contacts_rejected. With persons.filter_events, the events of Persons outside the filters are not
+    # read (no query asks for them) and are in none of these figures (6c)
     events_read: int = 0
     contacts_read: int = 0
     events_backfilled_for_new_persons: int = 0  # (also in events_sent)

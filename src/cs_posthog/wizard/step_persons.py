@@ -153,7 +153,10 @@ def ask_value(live: Any, base: list[PersonFilter], prop: str, op: Any,
     from cs_posthog.config import PersonFilter
 
     def validate(text: str) -> bool | str:
-        why = refuse(PersonFilter(property=prop, operator=op, value=read_value(text)))
+        try:
+            why = refuse(PersonFilter(property=prop, operator=op, value=read_value(text)))
+        except ValueError:  # a value the config refuses (an API key): left to the condition's own check
+            return True
         return True if why is None else esc(why[:1].upper() + why[1:], markup=False)
 
     q = questionary.text(f"{esc(prop, markup=False)} {op.label}:", instruction='(as text; "quote it" to keep end spaces)',
