@@ -8,12 +8,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-
-from cs_posthog.config import Config, load_config, save_config
-from cs_posthog.sandbox.runner import post_json, start_sandbox
 from helpers import run_cli, sandbox_env
 from sync_expected import Sandbox, bag, expected_contacts, expected_events, matches
 from test_sync_engine import SELECTED, Received, sync
+
+from cs_posthog.config import Config, load_config, save_config
+from cs_posthog.sandbox.runner import post_json, start_sandbox
 
 FILTERS = [{"property": "plan", "operator": "equals", "value": "pro"}]
 EVERYTHING = datetime(2000, 1, 1, tzinfo=UTC)  # backfill_days = 3650: every event of the sandbox
@@ -97,7 +97,7 @@ def test_a_config_from_before_the_option_keeps_sending_every_persons_events(env)
     assert "filter_events" not in path.read_text()
     assert load_config().persons.filter_events is False
     got = Received(sb)
-    report, error = sync(load_config())
+    _, error = sync(load_config())
     assert error is None, error
     assert bag(got("events")) == bag(want(sb)[0])
 
@@ -189,7 +189,7 @@ def test_json_figures_add_up_with_filter_events(env):
         docs.append(json.loads(r.stdout))
     for d in docs:
         adds_up(d)
-    inside, skipped_inside = want(sb, FILTERS)
+    _, skipped_inside = want(sb, FILTERS)
     assert docs[1]["events_skipped_no_customer"] == skipped_inside
     # the new three: one sent (inside), none for the Person outside, and the Person without a
     # customer id (no plan: outside the filters too) is neither read nor skipped
