@@ -339,12 +339,12 @@ def test_a_crash_in_the_middle_of_a_migration_leaves_the_old_version(tmp_path, f
         "import os, signal, sys\n"
         "from pathlib import Path\n"
         "from cs_posthog.sync import state\n"
-        "first, second = state.MIGRATIONS\n"
+        "first, second, *later = state.MIGRATIONS\n"
         "def crash(db):\n"
         "    second(db)\n"
         "    assert 'skipped' in {r[1] for r in db.execute('PRAGMA table_info(delivered)')}\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "state.MIGRATIONS = (first, crash)\n"
+        "state.MIGRATIONS = (first, crash, *later)\n"
         "state.SyncState(Path(sys.argv[1]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60)
