@@ -382,11 +382,11 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 changed = True
             elif action == "add":
                 new = ask_condition(ctx, live, completer, all_filters, refuse)
-                why = refuse(new)
+                refused = refuse(new)
                 if new == locked or new in filters:
                     ctx.out.info(f"  [dim]{esc(new.describe())} is already a condition.[/dim]")
-                elif why is not None:
-                    ctx.out.warn(f"{esc(format_filter(new))} is not added: {esc(why)}.")
+                elif refused is not None:
+                    ctx.out.warn(f"{esc(format_filter(new))} is not added: {esc(refused)}.")
                 else:
                     filters.append(new)
                 changed = True
