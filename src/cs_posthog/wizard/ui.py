@@ -130,7 +130,7 @@ def checklist(
     ic = inquirer_control(q)
     total = sum(1 for c in ic.choices if not getattr(c, "disabled", False))
     list_window = _list_window(q, ic)
-    scroll = _Scroll(max_rows)
+    scroll = _Scroll()
     typing = [False]  # a search is being typed: Space is a character of it
 
     def view() -> tuple[int, int]:
@@ -271,12 +271,12 @@ class _Scroll:
     """Which rows of a list the window shows: it scrolls only as far as needed to keep the pointer
     in view (prompt_toolkit's own rule), and the counter reads the same numbers the window uses."""
 
-    def __init__(self, rows: int) -> None:
-        self.rows = rows
-        self.top = 0
+    def __init__(self) -> None:
+        self.top = 0  # the first row shown
 
-    def view(self, pointer: int, count: int, rows: int | None = None) -> tuple[int, int]:
-        height = max(0, min(self.rows if rows is None else rows, count))
+    def view(self, pointer: int, count: int, rows: int) -> tuple[int, int]:
+        """(rows above, rows below) the window of ``rows`` rows over ``count``, pointer in view."""
+        height = max(0, min(rows, count))
         top = max(0, min(self.top, count - height))
         if pointer < top:
             top = pointer
@@ -293,10 +293,7 @@ def wrap_to_terminal(text: str, indent: str = "  ") -> str:
 
     from prompt_toolkit.application.current import get_app
 
-    try:
-        width = get_app().output.get_size().columns
-    except Exception:  # pragma: no cover - no output to ask
-        width = 80
+    width = get_app().output.get_size().columns  # outside a running prompt: a dummy's 80
     lines = textwrap.wrap(text, width=max(20, width - 1), initial_indent=indent, subsequent_indent=indent,
                           break_on_hyphens=False)
     return "\n".join(lines)
