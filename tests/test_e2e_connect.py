@@ -287,8 +287,8 @@ def test_connect_finds_an_event_name_with_a_space_and_reminds_of_its_codename(sa
                   "--cs-url", info["customerscore"], "--customer-property", PROP, "--event", "invoice_paid")
     child.expect("PostHog personal API key")
     child.send("\r")  # from the environment
-    for prompt in ("Project ID", "Customerscore API key", "Tracker key", "advanced options", "API base URL",
-                   "tied to a customer", "identifier?"):
+    for prompt in ("Project ID", "Customerscore API key", "Tracker key", "tied to a customer",
+                   "identifier?"):  # --cs-url: no advanced question
         child.expect(prompt)
         child.send("\r")
     child.expect("Events to send")
@@ -351,7 +351,7 @@ def test_the_events_checklist_at_60_columns(sandbox, term_env, home, tmp_path):
 
     try:
         for prompt in ("PostHog personal API key", "Project ID", "Customerscore API key", "Tracker key",
-                       "advanced options", "API base URL", "tied to a customer", "identifier\\?"):
+                       "tied to a customer", "identifier\\?"):  # --cs-url: no advanced question
             wait_for(prompt)
             keys("Enter")
         first = wait_for(r"Space or Tab toggles · type to search · Ctrl-A all/none · Enter confirms")
