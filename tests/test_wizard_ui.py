@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from wizard_fakes import CTRL_A, DOWN, ENTER, UP, piped_keys
+from wizard_fakes import CTRL_A, DOWN, ENTER, TAB, UP, piped_keys
 
 from cs_posthog.config import Operator, PersonFilter
 
@@ -254,7 +254,6 @@ def test_checklist_says_when_the_list_scrolls():
 
 
 # --- issue 12 item 7: search with spaces, Space/Tab, the scroll hint, the codename note ------------
-TAB = "\t"
 BACKSPACE = "\x7f"
 
 
