@@ -228,7 +228,7 @@ def test_checklist_ticks_stay_distinguishable_in_a_non_utf8_terminal(sandbox, tm
         child.expect("Events to send")
         child.send("invoice")
         child.expect("match 'invoice'")
-        child.send(" ")
+        child.send("\t")  # Tab toggles (Space would type a space into the search)
         child.expect(r"\[x\] invoice_paid")
         child.sendcontrol("c")
         child.expect(pexpect.EOF)

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 from helpers import run_cli, sample_config_dict
-from wizard_fakes import CTRL_C, CTRL_U, DOWN, ENTER, FakeCheck, piped_keys, sample_source
+from wizard_fakes import CTRL_C, CTRL_U, DOWN, ENTER, TAB, FakeCheck, piped_keys, sample_source
 
 from cs_posthog.output import Output
 
@@ -39,7 +39,7 @@ def step1(check):
 
 STEP2 = CS_KEY + ENTER + "CS-AB12C" + ENTER + "n"
 STEP3 = ENTER + "organization_id" + ENTER
-STEP4 = "invoice" + " " + ENTER  # filter to invoice_paid, toggle, confirm
+STEP4 = "invoice" + TAB + ENTER  # filter to invoice_paid, toggle, confirm
 STEP5 = ENTER  # Save configuration
 
 
@@ -197,7 +197,7 @@ def test_edit_events_prefilled_and_saved(home, tty, fakes, capsys):
     saved_config(home, check)
     with piped_keys() as keys:
         # saved events are checked; add user_signed_up via search; confirm; "Save these changes?" yes
-        edit(fakes, keys, "signed" + " " + ENTER + "y", section="events")
+        edit(fakes, keys, "signed" + TAB + ENTER + "y", section="events")
     cfg = read_toml(home / "config.toml")
     assert sorted(cfg["events"]["selected"]) == ["invoice_paid", "report_created", "user_signed_up"]
     assert cfg["persons"]["filters"][0] == {"property": "plan", "operator": "equals", "value": "pro"}  # untouched
@@ -217,7 +217,7 @@ def test_edit_ctrl_c_or_no_changes_nothing(home, tty, fakes, capsys):
     assert (home / "secrets.toml").read_bytes() == secrets_before
 
     with piped_keys() as keys:
-        edit(fakes, keys, "signed" + " " + ENTER + "n", section="events")  # declines to save
+        edit(fakes, keys, "signed" + TAB + ENTER + "n", section="events")  # declines to save
     assert (home / "config.toml").read_bytes() == cfg_before
     assert not (home / "draft.toml").exists()
 
@@ -303,7 +303,7 @@ def test_edit_changing_the_contact_id_warns_about_duplicate_contacts(home, tty, 
             "contact") in err
 
     with piped_keys() as keys:  # other changes: no such warning
-        edit(fakes, keys, "signed" + " " + ENTER + "y", section="events")
+        edit(fakes, keys, "signed" + TAB + ENTER + "y", section="events")
     assert "contacts are identified by" not in capsys.readouterr().err
 
 
@@ -330,7 +330,7 @@ def test_edit_without_a_section_asks_what_to_change(home, tty, fakes, capsys):
     cfg_before, _ = saved_config(home, check)
     with piped_keys() as keys:
         # the menu: PostHog, Customerscore, identification, events (4th) -> the events step only
-        edit(fakes, keys, DOWN * 3 + ENTER + "signed" + " " + ENTER + "y")
+        edit(fakes, keys, DOWN * 3 + ENTER + "signed" + TAB + ENTER + "y")
     err = capsys.readouterr().err
     assert "Events to track" in err
     assert "Step 1 of" not in err and "PostHog personal API key" not in err  # only the events step ran

@@ -119,7 +119,7 @@ def test_connect_in_a_terminal_with_ctrl_c_and_resume(sandbox, term_env, home):
     child.expect("Events to send")
     child.send("invoice_p")
     child.expect("match 'invoice_p'")
-    child.send(" ")  # the counter redraws only the digit that changed: the tmux test reads the screen
+    child.send("\t")  # Tab toggles; the counter redraws only the digit that changed: the tmux test reads the screen
     child.send("\r")
     child.expect("Persons to sync")
     child.expect("persons will be synced")
@@ -193,7 +193,7 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
             keys("Enter")
         wait_for("Events to send")
         keys("-l", "invoice")
-        keys("Space")
+        keys("Tab")
         shown = wait_for("1 of ")
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True)
@@ -273,3 +273,106 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
     assert "? How are Persons tied to a customer? I'm not sure" in not_sure.splitlines()
     assert words("Stopped at step 3; the finished steps are kept: `cs-posthog connect` resumes there.") \
         in words(not_sure)
+
+
+def test_connect_finds_an_event_name_with_a_space_and_reminds_of_its_codename(sandbox, term_env, home):
+    """Issue 12 item 7: "Checkout Completed" is typed into the search with its space, Tab ticks it,
+    the codename rule is said for it under the list and once more after the list; the saved
+    configuration sends it. The snake_case event checked from the start gets no such line.
+
+    (prompt_toolkit redraws only the cells that changed: what is expected here is text drawn whole.)"""
+    info = sandbox.info
+    term_env.update(POSTHOG_PERSONAL_API_KEY=info["api_key"], CUSTOMERSCORE_API_KEY=info["customerscore_api_key"])
+    child = spawn(term_env, "--project", str(info["project_id"]), "--tracker-key", info["tracker_key"],
+                  "--cs-url", info["customerscore"], "--customer-property", PROP, "--event", "invoice_paid")
+    child.expect("PostHog personal API key")
+    child.send("\r")  # from the environment
+    for prompt in ("Project ID", "Customerscore API key", "Tracker key", "tied to a customer",
+                   "identifier?"):  # --cs-url: no advanced question
+        child.expect(prompt)
+        child.send("\r")
+    child.expect("Events to send")
+    child.expect("Space or Tab toggles")
+    child.send("Checkout Completed\t")  # keys are handled in order: no need to wait for the search
+    child.expect('keeps "Checkout Completed" only if')  # the note under the list, a line of its own
+    child.send("\r")
+    child.expect("2 events selected")
+    child.expect("Persons to sync")
+    child.expect("persons will be synced")
+    child.send("\r")  # Save configuration
+    child.expect("Configuration saved")
+    child.expect("Sync ok")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, screen(child)
+    shown = screen(child)
+    assert 'keeps "invoice_paid"' not in shown  # never said for a snake_case name
+    words = " ".join(shown.split())
+    after = words[words.index("2 events selected"):]
+    assert ('warning: Customerscore keeps "Checkout Completed" only if a metric\'s codename is exactly the '
+            "event name, spaces, capitals and $ included.") in after
+    assert after.count("Customerscore keeps") == 1  # one line for the list, not one per event
+    cfg = tomllib.loads((home / "config.toml").read_text())
+    assert sorted(cfg["events"]["selected"]) == ["Checkout Completed", "invoice_paid"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_the_events_checklist_at_60_columns(sandbox, term_env, home, tmp_path):
+    """What a person sees of step 4 in a 60-column terminal (tmux capture-pane): the keys said under
+    the list in whole words, the "more above/below" hint moving with the pointer, a search with a
+    space, Tab ticking, and the codename line."""
+    info = sandbox.info
+    session = f"csph60{os.getpid()}"
+    tmux = ["tmux", "-S", str(tmp_path / "tmux.sock")]
+    envs = " ".join(f"{k}={v!r}" for k, v in term_env.items() if k.startswith(("CS_POSTHOG", "PROMPT_")))
+    envs += f" POSTHOG_PERSONAL_API_KEY={info['api_key']!r} CUSTOMERSCORE_API_KEY={info['customerscore_api_key']!r}"
+    subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "60", "-y", "30",
+                    f"env {envs} {' '.join(cs_posthog_cmd())} connect --project {info['project_id']} "
+                    f"--tracker-key {info['tracker_key']} --cs-url {info['customerscore']} "
+                    f"--customer-property {PROP}; sleep 30"], check=True)
+
+    def capture() -> str:
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    def keys(*k: str) -> None:
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+
+    def wait_for(pattern: str, timeout: float = 15) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            shown = capture()
+            if re.search(pattern, " ".join(shown.split())):
+                return shown
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} never appeared; screen:\n{capture()}")
+
+    def words(text: str) -> str:
+        return " ".join(text.split())
+
+    try:
+        for prompt in ("PostHog personal API key", "Project ID", "Customerscore API key", "Tracker key",
+                       "tied to a customer", "identifier\\?"):  # --cs-url: no advanced question
+            wait_for(prompt)
+            keys("Enter")
+        first = wait_for(r"Space or Tab toggles · type to search · Ctrl-A all/none · Enter confirms")
+        n = int(re.search(r"0 of (\d+) events selected", words(first)).group(1))
+        assert n > 12 + 2
+        assert f"· {n - 12} more below, ↑↓ to scroll" in words(first)
+        for _ in range(13):
+            keys("Down")
+        moved = wait_for(rf"· 2 more above, {n - 14} more below, ↑↓ to scroll")
+        lines = moved.splitlines()
+        counter = next(i for i, line in enumerate(lines) if "events selected" in line)
+        assert lines[counter - 1].startswith(" » ")  # the pointer on the last row shown: 2 rows went up
+        keys("-l", "Checkout Completed")
+        searched = wait_for(r"1 match 'Checkout Completed'")
+        assert "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Enter confirms" in words(searched)
+        keys("Tab")
+        ticked = wait_for(r'keeps "Checkout Completed" only if')
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    for shown in (first, moved, searched, ticked):
+        assert all(len(line) <= 60 for line in shown.splitlines())
+    assert re.search(r"^ » ● Checkout Completed +\d+$", ticked, re.M), ticked
+    assert ('Customerscore keeps "Checkout Completed" only if a metric\'s codename is exactly the event name, '
+            "spaces, capitals and $ included.") in words(ticked)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 from helpers import fake_key, sandbox_env
-from wizard_fakes import DOWN, ENTER, piped_keys
+from wizard_fakes import DOWN, ENTER, TAB, piped_keys
 
 from cs_posthog.config import Draft, Identification, Operator, PersonFilter
 from cs_posthog.output import Output
@@ -120,7 +120,7 @@ def test_steps_3_to_5_on_real_data(home, info, capsys):
     assert f"{with_prop:,} of {len(persons(info)):,} Persons have {PROP} set, not empty." in err
 
     with piped_keys() as keys:
-        keys.send_text("invoice_p" + " " + ENTER)
+        keys.send_text("invoice_p" + TAB + ENTER)
         ctx.draft.events = ask_events(ctx)
     assert ctx.draft.events.selected == ["invoice_paid"]
     err = capsys.readouterr().err

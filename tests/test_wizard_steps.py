@@ -543,3 +543,28 @@ def test_preview_gives_the_id_column_way_to_the_conditions(home, capsys, monkeyp
     assert "22f204e1-a708-488e-8d58-d78a07d2c000" not in table and "22f204e1" in table
     assert all(len(line) <= 100 for line in table.splitlines())
     assert preview_widths(["id", "email"], [["a" * 36, "b@x.test"]], 100) == [36, 8]  # room enough: untouched
+
+
+def test_events_codename_line_after_the_list_once_for_odd_names_only(home, capsys):
+    """Issue 12 item 7: ticked names a codename is unlikely to be spelled as ($-prefixed here) get
+    one line after the list; snake_case ones none."""
+    from cs_posthog.wizard.step_events import ask_events
+
+    ctx = make_ctx(source=sample_source(), draft=Draft(posthog=posthog_settings()))
+    ctx.prefill.secrets["posthog"] = ("phx_test", "test")
+    with piped_keys() as keys:
+        keys.send_text(" " + DOWN + " " + ENTER)  # $pageview (the busiest) and report_created
+        settings = ask_events(ctx)
+    assert settings.selected == ["$pageview", "report_created"]
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count('Customerscore keeps "') == 1  # one line (the general reminder aside)
+    assert ('warning: Customerscore keeps "$pageview" only if a metric\'s codename is exactly the event name, '
+            "spaces, capitals and $ included.") in err
+
+    ctx = make_ctx(source=sample_source(), draft=Draft(posthog=posthog_settings()))
+    ctx.prefill.secrets["posthog"] = ("phx_test", "test")
+    with piped_keys() as keys:
+        keys.send_text(DOWN + " " + ENTER)  # report_created alone
+        settings = ask_events(ctx)
+    assert settings.selected == ["report_created"]
+    assert "Customerscore keeps \"" not in capsys.readouterr().err

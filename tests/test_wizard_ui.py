@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from wizard_fakes import CTRL_A, DOWN, ENTER, piped_keys
+from wizard_fakes import CTRL_A, DOWN, ENTER, TAB, UP, piped_keys
 
 from cs_posthog.config import Operator, PersonFilter
 
@@ -251,3 +251,163 @@ def test_checklist_says_when_the_list_scrolls():
     assert text() == "  0 of 20 events selected · 8 more below, ↑↓ to scroll"
     inquirer_control(q).add_search_character("1")  # e1, e10..e19: 11 rows fit
     assert text() == "  0 of 20 events selected · 11 match '1'"
+
+
+# --- issue 12 item 7: search with spaces, Space/Tab, the scroll hint, the codename note ------------
+BACKSPACE = "\x7f"
+
+
+def footer_texts(q) -> list[str]:
+    """The lines under the list as drawn now: the counter, the keys, the note (when shown)."""
+    from prompt_toolkit.layout import ConditionalContainer, Window
+    from prompt_toolkit.layout.controls import FormattedTextControl
+
+    texts = []
+    for child in q.application.layout.container.children[2:]:
+        if isinstance(child, ConditionalContainer) and isinstance(child.content, Window) \
+                and isinstance(child.content.content, FormattedTextControl) and child.filter():
+            texts.append("".join(t for _, t in child.content.content.text()))
+    return texts
+
+
+def drive(make, keys: list[str]):
+    """Ask the checklist ``make()`` builds, one key per drawn screen: after each screen is drawn
+    (prompt_toolkit's after_render), what it shows is recorded and the next key is sent."""
+    from cs_posthog.wizard import ui
+
+    records: list[dict] = []
+    with piped_keys() as inp:
+        q = make()
+        ic = ui.inquirer_control(q)
+        window = next(w for w in q.application.layout.find_all_windows() if w.content is ic)
+        pending = list(keys)
+
+        def after(_app):
+            info = window.render_info
+            if not ic.is_answered and info is not None:
+                records.append({"footer": footer_texts(q), "first": info.first_visible_line(),
+                                "last": info.last_visible_line(), "pointer": ic.pointed_at,
+                                "search": ic.search_filter})
+            if pending:
+                inp.send_text(pending.pop(0))
+
+        q.application.after_render += after
+        answer = q.unsafe_ask()
+    return answer, records
+
+
+EVENTS = ["invoice_paid", "Checkout Completed", "checkout_started", "order completed", "$pageview", "purchase"]
+
+
+def events_checklist(**kw):
+    from cs_posthog.wizard.ui import checklist
+
+    return lambda: checklist("Events", [(n, n, False) for n in EVENTS], noun="events selected", **kw)
+
+
+def test_checklist_search_takes_a_space_and_tab_ticks_the_match():
+    answer, records = drive(events_checklist(), [*"Checkout Completed", TAB, ENTER])
+    assert answer == ["Checkout Completed"]
+    assert records[-1]["search"] == "Checkout Completed"
+    assert records[-1]["footer"][0] == "  1 of 6 events selected · 1 match 'Checkout Completed'"
+
+
+def test_checklist_space_types_while_searching_and_toggles_otherwise():
+    # no search: Space toggles the row at the pointer
+    answer, _ = drive(events_checklist(), [" ", ENTER])
+    assert answer == ["invoice_paid"]
+    # while the search is typed, Space is part of it: "order " finds "order completed", nothing ticked
+    answer, records = drive(events_checklist(), [*"order ", ENTER])
+    assert answer == [] and records[-1]["search"] == "order "
+    assert records[-1]["footer"][0].endswith("· 1 match 'order '")
+    assert records[-1]["footer"][1].startswith("  Space types a space · Tab toggles")
+    # after an arrow key the search is done being typed: Space toggles again, and says so
+    answer, records = drive(events_checklist(), [*"checkout", DOWN, " ", ENTER])
+    assert answer == ["checkout_started"]
+    assert records[-1]["search"] == "checkout"
+    assert records[-1]["footer"][1].startswith("  Space or Tab toggles · type to search")
+    # a letter starts typing again; Backspace keeps editing the search; Tab toggles in any case
+    answer, records = drive(events_checklist(), [*"checkout", DOWN, "s", BACKSPACE, " ", TAB, ENTER])
+    assert records[-1]["search"] == "checkout "
+    assert answer == ["Checkout Completed"]
+
+
+def test_checklist_tab_toggles_one_row_not_every_hidden_one():
+    """questionary binds Tab (Ctrl-I) to "invert every choice", hidden ones too."""
+    answer, _ = drive(events_checklist(), [*"purch", TAB, TAB, TAB, ENTER])
+    assert answer == ["purchase"]
+
+
+def test_checklist_scroll_hint_follows_the_pointer_and_matches_the_window():
+    from cs_posthog.wizard.ui import checklist
+
+    n, rows = 20, 12
+
+    def make():
+        return checklist("Events", [(f"e{i}", f"e{i}", False) for i in range(n)], noun="events selected",
+                         max_rows=rows)
+
+    keys = [DOWN] * 14 + [UP] * 15 + [UP] + [ENTER]  # down past the window, back to the top, wrap to the end
+    _, records = drive(make, keys)
+    seen = []
+    for r in records:
+        first, last = r["first"], r["last"]
+        assert first <= r["pointer"] <= last  # the pointer is in view
+        above, below = first, n - 1 - last
+        hint = ", ".join(([f"{above} more above"] if above else []) + ([f"{below} more below"] if below else []))
+        assert r["footer"][0] == f"  0 of {n} events selected · {hint}, ↑↓ to scroll", r
+        seen.append((above, below))
+    assert (0, 8) in seen and (1, 7) in seen and (3, 5) in seen and (8, 0) in seen  # it moved both ways
+
+
+def test_checklist_codename_note_for_odd_names_only_once():
+    from cs_posthog.wizard.step_events import codename_note
+
+    # snake_case names: no note
+    answer, records = drive(events_checklist(note=codename_note), [" ", DOWN, DOWN, " ", ENTER])
+    assert answer == ["invoice_paid", "checkout_started"]
+    assert all(len(r["footer"]) == 2 for r in records)  # counter and keys, no third line
+    # a name with capitals and a space, then a $-prefixed one: one line naming both
+    answer, records = drive(events_checklist(note=codename_note), [DOWN, " ", DOWN, DOWN, DOWN, " ", ENTER])
+    assert answer == ["Checkout Completed", "$pageview"]
+    notes = [r["footer"][2] for r in records if len(r["footer"]) == 3]
+    assert notes, records
+    assert all(len(line) <= 80 and line.startswith("  ") for line in notes[-1].split("\n"))  # wrapped whole
+    last = " ".join(notes[-1].split())
+    assert last == ('Customerscore keeps "Checkout Completed", "$pageview" only if a metric\'s codename is '
+                    "exactly the event name, spaces, capitals and $ included.")
+    assert codename_note(["invoice_paid", "purchase"]) is None
+    assert codename_note(["A", "b c", "$d", "e"]).startswith('Customerscore keeps "A", "b c" and 1 more only')
+
+
+def test_checklist_lines_under_the_list_break_between_words_at_60_columns():
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.data_structures import Size
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    class Narrow(DummyOutput):
+        def get_size(self) -> Size:
+            return Size(rows=30, columns=60)
+
+    from cs_posthog.wizard.ui import checklist
+
+    words = "Space or Tab toggles · type to search · Ctrl-A all/none · Enter confirms".split()
+    with create_pipe_input() as inp, create_app_session(input=inp, output=Narrow()):
+        q = checklist("Events", [(f"Event Number {i}", f"Event Number {i}", True) for i in range(30)],
+                      noun="events selected")
+        drawn: list[list[str]] = []
+
+        def after(_app):  # what the running prompt drew, at its width
+            if not drawn:
+                drawn.append(footer_texts(q))
+                inp.send_text(ENTER)
+
+        q.application.after_render += after
+        q.unsafe_ask()
+    texts = drawn[0]
+    assert len(texts) == 2  # the counter, the keys
+    for text in texts:
+        lines = text.split("\n")
+        assert all(len(line) <= 60 and line.startswith("  ") for line in lines), lines
+    assert texts[1].split() == words  # every word whole, in order

@@ -179,4 +179,5 @@ UP = "\x1b[A"
 ENTER = "\r"
 CTRL_U = "\x15"  # clears a pre-filled text answer
 CTRL_A = "\x01"
+TAB = "\t"  # toggles the checklist row at the pointer (Space types a space while searching)
 CTRL_C = "\x03"

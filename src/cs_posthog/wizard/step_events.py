@@ -23,6 +23,25 @@ REMINDER = (
 )
 
 
+def unlikely_codename(name: str) -> bool:
+    """A name a Customerscore metric codename is unlikely to be spelled as (codenames are usually
+    like ``invoice_paid``): one with a space, a leading ``$`` (PostHog's own events) or a capital."""
+    return name.startswith("$") or any(c.isspace() or c.isupper() for c in name)
+
+
+def codename_note(selected: list[str], *, markup: bool = False) -> str | None:
+    """One line for the ticked events whose names are unlikely metric codenames, None when there
+    are none. The rule (docs/customerscore-api.md): the codename must be exactly the event name."""
+    odd = [n for n in selected if unlikely_codename(n)]
+    if not odd:
+        return None
+    shown = ", ".join(f'"{esc(n, markup=markup)}"' for n in odd[:2])
+    if len(odd) > 2:
+        shown += f" and {len(odd) - 2} more"
+    return (f"Customerscore keeps {shown} only if a metric's codename is exactly the event name, "
+            "spaces, capitals and $ included.")
+
+
 def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
     """Event definitions and (if cheap enough) their 30-day volumes, fetched at the same time."""
     from cs_posthog.errors import CsPosthogError
@@ -83,7 +102,8 @@ def ask_events_checklist(
         "Events to send:",
         choices,
         noun="events selected",
-        validate=lambda sel: True if sel else "Pick at least one event (Space toggles, Ctrl-A selects all)",
+        validate=lambda sel: True if sel else "Pick at least one event (Tab toggles, Ctrl-A selects all)",
+        note=codename_note,
     )
     return list(q.unsafe_ask())
 
@@ -131,6 +151,9 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
     else:
         selected = ask_events_checklist(names, volumes, preselected)
     ctx.out.success(f"{len(selected)} event{'s' if len(selected) != 1 else ''} selected: " + esc(_short_list(selected)))
+    note = codename_note(selected, markup=True)
+    if note:  # said once under the list while ticking; kept on screen once the list is gone
+        ctx.out.warn(note)
     return EventsSettings(selected=selected)
 
 

@@ -20,13 +20,15 @@ from typing import Any
 
 
 # --- layout ----------------------------------------------------------------------------------
-def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None = None) -> Any:
-    """Show ``get_text()`` (plain or formatted text) below the prompt until it is answered.
+def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None = None,
+               shown: Callable[[], bool] | None = None) -> Any:
+    """Show ``get_text()`` (plain or formatted text) below the prompt until it is answered (and,
+    with ``shown``, only while ``shown()`` is true: no blank line otherwise).
 
     Works for every questionary prompt: their layouts are an ``HSplit`` whose children list can
-    take one more window. ``get_text`` is a render callable: it must not do I/O.
+    take one more window. ``get_text`` and ``shown`` are render callables: they must not do I/O.
     """
-    from prompt_toolkit.filters import IsDone
+    from prompt_toolkit.filters import Condition, IsDone
     from prompt_toolkit.layout import ConditionalContainer, HSplit, Window
     from prompt_toolkit.layout.controls import FormattedTextControl
 
@@ -35,7 +37,7 @@ def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None 
         raise TypeError(f"unexpected prompt layout: {type(container).__name__}")
     window = ConditionalContainer(
         Window(FormattedTextControl(get_text), dont_extend_height=True, wrap_lines=True),
-        filter=~IsDone(),
+        filter=(~IsDone() & Condition(shown)) if shown is not None else ~IsDone(),
     )
     children = container.children
     children.insert(len(children) if index is None else index, window)
@@ -89,48 +91,144 @@ def checklist(
     validate: Callable[[list[str]], bool | str] | None = None,
     instruction: str | None = None,
     max_rows: int = 12,
+    note: Callable[[list[Any]], str | None] | None = None,
 ) -> Any:
     """A searchable checkbox with a live "N of M selected" line under the list.
 
-    ``choices``: ``(value, title, checked)``. Type to filter, Space toggles, Ctrl-A selects all the
-    choices shown (every one, or only those matching the search), or deselects them when they are
-    all selected; Enter confirms. Returns the Question.
+    ``choices``: ``(value, title, checked)``. The keys:
+
+    * typing starts a search (the list keeps the titles containing it); while the search is being
+      typed, Space types a space, so "Checkout Completed" can be found;
+    * Tab toggles the row at the pointer, always; Space toggles it when no search is being typed
+      (no search text, or the pointer was moved with the arrows since the last letter);
+    * Ctrl-A selects all the choices shown (every one, or only those matching the search), or
+      deselects them when they are all selected; Enter confirms.
+
+    Under the list: the counter (with how many rows are above and below the visible ones, as the
+    pointer moves), the line of keys as they work right now, and ``note(selected values)`` when it
+    says something. These lines are wrapped between words at the terminal's width. Returns the
+    Question.
     """
     import questionary
+    from prompt_toolkit.formatted_text import FormattedText
+    from prompt_toolkit.keys import Keys
+    from questionary.constants import INVALID_INPUT
 
     from cs_posthog.output import esc
 
     use_stream_glyphs()
+    check = validate or (lambda _sel: True)
     q = questionary.checkbox(
         message,
         choices=[questionary.Choice(title=esc(title, markup=False), value=value, checked=checked)
                  for value, title, checked in choices],
         use_search_filter=True,
         use_jk_keys=False,
-        validate=validate or (lambda _sel: True),
-        instruction=instruction or "(type to search · Space toggles · Ctrl-A all/none)",
+        validate=check,
+        instruction="" if instruction is None else instruction,  # the keys are said under the list
     )
     ic = inquirer_control(q)
     total = sum(1 for c in ic.choices if not getattr(c, "disabled", False))
+    list_window = _list_window(q, ic)
+    scroll = _Scroll()
+    typing = [False]  # a search is being typed: Space is a character of it
+
+    def view() -> tuple[int, int]:
+        """(rows above, rows below) the visible ones, for the pointer where it is now."""
+        rows = max_rows
+        info = list_window.render_info if list_window is not None else None
+        if info is not None and info.window_height < min(max_rows, info.ui_content.line_count):
+            rows = info.window_height  # a short terminal squeezed the list
+        return scroll.view(ic.pointed_at, len(ic.filtered_choices), rows)
 
     def counter() -> list[tuple[str, str]]:
         n = len(ic.selected_options)
-        text = f"  {n} of {total} {noun}"
+        text = f"{n} of {total} {noun}"
         listed = len(ic.filtered_choices)  # computes found_in_search as a side effect
         if ic.search_filter:
             text += f" · {listed if ic.found_in_search else 0} match {ic.search_filter!r}"
-        if listed > max_rows:  # the list scrolls: say so, or the rows below the window go unseen
-            text += f" · {listed - max_rows} more below, ↑↓ to scroll"
-        return [("class:instruction bold", text)]
+        above, below = view()
+        if above or below:  # the list scrolls: say so, or the rows outside the window go unseen
+            parts = ([f"{above} more above"] if above else []) + ([f"{below} more below"] if below else [])
+            text += f" · {', '.join(parts)}, ↑↓ to scroll"
+        return [("class:instruction bold", wrap_to_terminal(text))]
 
-    from prompt_toolkit.keys import Keys
+    def keys_line() -> list[tuple[str, str]]:
+        if typing[0]:
+            text = "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Enter confirms"
+        else:
+            text = "Space or Tab toggles · type to search · Ctrl-A all/none · Enter confirms"
+        return [("class:instruction", wrap_to_terminal(text))]
+
+    def note_text() -> str | None:
+        return note(_selected_values()) if note is not None else None
+
+    def note_line() -> list[tuple[str, str]]:
+        return [("fg:ansiyellow", wrap_to_terminal(note_text() or ""))]
+
+    def _selected_values() -> list[Any]:
+        return [c.value for c in ic.get_selected_values()]
 
     def _shown_values() -> list[Any]:
         return [c.value for c in ic.filtered_choices if not getattr(c, "disabled", False) and not _is_separator(c)]
 
+    def revalidate() -> None:
+        """questionary's own check after a change: the error shows only once Enter was tried."""
+        verdict = check(_selected_values())
+        if verdict is True or not ic.submission_attempted:
+            ic.error_message = None
+        else:
+            text = INVALID_INPUT if verdict is False else str(verdict)
+            ic.error_message = FormattedText([("class:validation-toolbar", text)])
+
+    def toggle() -> None:
+        choice = ic.get_pointed_at()
+        if getattr(choice, "disabled", False) or _is_separator(choice):
+            return
+        if choice.value in ic.selected_options:
+            ic.selected_options.remove(choice.value)
+        else:
+            ic.selected_options.append(choice.value)
+        revalidate()
+
+    kb = q.application.key_bindings  # bindings added here win over questionary's for the same key
+
+    @kb.add(" ", eager=True)
+    def _space(_event: Any) -> None:
+        if typing[0] and ic.search_filter:
+            ic.add_search_character(" ")
+        else:
+            toggle()
+
+    # Tab (Ctrl-I) is questionary's "invert every choice", the hidden ones too: here it toggles
+    @kb.add(Keys.ControlI, eager=True)
+    def _tab(_event: Any) -> None:
+        toggle()
+
+    def _search(event: Any) -> None:
+        ic.add_search_character(event.key_sequence[0].key)
+        typing[0] = bool(ic.search_filter)
+
+    import string
+
+    for character in string.printable:
+        if character not in string.whitespace:
+            kb.add(character, eager=True)(_search)
+    kb.add(Keys.Backspace, eager=True)(_search)
+
+    def _move(step: int) -> Callable[[Any], None]:
+        def move(_event: Any) -> None:
+            if ic.choice_count:
+                ic.pointed_at = (ic.pointed_at + step) % ic.choice_count
+            typing[0] = False  # the search is done being typed: Space toggles again
+        return move
+
+    for key, step in ((Keys.Down, 1), (Keys.ControlN, 1), (Keys.Up, -1), (Keys.ControlP, -1)):
+        kb.add(key, eager=True)(_move(step))
+
     # questionary's Ctrl-A selects every choice, even those a search hides: after searching
     # "invoice", Ctrl-A would tick 29 events where the person sees 2. Here it acts on what is shown.
-    @q.application.key_bindings.add(Keys.ControlA, eager=True)
+    @kb.add(Keys.ControlA, eager=True)
     def _all_or_none(_event: Any) -> None:
         shown = _shown_values()
         missing = [v for v in shown if v not in ic.selected_options]
@@ -138,26 +236,67 @@ def checklist(
             ic.selected_options.extend(missing)
         else:
             ic.selected_options = [v for v in ic.selected_options if v not in shown]
-        if ic.selected_options:
-            ic.error_message = None  # "pick at least one" no longer applies
+        revalidate()
 
-    # The list must not take the height a longer list had before (the search shrinks it, and a
-    # prompt_toolkit screen never shrinks): the counter stays right under the visible choices.
-    from prompt_toolkit.filters import to_filter
-    from prompt_toolkit.layout import Window
+    if list_window is not None:
+        from prompt_toolkit.filters import to_filter
+        from prompt_toolkit.layout.dimension import Dimension
 
-    from prompt_toolkit.layout.dimension import Dimension
-
-    for child in q.application.layout.container.children:
-        window = getattr(child, "content", None)
-        if isinstance(window, Window) and window.content is ic:
-            window.dont_extend_height = to_filter(True)
-            # a long list scrolls in a window of ``max_rows``, so the explanation printed above it
-            # stays on screen
-            window.height = Dimension(max=max_rows)
+        # The list must not take the height a longer list had before (the search shrinks it, and a
+        # prompt_toolkit screen never shrinks): the counter stays right under the visible choices.
+        list_window.dont_extend_height = to_filter(True)
+        # a long list scrolls in a window of ``max_rows``, so the explanation printed above it
+        # stays on screen; its scroll is the one the counter reports
+        list_window.height = Dimension(max=max_rows)
+        list_window.get_vertical_scroll = lambda _w: view()[0]
     # under the list, above the search line and the validation message
+    if note is not None:
+        add_footer(q, note_line, index=2, shown=lambda: bool(note_text()))
+    add_footer(q, keys_line, index=2)
     add_footer(q, counter, index=2)
     return q
+
+
+def _list_window(question: Any, ic: Any) -> Any:
+    from prompt_toolkit.layout import Window
+
+    for child in question.application.layout.container.children:
+        window = getattr(child, "content", None)
+        if isinstance(window, Window) and window.content is ic:
+            return window
+    return None  # pragma: no cover - questionary always puts the list in a Window
+
+
+class _Scroll:
+    """Which rows of a list the window shows: it scrolls only as far as needed to keep the pointer
+    in view (prompt_toolkit's own rule), and the counter reads the same numbers the window uses."""
+
+    def __init__(self) -> None:
+        self.top = 0  # the first row shown
+
+    def view(self, pointer: int, count: int, rows: int) -> tuple[int, int]:
+        """(rows above, rows below) the window of ``rows`` rows over ``count``, pointer in view."""
+        height = max(0, min(rows, count))
+        top = max(0, min(self.top, count - height))
+        if pointer < top:
+            top = pointer
+        elif height and pointer >= top + height:
+            top = pointer - height + 1
+        self.top = top
+        return top, max(0, count - top - height)
+
+
+def wrap_to_terminal(text: str, indent: str = "  ") -> str:
+    """``text`` indented and broken between words at the running prompt's width (prompt_toolkit
+    would cut a word in two at the last column)."""
+    import textwrap
+
+    from prompt_toolkit.application.current import get_app
+
+    width = get_app().output.get_size().columns  # outside a running prompt: a dummy's 80
+    lines = textwrap.wrap(text, width=max(20, width - 1), initial_indent=indent, subsequent_indent=indent,
+                          break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _is_separator(choice: Any) -> bool:
