@@ -174,6 +174,24 @@ def test_fit_keeps_marks_apart_and_encodable(encoding):
     assert "* on o off a -> b" in text and "+-|+ --" in text and "lutou" in text
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_fit_for_a_laid_out_screen_keeps_each_glyphs_columns(encoding):
+    """prompt_toolkit lays a prompt out cell by cell before it is written: a stand-in for "…" or
+    "→" that took three columns would push the rest of the line off where it was drawn."""
+    import io
+
+    from wcwidth import wcswidth
+
+    from cs_posthog.output import fit
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+    text = "Tracker key (CS-…): a → b ✓ ● ○ ↑↓ ≤ 日本 — Žluť"
+    fitted = fit(text, stream, one_column=True)
+    fitted.encode(encoding)
+    assert wcswidth(fitted) == wcswidth(text)
+    assert "a > b + * o ^v" in fitted  # (cp1252 has its own "…")
+
+
 def test_fit_leaves_a_utf8_stream_alone():
     import io
 

@@ -231,7 +231,7 @@ def test_a_second_sync_with_nothing_new_says_so_plainly(env, home):
     with SyncState(get_paths().state_db) as st:
         previous = st.last_runs(2)[1].finished_at
     line = (f"Nothing new since the last sync ({previous[:16].replace('T', ' ')} UTC): no new events, "
-            f"{rep['contacts_unchanged']:,} contact(s) unchanged.")
+            f"{rep['contacts_unchanged']:,} contacts unchanged.")
     assert line in text, text[-1500:]
     assert "customer id(s)" not in text and "events sent" not in text and "Sync ok" not in text
     # plain output too (no terminal): the same sentence

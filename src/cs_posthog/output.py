@@ -56,6 +56,12 @@ GLYPH_FALLBACKS = {
     "≤": "<=", "≥": ">=", "≠": "!=", "\u00a0": " ", "\u202f": " ",
 }
 FALLBACK_ERRORS = "cs-posthog-fallback"
+# a message line's indent and list marker ("  1. ", "  • ", "- "): its wrapped lines start after it
+_HANGING_LEAD = re.compile(r" *(?:(?:[0-9]+\.|[•*\-]) +)?").match
+# Where a screen is laid out cell by cell (prompt_toolkit's prompts), a stand-in must take the
+# glyph's one column, or everything after it on the line is drawn where the layout did not expect.
+ONE_COLUMN_FALLBACKS = {"→": ">", "←": "<", "⇒": ">", "…": ".", "—": "-", "≤": "<", "≥": ">", "≠": "#"}
+ONE_COLUMN_ERRORS = "cs-posthog-fallback-one-column"
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -86,7 +92,19 @@ def _fallback_errors(exc: UnicodeError) -> tuple[str, int]:
     return "".join(ascii_for(ch) for ch in exc.object[exc.start:exc.end]), exc.end
 
 
+def _one_column_errors(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    def one(ch: str) -> str:
+        if unicodedata.east_asian_width(ch) in ("W", "F"):  # a wide character takes two columns
+            return "??"
+        return ONE_COLUMN_FALLBACKS.get(ch) or ascii_for(ch)[:1]
+
+    return "".join(one(ch) for ch in exc.object[exc.start:exc.end]), exc.end
+
+
 codecs.register_error(FALLBACK_ERRORS, _fallback_errors)
+codecs.register_error(ONE_COLUMN_ERRORS, _one_column_errors)
 
 
 def stream_encoding(stream: Any) -> str:
@@ -99,17 +117,19 @@ def is_unicode(stream: Any) -> bool:
     return stream_encoding(stream).replace("_", "-").startswith("utf")
 
 
-def fit(text: str, stream: Any) -> str:
+def fit(text: str, stream: Any, *, one_column: bool = False) -> str:
     """``text`` as ``stream`` can write it: unchanged on a UTF stream, else with ASCII stand-ins.
     THE one place a glyph is chosen by the stream's encoding (before rich lays the text out, so
-    "->" takes its two columns)."""
+    "->" takes its two columns). ``one_column``: each stand-in is one character, for text already
+    laid out (prompt_toolkit's screen: "…" is ".", "→" is ">")."""
     if is_unicode(stream):
         return text
     enc = stream_encoding(stream)
+    errors = ONE_COLUMN_ERRORS if one_column else FALLBACK_ERRORS
     try:
-        return text.encode(enc, FALLBACK_ERRORS).decode(enc)
+        return text.encode(enc, errors).decode(enc)
     except LookupError:
-        return text.encode("ascii", FALLBACK_ERRORS).decode("ascii")
+        return text.encode("ascii", errors).decode("ascii")
 
 
 def install_stream_fallbacks() -> None:
@@ -146,7 +166,8 @@ class _RedactingStream:
         from cs_posthog.secrets import redact
 
         target = self._target()
-        return int(target.write(fit(redact(text), target)))
+        # rich laid the text out already: a stand-in may not take more columns than its glyph
+        return int(target.write(fit(redact(text), target, one_column=True)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target(), name)
@@ -259,27 +280,35 @@ class Output:
 
     # --- messages (stderr) ---------------------------------------------------------------------
     def _print_hanging(self, prefix: str, body: str) -> None:
-        """``prefix`` then ``body``; on a terminal the lines rich wraps ``body`` into start under its
-        first character, not at column 0 (``  hint…`` stays indented, ``✓ …`` keeps its margin).
-        Off a terminal the line is written whole (soft wrap), as a log line should be."""
+        """``prefix`` then ``body``; on a terminal, the lines rich wraps each line of ``body`` into
+        start under its text, not at column 0: after the prefix (``✓ ``, ``warning: ``), after a
+        line's own indent and list marker (``  1. ``, ``  • ``). Off a terminal each line is
+        written whole (soft wrap), as a log line should be."""
         from rich.text import Text
 
         console = self.err
-        width = Text.from_markup(prefix).cell_len
-        if console.soft_wrap or width == 0 or width >= console.width // 2:
+        if console.soft_wrap:
             console.print(prefix + body)
             return
         head = Text.from_markup(prefix)
-        for i, line in enumerate(Text.from_markup(body).wrap(console, console.width - width)):
-            line.rstrip()
-            console.print(Text.assemble(head if i == 0 else " " * width, line), soft_wrap=True)
+        for n, source in enumerate(Text.from_markup(body).split("\n", allow_blank=True)):
+            start = Text.assemble(head) if n == 0 else Text()
+            lead = _HANGING_LEAD(source.plain)
+            cut = lead.end() if lead else 0
+            start.append_text(source[:cut])
+            hang = start.cell_len
+            if hang >= console.width // 2:  # too deep to hang: let it wrap at the margin
+                console.print(Text.assemble(start, source[cut:]))
+                continue
+            lines = source[cut:].wrap(console, console.width - hang) if source.plain[cut:] else [Text()]
+            for i, line in enumerate(lines):
+                line.rstrip()
+                console.print(Text.assemble(start if i == 0 else " " * hang, line), soft_wrap=True)
 
     def info(self, message: str) -> None:
         """Progress and confirmations: silent in --quiet and --json."""
         if self.human:
-            text = self._message(message)
-            body = text.lstrip(" ")
-            self._print_hanging(text[: len(text) - len(body)], body)
+            self._print_hanging("", self._message(message))
 
     def success(self, message: str) -> None:
         if self.human:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cs_posthog.output import count
+
 PAGE_SIZE_ENV = "CS_POSTHOG_PAGE_SIZE"
 
 SUMMARY_FIELDS = (
@@ -255,7 +257,7 @@ def render_summary(out: Any, report: Any) -> None:
     if nothing_new(r):
         when = f" ({_when(r.previous_sync_at)})" if r.previous_sync_at else ""
         out.print(f"Nothing new since the last sync{when}: no new events, "
-                  f"{r.contacts_unchanged:,} contact(s) unchanged.")
+                  f"{count(r.contacts_unchanged, 'contact')} unchanged.")
         return
     title = "Dry run: nothing was sent" if r.dry_run else f"Sync {r.status}"
     table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
@@ -296,7 +298,7 @@ def render_summary(out: Any, report: Any) -> None:
         _render_sample(out, r.sample)
     if r.customers_referenced and not r.dry_run and (r.events_sent or r.contacts_sent):
         out.info(
-            f"[dim]The contacts synced name {r.customers_referenced:,} customer id(s). Customerscore silently ignores "
+            f"[dim]The contacts synced name {count(r.customers_referenced, 'customer id')}. Customerscore silently ignores "
             "contacts and events of customers that do not exist there, and events whose name is not a metric "
             "codename.[/dim]"
         )

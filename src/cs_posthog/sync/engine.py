@@ -43,17 +43,18 @@ from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batc
 from cs_posthog.errors import (
     ApiError,
     AuthError,
-    MissingScopesError,
-    PermissionDeniedError,
     BadRequestError,
     CsPosthogError,
     Interrupted,
+    MissingScopesError,
+    PermissionDeniedError,
     ThrottledError,
     UnavailableError,
     UnexpectedAnswerError,
     UsageError,
 )
 from cs_posthog.interrupts import error_for
+from cs_posthog.output import count
 from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
 from cs_posthog.sync import queries as Q
@@ -304,8 +305,9 @@ class SyncEngine:
             self._collect_stats()
             if self._reject_notes:
                 rep.warnings.append(
-                    f"Customerscore rejected {rep.events_rejected} event(s) and {rep.contacts_rejected} "
-                    f"contact(s) as invalid; they were skipped (first reason: {self._reject_notes[0]})"
+                    f"Customerscore rejected {count(rep.events_rejected, 'event')} and "
+                    f"{count(rep.contacts_rejected, 'contact')} as invalid; they were skipped "
+                    f"(first reason: {self._reject_notes[0]})"
                 )
             first = next((e for e in errors if not isinstance(e, _Stop)), None)
             if isinstance(first, Interrupted):

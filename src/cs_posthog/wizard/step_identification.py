@@ -132,8 +132,8 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
             continue
         ctx.out.success(f"{with_prop:,} of {total:,} Persons have {esc(prop)} set, not empty.")
         if total and with_prop < total:
-            ctx.out.warn(f"only Persons with {esc(prop)} set can be attached to a customer;")
-            ctx.out.info(f"  the other {total - with_prop:,} are not synced.")
+            ctx.out.warn(f"only Persons with {esc(prop)} set can be attached to a customer; "
+                         f"the other {total - with_prop:,} are not synced.")
         else:
             ctx.out.info(f"  Only Persons with {esc(prop)} set can be attached to a customer.")
         return Identification(property=prop)

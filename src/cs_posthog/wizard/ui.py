@@ -78,7 +78,7 @@ def use_stream_glyphs() -> None:
         flush = module.flush_stdout
 
         def fitted_flush(stdout: Any, data: str, _flush: Any = flush) -> None:
-            _flush(stdout, fit(data, stdout))
+            _flush(stdout, fit(data, stdout, one_column=True))  # prompt_toolkit laid it out already
 
         module.flush_stdout = fitted_flush
 
