@@ -371,7 +371,7 @@ class SyncState:
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._pending: dict[str, str] | None = None  # the marks this instance wrote in the meta row
-        self._legacy: bool | None = None  # whether the inflight table may hold marks (None: look)
+        self._spilled_marks: bool | None = None  # whether the inflight table may hold marks (None: look)
         try:
             self._open()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # not a database, damaged, unwritable
@@ -616,11 +616,11 @@ class SyncState:
     # of the checkpoint before it: one row instead of a row per uuid inserted and deleted again, for
     # every batch. Marks that outlive their batch (a run that died, or a batch that failed) move to
     # the ``inflight`` table, where each one stays until its uuid is delivered or pruned.
-    def _legacy_marks(self, db: sqlite3.Connection) -> bool:
+    def _may_hold_spilled_marks(self, db: sqlite3.Connection) -> bool:
         """Whether the ``inflight`` table may hold marks (then deliveries must clear them)."""
-        if self._legacy is None:
-            self._legacy = db.execute("SELECT 1 FROM inflight LIMIT 1").fetchone() is not None
-        return self._legacy
+        if self._spilled_marks is None:
+            self._spilled_marks = db.execute("SELECT 1 FROM inflight LIMIT 1").fetchone() is not None
+        return self._spilled_marks
 
     @staticmethod
     def _spill(db: sqlite3.Connection, marks: Sequence[tuple[str, str]], marked_at: str) -> None:
@@ -631,7 +631,7 @@ class SyncState:
         now = fmt_ts(utcnow())
         if self._pending:  # a batch never acknowledged: its marks must stay
             self._spill(db, list(self._pending.items()), now)
-            self._legacy = True
+            self._spilled_marks = True
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                    (_INFLIGHT_KEY, json.dumps({"marked_at": now, "items": [[u, c] for u, c in items]})))
         return dict(items)
@@ -655,7 +655,7 @@ class SyncState:
                     _INFLIGHT_KEY))
             else:
                 db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
-            if self._legacy_marks(db):
+            if self._may_hold_spilled_marks(db):
                 _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", list(drop))
         self._pending = rest or None
 
@@ -699,21 +699,21 @@ class SyncState:
             if delivered:
                 _insert_rows(db, "INSERT OR REPLACE INTO delivered (uuid, created_at, skipped) VALUES ",
                              [(u, c, 0) for u, c in delivered], 3)
-                if self._legacy_marks(db):
+                if self._may_hold_spilled_marks(db):
                     _delete_keys(db, "DELETE FROM inflight WHERE uuid IN", [u for u, _ in delivered])
                 if pending:
                     done = {u for u, _ in delivered}
                     rest = [(u, c) for u, c in pending.items() if u not in done]
                     if rest:  # (not the batch this acknowledges: keep what it did not deliver)
                         self._spill(db, rest, fmt_ts(utcnow()))
-                        self._legacy = True
+                        self._spilled_marks = True
                     if not mark_next:
                         db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
                     pending = None
             self._save_stream(db, stream)
             if prune_before is not None:
                 db.execute("DELETE FROM delivered WHERE created_at < ?", (prune_before,))
-                if self._legacy_marks(db):
+                if self._may_hold_spilled_marks(db):
                     db.execute("DELETE FROM inflight WHERE created_at < ?", (prune_before,))
             if mark_next:
                 saved, self._pending = self._pending, pending
@@ -902,7 +902,7 @@ class SyncState:
             db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?)",
                        (_INFLIGHT_KEY, _PERSONS_READY_KEY, _BACKFILL_KEY))
             db.execute("UPDATE contacts SET fingerprint=''")
-        self._pending, self._legacy = None, False
+        self._pending, self._spilled_marks = None, False
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, mode: str) -> int:
@@ -913,7 +913,7 @@ class SyncState:
             if leftover:  # the batch it had in flight: marked until delivered again
                 self._spill(db, leftover, fmt_ts(utcnow()))
                 db.execute("DELETE FROM meta WHERE key=?", (_INFLIGHT_KEY,))
-                self._legacy = True
+                self._spilled_marks = True
             cur = db.execute(
                 "INSERT INTO runs (started_at, status, mode, pid) VALUES (?, 'running', ?, ?)",
                 (fmt_ts(utcnow()), mode, os.getpid()),
