@@ -65,10 +65,10 @@ def main() -> None:
                         proc.wait(timeout=rng.uniform(0.2, 1.5))
                     except subprocess.TimeoutExpired:
                         proc.send_signal(signal.SIGKILL)
-                        proc.wait()
+                        proc.wait(timeout=30)
                         kills += 1
                         continue
-                out, err = proc.communicate()
+                out, err = proc.communicate(timeout=3600)
                 if proc.returncode == 0:
                     report = json.loads(out)
                     resent += report.get("resent_after_crash", 0)
@@ -82,7 +82,7 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             # the backfill floor that the first run fixed for the stream, as `status --json` shows it
             st = json.loads(subprocess.run([*cs_posthog_cmd(), "status", "--json"], env=env,
-                                           capture_output=True, text=True, check=True).stdout)
+                                           capture_output=True, text=True, check=True, timeout=60).stdout)
             floor = next(c["backfill_from"] for c in st["cursors"] if c["stream"] == "events")
             backfill = datetime.fromisoformat(floor.replace("Z", "+00:00")).astimezone(UTC)
             box = Sandbox(sb.info)

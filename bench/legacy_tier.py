@@ -25,9 +25,9 @@ import httpx
 from common import connected_home, cs_posthog_cmd, machine, run_measured, sandbox, stats
 
 
-def one(n: int, *, spent: int, page_size: int | None, seed: int) -> dict:
+def one(n: int, *, spent: int, page_size: int | None, seed: int, scale: int = 60) -> dict:
     with sandbox(events=n, persons=max(1000, n // 50), customers=200, seed=seed, rate_limits="fast",
-                 query_tier="legacy") as sb:
+                 query_tier="legacy", extra_args=["--rate-scale", str(scale)]) as sb:
         info = sb.info
         base = info[f"posthog_{info['region']}"]
         with httpx.Client(headers={"Authorization": f"Bearer {info['api_key']}"}, timeout=30) as http:
@@ -35,7 +35,7 @@ def one(n: int, *, spent: int, page_size: int | None, seed: int) -> dict:
             for _ in range(spent):
                 http.post(f"{base}/api/projects/{info['project_id']}/query/", json=body).raise_for_status()
         with connected_home(info) as env:
-            env["CS_POSTHOG_RATE_SCALE"] = "60"
+            env["CS_POSTHOG_RATE_SCALE"] = str(scale)
             if page_size:
                 env["CS_POSTHOG_PAGE_SIZE"] = str(page_size)
             m = run_measured([*cs_posthog_cmd(), "sync", "--json"], env)
@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--only", choices=("after_wizard", "small_pages"), default=None)
+    ap.add_argument("--rate-scale", type=int, default=60,
+                    help="how many times faster the limits' clock runs, for the sandbox and the client (default 60: "
+                         "120 queries a minute; 3600: a second, for a quick smoke run)")
     args = ap.parse_args()
     os.environ.pop("CS_POSTHOG_PAGE_SIZE", None)
     print(f"machine={machine()}")
@@ -67,7 +70,7 @@ def main() -> None:
                      ("small_pages", {"spent": 0, "page_size": 500})):
         if args.only and name != args.only:
             continue
-        r = one(args.events, seed=args.seed, **kw)
+        r = one(args.events, seed=args.seed, scale=args.rate_scale, **kw)
         for k, v in r.items():
             print(f"{name}.{k}={json.dumps(v)}")
 

@@ -45,14 +45,19 @@ def main() -> None:
 
             t = threading.Thread(target=sample, daemon=True)
             t.start()
-            proc = subprocess.run([*cs_posthog_cmd(), "sync", "--json"], env=env, capture_output=True, text=True)
+            proc = subprocess.run([*cs_posthog_cmd(), "sync", "--json"], env=env, capture_output=True, text=True,
+                                  timeout=3600)
             done.set()
             t.join()
             if proc.returncode != 0:
                 raise SystemExit(f"sync failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
             final = stats(sb.info, "customerscore")
+            # a small sync may end between two samples: the final count, dated now, closes the window
+            samples.append((time.perf_counter(), final["requests"].get(TRACKER, 0), final["throttled"]))
     active = [s for s in samples if s[1] > 0]
-    first = next(s for s in samples if s[1] > 0)
+    if not active:
+        raise SystemExit("the sync sent no tracker requests: nothing to measure")
+    first = active[0]
     last = next(s for s in samples if s[1] == final["requests"].get(TRACKER, 0))
     window_s = max(last[0] - first[0], 1e-9)
     n = last[1] - first[1]

@@ -48,7 +48,7 @@ def main() -> None:
                 cmd = [sys.executable, "-m", "cProfile", "-o", out, "-m", "cs_posthog", "sync", "--json"]
             sb_cpu0 = proc_cpu_s(sb.proc.pid)
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
             wall = time.perf_counter() - t0
             sb_cpu = proc_cpu_s(sb.proc.pid) - sb_cpu0
     if proc.returncode != 0:

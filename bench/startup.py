@@ -20,11 +20,11 @@ from pathlib import Path
 
 def median_wall(cmd: list[str], runs: int) -> float:
     env = {**os.environ, "NO_COLOR": "1"}
-    subprocess.run(cmd, capture_output=True, env=env, check=True)  # warm the page cache
+    subprocess.run(cmd, capture_output=True, env=env, check=True, timeout=60)  # warm the page cache
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, capture_output=True, env=env, check=True)
+        subprocess.run(cmd, capture_output=True, env=env, check=True, timeout=60)
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
 

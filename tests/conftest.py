@@ -3,7 +3,19 @@ no keyring, and no PostHog region overrides leaking from the developer's shell."
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# Hypothesis draws the same examples on every run ("ci", the default: a failure in CI is one anybody
+# can reproduce) unless HYPOTHESIS_PROFILE=random asks for new ones (a dev hunting for bugs; a
+# failing example is printed with how to reproduce it). No deadline in either: a loaded machine is
+# not a bug, and pytest-timeout bounds every test.
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None,
+                          print_blob=True)
+settings.register_profile("random", derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _CLEARED = (
     "POSTHOG_PERSONAL_API_KEY",

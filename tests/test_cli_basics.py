@@ -17,7 +17,7 @@ def test_cli_import_stays_lean():
         "import sys, cs_posthog.cli; heavy = {'questionary','prompt_toolkit','httpx','pydantic'} "
         "& set(sys.modules); assert not heavy, heavy"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"]])
@@ -28,7 +28,7 @@ def test_help_and_version_import_nothing_heavy(args):
         "heavy = {'questionary','prompt_toolkit','httpx','pydantic'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -153,6 +153,7 @@ def test_keyboard_interrupt_exits_130(capsys):
 
 
 def test_python_dash_m_works():
-    proc = subprocess.run([sys.executable, "-m", "cs_posthog", "--version"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cs_posthog", "--version"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0 and proc.stdout.splitlines()[0] == f"cs-posthog {__version__}"
     assert proc.stdout.splitlines()[1].startswith(f"Python {sys.version.split()[0]} ")

@@ -98,7 +98,7 @@ def test_disconnect_refuses_while_a_sync_holds_the_lock(home):
         assert (home / "state.sqlite3").exists()
     finally:
         holder.kill()
-        holder.wait()
+        holder.wait(timeout=30)
 
 
 def test_disconnect_points_at_a_leftover_schedule(home, monkeypatch, tmp_path):

@@ -296,5 +296,7 @@ def test_ten_percent_faults_on_both_sides_still_deliver_exactly(faulty, monkeypa
     ph_faults = sum(get_json(sb.ph + "/_sandbox/stats")["faults"].values())
     cs_faults = sum(sb.stats()["faults"].values())
     assert ph_faults > 0 and cs_faults > 0
-    assert doc["retries"] == ph_faults + cs_faults  # each fault cost exactly one retry
+    # each fault cost a retry (the run succeeded, so none was the last attempt); a loaded machine may
+    # add retries of its own (an answer slower than the 0.5 s timeout), so not "exactly"
+    assert doc["retries"] >= ph_faults + cs_faults
     assert doc["posthog_requests"] > 20

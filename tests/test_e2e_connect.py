@@ -162,13 +162,14 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
     cmd = " ".join(cs_posthog_cmd())
     subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
                     f"env {envs} {cmd} connect --project {info['project_id']} --tracker-key {info['tracker_key']} "
-                    f"--cs-url {info['customerscore']} --customer-property {PROP}; sleep 30"], check=True)
+                    f"--cs-url {info['customerscore']} --customer-property {PROP}; sleep 30"], check=True, timeout=60)
 
     def capture() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                              timeout=60).stdout
 
     def keys(*k: str) -> None:
-        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True, timeout=60)
 
     def wait_for(text: str, timeout: float = 15) -> str:
         end = time.monotonic() + timeout
@@ -196,7 +197,7 @@ def test_what_the_events_step_looks_like(sandbox, term_env, home, tmp_path):
         keys("Tab")
         shown = wait_for("1 of ")
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=60)
     lines = shown.splitlines()
     counter = next(i for i, line in enumerate(lines) if "events selected" in line)
     assert re.search(r"1 of \d+ events selected · 2 match 'invoice'", lines[counter])
@@ -219,13 +220,14 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
     envs = " ".join(f"{k}={v!r}" for k, v in term_env.items() if k.startswith(("CS_POSTHOG", "PROMPT_")))
     subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
                     f"env {envs} {' '.join(cs_posthog_cmd())} connect --tracker-key {info['tracker_key']} "
-                    f"--cs-url {info['customerscore']}; sleep 30"], check=True)
+                    f"--cs-url {info['customerscore']}; sleep 30"], check=True, timeout=60)
 
     def capture() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                              timeout=60).stdout
 
     def keys(*k: str) -> None:
-        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True, timeout=60)
 
     def wait_for(text: str, timeout: float = 15) -> str:
         end = time.monotonic() + timeout
@@ -259,7 +261,7 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
         time.sleep(0.3)
         not_sure = capture()
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=60)
 
     from cs_posthog.wizard.step_posthog import SCOPE_LABELS
 

@@ -70,7 +70,7 @@ def _read_only_mount_works(tmp_path: Path) -> bool:
     probe.mkdir()
     r = subprocess.run(["unshare", "-m", "sh", "-c",
                         f"mount --bind '{probe}' '{probe}' && mount -o remount,bind,ro '{probe}' && "
-                        f"! touch '{probe}/x' 2>/dev/null"], capture_output=True)
+                        f"! touch '{probe}/x' 2>/dev/null"], capture_output=True, timeout=60)
     return r.returncode == 0
 
 
@@ -102,8 +102,10 @@ def test_status_on_a_read_only_home_reads_the_state_and_sync_names_the_file(home
     if read_only_ok == "chmod":
         home.chmod(0o500)
         try:
-            status = subprocess.run([*cs_posthog_cmd(), "status"], env=child_env, capture_output=True, text=True)
-            sync = subprocess.run([*cs_posthog_cmd(), "sync"], env=child_env, capture_output=True, text=True)
+            status = subprocess.run([*cs_posthog_cmd(), "status"], env=child_env, capture_output=True, text=True,
+                                    timeout=60)
+            sync = subprocess.run([*cs_posthog_cmd(), "sync"], env=child_env, capture_output=True, text=True,
+                                  timeout=60)
         finally:
             home.chmod(0o700)
         reason = "Permission denied"

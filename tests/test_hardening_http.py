@@ -420,7 +420,7 @@ def test_status_reports_a_sync_that_made_no_progress(home):
         assert "a sync has been running since" in text
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)
 
 
 def test_the_running_sync_touches_its_heartbeat(sandbox, monkeypatch):

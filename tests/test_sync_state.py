@@ -191,7 +191,7 @@ def test_lock_second_holder_gets_exit_75(tmp_path):
             "import sys; from cs_posthog.sync.state import RunLock; from cs_posthog.errors import LockHeldError\n"
             f"try:\n    RunLock({str(lock_path)!r}).acquire()\nexcept LockHeldError:\n    sys.exit(75)\n"
         )
-        assert subprocess.run([sys.executable, "-c", code]).returncode == 75
+        assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 75
     # released: free again
     with RunLock(lock_path):
         pass
@@ -210,7 +210,7 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
         assert RunLock(lock_path).held_elsewhere
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)
     with RunLock(lock_path):
         pass
 

@@ -168,26 +168,47 @@ def test_live_count_error_is_shown_not_raised():
 
 
 def test_live_count_redraws_the_running_prompt():
+    """The prompt is drawn while the count runs ("counting…"); when the count ends, the prompt is
+    drawn again with it, without a key press. Ordered by events, not sleeps: the count answers only
+    once "counting…" has been drawn, and Enter is pressed only once the count has been drawn (or
+    after 10 s without that redraw, and the test fails)."""
     import questionary
 
     from cs_posthog.wizard.ui import LiveCount, add_footer
 
     seen: list[str] = []
-    live = LiveCount(lambda arg: 1248, delay=0.05)
+    drawn_counting = threading.Event()
+    drawn_count = threading.Event()
+
+    def count(arg):
+        drawn_counting.wait(10)
+        return 1248
+
+    def footer():
+        plain = live.plain()
+        seen.append(plain)
+        fragments = live.text()  # remembers the running prompt, to redraw it later
+        if plain == "counting…":
+            drawn_counting.set()
+        elif plain == "1,248 persons will be synced":
+            drawn_count.set()
+        return fragments
+
+    live = LiveCount(count, delay=0.01)
     with piped_keys() as keys:
         q = questionary.select("Next?", choices=["Save", "Add"])
-        add_footer(q, lambda: (seen.append(live.plain()), live.text())[1], index=2)
+        add_footer(q, footer, index=2)
         live.request("x")
 
         def answer_later():
-            live.wait(5)
-            time.sleep(0.2)  # let the invalidation redraw the footer
+            drawn_count.wait(10)
             keys.send_text(ENTER)
 
         threading.Thread(target=answer_later, daemon=True).start()
         assert q.unsafe_ask() == "Save"
-    assert "counting…" in seen
-    assert "1,248 persons will be synced" in seen  # drawn again, without a key press
+    assert drawn_counting.is_set(), seen
+    assert drawn_count.is_set(), seen  # drawn again, without a key press
+    assert seen.index("1,248 persons will be synced") > seen.index("counting…")
 
 
 # --- checklist counter -----------------------------------------------------------------------
