@@ -22,8 +22,15 @@ $(TEST_STAMP): $(DEMO_STAMP) pyproject.toml
 
 venv: $(TEST_STAMP)
 
+# Tests run in parallel, a file per worker (module fixtures are started once); more workers than
+# cores, since many tests wait on subprocesses and sockets. COVERAGE=1 (CI: .ci/run) runs the same
+# suite under coverage, every Python process counted (pyproject's [tool.coverage.run]), and prints
+# the report; nothing fails on its figure.
+JOBS ?= 4
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(if $(COVERAGE),rm -f .coverage .coverage.*)
+	$(BIN)/python $(if $(COVERAGE),-m coverage run) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(if $(COVERAGE),$(BIN)/python -m coverage combine -q && $(BIN)/python -m coverage report)
 
 demo: $(DEMO_STAMP)
 	@if [ -t 0 ]; then $(BIN)/cs-posthog demo; else $(BIN)/cs-posthog demo --no-input; fi
@@ -37,4 +44,4 @@ bench: $(DEMO_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache
+	rm -rf $(VENV) build dist .pytest_cache .coverage .coverage.*
