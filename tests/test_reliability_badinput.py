@@ -89,8 +89,15 @@ def offline(monkeypatch, tmp_path):
 
 
 def reset_home(home: Path) -> None:
+    """An empty home, and the secrets a new process knows (none yet): each example is one command
+    of its own, as from a shell. (Without this, every key an earlier example put in the environment
+    stays known, and redacting output gets slower with each example.)"""
+    from cs_posthog import secrets
+
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(mode=0o700, parents=True)
+    secrets._reset_keyring_state()
+    secrets._known.clear()
 
 
 def assert_clean_failure(r, *, codes=ALLOWED_FAILURES, naming: str | None = None) -> list[str]:
