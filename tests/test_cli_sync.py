@@ -229,7 +229,9 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
         proc.stdout.close()
         proc.stderr.close()
         kills += 1
-        assert len(got("events")) <= len(want)  # a kill after the last batch is possible when loaded
+        # at most the batch in flight per kill came twice (a kill after the last batch is possible
+        # on a loaded machine: then the rest of the test finds nothing left to send)
+        assert len(got("events")) <= len(want) + 100 * kills
     final = cli(*args, timeout=120)
     assert final.returncode == 0, final.stderr
     doc = json.loads(final.stdout)
