@@ -279,6 +279,7 @@ def faulty():
         yield Sandbox(sb.info)
 
 
+@pytest.mark.slow
 def test_ten_percent_faults_on_both_sides_still_deliver_exactly(faulty, monkeypatch):
     from cs_posthog.sandbox.runner import get_json
 

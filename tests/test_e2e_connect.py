@@ -76,6 +76,7 @@ def screen(child) -> str:
     return child.logfile_read.text()
 
 
+@pytest.mark.slow
 def test_connect_in_a_terminal_with_ctrl_c_and_resume(sandbox, term_env, home):
     info = sandbox.info
     child = spawn(term_env)

@@ -360,6 +360,7 @@ def test_a_dripping_answer_ends_at_the_deadline_and_is_retried(answer, monkeypat
     assert len(srv.requests) == FAST.max_attempts
 
 
+@pytest.mark.slow
 def test_cs_posthog_timeout_also_bounds_a_dripping_answer(monkeypatch):
     # the case: CS_POSTHOG_TIMEOUT=2 did not help (per read); now it makes the deadline 4x
     # (4x, at least 5 s); the server drips a byte every 0.2 s (under the read timeout) for 12 s
@@ -370,6 +371,7 @@ def test_cs_posthog_timeout_also_bounds_a_dripping_answer(monkeypatch):
             c.track([event(1)])
 
 
+@pytest.mark.slow
 def test_posthog_calls_have_a_deadline_too(monkeypatch):
     monkeypatch.setenv("CS_POSTHOG_DEADLINE", "1")
     with RawServer(drip_body) as srv:

@@ -248,6 +248,7 @@ class LegacyServer:
         return ok_rows([[1]])
 
 
+@pytest.mark.slow
 def test_after_the_switch_no_query_is_throttled_again(monkeypatch):
     """A legacy tier of 120 per 3 s (clock scaled 1,200x): 135 queries from 3 threads; after the 429
     that revealed the tier the client's own pacing keeps below 120 a window."""

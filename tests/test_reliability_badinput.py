@@ -237,6 +237,7 @@ COMMANDS = (["status"], ["status", "--json"], ["sync"], ["sync", "--json"], ["ed
             ["edit", "events", "--no-input", "--event", "signup"])
 
 
+@pytest.mark.slow
 @settings(max_examples=150 * SCALE, **SETTINGS)
 @given(raw=config_bytes)
 @example(raw=b"")
@@ -313,6 +314,7 @@ def damaged_db(draw) -> bytes:
     return bytes(raw)
 
 
+@pytest.mark.slow
 @settings(max_examples=60 * SCALE, **SETTINGS)
 @given(db=damaged_db(), secrets_file=st.one_of(st.none(), st.binary(max_size=80), random_valid_toml().map(str.encode)),
        ph_in_env=st.booleans())
@@ -505,6 +507,7 @@ def check_cli_case(case, home, offline, monkeypatch, note=lambda text: None) -> 
     assert not blocked, blocked  # the region hosts and the config's URLs were used, never the defaults
 
 
+@pytest.mark.slow
 @settings(max_examples=250 * SCALE, **SETTINGS)
 @given(data=st.data())
 def test_bad_cli_arguments_are_one_line_errors(data, home, offline, monkeypatch):

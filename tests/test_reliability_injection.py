@@ -21,6 +21,7 @@ import re
 import sqlite3
 import uuid
 
+import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -187,6 +188,7 @@ NASTY_EXAMPLE = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=120 * SCALE, **SETTINGS)
 @given(case=scenario())
 @example(case=NASTY_EXAMPLE)

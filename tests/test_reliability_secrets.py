@@ -121,6 +121,7 @@ def since(info) -> str:
 
 
 # --- the whole life of an installation with the sandbox's real keys -----------------------------
+@pytest.mark.slow
 def test_real_keys_stay_in_the_secrets_file_through_every_command(cli):
     info = cli.info
     ph, cs = info["api_key"], info["customerscore_api_key"]
@@ -148,6 +149,7 @@ def test_real_keys_stay_in_the_secrets_file_through_every_command(cli):
 
 
 # --- error paths with canary keys, --debug tracebacks included ---------------------------------
+@pytest.mark.slow
 def test_invalid_keys_and_their_error_paths_print_no_key(cli):
     info = cli.info
     bad_ph, bad_cs = cli.canary(), cli.canary("")

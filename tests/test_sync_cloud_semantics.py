@@ -267,6 +267,7 @@ def test_queries_over_the_time_limit_are_read_in_shorter_windows(monkeypatch):
         assert got("events") == []
 
 
+@pytest.mark.slow
 def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monkeypatch):
     """``--query-tier legacy --rate-limits fast``: 120 queries a (scaled) hour, and a wizard session
     has already spent 119 of them. The sync's first 429 reveals the tier: it waits for the budget
