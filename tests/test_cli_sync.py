@@ -248,25 +248,104 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
     assert statuses[0] == "ok" and statuses.count("interrupted") == kills
 
 
+class GatedCustomerscore:
+    """A loopback proxy in front of the sandbox's Customerscore that forwards everything, except
+    that the tracker requests after the first ``pass_first`` are held until ``release()``: a sync is
+    then certainly in the middle of its run, a batch in flight, however loaded the machine."""
+
+    def __init__(self, target: str, pass_first: int) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self._lock = threading.Lock()
+        self._tracked = 0
+        gate = self
+        host, port = urlsplit(target).hostname, urlsplit(target).port
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/api/tracker/track"):
+                    with gate._lock:
+                        gate._tracked += 1
+                        hold = gate._tracked > pass_first
+                    if hold:
+                        gate.held.set()
+                        gate._release.wait(60)
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                finally:
+                    conn.close()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __enter__(self) -> GatedCustomerscore:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypatch, sig):
     sb = slow
-    configure(sb, monkeypatch, selected=["$pageview", "dashboard_viewed"])
     since = since_arg(sb, 60)
     want, _ = expected_events(sb, selected=["$pageview", "dashboard_viewed"], since=since_dt(since), customer_property=PROP)
     got = Received(sb)
-    proc = spawn("sync", "--json", "--since", since)
-    assert wait_for(lambda: len(got("events")) >= 200 or proc.poll() is not None, step=0.01)
-    assert proc.poll() is None, "the sync finished before it could be interrupted"
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + sig, err  # 130 for Ctrl-C, 143 for SIGTERM
-    doc = json.loads(out)
-    assert doc["status"] == "interrupted" and doc["exit_code"] == 128 + sig  # the report says it too
-    assert f"error: {'interrupted' if sig == signal.SIGINT else 'terminated'}" in err
-    # (on a loaded machine the signal may land after the last batch: then nothing is left to send)
-    assert 0 < len(got("events")) <= len(want)
-    final = cli("sync", "--json", timeout=120)
+    with GatedCustomerscore(sb.cs, pass_first=2) as gate:
+        cfg = configure(sb, monkeypatch, selected=["$pageview", "dashboard_viewed"])
+        cfg.customerscore.api_url = gate.url
+        save_config(cfg)
+        proc = spawn("sync", "--json", "--since", since)
+        try:
+            # the third batch is held at the gate: the run is in its middle, that batch in flight
+            assert gate.held.wait(60), "the sync never sent a third batch"
+            assert proc.poll() is None
+            proc.send_signal(sig)
+            time.sleep(0.2)  # the signal is usually handled while the batch is still held; either is fine
+            gate.release()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+        assert proc.returncode == 128 + sig, err  # 130 for Ctrl-C, 143 for SIGTERM
+        doc = json.loads(out)
+        assert doc["status"] == "interrupted" and doc["exit_code"] == 128 + sig  # the report says it too
+        assert f"error: {'interrupted' if sig == signal.SIGINT else 'terminated'}" in err
+        assert 0 < len(got("events")) < len(want)  # stopped in the middle
+        final = cli("sync", "--json", timeout=120)  # through the gate, open now
     assert final.returncode == 0, final.stderr
     assert json.loads(final.stdout)["resent_after_crash"] == 0  # a clean stop leaves nothing in flight
     assert bag(got("events")) == bag(want)  # nothing lost, nothing twice
