@@ -97,3 +97,27 @@ def test_wheel_check_uses_the_test_venv_to_build_and_a_fresh_one_to_run(checkout
     for needed in ('-m pip wheel', '--no-deps', '-m venv "$work/venv"', 'pip install -q --disable-pip-version-check "$wheel"',
                    'env -u PYTHONPATH', 'demo --no-input', '"$wheel[sandbox]"'):
         assert needed in script, needed
+
+
+def test_test_runs_in_parallel_bounded_and_without_coverage_by_default(checkout):
+    plan = dry_run(checkout, "test")
+    line = next(line for line in plan.splitlines() if "-m pytest" in line)
+    assert " -n 4 " in line and "--dist loadfile" in line, line
+    assert "coverage" not in plan, plan
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r"^timeout = \d+$", pyproject, re.M)  # pytest-timeout: no test hangs the suite
+    for tool in ("pytest-xdist", "pytest-timeout", "coverage"):
+        assert f'"{tool}' in pyproject.split("[project.optional-dependencies]")[1].split("[project.scripts]")[0]
+
+
+def test_ci_measures_coverage_in_every_process_and_prints_it(checkout):
+    steps = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()]
+    assert steps.index("export COVERAGE=1") < steps.index("make test")
+    r = subprocess.run(["make", "-n", "test"], cwd=checkout, capture_output=True, text=True, timeout=30,
+                       env={**os.environ, "COVERAGE": "1"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    run_line = next(i for i, line in enumerate(lines) if "-m coverage run -m pytest" in line)
+    assert any("rm -f .coverage" in line for line in lines[:run_line])  # no data from an earlier run
+    assert any("-m coverage combine" in line and "-m coverage report" in line for line in lines[run_line + 1:])
+    assert 'patch = ["subprocess"]' in (ROOT / "pyproject.toml").read_text()  # the CLI and sandbox children too
