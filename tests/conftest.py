@@ -25,6 +25,12 @@ _CLEARED = (
     "CS_POSTHOG_DEBUG",
     "CS_POSTHOG_TIMEOUT",
     "FORCE_COLOR",
+    # what `make test` (CI: .ci/run) hands down: a make the tests run would print "Entering
+    # directory" lines and see COVERAGE=1
+    "MAKEFLAGS",
+    "MAKELEVEL",
+    "MFLAGS",
+    "COVERAGE",
 )
 
 
