@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 def run(script: str, *args: str) -> None:
     cmd = [sys.executable, str(HERE / script), *args]
     print(f"\n$ python bench/{script} {' '.join(args)}".rstrip(), flush=True)
-    proc = subprocess.run(cmd, cwd=HERE)
+    proc = subprocess.run(cmd, cwd=HERE, timeout=3600)  # the 1,000,000-event runs take a minute or two
     if proc.returncode != 0:
         raise SystemExit(f"bench/{script} failed (exit {proc.returncode})")
 
