@@ -332,13 +332,14 @@ def test_the_events_checklist_at_60_columns(sandbox, term_env, home, tmp_path):
     subprocess.run([*tmux, "new-session", "-d", "-s", session, "-x", "60", "-y", "30",
                     f"env {envs} {' '.join(cs_posthog_cmd())} connect --project {info['project_id']} "
                     f"--tracker-key {info['tracker_key']} --cs-url {info['customerscore']} "
-                    f"--customer-property {PROP}; sleep 30"], check=True)
+                    f"--customer-property {PROP}; sleep 30"], check=True, timeout=60)
 
     def capture() -> str:
-        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+        return subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                              timeout=60).stdout
 
     def keys(*k: str) -> None:
-        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True)
+        subprocess.run([*tmux, "send-keys", "-t", session, *k], check=True, timeout=60)
 
     def wait_for(pattern: str, timeout: float = 15) -> str:
         end = time.monotonic() + timeout
@@ -373,7 +374,7 @@ def test_the_events_checklist_at_60_columns(sandbox, term_env, home, tmp_path):
         keys("Tab")
         ticked = wait_for(r'keeps "Checkout Completed" only if')
     finally:
-        subprocess.run([*tmux, "kill-server"], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=60)
     for shown in (first, moved, searched, ticked):
         assert all(len(line) <= 60 for line in shown.splitlines())
     assert re.search(r"^ » ● Checkout Completed +\d+$", ticked, re.M), ticked
