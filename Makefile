@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: test demo bench venv clean wheel-check
+.PHONY: test demo bench venv clean wheel-check lint test-lowest
 
 # --no-compile: Python compiles what the demo imports when it imports it, not every installed module
 $(DEMO_STAMP): pyproject.toml
@@ -32,6 +32,23 @@ test: $(TEST_STAMP)
 	$(BIN)/python $(if $(COVERAGE),-m coverage run) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 	$(if $(COVERAGE),$(BIN)/python -m coverage combine -q && $(BIN)/python -m coverage report)
 
+# Static checks, configured in pyproject.toml: ruff (the rule set and 120 columns) and mypy (strict on
+# the core). CI runs them before the tests.
+lint: $(TEST_STAMP)
+	$(BIN)/python -m ruff check src
+	$(BIN)/python -m mypy
+
+# The same suite on the lowest versions pyproject.toml allows (.ci/lowest-constraints.txt), in a
+# virtualenv of its own: a floor that no longer holds fails CI, not a user.
+LOWEST := .venv-lowest
+$(LOWEST)/.installed: pyproject.toml .ci/lowest-constraints.txt
+	test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install -q --disable-pip-version-check -c .ci/lowest-constraints.txt -e '.[test]'
+	touch $(LOWEST)/.installed
+
+test-lowest: $(LOWEST)/.installed
+	$(LOWEST)/bin/python -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+
 demo: $(DEMO_STAMP)
 	@if [ -t 0 ]; then $(BIN)/cs-posthog demo; else $(BIN)/cs-posthog demo --no-input; fi
 
@@ -44,4 +61,4 @@ bench: $(DEMO_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .coverage .coverage.*
+	rm -rf $(VENV) $(LOWEST) build dist .pytest_cache .coverage .coverage.*

@@ -121,3 +121,34 @@ def test_ci_measures_coverage_in_every_process_and_prints_it(checkout):
     assert any("rm -f .coverage" in line for line in lines[:run_line])  # no data from an earlier run
     assert any("-m coverage combine" in line and "-m coverage report" in line for line in lines[run_line + 1:])
     assert 'patch = ["subprocess"]' in (ROOT / "pyproject.toml").read_text()  # the CLI and sandbox children too
+
+
+def test_the_lowest_constraints_are_the_floors_of_pyproject():
+    """`make test-lowest` (CI) installs .ci/lowest-constraints.txt: each pin must be its package's
+    floor in pyproject.toml, and every floored dependency must be pinned there."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {}
+    for dep in map(Requirement, deps):
+        lows = [s.version for s in dep.specifier if s.operator == ">="]
+        if lows:
+            floors[dep.name.replace("_", "-").lower()] = Version(lows[0])
+    pins = {}
+    for line in (ROOT / ".ci/lowest-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.strip().replace("_", "-").lower()] = Version(version.strip())
+    assert pins == floors
+
+
+def test_lint_and_the_lowest_versions_run_in_ci(checkout):
+    (checkout / ".ci").mkdir()
+    shutil.copy(ROOT / ".ci/lowest-constraints.txt", checkout / ".ci")
+    plan = dry_run(checkout, "lint")
+    assert "-m ruff check src" in plan and "-m mypy" in plan, plan
+    plan = dry_run(checkout, "test-lowest")
+    assert "-c .ci/lowest-constraints.txt" in plan and ".venv-lowest/bin/python -m pytest" in plan, plan
