@@ -63,6 +63,15 @@ def test_every_room_has_a_rank():
     assert rooms <= set(RANK), f"rooms missing from the map: {sorted(rooms - set(RANK))}"
 
 
+PRIVATE = ("typer._", "typer.core", "questionary.prompts", "questionary.question", "prompt_toolkit.output.vt100", "prompt_toolkit.output.plain_text")
+
+
+def test_private_apis_of_dependencies_are_used_in_one_module():
+    """pyproject caps these dependencies for them; one module to read when raising a cap."""
+    users = {str(p.relative_to(SRC)) for p in FILES for _, m in imports(p) if m.startswith(PRIVATE)}
+    assert users <= {"_private_apis.py"}, sorted(users)
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SRC)))
 def test_imports_follow_the_map(path):
     room = room_of(path)

@@ -8,6 +8,9 @@ imported inside the function that needs it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 # Typer vendors Click from 0.26 (typer._click); its command classes are what `cls=` takes
 from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
@@ -19,7 +22,10 @@ __all__ = [
     "TyperCommand",
     "TyperGroup",
     "completion_script",
+    "inquirer_control_class",
     "register_completion_shells",
+    "set_checkbox_indicators",
+    "wrap_prompt_toolkit_writes",
 ]
 
 
@@ -35,3 +41,34 @@ def register_completion_shells() -> None:
     from typer._completion_classes import completion_init
 
     completion_init()
+
+
+# --- questionary and prompt_toolkit (the wizard) ----------------------------------------------------
+def inquirer_control_class() -> type:
+    """questionary's control behind select and checkbox prompts (its choices and selection)."""
+    from questionary.prompts.common import InquirerControl
+
+    return InquirerControl
+
+
+def set_checkbox_indicators(selected: str, unselected: str) -> None:
+    """The marks questionary draws for ticked and unticked choices (module constants)."""
+    import questionary.prompts.common as q_common
+
+    q_common.INDICATOR_SELECTED = selected  # module constants, by the library's design
+    q_common.INDICATOR_UNSELECTED = unselected
+
+
+def wrap_prompt_toolkit_writes(change: Callable[[Any, str], str]) -> None:
+    """Every text prompt_toolkit writes to the terminal passes through ``change(stdout, data)``
+    first (its module-level ``flush_stdout``, used by the vt100 and plain-text outputs)."""
+    import prompt_toolkit.output.plain_text as pt_plain
+    import prompt_toolkit.output.vt100 as pt_vt100
+
+    for module in (pt_vt100, pt_plain):
+        flush = module.flush_stdout  # imported there by name from prompt_toolkit.output.flush_stdout
+
+        def changed_flush(stdout: Any, data: str, _flush: Any = flush) -> None:
+            _flush(stdout, change(stdout, data))
+
+        module.flush_stdout = changed_flush  # type: ignore[attr-defined]  # a name imported, not declared

@@ -45,7 +45,6 @@ def codename_note(selected: list[str], *, markup: bool = False) -> str | None:
 def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
     """Event definitions and (if cheap enough) their 30-day volumes, fetched at the same time."""
     from cs_posthog.errors import CsPosthogError
-
     from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
 
     src = ctx.source()

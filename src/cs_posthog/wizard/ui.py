@@ -46,10 +46,11 @@ def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None 
 
 def inquirer_control(question: Any) -> Any:
     """The ``InquirerControl`` of a questionary select/checkbox (its choices and selection)."""
-    from questionary.prompts.common import InquirerControl
+    from cs_posthog._private_apis import inquirer_control_class
 
+    kind = inquirer_control_class()
     for control in question.application.layout.find_all_controls():
-        if isinstance(control, InquirerControl):
+        if isinstance(control, kind):
             return control
     raise LookupError("not a select or checkbox prompt")
 
@@ -68,19 +69,11 @@ def use_stream_glyphs() -> None:
     if _GLYPHS_SET or is_unicode(sys.stdout):
         return
     _GLYPHS_SET = True
-    import prompt_toolkit.output.plain_text as pt_plain
-    import prompt_toolkit.output.vt100 as pt_vt100
-    import questionary.prompts.common as q_common
+    from cs_posthog._private_apis import set_checkbox_indicators, wrap_prompt_toolkit_writes
 
-    q_common.INDICATOR_SELECTED = "[x]"
-    q_common.INDICATOR_UNSELECTED = "[ ]"
-    for module in (pt_vt100, pt_plain):
-        flush = module.flush_stdout
-
-        def fitted_flush(stdout: Any, data: str, _flush: Any = flush) -> None:
-            _flush(stdout, fit(data, stdout, one_column=True))  # prompt_toolkit laid it out already
-
-        module.flush_stdout = fitted_flush
+    set_checkbox_indicators("[x]", "[ ]")
+    # prompt_toolkit laid the screen out already: each stand-in keeps its glyph's columns
+    wrap_prompt_toolkit_writes(lambda stdout, data: fit(data, stdout, one_column=True))
 
 
 def checklist(
@@ -191,7 +184,10 @@ def checklist(
             ic.selected_options.append(choice.value)
         revalidate()
 
+    from prompt_toolkit.key_binding import KeyBindings
+
     kb = q.application.key_bindings  # bindings added here win over questionary's for the same key
+    assert isinstance(kb, KeyBindings)  # questionary gives each prompt its own KeyBindings
 
     @kb.add(" ", eager=True)
     def _space(_event: Any) -> None:
@@ -473,7 +469,7 @@ class LiveCount:
 
     def text(self) -> list[tuple[str, str]]:
         """Render callable (no I/O): remembers the running app for later redraws."""
-        from prompt_toolkit.application.current import get_app_or_none
+        from prompt_toolkit.application import get_app_or_none
 
         app = get_app_or_none()
         if app is not None:
@@ -539,7 +535,7 @@ class NameCompleter:
         def run() -> None:
             try:
                 names = list(dict.fromkeys(self._search(key)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            except BaseException as exc:
                 with self._lock:
                     self._inflight.pop(key, None)
                 fut.set_exception(exc)
@@ -582,10 +578,10 @@ class NameCompleter:
 
 
 def _make_completer(base: type, owner: NameCompleter) -> Any:
-    from prompt_toolkit.application.current import get_app_or_none
+    from prompt_toolkit.application import get_app_or_none
     from prompt_toolkit.completion import Completion
 
-    class _Completer(base):  # type: ignore[misc, valid-type]
+    class _Completer(base):
         def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
             text = document.text_before_cursor
             app = get_app_or_none()
