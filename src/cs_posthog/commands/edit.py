@@ -50,10 +50,11 @@ def run(
     if api_key_stdin or cs_api_key_stdin:
         from cs_posthog.errors import UsageError
 
-        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
+        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
+                         hint="On a terminal the wizard asks for the keys.")
     from cs_posthog.commands.connect import interactive_context
     from cs_posthog.wizard.flow import run_edit
 
     ctx = interactive_context(out, flags, check_credentials=check_credentials, make_source=make_source, mode="edit")
-    ctx.draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+    ctx.draft = Draft.of(cfg)
     run_edit(ctx, cfg, section=section)

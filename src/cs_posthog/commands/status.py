@@ -184,7 +184,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
     t.add_row("Contact id", Text(show(d["contact_id"])))
     t.add_row("Events", Text(", ".join(map(show, d["events"]))))
     scope = ("they choose the events too" if d.get("filter_events")
-             else "contacts only: the events of every Person with a customer id are sent") if len(d["filters"]) > 1 else ""
+             else "contacts only: the events of every Person with a customer id are sent"
+             ) if len(d["filters"]) > 1 else ""
     t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"])) + (f" ({scope})" if scope else "")))
     s = d["sync_settings"]
     t.add_row(

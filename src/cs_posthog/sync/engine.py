@@ -279,8 +279,10 @@ class SyncEngine:
             self._prepare()
             done = {"events": threading.Event(), "contacts": self._contacts_done}
             workers = [
-                threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]), name="sync-events", daemon=True),
-                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]), name="sync-contacts", daemon=True),
+                threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]),
+                                 name="sync-events", daemon=True),
+                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]),
+                                 name="sync-contacts", daemon=True),
             ]
             for w in workers:
                 w.start()
@@ -518,14 +520,22 @@ class SyncEngine:
             self._progress[name].total = total
         self._emit(name)
 
+    def _sender(self) -> CustomerscoreClient:
+        """The Customerscore client: a dry run has none, and sends nothing."""
+        if self.cs is None:
+            raise RuntimeError("a dry run sends nothing to Customerscore")
+        return self.cs
+
     # --- PostHog reads -----------------------------------------------------------------------
-    def _query(self, sql: str, values: dict[str, Any], name: str, modifiers: dict[str, Any] | None = None) -> Any:
+    def _query(self, sql: str, values: dict[str, Any], name: str,
+               modifiers: dict[str, Any] | None = None) -> Any:
         if modifiers:
             return self.ph.query(sql, values, name=name, modifiers=modifiers)
         return self.ph.query(sql, values, name=name)
 
-    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int,
-               name: str, modifiers: dict[str, Any] | None = None, **paging: Any) -> Iterator[list[list[Any]]]:
+    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list[Any]], Any],
+               page_size: int, name: str, modifiers: dict[str, Any] | None = None,
+               **paging: Any) -> Iterator[list[list[Any]]]:
         """Keyset pages through the PostHog client (LIMIT page+1, smaller pages when PostHog stops a
         query at its time limit: invariants 3 and 4), stopping between pages when asked to."""
         kw: dict[str, Any] = {"modifiers": modifiers} if modifiers else {}
@@ -545,14 +555,14 @@ class SyncEngine:
             self._check_stop()
             if not s.events:
                 continue
-            upto = None
+            upto: tuple[str, str] | None = None  # set for every stream but the main one
             if not s.is_main:
                 if main.cursor is None:
                     continue
                 upto = (main.cursor.created_at, main.cursor.uuid)
             start = s.cursor
             completed = self._event_stream(s, upto)
-            if completed and not s.is_main:
+            if completed and upto is not None:
                 # counted once, over its whole range, when it completes
                 n = self._count_without_customer(
                     s.events, s.floor, upto[0], after=self._resume_start.get(s.name, (None,))[0])
@@ -632,7 +642,8 @@ class SyncEngine:
         lo = parse_ts(s.cursor.created_at) - self.overlap
         return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
 
-    def _event_pages(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
+    def _event_pages(self, s: Stream, upto: tuple[str, str] | None,
+                     persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
         """The stream's pages in keyset order. When PostHog stops a query at its time limit even after
         the page shrank (``QueryTooSlowError`` from ``iter_pages``), the *time window* shrinks: what a
         query scans is the events in its ``timestamp`` range, whatever its LIMIT. Pages are then read
@@ -658,8 +669,10 @@ class SyncEngine:
         while True:
             end = None if span is None or pos + span >= self.now else pos + span
 
-            def build(after: tuple[Any, str] | None, end: datetime | None = end, pos: datetime = pos) -> tuple[str, dict[str, Any]]:
-                after = after if after is not None else key
+            # (bound now: build(None) only starts this window's paging, before a row of it is handed out)
+            def build(after: tuple[Any, str] | None, end: datetime | None = end, pos: datetime = pos,
+                      start_key: tuple[Any, str] | None = key) -> tuple[str, dict[str, Any]]:
+                after = after if after is not None else start_key
                 before = None if end is None else (fmt_ts(end), fmt_ts(end + FUTURE_SLACK))
                 if after is not None and parse_ts(after[0]) >= pos:
                     ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
@@ -692,9 +705,9 @@ class SyncEngine:
                          exc.message)
                 self.report.query_windows_narrowed += 1
                 continue
-            if end is None:
+            if end is None or span is None:  # (span is set when end is)
                 return
-            pos, span = end, span * 2  # (span is set when end is)
+            pos, span = end, span * 2
 
     def _map_event(self, row: list[Any]) -> _EventRow:
         """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;
@@ -808,7 +821,8 @@ class SyncEngine:
         # delivered uuids are kept as long as the lateness contract: PostHog may hold one uuid in two
         # rows ingested far apart (an SDK retrying a batch much later), not just within the overlap (2)
         horizon = None if backfill else self.state.prune_horizon(max(self.overlap, self.lateness))
-        batches = [[i for i, _ in b] for b in batched((i, page[i].payload) for i in sendable)]  # page indexes
+        payloads = ((i, p) for i in sendable if (p := page[i].payload) is not None)  # (every sendable one has)
+        batches = [[i for i, _ in b] for b in batched(payloads)]  # page indexes
         lo = 0
         marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
         for k, idx in enumerate(batches):
@@ -851,7 +865,7 @@ class SyncEngine:
             self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
         try:
             accepted, rejected, doubled = self._send_rejecting(
-                batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
+                batch, lambda rows: self._sender().track_encoded([r.payload for r in rows]), "events"
             )
         except ApiError as exc:
             if exc.status is not None and 400 <= exc.status < 500:
@@ -873,7 +887,8 @@ class SyncEngine:
             self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon)
         self._emit("events", sent=len(accepted), unsendable=len(rejected))
 
-    def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:
+    def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any],
+                        what: str) -> tuple[list[Any], list[Any], int]:
         """POST ``rows``; when Customerscore rejects the batch as invalid (400), split it to find the
         items it refuses, so that one bad item cannot block the sync forever. Items are only ever
         given up when others of the same batch were accepted: if everything is refused, the error
@@ -942,7 +957,8 @@ class SyncEngine:
 
         return go(parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None, False)
 
-    def _count_without_customer(self, events: list[str], floor: str, created_to: str, *, after: str | None = None) -> int:
+    def _count_without_customer(self, events: list[str], floor: str, created_to: str, *,
+                                after: str | None = None) -> int:
         """Selected events whose Person has no customer id, from the floor (or after ``after``) to
         ``created_to`` (6)."""
         try:
@@ -1029,7 +1045,8 @@ class SyncEngine:
                 log.info("could not count persons: %s", exc)
 
         def build(after: str | None) -> tuple[str, dict[str, Any]]:
-            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after)
+            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop,
+                                  after_id=after)
 
         self._contact_losers = self._duplicate_contact_losers(filters)
         ignore_fps = self._ignore_state or self._ignore_fingerprints
@@ -1064,11 +1081,12 @@ class SyncEngine:
                     self._check_stop()
                     part = [c for c, _ in batch]
                     ok, bad, _ = self._send_rejecting(
-                        part, lambda cs: self.cs.upsert_contacts_encoded([c.payload for c in cs]), "contacts"
+                        part, lambda cs: self._sender().upsert_contacts_encoded([c.payload for c in cs]), "contacts"
                     )
                     # rejected ones are recorded too: resending an unchanged invalid contact every
                     # run would only fail again; a change of its payload retries it
-                    self.state.record_contacts([(c.contact_id, c.customer_id, c.fp) for c in ok + bad], self.run_id or 0)
+                    self.state.record_contacts([(c.contact_id, c.customer_id, c.fp) for c in ok + bad],
+                                               self.run_id or 0)
                     rep.contacts_sent += len(ok)
                     rep.contacts_rejected += len(bad)
                     self._emit("contacts", sent=len(ok), skipped=len(bad))
@@ -1165,7 +1183,8 @@ class SyncEngine:
             email = text_or_none(raw_value(row[Q.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])), email=email)
+            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])),
+                                      email=email)
             self._customers.add(customer)
             if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
                 rep.contacts_skipped_duplicate_id += 1

@@ -811,7 +811,8 @@ class SyncState:
             for part in _chunks(list(person_ids), _MAX_PARAMS - 2):
                 marks = ",".join("?" * len(part))
                 if left_at is not None:
-                    db.execute("INSERT OR IGNORE INTO persons_left (person_id, created_at, uuid) SELECT person_id, ?, ? "
+                    db.execute("INSERT OR IGNORE INTO persons_left (person_id, created_at, uuid) "
+                               "SELECT person_id, ?, ? "
                                f"FROM persons_seen WHERE pending = 0 AND person_id IN ({marks})", [*left_at, *part])
                 db.execute(f"DELETE FROM persons_seen WHERE person_id IN ({marks})", list(part))
 
@@ -820,8 +821,8 @@ class SyncState:
         out: dict[str, tuple[str, str]] = {}
         for part in _chunks(list(person_ids)):
             marks = ",".join("?" * len(part))
-            for pid, c, u in self._read(f"SELECT person_id, created_at, uuid FROM persons_left WHERE person_id IN ({marks})",
-                                        list(part)):
+            for pid, c, u in self._read("SELECT person_id, created_at, uuid FROM persons_left "
+                                        f"WHERE person_id IN ({marks})", list(part)):
                 out[str(pid)] = (str(c), str(u))
         return out
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cs_posthog.output import esc  # noqa: F401 - the one escaping function (output.esc), for the steps
+from cs_posthog.output import esc
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
@@ -75,7 +75,7 @@ def stored_value(name: str) -> str | None:
     """The key kept in the OS keyring or the key file (not the environment), or None."""
     from cs_posthog import secrets
 
-    spec = secrets.SPECS[name]  # type: ignore[index]
+    spec = secrets.SPECS[name]
     ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
     if ok and value:
         return value
@@ -133,10 +133,10 @@ class WizardContext:
     def store_pending(self, *, quiet: bool = True) -> None:
         """Store the keys entered in this session (a key taken from the environment too, so that
         cron, which has no such environment, can sync)."""
+        import os
+
         from cs_posthog.paths import get_paths
         from cs_posthog.secrets import SPECS, store_secret
-
-        import os
 
         for name, value in list(self.pending_secrets.items()):
             if self._stored.get(name) == value:
@@ -150,7 +150,8 @@ class WizardContext:
                     self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
             env = os.environ.get(spec.env, "").strip()
             if env and env != value:
-                self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; unset it or update it.")
+                self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; "
+                              "unset it or update it.")
 
     def posthog_key(self) -> str:
         cur = self.current_secret("posthog")

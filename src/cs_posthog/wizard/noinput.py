@@ -85,7 +85,8 @@ def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None
     except (AttributeError, ValueError):
         is_tty = False
     if is_tty:
-        raise UsageError(f"{flag}: stdin is a terminal", hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
+        raise UsageError(f"{flag}: stdin is a terminal",
+                         hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
     try:
         text = stdin.read()
     except UnicodeDecodeError:  # a UTF-8 locale reads stdin strictly
@@ -312,6 +313,7 @@ def connect_no_input(
         CUSTOMERSCORE_URL,
         Config,
         CustomerscoreSettings,
+        Draft,
         EventsSettings,
         Identification,
         PersonsSettings,
@@ -320,14 +322,14 @@ def connect_no_input(
     from cs_posthog.secrets import find_secret, register_secret
     from cs_posthog.wizard import step_customerscore as S2
     from cs_posthog.wizard import step_posthog as S1
-    from cs_posthog.wizard.flow import save_and_sync
-    from cs_posthog.config import Draft
     from cs_posthog.wizard.context import WizardContext, esc
+    from cs_posthog.wizard.flow import save_and_sync
 
     if get_paths().config_file.exists():
         raise UsageError(
             "already connected: a configuration exists",
-            hint="Change it with `cs-posthog edit --no-input <flags>`, or remove it with `cs-posthog disconnect --yes` first.",
+            hint="Change it with `cs-posthog edit --no-input <flags>`, "
+                 "or remove it with `cs-posthog disconnect --yes` first.",
         )
     p = Problems()
     ph_key, cs_key = read_stdin_keys(f, stdin)
@@ -434,7 +436,6 @@ def edit_no_input(
     out: Output, f: Flags, *, section: str | None, check_fn: Any = None, make_source: Any = None, stdin: Any = None
 ) -> Config:
     from cs_posthog.config import (
-        Config,
         CustomerscoreSettings,
         Draft,
         EventsSettings,
@@ -496,7 +497,7 @@ def edit_no_input(
                          flag="--filter" if f.filters else "saved filter")
     p.raise_if_any("edit")
 
-    draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+    draft = Draft.of(cfg)
     ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
     if ph_key:
         register_secret(ph_key)
@@ -507,7 +508,7 @@ def edit_no_input(
 
     posthog_touched = ph_key is not None or f.project is not None or f.host is not None
     if posthog_touched:
-        key = ph_key or (find_secret("posthog").value if find_secret("posthog") else None)
+        key = ph_key or (found.value if (found := find_secret("posthog")) else None)
         if not key:
             raise UsageError("missing the PostHog key", hint=KEYS_HINT)
         project = (f.project or str(cfg.posthog.project_id)).strip()
@@ -542,20 +543,14 @@ def edit_no_input(
     needs_data = f.all_events or f.events or f.customer_property is not None or posthog_touched
     if needs_data:
         source = ctx.source()
-        wanted = _Wanted(events=draft.events.selected, customer_property=draft.identification.property)
+        events, ident = draft.events, draft.identification
+        assert events is not None and ident is not None  # (a draft of a saved config: every section is set)
+        wanted = _Wanted(events=events.selected, customer_property=ident.property)
         names = data_checks(out, source, wanted, all_events=f.all_events)
         if names is not None:
             draft.events = EventsSettings(selected=names)
 
-    new = Config(
-        version=cfg.version,
-        posthog=draft.posthog,
-        customerscore=draft.customerscore,
-        identification=draft.identification,
-        events=draft.events,
-        persons=draft.persons,
-        sync=cfg.sync,
-    )
+    new = draft.to_config(cfg)
     changes = describe_changes(cfg, new, _keys_changed(ctx))
     if not changes:
         out.info("Nothing changed.")
