@@ -10,9 +10,13 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from cs_posthog import interrupts
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
 
 if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the console script: SIGTERM
     interrupts.install()  # while the heavy imports below run stops like Ctrl-C (``main`` does it for others)
@@ -156,7 +160,7 @@ def _command(name: str) -> Any:
     return importlib.import_module(f"cs_posthog.commands.{name}")
 
 
-def _output(*, json_mode: bool = False, quiet: bool = False):  # -> Output
+def _output(*, json_mode: bool = False, quiet: bool = False) -> Output:
     from cs_posthog.output import Output, setup_logging
 
     setup_logging(verbose=state.verbose, debug=state.debug)
@@ -530,7 +534,7 @@ def completion(
     typer.echo(completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
 
 
-def _require_config():  # -> Config
+def _require_config() -> Config:
     """The validated config for `sync` and `status`: "not connected" or a one-line error, exit 78."""
     from cs_posthog.config import load_config
 

@@ -6,13 +6,19 @@ The steps live in ``cs_posthog.wizard``; this module only picks the mode. Heavy 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cs_posthog.errors import NoTerminalError
 
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
+    from cs_posthog.wizard.context import CheckCredentials, MakeSource, WizardContext
+    from cs_posthog.wizard.noinput import Flags
+
 
 def run(
-    out: Any,
+    out: Output,
     *,
     no_input: bool = False,
     restart: bool = False,
@@ -30,9 +36,9 @@ def run(
     contact_id: str | None = None,
     no_sync: bool = False,
     caller_syncs: bool = False,
-    demo_defaults: dict | None = None,
-    check_credentials: Any = None,
-    make_source: Any = None,
+    demo_defaults: dict[str, Any] | None = None,
+    check_credentials: CheckCredentials | None = None,
+    make_source: MakeSource | None = None,
 ) -> None:
     """``check_credentials`` and ``make_source`` replace the PostHog check and data source (tests).
 
@@ -72,15 +78,16 @@ def run(
     run_connect(ctx, restart=restart, no_sync=no_sync)
 
 
-def first_sync(out: Any, cfg: Any) -> None:
+def first_sync(out: Output, cfg: Config) -> None:
     """The sync connect runs after saving: `cs-posthog sync` with the config just saved."""
     from cs_posthog.commands import sync
 
     sync.run(out, config=cfg)
 
 
-def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = None, check_credentials: Any = None,
-                        make_source: Any = None, mode: Literal["connect", "edit"] = "connect") -> Any:
+def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, Any] | None = None,
+                        check_credentials: CheckCredentials | None = None, make_source: MakeSource | None = None,
+                        mode: Literal["connect", "edit"] = "connect") -> WizardContext:
     """The wizard's context; flags given on a terminal are the answers offered."""
     from cs_posthog.config import Draft
     from cs_posthog.errors import UsageError

@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
+from cs_posthog.customerscore.client import FIELD_MAX, batched, encode
 from cs_posthog.errors import (
     ApiError,
     AuthError,
@@ -53,6 +53,7 @@ from cs_posthog.errors import (
     UnexpectedAnswerError,
     UsageError,
 )
+from cs_posthog.http import Stats
 from cs_posthog.interrupts import error_for
 from cs_posthog.output import count
 from cs_posthog.posthog.client import QueryTooSlowError
@@ -77,6 +78,11 @@ from cs_posthog.sync.state import (
     SyncState,
 )
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, ts_ms, utcnow
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.posthog.client import QueryResult
+    from cs_posthog.sync.clients import CustomerscoreSender, PostHogReader
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +228,9 @@ class _Stop(Exception):
 class SyncEngine:
     def __init__(
         self,
-        cfg: Any,
-        posthog: Any,
-        customerscore: CustomerscoreClient | None,
+        cfg: Config,
+        posthog: PostHogReader,
+        customerscore: CustomerscoreSender | None,
         state: SyncState,
         *,
         options: SyncOptions | None = None,
@@ -385,13 +391,10 @@ class SyncEngine:
     def _project_identity(self) -> str:
         """``project_identity`` from PostHog's answer for the project (its uuid); without the
         project:read scope, the configured host (normalised) and id."""
-        getter = getattr(self.ph, "project", None)
-        uuid = None
-        if getter is not None:
-            try:
-                uuid = getattr(getter(), "uuid", None)
-            except (PermissionDeniedError, MissingScopesError):
-                uuid = None
+        try:
+            uuid = self.ph.project().uuid
+        except (PermissionDeniedError, MissingScopesError):
+            uuid = None
         return project_identity(self.cfg, uuid)
 
     def _plan_streams(self) -> list[Stream]:
@@ -459,11 +462,8 @@ class SyncEngine:
 
     def _check_definitions(self) -> None:
         """Warn about selected events PostHog no longer knows (renamed, or never sent again)."""
-        lister = getattr(self.ph, "event_definitions", None)
-        if lister is None:
-            return
         try:
-            known = {d["name"] if isinstance(d, dict) else getattr(d, "name", str(d)) for d in lister()}
+            known = {d.name for d in self.ph.event_definitions()}
         except (AuthError, UnavailableError, ThrottledError, UnexpectedAnswerError):
             raise  # PostHog is down or refuses the key: the sync cannot go on either
         except CsPosthogError as exc:  # e.g. the key lacks event_definition:read: only this check is lost
@@ -520,7 +520,7 @@ class SyncEngine:
             self._progress[name].total = total
         self._emit(name)
 
-    def _sender(self) -> CustomerscoreClient:
+    def _sender(self) -> CustomerscoreSender:
         """The Customerscore client: a dry run has none, and sends nothing."""
         if self.cs is None:
             raise RuntimeError("a dry run sends nothing to Customerscore")
@@ -528,7 +528,7 @@ class SyncEngine:
 
     # --- PostHog reads -----------------------------------------------------------------------
     def _query(self, sql: str, values: dict[str, Any], name: str,
-               modifiers: dict[str, Any] | None = None) -> Any:
+               modifiers: dict[str, Any] | None = None) -> QueryResult:
         if modifiers:
             return self.ph.query(sql, values, name=name, modifiers=modifiers)
         return self.ph.query(sql, values, name=name)
@@ -1197,12 +1197,12 @@ class SyncEngine:
     # --- the end -----------------------------------------------------------------------------
     def _collect_stats(self) -> None:
         rep = self.report
-        ph_stats = getattr(self.ph, "stats", None)
-        cs_stats = getattr(self.cs, "stats", None)
-        rep.posthog_requests = int(getattr(ph_stats, "requests", 0) or 0)
-        rep.customerscore_requests = int(getattr(cs_stats, "requests", 0) or 0)
-        rep.retries = int(getattr(ph_stats, "retries", 0) or 0) + int(getattr(cs_stats, "retries", 0) or 0)
-        rep.throttled = int(getattr(ph_stats, "throttled", 0) or 0) + int(getattr(cs_stats, "throttled", 0) or 0)
+        ph_stats = self.ph.stats
+        cs_stats = self.cs.stats if self.cs is not None else Stats()  # (a dry run sends nothing)
+        rep.posthog_requests = ph_stats.requests
+        rep.customerscore_requests = cs_stats.requests
+        rep.retries = ph_stats.retries + cs_stats.retries
+        rep.throttled = ph_stats.throttled + cs_stats.throttled
         if rep.customers_referenced == 0:
             rep.customers_referenced = len(self._customers)
         if self._streams and self._streams[-1].cursor is not None:

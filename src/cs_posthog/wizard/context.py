@@ -15,6 +15,7 @@ from cs_posthog.output import esc
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.posthog.credentials import CredentialCheck
 
 
 class DataSource(Protocol):
@@ -35,6 +36,12 @@ class DataSource(Protocol):
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]: ...
+
+
+# (api_key, project_ref, host=...) -> CredentialCheck (cs_posthog.posthog.credentials.check_credentials)
+CheckCredentials = Callable[..., "CredentialCheck"]
+# (PostHogSettings, api_key) -> DataSource
+MakeSource = Callable[["PostHogSettings", str], DataSource]
 
 
 @dataclass
@@ -87,10 +94,8 @@ class WizardContext:
     out: Output
     draft: Draft
     mode: Literal["connect", "edit"] = "connect"
-    # (api_key, project_ref, host) -> CredentialCheck (see cs_posthog.posthog.credentials)
-    check_credentials: Callable[..., Any] | None = None
-    # (PostHogSettings, api_key) -> DataSource
-    make_source: Callable[[PostHogSettings, str], DataSource] | None = None
+    check_credentials: CheckCredentials | None = None
+    make_source: MakeSource | None = None
     host: str | None = None  # --host: self-hosted PostHog
     # edit: keys are stored only when the user saves; connect: as soon as they validate
     pending_secrets: dict[str, str] = field(default_factory=dict)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, Draft
+    from cs_posthog.config import Config, Draft, PostHogSettings
 
 # edit's sections -> the steps they run ("credentials" is both services' keys; "posthog" and
 # "customerscore" one each; None is every step in order)
@@ -223,7 +223,7 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     save_and_sync(ctx, cfg, no_sync=no_sync, previous=existing)
 
 
-def _project_changed(old: Any, new: Any) -> bool:
+def _project_changed(old: PostHogSettings, new: PostHogSettings) -> bool:
     return (old.host, old.project_id) != (new.host, new.project_id)
 
 

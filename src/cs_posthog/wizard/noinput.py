@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from cs_posthog.errors import UnavailableError, UsageError
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, PersonFilter
+    from collections.abc import Callable
+
+    from cs_posthog.config import Config, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.posthog.credentials import CredentialCheck
+    from cs_posthog.wizard.context import CheckCredentials, DataSource, MakeSource
 
 KEYS_HINT = (
     "Keys come from POSTHOG_PERSONAL_API_KEY and CUSTOMERSCORE_API_KEY, or from stdin with "
@@ -74,7 +78,7 @@ def given_flags(f: Flags) -> list[str]:
 
 
 # --- keys from stdin -------------------------------------------------------------------------
-def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None]:
+def read_stdin_keys(f: Flags, stdin: IO[str] | None = None) -> tuple[str | None, str | None]:
     """(PostHog key, Customerscore key) read from stdin as the flags ask; None where not asked."""
     if not (f.api_key_stdin or f.cs_api_key_stdin):
         return None, None
@@ -196,7 +200,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str | None) -> Any:
+def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: str,
+                               host: str | None) -> CredentialCheck:
     """Run the PostHog check and turn a failure into the right error and exit code: a project the
     key cannot reach (absent, or not among the key's projects: PostHog does not tell which) names
     --project, 77 like the key's other problems; PostHog unreachable 75."""
@@ -247,7 +252,7 @@ def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str)
                  "(the first sync will tell if Customerscore refuses them).")
 
 
-def note_region(out: Output, check: Any, settings: Any) -> None:
+def note_region(out: Output, check: CredentialCheck, settings: PostHogSettings) -> None:
     """One line when --project named the other Cloud than the key's: the config holds the key's."""
     from cs_posthog.posthog.credentials import region_note
     from cs_posthog.wizard.context import esc
@@ -255,13 +260,22 @@ def note_region(out: Output, check: Any, settings: Any) -> None:
 
     if region_note(check) is None:
         return
-    named = REGION_NAMES.get(check.switched_from, check.switched_from)
+    named = check.switched_from
+    if named is None:  # (a note names the region it switched from)
+        return
+    named = REGION_NAMES.get(named, named)
     home = REGION_NAMES.get(settings.region.value, settings.region.value)
     out.warn(esc(f"--project is an address of {named}, but this key works in {home}: "
                  f"saving {home} ({settings.host})"))
 
 
-def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
+@dataclass
+class _Wanted:
+    events: list[str]
+    customer_property: str
+
+
+def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
     from cs_posthog.errors import CsPosthogError
     from cs_posthog.wizard.context import esc
@@ -279,10 +293,10 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
             )
         return list(dict.fromkeys(names))
     if names is not None:
-        unknown = [e for e in cfg_like.events if e not in names]
+        unknown = [e for e in wanted.events if e not in names]
         if unknown:
             out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
-    prop = cfg_like.customer_property
+    prop = wanted.customer_property
     try:
         from cs_posthog.wizard.step_identification import has_value
 
@@ -299,15 +313,10 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
 
 
 # --- connect ---------------------------------------------------------------------------------
-@dataclass
-class _Wanted:
-    events: list[str]
-    customer_property: str
-
-
 def connect_no_input(
-    out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None,
-    caller_syncs: bool = False, first_sync: Any = None,
+    out: Output, f: Flags, *, no_sync: bool, check_fn: CheckCredentials | None = None,
+    make_source: MakeSource | None = None, stdin: IO[str] | None = None, caller_syncs: bool = False,
+    first_sync: Callable[[Output, Config], None] | None = None,
 ) -> Config:
     from cs_posthog.config import (
         CUSTOMERSCORE_URL,
@@ -407,7 +416,7 @@ def connect_no_input(
     return cfg
 
 
-def _report_persons(out: Output, source: Any, cfg: Config) -> None:
+def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
     """The Persons the saved conditions select, and whose events are sent; a warning when no Person
     matches (saved all the same: a script may set up before the data arrives)."""
     from cs_posthog.errors import CsPosthogError
@@ -433,7 +442,8 @@ def _report_persons(out: Output, source: Any, cfg: Config) -> None:
 
 # --- edit ------------------------------------------------------------------------------------
 def edit_no_input(
-    out: Output, f: Flags, *, section: str | None, check_fn: Any = None, make_source: Any = None, stdin: Any = None
+    out: Output, f: Flags, *, section: str | None, check_fn: CheckCredentials | None = None,
+    make_source: MakeSource | None = None, stdin: IO[str] | None = None,
 ) -> Config:
     from cs_posthog.config import (
         CustomerscoreSettings,
