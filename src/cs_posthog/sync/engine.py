@@ -59,6 +59,7 @@ from cs_posthog.output import count
 from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
 from cs_posthog.sync import queries as Q
+from cs_posthog.sync.event_page import EventRow, PageTriage, plan_batches, skipped_rows, triage_page
 from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
@@ -202,16 +203,6 @@ class Report:
 
 
 # --- rows ------------------------------------------------------------------------------------
-@dataclass(slots=True)
-class _EventRow:
-    uuid: str
-    created: str  # canonical
-    created_raw: Any  # as PostHog returned it (for the next keyset query)
-    payload: bytes | None
-    skip: str | None  # "no_customer", "no_contact", "invalid"
-    customer: str | None
-
-
 @dataclass(slots=True)
 class _Contact:
     contact_id: str
@@ -643,7 +634,7 @@ class SyncEngine:
         return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
 
     def _event_pages(self, s: Stream, upto: tuple[str, str] | None,
-                     persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
+                     persons: tuple[str, ...] = ()) -> Iterator[list[EventRow]]:
         """The stream's pages in keyset order. When PostHog stops a query at its time limit even after
         the page shrank (``QueryTooSlowError`` from ``iter_pages``), the *time window* shrinks: what a
         query scans is the events in its ``timestamp`` range, whatever its LIMIT. Pages are then read
@@ -709,7 +700,7 @@ class SyncEngine:
                 return
             pos, span = end, span * 2
 
-    def _map_event(self, row: list[Any]) -> _EventRow:
+    def _map_event(self, row: list[Any]) -> EventRow:
         """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;
         plain strings without escapes (nearly every value) skip the general conversions."""
         uuid = row[Q.EV_UUID]
@@ -723,7 +714,7 @@ class SyncEngine:
         customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                  and "\\" not in v) else raw_id(v)
         if customer is None:
-            return _EventRow(uuid, created, created_raw, None, "no_customer", None)
+            return EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
             v = row[Q.EV_PERSON]
             contact = (v.strip() or None) if type(v) is str else text_or_none(v)
@@ -732,12 +723,12 @@ class SyncEngine:
             contact = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                     and "\\" not in v) else raw_id(v)
         if contact is None:
-            return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
+            return EventRow(uuid, created, created_raw, None, "no_contact", customer)
         name = row[Q.EV_EVENT]
         if name and type(name) is not str:
             name = str(name)
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(name) > FIELD_MAX:
-            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
+            return EventRow(uuid, created, created_raw, None, "invalid", customer)
         v = row[Q.EV_EMAIL]
         email = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                               and "\\" not in v) else text_or_none(raw_value(v))
@@ -746,8 +737,8 @@ class SyncEngine:
                 name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
             )
         except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, Customerscore could never take it
-            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
-        return _EventRow(uuid, created, created_raw, payload, None, customer)
+            return EventRow(uuid, created, created_raw, None, "invalid", customer)
+        return EventRow(uuid, created, created_raw, payload, None, customer)
 
     def _event_stream(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> bool:
         """Read and send one stream to its end. True when it reached the end."""
@@ -762,95 +753,74 @@ class SyncEngine:
         return True
 
     def _send_event_page(
-        self, s: Stream, page: list[_EventRow], start_created: str, prev_page_uuids: set[str]
+        self, s: Stream, page: list[EventRow], start_created: str, prev_page_uuids: set[str]
     ) -> set[str]:
         """Send one page in tracker batches, checkpointing after each. Rows skipped for lack of a
         customer or contact id are recorded like delivered ones (handled), so that PostHog's
         duplicate rows and overlap re-reads count them once."""
-        rep = self.report
-        dry = self.opt.dry_run
         backfill = s.name.startswith(PERSONS_STREAM_PREFIX)
         # a new Person's events were skipped before (no id then): only deliveries count as sent
         already = set() if self._ignore_state else self.state.delivered_among(
             [r.uuid for r in page], include_skipped=not backfill)
-        if dry:
+        if self.opt.dry_run:
             already |= prev_page_uuids
-        seen: set[str] = set()
-        sendable: list[int] = []
-        handled: list[bool] = [False] * len(page)  # sent or skipped by this page (not duplicates)
-        no_customer = unsendable = dropped = 0
-        rereads = 0
-        for i, r in enumerate(page):
-            if r.uuid in already or r.uuid in seen:
-                # overlap re-reads are expected, not worth a mention; nor, in a new Person's backfill,
-                # the events the main stream sent since they became attachable
-                if r.created > start_created and not backfill:
-                    dropped += 1
-                else:
-                    rereads += 1
-                continue
-            seen.add(r.uuid)
-            handled[i] = True
-            if r.skip is None:
-                sendable.append(i)
-                continue
-            # a row not handled before (also a late arrival within the overlap): skipped, counted
-            if r.skip == "no_customer":
-                rep.events_skipped_no_customer += 1
-                no_customer += 1
-                continue
-            unsendable += 1
-            if r.skip == "no_contact":
-                rep.events_skipped_no_contact += 1
-            else:
-                rep.events_skipped_invalid += 1
-        rep.events_duplicates_dropped += dropped
-        rep.events_read += len(page) - rereads  # (re-reads of what earlier runs handled are not counted)
-        if no_customer or unsendable or dropped:
-            self._emit("events", skipped=no_customer, unsendable=unsendable, dropped=dropped)
-        if dry:
-            rep.events_to_send += len(sendable)
-            if backfill:
-                rep.events_backfilled_for_new_persons += len(sendable)
-            room = max(0, self.opt.sample_size - len(rep.sample["events"]))
-            if room:
-                rep.sample["events"].extend(json.loads(page[i].payload) for i in sendable[:room])  # type: ignore[arg-type]
-            self._emit("events", sent=len(sendable))
-            return seen
+        t = triage_page(page, already, start_created=start_created, backfill=backfill)
+        self._count_triage(page, t)
+        if self.opt.dry_run:
+            self._count_dry_page(page, t, backfill)
+        else:
+            self._send_batches(s, page, t, backfill)
+        return t.seen
+
+    def _count_triage(self, page: list[EventRow], t: PageTriage) -> None:
+        rep = self.report
+        rep.events_skipped_no_customer += t.no_customer
+        rep.events_skipped_no_contact += t.no_contact
+        rep.events_skipped_invalid += t.invalid
+        rep.events_duplicates_dropped += t.dropped
+        rep.events_read += len(page) - t.rereads  # (re-reads of what earlier runs handled are not counted)
+        if t.no_customer or t.unsendable or t.dropped:
+            self._emit("events", skipped=t.no_customer, unsendable=t.unsendable, dropped=t.dropped)
+
+    def _count_dry_page(self, page: list[EventRow], t: PageTriage, backfill: bool) -> None:
+        rep = self.report
+        rep.events_to_send += len(t.sendable)
+        if backfill:
+            rep.events_backfilled_for_new_persons += len(t.sendable)
+        room = max(0, self.opt.sample_size - len(rep.sample["events"]))
+        if room:
+            rep.sample["events"].extend(json.loads(p) for i in t.sendable[:room] if (p := page[i].payload) is not None)
+        self._emit("events", sent=len(t.sendable))
+
+    def _send_batches(self, s: Stream, page: list[EventRow], t: PageTriage, backfill: bool) -> None:
         # (nothing is pruned while a backfill runs: its own deliveries are far behind the cursors)
         # delivered uuids are kept as long as the lateness contract: PostHog may hold one uuid in two
         # rows ingested far apart (an SDK retrying a batch much later), not just within the overlap (2)
         horizon = None if backfill else self.state.prune_horizon(max(self.overlap, self.lateness))
-        payloads = ((i, p) for i in sendable if (p := page[i].payload) is not None)  # (every sendable one has)
-        batches = [[i for i, _ in b] for b in batched(payloads)]  # page indexes
-        lo = 0
+        plan = plan_batches(page, t)
         marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
-        for k, idx in enumerate(batches):
+        for k, b in enumerate(plan):
             if self.stop.is_set():
                 # marked by the previous checkpoint but never sent: not in flight after all
                 self.state.unmark_inflight([u for u, _ in marked if u not in self._inflight_before])
                 raise _Stop()
-            # this batch's checkpoint covers rows up to just before the next batch's first row
-            end = batches[k + 1][0] - 1 if k + 1 < len(batches) else len(page) - 1
-            skips = [(page[j].uuid, page[j].created) for j in range(lo, end + 1) if handled[j] and page[j].skip]
-            rows = [page[i] for i in idx]
+            rows = [page[i] for i in b.rows]
             items = marked or [(r.uuid, r.created) for r in rows]
-            nxt = [(page[i].uuid, page[i].created) for i in batches[k + 1]] if k + 1 < len(batches) else []
-            self._deliver_events(s, rows, items, page[end], skips, horizon, premarked=bool(marked), mark_next=nxt)
+            nxt = [(page[i].uuid, page[i].created) for i in plan[k + 1].rows] if k + 1 < len(plan) else []
+            skips = [(page[j].uuid, page[j].created) for j in b.skipped]
+            self._deliver_events(s, rows, items, page[b.cursor], skips, horizon, premarked=bool(marked), mark_next=nxt)
             marked = nxt
-            lo = end + 1
-        if not batches:
+        if not plan:
             last = page[-1]
-            skips = [(r.uuid, r.created) for j, r in enumerate(page) if handled[j] and r.skip]
+            skips = [(page[j].uuid, page[j].created) for j in skipped_rows(page, t)]
             self.state.checkpoint(s, Cursor(last.created, last.uuid), skipped=skips, prune_before=horizon)
-        return seen
 
     def _deliver_events(
         self,
         s: Stream,
-        batch: list[_EventRow],
+        batch: list[EventRow],
         items: list[tuple[str, str]],
-        cursor_row: _EventRow,
+        cursor_row: EventRow,
         skips: list[tuple[str, str]],
         horizon: str | None,
         *,
