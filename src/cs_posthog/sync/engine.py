@@ -78,6 +78,7 @@ from cs_posthog.sync.state import (
     Stream,
     SyncState,
 )
+from cs_posthog.sync.stream_plan import StreamPlan, plan_event_streams
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, ts_ms, utcnow
 
 if TYPE_CHECKING:
@@ -93,7 +94,6 @@ MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow
 FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
 IN_LIST = 500  # values per `x IN (...)` list of a query: Persons of a backfill stream, duplicated contact ids
-RESUME_PREFIX = "resume:"  # catch-up streams of events selected again, from where they stopped
 DROPPED_KEY = "dropped_events"  # meta: {event: [created_at, uuid]} where a deselected event's stream stopped
 RESUME_KEY = "resume_start"  # meta: {stream: [created_at, uuid]} the cursor a resume stream starts strictly after
 
@@ -396,60 +396,40 @@ class SyncEngine:
         existing = {} if self._ignore_state else {
             s.name: s for s in self.state.streams() if not s.name.startswith(PERSONS_STREAM_PREFIX)}
         main = existing.pop(MAIN_STREAM, None)
-        out: list[Stream] = []
         if main is None or main.cursor is None:
-            main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")
-            for name in existing:
-                if not self.opt.dry_run:
-                    self.state.delete_stream(name)
-            if not self.opt.dry_run:
-                self.state.save_stream(main)
-            return [main]
+            return [self._start_main(main, existing, selected, floor)]
         # events no longer selected: where their stream stopped, so that selecting one again resumes
         # there instead of resending its history (issue 11, 3)
         dropped: dict[str, list[str]] = {} if self._ignore_state else self.state.json_meta(DROPPED_KEY, {})
-        for s in [main, *existing.values()]:
-            if s.cursor is not None:
-                for e in s.events:
-                    if e not in selected:
-                        dropped[e] = [s.cursor.created_at, s.cursor.uuid]
-        main.events = [e for e in main.events if e in selected]
-        covered = set(main.events)
-        for s in existing.values():
-            s.events = [e for e in s.events if e in selected]
-            if not s.events:
-                if not self.opt.dry_run:
-                    self.state.delete_stream(s.name)
-                continue
-            covered.update(s.events)
-            out.append(s)
-        new = [e for e in selected if e not in covered]
-        resume: dict[tuple[str, str], list[str]] = {}
-        for e in [e for e in new if e in dropped]:
-            resume.setdefault(tuple(dropped.pop(e)), []).append(e)  # type: ignore[arg-type]
-        fresh = [e for e in new if e not in {x for evs in resume.values() for x in evs}]
-        for (c, u), evs in resume.items():
-            if (c, u) == (main.cursor.created_at, main.cursor.uuid):
-                main.events += evs  # nothing happened since it was left out
-                continue
-            name = RESUME_PREFIX + hashlib.sha256("\0".join([c, u, *evs]).encode()).hexdigest()[:12]
-            out.append(Stream(name, evs, main.floor, Cursor(c, u), ""))
-            self._resume_start[name] = (c, u)
-        if fresh:
-            name = "catchup:" + hashlib.sha256("\0".join(fresh).encode()).hexdigest()[:12]
-            out.append(Stream(name, fresh, floor, None, ""))
+        plan = plan_event_streams(selected, main, existing, dropped, floor)
+        self._resume_start.update(plan.resume_start)
         if not self.opt.dry_run:
-            starts = self.state.json_meta(RESUME_KEY, {})
-            starts.update({k: list(v) for k, v in self._resume_start.items()})
-            live = {s.name for s in out}
-            self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
-            self.state.set_meta(DROPPED_KEY, json.dumps(dropped))
-            for s in out:
-                self.state.save_stream(s)
+            for name in plan.deleted:
+                self.state.delete_stream(name)
+            self._save_plan(plan, main)
+        return [*plan.streams, main]
+
+    def _start_main(self, main: Stream | None, existing: dict[str, Stream], selected: list[str],
+                    floor: str) -> Stream:
+        """No main cursor yet (a first sync, or one that never got a page through): the main
+        stream alone, from the backfill start, and no other stream."""
+        main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")
+        if not self.opt.dry_run:
+            for name in existing:
+                self.state.delete_stream(name)
             self.state.save_stream(main)
-            self._resume_start = {k: (v[0], v[1]) for k, v in starts.items() if k in live}
-        out.append(main)
-        return out
+        return main
+
+    def _save_plan(self, plan: StreamPlan, main: Stream) -> None:
+        starts = self.state.json_meta(RESUME_KEY, {})
+        starts.update({k: list(v) for k, v in self._resume_start.items()})
+        live = {s.name for s in plan.streams}
+        self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
+        self.state.set_meta(DROPPED_KEY, json.dumps(plan.dropped))
+        for s in plan.streams:
+            self.state.save_stream(s)
+        self.state.save_stream(main)
+        self._resume_start = {k: (v[0], v[1]) for k, v in starts.items() if k in live}
 
     def _check_definitions(self) -> None:
         """Warn about selected events PostHog no longer knows (renamed, or never sent again)."""
