@@ -14,11 +14,12 @@ from typing import Any
 # Typer vendors Click from 0.26 (typer._click); its command classes are what `cls=` takes
 from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 __all__ = [
     "ClickUsageError",
     "NoArgsIsHelpError",
+    "TyperArgument",
     "TyperCommand",
     "TyperGroup",
     "completion_script",

@@ -10,17 +10,21 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from cs_posthog import interrupts
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
 
 if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the console script: SIGTERM
     interrupts.install()  # while the heavy imports below run stops like Ctrl-C (``main`` does it for others)
 try:  # Ctrl-C while starting up: one line and 130, not a traceback
     import typer
-    from cs_posthog._private_apis import ClickUsageError, NoArgsIsHelpError, TyperCommand, TyperGroup
 
     from cs_posthog import __version__
+    from cs_posthog._private_apis import ClickUsageError, NoArgsIsHelpError, TyperArgument, TyperCommand, TyperGroup
     from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, UsageError, file_errno_error
 except KeyboardInterrupt as _exc:
     interrupts.exit_now(_exc)
@@ -46,9 +50,10 @@ class _UsageErrorsAsOneLine(TyperGroup):
                 arg.encode("utf-8")
             except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogate escapes
                 shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                _render_error(f"an argument is not UTF-8 text: {shown}", "Check the encoding of your terminal or script "
-                              "(names and values are UTF-8).", with_traceback=False)
-                raise typer.Exit(int(ExitCode.USAGE))
+                _render_error(f"an argument is not UTF-8 text: {shown}",
+                              "Check the encoding of your terminal or script (names and values are UTF-8).",
+                              with_traceback=False)
+                raise typer.Exit(int(ExitCode.USAGE)) from None
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except ClickUsageError as exc:
@@ -135,12 +140,14 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version_callback, is_eager=True,
                      help="Show the version, with the Python and platform it runs on, and exit."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Debug logging, and tracebacks on errors.")] = False,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More log output (-v: info).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More log output (-v: info).")
+    ] = 0,
 ) -> None:
     state.debug = debug or os.environ.get("CS_POSTHOG_DEBUG") == "1"
     state.verbose = verbose
@@ -153,7 +160,7 @@ def _command(name: str) -> Any:
     return importlib.import_module(f"cs_posthog.commands.{name}")
 
 
-def _output(*, json_mode: bool = False, quiet: bool = False):  # -> Output
+def _output(*, json_mode: bool = False, quiet: bool = False) -> Output:
     from cs_posthog.output import Output, setup_logging
 
     setup_logging(verbose=state.verbose, debug=state.debug)
@@ -231,7 +238,9 @@ def _one_line(text: str) -> str:
 
 
 # --- options shared by connect and edit --------------------------------------------------------
-NoInput = Annotated[bool, typer.Option("--no-input", help="Never prompt: take everything from flags and env (scripts, CI).")]
+NoInput = Annotated[
+    bool, typer.Option("--no-input", help="Never prompt: take everything from flags and env (scripts, CI).")
+]
 ApiKeyStdin = Annotated[
     bool,
     typer.Option(
@@ -241,17 +250,25 @@ ApiKeyStdin = Annotated[
     ),
 ]
 CsApiKeyStdin = Annotated[
-    bool, typer.Option("--cs-api-key-stdin", help="Read the Customerscore API key from stdin (else env CUSTOMERSCORE_API_KEY).")
+    bool,
+    typer.Option("--cs-api-key-stdin",
+                 help="Read the Customerscore API key from stdin (else env CUSTOMERSCORE_API_KEY)."),
 ]
-Project = Annotated[Optional[str], typer.Option("--project", metavar="ID|URL", help="PostHog project id, or its URL (the region is read from it).")]
-Host = Annotated[Optional[str], typer.Option("--host", metavar="URL", help="Self-hosted PostHog base URL (instead of US/EU Cloud).")]
+Project = Annotated[
+    str | None,
+    typer.Option("--project", metavar="ID|URL", help="PostHog project id, or its URL (the region is read from it)."),
+]
+Host = Annotated[
+    str | None, typer.Option("--host", metavar="URL", help="Self-hosted PostHog base URL (instead of US/EU Cloud).")
+]
 CustomerProperty = Annotated[
-    Optional[str], typer.Option("--customer-property", metavar="NAME", help="Person property holding the customer (company) id.")
+    str | None,
+    typer.Option("--customer-property", metavar="NAME", help="Person property holding the customer (company) id."),
 ]
-Events = Annotated[Optional[list[str]], typer.Option("--event", metavar="NAME", help="An event to sync (repeatable).")]
+Events = Annotated[list[str] | None, typer.Option("--event", metavar="NAME", help="An event to sync (repeatable).")]
 AllEvents = Annotated[bool, typer.Option("--all-events", help="Sync every event PostHog knows.")]
 Filters = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--filter",
         metavar="RULE",
@@ -261,7 +278,7 @@ Filters = Annotated[
     ),
 ]
 FilterEvents = Annotated[
-    Optional[bool],
+    bool | None,
     typer.Option(
         "--filter-events/--no-filter-events",
         help="Send only the events of the Persons matching the filters (a new setup's default), or the events "
@@ -269,11 +286,18 @@ FilterEvents = Annotated[
         show_default=False,
     ),
 ]
-CsUrl = Annotated[Optional[str], typer.Option("--cs-url", metavar="URL", help="Customerscore API base URL (default https://api.customerscore.io).")]
-TrackerKey = Annotated[Optional[str], typer.Option("--tracker-key", metavar="CS-...", help="Customerscore public tracker key.")]
+CsUrl = Annotated[
+    str | None,
+    typer.Option("--cs-url", metavar="URL",
+                 help="Customerscore API base URL (default https://api.customerscore.io)."),
+]
+TrackerKey = Annotated[
+    str | None, typer.Option("--tracker-key", metavar="CS-...", help="Customerscore public tracker key.")
+]
 ContactId = Annotated[
-    Optional[str],
-    typer.Option("--contact-id", metavar="person_id|PROPERTY", help="What identifies a contact: the PostHog person id (default) or a Person property."),
+    str | None,
+    typer.Option("--contact-id", metavar="person_id|PROPERTY",
+                 help="What identifies a contact: the PostHog person id (default) or a Person property."),
 ]
 NoSync = Annotated[bool, typer.Option("--no-sync", help="Save the configuration without running the first sync.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
@@ -309,8 +333,8 @@ def connect(
         out,
         no_input=no_input, restart=restart, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url, tracker_key=tracker_key,
-        contact_id=contact_id, no_sync=no_sync,
+        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url,
+        tracker_key=tracker_key, contact_id=contact_id, no_sync=no_sync,
     )
 
 
@@ -334,7 +358,8 @@ class _ArgumentsWithoutTypes(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            if param.param_type_name == "argument":
+            if isinstance(param, TyperArgument):
+                # a per-instance override on purpose: Typer has no setting for it
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
 
@@ -342,7 +367,7 @@ class _ArgumentsWithoutTypes(TyperCommand):
 @handle_errors
 def edit(
     section: Annotated[
-        Optional[str],
+        str | None,
         typer.Argument(
             metavar="SECTION",
             help=f"Only this part: {', '.join(EDIT_SECTIONS)} (credentials: both services' keys). "
@@ -380,8 +405,8 @@ def edit(
         out, section=section,
         no_input=no_input, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
         project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url, tracker_key=tracker_key,
-        contact_id=contact_id,
+        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url,
+        tracker_key=tracker_key, contact_id=contact_id,
     )
 
 
@@ -390,10 +415,14 @@ def edit(
 def sync(
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and map everything, send nothing, move no cursor.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and map everything, send nothing, move no cursor.")
+    ] = False,
     full: Annotated[bool, typer.Option("--full", help="Ignore cursors and fingerprints: a full re-sync.")] = False,
     since: Annotated[
-        Optional[str], typer.Option("--since", metavar="DATE", help="Backfill events from this date (YYYY-MM-DD) on a first or --full sync.")
+        str | None,
+        typer.Option("--since", metavar="DATE",
+                     help="Backfill events from this date (YYYY-MM-DD) on a first or --full sync."),
     ] = None,
 ) -> None:
     """Send new events and changed Persons to Customerscore.
@@ -431,7 +460,8 @@ def disconnect(
 @app.command()
 @handle_errors
 def schedule(
-    every: Annotated[str, typer.Option("--every", metavar="INTERVAL", help="15m, 30m, 1h (default), 2h, 3h, 6h, 12h or 1d.",
+    every: Annotated[str, typer.Option("--every", metavar="INTERVAL",
+                                       help="15m, 30m, 1h (default), 2h, 3h, 6h, 12h or 1d.",
                                        autocompletion=_complete_interval)] = "1h",
     install: Annotated[bool, typer.Option("--install", help="Add the line to your crontab (never twice).")] = False,
     remove: Annotated[bool, typer.Option("--remove", help="Take the line out of your crontab.")] = False,
@@ -450,7 +480,9 @@ def schedule(
 @handle_errors
 def demo(
     no_input: NoInput = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print what Customerscore received as one JSON document.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print what Customerscore received as one JSON document.")
+    ] = False,
 ) -> None:
     """Try everything on a local sandbox: nothing to sign up for.
 
@@ -502,7 +534,7 @@ def completion(
     typer.echo(completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
 
 
-def _require_config():  # -> Config
+def _require_config() -> Config:
     """The validated config for `sync` and `status`: "not connected" or a one-line error, exit 78."""
     from cs_posthog.config import load_config
 

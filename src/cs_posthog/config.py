@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 import tomllib
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from cs_posthog.errors import InvalidConfigError, NotConnectedError
 from cs_posthog.fsutil import atomic_write_text
@@ -34,7 +35,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class Region(str, Enum):
+class Region(StrEnum):
     US = "us"
     EU = "eu"
     SELF_HOSTED = "self-hosted"
@@ -100,7 +101,7 @@ class Identification(_Model):
     _name = field_validator("property")(_queryable_name)
 
 
-class Operator(str, Enum):
+class Operator(StrEnum):
     EQUALS = "equals"
     NOT_EQUALS = "not_equals"
     IS_SET = "is_set"
@@ -129,7 +130,7 @@ class PersonFilter(_Model):
     _no_key = field_validator("value")(no_key)
 
     @model_validator(mode="after")
-    def _value(self) -> "PersonFilter":
+    def _value(self) -> PersonFilter:
         if self.operator.needs_value and self.value is None:
             raise ValueError(f"operator '{self.operator.value}' needs a value")
         if not self.operator.needs_value and self.value is not None:
@@ -215,6 +216,22 @@ class Draft(_Model):
     events: EventsSettings | None = None
     persons: PersonsSettings | None = None
 
+    @classmethod
+    def of(cls, cfg: Config) -> Draft:
+        """A saved configuration as a draft to edit (its sections shared, not copied)."""
+        return cls(**{k: getattr(cfg, k) for k in _SECTIONS})
+
+    def to_config(self, base: Config | None = None) -> Config:
+        """The finished draft as a configuration (``base``: the one it replaces, whose version and
+        sync settings it keeps). Raises pydantic's ValidationError when a section is missing."""
+        data: dict[str, Any] = {k: getattr(self, k) for k in _SECTIONS}
+        if base is not None:
+            data.update(version=base.version, sync=base.sync)
+        return Config.model_validate(data)
+
+
+_SECTIONS = ("posthog", "customerscore", "identification", "events", "persons")
+
 
 # --- TOML I/O --------------------------------------------------------------------------------
 def _dump(model: BaseModel) -> str:
@@ -278,7 +295,8 @@ def _exists(path: Path) -> bool:
         if exc.errno == errno.ELOOP:
             raise InvalidConfigError(
                 f"{path}: a symbolic link that loops ({exc.strerror})",
-                hint="Point the link at the real file (ln -sfn TARGET LINK), or remove it and run `cs-posthog connect`.",
+                hint="Point the link at the real file (ln -sfn TARGET LINK), "
+                     "or remove it and run `cs-posthog connect`.",
             ) from None
     raise InvalidConfigError(
         f"{path}: a symbolic link to {os.readlink(path)}, which does not exist",
@@ -286,7 +304,10 @@ def _exists(path: Path) -> bool:
     )
 
 
-def _load(path: Path, model: type[BaseModel]) -> Any:
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _load(path: Path, model: type[_M]) -> _M:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -327,7 +348,7 @@ def _display_key(loc: list[str]) -> str:
     return out or "(top level)"
 
 
-def _short_msg(err: dict) -> str:
+def _short_msg(err: ErrorDetails) -> str:
     kind = err.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key"

@@ -12,6 +12,7 @@ Exit codes (README, ``--help``), in the style of BSD's sysexits.h where one fits
 
 from __future__ import annotations
 
+import os
 from enum import IntEnum
 from typing import Any
 
@@ -78,7 +79,7 @@ class NewerStateError(ConfigError):
     """The sync state's schema is newer than this cs-posthog knows: a newer release wrote it (a
     downgrade, or two installations sharing one state). Nothing is read from it or written to it."""
 
-    def __init__(self, path: Any, version: int, known: int) -> None:
+    def __init__(self, path: str | os.PathLike[str], version: int, known: int) -> None:
         super().__init__(
             f"{path}: the sync state was written by a newer cs-posthog (schema {version}; this one knows "
             f"schema {known} and older)",

@@ -6,13 +6,19 @@ The steps live in ``cs_posthog.wizard``; this module only picks the mode. Heavy 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cs_posthog.errors import NoTerminalError
 
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
+    from cs_posthog.wizard.context import CheckCredentials, MakeSource, WizardContext
+    from cs_posthog.wizard.noinput import Flags
+
 
 def run(
-    out: Any,
+    out: Output,
     *,
     no_input: bool = False,
     restart: bool = False,
@@ -30,9 +36,9 @@ def run(
     contact_id: str | None = None,
     no_sync: bool = False,
     caller_syncs: bool = False,
-    demo_defaults: dict | None = None,
-    check_credentials: Any = None,
-    make_source: Any = None,
+    demo_defaults: dict[str, Any] | None = None,
+    check_credentials: CheckCredentials | None = None,
+    make_source: MakeSource | None = None,
 ) -> None:
     """``check_credentials`` and ``make_source`` replace the PostHog check and data source (tests).
 
@@ -60,8 +66,10 @@ def run(
     if api_key_stdin or cs_api_key_stdin:
         from cs_posthog.errors import UsageError
 
-        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
-    ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials, make_source=make_source)
+        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
+                         hint="On a terminal the wizard asks for the keys.")
+    ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials,
+                              make_source=make_source)
     ctx.caller_syncs = caller_syncs
     ctx.first_sync = first_sync
     ctx.resumable = not demo_defaults
@@ -70,21 +78,21 @@ def run(
     run_connect(ctx, restart=restart, no_sync=no_sync)
 
 
-def first_sync(out: Any, cfg: Any) -> None:
+def first_sync(out: Output, cfg: Config) -> None:
     """The sync connect runs after saving: `cs-posthog sync` with the config just saved."""
     from cs_posthog.commands import sync
 
     sync.run(out, config=cfg)
 
 
-def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = None, check_credentials: Any = None,
-                        make_source: Any = None, mode: str = "connect") -> Any:
+def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, Any] | None = None,
+                        check_credentials: CheckCredentials | None = None, make_source: MakeSource | None = None,
+                        mode: Literal["connect", "edit"] = "connect") -> WizardContext:
     """The wizard's context; flags given on a terminal are the answers offered."""
     from cs_posthog.config import Draft
     from cs_posthog.errors import UsageError
     from cs_posthog.wizard.context import Prefill, WizardContext
     from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
-
     from cs_posthog.wizard.noinput import check_host
 
     if flags.host is not None and (why := check_host(flags.host)) is not None:
@@ -96,8 +104,9 @@ def interactive_context(out: Any, flags: Any, *, demo_defaults: dict | None = No
         except (FilterSyntaxError, ValueError) as exc:
             raise UsageError(f"--filter {rule!r}: {exc}") from None
     prefill = Prefill(
-        project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url, cs_url_given=flags.cs_url is not None,
-        customer_property=flags.customer_property, events=list(flags.events), all_events=flags.all_events, filters=parsed,
+        project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url,
+        cs_url_given=flags.cs_url is not None, customer_property=flags.customer_property,
+        events=list(flags.events), all_events=flags.all_events, filters=parsed,
         contact_id=flags.contact_id, filter_events=flags.filter_events,
     )
     if demo_defaults:

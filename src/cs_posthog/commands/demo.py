@@ -14,9 +14,16 @@ import shutil
 import tempfile
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from cs_posthog.errors import CsPosthogError, ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
+    from cs_posthog.sync.engine import Report
 
 # What the non-interactive demo connects with: the customer property comes from the sandbox.
 DEMO_EVENTS = ["user_logged_in", "dashboard_viewed", "report_created", "invoice_paid", "subscription_upgraded"]
@@ -48,7 +55,7 @@ _ENV_KEYS = (
 ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
 
 
-def run(out: Any, *, no_input: bool = False, json_: bool = False) -> None:
+def run(out: Output, *, no_input: bool = False, json_: bool = False) -> None:
     if not os.environ.get(ATTACH_ENV):
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
@@ -90,7 +97,7 @@ def check_requirements() -> None:
 
 
 @contextmanager
-def _sandbox(out: Any):
+def _sandbox(out: Output) -> Iterator[dict[str, Any]]:
     import json
 
     attached = os.environ.get(ATTACH_ENV)
@@ -147,7 +154,7 @@ class _ConnectCommon(TypedDict):
     caller_syncs: bool
 
 
-def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
+def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config | None:
     from cs_posthog.commands import connect
     from cs_posthog.config import load_config
 
@@ -197,7 +204,7 @@ def _connect(out: Any, info: dict, *, interactive: bool) -> Any:
     return load_config()
 
 
-def _first_sync(out: Any, cfg: Any) -> Any:
+def _first_sync(out: Output, cfg: Config) -> Report:
     from cs_posthog.commands.sync import execute
     from cs_posthog.sync.engine import SyncOptions
 
@@ -250,7 +257,7 @@ def _stat(stats: dict, kind: str, what: str) -> int:
     return value if isinstance(value, int) else 0
 
 
-def render(out: Any, summary: dict, *, top: int = 12) -> None:
+def render(out: Output, summary: dict, *, top: int = 12) -> None:
     from rich.table import Table
 
     from cs_posthog.output import count
@@ -305,7 +312,7 @@ def render(out: Any, summary: dict, *, top: int = 12) -> None:
     out.print(figures)
 
 
-def next_steps(out: Any) -> None:
+def next_steps(out: Output) -> None:
     out.print(
         "\n[bold]Next steps[/bold] with your own PostHog project:\n"
         "  1. In PostHog: Settings → Personal API keys → Create, label \"Customerscore.io\", with the read "

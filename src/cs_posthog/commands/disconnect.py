@@ -9,12 +9,16 @@ a friendly no-op, exit 0.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cs_posthog.output import Output
+    from cs_posthog.paths import Paths
 
 KEPT = "Data already sent to Customerscore stays there (delete it in Customerscore if you want it gone)."
 
 
-def _state_files(paths: Any) -> list[Path]:
+def _state_files(paths: Paths) -> list[Path]:
     db = paths.state_db
     return [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
 
@@ -31,7 +35,7 @@ def _keyring_entries() -> list[str]:
     return found
 
 
-def inventory(paths: Any) -> list[str]:
+def inventory(paths: Paths) -> list[str]:
     """What there is to remove, in words, with paths."""
     items = []
     if paths.config_file.exists():
@@ -63,7 +67,7 @@ def schedule_installed() -> bool:
         return False
 
 
-def run(out: Any, *, yes: bool = False) -> None:
+def run(out: Output, *, yes: bool = False) -> None:
     from cs_posthog.errors import UsageError
     from cs_posthog.paths import get_paths
     from cs_posthog.secrets import delete_secrets

@@ -5,13 +5,17 @@ Nothing is written (keys included) until the user saves; the config is replaced 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cs_posthog.errors import NoTerminalError
 
+if TYPE_CHECKING:
+    from cs_posthog.output import Output
+    from cs_posthog.wizard.context import CheckCredentials, MakeSource
+
 
 def run(
-    out: Any,
+    out: Output,
     *,
     section: str | None = None,
     no_input: bool = False,
@@ -27,8 +31,8 @@ def run(
     cs_url: str | None = None,
     tracker_key: str | None = None,
     contact_id: str | None = None,
-    check_credentials: Any = None,
-    make_source: Any = None,
+    check_credentials: CheckCredentials | None = None,
+    make_source: MakeSource | None = None,
 ) -> None:
     from cs_posthog.config import Draft, load_config
     from cs_posthog.wizard.noinput import Flags
@@ -50,10 +54,11 @@ def run(
     if api_key_stdin or cs_api_key_stdin:
         from cs_posthog.errors import UsageError
 
-        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input", hint="On a terminal the wizard asks for the keys.")
+        raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
+                         hint="On a terminal the wizard asks for the keys.")
     from cs_posthog.commands.connect import interactive_context
     from cs_posthog.wizard.flow import run_edit
 
     ctx = interactive_context(out, flags, check_credentials=check_credentials, make_source=make_source, mode="edit")
-    ctx.draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+    ctx.draft = Draft.of(cfg)
     run_edit(ctx, cfg, section=section)

@@ -17,7 +17,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cs_posthog.output import Output
 
 CRONTAB_ENV = "CS_POSTHOG_CRONTAB"
 MARKER = "# cs-posthog sync:"
@@ -182,7 +185,7 @@ def remove_lines() -> int:
 
 
 # --- the command -------------------------------------------------------------------------------
-def run(out: Any, *, every: str = "1h", install: bool = False, remove: bool = False) -> None:
+def run(out: Output, *, every: str = "1h", install: bool = False, remove: bool = False) -> None:
     from cs_posthog.paths import ensure_private_dir, get_paths
 
     if remove:
@@ -221,7 +224,7 @@ def _describe(every: str) -> str:
     )
 
 
-def _warn_about_keys(out: Any) -> None:
+def _warn_about_keys(out: Output) -> None:
     """Cron has neither the shell's environment nor, usually, the desktop keyring."""
     from cs_posthog.secrets import SPECS, find_secret
 

@@ -3,12 +3,16 @@ runs went, where the cursors are, and whether a schedule is installed. Offline: 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cs_posthog.output import count
 
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
 
-def collect(config: Any = None) -> dict[str, Any]:
+
+def collect(config: Config | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
     from cs_posthog import __version__
     from cs_posthog.commands.schedule import installed_line
@@ -100,7 +104,7 @@ def collect(config: Any = None) -> dict[str, Any]:
     }
 
 
-def run(out: Any, *, config: Any = None, json_: bool = False) -> None:
+def run(out: Output, *, config: Config | None = None, json_: bool = False) -> None:
     data = collect(config)
     if json_:
         out.data(data)
@@ -157,7 +161,7 @@ def running_line(holder: dict[str, Any] | None) -> str:
     )
 
 
-def render(out: Any, d: dict[str, Any]) -> None:
+def render(out: Output, d: dict[str, Any]) -> None:
     """The human view. Every name or value from PostHog, the config or the state goes through
     ``esc`` (control characters visible; an event name is anyone's to choose)."""
     from rich.table import Table
@@ -184,7 +188,8 @@ def render(out: Any, d: dict[str, Any]) -> None:
     t.add_row("Contact id", Text(show(d["contact_id"])))
     t.add_row("Events", Text(", ".join(map(show, d["events"]))))
     scope = ("they choose the events too" if d.get("filter_events")
-             else "contacts only: the events of every Person with a customer id are sent") if len(d["filters"]) > 1 else ""
+             else "contacts only: the events of every Person with a customer id are sent"
+             ) if len(d["filters"]) > 1 else ""
     t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"])) + (f" ({scope})" if scope else "")))
     s = d["sync_settings"]
     t.add_row(

@@ -7,7 +7,12 @@ the functions (``cs-posthog --help`` must not pay for them).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.output import Output
+    from cs_posthog.sync.engine import Report, SyncOptions
 
 from cs_posthog.output import count
 
@@ -60,9 +65,9 @@ def parse_since(text: str | None) -> Any:
 
 
 def run(
-    out: Any,
+    out: Output,
     *,
-    config: Any = None,
+    config: Config | None = None,
     json_: bool = False,
     quiet: bool = False,
     dry_run: bool = False,
@@ -86,7 +91,7 @@ def run(
         raise error
 
 
-def execute(out: Any, cfg: Any, options: Any) -> Any:
+def execute(out: Output, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
     """Run one sync with progress bars when stderr is a terminal; returns ``(report, error)``.
     Shared by `sync` and `demo`."""
     from cs_posthog.sync.runner import run_sync
@@ -136,7 +141,7 @@ def _page_size_from_env() -> int | None:
         return None
 
 
-def _with_progress(out: Any, cfg: Any, options: Any) -> Any:
+def _with_progress(out: Output, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
     """The sync with a bar per stream on stderr. A bar's total is what the engine counted before
     reading (events and Persons it will account for); it advances by what is sent, skipped, dropped
     or unchanged, so that on success it ends at the summary's figures (``events_read``,
@@ -250,7 +255,7 @@ def progress_detail(p: Any, verb: str) -> str:
     return " · ".join(parts)
 
 
-def render_summary(out: Any, report: Any) -> None:
+def render_summary(out: Output, report: Report) -> None:
     from rich.table import Table
 
     r = report
@@ -298,9 +303,9 @@ def render_summary(out: Any, report: Any) -> None:
         _render_sample(out, r.sample)
     if r.customers_referenced and not r.dry_run and (r.events_sent or r.contacts_sent):
         out.info(
-            f"[dim]The contacts synced name {count(r.customers_referenced, 'customer id')}. Customerscore silently ignores "
-            "contacts and events of customers that do not exist there, and events whose name is not a metric "
-            "codename.[/dim]"
+            f"[dim]The contacts synced name {count(r.customers_referenced, 'customer id')}. "
+            "Customerscore silently ignores contacts and events of customers that do not exist there, "
+            "and events whose name is not a metric codename.[/dim]"
         )
 
 
@@ -321,7 +326,7 @@ def _backfill_note(r: Any) -> str:
     return ""
 
 
-def _render_sample(out: Any, sample: dict[str, list[dict[str, Any]]]) -> None:
+def _render_sample(out: Output, sample: dict[str, list[dict[str, Any]]]) -> None:
     from datetime import UTC, datetime
 
     from rich.table import Table

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cs_posthog.errors import (
     ApiError,
@@ -56,6 +56,9 @@ from cs_posthog.posthog.regions import (
     region_hosts,
     region_of_host,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 SERVICE = "PostHog"
 REGION_NAMES = {US: "US Cloud", EU: "EU Cloud", SELF_HOSTED: "self-hosted"}
@@ -149,8 +152,8 @@ def check_credentials(
     project_ref: str | int,
     *,
     host: str | None = None,
-    timeout: Any = None,
-    transport: Any = None,
+    timeout: httpx.Timeout | float | None = None,
+    transport: httpx.BaseTransport | None = None,
     needed: tuple[str, ...] | None = None,
 ) -> CredentialCheck:
     """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).

@@ -288,7 +288,8 @@ def count_persons_query(filters: Iterable[Any]) -> tuple[str, dict[str, Any]]:
     return f"SELECT count() FROM persons WHERE {where}", values
 
 
-def preview_columns(filters: Sequence[Any], extra_columns: Sequence[str] = (), *, limit: int = PREVIEW_COLUMNS) -> list[str]:
+def preview_columns(filters: Sequence[Any], extra_columns: Sequence[str] = (), *,
+                    limit: int = PREVIEW_COLUMNS) -> list[str]:
     """The preview's Person properties: email, then the filters' properties, then the extra ones,
     without repeats, so that with ``id`` first the table has at most ``limit`` columns."""
     names: list[str] = []
@@ -395,7 +396,8 @@ def preview_persons(
 
 def count_events(client: PostHogClient, events: Sequence[str], filters: Iterable[Any], days: int = 30) -> int:
     sql, values = count_events_query(events, filters, days)
-    res = client.query(sql, values, name=f"cs-posthog count events ({int(days)} days)", modifiers=JOINED_PERSONS_MODIFIERS)
+    res = client.query(sql, values, name=f"cs-posthog count events ({int(days)} days)",
+                       modifiers=JOINED_PERSONS_MODIFIERS)
     return int(res.results[0][0]) if res.results and res.results[0] else 0
 
 

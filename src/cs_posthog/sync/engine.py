@@ -37,9 +37,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cs_posthog.customerscore.client import FIELD_MAX, CustomerscoreClient, batched, encode
+from cs_posthog.customerscore.client import FIELD_MAX, batched, encode
 from cs_posthog.errors import (
     ApiError,
     AuthError,
@@ -53,11 +53,13 @@ from cs_posthog.errors import (
     UnexpectedAnswerError,
     UsageError,
 )
+from cs_posthog.http import Stats
 from cs_posthog.interrupts import error_for
 from cs_posthog.output import count
 from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
 from cs_posthog.sync import queries as Q
+from cs_posthog.sync.event_page import EventRow, PageTriage, plan_batches, skipped_rows, triage_page
 from cs_posthog.sync.mapping import (
     PERSON_ID,
     contact_payload,
@@ -76,7 +78,13 @@ from cs_posthog.sync.state import (
     Stream,
     SyncState,
 )
+from cs_posthog.sync.stream_plan import StreamPlan, plan_event_streams
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, ts_ms, utcnow
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.posthog.client import QueryResult
+    from cs_posthog.sync.clients import CustomerscoreSender, PostHogReader
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +94,6 @@ MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow
 FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
 IN_LIST = 500  # values per `x IN (...)` list of a query: Persons of a backfill stream, duplicated contact ids
-RESUME_PREFIX = "resume:"  # catch-up streams of events selected again, from where they stopped
 DROPPED_KEY = "dropped_events"  # meta: {event: [created_at, uuid]} where a deselected event's stream stopped
 RESUME_KEY = "resume_start"  # meta: {stream: [created_at, uuid]} the cursor a resume stream starts strictly after
 
@@ -197,16 +204,6 @@ class Report:
 
 # --- rows ------------------------------------------------------------------------------------
 @dataclass(slots=True)
-class _EventRow:
-    uuid: str
-    created: str  # canonical
-    created_raw: Any  # as PostHog returned it (for the next keyset query)
-    payload: bytes | None
-    skip: str | None  # "no_customer", "no_contact", "invalid"
-    customer: str | None
-
-
-@dataclass(slots=True)
 class _Contact:
     contact_id: str
     customer_id: str
@@ -222,9 +219,9 @@ class _Stop(Exception):
 class SyncEngine:
     def __init__(
         self,
-        cfg: Any,
-        posthog: Any,
-        customerscore: CustomerscoreClient | None,
+        cfg: Config,
+        posthog: PostHogReader,
+        customerscore: CustomerscoreSender | None,
         state: SyncState,
         *,
         options: SyncOptions | None = None,
@@ -279,8 +276,10 @@ class SyncEngine:
             self._prepare()
             done = {"events": threading.Event(), "contacts": self._contacts_done}
             workers = [
-                threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]), name="sync-events", daemon=True),
-                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]), name="sync-contacts", daemon=True),
+                threading.Thread(target=self._guard, args=(self._events, "events", errors, done["events"]),
+                                 name="sync-events", daemon=True),
+                threading.Thread(target=self._guard, args=(self._contacts, "contacts", errors, done["contacts"]),
+                                 name="sync-contacts", daemon=True),
             ]
             for w in workers:
                 w.start()
@@ -383,13 +382,10 @@ class SyncEngine:
     def _project_identity(self) -> str:
         """``project_identity`` from PostHog's answer for the project (its uuid); without the
         project:read scope, the configured host (normalised) and id."""
-        getter = getattr(self.ph, "project", None)
-        uuid = None
-        if getter is not None:
-            try:
-                uuid = getattr(getter(), "uuid", None)
-            except (PermissionDeniedError, MissingScopesError):
-                uuid = None
+        try:
+            uuid = self.ph.project().uuid
+        except (PermissionDeniedError, MissingScopesError):
+            uuid = None
         return project_identity(self.cfg, uuid)
 
     def _plan_streams(self) -> list[Stream]:
@@ -400,68 +396,45 @@ class SyncEngine:
         existing = {} if self._ignore_state else {
             s.name: s for s in self.state.streams() if not s.name.startswith(PERSONS_STREAM_PREFIX)}
         main = existing.pop(MAIN_STREAM, None)
-        out: list[Stream] = []
         if main is None or main.cursor is None:
-            main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")
-            for name in existing:
-                if not self.opt.dry_run:
-                    self.state.delete_stream(name)
-            if not self.opt.dry_run:
-                self.state.save_stream(main)
-            return [main]
+            return [self._start_main(main, existing, selected, floor)]
         # events no longer selected: where their stream stopped, so that selecting one again resumes
         # there instead of resending its history (issue 11, 3)
         dropped: dict[str, list[str]] = {} if self._ignore_state else self.state.json_meta(DROPPED_KEY, {})
-        for s in [main, *existing.values()]:
-            if s.cursor is not None:
-                for e in s.events:
-                    if e not in selected:
-                        dropped[e] = [s.cursor.created_at, s.cursor.uuid]
-        main.events = [e for e in main.events if e in selected]
-        covered = set(main.events)
-        for s in existing.values():
-            s.events = [e for e in s.events if e in selected]
-            if not s.events:
-                if not self.opt.dry_run:
-                    self.state.delete_stream(s.name)
-                continue
-            covered.update(s.events)
-            out.append(s)
-        new = [e for e in selected if e not in covered]
-        resume: dict[tuple[str, str], list[str]] = {}
-        for e in [e for e in new if e in dropped]:
-            resume.setdefault(tuple(dropped.pop(e)), []).append(e)  # type: ignore[arg-type]
-        fresh = [e for e in new if e not in {x for evs in resume.values() for x in evs}]
-        for (c, u), evs in resume.items():
-            if (c, u) == (main.cursor.created_at, main.cursor.uuid):
-                main.events += evs  # nothing happened since it was left out
-                continue
-            name = RESUME_PREFIX + hashlib.sha256("\0".join([c, u, *evs]).encode()).hexdigest()[:12]
-            out.append(Stream(name, evs, main.floor, Cursor(c, u), ""))
-            self._resume_start[name] = (c, u)
-        if fresh:
-            name = "catchup:" + hashlib.sha256("\0".join(fresh).encode()).hexdigest()[:12]
-            out.append(Stream(name, fresh, floor, None, ""))
+        plan = plan_event_streams(selected, main, existing, dropped, floor)
+        self._resume_start.update(plan.resume_start)
         if not self.opt.dry_run:
-            starts = self.state.json_meta(RESUME_KEY, {})
-            starts.update({k: list(v) for k, v in self._resume_start.items()})
-            live = {s.name for s in out}
-            self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
-            self.state.set_meta(DROPPED_KEY, json.dumps(dropped))
-            for s in out:
-                self.state.save_stream(s)
+            for name in plan.deleted:
+                self.state.delete_stream(name)
+            self._save_plan(plan, main)
+        return [*plan.streams, main]
+
+    def _start_main(self, main: Stream | None, existing: dict[str, Stream], selected: list[str],
+                    floor: str) -> Stream:
+        """No main cursor yet (a first sync, or one that never got a page through): the main
+        stream alone, from the backfill start, and no other stream."""
+        main = Stream(MAIN_STREAM, selected, floor if (main is None or self.opt.since) else main.floor, None, "")
+        if not self.opt.dry_run:
+            for name in existing:
+                self.state.delete_stream(name)
             self.state.save_stream(main)
-            self._resume_start = {k: (v[0], v[1]) for k, v in starts.items() if k in live}
-        out.append(main)
-        return out
+        return main
+
+    def _save_plan(self, plan: StreamPlan, main: Stream) -> None:
+        starts = self.state.json_meta(RESUME_KEY, {})
+        starts.update({k: list(v) for k, v in self._resume_start.items()})
+        live = {s.name for s in plan.streams}
+        self.state.set_meta(RESUME_KEY, json.dumps({k: v for k, v in starts.items() if k in live}))
+        self.state.set_meta(DROPPED_KEY, json.dumps(plan.dropped))
+        for s in plan.streams:
+            self.state.save_stream(s)
+        self.state.save_stream(main)
+        self._resume_start = {k: (v[0], v[1]) for k, v in starts.items() if k in live}
 
     def _check_definitions(self) -> None:
         """Warn about selected events PostHog no longer knows (renamed, or never sent again)."""
-        lister = getattr(self.ph, "event_definitions", None)
-        if lister is None:
-            return
         try:
-            known = {d["name"] if isinstance(d, dict) else getattr(d, "name", str(d)) for d in lister()}
+            known = {d.name for d in self.ph.event_definitions()}
         except (AuthError, UnavailableError, ThrottledError, UnexpectedAnswerError):
             raise  # PostHog is down or refuses the key: the sync cannot go on either
         except CsPosthogError as exc:  # e.g. the key lacks event_definition:read: only this check is lost
@@ -518,14 +491,22 @@ class SyncEngine:
             self._progress[name].total = total
         self._emit(name)
 
+    def _sender(self) -> CustomerscoreSender:
+        """The Customerscore client: a dry run has none, and sends nothing."""
+        if self.cs is None:
+            raise RuntimeError("a dry run sends nothing to Customerscore")
+        return self.cs
+
     # --- PostHog reads -----------------------------------------------------------------------
-    def _query(self, sql: str, values: dict[str, Any], name: str, modifiers: dict[str, Any] | None = None) -> Any:
+    def _query(self, sql: str, values: dict[str, Any], name: str,
+               modifiers: dict[str, Any] | None = None) -> QueryResult:
         if modifiers:
             return self.ph.query(sql, values, name=name, modifiers=modifiers)
         return self.ph.query(sql, values, name=name)
 
-    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list], Any], page_size: int,
-               name: str, modifiers: dict[str, Any] | None = None, **paging: Any) -> Iterator[list[list[Any]]]:
+    def _paged(self, build: Callable[[Any], tuple[str, dict[str, Any]]], key_of: Callable[[list[Any]], Any],
+               page_size: int, name: str, modifiers: dict[str, Any] | None = None,
+               **paging: Any) -> Iterator[list[list[Any]]]:
         """Keyset pages through the PostHog client (LIMIT page+1, smaller pages when PostHog stops a
         query at its time limit: invariants 3 and 4), stopping between pages when asked to."""
         kw: dict[str, Any] = {"modifiers": modifiers} if modifiers else {}
@@ -545,14 +526,14 @@ class SyncEngine:
             self._check_stop()
             if not s.events:
                 continue
-            upto = None
+            upto: tuple[str, str] | None = None  # set for every stream but the main one
             if not s.is_main:
                 if main.cursor is None:
                     continue
                 upto = (main.cursor.created_at, main.cursor.uuid)
             start = s.cursor
             completed = self._event_stream(s, upto)
-            if completed and not s.is_main:
+            if completed and upto is not None:
                 # counted once, over its whole range, when it completes
                 n = self._count_without_customer(
                     s.events, s.floor, upto[0], after=self._resume_start.get(s.name, (None,))[0])
@@ -632,7 +613,8 @@ class SyncEngine:
         lo = parse_ts(s.cursor.created_at) - self.overlap
         return fmt_ts(lo), fmt_ts(max(floor, lo - self.lateness))
 
-    def _event_pages(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> Iterator[list[_EventRow]]:
+    def _event_pages(self, s: Stream, upto: tuple[str, str] | None,
+                     persons: tuple[str, ...] = ()) -> Iterator[list[EventRow]]:
         """The stream's pages in keyset order. When PostHog stops a query at its time limit even after
         the page shrank (``QueryTooSlowError`` from ``iter_pages``), the *time window* shrinks: what a
         query scans is the events in its ``timestamp`` range, whatever its LIMIT. Pages are then read
@@ -658,8 +640,10 @@ class SyncEngine:
         while True:
             end = None if span is None or pos + span >= self.now else pos + span
 
-            def build(after: tuple[Any, str] | None, end: datetime | None = end, pos: datetime = pos) -> tuple[str, dict[str, Any]]:
-                after = after if after is not None else key
+            # (bound now: build(None) only starts this window's paging, before a row of it is handed out)
+            def build(after: tuple[Any, str] | None, end: datetime | None = end, pos: datetime = pos,
+                      start_key: tuple[Any, str] | None = key) -> tuple[str, dict[str, Any]]:
+                after = after if after is not None else start_key
                 before = None if end is None else (fmt_ts(end), fmt_ts(end + FUTURE_SLACK))
                 if after is not None and parse_ts(after[0]) >= pos:
                     ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
@@ -692,11 +676,11 @@ class SyncEngine:
                          exc.message)
                 self.report.query_windows_narrowed += 1
                 continue
-            if end is None:
+            if end is None or span is None:  # (span is set when end is)
                 return
-            pos, span = end, span * 2  # (span is set when end is)
+            pos, span = end, span * 2
 
-    def _map_event(self, row: list[Any]) -> _EventRow:
+    def _map_event(self, row: list[Any]) -> EventRow:
         """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;
         plain strings without escapes (nearly every value) skip the general conversions."""
         uuid = row[Q.EV_UUID]
@@ -710,7 +694,7 @@ class SyncEngine:
         customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                  and "\\" not in v) else raw_id(v)
         if customer is None:
-            return _EventRow(uuid, created, created_raw, None, "no_customer", None)
+            return EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
             v = row[Q.EV_PERSON]
             contact = (v.strip() or None) if type(v) is str else text_or_none(v)
@@ -719,12 +703,12 @@ class SyncEngine:
             contact = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                     and "\\" not in v) else raw_id(v)
         if contact is None:
-            return _EventRow(uuid, created, created_raw, None, "no_contact", customer)
+            return EventRow(uuid, created, created_raw, None, "no_contact", customer)
         name = row[Q.EV_EVENT]
         if name and type(name) is not str:
             name = str(name)
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(name) > FIELD_MAX:
-            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
+            return EventRow(uuid, created, created_raw, None, "invalid", customer)
         v = row[Q.EV_EMAIL]
         email = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                               and "\\" not in v) else text_or_none(raw_value(v))
@@ -733,8 +717,8 @@ class SyncEngine:
                 name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
             )
         except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, Customerscore could never take it
-            return _EventRow(uuid, created, created_raw, None, "invalid", customer)
-        return _EventRow(uuid, created, created_raw, payload, None, customer)
+            return EventRow(uuid, created, created_raw, None, "invalid", customer)
+        return EventRow(uuid, created, created_raw, payload, None, customer)
 
     def _event_stream(self, s: Stream, upto: tuple[str, str] | None, persons: tuple[str, ...] = ()) -> bool:
         """Read and send one stream to its end. True when it reached the end."""
@@ -749,94 +733,74 @@ class SyncEngine:
         return True
 
     def _send_event_page(
-        self, s: Stream, page: list[_EventRow], start_created: str, prev_page_uuids: set[str]
+        self, s: Stream, page: list[EventRow], start_created: str, prev_page_uuids: set[str]
     ) -> set[str]:
         """Send one page in tracker batches, checkpointing after each. Rows skipped for lack of a
         customer or contact id are recorded like delivered ones (handled), so that PostHog's
         duplicate rows and overlap re-reads count them once."""
-        rep = self.report
-        dry = self.opt.dry_run
         backfill = s.name.startswith(PERSONS_STREAM_PREFIX)
         # a new Person's events were skipped before (no id then): only deliveries count as sent
         already = set() if self._ignore_state else self.state.delivered_among(
             [r.uuid for r in page], include_skipped=not backfill)
-        if dry:
+        if self.opt.dry_run:
             already |= prev_page_uuids
-        seen: set[str] = set()
-        sendable: list[int] = []
-        handled: list[bool] = [False] * len(page)  # sent or skipped by this page (not duplicates)
-        no_customer = unsendable = dropped = 0
-        rereads = 0
-        for i, r in enumerate(page):
-            if r.uuid in already or r.uuid in seen:
-                # overlap re-reads are expected, not worth a mention; nor, in a new Person's backfill,
-                # the events the main stream sent since they became attachable
-                if r.created > start_created and not backfill:
-                    dropped += 1
-                else:
-                    rereads += 1
-                continue
-            seen.add(r.uuid)
-            handled[i] = True
-            if r.skip is None:
-                sendable.append(i)
-                continue
-            # a row not handled before (also a late arrival within the overlap): skipped, counted
-            if r.skip == "no_customer":
-                rep.events_skipped_no_customer += 1
-                no_customer += 1
-                continue
-            unsendable += 1
-            if r.skip == "no_contact":
-                rep.events_skipped_no_contact += 1
-            else:
-                rep.events_skipped_invalid += 1
-        rep.events_duplicates_dropped += dropped
-        rep.events_read += len(page) - rereads  # (re-reads of what earlier runs handled are not counted)
-        if no_customer or unsendable or dropped:
-            self._emit("events", skipped=no_customer, unsendable=unsendable, dropped=dropped)
-        if dry:
-            rep.events_to_send += len(sendable)
-            if backfill:
-                rep.events_backfilled_for_new_persons += len(sendable)
-            room = max(0, self.opt.sample_size - len(rep.sample["events"]))
-            if room:
-                rep.sample["events"].extend(json.loads(page[i].payload) for i in sendable[:room])  # type: ignore[arg-type]
-            self._emit("events", sent=len(sendable))
-            return seen
+        t = triage_page(page, already, start_created=start_created, backfill=backfill)
+        self._count_triage(page, t)
+        if self.opt.dry_run:
+            self._count_dry_page(page, t, backfill)
+        else:
+            self._send_batches(s, page, t, backfill)
+        return t.seen
+
+    def _count_triage(self, page: list[EventRow], t: PageTriage) -> None:
+        rep = self.report
+        rep.events_skipped_no_customer += t.no_customer
+        rep.events_skipped_no_contact += t.no_contact
+        rep.events_skipped_invalid += t.invalid
+        rep.events_duplicates_dropped += t.dropped
+        rep.events_read += len(page) - t.rereads  # (re-reads of what earlier runs handled are not counted)
+        if t.no_customer or t.unsendable or t.dropped:
+            self._emit("events", skipped=t.no_customer, unsendable=t.unsendable, dropped=t.dropped)
+
+    def _count_dry_page(self, page: list[EventRow], t: PageTriage, backfill: bool) -> None:
+        rep = self.report
+        rep.events_to_send += len(t.sendable)
+        if backfill:
+            rep.events_backfilled_for_new_persons += len(t.sendable)
+        room = max(0, self.opt.sample_size - len(rep.sample["events"]))
+        if room:
+            rep.sample["events"].extend(json.loads(p) for i in t.sendable[:room] if (p := page[i].payload) is not None)
+        self._emit("events", sent=len(t.sendable))
+
+    def _send_batches(self, s: Stream, page: list[EventRow], t: PageTriage, backfill: bool) -> None:
         # (nothing is pruned while a backfill runs: its own deliveries are far behind the cursors)
         # delivered uuids are kept as long as the lateness contract: PostHog may hold one uuid in two
         # rows ingested far apart (an SDK retrying a batch much later), not just within the overlap (2)
         horizon = None if backfill else self.state.prune_horizon(max(self.overlap, self.lateness))
-        batches = [[i for i, _ in b] for b in batched((i, page[i].payload) for i in sendable)]  # page indexes
-        lo = 0
+        plan = plan_batches(page, t)
         marked: list[tuple[str, str]] = []  # this batch's in-flight marks, written by the last checkpoint
-        for k, idx in enumerate(batches):
+        for k, b in enumerate(plan):
             if self.stop.is_set():
                 # marked by the previous checkpoint but never sent: not in flight after all
                 self.state.unmark_inflight([u for u, _ in marked if u not in self._inflight_before])
                 raise _Stop()
-            # this batch's checkpoint covers rows up to just before the next batch's first row
-            end = batches[k + 1][0] - 1 if k + 1 < len(batches) else len(page) - 1
-            skips = [(page[j].uuid, page[j].created) for j in range(lo, end + 1) if handled[j] and page[j].skip]
-            rows = [page[i] for i in idx]
+            rows = [page[i] for i in b.rows]
             items = marked or [(r.uuid, r.created) for r in rows]
-            nxt = [(page[i].uuid, page[i].created) for i in batches[k + 1]] if k + 1 < len(batches) else []
-            self._deliver_events(s, rows, items, page[end], skips, horizon, premarked=bool(marked), mark_next=nxt)
+            nxt = [(page[i].uuid, page[i].created) for i in plan[k + 1].rows] if k + 1 < len(plan) else []
+            skips = [(page[j].uuid, page[j].created) for j in b.skipped]
+            self._deliver_events(s, rows, items, page[b.cursor], skips, horizon, premarked=bool(marked), mark_next=nxt)
             marked = nxt
-            lo = end + 1
-        if not batches:
+        if not plan:
             last = page[-1]
-            skips = [(r.uuid, r.created) for j, r in enumerate(page) if handled[j] and r.skip]
+            skips = [(page[j].uuid, page[j].created) for j in skipped_rows(page, t)]
             self.state.checkpoint(s, Cursor(last.created, last.uuid), skipped=skips, prune_before=horizon)
-        return seen
 
     def _deliver_events(
         self,
         s: Stream,
-        batch: list[_EventRow],
+        batch: list[EventRow],
         items: list[tuple[str, str]],
-        cursor_row: _EventRow,
+        cursor_row: EventRow,
         skips: list[tuple[str, str]],
         horizon: str | None,
         *,
@@ -851,7 +815,7 @@ class SyncEngine:
             self.state.mark_inflight(items)  # (5): a crash from here to the checkpoint resends this batch
         try:
             accepted, rejected, doubled = self._send_rejecting(
-                batch, lambda rows: self.cs.track_encoded([r.payload for r in rows]), "events"
+                batch, lambda rows: self._sender().track_encoded([r.payload for r in rows]), "events"
             )
         except ApiError as exc:
             if exc.status is not None and 400 <= exc.status < 500:
@@ -873,7 +837,8 @@ class SyncEngine:
             self.state.checkpoint(s, cursor, items, skipped=skips, prune_before=horizon)
         self._emit("events", sent=len(accepted), unsendable=len(rejected))
 
-    def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any], what: str) -> tuple[list[Any], list[Any], int]:
+    def _send_rejecting(self, rows: list[Any], post: Callable[[list[Any]], Any],
+                        what: str) -> tuple[list[Any], list[Any], int]:
         """POST ``rows``; when Customerscore rejects the batch as invalid (400), split it to find the
         items it refuses, so that one bad item cannot block the sync forever. Items are only ever
         given up when others of the same batch were accepted: if everything is refused, the error
@@ -942,7 +907,8 @@ class SyncEngine:
 
         return go(parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None, False)
 
-    def _count_without_customer(self, events: list[str], floor: str, created_to: str, *, after: str | None = None) -> int:
+    def _count_without_customer(self, events: list[str], floor: str, created_to: str, *,
+                                after: str | None = None) -> int:
         """Selected events whose Person has no customer id, from the floor (or after ``after``) to
         ``created_to`` (6)."""
         try:
@@ -1029,7 +995,8 @@ class SyncEngine:
                 log.info("could not count persons: %s", exc)
 
         def build(after: str | None) -> tuple[str, dict[str, Any]]:
-            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop, after_id=after)
+            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop,
+                                  after_id=after)
 
         self._contact_losers = self._duplicate_contact_losers(filters)
         ignore_fps = self._ignore_state or self._ignore_fingerprints
@@ -1064,11 +1031,12 @@ class SyncEngine:
                     self._check_stop()
                     part = [c for c, _ in batch]
                     ok, bad, _ = self._send_rejecting(
-                        part, lambda cs: self.cs.upsert_contacts_encoded([c.payload for c in cs]), "contacts"
+                        part, lambda cs: self._sender().upsert_contacts_encoded([c.payload for c in cs]), "contacts"
                     )
                     # rejected ones are recorded too: resending an unchanged invalid contact every
                     # run would only fail again; a change of its payload retries it
-                    self.state.record_contacts([(c.contact_id, c.customer_id, c.fp) for c in ok + bad], self.run_id or 0)
+                    self.state.record_contacts([(c.contact_id, c.customer_id, c.fp) for c in ok + bad],
+                                               self.run_id or 0)
                     rep.contacts_sent += len(ok)
                     rep.contacts_rejected += len(bad)
                     self._emit("contacts", sent=len(ok), skipped=len(bad))
@@ -1165,7 +1133,8 @@ class SyncEngine:
             email = text_or_none(raw_value(row[Q.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])), email=email)
+            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])),
+                                      email=email)
             self._customers.add(customer)
             if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
                 rep.contacts_skipped_duplicate_id += 1
@@ -1178,12 +1147,12 @@ class SyncEngine:
     # --- the end -----------------------------------------------------------------------------
     def _collect_stats(self) -> None:
         rep = self.report
-        ph_stats = getattr(self.ph, "stats", None)
-        cs_stats = getattr(self.cs, "stats", None)
-        rep.posthog_requests = int(getattr(ph_stats, "requests", 0) or 0)
-        rep.customerscore_requests = int(getattr(cs_stats, "requests", 0) or 0)
-        rep.retries = int(getattr(ph_stats, "retries", 0) or 0) + int(getattr(cs_stats, "retries", 0) or 0)
-        rep.throttled = int(getattr(ph_stats, "throttled", 0) or 0) + int(getattr(cs_stats, "throttled", 0) or 0)
+        ph_stats = self.ph.stats
+        cs_stats = self.cs.stats if self.cs is not None else Stats()  # (a dry run sends nothing)
+        rep.posthog_requests = ph_stats.requests
+        rep.customerscore_requests = cs_stats.requests
+        rep.retries = ph_stats.retries + cs_stats.retries
+        rep.throttled = ph_stats.throttled + cs_stats.throttled
         if rep.customers_referenced == 0:
             rep.customers_referenced = len(self._customers)
         if self._streams and self._streams[-1].cursor is not None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from json.encoder import encode_basestring as _json_str  # json.dumps's own (C) string escaping, ensure_ascii=False
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cs_posthog.customerscore.client import FIELD_MAX
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
 
 PERSON_ID = "person_id"
 
@@ -84,7 +87,7 @@ def fingerprint(payload: dict[str, Any]) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
-def project_identity(cfg: Any, project_uuid: str | None) -> str:
+def project_identity(cfg: Config, project_uuid: str | None) -> str:
     """What the state's cursors and fingerprints belong to: PostHog's own uuid of the project when the
     key may read it (the same project through another host name is the same project), else the host
     in its normalised form and the project id."""
@@ -109,7 +112,7 @@ def normalised_host(url: str) -> str:
     return f"{scheme}://{netloc}{path}"
 
 
-def contacts_settings_hash(cfg: Any, project: str | None = None) -> str:
+def contacts_settings_hash(cfg: Config, project: str | None = None) -> str:
     """What makes stored fingerprints meaningful: customer property, filters, contact identity, the
     Customerscore account and the PostHog project (``project_identity``; None: the form of states
     written before it, host and id as configured). A change of any of them (``edit``) invalidates the
@@ -125,7 +128,7 @@ def contacts_settings_hash(cfg: Any, project: str | None = None) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
-def legacy_events_settings_hash(cfg: Any) -> str:
+def legacy_events_settings_hash(cfg: Config) -> str:
     """How states written before ``project_identity`` named their project (host and id as configured)."""
     data = {"project": [cfg.posthog.host, cfg.posthog.project_id]}
     raw = json.dumps(data, sort_keys=True)

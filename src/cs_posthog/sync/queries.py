@@ -82,7 +82,8 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
         ids = [p.add("p", pid, reuse=False) for pid in w.persons]
         where.append(f"person_id IN ({', '.join(ids)})")
     if w.person_filters:
-        where.append("(" + compile_filters(w.person_filters, prefix="person.properties", values_prefix="f", params=p)[0] + ")")
+        sql = compile_filters(w.person_filters, prefix="person.properties", values_prefix="f", params=p)[0]
+        where.append("(" + sql + ")")
     return where
 
 

@@ -6,12 +6,18 @@ how to show them. No terminal I/O here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cs_posthog.sync.engine import ProgressFn, Report, SyncEngine, SyncOptions
+from cs_posthog.sync.engine import ProgressFn, Report, StreamProgress, SyncEngine, SyncOptions
+
+if TYPE_CHECKING:
+    from cs_posthog.config import Config
+    from cs_posthog.customerscore.client import CustomerscoreClient
+    from cs_posthog.posthog.client import PostHogClient
+    from cs_posthog.sync.state import RunLock
 
 
-def make_posthog_client(cfg: Any, **kw: Any) -> Any:
+def make_posthog_client(cfg: Config, **kw: Any) -> PostHogClient:
     """The PostHog client of a config, paced to the stored query tier's budget."""
     from cs_posthog.posthog.client import PostHogClient
     from cs_posthog.secrets import get_secret
@@ -26,7 +32,7 @@ def make_posthog_client(cfg: Any, **kw: Any) -> Any:
     )
 
 
-def remember_query_tier(cfg: Any, client: Any, report: Any = None) -> bool:
+def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | None = None) -> bool:
     """When ``client`` found out PostHog's query tier during the run (a 429 revealing the legacy
     tier), store it in the saved config so the next runs pace to it from their first query, and
     say so in the report's warnings. True when the config changed. Never raises: a config that
@@ -60,21 +66,21 @@ def remember_query_tier(cfg: Any, client: Any, report: Any = None) -> bool:
     return saved
 
 
-def make_customerscore_client(cfg: Any) -> Any:
+def make_customerscore_client(cfg: Config) -> CustomerscoreClient:
     from cs_posthog.customerscore.client import CustomerscoreClient
     from cs_posthog.secrets import get_secret
 
     return CustomerscoreClient(cfg.customerscore.api_url, get_secret("customerscore"), cfg.customerscore.tracker_key)
 
 
-def with_heartbeat(progress: ProgressFn | None, lock: Any) -> ProgressFn | None:
+def with_heartbeat(progress: ProgressFn | None, lock: RunLock | None) -> ProgressFn | None:
     """``progress`` that also touches the lock's heartbeat: the engine reports after every page it
     reads and every batch it sends, so ``status`` can tell a sync that stopped making progress (a
     hung connection) from one that is working. No lock (dry run): ``progress`` unchanged."""
     if lock is None:
         return progress
 
-    def report(snapshot: Any) -> None:
+    def report(snapshot: StreamProgress) -> None:
         lock.heartbeat()
         if progress is not None:
             progress(snapshot)
@@ -83,12 +89,12 @@ def with_heartbeat(progress: ProgressFn | None, lock: Any) -> ProgressFn | None:
 
 
 def run_sync(
-    cfg: Any = None,
+    cfg: Config | None = None,
     *,
     options: SyncOptions | None = None,
     progress: ProgressFn | None = None,
-    posthog: Any = None,
-    customerscore: Any = None,
+    posthog: PostHogClient | None = None,
+    customerscore: CustomerscoreClient | None = None,
 ) -> tuple[Report, BaseException | None]:
     """Run one sync. Raises ``LockHeldError`` (75) at once when another sync holds the lock, and
     configuration/secret errors (78) before anything is read; every later failure ends up in the

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cs_posthog import __version__
-from cs_posthog.errors import LockHeldError
+from cs_posthog.errors import CsPosthogError, LockHeldError
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, utcnow
 
 MAIN_STREAM = "events"
@@ -252,7 +252,8 @@ def _delete_keys(db: sqlite3.Connection, head: str, keys: Sequence[Any]) -> None
         db.execute(f"{head} ({','.join('?' * len(part))})", part)
 
 
-def unusable_state_error(exc: BaseException, path: Path | None = None, *, opening: bool = False) -> Any:
+def unusable_state_error(exc: BaseException, path: Path | None = None, *,
+                         opening: bool = False) -> CsPosthogError | None:
     """The error to report for an SQLite error that says the state file itself is the problem, or None
     (then it is a bug).
 
@@ -291,7 +292,7 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *, openin
     )
 
 
-def _state_file_error(exc: BaseException, path: Path, name: str) -> Any:
+def _state_file_error(exc: BaseException, path: Path, name: str) -> CsPosthogError:
     """A FileError for SQLite's file-system errors, with the OS's own reason when it can be found
     (SQLite does not pass errno on): a read-only file system, no permission, the disk full."""
     import errno
@@ -811,7 +812,8 @@ class SyncState:
             for part in _chunks(list(person_ids), _MAX_PARAMS - 2):
                 marks = ",".join("?" * len(part))
                 if left_at is not None:
-                    db.execute("INSERT OR IGNORE INTO persons_left (person_id, created_at, uuid) SELECT person_id, ?, ? "
+                    db.execute("INSERT OR IGNORE INTO persons_left (person_id, created_at, uuid) "
+                               "SELECT person_id, ?, ? "
                                f"FROM persons_seen WHERE pending = 0 AND person_id IN ({marks})", [*left_at, *part])
                 db.execute(f"DELETE FROM persons_seen WHERE person_id IN ({marks})", list(part))
 
@@ -820,8 +822,8 @@ class SyncState:
         out: dict[str, tuple[str, str]] = {}
         for part in _chunks(list(person_ids)):
             marks = ",".join("?" * len(part))
-            for pid, c, u in self._read(f"SELECT person_id, created_at, uuid FROM persons_left WHERE person_id IN ({marks})",
-                                        list(part)):
+            for pid, c, u in self._read("SELECT person_id, created_at, uuid FROM persons_left "
+                                        f"WHERE person_id IN ({marks})", list(part)):
                 out[str(pid)] = (str(c), str(u))
         return out
 

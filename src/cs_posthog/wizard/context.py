@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cs_posthog.output import esc  # noqa: F401 - the one escaping function (output.esc), for the steps
+from cs_posthog.output import esc
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.posthog.credentials import CredentialCheck
 
 
 class DataSource(Protocol):
@@ -35,6 +36,12 @@ class DataSource(Protocol):
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]: ...
+
+
+# (api_key, project_ref, host=...) -> CredentialCheck (cs_posthog.posthog.credentials.check_credentials)
+CheckCredentials = Callable[..., "CredentialCheck"]
+# (PostHogSettings, api_key) -> DataSource
+MakeSource = Callable[["PostHogSettings", str], DataSource]
 
 
 @dataclass
@@ -75,7 +82,7 @@ def stored_value(name: str) -> str | None:
     """The key kept in the OS keyring or the key file (not the environment), or None."""
     from cs_posthog import secrets
 
-    spec = secrets.SPECS[name]  # type: ignore[index]
+    spec = secrets.SPECS[name]
     ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
     if ok and value:
         return value
@@ -87,10 +94,8 @@ class WizardContext:
     out: Output
     draft: Draft
     mode: Literal["connect", "edit"] = "connect"
-    # (api_key, project_ref, host) -> CredentialCheck (see cs_posthog.posthog.credentials)
-    check_credentials: Callable[..., Any] | None = None
-    # (PostHogSettings, api_key) -> DataSource
-    make_source: Callable[[PostHogSettings, str], DataSource] | None = None
+    check_credentials: CheckCredentials | None = None
+    make_source: MakeSource | None = None
     host: str | None = None  # --host: self-hosted PostHog
     # edit: keys are stored only when the user saves; connect: as soon as they validate
     pending_secrets: dict[str, str] = field(default_factory=dict)
@@ -133,10 +138,10 @@ class WizardContext:
     def store_pending(self, *, quiet: bool = True) -> None:
         """Store the keys entered in this session (a key taken from the environment too, so that
         cron, which has no such environment, can sync)."""
+        import os
+
         from cs_posthog.paths import get_paths
         from cs_posthog.secrets import SPECS, store_secret
-
-        import os
 
         for name, value in list(self.pending_secrets.items()):
             if self._stored.get(name) == value:
@@ -150,7 +155,8 @@ class WizardContext:
                     self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
             env = os.environ.get(spec.env, "").strip()
             if env and env != value:
-                self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; unset it or update it.")
+                self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; "
+                              "unset it or update it.")
 
     def posthog_key(self) -> str:
         cur = self.current_secret("posthog")

@@ -48,7 +48,7 @@ def _split_quoted_name(rule: str) -> tuple[str, str] | None:
     return rule[1:end], rule[end + 1 :]
 
 
-def parse_filter(rule: str) -> "PersonFilter":
+def parse_filter(rule: str) -> PersonFilter:
     """One ``--filter`` rule as a ``PersonFilter``; ``FilterSyntaxError`` says what is wrong."""
     from cs_posthog.config import Operator, PersonFilter
 
@@ -104,7 +104,7 @@ def parse_filter(rule: str) -> "PersonFilter":
     return PersonFilter(property=name, operator=op, value=value)
 
 
-def format_filter(f: "PersonFilter") -> str:
+def format_filter(f: PersonFilter) -> str:
     """The rule text that ``parse_filter`` reads back to the same filter."""
     name = f.property
     needs_quote = (
@@ -125,7 +125,7 @@ def format_filter(f: "PersonFilter") -> str:
 
 
 # --- conditions that leave no one ------------------------------------------------------------
-def contradiction(f: "PersonFilter", customer_property: str, contact_id: str = "person_id") -> str | None:
+def contradiction(f: PersonFilter, customer_property: str, contact_id: str = "person_id") -> str | None:
     """Why ``f`` ("it ...") cannot hold together with the locked conditions (the customer id, and the contact id
     when it is a Person property, set and not empty): no Person could match it. None when it can."""
     locked = [(customer_property, "the customer id")]
@@ -138,12 +138,12 @@ def contradiction(f: "PersonFilter", customer_property: str, contact_id: str = "
         if op == "is_not_set":
             return f"it contradicts the locked condition `{prop} is set` ({what}): no Person would be synced"
         if op == "equals" and not (f.value or "").strip():
-            return (f"it contradicts the locked condition `{prop} is set, not empty` (an empty {what.removeprefix('the ')} "
-                    "names no one): no Person would be synced")
+            return (f"it contradicts the locked condition `{prop} is set, not empty` "
+                    f"(an empty {what.removeprefix('the ')} names no one): no Person would be synced")
     return None
 
 
-def conflict(a: "PersonFilter", b: "PersonFilter") -> bool:
+def conflict(a: PersonFilter, b: PersonFilter) -> bool:
     """Whether two conditions on one property exclude each other (no value matches both): set and
     not set, equal and not set, equal to two different values, equal and not equal to one value."""
     if a.property != b.property:
@@ -158,7 +158,7 @@ def conflict(a: "PersonFilter", b: "PersonFilter") -> bool:
     return False
 
 
-def refusal(new: "PersonFilter", others: list["PersonFilter"], customer_property: str,
+def refusal(new: PersonFilter, others: list[PersonFilter], customer_property: str,
             contact_id: str = "person_id") -> str | None:
     """Why ``new`` cannot be added to ``others`` (the user's conditions so far): it contradicts a
     locked condition, or one of ``others``. None when it can."""
@@ -171,8 +171,8 @@ def refusal(new: "PersonFilter", others: list["PersonFilter"], customer_property
     return None
 
 
-def refusals(filters: list["PersonFilter"], customer_property: str,
-             contact_id: str = "person_id") -> list[tuple["PersonFilter", str]]:
+def refusals(filters: list[PersonFilter], customer_property: str,
+             contact_id: str = "person_id") -> list[tuple[PersonFilter, str]]:
     """``(filter, why)`` for each of ``filters`` that contradicts the locked conditions or one before it."""
     out = []
     for i, f in enumerate(filters):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, Draft
+    from cs_posthog.config import Config, Draft, PostHogSettings
 
 # edit's sections -> the steps they run ("credentials" is both services' keys; "posthog" and
 # "customerscore" one each; None is every step in order)
@@ -72,19 +72,7 @@ def clear_from(draft: Draft, step: int) -> None:
 
 
 def draft_to_config(draft: Draft, base: Config | None = None) -> Config:
-    from cs_posthog.config import Config
-
-    data: dict[str, Any] = {}
-    if base is not None:
-        data = {"version": base.version, "sync": base.sync}
-    return Config(
-        posthog=draft.posthog,
-        customerscore=draft.customerscore,
-        identification=draft.identification,
-        events=draft.events,
-        persons=draft.persons,
-        **data,
-    )
+    return draft.to_config(base)
 
 
 # --- connect ---------------------------------------------------------------------------------
@@ -145,7 +133,8 @@ def ask_edit_section(cfg: Config) -> str | None:
 def describe_config(cfg: Config) -> str:
     ph = cfg.posthog
     name = f'"{ph.project_name}" ' if ph.project_name else ""
-    return f"PostHog project {name}(id {ph.project_id}, {ph.region.value}) → Customerscore ({cfg.customerscore.api_url})"
+    return (f"PostHog project {name}(id {ph.project_id}, {ph.region.value}) "
+            f"→ Customerscore ({cfg.customerscore.api_url})")
 
 
 def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
@@ -175,7 +164,7 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
             return
         if choice == "edit" and cfg is not None:
             ctx.mode = "edit"
-            ctx.draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
+            ctx.draft = Draft.of(cfg)
             run_edit(ctx, cfg, section=None, no_sync=no_sync)
             return
         restart = True
@@ -234,7 +223,7 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     save_and_sync(ctx, cfg, no_sync=no_sync, previous=existing)
 
 
-def _project_changed(old: Any, new: Any) -> bool:
+def _project_changed(old: PostHogSettings, new: PostHogSettings) -> bool:
     return (old.host, old.project_id) != (new.host, new.project_id)
 
 
@@ -249,7 +238,8 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     get_paths().draft_file.unlink(missing_ok=True)
     out.success(f"Configuration saved to {esc(path)}")
     if previous is not None and _project_changed(previous.posthog, cfg.posthog):
-        out.info(f"  [dim]Another PostHog project: the sync starts its events afresh ({cfg.sync.backfill_days} days back).[/dim]")
+        out.info("  [dim]Another PostHog project: the sync starts its events afresh "
+                 f"({cfg.sync.backfill_days} days back).[/dim]")
     if ctx.caller_syncs:  # e.g. the demo, which runs the first sync right after this
         return
     if no_sync:
@@ -265,7 +255,8 @@ def run_first_sync(ctx: WizardContext, cfg: Config) -> None:
         out.info("Run the first sync with `cs-posthog sync`.")
         return
     out.info("")
-    out.info(f"[bold]First sync[/bold]: the last {cfg.sync.backfill_days} days of the selected events, then the Persons.")
+    out.info(f"[bold]First sync[/bold]: the last {cfg.sync.backfill_days} days of the selected events, "
+             "then the Persons.")
     try:
         ctx.first_sync(out, cfg)
     except KeyboardInterrupt:
@@ -392,7 +383,8 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
     path = save_config(cfg)
     ctx.out.success(f"Configuration saved to {esc(path)}; the next `cs-posthog sync` uses it.")
     if _project_changed(previous.posthog, cfg.posthog):
-        ctx.out.info(f"  [dim]Another PostHog project: the next sync starts its events afresh ({cfg.sync.backfill_days} days back).[/dim]")
+        ctx.out.info("  [dim]Another PostHog project: the next sync starts its events afresh "
+                     f"({cfg.sync.backfill_days} days back).[/dim]")
 
 
 def _keys_changed(ctx: WizardContext) -> list[str]:

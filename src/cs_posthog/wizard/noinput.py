@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from cs_posthog.errors import UnavailableError, UsageError
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, PersonFilter
+    from collections.abc import Callable
+
+    from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.posthog.credentials import CredentialCheck
+    from cs_posthog.wizard.context import CheckCredentials, DataSource, MakeSource, WizardContext
 
 KEYS_HINT = (
     "Keys come from POSTHOG_PERSONAL_API_KEY and CUSTOMERSCORE_API_KEY, or from stdin with "
@@ -74,7 +78,7 @@ def given_flags(f: Flags) -> list[str]:
 
 
 # --- keys from stdin -------------------------------------------------------------------------
-def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None]:
+def read_stdin_keys(f: Flags, stdin: IO[str] | None = None) -> tuple[str | None, str | None]:
     """(PostHog key, Customerscore key) read from stdin as the flags ask; None where not asked."""
     if not (f.api_key_stdin or f.cs_api_key_stdin):
         return None, None
@@ -85,7 +89,8 @@ def read_stdin_keys(f: Flags, stdin: Any = None) -> tuple[str | None, str | None
     except (AttributeError, ValueError):
         is_tty = False
     if is_tty:
-        raise UsageError(f"{flag}: stdin is a terminal", hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
+        raise UsageError(f"{flag}: stdin is a terminal",
+                         hint="Pipe the key in, e.g. `printenv KEY | cs-posthog connect --no-input ...`.")
     try:
         text = stdin.read()
     except UnicodeDecodeError:  # a UTF-8 locale reads stdin strictly
@@ -195,7 +200,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def check_credentials_or_raise(check_fn: Any, key: str, project: str, host: str | None) -> Any:
+def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: str,
+                               host: str | None) -> CredentialCheck:
     """Run the PostHog check and turn a failure into the right error and exit code: a project the
     key cannot reach (absent, or not among the key's projects: PostHog does not tell which) names
     --project, 77 like the key's other problems; PostHog unreachable 75."""
@@ -246,7 +252,7 @@ def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str)
                  "(the first sync will tell if Customerscore refuses them).")
 
 
-def note_region(out: Output, check: Any, settings: Any) -> None:
+def note_region(out: Output, check: CredentialCheck, settings: PostHogSettings) -> None:
     """One line when --project named the other Cloud than the key's: the config holds the key's."""
     from cs_posthog.posthog.credentials import region_note
     from cs_posthog.wizard.context import esc
@@ -254,13 +260,22 @@ def note_region(out: Output, check: Any, settings: Any) -> None:
 
     if region_note(check) is None:
         return
-    named = REGION_NAMES.get(check.switched_from, check.switched_from)
+    named = check.switched_from
+    if named is None:  # (a note names the region it switched from)
+        return
+    named = REGION_NAMES.get(named, named)
     home = REGION_NAMES.get(settings.region.value, settings.region.value)
     out.warn(esc(f"--project is an address of {named}, but this key works in {home}: "
                  f"saving {home} ({settings.host})"))
 
 
-def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) -> list[str] | None:
+@dataclass
+class _Wanted:
+    events: list[str]
+    customer_property: str
+
+
+def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
     from cs_posthog.errors import CsPosthogError
     from cs_posthog.wizard.context import esc
@@ -278,10 +293,10 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
             )
         return list(dict.fromkeys(names))
     if names is not None:
-        unknown = [e for e in cfg_like.events if e not in names]
+        unknown = [e for e in wanted.events if e not in names]
         if unknown:
             out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
-    prop = cfg_like.customer_property
+    prop = wanted.customer_property
     try:
         from cs_posthog.wizard.step_identification import has_value
 
@@ -298,38 +313,71 @@ def data_checks(out: Output, source: Any, cfg_like: Any, *, all_events: bool) ->
 
 
 # --- connect ---------------------------------------------------------------------------------
-@dataclass
-class _Wanted:
-    events: list[str]
-    customer_property: str
-
-
 def connect_no_input(
-    out: Output, f: Flags, *, no_sync: bool, check_fn: Any = None, make_source: Any = None, stdin: Any = None,
-    caller_syncs: bool = False, first_sync: Any = None,
+    out: Output, f: Flags, *, no_sync: bool, check_fn: CheckCredentials | None = None,
+    make_source: MakeSource | None = None, stdin: IO[str] | None = None, caller_syncs: bool = False,
+    first_sync: Callable[[Output, Config], None] | None = None,
 ) -> Config:
     from cs_posthog.config import (
         CUSTOMERSCORE_URL,
         Config,
         CustomerscoreSettings,
+        Draft,
         EventsSettings,
         Identification,
         PersonsSettings,
     )
     from cs_posthog.paths import get_paths
-    from cs_posthog.secrets import find_secret, register_secret
-    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.secrets import register_secret
     from cs_posthog.wizard import step_posthog as S1
-    from cs_posthog.wizard.flow import save_and_sync
-    from cs_posthog.config import Draft
     from cs_posthog.wizard.context import WizardContext, esc
+    from cs_posthog.wizard.flow import save_and_sync
 
     if get_paths().config_file.exists():
         raise UsageError(
             "already connected: a configuration exists",
-            hint="Change it with `cs-posthog edit --no-input <flags>`, or remove it with `cs-posthog disconnect --yes` first.",
+            hint="Change it with `cs-posthog edit --no-input <flags>`, "
+                 "or remove it with `cs-posthog disconnect --yes` first.",
         )
-    p = Problems()
+    ph_key, cs_key = _connect_keys(f, stdin)
+    filters = _check_connect_flags(f, ph_key, cs_key)
+    assert ph_key and cs_key and f.project and f.tracker_key and f.customer_property
+    register_secret(ph_key)
+    register_secret(cs_key)
+
+    check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
+    posthog = S1.settings_from_check(check)
+    note_region(out, check, posthog)
+    out.success(esc(S1.describe_project(posthog)))
+
+    customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
+    check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
+    draft = Draft(posthog=posthog, customerscore=customerscore)
+    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs,
+                        first_sync=first_sync)
+    ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
+    source = ctx.source()
+    wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())
+    events = data_checks(out, source, wanted, all_events=f.all_events) or wanted.events
+
+    cfg = Config(
+        posthog=posthog,
+        customerscore=customerscore,
+        identification=Identification(property=wanted.customer_property),
+        events=EventsSettings(selected=events),
+        # a new setup: the filters choose the events too unless --no-filter-events (config.PersonsSettings)
+        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip(),
+                                filter_events=True if f.filter_events is None else f.filter_events),
+    )
+    _report_persons(out, source, cfg)
+    save_and_sync(ctx, cfg, no_sync=no_sync)
+    return cfg
+
+
+def _connect_keys(f: Flags, stdin: IO[str] | None) -> tuple[str | None, str | None]:
+    """The two keys: from stdin when the flags say so, else from the environment or where they are stored."""
+    from cs_posthog.secrets import find_secret
+
     ph_key, cs_key = read_stdin_keys(f, stdin)
     if ph_key is None and not f.api_key_stdin:
         found = find_secret("posthog")
@@ -337,7 +385,16 @@ def connect_no_input(
     if cs_key is None and not f.cs_api_key_stdin:
         found = find_secret("customerscore")
         cs_key = found.value if found else None
+    return ph_key, cs_key
 
+
+def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
+    """Every missing or invalid flag or key of a new setup, named in one error (exit 2); else the
+    Person filters given."""
+    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.wizard import step_posthog as S1
+
+    p = Problems()
     if not ph_key:
         p.missing.append("the PostHog key")
     elif (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
@@ -372,40 +429,10 @@ def connect_no_input(
         p.invalid.append("--contact-id: empty")
     check_conditions(filters, f.customer_property or "", f.contact_id or "person_id", p)
     p.raise_if_any("connect")
-    assert ph_key and cs_key and f.project and f.tracker_key and f.customer_property
-    register_secret(ph_key)
-    register_secret(cs_key)
-
-    check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
-    posthog = S1.settings_from_check(check)
-    note_region(out, check, posthog)
-    out.success(esc(S1.describe_project(posthog)))
-
-    customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
-    check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
-    draft = Draft(posthog=posthog, customerscore=customerscore)
-    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs,
-                        first_sync=first_sync)
-    ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
-    source = ctx.source()
-    wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())
-    events = data_checks(out, source, wanted, all_events=f.all_events) or wanted.events
-
-    cfg = Config(
-        posthog=posthog,
-        customerscore=customerscore,
-        identification=Identification(property=wanted.customer_property),
-        events=EventsSettings(selected=events),
-        # a new setup: the filters choose the events too unless --no-filter-events (config.PersonsSettings)
-        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip(),
-                                filter_events=True if f.filter_events is None else f.filter_events),
-    )
-    _report_persons(out, source, cfg)
-    save_and_sync(ctx, cfg, no_sync=no_sync)
-    return cfg
+    return filters
 
 
-def _report_persons(out: Output, source: Any, cfg: Config) -> None:
+def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
     """The Persons the saved conditions select, and whose events are sent; a warning when no Person
     matches (saved all the same: a script may set up before the data arrives)."""
     from cs_posthog.errors import CsPosthogError
@@ -431,24 +458,54 @@ def _report_persons(out: Output, source: Any, cfg: Config) -> None:
 
 # --- edit ------------------------------------------------------------------------------------
 def edit_no_input(
-    out: Output, f: Flags, *, section: str | None, check_fn: Any = None, make_source: Any = None, stdin: Any = None
+    out: Output, f: Flags, *, section: str | None, check_fn: CheckCredentials | None = None,
+    make_source: MakeSource | None = None, stdin: IO[str] | None = None,
 ) -> Config:
-    from cs_posthog.config import (
-        Config,
-        CustomerscoreSettings,
-        Draft,
-        EventsSettings,
-        Identification,
-        PersonsSettings,
-        load_config,
-    )
-    from cs_posthog.secrets import find_secret, register_secret
-    from cs_posthog.wizard import step_customerscore as S2
-    from cs_posthog.wizard import step_posthog as S1
+    from cs_posthog.config import Draft, load_config
+    from cs_posthog.secrets import register_secret
     from cs_posthog.wizard.context import WizardContext, esc
     from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync_edit
 
     cfg = load_config()
+    _check_edit_scope(f, section)
+    ph_key, cs_key = read_stdin_keys(f, stdin)
+    filters = _check_edit_flags(f, cfg, ph_key, cs_key)
+
+    draft = Draft.of(cfg)
+    ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
+    if ph_key:
+        register_secret(ph_key)
+        ctx.pending_secrets["posthog"] = ph_key
+    if cs_key:
+        register_secret(cs_key)
+        ctx.pending_secrets["customerscore"] = cs_key
+
+    posthog_touched = ph_key is not None or f.project is not None or f.host is not None
+    if posthog_touched:
+        draft.posthog = _recheck_posthog(out, f, cfg, ph_key, check_fn)
+    if cs_key is not None or f.tracker_key is not None or f.cs_url is not None:
+        _recheck_customerscore(out, f, cfg, cs_key)
+    _apply_edit_flags(draft, f, cfg, filters)
+    if f.all_events or f.events or f.customer_property is not None or posthog_touched:
+        _edit_data_checks(out, ctx, draft, f)
+
+    new = draft.to_config(cfg)
+    changes = describe_changes(cfg, new, _keys_changed(ctx))
+    if not changes:
+        out.info("Nothing changed.")
+        return cfg
+    for line in changes:
+        out.info(f"  • {esc(line)}")
+    if f.filters or f.customer_property is not None or f.contact_id is not None or f.filter_events is not None:
+        _report_edited_persons(out, ctx, new)
+    if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
+        out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
+    save_and_sync_edit(ctx, new, previous=cfg)
+    return new
+
+
+def _check_edit_scope(f: Flags, section: str | None) -> None:
+    """Some flag to change, each of them in ``section`` when one is named (else exit 2)."""
     given = given_flags(f)
     if not given:
         raise UsageError(
@@ -464,8 +521,13 @@ def edit_no_input(
                 hint="Drop the section argument to change several sections at once.",
             )
 
+
+def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
+    """Every invalid flag or key of an edit, named in one error (exit 2); else the Person filters given."""
+    from cs_posthog.wizard import step_customerscore as S2
+    from cs_posthog.wizard import step_posthog as S1
+
     p = Problems()
-    ph_key, cs_key = read_stdin_keys(f, stdin)
     if ph_key is not None and (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
         p.invalid.append(f"the PostHog key: {v}")
     if cs_key is not None and (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
@@ -495,34 +557,44 @@ def edit_no_input(
                          f.contact_id if f.contact_id is not None else cfg.persons.contact_id, p,
                          flag="--filter" if f.filters else "saved filter")
     p.raise_if_any("edit")
+    return filters
 
-    draft = Draft(**{k: getattr(cfg, k) for k in ("posthog", "customerscore", "identification", "events", "persons")})
-    ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
-    if ph_key:
-        register_secret(ph_key)
-        ctx.pending_secrets["posthog"] = ph_key
-    if cs_key:
-        register_secret(cs_key)
-        ctx.pending_secrets["customerscore"] = cs_key
 
-    posthog_touched = ph_key is not None or f.project is not None or f.host is not None
-    if posthog_touched:
-        key = ph_key or (find_secret("posthog").value if find_secret("posthog") else None)
-        if not key:
-            raise UsageError("missing the PostHog key", hint=KEYS_HINT)
-        project = (f.project or str(cfg.posthog.project_id)).strip()
-        host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
-        check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
-        draft.posthog = S1.settings_from_check(check)
-        note_region(out, check, draft.posthog)
-        out.success(esc(S1.describe_project(draft.posthog)))
-    if cs_key is not None or f.tracker_key is not None or f.cs_url is not None:
-        url = f.cs_url or cfg.customerscore.api_url
-        tracker = (f.tracker_key or cfg.customerscore.tracker_key).strip()
-        key = cs_key or (found.value if (found := find_secret("customerscore")) else None)
-        if not key:
-            raise UsageError("missing the Customerscore key", hint=KEYS_HINT)
-        check_cs_keys_or_raise(out, url, key, tracker)
+def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
+                     check_fn: CheckCredentials | None) -> PostHogSettings:
+    """A new PostHog key, project or host: checked with PostHog (the stored key when none is given)."""
+    from cs_posthog.secrets import find_secret
+    from cs_posthog.wizard import step_posthog as S1
+    from cs_posthog.wizard.context import esc
+
+    key = ph_key or (found.value if (found := find_secret("posthog")) else None)
+    if not key:
+        raise UsageError("missing the PostHog key", hint=KEYS_HINT)
+    project = (f.project or str(cfg.posthog.project_id)).strip()
+    host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
+    check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
+    settings = S1.settings_from_check(check)
+    note_region(out, check, settings)
+    out.success(esc(S1.describe_project(settings)))
+    return settings
+
+
+def _recheck_customerscore(out: Output, f: Flags, cfg: Config, cs_key: str | None) -> None:
+    """A new Customerscore key, tracker key or URL: both keys checked (the stored key when none is given)."""
+    from cs_posthog.secrets import find_secret
+
+    url = f.cs_url or cfg.customerscore.api_url
+    tracker = (f.tracker_key or cfg.customerscore.tracker_key).strip()
+    key = cs_key or (found.value if (found := find_secret("customerscore")) else None)
+    if not key:
+        raise UsageError("missing the Customerscore key", hint=KEYS_HINT)
+    check_cs_keys_or_raise(out, url, key, tracker)
+
+
+def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonFilter]) -> None:
+    """The sections the flags change, onto the draft (the saved values where a flag is not given)."""
+    from cs_posthog.config import CustomerscoreSettings, EventsSettings, Identification, PersonsSettings
+
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(
             api_url=f.cs_url or cfg.customerscore.api_url,
@@ -539,41 +611,27 @@ def edit_no_input(
             filter_events=cfg.persons.filter_events if f.filter_events is None else f.filter_events,
         )
 
-    needs_data = f.all_events or f.events or f.customer_property is not None or posthog_touched
-    if needs_data:
-        source = ctx.source()
-        wanted = _Wanted(events=draft.events.selected, customer_property=draft.identification.property)
-        names = data_checks(out, source, wanted, all_events=f.all_events)
-        if names is not None:
-            draft.events = EventsSettings(selected=names)
 
-    new = Config(
-        version=cfg.version,
-        posthog=draft.posthog,
-        customerscore=draft.customerscore,
-        identification=draft.identification,
-        events=draft.events,
-        persons=draft.persons,
-        sync=cfg.sync,
-    )
-    changes = describe_changes(cfg, new, _keys_changed(ctx))
-    if not changes:
-        out.info("Nothing changed.")
-        return cfg
+def _edit_data_checks(out: Output, ctx: WizardContext, draft: Draft, f: Flags) -> None:
+    """The edited events and customer property against PostHog's data (--all-events: its events)."""
+    from cs_posthog.config import EventsSettings
+
+    source = ctx.source()
+    events, ident = draft.events, draft.identification
+    assert events is not None and ident is not None  # (a draft of a saved config: every section is set)
+    wanted = _Wanted(events=events.selected, customer_property=ident.property)
+    names = data_checks(out, source, wanted, all_events=f.all_events)
+    if names is not None:
+        draft.events = EventsSettings(selected=names)
+
+
+def _report_edited_persons(out: Output, ctx: WizardContext, new: Config) -> None:
+    from cs_posthog.errors import CsPosthogError
     from cs_posthog.wizard.context import esc
 
-    for line in changes:
-        out.info(f"  • {esc(line)}")
-    if f.filters or f.customer_property is not None or f.contact_id is not None or f.filter_events is not None:
-        from cs_posthog.errors import CsPosthogError
-
-        try:
-            source = ctx.source()
-        except CsPosthogError as exc:
-            out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
-        else:
-            _report_persons(out, source, new)
-    if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
-        out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
-    save_and_sync_edit(ctx, new, previous=cfg)
-    return new
+    try:
+        source = ctx.source()
+    except CsPosthogError as exc:
+        out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
+    else:
+        _report_persons(out, source, new)

@@ -159,14 +159,16 @@ def ask_value(live: Any, base: list[PersonFilter], prop: str, op: Any,
             return True
         return True if why is None else esc(why[:1].upper() + why[1:], markup=False)
 
-    q = questionary.text(f"{esc(prop, markup=False)} {op.label}:", instruction='(as text; "quote it" to keep end spaces)',
-                         validate=validate)
+    q = questionary.text(f"{esc(prop, markup=False)} {op.label}:",
+                         instruction='(as text; "quote it" to keep end spaces)', validate=validate)
     add_footer(q, live.text)
 
     def changed(buffer: Any) -> None:
         live.request([*base, PersonFilter(property=prop, operator=op, value=read_value(buffer.text))])
 
-    q.application.layout.current_buffer.on_text_changed += changed
+    buffer = q.application.layout.current_buffer
+    if buffer is not None:  # (a text prompt's layout has its buffer focused)
+        buffer.on_text_changed.add_handler(changed)
     live.request([*base, PersonFilter(property=prop, operator=op, value="")])
     return read_value(q.unsafe_ask())
 
@@ -206,8 +208,8 @@ def ask_contact_kind(current: str) -> str:
 
 
 # --- showing ---------------------------------------------------------------------------------
-def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter], contact_id: str = "person_id",
-                    filter_events: bool | None = None) -> None:
+def show_conditions(ctx: WizardContext, locked: PersonFilter, filters: list[PersonFilter],
+                    contact_id: str = "person_id", filter_events: bool | None = None) -> None:
     ctx.out.info("Conditions (a Person must match all of them):")
     ctx.out.info(f"  1. {esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
     start = 2
@@ -235,7 +237,6 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
     from rich.table import Table
 
     from cs_posthog.errors import CsPosthogError
-
     from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
 
     extra = preview_columns(all_filters, contact_id)
@@ -259,7 +260,7 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
     cells = [["" if v is None else str(v) for v in list(row)[: len(columns)]] for row in list(rows)[:PREVIEW_ROWS]]
     widths = preview_widths(columns, cells, ctx.out.err.width)
     table = Table(title=f"Preview (up to {PREVIEW_ROWS} matching Persons)", title_justify="left", show_lines=False)
-    for c, w in zip(columns, widths):
+    for c, w in zip(columns, widths, strict=True):
         table.add_column(esc(c), overflow="ellipsis", max_width=w, no_wrap=True)
     for row in cells:
         table.add_row(*[esc(v) for v in row])
