@@ -245,7 +245,9 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
     # and the history says the killed runs were interrupted
     status = json.loads(cli("status", "--json").stdout)
     statuses = [r["status"] for r in status["last_runs"]]
-    assert statuses[0] == "ok" and statuses.count("interrupted") == kills
+    # (a kill can land after a run recorded itself "ok" and before its process ended: load decides)
+    assert statuses[0] == "ok" and set(statuses) <= {"ok", "interrupted"}
+    assert 1 <= statuses.count("interrupted") <= kills
 
 
 class GatedCustomerscore:
