@@ -84,7 +84,7 @@ def test_ci_runs_the_tests_then_installs_the_wheel_as_users_do():
     demo from it (`make wheel-check`, after `make test`)."""
     steps = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
              if line.strip().startswith("make ")]
-    assert steps == ["make test", "make wheel-check"]
+    assert steps == ["make lint", "make test", "make wheel-check", "make test-lowest"]
 
 
 def test_wheel_check_uses_the_test_venv_to_build_and_a_fresh_one_to_run(checkout):
