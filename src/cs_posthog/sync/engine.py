@@ -58,7 +58,7 @@ from cs_posthog.interrupts import error_for
 from cs_posthog.output import count
 from cs_posthog.posthog.client import QueryTooSlowError
 from cs_posthog.posthog.hogql import raw_id, raw_value
-from cs_posthog.sync import queries as Q
+from cs_posthog.sync import queries
 from cs_posthog.sync.event_page import EventRow, PageTriage, plan_batches, skipped_rows, triage_page
 from cs_posthog.sync.mapping import (
     PERSON_ID,
@@ -244,7 +244,7 @@ class SyncEngine:
         # events query and count states them); else the filters choose the contacts only
         self.filter_events = bool(getattr(cfg.persons, "filter_events", False))
         self.person_filters: tuple[Any, ...] = (
-            tuple(Q.user_filters(cfg.all_filters(), self.customer_prop)) if self.filter_events else ())
+            tuple(queries.user_filters(cfg.all_filters(), self.customer_prop)) if self.filter_events else ())
         self.stop = threading.Event()
         self.run_id: int | None = None
         self._inflight_before: set[str] = set()
@@ -634,7 +634,7 @@ class SyncEngine:
         span: timedelta | None = None  # the window's length; None: up to the present, no upper bound
 
         def key_of(row: list[Any]) -> tuple[Any, str]:
-            return (row[Q.EV_CREATED], str(row[Q.EV_UUID]))
+            return (row[queries.EV_CREATED], str(row[queries.EV_UUID]))
 
         page_size = self.opt.events_page_size
         while True:
@@ -647,20 +647,20 @@ class SyncEngine:
                 before = None if end is None else (fmt_ts(end), fmt_ts(end + FUTURE_SLACK))
                 if after is not None and parse_ts(after[0]) >= pos:
                     ts_from = fmt_ts(max(floor, parse_ts(after[0]) - self.overlap - self.lateness))
-                    w = Q.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto,
+                    w = queries.EventsWindow(events, ts_from, after=(norm_ts(after[0]), after[1]), upto=upto,
                                        persons=persons, before=before, person_filters=self.person_filters)
                 elif pos > start:  # a later window: nothing before pos is left to read
                     ts_from = fmt_ts(max(floor, pos - self.overlap - self.lateness))
-                    w = Q.EventsWindow(events, ts_from, created_from=fmt_ts(pos), upto=upto, persons=persons,
+                    w = queries.EventsWindow(events, ts_from, created_from=fmt_ts(pos), upto=upto, persons=persons,
                                        before=before, person_filters=self.person_filters)
                 else:
-                    w = Q.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons,
+                    w = queries.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons,
                                        before=before, person_filters=self.person_filters)
-                return Q.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
+                return queries.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
 
             try:
                 for rows in self._paged(build, key_of, page_size, f"cs-posthog sync events ({s.name})",
-                                        Q.EVENTS_MODIFIERS, min_page_size=page_size,
+                                        queries.EVENTS_MODIFIERS, min_page_size=page_size,
                                         max_page_size=max(page_size, min(self.opt.events_page_max, MAX_EVENTS_PAGE))):
                     key = key_of(rows[-1])
                     page = [self._map_event(r) for r in rows]
@@ -683,38 +683,39 @@ class SyncEngine:
     def _map_event(self, row: list[Any]) -> EventRow:
         """One event row as a tracker payload (or the reason it is skipped). Hot: once per event;
         plain strings without escapes (nearly every value) skip the general conversions."""
-        uuid = row[Q.EV_UUID]
+        uuid = row[queries.EV_UUID]
         if type(uuid) is not str:
             uuid = str(uuid)
-        created_raw = row[Q.EV_CREATED]
+        created_raw = row[queries.EV_CREATED]
         created = norm_ts(created_raw)
         # ids are JSONExtractRaw's text: a plain JSON string (nearly every id) is unquoted here,
         # anything else goes through raw_id (numbers kept as written, booleans and null refused)
-        v = row[Q.EV_CUSTOMER]
+        v = row[queries.EV_CUSTOMER]
         customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                  and "\\" not in v) else raw_id(v)
         if customer is None:
             return EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
-            v = row[Q.EV_PERSON]
+            v = row[queries.EV_PERSON]
             contact = (v.strip() or None) if type(v) is str else text_or_none(v)
         else:
-            v = row[Q.EV_CONTACT]
+            v = row[queries.EV_CONTACT]
             contact = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                                     and "\\" not in v) else raw_id(v)
         if contact is None:
             return EventRow(uuid, created, created_raw, None, "no_contact", customer)
-        name = row[Q.EV_EVENT]
+        name = row[queries.EV_EVENT]
         if name and type(name) is not str:
             name = str(name)
         if len(customer) > FIELD_MAX or len(contact) > FIELD_MAX or not name or len(name) > FIELD_MAX:
             return EventRow(uuid, created, created_raw, None, "invalid", customer)
-        v = row[Q.EV_EMAIL]
+        v = row[queries.EV_EMAIL]
         email = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
                                               and "\\" not in v) else text_or_none(raw_value(v))
         try:
             payload = event_json(
-                name=name, timestamp_ms=ts_ms(row[Q.EV_TIMESTAMP]), customer=customer, contact=contact, email=email
+                name=name, timestamp_ms=ts_ms(row[queries.EV_TIMESTAMP]), customer=customer, contact=contact,
+                email=email,
             )
         except UnicodeEncodeError:  # a lone surrogate: no UTF-8 for it, Customerscore could never take it
             return EventRow(uuid, created, created_raw, None, "invalid", customer)
@@ -887,13 +888,13 @@ class SyncEngine:
         def one(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
             ts_from = fmt_ts(max(floor_dt, lo_dt - self.overlap - self.lateness))
             before = (fmt_ts(hi_dt), fmt_ts(hi_dt + FUTURE_SLACK)) if hi_open and hi_dt is not None else None
-            w = Q.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo_dt), upto=upto,
+            w = queries.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo_dt), upto=upto,
                                before=before, person_filters=self.person_filters)
-            sql, values = Q.events_count(
+            sql, values = queries.events_count(
                 w, customer_property=self.customer_prop, without_customer=without_customer,
                 created_to=fmt_ts(hi_dt) if hi_dt is not None and not hi_open else None,
                 created_after=fmt_ts(lo_dt) if lo_open else None, rows=rows)
-            return self._count(sql, values, name, Q.EVENTS_MODIFIERS)
+            return self._count(sql, values, name, queries.EVENTS_MODIFIERS)
 
         def go(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
             try:
@@ -985,23 +986,24 @@ class SyncEngine:
         rep = self.report
         filters = self.cfg.all_filters()
         # the last column says whether the Person matches the filters, when there are any besides the locked one
-        has_flag = bool(Q.user_filters(filters, self.customer_prop))
-        flag_col = (Q.P_CONTACT + 1 if self.contact_prop is not None else Q.P_CONTACT) if has_flag else None
+        has_flag = bool(queries.user_filters(filters, self.customer_prop))
+        flag_col = (queries.P_CONTACT + 1 if self.contact_prop is not None else queries.P_CONTACT) if has_flag else None
         if self.opt.count_totals:
             try:
-                sql, values = Q.persons_count(filters, self.customer_prop)
+                sql, values = queries.persons_count(filters, self.customer_prop)
                 self._set_total("contacts", self._count(sql, values, "cs-posthog sync count persons"))
             except CsPosthogError as exc:
                 log.info("could not count persons: %s", exc)
 
         def build(after: str | None) -> tuple[str, dict[str, Any]]:
-            return Q.persons_page(filters, customer_property=self.customer_prop, contact_property=self.contact_prop,
-                                  after_id=after)
+            return queries.persons_page(filters, customer_property=self.customer_prop,
+                                        contact_property=self.contact_prop, after_id=after)
 
         self._contact_losers = self._duplicate_contact_losers(filters)
         ignore_fps = self._ignore_state or self._ignore_fingerprints
         can_seen = not self._ignore_state and (not self.opt.dry_run or self.state.persons_ready())
-        pages = self._paged(build, lambda row: str(row[Q.P_ID]), self.opt.persons_page_size, "cs-posthog sync persons")
+        pages = self._paged(build, lambda row: str(row[queries.P_ID]), self.opt.persons_page_size,
+                            "cs-posthog sync persons")
         with Prefetcher(pages, name="read-persons") as it:
             for rows in it:
                 self._check_stop()
@@ -1053,12 +1055,12 @@ class SyncEngine:
         if self.contact_prop is None:
             return set()
         try:
-            sql, values = Q.duplicate_contact_ids(filters, customer_property=self.customer_prop,
+            sql, values = queries.duplicate_contact_ids(filters, customer_property=self.customer_prop,
                                                   contact_property=self.contact_prop)
             dups = [row[0] for row in self._query(sql, values, "cs-posthog sync duplicate contact ids").results]
             losers: set[str] = set()
             for i in range(0, len(dups), IN_LIST):
-                sql, values = Q.persons_with_contact_ids(filters, dups[i : i + IN_LIST],
+                sql, values = queries.persons_with_contact_ids(filters, dups[i : i + IN_LIST],
                                                          customer_property=self.customer_prop,
                                                          contact_property=self.contact_prop)
                 best: dict[str, tuple[str, str]] = {}
@@ -1104,25 +1106,25 @@ class SyncEngine:
             matches = flag_col is None or bool(row[flag_col])
             if matches:
                 rep.contacts_read += 1
-            customer = raw_id(row[Q.P_CUSTOMER])
+            customer = raw_id(row[queries.P_CUSTOMER])
             if customer is None:
                 if matches:
                     rep.contacts_skipped_no_customer += 1
                     skipped += 1
                 continue
-            contact = text_or_none(row[Q.P_ID]) if self.contact_prop is None else raw_id(row[Q.P_CONTACT])
+            contact = text_or_none(row[queries.P_ID]) if self.contact_prop is None else raw_id(row[queries.P_CONTACT])
             if contact is not None:
                 if matches or not self.filter_events:
-                    attachable.append(str(row[Q.P_ID]))
+                    attachable.append(str(row[queries.P_ID]))
                 else:
-                    outside.append(str(row[Q.P_ID]))
+                    outside.append(str(row[queries.P_ID]))
             if flag_col is not None and not row[flag_col]:
                 continue  # outside the filters: events only, no contact (nor a contacts_read)
             if contact is None:
                 rep.contacts_skipped_no_contact_id += 1
                 skipped += 1
                 continue
-            if self._contact_losers and str(row[Q.P_ID]) in self._contact_losers:
+            if self._contact_losers and str(row[queries.P_ID]) in self._contact_losers:
                 rep.contacts_skipped_duplicate_id += 1
                 skipped += 1
                 continue
@@ -1130,11 +1132,11 @@ class SyncEngine:
                 rep.contacts_skipped_invalid += 1
                 skipped += 1
                 continue
-            email = text_or_none(raw_value(row[Q.P_EMAIL]))
+            email = text_or_none(raw_value(row[queries.P_EMAIL]))
             if email is not None and len(email) > FIELD_MAX:
                 email = None
-            payload = contact_payload(customer=customer, contact=contact, name=text_or_none(raw_value(row[Q.P_NAME])),
-                                      email=email)
+            name = text_or_none(raw_value(row[queries.P_NAME]))
+            payload = contact_payload(customer=customer, contact=contact, name=name, email=email)
             self._customers.add(customer)
             if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
                 rep.contacts_skipped_duplicate_id += 1

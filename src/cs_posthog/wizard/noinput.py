@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 from cs_posthog.errors import UnavailableError, UsageError
+from cs_posthog.wizard import step_customerscore, step_posthog
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -227,12 +228,11 @@ def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str)
     """Check both Customerscore keys with requests that change nothing (step 2's check): a refused
     key exits 77 before anything is written; Customerscore unreachable is a warning."""
     from cs_posthog.errors import AuthError
-    from cs_posthog.wizard import step_customerscore as S2
     from cs_posthog.wizard.context import esc
 
-    verdict = S2.check_key(url, cs_key)
+    verdict = step_customerscore.check_key(url, cs_key)
     if verdict.status == "ok":
-        verdict = S2.check_key(url, cs_key, tracker_key)
+        verdict = step_customerscore.check_key(url, cs_key, tracker_key)
         if verdict.status == "rejected":
             raise AuthError(
                 f"--tracker-key: {verdict.reason}",
@@ -329,7 +329,6 @@ def connect_no_input(
     )
     from cs_posthog.paths import get_paths
     from cs_posthog.secrets import register_secret
-    from cs_posthog.wizard import step_posthog as S1
     from cs_posthog.wizard.context import WizardContext, esc
     from cs_posthog.wizard.flow import save_and_sync
 
@@ -345,10 +344,10 @@ def connect_no_input(
     register_secret(ph_key)
     register_secret(cs_key)
 
-    check = check_credentials_or_raise(check_fn or S1.default_check, ph_key, f.project.strip(), f.host)
-    posthog = S1.settings_from_check(check)
+    check = check_credentials_or_raise(check_fn or step_posthog.default_check, ph_key, f.project.strip(), f.host)
+    posthog = step_posthog.settings_from_check(check)
     note_region(out, check, posthog)
-    out.success(esc(S1.describe_project(posthog)))
+    out.success(esc(step_posthog.describe_project(posthog)))
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
     check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
@@ -391,29 +390,27 @@ def _connect_keys(f: Flags, stdin: IO[str] | None) -> tuple[str | None, str | No
 def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
     """Every missing or invalid flag or key of a new setup, named in one error (exit 2); else the
     Person filters given."""
-    from cs_posthog.wizard import step_customerscore as S2
-    from cs_posthog.wizard import step_posthog as S1
 
     p = Problems()
     if not ph_key:
         p.missing.append("the PostHog key")
-    elif (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
+    elif (v := _verdict(step_posthog.validate_posthog_key(ph_key, have_current=False))) is not None:
         p.invalid.append(f"the PostHog key: {v}")
     if not f.project:
         p.missing.append("--project")
-    elif (v := _verdict(S1.validate_project_ref(f.project))) is not None:
+    elif (v := _verdict(step_posthog.validate_project_ref(f.project))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
     if f.host is not None and (v := check_host(f.host)) is not None:
         p.invalid.append(f"--host: {v}")
     if not cs_key:
         p.missing.append("the Customerscore key")
-    elif (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
+    elif (v := _verdict(step_customerscore.validate_cs_key(cs_key, have_current=False))) is not None:
         p.invalid.append(f"the Customerscore key: {v}")
     if not f.tracker_key:
         p.missing.append("--tracker-key")
-    elif (v := _verdict(S2.validate_tracker_key(f.tracker_key))) is not None:
+    elif (v := _verdict(step_customerscore.validate_tracker_key(f.tracker_key))) is not None:
         p.invalid.append(f"--tracker-key: {v}")
-    if f.cs_url and (v := _verdict(S2.validate_cs_url(f.cs_url))) is not None:
+    if f.cs_url and (v := _verdict(step_customerscore.validate_cs_url(f.cs_url))) is not None:
         p.invalid.append(f"--cs-url: {v}")
     if not (f.customer_property or "").strip():
         p.missing.append("--customer-property")
@@ -524,21 +521,22 @@ def _check_edit_scope(f: Flags, section: str | None) -> None:
 
 def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
     """Every invalid flag or key of an edit, named in one error (exit 2); else the Person filters given."""
-    from cs_posthog.wizard import step_customerscore as S2
-    from cs_posthog.wizard import step_posthog as S1
 
     p = Problems()
-    if ph_key is not None and (v := _verdict(S1.validate_posthog_key(ph_key, have_current=False))) is not None:
+    if ph_key is not None and (v := _verdict(
+            step_posthog.validate_posthog_key(ph_key, have_current=False))) is not None:
         p.invalid.append(f"the PostHog key: {v}")
-    if cs_key is not None and (v := _verdict(S2.validate_cs_key(cs_key, have_current=False))) is not None:
+    if cs_key is not None and (v := _verdict(
+            step_customerscore.validate_cs_key(cs_key, have_current=False))) is not None:
         p.invalid.append(f"the Customerscore key: {v}")
-    if f.project is not None and (v := _verdict(S1.validate_project_ref(f.project))) is not None:
+    if f.project is not None and (v := _verdict(step_posthog.validate_project_ref(f.project))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
     if f.host is not None and (v := check_host(f.host)) is not None:
         p.invalid.append(f"--host: {v}")
-    if f.tracker_key is not None and (v := _verdict(S2.validate_tracker_key(f.tracker_key))) is not None:
+    if f.tracker_key is not None and (v := _verdict(
+            step_customerscore.validate_tracker_key(f.tracker_key))) is not None:
         p.invalid.append(f"--tracker-key: {v}")
-    if f.cs_url is not None and (v := _verdict(S2.validate_cs_url(f.cs_url))) is not None:
+    if f.cs_url is not None and (v := _verdict(step_customerscore.validate_cs_url(f.cs_url))) is not None:
         p.invalid.append(f"--cs-url: {v}")
     if f.customer_property is not None and not f.customer_property.strip():
         p.invalid.append("--customer-property: empty")
@@ -564,7 +562,6 @@ def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
                      check_fn: CheckCredentials | None) -> PostHogSettings:
     """A new PostHog key, project or host: checked with PostHog (the stored key when none is given)."""
     from cs_posthog.secrets import find_secret
-    from cs_posthog.wizard import step_posthog as S1
     from cs_posthog.wizard.context import esc
 
     key = ph_key or (found.value if (found := find_secret("posthog")) else None)
@@ -572,10 +569,10 @@ def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
         raise UsageError("missing the PostHog key", hint=KEYS_HINT)
     project = (f.project or str(cfg.posthog.project_id)).strip()
     host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
-    check = check_credentials_or_raise(check_fn or S1.default_check, key, project, host)
-    settings = S1.settings_from_check(check)
+    check = check_credentials_or_raise(check_fn or step_posthog.default_check, key, project, host)
+    settings = step_posthog.settings_from_check(check)
     note_region(out, check, settings)
-    out.success(esc(S1.describe_project(settings)))
+    out.success(esc(step_posthog.describe_project(settings)))
     return settings
 
 
