@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from cs_posthog.errors import ExitCode, LockHeldError
-from cs_posthog.sync.mapping import contact_payload, fingerprint, id_text
+from cs_posthog.sync.mapping import contact_payload, fingerprint
 from cs_posthog.sync.state import Cursor, RunLock, Stream, SyncState
 from cs_posthog.timeutil import norm_ts, parse_ts, ts_ms
 
@@ -213,15 +213,6 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
         proc.wait(timeout=30)
     with RunLock(lock_path):
         pass
-
-
-@pytest.mark.parametrize(
-    "value,expected",
-    [("org_1", "org_1"), ("  org_1 ", "org_1"), ("", None), ("   ", None), (None, None), (42, "42"),
-     (42.0, "42"), (1.5, "1.5"), (True, None), ({"a": 1}, None)],
-)
-def test_id_text(value, expected):
-    assert id_text(value) == expected
 
 
 def test_fingerprint_ignores_key_order_and_tracks_content():

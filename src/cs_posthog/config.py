@@ -28,6 +28,8 @@ from cs_posthog.urls import check_base_url
 CONFIG_VERSION = 1
 
 CUSTOMERSCORE_URL = "https://api.customerscore.io"
+# how far back the first sync reads events; the wizard's volumes and counts use the same window
+DEFAULT_BACKFILL_DAYS = 30
 
 
 class _Model(BaseModel):
@@ -174,7 +176,7 @@ class PersonsSettings(_Model):
 
 
 class SyncSettings(_Model):
-    backfill_days: int = Field(default=30, ge=1, le=3650, strict=True)
+    backfill_days: int = Field(default=DEFAULT_BACKFILL_DAYS, ge=1, le=3650, strict=True)
     overlap_minutes: int = Field(default=10, ge=0, le=24 * 60, strict=True)
     max_lateness_days: int = Field(default=3, ge=1, le=90, strict=True)
 

@@ -19,20 +19,6 @@ if TYPE_CHECKING:
 PERSON_ID = "person_id"
 
 
-def id_text(value: Any) -> str | None:
-    """A property value as an external id: strings trimmed, integral numbers without ``.0``,
-    booleans and JSON containers refused. None when there is no usable id."""
-    if value is None or isinstance(value, bool | dict | list):
-        return None
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return None
-        text = str(int(value)) if value.is_integer() else repr(value)
-    else:
-        text = str(value).strip()
-    return text or None
-
-
 def text_or_none(value: Any) -> str | None:
     """A display value (email, name) as text, trimmed; None for nothing, booleans and JSON containers."""
     if value is None or isinstance(value, bool | dict | list):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.output import esc
 
 if TYPE_CHECKING:
@@ -23,13 +24,13 @@ class DataSource(Protocol):
 
     def event_names(self) -> list[str]: ...
 
-    def event_volumes(self, days: int = 30) -> dict[str, int]: ...
+    def event_volumes(self, days: int = DEFAULT_BACKFILL_DAYS) -> dict[str, int]: ...
 
     def person_properties(self, search: str | None = None) -> list[str]: ...
 
     def count_persons(self, filters: list[PersonFilter]) -> int: ...
 
-    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = 30) -> int:
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS) -> int:
         """The selected events of the last ``days`` days whose Person (as now) matches ``filters``."""
         ...
 

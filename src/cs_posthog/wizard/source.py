@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cs_posthog.config import DEFAULT_BACKFILL_DAYS
+
 if TYPE_CHECKING:
     from cs_posthog.config import PersonFilter, PostHogSettings
 
@@ -54,7 +56,7 @@ class PostHogSource:
     def event_names(self) -> list[str]:
         return [d.name for d in self.client.event_definitions()]
 
-    def event_volumes(self, days: int = 30) -> dict[str, int]:
+    def event_volumes(self, days: int = DEFAULT_BACKFILL_DAYS) -> dict[str, int]:
         from cs_posthog.posthog.hogql import event_volumes
 
         return event_volumes(self.client, days)
@@ -69,7 +71,7 @@ class PostHogSource:
 
         return count_persons(self.client, filters)
 
-    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = 30) -> int:
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS) -> int:
         from cs_posthog.posthog.hogql import count_events
 
         return count_events(self.client, events, filters, days)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import TYPE_CHECKING
 
+from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy, checklist
 
@@ -58,13 +59,15 @@ def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
             names = names_f.result()
             volumes: dict[str, int] | None = None
             if vol_f is None:  # the list does not wait for PostHog's query budget
-                ctx.out.warn(f"30-day volumes are not available ({esc(paused_text('volumes', wait, per_hour))}).")
+                paused = esc(paused_text("volumes", wait, per_hour))
+                ctx.out.warn(f"{DEFAULT_BACKFILL_DAYS}-day volumes are not available ({paused}).")
             else:
                 try:
                     volumes = vol_f.result(timeout=VOLUME_TIMEOUT_S)
                 except (CsPosthogError, concurrent.futures.TimeoutError) as exc:
                     ctx.out.warn(
-                        f"30-day volumes are not available ({esc(getattr(exc, 'message', None) or 'too slow')})."
+                        f"{DEFAULT_BACKFILL_DAYS}-day volumes are not available "
+                        f"({esc(getattr(exc, 'message', None) or 'too slow')})."
                     )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -138,7 +141,8 @@ def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -
 
     n = len(names) - len(missing)
     ctx.out.info(f"We found {n:,} event{'s' if n != 1 else ''} in your account."
-                 + (" On the right: how many in the last 30 days." if volumes is not None else ""))
+                 + (f" On the right: how many in the last {DEFAULT_BACKFILL_DAYS} days."
+                    if volumes is not None else ""))
     example = next((x for x in names if not x.startswith("$")), names[0] if names else "invoice_paid")
     ctx.out.info(REMINDER.format(example=esc(example)))
     if missing:
