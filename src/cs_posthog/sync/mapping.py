@@ -10,6 +10,7 @@ import hashlib
 import json
 from json.encoder import encode_basestring as _json_str  # json.dumps's own (C) string escaping, ensure_ascii=False
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from cs_posthog.customerscore.client import FIELD_MAX
 
@@ -84,8 +85,6 @@ def project_identity(cfg: Config, project_uuid: str | None) -> str:
 
 def normalised_host(url: str) -> str:
     """``HTTPS://Example.com:443/`` -> ``https://example.com``; loopback names -> 127.0.0.1."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(str(url).strip())
     scheme = (parts.scheme or "https").lower()
     host = (parts.hostname or "").lower().rstrip(".")

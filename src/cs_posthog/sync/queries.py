@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cs_posthog.config import Operator, PersonFilter
 from cs_posthog.posthog.hogql import (
     JOINED_PERSONS_MODIFIERS,
     RAW_NO_ID,
@@ -133,8 +134,6 @@ def events_count(
 def user_filters(filters: Sequence[Any], customer_property: str) -> list[Any]:
     """The saved filters without the locked one (``customer property is set``), which every query here
     states itself, in its stricter form (``has_id``)."""
-    from cs_posthog.config import Operator, PersonFilter
-
     locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
     return [f for f in filters if f != locked]
 

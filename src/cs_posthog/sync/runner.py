@@ -6,22 +6,24 @@ how to show them. No terminal I/O here.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
+from cs_posthog.config import load_config, save_query_tier
+from cs_posthog.customerscore.client import CustomerscoreClient
+from cs_posthog.errors import CsPosthogError
+from cs_posthog.paths import get_paths
+from cs_posthog.posthog.client import PostHogClient
+from cs_posthog.secrets import get_secret
 from cs_posthog.sync.engine import ProgressFn, Report, StreamProgress, SyncEngine, SyncOptions
+from cs_posthog.sync.state import RunLock, SyncState
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config
-    from cs_posthog.customerscore.client import CustomerscoreClient
-    from cs_posthog.posthog.client import PostHogClient
-    from cs_posthog.sync.state import RunLock
 
 
 def make_posthog_client(cfg: Config, **kw: Any) -> PostHogClient:
     """The PostHog client of a config, paced to the stored query tier's budget."""
-    from cs_posthog.posthog.client import PostHogClient
-    from cs_posthog.secrets import get_secret
-
     return PostHogClient(
         cfg.posthog.host,
         get_secret("posthog"),
@@ -37,18 +39,13 @@ def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | Non
     tier), store it in the saved config so the next runs pace to it from their first query, and
     say so in the report's warnings. True when the config changed. Never raises: a config that
     cannot be written costs the next run one more throttled answer, not this run."""
-    import logging
-
     tier = getattr(client, "query_tier", None)
     when = getattr(client, "query_tier_detected_at", None)
     if tier is None or when is None or tier == getattr(cfg.posthog, "query_tier", None):
         return False
-    from cs_posthog.errors import CsPosthogError
 
     saved = False
     try:
-        from cs_posthog.config import save_query_tier
-
         saved = save_query_tier(tier, when)
     except (CsPosthogError, OSError) as exc:
         logging.getLogger(__name__).warning("could not store PostHog's query tier in the config: %s", exc)
@@ -67,9 +64,6 @@ def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | Non
 
 
 def make_customerscore_client(cfg: Config) -> CustomerscoreClient:
-    from cs_posthog.customerscore.client import CustomerscoreClient
-    from cs_posthog.secrets import get_secret
-
     return CustomerscoreClient(cfg.customerscore.api_url, get_secret("customerscore"), cfg.customerscore.tracker_key)
 
 
@@ -99,10 +93,6 @@ def run_sync(
     """Run one sync. Raises ``LockHeldError`` (75) at once when another sync holds the lock, and
     configuration/secret errors (78) before anything is read; every later failure ends up in the
     report and the returned error (what was acknowledged before it is kept)."""
-    from cs_posthog.config import load_config
-    from cs_posthog.paths import get_paths
-    from cs_posthog.sync.state import RunLock, SyncState
-
     options = options or SyncOptions()
     cfg = cfg or load_config()
     paths = get_paths()

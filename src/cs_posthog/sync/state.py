@@ -20,20 +20,28 @@ the sending thread's checkpoints short.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+from filelock import FileLock, Timeout
 
 from cs_posthog import __version__
-from cs_posthog.errors import CsPosthogError, LockHeldError
+from cs_posthog.errors import ConfigError, CsPosthogError, FileError, LockHeldError, NewerStateError
+from cs_posthog.fsutil import atomic_write_text
+from cs_posthog.paths import ensure_private_dir, get_paths
+from cs_posthog.secrets import redact, redact_data, register_stored_secrets
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, utcnow
 
 MAIN_STREAM = "events"
@@ -264,12 +272,8 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *,
     other error but "busy/locked" (not a database, damaged, unsupported format); later, only SQLite's
     "corrupt" and "not a database": a ConfigError (78) suggesting to move it away. ``cli.py`` applies
     it to errors that escape a command too."""
-    from cs_posthog.errors import ConfigError
-
     name = getattr(exc, "sqlite_errorname", "") or ""
     if path is None:
-        from cs_posthog.paths import get_paths
-
         path = get_paths().state_db
     if isinstance(exc, sqlite3.DatabaseError) and (name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or (
         name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) and _os_reason(Path(path)) is not None
@@ -295,10 +299,6 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *,
 def _state_file_error(exc: BaseException, path: Path, name: str) -> CsPosthogError:
     """A FileError for SQLite's file-system errors, with the OS's own reason when it can be found
     (SQLite does not pass errno on): a read-only file system, no permission, the disk full."""
-    import errno
-
-    from cs_posthog.errors import FileError
-
     doing = "open" if name.startswith("SQLITE_CANTOPEN") else "write"
     if name.startswith("SQLITE_FULL"):
         return FileError.from_os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
@@ -310,8 +310,6 @@ def _state_file_error(exc: BaseException, path: Path, name: str) -> CsPosthogErr
 
 def _os_reason(path: Path) -> OSError | None:
     """Why the OS would not let SQLite write ``path`` (or create its journal beside it), or None."""
-    import errno
-
     def err(code: int) -> OSError:
         return OSError(code, os.strerror(code))
 
@@ -346,7 +344,6 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
             db.close()
             raise
     db.close()
-    from urllib.parse import quote
 
     return sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False,
                            isolation_level=None)
@@ -400,7 +397,6 @@ class SyncState:
                 else:
                     self._check_columns(self._db)
             return
-        from cs_posthog.paths import ensure_private_dir
 
         ensure_private_dir(self.path.parent)
         new = not self.path.exists()
@@ -424,8 +420,6 @@ class SyncState:
         know is refused here, before anything is written."""
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
-            from cs_posthog.errors import NewerStateError
-
             raise NewerStateError(self.path, version, SCHEMA_VERSION)
         if version < 0:
             raise self.damaged(f"its schema version is {version}")
@@ -529,8 +523,6 @@ class SyncState:
 
     def damaged(self, what: str) -> Exception:
         """The ConfigError (78) for a state database whose content cs-posthog cannot trust."""
-        from cs_posthog.errors import ConfigError
-
         return ConfigError(
             f"{self.path}: the sync state cannot be used: {what}",
             hint=f"If it is damaged, move it away (mv {self.path} {self.path}.damaged): the next sync then starts "
@@ -929,8 +921,6 @@ class SyncState:
     ) -> None:
         """Record how a run ended. The summary and the error are stored with every key masked (a
         server's error may quote the request headers; `status` shows them later)."""
-        from cs_posthog.secrets import redact, redact_data, register_stored_secrets
-
         try:
             register_stored_secrets()
         except Exception:  # recording the run must not fail for it
@@ -985,10 +975,6 @@ class RunLock:
     STALE_AFTER_S = 15 * 60.0  # no progress for this long: ``status`` calls the holder stalled
 
     def __init__(self, path: Path) -> None:
-        from filelock import FileLock
-
-        from cs_posthog.paths import ensure_private_dir
-
         ensure_private_dir(Path(path).parent)
         self.path = Path(path)
         self.heartbeat_path = self.path.with_name(self.path.name + ".heartbeat")
@@ -996,8 +982,6 @@ class RunLock:
         self._last_beat = 0.0
 
     def acquire(self) -> RunLock:
-        from filelock import Timeout
-
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
@@ -1014,10 +998,6 @@ class RunLock:
             self._lock.release()
 
     def _write_heartbeat(self) -> None:
-        import time
-
-        from cs_posthog.fsutil import atomic_write_text
-
         doc = {"pid": os.getpid(), "started_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
         try:
             atomic_write_text(self.heartbeat_path, json.dumps(doc) + "\n")
@@ -1028,8 +1008,6 @@ class RunLock:
     def heartbeat(self) -> None:
         """The holder made progress (a page read, a batch sent): touch the heartbeat file.
         Never raises; at most one touch a second."""
-        import time
-
         now = time.monotonic()
         if not self._lock.is_locked or now - self._last_beat < self.HEARTBEAT_EVERY_S:
             return
@@ -1046,8 +1024,6 @@ class RunLock:
         ``started_at``, ``progress_at`` (ISO, UTC), ``idle_s`` (seconds since its last progress) and
         ``stalled`` (idle longer than ``STALE_AFTER_S``); None when there is no readable file. Does
         not check the lock itself: see ``held_elsewhere``."""
-        import time
-
         try:
             st = self.heartbeat_path.stat()
             doc = json.loads(self.heartbeat_path.read_text(encoding="utf-8"))
@@ -1070,8 +1046,6 @@ class RunLock:
     @property
     def held_elsewhere(self) -> bool:
         """True when another process holds the lock (for ``status``); never blocks."""
-        from filelock import FileLock, Timeout
-
         probe = FileLock(str(self.path), timeout=0)
         try:
             probe.acquire(timeout=0)
