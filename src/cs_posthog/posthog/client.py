@@ -55,6 +55,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +72,7 @@ from cs_posthog.errors import (
     PermissionDeniedError,
     PersonalKeysNotAllowedError,
     QueryError,
+    RedirectedError,
     UnavailableError,
     UnexpectedAnswerError,
     UsageError,
@@ -395,9 +398,6 @@ def malformed_rows(results: list[Any], width: int, types: list[str]) -> str | No
     """What is wrong with a query's result rows, or None: every row a list of ``width`` values (when
     the answer names its columns), each of the JSON type its column's ClickHouse type arrives as.
     Pages of text columns (every sync page) pass in one pass over the values."""
-    from itertools import chain
-    from operator import itemgetter
-
     if not set(map(type, results)) <= {list}:
         i, row = next((i, r) for i, r in enumerate(results) if type(r) is not list)
         return f"row {i + 1} is {type(row).__name__} {_shown(row)}, not a list of values"
@@ -426,8 +426,6 @@ def _shown(value: Any) -> str:
 
 def _redirected(resp: httpx.Response) -> ApiError:
     """A 3xx (the client follows none: the key must not travel to another host): the host to fix, 78."""
-    from cs_posthog.errors import RedirectedError
-
     return RedirectedError.from_response(resp, service=SERVICE, setting="PostHog host")
 
 

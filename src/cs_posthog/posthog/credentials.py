@@ -45,6 +45,7 @@ from cs_posthog.errors import (
     ThrottledError,
     UnavailableError,
 )
+from cs_posthog.http import RetryPolicy
 from cs_posthog.posthog.client import NEEDED_SCOPES, ApiKeyInfo, PostHogClient, scope_label
 from cs_posthog.posthog.regions import (
     EU,
@@ -103,8 +104,6 @@ class CredentialCheck:
 
 
 def _client(host: str, api_key: str, project_id: int, **kw: Any) -> PostHogClient:
-    from cs_posthog.http import RetryPolicy
-
     # A person waits for this answer: fewer retries than a sync, short throttle waits.
     policy = RetryPolicy(max_attempts=3, max_throttled=5, backoff_base=0.25, backoff_cap=2.0, max_throttle_wait=60.0)
     return PostHogClient(host, api_key, project_id, policy=policy, **kw)
