@@ -6,12 +6,18 @@ are passed in, so each step can be driven in tests with a fake or against the sa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from cs_posthog import secrets
 from cs_posthog.config import DEFAULT_BACKFILL_DAYS
+from cs_posthog.errors import MissingSecretError
 from cs_posthog.output import esc
+from cs_posthog.paths import get_paths
+from cs_posthog.secrets import SPECS, find_secret, register_secret, store_secret
+from cs_posthog.wizard.source import PostHogSource
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
@@ -81,8 +87,6 @@ SECTION_OF_STEP = {1: "posthog", 2: "customerscore", 3: "identification", 4: "ev
 
 def stored_value(name: str) -> str | None:
     """The key kept in the OS keyring or the key file (not the environment), or None."""
-    from cs_posthog import secrets
-
     spec = secrets.SPECS[name]
     ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
     if ok and value:
@@ -120,7 +124,6 @@ class WizardContext:
             return self.pending_secrets[name], "entered above"
         if name in self.prefill.secrets:
             return self.prefill.secrets[name]
-        from cs_posthog.secrets import find_secret
 
         found = find_secret(name)
         if found is None:
@@ -129,8 +132,6 @@ class WizardContext:
 
     def keep_secret(self, name: Literal["posthog", "customerscore"], value: str) -> None:
         """connect: store now (the draft never holds keys); edit: store on save."""
-        from cs_posthog.secrets import register_secret
-
         register_secret(value)
         self.pending_secrets[name] = value
         if self.mode == "connect":
@@ -139,11 +140,6 @@ class WizardContext:
     def store_pending(self, *, quiet: bool = True) -> None:
         """Store the keys entered in this session (a key taken from the environment too, so that
         cron, which has no such environment, can sync)."""
-        import os
-
-        from cs_posthog.paths import get_paths
-        from cs_posthog.secrets import SPECS, store_secret
-
         for name, value in list(self.pending_secrets.items()):
             if self._stored.get(name) == value:
                 continue
@@ -162,8 +158,6 @@ class WizardContext:
     def posthog_key(self) -> str:
         cur = self.current_secret("posthog")
         if cur is None:
-            from cs_posthog.errors import MissingSecretError
-
             raise MissingSecretError("no PostHog personal API key found")
         return cur[0]
 
@@ -175,8 +169,6 @@ class WizardContext:
         ident = (self.draft.posthog.host, self.draft.posthog.project_id, key)
         if self._source is None or self._source_for != ident:
             if self.make_source is None:
-                from cs_posthog.wizard.source import PostHogSource
-
                 self._source = PostHogSource(self.draft.posthog, key)
             else:
                 self._source = self.make_source(self.draft.posthog, key)

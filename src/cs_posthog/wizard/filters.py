@@ -15,10 +15,8 @@ Values are compared as text.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cs_posthog.config import PersonFilter
+from cs_posthog.config import Operator, PersonFilter
 
 
 class FilterSyntaxError(ValueError):
@@ -50,8 +48,6 @@ def _split_quoted_name(rule: str) -> tuple[str, str] | None:
 
 def parse_filter(rule: str) -> PersonFilter:
     """One ``--filter`` rule as a ``PersonFilter``; ``FilterSyntaxError`` says what is wrong."""
-    from cs_posthog.config import Operator, PersonFilter
-
     text = rule.strip()
     if not text:
         raise FilterSyntaxError("an empty rule")

@@ -13,10 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import questionary
+
+from cs_posthog.config import Draft, load_config, load_draft, save_config, save_draft
+from cs_posthog.errors import InvalidConfigError
+from cs_posthog.paths import get_paths
+from cs_posthog.secrets import SPECS, find_secret
+from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
+from cs_posthog.wizard.step_persons import contact_label
+from cs_posthog.wizard.ui import use_stream_glyphs
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, Draft, PostHogSettings
+    from cs_posthog.config import Config, PostHogSettings
 
 # edit's sections -> the steps they run ("credentials" is both services' keys; "posthog" and
 # "customerscore" one each; None is every step in order)
@@ -33,8 +42,6 @@ SECTION_NAMES = tuple(s for s in EDIT_SECTIONS if s is not None)
 
 
 def step_function(step: int) -> Callable[..., Any]:
-    from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
-
     return {
         1: step_posthog.ask_posthog,
         2: step_customerscore.ask_customerscore,
@@ -54,8 +61,6 @@ def first_unfinished(draft: Draft) -> int:
 
 def resume_point(draft: Draft) -> int:
     """The first unfinished step, moved back when a key the finished steps need is gone."""
-    from cs_posthog.secrets import find_secret
-
     step = first_unfinished(draft)
     if step > 2 and draft.customerscore is not None and find_secret("customerscore") is None:
         step = 2
@@ -77,8 +82,6 @@ def draft_to_config(draft: Draft, base: Config | None = None) -> Config:
 
 # --- connect ---------------------------------------------------------------------------------
 def ask_resume(step: int) -> str:
-    import questionary
-
     return questionary.select(
         "A setup is in progress. Continue it?",
         choices=[
@@ -89,8 +92,6 @@ def ask_resume(step: int) -> str:
 
 
 def ask_existing_config() -> str:
-    import questionary
-
     return questionary.select(
         "What do you want to do?",
         choices=[
@@ -105,10 +106,6 @@ def ask_edit_section(cfg: Config) -> str | None:
     """`edit` without a section: which part to change (one step), or every step in order.
 
     Returns the section name, "all" for every step, or None when the user leaves."""
-    import questionary
-
-    from cs_posthog.wizard.step_persons import contact_label
-
     ph, cs = cfg.posthog, cfg.customerscore
     project = f'"{ph.project_name}" ({ph.project_id})' if ph.project_name else f"project {ph.project_id}"
     filters = len(cfg.persons.filters)
@@ -139,18 +136,11 @@ def describe_config(cfg: Config) -> str:
 
 def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     """The interactive ``connect``. ``ctx.draft`` is replaced by the saved draft unless restarting."""
-    from cs_posthog.config import Draft, load_draft, save_draft
-    from cs_posthog.errors import InvalidConfigError
-    from cs_posthog.paths import get_paths
-    from cs_posthog.wizard.ui import use_stream_glyphs
-
     use_stream_glyphs()
     out = ctx.out
     paths = get_paths()
     existing: Config | None = None
     if paths.config_file.exists():
-        from cs_posthog.config import load_config
-
         try:
             cfg = load_config()
             out.info(f"Already connected: {esc(describe_config(cfg))}.")
@@ -229,9 +219,6 @@ def _project_changed(old: PostHogSettings, new: PostHogSettings) -> bool:
 
 def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: Config | None = None) -> None:
     """Write the config (atomic, 0600), drop the draft, run the first sync unless ``no_sync``."""
-    from cs_posthog.config import save_config
-    from cs_posthog.paths import get_paths
-
     out = ctx.out
     ctx.store_pending(quiet=False)
     path = save_config(cfg)
@@ -269,14 +256,10 @@ def run_first_sync(ctx: WizardContext, cfg: Config) -> None:
 
 # --- edit ------------------------------------------------------------------------------------
 def ask_save_changes(changes: list[str]) -> bool:
-    import questionary
-
     return bool(questionary.confirm("Save these changes?", default=True).unsafe_ask())
 
 
 def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[str]:
-    from cs_posthog.secrets import SPECS
-
     lines: list[str] = []
     if _project_changed(old.posthog, new.posthog):
         lines.append(f"PostHog project: {old.posthog.project_id} → {new.posthog.project_id} ({new.posthog.host})")
@@ -319,8 +302,6 @@ def filter_events_change(now_on: bool) -> str:
 
 def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: bool = True) -> None:
     """The interactive ``edit``: the chosen steps pre-filled; nothing is written until saved."""
-    from cs_posthog.wizard.ui import use_stream_glyphs
-
     use_stream_glyphs()
     out = ctx.out
     ctx.mode = "edit"
@@ -369,16 +350,12 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
 
 def contact_id_warning(old: str, new: str) -> str:
     """Contacts are keyed by their id in Customerscore: a new kind of id makes new contacts."""
-    from cs_posthog.wizard.step_persons import contact_label
-
     return (f"contacts are identified by {esc(contact_label(new))} instead of {esc(contact_label(old))}: "
             "the contacts already in Customerscore keep the old id, and the next sync sends every "
             "Person again as a new contact (delete the old ones in Customerscore if you do not want both).")
 
 
 def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> None:
-    from cs_posthog.config import save_config
-
     ctx.store_pending(quiet=False)
     path = save_config(cfg)
     ctx.out.success(f"Configuration saved to {esc(path)}; the next `cs-posthog sync` uses it.")
@@ -388,8 +365,6 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
 
 
 def _keys_changed(ctx: WizardContext) -> list[str]:
-    from cs_posthog.secrets import find_secret
-
     changed = []
     for name, value in ctx.pending_secrets.items():
         found = find_secret(name)  # type: ignore[arg-type]

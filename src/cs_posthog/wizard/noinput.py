@@ -12,16 +12,39 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
-from cs_posthog.errors import UnavailableError, UsageError
+from pydantic import ValidationError
+
+from cs_posthog.config import (
+    CUSTOMERSCORE_URL,
+    Config,
+    CustomerscoreSettings,
+    Draft,
+    EventsSettings,
+    Identification,
+    PersonsSettings,
+    load_config,
+)
+from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError, UnavailableError, UsageError
+from cs_posthog.output import count
+from cs_posthog.paths import get_paths
+from cs_posthog.posthog.credentials import raise_for_check, region_note
+from cs_posthog.posthog.regions import normalize_host
+from cs_posthog.secrets import find_secret, register_secret
 from cs_posthog.wizard import step_customerscore, step_posthog
+from cs_posthog.wizard.context import WizardContext, esc
+from cs_posthog.wizard.filters import FilterSyntaxError, format_filter, parse_filter, refusals
+from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync, save_and_sync_edit
+from cs_posthog.wizard.step_identification import has_value
+from cs_posthog.wizard.step_persons import events_scope_line, persons_badge, sync_filters
+from cs_posthog.wizard.step_posthog import REGION_NAMES, check_ok, explain_failure
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
+    from cs_posthog.config import PersonFilter, PostHogSettings
     from cs_posthog.output import Output
     from cs_posthog.posthog.credentials import CredentialCheck
-    from cs_posthog.wizard.context import CheckCredentials, DataSource, MakeSource, WizardContext
+    from cs_posthog.wizard.context import CheckCredentials, DataSource, MakeSource
 
 KEYS_HINT = (
     "Keys come from POSTHOG_PERSONAL_API_KEY and CUSTOMERSCORE_API_KEY, or from stdin with "
@@ -105,7 +128,6 @@ def read_stdin_keys(f: Flags, stdin: IO[str] | None = None) -> tuple[str | None,
         raise UsageError(f"{flag}: stdin holds {len(lines)} lines, expected {wanted}", hint=KEYS_HINT)
     ph = lines[0] if f.api_key_stdin else None
     cs = lines[-1] if f.cs_api_key_stdin else None
-    from cs_posthog.secrets import register_secret
 
     for key in (ph, cs):  # masked, and refused in a config field, from now on
         register_secret(key or "")
@@ -133,8 +155,6 @@ class Problems:
 
 def check_host(host: str) -> str | None:
     """Why ``--host`` is unusable, or None (the client's own reading of a self-hosted address)."""
-    from cs_posthog.posthog.regions import normalize_host
-
     try:
         normalize_host(host)
     except UsageError as exc:
@@ -147,8 +167,6 @@ def _verdict(result: bool | str) -> str | None:
 
 
 def check_filters(rules: list[str], problems: Problems) -> list[PersonFilter]:
-    from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
-
     parsed = []
     for rule in rules:
         try:
@@ -162,8 +180,6 @@ def check_conditions(filters: list[PersonFilter], customer_property: str, contac
                      *, flag: str = "--filter") -> None:
     """Conditions no Person can match (``organization_id is not set`` beside the locked
     ``organization_id is set``; ``plan = a`` and ``plan = b``): refused like a syntax error."""
-    from cs_posthog.wizard.filters import format_filter, refusals
-
     if not customer_property.strip():
         return  # reported as missing or empty by the caller
     for bad, why in refusals(filters, customer_property.strip(), (contact_id or "person_id").strip() or "person_id"):
@@ -173,10 +189,6 @@ def check_conditions(filters: list[PersonFilter], customer_property: str, contac
 def check_fields(f: Flags, problems: Problems) -> None:
     """Each name flag against the config field it fills (the model's own limits, e.g. 400
     characters), so a value the config cannot hold is a usage error naming the flag, not a crash."""
-    from pydantic import ValidationError
-
-    from cs_posthog.config import EventsSettings, Identification, PersonsSettings
-
     events = [e.strip() for e in f.events if e.strip()]
     for flag, model, data in (
         ("--customer-property", Identification, {"property": (f.customer_property or "").strip()}),
@@ -206,10 +218,6 @@ def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: st
     """Run the PostHog check and turn a failure into the right error and exit code: a project the
     key cannot reach (absent, or not among the key's projects: PostHog does not tell which) names
     --project, 77 like the key's other problems; PostHog unreachable 75."""
-    from cs_posthog.errors import PermissionDeniedError
-    from cs_posthog.posthog.credentials import raise_for_check
-    from cs_posthog.wizard.step_posthog import check_ok, explain_failure
-
     check = check_fn(key, project, host=host)
     if check_ok(check):
         return check
@@ -227,9 +235,6 @@ def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: st
 def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str) -> None:
     """Check both Customerscore keys with requests that change nothing (step 2's check): a refused
     key exits 77 before anything is written; Customerscore unreachable is a warning."""
-    from cs_posthog.errors import AuthError
-    from cs_posthog.wizard.context import esc
-
     verdict = step_customerscore.check_key(url, cs_key)
     if verdict.status == "ok":
         verdict = step_customerscore.check_key(url, cs_key, tracker_key)
@@ -254,10 +259,6 @@ def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str)
 
 def note_region(out: Output, check: CredentialCheck, settings: PostHogSettings) -> None:
     """One line when --project named the other Cloud than the key's: the config holds the key's."""
-    from cs_posthog.posthog.credentials import region_note
-    from cs_posthog.wizard.context import esc
-    from cs_posthog.wizard.step_posthog import REGION_NAMES
-
     if region_note(check) is None:
         return
     named = check.switched_from
@@ -277,9 +278,6 @@ class _Wanted:
 
 def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events: bool) -> list[str] | None:
     """Warn about names PostHog does not know; return the event list for --all-events."""
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.wizard.context import esc
-
     names: list[str] | None = None
     try:
         names = source.event_names()
@@ -298,8 +296,6 @@ def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events:
             out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
     prop = wanted.customer_property
     try:
-        from cs_posthog.wizard.step_identification import has_value
-
         with_prop = source.count_persons(has_value(prop))
         if with_prop == 0:
             out.warn(f"no Person has {esc(prop)} set to a value: nothing can be attached to a customer yet.")
@@ -318,20 +314,6 @@ def connect_no_input(
     make_source: MakeSource | None = None, stdin: IO[str] | None = None, caller_syncs: bool = False,
     first_sync: Callable[[Output, Config], None] | None = None,
 ) -> Config:
-    from cs_posthog.config import (
-        CUSTOMERSCORE_URL,
-        Config,
-        CustomerscoreSettings,
-        Draft,
-        EventsSettings,
-        Identification,
-        PersonsSettings,
-    )
-    from cs_posthog.paths import get_paths
-    from cs_posthog.secrets import register_secret
-    from cs_posthog.wizard.context import WizardContext, esc
-    from cs_posthog.wizard.flow import save_and_sync
-
     if get_paths().config_file.exists():
         raise UsageError(
             "already connected: a configuration exists",
@@ -375,8 +357,6 @@ def connect_no_input(
 
 def _connect_keys(f: Flags, stdin: IO[str] | None) -> tuple[str | None, str | None]:
     """The two keys: from stdin when the flags say so, else from the environment or where they are stored."""
-    from cs_posthog.secrets import find_secret
-
     ph_key, cs_key = read_stdin_keys(f, stdin)
     if ph_key is None and not f.api_key_stdin:
         found = find_secret("posthog")
@@ -432,11 +412,6 @@ def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> li
 def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
     """The Persons the saved conditions select, and whose events are sent; a warning when no Person
     matches (saved all the same: a script may set up before the data arrives)."""
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.output import count
-    from cs_posthog.wizard.context import esc
-    from cs_posthog.wizard.step_persons import events_scope_line, persons_badge, sync_filters
-
     conditions = esc(' AND '.join(x.describe() for x in cfg.all_filters()))
     scope = events_scope_line(cfg.persons.filter_events, bool(cfg.persons.filters))
     try:
@@ -458,11 +433,6 @@ def edit_no_input(
     out: Output, f: Flags, *, section: str | None, check_fn: CheckCredentials | None = None,
     make_source: MakeSource | None = None, stdin: IO[str] | None = None,
 ) -> Config:
-    from cs_posthog.config import Draft, load_config
-    from cs_posthog.secrets import register_secret
-    from cs_posthog.wizard.context import WizardContext, esc
-    from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync_edit
-
     cfg = load_config()
     _check_edit_scope(f, section)
     ph_key, cs_key = read_stdin_keys(f, stdin)
@@ -561,9 +531,6 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | N
 def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
                      check_fn: CheckCredentials | None) -> PostHogSettings:
     """A new PostHog key, project or host: checked with PostHog (the stored key when none is given)."""
-    from cs_posthog.secrets import find_secret
-    from cs_posthog.wizard.context import esc
-
     key = ph_key or (found.value if (found := find_secret("posthog")) else None)
     if not key:
         raise UsageError("missing the PostHog key", hint=KEYS_HINT)
@@ -578,8 +545,6 @@ def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
 
 def _recheck_customerscore(out: Output, f: Flags, cfg: Config, cs_key: str | None) -> None:
     """A new Customerscore key, tracker key or URL: both keys checked (the stored key when none is given)."""
-    from cs_posthog.secrets import find_secret
-
     url = f.cs_url or cfg.customerscore.api_url
     tracker = (f.tracker_key or cfg.customerscore.tracker_key).strip()
     key = cs_key or (found.value if (found := find_secret("customerscore")) else None)
@@ -590,8 +555,6 @@ def _recheck_customerscore(out: Output, f: Flags, cfg: Config, cs_key: str | Non
 
 def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonFilter]) -> None:
     """The sections the flags change, onto the draft (the saved values where a flag is not given)."""
-    from cs_posthog.config import CustomerscoreSettings, EventsSettings, Identification, PersonsSettings
-
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(
             api_url=f.cs_url or cfg.customerscore.api_url,
@@ -611,8 +574,6 @@ def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonF
 
 def _edit_data_checks(out: Output, ctx: WizardContext, draft: Draft, f: Flags) -> None:
     """The edited events and customer property against PostHog's data (--all-events: its events)."""
-    from cs_posthog.config import EventsSettings
-
     source = ctx.source()
     events, ident = draft.events, draft.identification
     assert events is not None and ident is not None  # (a draft of a saved config: every section is set)
@@ -623,9 +584,6 @@ def _edit_data_checks(out: Output, ctx: WizardContext, draft: Draft, f: Flags) -
 
 
 def _report_edited_persons(out: Output, ctx: WizardContext, new: Config) -> None:
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.wizard.context import esc
-
     try:
         source = ctx.source()
     except CsPosthogError as exc:

@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cs_posthog.config import DEFAULT_BACKFILL_DAYS
+from cs_posthog.posthog.client import PostHogClient
+from cs_posthog.posthog.hogql import count_events, count_persons, event_volumes, preview_persons
 
 if TYPE_CHECKING:
     from cs_posthog.config import PersonFilter, PostHogSettings
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
 
 class PostHogSource:
     def __init__(self, settings: PostHogSettings, api_key: str) -> None:
-        from cs_posthog.posthog.client import PostHogClient
-
         self.settings = settings
         self.client = PostHogClient(
             settings.host,
@@ -57,8 +57,6 @@ class PostHogSource:
         return [d.name for d in self.client.event_definitions()]
 
     def event_volumes(self, days: int = DEFAULT_BACKFILL_DAYS) -> dict[str, int]:
-        from cs_posthog.posthog.hogql import event_volumes
-
         return event_volumes(self.client, days)
 
     def person_properties(self, search: str | None = None) -> list[str]:
@@ -67,18 +65,12 @@ class PostHogSource:
         return [p.name for p in self.client.person_properties(search, one_page=True)]
 
     def count_persons(self, filters: list[PersonFilter]) -> int:
-        from cs_posthog.posthog.hogql import count_persons
-
         return count_persons(self.client, filters)
 
     def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS) -> int:
-        from cs_posthog.posthog.hogql import count_events
-
         return count_events(self.client, events, filters, days)
 
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]:
-        from cs_posthog.posthog.hogql import preview_persons
-
         return preview_persons(self.client, filters, extra_columns)

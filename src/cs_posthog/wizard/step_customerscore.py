@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from cs_posthog.secrets import key_problem
+import questionary
+
+from cs_posthog.config import CUSTOMERSCORE_URL, CustomerscoreSettings
+from cs_posthog.customerscore.client import CustomerscoreClient
+from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError
+from cs_posthog.secrets import key_problem, mask
+from cs_posthog.urls import check_base_url
 from cs_posthog.wizard.context import WizardContext, esc
-
-if TYPE_CHECKING:
-    from cs_posthog.config import CustomerscoreSettings
+from cs_posthog.wizard.ui import busy
 
 TRACKER_RE = re.compile(r"^CS-[A-Za-z0-9]{3,64}$")
 
@@ -56,8 +60,6 @@ def validate_tracker_key(text: str) -> bool | str:
 
 
 def validate_cs_url(text: str) -> bool | str:
-    from cs_posthog.urls import check_base_url
-
     try:
         check_base_url(text)
     except ValueError as exc:
@@ -78,9 +80,6 @@ class KeyCheck:
 def check_key(url: str, api_key: str, tracker_key: str | None = None) -> KeyCheck:
     """Check the API key (``tracker_key`` None: an empty contacts upsert) or the tracker key (an
     empty tracker batch, sent with the API key) with Customerscore at ``url``. Changes nothing."""
-    from cs_posthog.customerscore.client import CustomerscoreClient
-    from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError
-
     try:
         with CustomerscoreClient(url, api_key, tracker_key or "CS-CHECK", pace=False) as client:
             if tracker_key is None:
@@ -98,8 +97,6 @@ def check_key(url: str, api_key: str, tracker_key: str | None = None) -> KeyChec
 
 def _checked_api_key(ctx: WizardContext, url: str, key: str) -> tuple[str, KeyCheck]:
     """Check ``key`` at ``url``; while Customerscore refuses it, say why and ask again."""
-    from cs_posthog.wizard.ui import busy
-
     while True:
         with busy(ctx.out, "Checking the API key with Customerscore…"):
             verdict = check_key(url, key)
@@ -111,8 +108,6 @@ def _checked_api_key(ctx: WizardContext, url: str, key: str) -> tuple[str, KeyCh
 
 
 def _checked_tracker_key(ctx: WizardContext, url: str, key: str, tracker: str) -> tuple[str, KeyCheck]:
-    from cs_posthog.wizard.ui import busy
-
     while True:
         with busy(ctx.out, "Checking the tracker key with Customerscore…"):
             verdict = check_key(url, key, tracker)
@@ -124,10 +119,6 @@ def _checked_tracker_key(ctx: WizardContext, url: str, key: str, tracker: str) -
 
 
 def ask_cs_key(current: tuple[str, str] | None) -> str:
-    import questionary
-
-    from cs_posthog.secrets import mask
-
     instruction = f"(Enter to keep {mask(current[0])} from the {current[1]})" if current else None
     answer = questionary.password(
         "Customerscore API key:",
@@ -139,27 +130,19 @@ def ask_cs_key(current: tuple[str, str] | None) -> str:
 
 
 def ask_tracker_key(default: str = "") -> str:
-    import questionary
-
     return questionary.text("Tracker key (CS-…):", default=default, validate=validate_tracker_key).unsafe_ask().strip()
 
 
 def ask_advanced(default: bool = False) -> bool:
-    import questionary
-
     return bool(questionary.confirm("Change advanced options (API base URL)?", default=default).unsafe_ask())
 
 
 def ask_cs_url(default: str) -> str:
-    import questionary
-
     answer = questionary.text("Customerscore API base URL:", default=default, validate=validate_cs_url).unsafe_ask()
     return str(answer).strip()
 
 
 def ask_customerscore(ctx: WizardContext, *, header: bool = True, only: bool = False) -> CustomerscoreSettings:
-    from cs_posthog.config import CUSTOMERSCORE_URL, CustomerscoreSettings
-
     if header:
         ctx.step_header(2, only=only)
     ctx.out.info(INSTRUCTIONS)

@@ -7,14 +7,13 @@ when it fails or is slow, the list is shown without it.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING
 
-from cs_posthog.config import DEFAULT_BACKFILL_DAYS
+import questionary
+
+from cs_posthog.config import DEFAULT_BACKFILL_DAYS, EventsSettings
+from cs_posthog.errors import CsPosthogError
 from cs_posthog.wizard.context import WizardContext, esc
-from cs_posthog.wizard.ui import busy, checklist
-
-if TYPE_CHECKING:
-    from cs_posthog.config import EventsSettings
+from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, busy, checklist, paused_text
 
 VOLUME_TIMEOUT_S = 15.0
 REMINDER = (
@@ -45,9 +44,6 @@ def codename_note(selected: list[str], *, markup: bool = False) -> str | None:
 
 def load_events(ctx: WizardContext) -> tuple[list[str], dict[str, int] | None]:
     """Event definitions and (if cheap enough) their 30-day volumes, fetched at the same time."""
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
-
     src = ctx.source()
     budget = budget_of(src)
     wait, per_hour = budget() if budget is not None else (0.0, 0)
@@ -112,8 +108,6 @@ def ask_events_checklist(
 
 def ask_event_names_typed(default: list[str]) -> list[str]:
     """When PostHog has no event definitions yet: type the names (comma separated)."""
-    import questionary
-
     answer = questionary.text(
         "Event names to send (comma separated):",
         default=", ".join(default),
@@ -123,8 +117,6 @@ def ask_event_names_typed(default: list[str]) -> list[str]:
 
 
 def ask_events(ctx: WizardContext, *, header: bool = True, only: bool = False) -> EventsSettings:
-    from cs_posthog.config import EventsSettings
-
     if header:
         ctx.step_header(4, only=only)
     prev = ctx.draft.events

@@ -7,13 +7,14 @@ have it set: only those can be attached to a customer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import questionary
+
+from cs_posthog.config import Identification, Operator, PersonFilter
+from cs_posthog.errors import CsPosthogError
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
-from cs_posthog.wizard.ui import NameCompleter, busy, threaded
-
-if TYPE_CHECKING:
-    from cs_posthog.config import Identification
+from cs_posthog.wizard.ui import PAUSE_AFTER_S, NameCompleter, add_footer, budget_of, busy, paused_text, threaded
 
 SUPPORT_EMAIL = "support@customerscore.io"
 
@@ -30,8 +31,6 @@ NOT_SURE = (
 
 
 def ask_identification_kind(default: str = "property") -> str:
-    import questionary
-
     return questionary.select(
         "How are Persons tied to a customer?",  # with the answer, fits one line of 80 columns
         choices=[
@@ -51,10 +50,6 @@ def property_completer(ctx: WizardContext) -> NameCompleter:
 
 def ask_property_name(message: str, completer: NameCompleter, default: str = "", footer: Any = None) -> str:
     """A Person property name with autocomplete; any name is accepted."""
-    import questionary
-
-    from cs_posthog.wizard.ui import add_footer
-
     q = questionary.text(
         message,
         default=default,
@@ -68,8 +63,6 @@ def ask_property_name(message: str, completer: NameCompleter, default: str = "",
 
 
 def ask_use_anyway(prop: str) -> bool:
-    import questionary
-
     question = f"No Person has {esc(prop, markup=False)} set. Use it anyway?"
     return bool(questionary.confirm(question, default=False).unsafe_ask())
 
@@ -78,17 +71,12 @@ def has_value(prop: str) -> list[Any]:
     """The conditions for "``prop`` holds an id": set and not the empty string. The sync skips a
     Person whose customer (or contact) id is empty, so every count the wizard shows uses these,
     not the bare "is set" (which PostHog also answers for ``""``)."""
-    from cs_posthog.config import Operator, PersonFilter
-
     return [PersonFilter(property=prop, operator=Operator.IS_SET),
             PersonFilter(property=prop, operator=Operator.NOT_EQUALS, value="")]
 
 
 def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | None]:
     """(Persons with a non-empty ``prop``, all Persons); None where PostHog could not say."""
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
-
     src = ctx.source()
     budget = budget_of(src)
     if budget is not None:
@@ -107,8 +95,6 @@ def count_coverage(ctx: WizardContext, prop: str) -> tuple[int | None, int | Non
 
 
 def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = False) -> Identification:
-    from cs_posthog.config import Identification
-
     if header:
         ctx.step_header(3, only=only)
     prev = ctx.draft.identification

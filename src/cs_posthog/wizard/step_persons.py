@@ -18,14 +18,17 @@ saving when no Person matches asks first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import questionary
+from rich.table import Table
+
+from cs_posthog.config import Operator, PersonFilter, PersonsSettings
+from cs_posthog.errors import CsPosthogError
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
+from cs_posthog.wizard.filters import format_filter, refusal, refusals
 from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
-from cs_posthog.wizard.ui import LiveCount, NameCompleter, add_footer, budget_of, busy
-
-if TYPE_CHECKING:
-    from cs_posthog.config import PersonFilter, PersonsSettings
+from cs_posthog.wizard.ui import PAUSE_AFTER_S, LiveCount, NameCompleter, add_footer, budget_of, busy, paused_text
 
 PREVIEW_ROWS = 5
 PREVIEW_COLUMNS = 5
@@ -97,8 +100,6 @@ class Badges:
 def ask_persons_action(live: Any, *, can_remove: bool, contact_label: str, mode: str,
                        resumable: bool = True, filter_events: bool | None = None) -> str:
     """``filter_events``: None, no choice about the events (no condition yet); else its current value."""
-    import questionary
-
     choices = [
         questionary.Choice("Save configuration", value="save"),
         questionary.Choice("Add a condition", value="add"),
@@ -126,10 +127,6 @@ def ask_persons_action(live: Any, *, can_remove: bool, contact_label: str, mode:
 
 def ask_operator(live: Any, prop: str, refuse: Callable[[Any], str | None] = lambda f: None) -> Any:
     """The operator; one that needs no value and leaves no Person (``refuse``) is shown disabled."""
-    import questionary
-
-    from cs_posthog.config import Operator, PersonFilter
-
     def disabled(op: Operator) -> str | None:
         if op.needs_value:
             return None  # the value decides (refused where it is typed)
@@ -148,10 +145,6 @@ def ask_value(live: Any, base: list[PersonFilter], prop: str, op: Any,
               refuse: Callable[[Any], str | None] = lambda f: None) -> str:
     """The value, with the badge following what is typed (debounced); a value that leaves no Person
     (``refuse``) is refused there, with the reason."""
-    import questionary
-
-    from cs_posthog.config import PersonFilter
-
     def validate(text: str) -> bool | str:
         try:
             why = refuse(PersonFilter(property=prop, operator=op, value=read_value(text)))
@@ -183,8 +176,6 @@ def read_value(text: str) -> str:
 
 
 def ask_remove(filters: list[PersonFilter]) -> int | None:
-    import questionary
-
     q = questionary.select(
         "Remove which condition?",
         choices=[questionary.Choice(esc(f.describe(), markup=False), value=i) for i, f in enumerate(filters)]
@@ -195,8 +186,6 @@ def ask_remove(filters: list[PersonFilter]) -> int | None:
 
 
 def ask_contact_kind(current: str) -> str:
-    import questionary
-
     return questionary.select(
         "What identifies a contact in Customerscore?",
         choices=[
@@ -234,11 +223,6 @@ def preview_columns(all_filters: list[PersonFilter], contact_id: str) -> tuple[s
 
 
 def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id: str) -> None:
-    from rich.table import Table
-
-    from cs_posthog.errors import CsPosthogError
-    from cs_posthog.wizard.ui import PAUSE_AFTER_S, budget_of, paused_text
-
     extra = preview_columns(all_filters, contact_id)
     budget = budget_of(ctx.source())
     if budget is not None:
@@ -281,8 +265,6 @@ def preview_widths(columns: list[str], cells: list[list[str]], width: int, cap: 
 # --- the step --------------------------------------------------------------------------------
 def ask_condition(ctx: WizardContext, live: Any, completer: NameCompleter, base: list[PersonFilter],
                   refuse: Callable[[Any], str | None] = lambda f: None) -> PersonFilter:
-    from cs_posthog.config import PersonFilter
-
     prop = ask_property_name("Property:", completer, footer=live.text)
     op = ask_operator(live, prop, refuse)
     if op.needs_value:
@@ -303,17 +285,12 @@ def contact_label(contact_id: str) -> str:
 
 
 def ask_save_nobody() -> bool:
-    import questionary
-
     return bool(questionary.confirm("No Person matches these conditions: no contact would be sent. Save anyway?",
                                     default=False).unsafe_ask())
 
 
 def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PersonsSettings:
     """Loop over the conditions until the user saves; returns the settings to save."""
-    from cs_posthog.config import Operator, PersonFilter, PersonsSettings
-    from cs_posthog.wizard.filters import format_filter, refusal, refusals
-
     if header:
         ctx.step_header(5, only=only)
     if ctx.draft.identification is None:

@@ -10,14 +10,17 @@ again; PostHog unreachable: try again).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cs_posthog.secrets import key_problem
+import questionary
+
+from cs_posthog.config import PostHogSettings, Region
+from cs_posthog.errors import PersonalKeysNotAllowedError, UnavailableError, UsageError
+from cs_posthog.posthog.credentials import check_credentials, region_note
+from cs_posthog.posthog.regions import parse_project_ref
+from cs_posthog.secrets import key_problem, mask
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
-
-if TYPE_CHECKING:
-    from cs_posthog.config import PostHogSettings
 
 SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
 
@@ -57,10 +60,6 @@ def validate_posthog_key(text: str, *, have_current: bool) -> bool | str:
 
 def ask_posthog_key(current: tuple[str, str] | None) -> str:
     """Hidden input. Empty keeps ``current`` (this session's key, the stored one or the env's)."""
-    import questionary
-
-    from cs_posthog.secrets import mask
-
     instruction = f"(Enter to keep {mask(current[0])} from the {current[1]})" if current else None
     answer = questionary.password(
         "PostHog personal API key:",
@@ -72,9 +71,6 @@ def ask_posthog_key(current: tuple[str, str] | None) -> str:
 
 
 def validate_project_ref(text: str) -> bool | str:
-    from cs_posthog.errors import UsageError
-    from cs_posthog.posthog.regions import parse_project_ref
-
     if not text.strip():
         return "Enter the project ID (a number) or paste a URL of the project"
     try:
@@ -85,8 +81,6 @@ def validate_project_ref(text: str) -> bool | str:
 
 
 def ask_project(default: str = "") -> str:
-    import questionary
-
     return questionary.text(
         "Project ID or project URL:",
         default=default,
@@ -95,8 +89,6 @@ def ask_project(default: str = "") -> str:
 
 
 def ask_after_missing_scopes() -> str:
-    import questionary
-
     return questionary.select(
         "What now?",
         choices=[
@@ -107,8 +99,6 @@ def ask_after_missing_scopes() -> str:
 
 
 def ask_after_no_access() -> str:
-    import questionary
-
     return questionary.select(
         "What now?",
         choices=[
@@ -120,8 +110,6 @@ def ask_after_no_access() -> str:
 
 
 def ask_after_org_policy() -> str:
-    import questionary
-
     return questionary.select(
         "What now?",
         choices=[
@@ -133,8 +121,6 @@ def ask_after_org_policy() -> str:
 
 
 def ask_after_unreachable() -> str:
-    import questionary
-
     return questionary.select(
         "What now?",
         choices=[
@@ -147,8 +133,6 @@ def ask_after_unreachable() -> str:
 
 # --- the step --------------------------------------------------------------------------------
 def default_check(api_key: str, project_ref: str, *, host: str | None = None) -> Any:
-    from cs_posthog.posthog.credentials import check_credentials
-
     return check_credentials(api_key, project_ref, host=host)
 
 
@@ -160,8 +144,6 @@ def describe_project(settings: PostHogSettings) -> str:
 
 
 def settings_from_check(check: Any) -> PostHogSettings:
-    from cs_posthog.config import PostHogSettings, Region
-
     region = check.region.value if hasattr(check.region, "value") else str(check.region)
     return PostHogSettings(
         region=Region(region),
@@ -189,9 +171,6 @@ def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
 
 def parse_region(project_ref: str) -> str | None:
     """``"us"``/``"eu"`` when the pasted reference is an address of a PostHog Cloud region."""
-    from cs_posthog.errors import UsageError
-    from cs_posthog.posthog.regions import parse_project_ref
-
     try:
         return parse_project_ref(project_ref).region
     except UsageError:
@@ -204,9 +183,6 @@ def check_ok(check: Any) -> bool:
 
 def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) -> PostHogSettings:
     """Ask until the key and project check out; store the key (connect) and return the settings."""
-    from cs_posthog.errors import UnavailableError
-    from cs_posthog.posthog.credentials import region_note
-
     if header:
         ctx.step_header(1, only=only)
     ctx.out.info(INSTRUCTIONS.format(scopes=scope_lines()))
@@ -248,8 +224,6 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             if parse_region(project) is not None:  # the region in the address may be the mistake
                 project = ask_project(project)
         elif getattr(check, "org_policy", None):
-            from cs_posthog.errors import PersonalKeysNotAllowedError
-
             ctx.out.info("  " + esc(PersonalKeysNotAllowedError.default_hint or ""))
             choice = ask_after_org_policy()
             if choice == "stop":

@@ -12,11 +12,33 @@ Prompts are always asked with ``.unsafe_ask()``: Ctrl-C raises ``KeyboardInterru
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import string
 import sys
+import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from typing import Any
+
+import questionary
+from prompt_toolkit.application import get_app_or_none
+from prompt_toolkit.application.current import get_app
+from prompt_toolkit.completion import Completer, Completion, ThreadedCompleter
+from prompt_toolkit.filters import Condition, IsDone, to_filter
+from prompt_toolkit.formatted_text import FormattedText
+from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.keys import Keys
+from prompt_toolkit.layout import ConditionalContainer, HSplit, Window
+from prompt_toolkit.layout.controls import FormattedTextControl
+from prompt_toolkit.layout.dimension import Dimension
+from questionary import Separator
+from questionary.constants import INVALID_INPUT
+
+from cs_posthog._private_apis import inquirer_control_class, set_checkbox_indicators, wrap_prompt_toolkit_writes
+from cs_posthog.output import esc, fit, is_unicode
 
 
 # --- layout ----------------------------------------------------------------------------------
@@ -28,10 +50,6 @@ def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None 
     Works for every questionary prompt: their layouts are an ``HSplit`` whose children list can
     take one more window. ``get_text`` and ``shown`` are render callables: they must not do I/O.
     """
-    from prompt_toolkit.filters import Condition, IsDone
-    from prompt_toolkit.layout import ConditionalContainer, HSplit, Window
-    from prompt_toolkit.layout.controls import FormattedTextControl
-
     container = question.application.layout.container
     if not isinstance(container, HSplit):  # pragma: no cover - questionary always builds an HSplit
         raise TypeError(f"unexpected prompt layout: {type(container).__name__}")
@@ -46,8 +64,6 @@ def add_footer(question: Any, get_text: Callable[[], Any], *, index: int | None 
 
 def inquirer_control(question: Any) -> Any:
     """The ``InquirerControl`` of a questionary select/checkbox (its choices and selection)."""
-    from cs_posthog._private_apis import inquirer_control_class
-
     kind = inquirer_control_class()
     for control in question.application.layout.find_all_controls():
         if isinstance(control, kind):
@@ -64,12 +80,10 @@ def use_stream_glyphs() -> None:
     whatever else prompt_toolkit writes gets the ASCII stand-ins of ``output.fit`` (» · ↑↓ →)
     instead of "?". Nothing changes on a UTF-8 terminal. Idempotent."""
     global _GLYPHS_SET
-    from cs_posthog.output import fit, is_unicode
 
     if _GLYPHS_SET or is_unicode(sys.stdout):
         return
     _GLYPHS_SET = True
-    from cs_posthog._private_apis import set_checkbox_indicators, wrap_prompt_toolkit_writes
 
     set_checkbox_indicators("[x]", "[ ]")
     # prompt_toolkit laid the screen out already: each stand-in keeps its glyph's columns
@@ -102,13 +116,6 @@ def checklist(
     says something. These lines are wrapped between words at the terminal's width. Returns the
     Question.
     """
-    import questionary
-    from prompt_toolkit.formatted_text import FormattedText
-    from prompt_toolkit.keys import Keys
-    from questionary.constants import INVALID_INPUT
-
-    from cs_posthog.output import esc
-
     use_stream_glyphs()
     check = validate or (lambda _sel: True)
     q = questionary.checkbox(
@@ -184,8 +191,6 @@ def checklist(
             ic.selected_options.append(choice.value)
         revalidate()
 
-    from prompt_toolkit.key_binding import KeyBindings
-
     kb = q.application.key_bindings  # bindings added here win over questionary's for the same key
     assert isinstance(kb, KeyBindings)  # questionary gives each prompt its own KeyBindings
 
@@ -204,8 +209,6 @@ def checklist(
     def _search(event: Any) -> None:
         ic.add_search_character(event.key_sequence[0].key)
         typing[0] = bool(ic.search_filter)
-
-    import string
 
     for character in string.printable:
         if character not in string.whitespace:
@@ -235,9 +238,6 @@ def checklist(
         revalidate()
 
     if list_window is not None:
-        from prompt_toolkit.filters import to_filter
-        from prompt_toolkit.layout.dimension import Dimension
-
         # The list must not take the height a longer list had before (the search shrinks it, and a
         # prompt_toolkit screen never shrinks): the counter stays right under the visible choices.
         list_window.dont_extend_height = to_filter(True)
@@ -254,8 +254,6 @@ def checklist(
 
 
 def _list_window(question: Any, ic: Any) -> Any:
-    from prompt_toolkit.layout import Window
-
     for child in question.application.layout.container.children:
         window = getattr(child, "content", None)
         if isinstance(window, Window) and window.content is ic:
@@ -285,10 +283,6 @@ class _Scroll:
 def wrap_to_terminal(text: str, indent: str = "  ") -> str:
     """``text`` indented and broken between words at the running prompt's width (prompt_toolkit
     would cut a word in two at the last column)."""
-    import textwrap
-
-    from prompt_toolkit.application.current import get_app
-
     width = get_app().output.get_size().columns  # outside a running prompt: a dummy's 80
     lines = textwrap.wrap(text, width=max(20, width - 1), initial_indent=indent, subsequent_indent=indent,
                           break_on_hyphens=False)
@@ -296,8 +290,6 @@ def wrap_to_terminal(text: str, indent: str = "  ") -> str:
 
 
 def _is_separator(choice: Any) -> bool:
-    from questionary import Separator
-
     return isinstance(choice, Separator)
 
 
@@ -418,8 +410,6 @@ class LiveCount:
             except Exception:
                 wait, per_hour = 0.0, 0
             if wait > PAUSE_AFTER_S:
-                import time
-
                 with self._lock:
                     if gen != self._gen:
                         return
@@ -457,8 +447,6 @@ class LiveCount:
     def plain(self) -> str:
         paused = self._paused
         if paused is not None and self.pending:
-            import time
-
             return paused_text("counts", paused[0] - time.monotonic(), paused[1])
         if self._error is not None and not self.pending:
             return f"could not count: {self._error}"
@@ -469,8 +457,6 @@ class LiveCount:
 
     def text(self) -> list[tuple[str, str]]:
         """Render callable (no I/O): remembers the running app for later redraws."""
-        from prompt_toolkit.application import get_app_or_none
-
         app = get_app_or_none()
         if app is not None:
             self._app = app
@@ -502,8 +488,6 @@ class NameCompleter:
 
     def __init__(self, search: Callable[[str], Iterable[str]], *, min_prefix: int = 1, limit: int = 50,
                  wait: float = 0.4) -> None:
-        from prompt_toolkit.completion import Completer
-
         # subclassing at run time keeps prompt_toolkit out of module import
         self._search = search
         self.min_prefix = min_prefix
@@ -522,8 +506,6 @@ class NameCompleter:
 
     def _fetch(self, key: str) -> Any:
         """The Future of ``search(key)``, started once per key, in a daemon thread."""
-        from concurrent.futures import Future
-
         with self._lock:
             fut = self._inflight.get(key)
             if fut is not None:
@@ -551,8 +533,6 @@ class NameCompleter:
     def names(self, text: str, *, wait: float | None = None, on_ready: Callable[[], None] | None = None) -> list[str]:
         """Matching names, best first. Raises TimeoutError when the fetch is still running
         (``on_ready`` is then called once it is done) and the search's own errors."""
-        import concurrent.futures
-
         key = text.strip()
         cached = self._cached(key)
         if cached is None:
@@ -578,9 +558,6 @@ class NameCompleter:
 
 
 def _make_completer(base: type, owner: NameCompleter) -> Any:
-    from prompt_toolkit.application import get_app_or_none
-    from prompt_toolkit.completion import Completion
-
     class _Completer(base):
         def get_completions(self, document: Any, complete_event: Any) -> Iterator[Any]:
             text = document.text_before_cursor
@@ -597,8 +574,6 @@ def _make_completer(base: type, owner: NameCompleter) -> Any:
 
                 app.loop.call_soon_threadsafe(again)
 
-            from cs_posthog.output import esc
-
             for name in owner.completions(text, requested=complete_event.completion_requested, on_ready=ready):
                 if name != text:  # the name itself is inserted; its label shows control characters
                     yield Completion(name, start_position=-len(text), display=esc(name, markup=False))
@@ -607,8 +582,6 @@ def _make_completer(base: type, owner: NameCompleter) -> Any:
 
 
 def threaded(completer: NameCompleter) -> Any:
-    from prompt_toolkit.completion import ThreadedCompleter
-
     return ThreadedCompleter(completer.completer)
 
 
