@@ -1,20 +1,25 @@
 """`cs-posthog connect`: the setup wizard on a terminal, or `--no-input` with flags.
 
-The steps live in ``cs_posthog.wizard``; this module only picks the mode. Heavy imports
-(questionary, prompt_toolkit, httpx, pydantic) happen inside the functions.
+The steps live in ``cs_posthog.wizard``; this module only picks the mode. ``cli.py``
+imports it only when the command runs, so ``cs-posthog --help`` does not pay for its imports.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from cs_posthog.errors import NoTerminalError
+from cs_posthog.commands import sync
+from cs_posthog.config import Draft
+from cs_posthog.errors import NoTerminalError, UsageError
+from cs_posthog.wizard.context import Prefill, WizardContext
+from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
+from cs_posthog.wizard.flow import run_connect
+from cs_posthog.wizard.noinput import Flags, check_host, connect_no_input
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config
     from cs_posthog.output import Output
-    from cs_posthog.wizard.context import CheckCredentials, MakeSource, WizardContext
-    from cs_posthog.wizard.noinput import Flags
+    from cs_posthog.wizard.context import CheckCredentials, MakeSource
 
 
 def run(
@@ -47,8 +52,6 @@ def run(
     schedule hint). ``demo_defaults``: the sandbox's JSON line; its keys, project, tracker key and
     customer property are the answers offered, and the setup is not resumable (the demo's home is
     thrown away), so nothing says "`cs-posthog connect` resumes"."""
-    from cs_posthog.wizard.noinput import Flags
-
     flags = Flags(
         api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
         customer_property=customer_property, events=list(events or []), all_events=all_events,
@@ -56,16 +59,12 @@ def run(
         filter_events=filter_events,
     )
     if no_input:
-        from cs_posthog.wizard.noinput import connect_no_input
-
         connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source,
                          caller_syncs=caller_syncs, first_sync=first_sync)
         return
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
     if api_key_stdin or cs_api_key_stdin:
-        from cs_posthog.errors import UsageError
-
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
     ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials,
@@ -73,15 +72,12 @@ def run(
     ctx.caller_syncs = caller_syncs
     ctx.first_sync = first_sync
     ctx.resumable = not demo_defaults
-    from cs_posthog.wizard.flow import run_connect
 
     run_connect(ctx, restart=restart, no_sync=no_sync)
 
 
 def first_sync(out: Output, cfg: Config) -> None:
     """The sync connect runs after saving: `cs-posthog sync` with the config just saved."""
-    from cs_posthog.commands import sync
-
     sync.run(out, config=cfg)
 
 
@@ -89,12 +85,6 @@ def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, A
                         check_credentials: CheckCredentials | None = None, make_source: MakeSource | None = None,
                         mode: Literal["connect", "edit"] = "connect") -> WizardContext:
     """The wizard's context; flags given on a terminal are the answers offered."""
-    from cs_posthog.config import Draft
-    from cs_posthog.errors import UsageError
-    from cs_posthog.wizard.context import Prefill, WizardContext
-    from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
-    from cs_posthog.wizard.noinput import check_host
-
     if flags.host is not None and (why := check_host(flags.host)) is not None:
         raise UsageError(f"--host: {why}", hint="Give the base URL of your PostHog, e.g. https://posthog.example.com.")
     parsed = []

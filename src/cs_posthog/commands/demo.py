@@ -9,6 +9,7 @@ Ctrl-C included.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -16,7 +17,17 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from rich.table import Table
+
+from cs_posthog.commands import connect
+from cs_posthog.commands.sync import SUMMARY_FIELDS, execute
+from cs_posthog.config import load_config
 from cs_posthog.errors import CsPosthogError, ExitCode
+from cs_posthog.output import count
+from cs_posthog.paths import get_paths
+from cs_posthog.sandbox.requirements import parser_problem
+from cs_posthog.sandbox.runner import SandboxUnavailable, get_json, get_jsonl, start_sandbox
+from cs_posthog.sync.engine import SyncOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -89,8 +100,6 @@ class DemoUnavailableError(CsPosthogError):
 def check_requirements() -> None:
     """Before anything starts: the sandbox's PostHog needs PostHog's HogQL parser. Without it, one
     line naming what to install, exit 69 (not a sync that retries 500s and blames PostHog)."""
-    from cs_posthog.sandbox.requirements import parser_problem
-
     problem = parser_problem("the demo")
     if problem is not None:
         raise DemoUnavailableError(problem[0], hint=problem[1])
@@ -98,13 +107,10 @@ def check_requirements() -> None:
 
 @contextmanager
 def _sandbox(out: Output) -> Iterator[dict[str, Any]]:
-    import json
-
     attached = os.environ.get(ATTACH_ENV)
     if attached:
         yield json.loads(attached)
         return
-    from cs_posthog.sandbox.runner import SandboxUnavailable, start_sandbox
 
     out.info("Starting a local PostHog (US and EU regions) and Customerscore…")
     try:
@@ -155,16 +161,11 @@ class _ConnectCommon(TypedDict):
 
 
 def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config | None:
-    from cs_posthog.commands import connect
-    from cs_posthog.config import load_config
-
     common: _ConnectCommon = dict(
         restart=True, api_key_stdin=False, cs_api_key_stdin=False, host=None, all_events=False,
         contact_id=None, no_sync=True, caller_syncs=True,  # the demo runs the first sync itself
     )
     if interactive:
-        from rich.table import Table
-
         out.info("\n[bold]The setup wizard[/bold], against the sandbox. Each question offers the sandbox's "
                  "answer: press Enter to take it, or type your own.")
         offered = Table.grid(padding=(0, 2))
@@ -197,7 +198,6 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
             events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
             tracker_key=info["tracker_key"], **common,
         )
-    from cs_posthog.paths import get_paths
 
     if not get_paths().config_file.exists():
         return None
@@ -205,9 +205,6 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
 
 
 def _first_sync(out: Output, cfg: Config) -> Report:
-    from cs_posthog.commands.sync import execute
-    from cs_posthog.sync.engine import SyncOptions
-
     out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
     report, error = execute(out, cfg, SyncOptions())
     if error is not None:
@@ -217,8 +214,6 @@ def _first_sync(out: Output, cfg: Config) -> Report:
 
 def summarize(info: dict, report: dict) -> dict:
     """What Customerscore received, per customer, from the sandbox's own hooks."""
-    from cs_posthog.sandbox.runner import get_json, get_jsonl
-
     cs = info["customerscore"]
     events = get_jsonl(cs + "/_sandbox/received/events")
     contacts = get_jsonl(cs + "/_sandbox/received/contacts")
@@ -258,10 +253,6 @@ def _stat(stats: dict, kind: str, what: str) -> int:
 
 
 def render(out: Output, summary: dict, *, top: int = 12) -> None:
-    from rich.table import Table
-
-    from cs_posthog.output import count
-
     rec = summary["received"]
     table = Table(title=f"What Customerscore received ({count(rec['customers'], 'customer')})", title_justify="left")
     table.add_column("customer")
@@ -299,8 +290,6 @@ def render(out: Output, summary: dict, *, top: int = 12) -> None:
     why.add_row("—", "events without a metric", "Customerscore keeps only events whose name matches a metric codename")
     out.print()
     out.print(why)
-
-    from cs_posthog.commands.sync import SUMMARY_FIELDS
 
     figures = Table(title="Figures of `cs-posthog sync --json`", title_justify="left")  # narrower than the table
     figures.add_column("field")

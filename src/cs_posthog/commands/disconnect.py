@@ -11,6 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import questionary
+
+from cs_posthog import secrets
+from cs_posthog.commands.schedule import marker, read_crontab
+from cs_posthog.errors import UsageError
+from cs_posthog.paths import get_paths
+from cs_posthog.secrets import delete_secrets
+from cs_posthog.sync.state import RunLock
+
 if TYPE_CHECKING:
     from cs_posthog.output import Output
     from cs_posthog.paths import Paths
@@ -25,8 +34,6 @@ def _state_files(paths: Paths) -> list[Path]:
 
 def _keyring_entries() -> list[str]:
     """Which keys the OS keyring holds for us (bounded by the keyring timeout)."""
-    from cs_posthog import secrets
-
     found = []
     for spec in secrets.SPECS.values():
         ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
@@ -52,26 +59,18 @@ def inventory(paths: Paths) -> list[str]:
 
 
 def ask_confirm() -> bool:
-    import questionary
-
     return bool(questionary.confirm("Remove all of this?", default=False).unsafe_ask())
 
 
 def schedule_installed() -> bool:
     """True when our line is in the crontab (never fails: False when it cannot tell)."""
     try:
-        from cs_posthog.commands.schedule import marker, read_crontab
-
         return marker() in read_crontab()
     except Exception:
         return False
 
 
 def run(out: Output, *, yes: bool = False) -> None:
-    from cs_posthog.errors import UsageError
-    from cs_posthog.paths import get_paths
-    from cs_posthog.secrets import delete_secrets
-
     paths = get_paths()
     items = inventory(paths)
     if not items:
@@ -91,8 +90,6 @@ def run(out: Output, *, yes: bool = False) -> None:
         if not ask_confirm():
             out.info("Nothing was removed.")
             return
-
-    from cs_posthog.sync.state import RunLock
 
     lock = RunLock(paths.lock_file).acquire() if paths.state_dir.exists() else None  # 75 while a sync runs
     try:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cs_posthog.errors import NoTerminalError
+from cs_posthog.commands.connect import interactive_context
+from cs_posthog.config import Draft, load_config
+from cs_posthog.errors import NoTerminalError, UsageError
+from cs_posthog.wizard.flow import run_edit
+from cs_posthog.wizard.noinput import Flags, edit_no_input
 
 if TYPE_CHECKING:
     from cs_posthog.output import Output
@@ -34,9 +38,6 @@ def run(
     check_credentials: CheckCredentials | None = None,
     make_source: MakeSource | None = None,
 ) -> None:
-    from cs_posthog.config import Draft, load_config
-    from cs_posthog.wizard.noinput import Flags
-
     flags = Flags(
         api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
         customer_property=customer_property, events=list(events or []), all_events=all_events,
@@ -44,20 +45,14 @@ def run(
         filter_events=filter_events,
     )
     if no_input:
-        from cs_posthog.wizard.noinput import edit_no_input
-
         edit_no_input(out, flags, section=section, check_fn=check_credentials, make_source=make_source)
         return
     cfg = load_config()  # not connected / invalid: exit 78 before any question
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog edit` asks questions, and stdin is not a terminal")
     if api_key_stdin or cs_api_key_stdin:
-        from cs_posthog.errors import UsageError
-
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
-    from cs_posthog.commands.connect import interactive_context
-    from cs_posthog.wizard.flow import run_edit
 
     ctx = interactive_context(out, flags, check_credentials=check_credentials, make_source=make_source, mode="edit")
     ctx.draft = Draft.of(cfg)

@@ -16,8 +16,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from cs_posthog.errors import ConfigError, CsPosthogError, ExitCode, UsageError
+from cs_posthog.paths import HOME_ENV, ensure_private_dir, get_paths
+from cs_posthog.secrets import SPECS, find_secret
 
 if TYPE_CHECKING:
     from cs_posthog.output import Output
@@ -39,8 +44,6 @@ ALIASES = {"hourly": "1h", "daily": "1d", "60m": "1h", "24h": "1d", "15min": "15
 
 
 def cron_expr(every: str) -> str:
-    from cs_posthog.errors import UsageError
-
     key = ALIASES.get(every.strip().lower(), every.strip().lower())
     if key not in INTERVALS:
         raise UsageError(
@@ -51,8 +54,6 @@ def cron_expr(every: str) -> str:
 
 
 def marker() -> str:
-    from cs_posthog.paths import get_paths
-
     return f"{MARKER} {get_paths().config_dir}"
 
 
@@ -76,10 +77,6 @@ def _cron_escape(text: str) -> str:
 def _check_one_line(what: str, text: str) -> None:
     """A crontab line is one line: a line break (or another control character) in a path would end it
     and start another job with the rest. Refused, naming where it is (78: the environment to fix)."""
-    import unicodedata
-
-    from cs_posthog.errors import ConfigError
-
     bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
     if bad is not None:
         shown = text.encode("unicode_escape").decode("ascii")
@@ -92,8 +89,6 @@ def _check_one_line(what: str, text: str) -> None:
 
 
 def cron_line(every: str = "1h") -> str:
-    from cs_posthog.paths import HOME_ENV, get_paths
-
     paths = get_paths()
     words = [*command_words(), "sync", "--quiet"]
     _check_one_line(f"directory of this installation ({HOME_ENV} or the config dir)", str(paths.config_dir))
@@ -111,8 +106,6 @@ def cron_line(every: str = "1h") -> str:
 
 # --- crontab I/O -------------------------------------------------------------------------------
 def _crontab_program() -> list[str]:
-    from cs_posthog.errors import CsPosthogError, ExitCode
-
     prog = os.environ.get(CRONTAB_ENV) or "crontab"
     path = shutil.which(prog)
     if path is None:
@@ -127,8 +120,6 @@ def _crontab_program() -> list[str]:
 
 def read_crontab() -> str:
     """The user's crontab ("" when there is none)."""
-    from cs_posthog.errors import CsPosthogError
-
     proc = subprocess.run([*_crontab_program(), "-l"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         if "no crontab" in (proc.stderr or "").lower():
@@ -138,8 +129,6 @@ def read_crontab() -> str:
 
 
 def write_crontab(text: str) -> None:
-    from cs_posthog.errors import CsPosthogError
-
     proc = subprocess.run([*_crontab_program(), "-"], input=text, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CsPosthogError(f"`crontab -` failed: {(proc.stderr or '').strip() or proc.returncode}")
@@ -186,8 +175,6 @@ def remove_lines() -> int:
 
 # --- the command -------------------------------------------------------------------------------
 def run(out: Output, *, every: str = "1h", install: bool = False, remove: bool = False) -> None:
-    from cs_posthog.paths import ensure_private_dir, get_paths
-
     if remove:
         n = remove_lines()
         if n:
@@ -226,8 +213,6 @@ def _describe(every: str) -> str:
 
 def _warn_about_keys(out: Output) -> None:
     """Cron has neither the shell's environment nor, usually, the desktop keyring."""
-    from cs_posthog.secrets import SPECS, find_secret
-
     for name in ("posthog", "customerscore"):
         try:
             found = find_secret(name)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.output import count
+from rich.table import Table
+from rich.text import Text
+
+from cs_posthog import __version__
+from cs_posthog.commands.schedule import installed_line
+from cs_posthog.config import load_config
+from cs_posthog.output import count, esc
+from cs_posthog.paths import get_paths
+from cs_posthog.secrets import SPECS, find_secret, mask
+from cs_posthog.sync.state import WRITER_KEY, RunLock, SyncState
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config
@@ -14,13 +23,6 @@ if TYPE_CHECKING:
 
 def collect(config: Config | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
-    from cs_posthog import __version__
-    from cs_posthog.commands.schedule import installed_line
-    from cs_posthog.config import load_config
-    from cs_posthog.paths import get_paths
-    from cs_posthog.secrets import SPECS, find_secret, mask
-    from cs_posthog.sync.state import WRITER_KEY, RunLock, SyncState
-
     cfg = config if config is not None else load_config()
     paths = get_paths()
     keys: dict[str, Any] = {}
@@ -164,11 +166,6 @@ def running_line(holder: dict[str, Any] | None) -> str:
 def render(out: Output, d: dict[str, Any]) -> None:
     """The human view. Every name or value from PostHog, the config or the state goes through
     ``esc`` (control characters visible; an event name is anyone's to choose)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    from cs_posthog.output import esc
-
     def show(value: Any) -> str:
         return esc(value, markup=False)
 
@@ -250,8 +247,6 @@ def render(out: Output, d: dict[str, Any]) -> None:
 def writer_line(d: dict[str, Any]) -> str:
     """Which cs-posthog wrote the sync state last (for bug reports): the running one, another, or one
     from before versions were recorded."""
-    from cs_posthog.output import esc
-
     this = d["version"]
     written_by = d.get("state_written_by")
     if written_by is None:

@@ -1,20 +1,41 @@
 """`cs-posthog sync`: run the engine, show progress on a terminal, then a summary (or JSON).
 
 Data on stdout (summary table, ``--json`` document, dry-run sample), messages on stderr. ``--quiet``
-prints nothing on success; warnings and errors go to stderr in every mode. Heavy imports stay inside
-the functions (``cs-posthog --help`` must not pay for them).
+prints nothing on success; warnings and errors go to stderr in every mode. ``cli.py`` imports this
+module only when the command runs, so ``cs-posthog --help`` does not pay for its imports.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressBar,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from cs_posthog.config import load_config
+from cs_posthog.errors import UsageError
+from cs_posthog.interrupts import on_sigterm
+from cs_posthog.output import count, is_unicode
+from cs_posthog.sync.engine import SyncOptions
+from cs_posthog.sync.runner import run_sync
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config
     from cs_posthog.output import Output
-    from cs_posthog.sync.engine import Report, SyncOptions
-
-from cs_posthog.output import count
+    from cs_posthog.sync.engine import Report
 
 PAGE_SIZE_ENV = "CS_POSTHOG_PAGE_SIZE"
 
@@ -40,9 +61,6 @@ def parse_since(text: str | None) -> Any:
     """``--since YYYY-MM-DD`` (or a full ISO timestamp) as an aware UTC datetime."""
     if text is None:
         return None
-    from datetime import UTC, datetime
-
-    from cs_posthog.errors import UsageError
 
     raw = text.strip()
     try:
@@ -74,9 +92,6 @@ def run(
     full: bool = False,
     since: str | None = None,
 ) -> None:
-    from cs_posthog.config import load_config
-    from cs_posthog.sync.engine import SyncOptions
-
     since_dt = parse_since(since)
     cfg = config if config is not None else load_config()
     options = SyncOptions(dry_run=dry_run, full=full, since=since_dt)
@@ -94,8 +109,6 @@ def run(
 def execute(out: Output, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
     """Run one sync with progress bars when stderr is a terminal; returns ``(report, error)``.
     Shared by `sync` and `demo`."""
-    from cs_posthog.sync.runner import run_sync
-
     options.count_totals = out.is_tty
     page = _page_size_from_env()
     if page:
@@ -111,18 +124,11 @@ class _sigterm_as_interrupt:
     checkpointed, then exit 143 (130 for Ctrl-C). SIGKILL cannot be caught, and loses nothing either."""
 
     def __enter__(self) -> None:
-        import signal
-        import threading
-
-        from cs_posthog.interrupts import on_sigterm
-
         self._old = None
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGTERM, on_sigterm)
 
     def __exit__(self, *exc: object) -> None:
-        import signal
-
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
 
@@ -130,8 +136,6 @@ class _sigterm_as_interrupt:
 def _page_size_from_env() -> int | None:
     """``CS_POSTHOG_PAGE_SIZE``: rows per PostHog query (200 to 50,000; default 10,000). For tests and
     benchmarks that need many pages from little data; the default suits real projects."""
-    import os
-
     raw = os.environ.get(PAGE_SIZE_ENV, "").strip()
     if not raw:
         return None
@@ -147,20 +151,6 @@ def _with_progress(out: Output, cfg: Config, options: SyncOptions) -> tuple[Repo
     or unchanged, so that on success it ends at the summary's figures (``events_read``,
     ``contacts_read``) with a green tick; a stream that fails or is stopped ends with a cross and
     the bar where it stopped."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressBar,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-    from rich.text import Text
-
-    from cs_posthog.output import is_unicode
-    from cs_posthog.sync.runner import run_sync
-
     tick = Text.from_markup(f"[green]{out.glyph('✓')}[/green]")
     cross = {"failed": Text.from_markup(f"[red]{out.glyph('✗')}[/red]"),
              "stopped": Text.from_markup(f"[yellow]{out.glyph('✗')}[/yellow]")}
@@ -256,8 +246,6 @@ def progress_detail(p: Any, verb: str) -> str:
 
 
 def render_summary(out: Output, report: Report) -> None:
-    from rich.table import Table
-
     r = report
     if nothing_new(r):
         when = f" ({_when(r.previous_sync_at)})" if r.previous_sync_at else ""
@@ -327,11 +315,6 @@ def _backfill_note(r: Any) -> str:
 
 
 def _render_sample(out: Output, sample: dict[str, list[dict[str, Any]]]) -> None:
-    from datetime import UTC, datetime
-
-    from rich.table import Table
-    from rich.text import Text
-
     if sample.get("events"):
         t = Table(title="Sample events", title_justify="left")
         for col in ("name", "timestamp (UTC)", "customer", "contact", "email"):
