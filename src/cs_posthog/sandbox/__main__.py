@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    # Late imports keep `--help` instant.
+    # local: the sandbox's own start-up path; these (http.server, the HogQL engine) would cost
+    # `python -m cs_posthog.sandbox --help` ~0.1 s
     from cs_posthog.sandbox import hogql, requirements
     from cs_posthog.sandbox.customerscore_app import CustomerscoreApp
     from cs_posthog.sandbox.posthog_app import PostHogApp, accepts_kwarg, build_identity

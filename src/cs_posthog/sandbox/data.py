@@ -286,7 +286,7 @@ def dump_json(obj: object) -> str:
 
 def create_schema(conn: sqlite3.Connection) -> None:
     """The HogQL engine's tables (from ``hogql.create_schema`` when available) plus the sandbox's."""
-    try:
+    try:  # local: the data layer stands without the HogQL engine (ImportError: the fallback schema)
         from cs_posthog.sandbox.hogql import create_schema as hogql_create_schema
     except ImportError:  # the engine is optional for the data layer; same table shapes
         conn.executescript(_FALLBACK_SCHEMA)

@@ -113,6 +113,7 @@ ignores the event filter's narrowing of ClickHouse's sort key.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -236,6 +237,8 @@ def load_parser() -> Any:
                         "ImpossibleASTError"):
                 if not hasattr(errors, cls):
                     setattr(errors, cls, type(cls, (_StandInError,), {}))
+            # local: an optional dependency (ImportError when absent), and it needs the stand-in
+            # posthog.hogql.errors above in sys.modules before it loads
             import hogql_parser
 
             _parser = hogql_parser
@@ -745,8 +748,6 @@ def _hour_counts(conn: sqlite3.Connection, n_events: int | None) -> tuple[list, 
 
 def _events_before(hours: list, cum: list, ts: str) -> float:
     """Estimated events with timestamp < ts (canonical text), interpolating inside an hour."""
-    import bisect
-
     hour = ts[:13]
     i = bisect.bisect_left(hours, hour)
     before = cum[i - 1] if i > 0 else 0

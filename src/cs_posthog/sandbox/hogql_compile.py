@@ -12,6 +12,7 @@ plan serves every call with the same shape.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -319,8 +320,6 @@ _PJ_COLUMN_RE = re.compile(r"\bpj\.(created_at|is_identified|properties)\b")
 
 def person_source(sql: str, extracts: list[str]) -> PersonSource:
     """The PersonSource for a plan whose SQL reads ``pj.<column>`` and ``pj.x<i>`` = ``extracts[i]``."""
-    import hashlib
-
     used = set(_PJ_COLUMN_RE.findall(sql))
     cols = [(c, t) for c, t in _PERSON_COLUMNS if c in used]
     select = ", ".join(["id", *(c for c, _ in cols), *(f"{e} AS x{i}" for i, e in enumerate(extracts))])

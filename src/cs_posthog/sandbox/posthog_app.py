@@ -86,6 +86,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import random
 import re
 import threading
 import time
@@ -95,8 +96,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from cs_posthog.sandbox import data as D
+from cs_posthog.sandbox import hogql_errors
+from cs_posthog.sandbox.hogql import HogQLError
 from cs_posthog.sandbox.server import (
     App,
     DBPool,
@@ -187,8 +191,6 @@ def make_key(rng, label: str, scopes: list[str], created: str, **kw) -> ApiKey:
 
 
 def build_identity(seed: int, region: str, anchor_us: int) -> Identity:
-    import random
-
     rng = random.Random(f"{seed}:identity")
     created = D.db_to_iso(D.fmt_db(anchor_us - 400 * D.DAY_US))
     project_id = rng.randrange(10_000, 99_000)
@@ -423,8 +425,6 @@ def to_timezone(result: dict, tz_name: str) -> dict:
     The engine answers in UTC (``...Z``, or naive for persons.created_at); PostHog wraps such columns
     in ``toTimeZone(x, tz)`` and renders aware datetimes with their offset.
     """
-    from zoneinfo import ZoneInfo
-
     types = result.get("types") or []
     idx = [i for i, t in enumerate(types) if isinstance(t, list | tuple) and len(t) > 1 and "DateTime" in str(t[1])]
     if not idx:
@@ -495,8 +495,6 @@ class PostHogApp(App):
         self._running_lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         self._cache_lock = threading.Lock()
-        import random
-
         self._hook_rng = random.Random(f"{seed}:hooks:{name}")
         self._task_rng = random.Random(f"{seed}:tasks:{name}")
         self.stats.extra["hogql_queries"] = 0
@@ -987,9 +985,6 @@ class PostHogApp(App):
         task = client_id if isinstance(client_id, str) and client_id else self._new_task_id()
         held = self._acquire_query_slot(project, task)
         try:
-            from cs_posthog.sandbox import hogql_errors
-            from cs_posthog.sandbox.hogql import HogQLError
-
             time_limit_error = getattr(hogql_errors, "QueryTimeLimit", None)
             kwargs: dict = {}
             if "modifiers" in self._execute_kwargs:

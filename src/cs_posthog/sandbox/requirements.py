@@ -16,6 +16,7 @@ import importlib.util
 import platform
 import shlex
 import sys
+import tomllib
 from pathlib import Path
 
 PARSER_MODULE = "hogql_parser"
@@ -67,8 +68,6 @@ def install_command() -> str:
 
 def _uv_source(receipt: Path) -> str:
     """Where ``uv tool install`` took cs-posthog from (a wheel or a directory), from its receipt."""
-    import tomllib
-
     try:
         for req in tomllib.loads(receipt.read_text(encoding="utf-8"))["tool"]["requirements"]:
             if req.get("name") == "cs-posthog":

@@ -30,6 +30,7 @@ import socket
 import sqlite3
 import threading
 import time
+import traceback
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -548,8 +549,6 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 resp = app.handle(req)
             except Exception as exc:  # an emulator bug: answer like a server error, keep serving
-                import traceback
-
                 traceback.print_exc()
                 resp = app.fault_response("500")
                 resp.headers.append(("X-Sandbox-Error", repr(exc)[:200].replace("\n", " ")))
