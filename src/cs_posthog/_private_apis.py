@@ -14,6 +14,8 @@ from typing import Any
 # Typer vendors Click from 0.26 (typer._click); its command classes are what `cls=` takes
 from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
+from typer._completion_classes import completion_init
+from typer._completion_shared import get_completion_script
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 __all__ = [
@@ -32,29 +34,25 @@ __all__ = [
 
 def completion_script(*, prog_name: str, complete_var: str, shell: str) -> str:
     """The completion script Typer writes for ``shell`` (Typer's ``--show-completion``)."""
-    from typer._completion_shared import get_completion_script
-
     return get_completion_script(prog_name=prog_name, complete_var=complete_var, shell=shell)
 
 
 def register_completion_shells() -> None:
     """Typer registers its shells' completion classes only for apps made with add_completion."""
-    from typer._completion_classes import completion_init
-
     completion_init()
 
 
 # --- questionary and prompt_toolkit (the wizard) ----------------------------------------------------
 def inquirer_control_class() -> type:
     """questionary's control behind select and checkbox prompts (its choices and selection)."""
-    from questionary.prompts.common import InquirerControl
+    from questionary.prompts.common import InquirerControl  # local: heavy; cli.py loads this module on the --help path
 
     return InquirerControl
 
 
 def set_checkbox_indicators(selected: str, unselected: str) -> None:
     """The marks questionary draws for ticked and unticked choices (module constants)."""
-    import questionary.prompts.common as q_common
+    import questionary.prompts.common as q_common  # local: heavy; cli.py loads this module on the --help path
 
     q_common.INDICATOR_SELECTED = selected  # module constants, by the library's design
     q_common.INDICATOR_UNSELECTED = unselected
@@ -63,6 +61,7 @@ def set_checkbox_indicators(selected: str, unselected: str) -> None:
 def wrap_prompt_toolkit_writes(change: Callable[[Any, str], str]) -> None:
     """Every text prompt_toolkit writes to the terminal passes through ``change(stdout, data)``
     first (its module-level ``flush_stdout``, used by the vt100 and plain-text outputs)."""
+    # local: heavy; cli.py loads this module on the --help path
     import prompt_toolkit.output.plain_text as pt_plain
     import prompt_toolkit.output.vt100 as pt_vt100
 

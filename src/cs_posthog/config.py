@@ -6,6 +6,8 @@ section optional, saved beside the config.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import tomllib
 from datetime import datetime
@@ -284,9 +286,6 @@ def load_draft(path: Path | None = None) -> Draft | None:
 def _exists(path: Path) -> bool:
     """Whether there is a file to read at ``path``. A symbolic link there that leads nowhere (its target
     is missing, or it loops) is not "no file": an InvalidConfigError naming the link (exit 78)."""
-    import errno
-    import os
-
     if path.exists():
         return True
     if not path.is_symlink():

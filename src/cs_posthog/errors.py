@@ -12,9 +12,11 @@ Exit codes (README, ``--help``), in the style of BSD's sysexits.h where one fits
 
 from __future__ import annotations
 
+import errno
 import os
 from enum import IntEnum
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 
 class ExitCode(IntEnum):
@@ -198,8 +200,6 @@ class RedirectedError(ApiError):
     def from_response(cls, resp: Any, *, service: str, setting: str) -> RedirectedError:
         """From an httpx 3xx response: where it points, and the base URL to configure instead when
         the redirect keeps the API path (a moved host, http -> https)."""
-        from urllib.parse import urljoin, urlsplit
-
         status = resp.status_code
         try:
             url = str(resp.request.url)
@@ -298,16 +298,13 @@ class FileError(CsPosthogError):
 
     @classmethod
     def from_os_error(cls, exc: OSError, path: object = None, *, doing: str = "write") -> FileError:
-        import errno as E
-        import os
-
         where = path if path is not None else exc.filename
-        name = E.errorcode.get(exc.errno or 0, "")
+        name = errno.errorcode.get(exc.errno or 0, "")
         reason = exc.strerror or str(exc)
         if name and name not in reason:
             reason = f"{reason} ({name})"
         message = f"cannot {doing} {where}: {reason}" if where is not None else f"cannot {doing} a file: {reason}"
-        if exc.errno in (E.ENOSPC, E.EDQUOT):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             err = cls(message, hint="Free some space on that disk (or raise the quota), then run it again.",
                       errno_=exc.errno, path=where)
         elif exc.errno in _CANTCREAT:
@@ -321,10 +318,8 @@ class FileError(CsPosthogError):
 
 
 def _cantcreat_errnos() -> frozenset[int]:
-    import errno as E
-
-    return frozenset(getattr(E, n) for n in ("EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "ELOOP",
-                                             "ENAMETOOLONG", "ETXTBSY") if hasattr(E, n))
+    names = ("EROFS", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EEXIST", "ELOOP", "ENAMETOOLONG", "ETXTBSY")
+    return frozenset(getattr(errno, n) for n in names if hasattr(errno, n))
 
 
 _CANTCREAT = _cantcreat_errnos()
@@ -332,10 +327,8 @@ _CANTCREAT = _cantcreat_errnos()
 
 def file_errno_error(exc: BaseException) -> FileError | None:
     """The FileError for an OSError about a file (not a network error), or None."""
-    import errno as E
-
     if not isinstance(exc, OSError) or isinstance(exc, (ConnectionError, TimeoutError)):
         return None
-    if exc.errno in _CANTCREAT or exc.errno in (E.ENOSPC, E.EDQUOT, E.EIO, E.EFBIG, E.EMLINK):
+    if exc.errno in _CANTCREAT or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EMLINK):
         return FileError.from_os_error(exc, doing="use")
     return None

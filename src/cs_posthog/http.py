@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpcore
@@ -398,8 +399,6 @@ def retry_after_header(resp: httpx.Response) -> float | None:
     try:
         return max(0.0, float(raw))
     except ValueError:
-        from email.utils import parsedate_to_datetime
-
         try:
             when = parsedate_to_datetime(raw)
         except (TypeError, ValueError):

@@ -45,6 +45,8 @@ def terminated(exc: BaseException | None = None) -> bool:
 
 def error_for(exc: BaseException | None = None) -> Any:
     """The error to report for a stop: ``Terminated`` (143) after SIGTERM, else ``Interrupted`` (130)."""
+    # local: cli.py imports this module first, before its Ctrl-C guard and SIGTERM handler are in
+    # place; it stays stdlib-only so that nothing else loads before them
     from cs_posthog.errors import Interrupted, Terminated
 
     return Terminated() if terminated(exc) else Interrupted()

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import platformdirs
+
 APP = "cs-posthog"
 HOME_ENV = "CS_POSTHOG_HOME"
 
@@ -52,7 +54,6 @@ def get_paths() -> Paths:
     if home:
         root = Path(home).expanduser()
         return Paths(root, root, root)
-    import platformdirs
 
     return Paths(
         platformdirs.user_config_path(APP),

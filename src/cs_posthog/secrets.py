@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from cs_posthog.errors import ConfigError, MissingSecretError
+import tomli_w
+
+from cs_posthog.errors import ConfigError, FileError, MissingSecretError
 from cs_posthog.fsutil import atomic_write_text
 from cs_posthog.paths import get_paths
 
@@ -70,6 +72,8 @@ def _keyring_call(fn_name: str, *args: str) -> tuple[bool, str | None]:
 
     def run() -> None:
         try:
+            # local: keyring costs ~80 ms to import (more than httpx) and reaches into the platform's
+            # backends: loaded only here, inside the bounded thread, never when the file store is forced
             import keyring
             from keyring.backends import fail
 
@@ -146,8 +150,6 @@ def _read_file() -> dict[str, str]:
 
 
 def _write_file(data: dict[str, str]) -> None:
-    import tomli_w
-
     path = get_paths().secrets_file
     if data:
         atomic_write_text(path, tomli_w.dumps(data))  # a new 0600 file replaces it (or its link's target)
@@ -155,8 +157,6 @@ def _write_file(data: dict[str, str]) -> None:
         try:
             path.unlink()
         except OSError as exc:
-            from cs_posthog.errors import FileError
-
             raise FileError.from_os_error(exc, path, doing="remove") from None
 
 

@@ -4,6 +4,11 @@ Below ``config`` and both API clients (they import it; it imports neither)."""
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
+import httpx
+
 from cs_posthog.secrets import no_key
 
 US_HOST = "https://us.posthog.com"
@@ -12,15 +17,12 @@ EU_HOST = "https://eu.posthog.com"
 
 def check_base_url(v: str) -> str:
     """An http(s) origin without trailing slash; plain http only for loopback."""
-    from urllib.parse import urlsplit
-
     v = no_key(v.strip().rstrip("/"))
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {v!r}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"only https:// is allowed except on loopback: {v!r}")
-    import httpx
 
     try:  # what the HTTP client will make of it: control characters, bad ports, IDNA hosts
         _ = parts.port  # raises ValueError for a port out of range
@@ -31,8 +33,6 @@ def check_base_url(v: str) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    import ipaddress
-
     if host == "localhost":
         return True
     try:
