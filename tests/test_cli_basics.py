@@ -32,6 +32,23 @@ def test_help_and_version_import_nothing_heavy(args):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_console_script_help_and_version_import_nothing_heavy(args):
+    """Through ``cli.main`` (the console script), which also loads ``output`` for the stream fallbacks:
+    beyond what typer itself loads, no rich, no prompt library, no HTTP, no pydantic, no keyring."""
+    code = (
+        "import sys\nimport typer\nbefore = set(sys.modules)\n"
+        f"sys.argv = ['cs-posthog', *{args!r}]\n"
+        "from cs_posthog.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "heavy = {'rich', 'questionary', 'prompt_toolkit', 'httpx', 'pydantic', 'keyring'}\n"
+        "loaded = {m for m in set(sys.modules) - before if m.split('.')[0] in heavy}\n"
+        "assert not loaded, sorted(loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_version_names_the_python_and_the_platform():
     import platform
 

@@ -13,14 +13,10 @@ import logging
 import re
 import sys
 import unicodedata
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
-
-from cs_posthog.secrets import RedactingFilter, redact, redact_data, register_stored_secrets
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # What must never reach a terminal raw: C0 and C1 controls (ESC starts OSC/CSI sequences that set
 # the title, clear the screen, write the clipboard; U+009B is an 8-bit CSI), DEL, line and
@@ -43,6 +39,9 @@ def esc(value: Any, *, markup: bool = True, keep: str = "") -> str:
             lambda m: m.group() if m.group() in keep else m.group().encode("unicode_escape").decode("ascii"), text
         )
     if markup:
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from rich.markup import escape
+
         text = escape(text)
     return text
 
@@ -165,6 +164,9 @@ class _RedactingStream:
         return getattr(stream, "rich_proxied_file", stream)
 
     def write(self, text: str) -> int:
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from cs_posthog.secrets import redact
+
         target = self._target()
         # rich laid the text out already: a stand-in may not take more columns than its glyph
         return int(target.write(fit(redact(text), target, one_column=True)))
@@ -177,12 +179,18 @@ def _safe_renderable(obj: Any, stream: Any = None) -> Any:
     """What rich is about to lay out, with keys masked and control characters visible (line breaks
     kept): a key wrapped across two lines of a table cell would escape a redaction of the written
     text, and a name put into a table without ``esc`` must not drive the terminal either."""
+    # local: cli.main() imports this module at start-up (--help stays light)
+    from cs_posthog.secrets import redact
+
     def clean(text: str) -> str:
         text = esc(redact(text), markup=False, keep="\n")
         return fit(text, stream) if stream is not None else text
 
     if isinstance(obj, str):
         return clean(obj)
+    # local: cli.main() imports this module at start-up (--help stays light)
+    from rich.table import Table
+    from rich.text import Text
 
     if isinstance(obj, Text):
         plain = obj.plain
@@ -212,10 +220,13 @@ class Output:
         self._out: Console | None = None
         self._keys_known = False
 
-    # consoles are created on first use (a command that writes nothing never makes one)
+    # consoles are created lazily so that `--help` never pays for them
     @property
     def err(self) -> Console:
         if self._err is None:
+            # local: cli.main() imports this module at start-up (--help stays light)
+            from rich.console import Console
+
             # soft_wrap off a terminal only (a log line stays whole); on a terminal rich wraps long
             # messages between words, where the terminal itself would cut them mid-word
             self._err = Console(file=_RedactingStream.for_("stderr"), soft_wrap=not _isatty(sys.stderr),
@@ -225,6 +236,9 @@ class Output:
     @property
     def out(self) -> Console:
         if self._out is None:
+            # local: cli.main() imports this module at start-up (--help stays light)
+            from rich.console import Console
+
             self._out = Console(file=_RedactingStream.for_("stdout"), soft_wrap=not _isatty(sys.stdout),
                                 highlight=False)
         return self._out
@@ -251,6 +265,8 @@ class Output:
         so that every channel below masks them even before a command reads them."""
         if not self._keys_known:
             self._keys_known = True
+            # local: cli.main() imports this module at start-up (--help stays light)
+            from cs_posthog.secrets import register_stored_secrets
 
             try:
                 register_stored_secrets()
@@ -260,6 +276,9 @@ class Output:
     def _message(self, message: str) -> str:
         """A rich message as written: keys masked, stray control characters visible (its own line
         breaks kept). The names it quotes went through ``esc`` already; this is the net."""
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from cs_posthog.secrets import redact
+
         self._know_keys()
         return fit(esc(redact(message), markup=False, keep="\n"), sys.stderr)
 
@@ -273,6 +292,9 @@ class Output:
         start under its text, not at column 0: after the prefix (``✓ ``, ``warning: ``), after a
         line's own indent and list marker (``  1. ``, ``  • ``). Off a terminal each line is
         written whole (soft wrap), as a log line should be."""
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from rich.text import Text
+
         console = self.err
         if console.soft_wrap:
             console.print(prefix + body)
@@ -306,6 +328,9 @@ class Output:
         self._print_hanging("[yellow]warning:[/yellow] ", self._message(message))
 
     def error(self, message: str, hint: str | None = None) -> None:
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from cs_posthog.secrets import redact
+
         self._know_keys()
         self._print_hanging("[red]error:[/red] ", fit(esc(redact(message)), sys.stderr))
         if hint:
@@ -315,6 +340,9 @@ class Output:
     def data(self, obj: Any) -> None:
         """One JSON document on stdout, keys masked. C1 controls, line separators and bidi overrides
         inside its strings are written as ``\\uXXXX`` (JSON escapes the C0 ones itself)."""
+        # local: cli.main() imports this module at start-up (--help stays light)
+        from cs_posthog.secrets import redact_data
+
         self._know_keys()
         text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
         text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -335,6 +363,9 @@ class Output:
 
 def setup_logging(*, verbose: int = 0, debug: bool = False) -> None:
     """stdlib logging to stderr: WARNING by default, -v INFO, --debug DEBUG; keys always masked."""
+    # local: cli.main() imports this module at start-up (--help stays light)
+    from cs_posthog.secrets import RedactingFilter, redact
+
     class _Formatter(logging.Formatter):
         def format(self, record: logging.LogRecord) -> str:
             return redact(super().format(record))
