@@ -41,7 +41,7 @@ class SecretSpec:
     keyring_user: str
 
 
-SPECS: dict[str, SecretSpec] = {
+SPECS: dict[Name, SecretSpec] = {
     "posthog": SecretSpec(
         "posthog", "POSTHOG_PERSONAL_API_KEY", "PostHog personal API key", "posthog-personal-api-key"),
     "customerscore": SecretSpec(
@@ -185,6 +185,17 @@ def find_secret(name: Name) -> Found | None:
     if value:
         return _usable(Found(value, "file"), spec)
     return None
+
+
+def keyring_value(name: Name) -> str | None:
+    """The key the OS keyring holds for ``name`` (bounded by the keyring timeout), or None."""
+    ok, value = _keyring_call("get_password", KEYRING_SERVICE, SPECS[name].keyring_user)
+    return value if ok and value else None
+
+
+def stored_value(name: Name) -> str | None:
+    """The key kept in the OS keyring or the key file (not the environment), or None."""
+    return keyring_value(name) or _read_file().get(name)
 
 
 def _usable(found: Found, spec: SecretSpec) -> Found:

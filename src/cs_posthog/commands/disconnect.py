@@ -34,12 +34,7 @@ def _state_files(paths: Paths) -> list[Path]:
 
 def _keyring_entries() -> list[str]:
     """Which keys the OS keyring holds for us (bounded by the keyring timeout)."""
-    found = []
-    for spec in secrets.SPECS.values():
-        ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
-        if ok and value:
-            found.append(spec.label)
-    return found
+    return [spec.label for name, spec in secrets.SPECS.items() if secrets.keyring_value(name)]
 
 
 def inventory(paths: Paths) -> list[str]:

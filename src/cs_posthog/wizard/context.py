@@ -16,7 +16,7 @@ from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.errors import MissingSecretError
 from cs_posthog.output import esc
 from cs_posthog.paths import get_paths
-from cs_posthog.secrets import SPECS, find_secret, register_secret, store_secret
+from cs_posthog.secrets import SPECS, Name, find_secret, register_secret, store_secret
 from cs_posthog.wizard.source import PostHogSource
 
 if TYPE_CHECKING:
@@ -85,15 +85,6 @@ STEP_TITLES = {
 SECTION_OF_STEP = {1: "posthog", 2: "customerscore", 3: "identification", 4: "events", 5: "persons"}
 
 
-def stored_value(name: str) -> str | None:
-    """The key kept in the OS keyring or the key file (not the environment), or None."""
-    spec = secrets.SPECS[name]
-    ok, value = secrets._keyring_call("get_password", secrets.KEYRING_SERVICE, spec.keyring_user)
-    if ok and value:
-        return value
-    return secrets._read_file().get(name)
-
-
 @dataclass
 class WizardContext:
     out: Output
@@ -103,7 +94,7 @@ class WizardContext:
     make_source: MakeSource | None = None
     host: str | None = None  # --host: self-hosted PostHog
     # edit: keys are stored only when the user saves; connect: as soon as they validate
-    pending_secrets: dict[str, str] = field(default_factory=dict)
+    pending_secrets: dict[Name, str] = field(default_factory=dict)
     prefill: Prefill = field(default_factory=Prefill)
     # the caller (the demo) runs the first sync itself: say nothing about `cs-posthog sync` or
     # `schedule` after saving
@@ -145,8 +136,8 @@ class WizardContext:
                 continue
             self._stored[name] = value
             spec = SPECS[name]
-            if stored_value(name) != value:  # a key kept with Enter is not stored (nor announced) again
-                where = store_secret(name, value)  # type: ignore[arg-type]
+            if secrets.stored_value(name) != value:  # a key kept with Enter is not stored (nor announced) again
+                where = store_secret(name, value)
                 if not quiet:
                     place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
                     self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")

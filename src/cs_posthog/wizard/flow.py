@@ -18,7 +18,7 @@ import questionary
 from cs_posthog.config import Draft, load_config, load_draft, save_config, save_draft
 from cs_posthog.errors import InvalidConfigError
 from cs_posthog.paths import get_paths
-from cs_posthog.secrets import SPECS, find_secret
+from cs_posthog.secrets import SPECS, Name, find_secret
 from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 from cs_posthog.wizard.step_persons import contact_label
@@ -259,7 +259,7 @@ def ask_save_changes(changes: list[str]) -> bool:
     return bool(questionary.confirm("Save these changes?", default=True).unsafe_ask())
 
 
-def describe_changes(old: Config, new: Config, keys_changed: list[str]) -> list[str]:
+def describe_changes(old: Config, new: Config, keys_changed: list[Name]) -> list[str]:
     lines: list[str] = []
     if _project_changed(old.posthog, new.posthog):
         lines.append(f"PostHog project: {old.posthog.project_id} → {new.posthog.project_id} ({new.posthog.host})")
@@ -364,10 +364,10 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
                      f"({cfg.sync.backfill_days} days back).[/dim]")
 
 
-def _keys_changed(ctx: WizardContext) -> list[str]:
-    changed = []
+def _keys_changed(ctx: WizardContext) -> list[Name]:
+    changed: list[Name] = []
     for name, value in ctx.pending_secrets.items():
-        found = find_secret(name)  # type: ignore[arg-type]
+        found = find_secret(name)
         if found is None or found.value != value:
             changed.append(name)
     return changed
