@@ -3,6 +3,7 @@ resume, Ctrl-C, an existing config, edit's "nothing is written until you save", 
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 
 import pytest
@@ -10,6 +11,9 @@ from helpers import run_cli, sample_config_dict
 from wizard_fakes import CTRL_C, CTRL_U, DOWN, ENTER, TAB, FakeCheck, piped_keys, sample_source
 
 from cs_posthog.output import Output
+from cs_posthog.wizard.noinput import Flags
+
+FLAG_FIELDS = {f.name for f in dataclasses.fields(Flags)}
 
 CS_KEY = "cs_" + "k" * 30
 
@@ -30,7 +34,8 @@ def connect(fakes, keys, text, **kw):
     check, src = fakes
     keys.send_text(text)
     kw.setdefault("no_sync", True)
-    cmd.run(Output(), check_credentials=check, make_source=lambda s, k: src, **kw)
+    flags = Flags(**{k: kw.pop(k) for k in list(kw) if k in FLAG_FIELDS})
+    cmd.run(Output(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
 
 
 def step1(check):
@@ -189,7 +194,8 @@ def edit(fakes, keys, text, **kw):
 
     check, src = fakes
     keys.send_text(text)
-    cmd.run(Output(), check_credentials=check, make_source=lambda s, k: src, **kw)
+    flags = Flags(**{k: kw.pop(k) for k in list(kw) if k in FLAG_FIELDS})
+    cmd.run(Output(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
 
 
 def test_edit_events_prefilled_and_saved(home, tty, fakes, capsys):

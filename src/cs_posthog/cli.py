@@ -17,6 +17,7 @@ from cs_posthog import interrupts
 if TYPE_CHECKING:
     from cs_posthog.config import Config
     from cs_posthog.output import Output
+    from cs_posthog.wizard.noinput import Flags
 
 if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the console script: SIGTERM
     interrupts.install()  # while the heavy imports below run stops like Ctrl-C (``main`` does it for others)
@@ -158,6 +159,13 @@ def _command(name: str) -> Any:
     import importlib
 
     return importlib.import_module(f"cs_posthog.commands.{name}")
+
+
+def _flags(options: dict[str, Any]) -> Flags:
+    """The connect/edit flags among a command's parsed options (its ``locals()``)."""
+    from cs_posthog.wizard.noinput import Flags
+
+    return Flags.from_options(options)
 
 
 def _output(*, json_mode: bool = False, quiet: bool = False) -> Output:
@@ -328,14 +336,8 @@ def connect(
     On a terminal, a five-step wizard that validates as it goes and resumes where it was left.
     With --no-input, every choice comes from flags and the keys from env or stdin.
     """
-    out = _output()
-    _command("connect").run(
-        out,
-        no_input=no_input, restart=restart, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
-        project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url,
-        tracker_key=tracker_key, contact_id=contact_id, no_sync=no_sync,
-    )
+    flags = _flags(locals())
+    _command("connect").run(_output(), flags, no_input=no_input, restart=restart, no_sync=no_sync)
 
 
 EDIT_SECTIONS = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
@@ -400,14 +402,8 @@ def edit(
             f"{section!r} is not a section of the setup",
             hint=f"Choose one of: {', '.join(EDIT_SECTIONS)} (or none: a menu asks).",
         )
-    out = _output()
-    _command("edit").run(
-        out, section=section,
-        no_input=no_input, api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin,
-        project=project, host=host, customer_property=customer_property, events=event or [],
-        all_events=all_events, filters=filter or [], filter_events=filter_events, cs_url=cs_url,
-        tracker_key=tracker_key, contact_id=contact_id,
-    )
+    flags = _flags(locals())
+    _command("edit").run(_output(), flags, section=section, no_input=no_input)
 
 
 @app.command()

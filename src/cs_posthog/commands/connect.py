@@ -24,21 +24,10 @@ if TYPE_CHECKING:
 
 def run(
     out: Output,
+    flags: Flags | None = None,
     *,
     no_input: bool = False,
     restart: bool = False,
-    api_key_stdin: bool = False,
-    cs_api_key_stdin: bool = False,
-    project: str | None = None,
-    host: str | None = None,
-    customer_property: str | None = None,
-    events: list[str] | None = None,
-    all_events: bool = False,
-    filters: list[str] | None = None,
-    filter_events: bool | None = None,
-    cs_url: str | None = None,
-    tracker_key: str | None = None,
-    contact_id: str | None = None,
     no_sync: bool = False,
     caller_syncs: bool = False,
     demo_defaults: dict[str, Any] | None = None,
@@ -52,19 +41,14 @@ def run(
     schedule hint). ``demo_defaults``: the sandbox's JSON line; its keys, project, tracker key and
     customer property are the answers offered, and the setup is not resumable (the demo's home is
     thrown away), so nothing says "`cs-posthog connect` resumes"."""
-    flags = Flags(
-        api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
-        customer_property=customer_property, events=list(events or []), all_events=all_events,
-        filters=list(filters or []), cs_url=cs_url, tracker_key=tracker_key, contact_id=contact_id,
-        filter_events=filter_events,
-    )
+    flags = flags or Flags()
     if no_input:
         connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source,
                          caller_syncs=caller_syncs, first_sync=first_sync)
         return
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
-    if api_key_stdin or cs_api_key_stdin:
+    if flags.api_key_stdin or flags.cs_api_key_stdin:
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
     ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials,

@@ -28,6 +28,7 @@ from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.requirements import parser_problem
 from cs_posthog.sandbox.runner import SandboxUnavailable, get_json, get_jsonl, start_sandbox
 from cs_posthog.sync.engine import SyncOptions
+from cs_posthog.wizard.noinput import Flags
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -151,20 +152,13 @@ class _ConnectCommon(TypedDict):
     """The ``connect.run`` arguments both ways of connecting share."""
 
     restart: bool
-    api_key_stdin: bool
-    cs_api_key_stdin: bool
-    host: str | None
-    all_events: bool
-    contact_id: str | None
     no_sync: bool
     caller_syncs: bool
 
 
 def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config | None:
-    common: _ConnectCommon = dict(
-        restart=True, api_key_stdin=False, cs_api_key_stdin=False, host=None, all_events=False,
-        contact_id=None, no_sync=True, caller_syncs=True,  # the demo runs the first sync itself
-    )
+    # the demo runs the first sync itself
+    common: _ConnectCommon = dict(restart=True, no_sync=True, caller_syncs=True)
     if interactive:
         out.info("\n[bold]The setup wizard[/bold], against the sandbox. Each question offers the sandbox's "
                  "answer: press Enter to take it, or type your own.")
@@ -184,20 +178,18 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
             offered.add_row(f"  {label}", str(value))
         if out.human:
             out.err.print(offered)
-        connect.run(
-            out, no_input=False, project=None, customer_property=None, events=DEMO_EVENTS, filters=DEMO_FILTERS,
-            cs_url=None, tracker_key=None, demo_defaults=info, **common,  # the URL is offered, not given
+        connect.run(  # the URL is offered (demo_defaults), not given
+            out, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS), no_input=False, demo_defaults=info, **common,
         )
     else:
         out.info(
             f"Connecting with: project {info['project_id']}, customer property "
             f"{info['customer_property']!r}, events {', '.join(DEMO_EVENTS)}, filter {DEMO_FILTERS[0]!r}"
         )
-        connect.run(
-            out, no_input=True, project=str(info["project_id"]), customer_property=info["customer_property"],
-            events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
-            tracker_key=info["tracker_key"], **common,
-        )
+        flags = Flags(project=str(info["project_id"]), customer_property=info["customer_property"],
+                      events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
+                      tracker_key=info["tracker_key"])
+        connect.run(out, flags, no_input=True, **common)
 
     if not get_paths().config_file.exists():
         return None

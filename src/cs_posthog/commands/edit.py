@@ -20,37 +20,21 @@ if TYPE_CHECKING:
 
 def run(
     out: Output,
+    flags: Flags | None = None,
     *,
     section: str | None = None,
     no_input: bool = False,
-    api_key_stdin: bool = False,
-    cs_api_key_stdin: bool = False,
-    project: str | None = None,
-    host: str | None = None,
-    customer_property: str | None = None,
-    events: list[str] | None = None,
-    all_events: bool = False,
-    filters: list[str] | None = None,
-    filter_events: bool | None = None,
-    cs_url: str | None = None,
-    tracker_key: str | None = None,
-    contact_id: str | None = None,
     check_credentials: CheckCredentials | None = None,
     make_source: MakeSource | None = None,
 ) -> None:
-    flags = Flags(
-        api_key_stdin=api_key_stdin, cs_api_key_stdin=cs_api_key_stdin, project=project, host=host,
-        customer_property=customer_property, events=list(events or []), all_events=all_events,
-        filters=list(filters or []), cs_url=cs_url, tracker_key=tracker_key, contact_id=contact_id,
-        filter_events=filter_events,
-    )
+    flags = flags or Flags()
     if no_input:
         edit_no_input(out, flags, section=section, check_fn=check_credentials, make_source=make_source)
         return
     cfg = load_config()  # not connected / invalid: exit 78 before any question
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog edit` asks questions, and stdin is not a terminal")
-    if api_key_stdin or cs_api_key_stdin:
+    if flags.api_key_stdin or flags.cs_api_key_stdin:
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
 

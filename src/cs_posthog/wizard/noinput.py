@@ -9,8 +9,9 @@ second). Unknown event or property names are warnings, not errors: PostHog may n
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import IO, TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -66,6 +67,23 @@ class Flags:
     tracker_key: str | None = None
     contact_id: str | None = None
     filter_events: bool | None = None  # --filter-events / --no-filter-events; None: not given
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Flags:
+        """The flags among a command's parsed options (``locals()`` of cli's connect or edit): the
+        one place their names are mapped, so the options are listed once, in cli.py's signatures.
+        Typer names the repeatable ones in the singular (``event``, ``filter``)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            option = _SINGULAR.get(f.name, f.name)
+            if option in options:
+                values[f.name] = options[option]
+        values["events"] = list(values.get("events") or [])
+        values["filters"] = list(values.get("filters") or [])
+        return cls(**values)
+
+
+_SINGULAR = {"events": "event", "filters": "filter"}  # Flags field -> its repeatable option's name
 
 
 # flag -> edit section it belongs to
