@@ -730,3 +730,19 @@ def test_serving_a_50000_row_answer():
         status, _, payload = http_request("POST", proc.posthog_url + f"/api/projects/{proc.info['project_id']}/query/",
                                           body=body, headers=auth, timeout=60)
         assert status == 200 and len(json.loads(payload)["results"]) == 49_999
+
+
+def test_a_killed_sandbox_leaves_no_directory_behind(tmp_path, monkeypatch):
+    """The runner owns the sandbox's directory (databases, stderr): a sandbox killed outright (a
+    SIGTERM answered too late on a loaded machine, then SIGKILL) cannot remove it, the runner does."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    sb = start_sandbox(events=200, persons=50, customers=5, seed=2)
+    made = [p for p in tmp_path.iterdir() if p.name.startswith("cs-posthog-sandbox-")]
+    assert len(made) == 1 and (made[0] / "stderr").exists() and (made[0] / "posthog.db").exists()
+    sb.proc.kill()  # no chance to clean up after itself
+    sb.proc.wait(10)
+    sb.stop()
+    assert list(tmp_path.iterdir()) == []

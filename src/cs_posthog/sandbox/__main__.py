@@ -78,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--region", choices=("us", "eu"), default=None,
                    help="where the project lives (default: from the seed, odd = eu)")
     p.add_argument("--db", default=None, help="SQLite file to generate into and keep (default: temp, deleted)")
+    p.add_argument("--workdir", default=None,
+                   help="directory for the databases (default: a temporary one, deleted at exit); its owner "
+                        "removes it (the test runner does, even when the sandbox had to be killed)")
     p.add_argument("--now", default=None,
                    help="anchor time of the data, ISO 8601 (default: current time floored to the hour)")
     p.add_argument("--query-tier", choices=("current", "legacy"), default="current",
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare = hogql.prepare_connection
     execute = hogql.execute
 
-    workdir = tempfile.mkdtemp(prefix="cs-posthog-sandbox-")
+    own_workdir = args.workdir is None
+    workdir = tempfile.mkdtemp(prefix="cs-posthog-sandbox-") if own_workdir else args.workdir
     servers: list[SandboxHTTPServer] = []
     pools: list[DBPool] = []
     apps = []
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
                 app.close()
         for pool in pools:
             pool.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

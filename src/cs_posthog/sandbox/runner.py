@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.message
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,10 +41,11 @@ class SandboxUnavailable(SandboxError):
 
 
 class SandboxProcess:
-    def __init__(self, proc: subprocess.Popen, info: dict, stderr_path: str) -> None:
+    def __init__(self, proc: subprocess.Popen, info: dict, workdir: str) -> None:
         self.proc = proc
         self.info = info
-        self._stderr_path = stderr_path
+        self._workdir = workdir
+        self._stderr_path = os.path.join(workdir, "stderr")
 
     @property
     def posthog_url(self) -> str:
@@ -66,9 +68,9 @@ class SandboxProcess:
             return ""
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code. The stderr file goes
-        whatever happens meanwhile (a second Ctrl-C or SIGTERM while waiting: the sandbox already
-        has its SIGTERM and removes its own database)."""
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code. Its directory (the
+        databases, the stderr file) goes whatever happens meanwhile, a SIGKILL or a second Ctrl-C
+        included."""
         try:
             if self.proc.poll() is None:
                 self.proc.send_signal(signal.SIGTERM)
@@ -80,10 +82,7 @@ class SandboxProcess:
         finally:
             if self.proc.stdout:
                 self.proc.stdout.close()
-            try:
-                os.unlink(self._stderr_path)
-            except OSError:
-                pass
+            shutil.rmtree(self._workdir, ignore_errors=True)
         return self.proc.returncode
 
     def __enter__(self) -> SandboxProcess:
@@ -116,25 +115,26 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
     if org_denies_personal_keys:
         cmd.append("--org-denies-personal-keys")
     cmd += list(extra_args)
-    fd, stderr_path = tempfile.mkstemp(prefix="cs-posthog-sandbox-", suffix=".stderr")
+    # the sandbox's databases and its stderr in one directory of ours: removed here whatever the
+    # sandbox manages to do itself (a SIGKILL after a slow SIGTERM leaves it no chance)
+    workdir = tempfile.mkdtemp(prefix="cs-posthog-sandbox-")
+    cmd += ["--workdir", workdir]
+    stderr_path = os.path.join(workdir, "stderr")
     proc: subprocess.Popen | None = None
     try:
-        with os.fdopen(fd, "wb") as err:
+        with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                     env={**os.environ, **(env or {})})
-        return SandboxProcess(proc, _wait_ready(proc, cmd, stderr_path, timeout, events), stderr_path)
+        return SandboxProcess(proc, _wait_ready(proc, cmd, stderr_path, timeout, events), workdir)
     except BaseException:  # not ready, or Ctrl-C while it starts: leave nothing behind
         if proc is not None and proc.poll() is None:
-            proc.terminate()  # SIGTERM first: the sandbox removes its temporary database
+            proc.terminate()
             try:
-                proc.wait(5)
+                proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        try:
-            os.unlink(stderr_path)
-        except OSError:
-            pass
+        shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
