@@ -223,7 +223,12 @@ def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
         proc = spawn(*args)
         args = ["sync", "--json"]
         hit = wait_for(lambda: len(got("events")) >= threshold or proc.poll() is not None, step=0.01)
-        assert hit and proc.poll() is None, "the sync finished before it could be killed"
+        assert hit
+        if proc.poll() is not None:  # the resumed run ended first (a loaded machine): nothing to kill
+            assert kills and proc.returncode == 0, "the first sync finished before it could be killed"
+            proc.stdout.close()
+            proc.stderr.close()
+            break
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         proc.stdout.close()
