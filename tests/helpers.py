@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets as _secrets
 import string
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -54,3 +56,9 @@ def sandbox_env(monkeypatch, info: dict, *, keys: bool = True) -> dict:
         monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", info["api_key"])
         monkeypatch.setenv("CUSTOMERSCORE_API_KEY", info["customerscore_api_key"])
     return info
+
+
+def cs_posthog_cmd() -> list[str]:
+    """The installed console script (as a user runs it), else ``python -m cs_posthog``."""
+    script = Path(sys.executable).parent / "cs-posthog"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]

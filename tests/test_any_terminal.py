@@ -7,20 +7,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import cs_posthog_cmd
 
 from cs_posthog.sandbox.runner import start_sandbox
 
 PROP = "organization_id"
 ENCODINGS = ["latin-1", "ascii", "cp1252"]
-
-
-def cs_posthog_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "cs-posthog"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
+from helpers import cs_posthog_cmd
 
 from cs_posthog.sandbox.runner import start_sandbox
 
@@ -24,11 +23,6 @@ pexpect = pytest.importorskip("pexpect")
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\x1b[=>]|\r")
 PROP = "organization_id"
-
-
-def cs_posthog_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "cs-posthog"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
 
 
 @pytest.fixture(scope="module")

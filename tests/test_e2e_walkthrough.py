@@ -9,15 +9,14 @@ Each session's screen is kept in the test's directory (``walkthrough-<cols>-<enc
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import cs_posthog_cmd
 
 from cs_posthog.sandbox.runner import start_sandbox
 
@@ -35,11 +34,6 @@ NEVER = [
 ]
 
 
-def cs_posthog_cmd() -> str:
-    script = Path(sys.executable).parent / "cs-posthog"
-    return shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m cs_posthog"
-
-
 @pytest.fixture(scope="module")
 def sandbox():
     with start_sandbox(events=1500, persons=200, customers=30, seed=5, region="eu") as sb:
@@ -54,7 +48,7 @@ class Terminal:
         self.session = f"walk{os.getpid()}"
         rc = tmp / "bashrc"
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-        rc.write_text(exports + "PS1='$ '\nalias cs-posthog=" + shlex.quote(cs_posthog_cmd()) + "\n")
+        rc.write_text(exports + "PS1='$ '\nalias cs-posthog=" + shlex.quote(shlex.join(cs_posthog_cmd())) + "\n")
         subprocess.run(["tmux", "-S", self.sock, "new-session", "-d", "-s", self.session, "-x", str(cols),
                         "-y", "32", f"bash --rcfile {rc} --noprofile -i"], check=True, timeout=20,
                        env={**os.environ, "TERM": "xterm-256color"})

@@ -17,23 +17,17 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import fake_key, run_cli, sample_config_dict, sandbox_env
+from helpers import cs_posthog_cmd, fake_key, run_cli, sample_config_dict, sandbox_env
 
 from cs_posthog.config import Config, save_config
 from cs_posthog.sandbox.runner import start_sandbox
 from cs_posthog.sync.state import SyncState
 
 PROP = "organization_id"
-
-
-def cs_posthog_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "cs-posthog"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
 
 
 def one_error(stderr: str) -> tuple[str, str]:

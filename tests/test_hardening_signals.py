@@ -15,17 +15,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import cs_posthog_cmd
 
 SIGNALS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
 IDS = ["sigint", "sigterm"]
-
-
-def cs_posthog_cmd() -> list[str]:
-    script = Path(sys.executable).parent / "cs-posthog"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
 
 
 def assert_one_stop_line(stderr: str, what: str) -> None:
