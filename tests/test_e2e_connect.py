@@ -85,7 +85,7 @@ def test_connect_in_a_terminal_with_ctrl_c_and_resume(sandbox, term_env, home):
     child.send(info["tracker_key"] + "\r")
     child.expect("advanced options")
     child.send("y")
-    child.expect("API base URL")
+    child.expect("Customerscore API base URL")  # the text prompt; "(API base URL)?" ends the confirm before it
     child.send("\x15" + info["customerscore"] + "\r")
     child.expect("How are Persons tied to a customer")
     child.send("\r")

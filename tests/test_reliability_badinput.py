@@ -536,6 +536,30 @@ def test_every_url_the_config_accepts_is_one_the_http_client_can_use(text):
     httpx.Request("GET", base + "/api/projects/1/query/")
 
 
+@pytest.mark.parametrize(("text", "why"), [
+    ("https://api.customerscore.iohttp://127.0.0.1:8000", "two URLs run together"),  # a default not cleared
+    ("https://api.customerscore.io/http://127.0.0.1:8000", "two URLs run together"),
+    ("http://127.0.0.1:", "no empty port"),
+    ("https://eu.posthog.com/?next=/project/1", "query"),
+    ("https://eu.posthog.com/#top", "fragment"),
+    ("https://admin:hunter2@eu.posthog.com", "no user name or password"),
+])
+def test_a_paste_gone_wrong_is_no_base_url(text, why):
+    from cs_posthog.urls import check_base_url
+
+    with pytest.raises(ValueError, match=why) as info:
+        check_base_url(text)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["https://eu.posthog.com", "http://127.0.0.1:8000/", "https://ph.example.com/posthog",
+                                  "http://[::1]:9000", "http://localhost:8010"])
+def test_base_urls_with_a_path_prefix_or_a_port_are_kept(text):
+    from cs_posthog.urls import check_base_url
+
+    assert check_base_url(text) == text.rstrip("/")
+
+
 NO_KEYS = (None, None)
 KEYS = (fake_key(), fake_key("", 32))  # canaries, made at run time
 FIXED_CASES = [
