@@ -6,6 +6,7 @@ section optional, saved beside the config.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import re
@@ -98,11 +99,64 @@ def _queryable_name(v: str) -> str:
     return no_key(v)
 
 
+GROUP_INDEXES = range(5)  # PostHog has five group type slots: $group_0 .. $group_4
+
+
 class Identification(_Model):
-    kind: Literal["person_property"] = "person_property"
-    property: str = Field(min_length=1, max_length=400)
+    """What names an event's and a contact's customer.
+
+    ``person_property``: a Person property holds the customer id (``property``). ``group``: PostHog
+    group analytics; the event's group of type ``group_type_index`` (``$group_N``, named
+    ``group_type``) is the customer, identified by the group key, or by the group property
+    ``property`` when set. A Person's customer is then the group of their most recent selected event
+    in the backfill window (PostHog keeps no Person-to-group link elsewhere)."""
+
+    kind: Literal["person_property", "group"] = "person_property"
+    property: str | None = Field(default=None, min_length=1, max_length=400)
+    group_type: str | None = Field(default=None, min_length=1, max_length=400)
+    group_type_index: int | None = Field(default=None, ge=0, le=4, strict=True)
 
     _name = field_validator("property")(_queryable_name)
+    _type_name = field_validator("group_type")(no_key)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Identification:
+        if self.kind == "person_property":
+            if self.property is None:
+                raise ValueError("a person_property identification needs `property`")
+            if self.group_type is not None or self.group_type_index is not None:
+                raise ValueError("group_type and group_type_index belong to kind = \"group\"")
+        elif self.group_type_index is None:
+            raise ValueError("a group identification needs `group_type_index` (0 to 4)")
+        return self
+
+    @builtins.property  # (the field `property` hides the builtin in this class body)
+    def is_group(self) -> bool:
+        return self.kind == "group"
+
+    @builtins.property
+    def person_property(self) -> str | None:
+        """The Person property holding the customer id; None in group mode."""
+        return None if self.is_group else self.property
+
+    @builtins.property
+    def group_property(self) -> str | None:
+        """The group property holding the customer id; None: the group key (or Person mode)."""
+        return self.property if self.is_group else None
+
+    @builtins.property
+    def group_label(self) -> str:
+        """``company`` (or ``group type 2`` when its name is unknown)."""
+        return self.group_type or f"group type {self.group_type_index}"
+
+    def describe(self) -> str:
+        """For summaries: ``Person property organization_id``, ``company group key``,
+        ``company group property crm_id``."""
+        if not self.is_group:
+            return f"Person property {self.property}"
+        if self.property is None:
+            return f"{self.group_label} group key"
+        return f"{self.group_label} group property {self.property}"
 
 
 class Operator(StrEnum):
@@ -163,8 +217,49 @@ class EventsSettings(_Model):
         return out
 
 
+_CODENAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+
+
+def suggest_codename(prop: str) -> str:
+    """The attribute codename a Person property is sent as unless the user types another:
+    ``$initial_referrer`` -> ``initial_referrer``, ``Plan Name`` -> ``plan_name``."""
+    text = re.sub(r"[^a-z0-9]+", "_", prop.lower()).strip("_")
+    if not text or not text[0].isalpha():
+        text = "attr_" + text
+    return text[:100].rstrip("_")
+
+
+def codename_problem(codename: str) -> str | None:
+    """Why ``codename`` cannot be a Customerscore attribute codename, or None. Customerscore drops an
+    attribute whose key is no codename defined there, silently (docs/customerscore-api.md), so what
+    cs-posthog sends is held to the shape codenames have: lower case letters, digits and
+    underscores, starting with a letter."""
+    if not _CODENAME_RE.match(codename):
+        return ("an attribute codename is lower case letters, digits and underscores, starting with a "
+                f"letter (for example {suggest_codename(codename) or 'plan'!s})")
+    return None
+
+
+class ContactAttribute(_Model):
+    """A Person property sent as a contact attribute, under a Customerscore attribute codename."""
+
+    property: str = Field(min_length=1, max_length=400)
+    codename: str = Field(min_length=1, max_length=100)
+
+    _name = field_validator("property")(_queryable_name)
+
+    @field_validator("codename")
+    @classmethod
+    def _codename(cls, v: str) -> str:
+        if (why := codename_problem(v)) is not None:
+            raise ValueError(why)
+        return v
+
+
 class PersonsSettings(_Model):
     filters: list[PersonFilter] = Field(default_factory=list)
+    # Person properties sent as contact attributes besides email (always sent, as `email`, when set)
+    attributes: list[ContactAttribute] = Field(default_factory=list)
     # "person_id" (PostHog's person UUID) or the name of a Person property.
     contact_id: str = Field(default="person_id", min_length=1, max_length=400)
     # Whether the filters choose the events too: True, only the events of the Persons matching them are
@@ -175,6 +270,16 @@ class PersonsSettings(_Model):
     filter_events: bool = Field(default=False, strict=True)
 
     _name = field_validator("contact_id")(_queryable_name)
+
+    @field_validator("attributes")
+    @classmethod
+    def _one_codename_each(cls, v: list[ContactAttribute]) -> list[ContactAttribute]:
+        seen: dict[str, str] = {"email": "email"}  # email is always sent under its own name
+        for a in v:
+            if seen.get(a.codename, a.property) != a.property:
+                raise ValueError(f"two properties are sent as the attribute {a.codename!r}")
+            seen[a.codename] = a.property
+        return v
 
 
 class SyncSettings(_Model):
@@ -204,8 +309,12 @@ class Config(_Model):
         return v
 
     def all_filters(self) -> list[PersonFilter]:
-        """The saved filters with the locked condition `{customer property} is set` first."""
-        locked = PersonFilter(property=self.identification.property, operator=Operator.IS_SET)
+        """The saved filters with the locked condition `{customer property} is set` first (Person
+        mode; in group mode there is no locked condition: the customer comes from the events)."""
+        prop = self.identification.person_property
+        if prop is None:
+            return list(self.persons.filters)
+        locked = PersonFilter(property=prop, operator=Operator.IS_SET)
         rest = [f for f in self.persons.filters if f != locked]
         return [locked, *rest]
 
