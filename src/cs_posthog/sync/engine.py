@@ -62,6 +62,7 @@ from cs_posthog.sync import queries
 from cs_posthog.sync.event_page import EventRow, PageTriage, plan_batches, skipped_rows, triage_page
 from cs_posthog.sync.mapping import (
     PERSON_ID,
+    attribute_value,
     contact_payload,
     contacts_settings_hash,
     event_json,
@@ -237,7 +238,11 @@ class SyncEngine:
         self.now = self.opt.now or utcnow()
         self.overlap = timedelta(minutes=cfg.sync.overlap_minutes)
         self.lateness = timedelta(days=cfg.sync.max_lateness_days)
-        self.customer_prop = cfg.identification.property
+        # where customer ids come from: a Person property (customer_prop), or a group (group mode)
+        self.customer = queries.CustomerSource.of(cfg.identification)
+        self.customer_prop = cfg.identification.person_property
+        self.attributes = [(a.codename, a.property) for a in cfg.persons.attributes]
+        self._customer_is_key = not self.customer.raw
         cid = cfg.persons.contact_id
         self.contact_prop: str | None = None if cid == PERSON_ID else cid
         # persons.filter_events: only the events of Persons matching the saved filters are read (every
@@ -656,7 +661,7 @@ class SyncEngine:
                 else:
                     w = queries.EventsWindow(events, ts_from0, created_from=created_from, upto=upto, persons=persons,
                                        before=before, person_filters=self.person_filters)
-                return queries.events_page(w, customer_property=self.customer_prop, contact_property=self.contact_prop)
+                return queries.events_page(w, customer=self.customer, contact_property=self.contact_prop)
 
             try:
                 for rows in self._paged(build, key_of, page_size, f"cs-posthog sync events ({s.name})",
@@ -691,8 +696,11 @@ class SyncEngine:
         # ids are JSONExtractRaw's text: a plain JSON string (nearly every id) is unquoted here,
         # anything else goes through raw_id (numbers kept as written, booleans and null refused)
         v = row[queries.EV_CUSTOMER]
-        customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
-                                                 and "\\" not in v) else raw_id(v)
+        if self._customer_is_key:  # a group key: plain text
+            customer = (v.strip() or None) if type(v) is str else text_or_none(v)
+        else:
+            customer = (v[1:-1].strip() or None) if (type(v) is str and len(v) > 1 and v[0] == '"' and v[-1] == '"'
+                                                     and "\\" not in v) else raw_id(v)
         if customer is None:
             return EventRow(uuid, created, created_raw, None, "no_customer", None)
         if self.contact_prop is None:
@@ -891,7 +899,7 @@ class SyncEngine:
             w = queries.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo_dt), upto=upto,
                                before=before, person_filters=self.person_filters)
             sql, values = queries.events_count(
-                w, customer_property=self.customer_prop, without_customer=without_customer,
+                w, customer=self.customer, without_customer=without_customer,
                 created_to=fmt_ts(hi_dt) if hi_dt is not None and not hi_open else None,
                 created_after=fmt_ts(lo_dt) if lo_open else None, rows=rows)
             return self._count(sql, values, name, queries.EVENTS_MODIFIERS)
@@ -979,36 +987,40 @@ class SyncEngine:
 
     # --- contacts ----------------------------------------------------------------------------
     def _contacts(self) -> None:
-        """Every Person who may hold a customer id, keyset on id (8). Those matching the saved filters
-        become contacts; every attachable one (customer and contact id) is checked against
-        ``persons_seen``, where the Persons new since the last complete scan wait for their backfill
-        (6a)."""
+        """Every Person who may hold a customer id, keyset on id (8): in Person mode the Persons with
+        the customer property; in group mode those with selected events of a group of the chosen
+        type in the backfill window, whose customer is the group of their most recent such event.
+        Those matching the saved filters become contacts; every attachable one (customer and
+        contact id) is checked against ``persons_seen``, where the Persons new since the last
+        complete scan wait for their backfill (6a)."""
         rep = self.report
         filters = self.cfg.all_filters()
         # the last column says whether the Person matches the filters, when there are any besides the locked one
-        has_flag = bool(queries.user_filters(filters, self.customer_prop))
-        flag_col = (queries.P_CONTACT + 1 if self.contact_prop is not None else queries.P_CONTACT) if has_flag else None
+        extra = queries.user_filters(filters, self.customer_prop)
+        first_attr = queries.P_CONTACT + 1 if self.contact_prop is not None else queries.P_CONTACT
+        flag_col = first_attr + len(self.attributes) if extra else None
         if self.opt.count_totals:
             try:
-                sql, values = queries.persons_count(filters, self.customer_prop)
-                self._set_total("contacts", self._count(sql, values, "cs-posthog sync count persons"))
+                if self.customer_prop is None:
+                    w = self._groups_window(tuple(extra))
+                    sql, values = queries.person_groups_count(w, customer=self.customer)
+                    total = self._count(sql, values, "cs-posthog sync count persons", queries.EVENTS_MODIFIERS)
+                else:
+                    sql, values = queries.persons_count(filters, self.customer_prop)
+                    total = self._count(sql, values, "cs-posthog sync count persons")
+                self._set_total("contacts", total)
             except CsPosthogError as exc:
                 log.info("could not count persons: %s", exc)
-
-        def build(after: str | None) -> tuple[str, dict[str, Any]]:
-            return queries.persons_page(filters, customer_property=self.customer_prop,
-                                        contact_property=self.contact_prop, after_id=after)
 
         self._contact_losers = self._duplicate_contact_losers(filters)
         ignore_fps = self._ignore_state or self._ignore_fingerprints
         can_seen = not self._ignore_state and (not self.opt.dry_run or self.state.persons_ready())
-        pages = self._paged(build, lambda row: str(row[queries.P_ID]), self.opt.persons_page_size,
-                            "cs-posthog sync persons")
+        pages = self._person_pages(filters, extra)
         with Prefetcher(pages, name="read-persons") as it:
             for rows in it:
                 self._check_stop()
                 self._emit("contacts", read=len(rows))
-                contacts, attachable, outside = self._map_contacts(rows, flag_col)
+                contacts, attachable, outside = self._map_contacts(rows, flag_col, first_attr)
                 rows.clear()  # (12)
                 if can_seen:
                     self._note_attachable(attachable)
@@ -1047,6 +1059,59 @@ class SyncEngine:
         if not self.opt.dry_run and self.run_id is not None:
             rep.contacts_no_longer_matching = self.state.contacts_not_seen_since(self.run_id)
         rep.customers_referenced = len(self._customers)
+
+    def _person_pages(self, filters: list[Any], extra: list[Any]) -> Iterator[list[list[Any]]]:
+        """The Persons scan's pages, each row ``id, customer (raw), email, name[, contact][,
+        attributes...][, 1/0 matches the filters]``."""
+        attrs = [prop for _, prop in self.attributes]
+        if self.customer_prop is not None:
+            prop = self.customer_prop
+
+            def build(after: str | None) -> tuple[str, dict[str, Any]]:
+                return queries.persons_page(filters, customer_property=prop, contact_property=self.contact_prop,
+                                            after_id=after, attributes=attrs)
+
+            yield from self._paged(build, lambda row: str(row[queries.P_ID]), self.opt.persons_page_size,
+                                   "cs-posthog sync persons")
+            return
+        w = self._groups_window()
+
+        def build_groups(after: str | None) -> tuple[str, dict[str, Any]]:
+            return queries.person_groups_page(w, customer=self.customer, after_id=after)
+
+        for rows in self._paged(build_groups, lambda row: str(row[0]), self.opt.persons_page_size,
+                                "cs-posthog sync person groups", queries.EVENTS_MODIFIERS):
+            group_of = {str(pid): str(key) for pid, key in rows}
+            rows.clear()
+            customers = self._group_customers(group_of)
+            ids = list(group_of)
+            page: list[list[Any]] = []
+            for i in range(0, len(ids), IN_LIST):
+                self._check_stop()
+                sql, values = queries.persons_by_ids(ids[i : i + IN_LIST], extra, contact_property=self.contact_prop,
+                                                     attributes=attrs)
+                for prow in self._query(sql, values, "cs-posthog sync persons").results:
+                    page.append([prow[0], customers.get(str(prow[0])), *prow[1:]])
+            yield page
+
+    def _groups_window(self, person_filters: tuple[Any, ...] = ()) -> queries.EventsWindow:
+        """Group mode: the selected events of the backfill window, where a Person's group is found."""
+        floor = fmt_ts(self.now - timedelta(days=self.cfg.sync.backfill_days))
+        return queries.EventsWindow(tuple(self.cfg.events.selected), floor, person_filters=person_filters)
+
+    def _group_customers(self, group_of: dict[str, str]) -> dict[str, str | None]:
+        """Group mode: each Person's customer id as raw JSON text (what ``_map_contacts`` reads): the
+        group key, or the group property (as the group is now; None when it has none)."""
+        gi, prop = self.customer.group_index, self.customer.group_property
+        if prop is None or gi is None:
+            return {pid: json.dumps(key, ensure_ascii=False) for pid, key in group_of.items()}
+        keys = sorted(set(group_of.values()))
+        raw: dict[str, str] = {}
+        for i in range(0, len(keys), IN_LIST):
+            self._check_stop()
+            sql, values = queries.group_customer_ids(gi, prop, keys[i : i + IN_LIST])
+            raw.update((str(k), v) for k, v in self._query(sql, values, "cs-posthog sync group ids").results)
+        return {pid: raw.get(key) for pid, key in group_of.items()}
 
     def _duplicate_contact_losers(self, filters: list[Any]) -> set[str]:
         """Persons to sync who share their contact id (a property: e.g. email) with another: the most
@@ -1093,7 +1158,8 @@ class SyncEngine:
         else:
             self.state.add_persons(new, pending=True)
 
-    def _map_contacts(self, rows: list[list[Any]], flag_col: int | None) -> tuple[list[_Contact], list[str], list[str]]:
+    def _map_contacts(self, rows: list[list[Any]], flag_col: int | None,
+                      first_attr: int) -> tuple[list[_Contact], list[str], list[str]]:
         """(the contacts of the Persons matching the filters, the ids of every attachable Person, the ids
         of the Persons with a customer and a contact id whose events are not sent: outside the filters
         while they choose the events)."""
@@ -1136,7 +1202,8 @@ class SyncEngine:
             if email is not None and len(email) > FIELD_MAX:
                 email = None
             name = text_or_none(raw_value(row[queries.P_NAME]))
-            payload = contact_payload(customer=customer, contact=contact, name=name, email=email)
+            attributes = {code: attribute_value(row[first_attr + i]) for i, (code, _) in enumerate(self.attributes)}
+            payload = contact_payload(customer=customer, contact=contact, name=name, email=email, attributes=attributes)
             self._customers.add(customer)
             if contact in out:  # two Persons of one page with one contact id (the duplicates query failed)
                 rep.contacts_skipped_duplicate_id += 1

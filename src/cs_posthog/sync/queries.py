@@ -13,6 +13,12 @@ as it is now (the rule the wizard counted with), so every events query runs with
 ``EVENTS_MODIFIERS`` (``person_id_override_properties_joined``: PostHog joins the current Person).
 Properties are read as raw JSON text (``JSONExtractRaw``), so ids keep their exact text whatever
 type PostHog gave the property.
+
+Groups (``identification.kind = "group"``, ``CustomerSource``): an event's customer is its group of the
+chosen type (``$group_N``: the key PostHog stamped at ingestion, ``''`` for none), or a property of
+that group as the group is now (``group_N.properties``, PostHog's join to the ``groups`` table). A
+Person's customer is the group of their most recent selected event in the backfill window
+(``person_groups_page``); their Person row is then read by id (``persons_by_ids``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cs_posthog.config import Operator, PersonFilter
+from cs_posthog.config import Identification, Operator, PersonFilter
 from cs_posthog.posthog.hogql import (
     JOINED_PERSONS_MODIFIERS,
     RAW_NO_ID,
@@ -29,6 +35,7 @@ from cs_posthog.posthog.hogql import (
     compile_filters,
     has_id,
     persons_page_query,
+    quote_identifier,
     raw_ref,
 )
 
@@ -39,6 +46,63 @@ P_ID, P_CUSTOMER, P_EMAIL, P_NAME, P_CONTACT = range(5)
 
 # PostHog's persons-on-events mode that reads the current Person on the events table
 EVENTS_MODIFIERS: dict[str, Any] = JOINED_PERSONS_MODIFIERS
+
+
+@dataclass(frozen=True)
+class CustomerSource:
+    """Where an event's customer id is read on the events table: a Person property (the Person as it
+    is now), the key of the event's group of one type, or a property of that group (as it is now).
+
+    ``raw``: the column is ``JSONExtractRaw``'s text (parse it with ``raw_id``); a group key is
+    plain text (``''``: the event has no group of that type)."""
+
+    person_property: str | None = None
+    group_index: int | None = None
+    group_property: str | None = None
+
+    @classmethod
+    def of(cls, ident: Identification) -> CustomerSource:
+        if ident.is_group:
+            return cls(group_index=ident.group_type_index, group_property=ident.group_property)
+        return cls(person_property=ident.person_property)
+
+    @property
+    def is_group(self) -> bool:
+        return self.group_index is not None
+
+    @property
+    def raw(self) -> bool:
+        return not self.is_group or self.group_property is not None
+
+    def group_column(self) -> str:
+        """``$group_N`` (quoted): the event's group key of the chosen type."""
+        if self.group_index is None:
+            raise ValueError("not a group customer")
+        return quote_identifier(f"$group_{int(self.group_index)}")
+
+    def ref(self, p: Params) -> str:
+        """The customer id column of an events query."""
+        if self.group_index is None:
+            return raw_ref(self._person_prop(), p, "person.properties")
+        if self.group_property is None:
+            return self.group_column()
+        return raw_ref(self.group_property, p, f"group_{int(self.group_index)}.properties")
+
+    def has(self, p: Params) -> str:
+        """The condition "the event may hold a customer id"."""
+        if self.is_group and self.group_property is None:
+            return f"{self.group_column()} != ''"
+        return f"{self.ref(p)} NOT IN {RAW_NO_ID}"
+
+    def lacks(self, p: Params) -> str:
+        if self.is_group and self.group_property is None:
+            return f"{self.group_column()} = ''"
+        return f"{self.ref(p)} IN {RAW_NO_ID}"
+
+    def _person_prop(self) -> str:
+        if self.person_property is None:
+            raise ValueError("no customer property")
+        return self.person_property
 
 
 def ch_time(iso: str) -> str:
@@ -89,20 +153,21 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
 
 
 def events_page(
-    w: EventsWindow, *, customer_property: str, contact_property: str | None
+    w: EventsWindow, *, customer: CustomerSource, contact_property: str | None
 ) -> tuple[str, dict[str, Any]]:
-    """Selected events whose Person (as it is now) may hold a customer id, in keyset order, without
-    LIMIT (``PostHogClient.iter_pages`` asks for page+1 rows). Run with ``EVENTS_MODIFIERS``."""
+    """Selected events that may hold a customer id (on their Person as it is now, or their group), in
+    keyset order, without LIMIT (``PostHogClient.iter_pages`` asks for page+1 rows). Run with
+    ``EVENTS_MODIFIERS``."""
     p = Params()
     where = _event_where(w, p)
-    where.append(has_id(customer_property, p, "person.properties"))
+    where.append(customer.has(p))
     cols = [
         "uuid",
         "event",
         "timestamp",
         "created_at",
         "person_id",
-        raw_ref(customer_property, p, "person.properties"),
+        customer.ref(p),
         raw_ref("email", p, "person.properties"),
     ]
     if contact_property is not None:
@@ -112,16 +177,15 @@ def events_page(
 
 
 def events_count(
-    w: EventsWindow, *, customer_property: str, without_customer: bool, created_to: str | None = None,
+    w: EventsWindow, *, customer: CustomerSource, without_customer: bool, created_to: str | None = None,
     created_after: str | None = None, rows: bool = False,
 ) -> tuple[str, dict[str, Any]]:
-    """How many selected events in a window have (or lack) a customer id on their current Person;
-    with ``rows``, how many rows (what ``events_page`` reads: PostHog may hold one uuid in two).
-    Run with ``EVENTS_MODIFIERS``."""
+    """How many selected events in a window have (or lack) a customer id (on their current Person, or
+    their group); with ``rows``, how many rows (what ``events_page`` reads: PostHog may hold one uuid
+    in two). Run with ``EVENTS_MODIFIERS``."""
     p = Params()
     where = _event_where(w, p)
-    ref = raw_ref(customer_property, p, "person.properties")
-    where.append(f"{ref} IN {RAW_NO_ID}" if without_customer else f"{ref} NOT IN {RAW_NO_ID}")
+    where.append(customer.lacks(p) if without_customer else customer.has(p))
     if created_to is not None:
         where.append(f"created_at <= {_dt(p, 'ct', created_to)}")
     if created_after is not None:
@@ -131,24 +195,88 @@ def events_count(
     return f"SELECT {what} FROM events WHERE {' AND '.join(where)}", p.values
 
 
-def user_filters(filters: Sequence[Any], customer_property: str) -> list[Any]:
+def user_filters(filters: Sequence[Any], customer_property: str | None) -> list[Any]:
     """The saved filters without the locked one (``customer property is set``), which every query here
-    states itself, in its stricter form (``has_id``)."""
+    states itself, in its stricter form (``has_id``). Group mode (None) has no locked filter."""
+    if customer_property is None:
+        return list(filters)
     locked = PersonFilter(property=customer_property, operator=Operator.IS_SET)
     return [f for f in filters if f != locked]
 
 
+def person_columns(contact_property: str | None, attributes: Sequence[str]) -> list[str]:
+    """The Person properties a contact is made of, after ``id`` and the customer column: email, name,
+    the contact id property (when it is one), the attribute properties."""
+    cols = ["email", "name"]
+    if contact_property is not None:
+        cols.append(contact_property)
+    return cols + list(attributes)
+
+
 def persons_page(
-    filters: Sequence[Any], *, customer_property: str, contact_property: str | None, after_id: str | None
+    filters: Sequence[Any], *, customer_property: str, contact_property: str | None, after_id: str | None,
+    attributes: Sequence[str] = (),
 ) -> tuple[str, dict[str, Any]]:
     """Every Person who may hold a customer id, keyset on id, without LIMIT. Columns: id, customer,
-    email, name[, contact], then 1/0: whether the Person matches ``filters`` (the saved filters;
-    only those become contacts, while every Person with a customer id has their events sent)."""
+    email, name[, contact][, attributes...], then 1/0: whether the Person matches ``filters`` (the
+    saved filters; only those become contacts, while every Person with a customer id has their events
+    sent)."""
     extra = user_filters(filters, customer_property)
-    columns = [customer_property, "email", "name"]
-    if contact_property is not None:
-        columns.append(contact_property)
+    columns = [customer_property, *person_columns(contact_property, attributes)]
     return persons_page_query([], columns, after=after_id, flag_filters=extra, id_property=customer_property)
+
+
+def person_groups_page(
+    w: EventsWindow, *, customer: CustomerSource, after_id: str | None
+) -> tuple[str, dict[str, Any]]:
+    """Group mode: each Person with selected events of a group of the chosen type in ``w`` (the
+    backfill window), with the key of the group of their most recent such event; keyset on
+    ``person_id``, without LIMIT. Run with ``EVENTS_MODIFIERS`` (the Person as it is now: merged
+    Persons are one)."""
+    p = Params()
+    where = _event_where(w, p)
+    col = customer.group_column()
+    where.append(f"{col} != ''")
+    if after_id is not None:
+        where.append(f"person_id > toUUID({p.add('after', str(after_id))})")
+    sql = (f"SELECT person_id, argMax({col}, timestamp) FROM events WHERE {' AND '.join(where)} "
+           "GROUP BY person_id ORDER BY person_id")
+    return sql, p.values
+
+
+def person_groups_count(w: EventsWindow, *, customer: CustomerSource) -> tuple[str, dict[str, Any]]:
+    """Group mode: how many Persons ``person_groups_page`` lists (matching ``w.person_filters``)."""
+    p = Params()
+    where = _event_where(w, p)
+    where.append(f"{customer.group_column()} != ''")
+    return f"SELECT count(DISTINCT person_id) FROM events WHERE {' AND '.join(where)}", p.values
+
+
+def group_customer_ids(group_index: int, group_property: str, keys: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """Group mode with a group property: the raw text of that property for each of ``keys`` (groups
+    of type ``group_index``, as they are now)."""
+    p = Params()
+    ref = raw_ref(group_property, p)
+    keys_sql = ", ".join(p.add("g", k, reuse=False) for k in keys)
+    sql = (f"SELECT key, {ref} FROM groups WHERE index = {p.add('gi', int(group_index))} AND key IN ({keys_sql}) "
+           f"ORDER BY key LIMIT {len(keys) + 1}")
+    return sql, p.values
+
+
+def persons_by_ids(
+    ids: Sequence[str], filters: Sequence[Any], *, contact_property: str | None, attributes: Sequence[str] = ()
+) -> tuple[str, dict[str, Any]]:
+    """Group mode: the Persons ``ids`` (at most a few hundred), in id order. Columns: id, email,
+    name[, contact][, attributes...], then 1/0 (whether the Person matches ``filters``) when there are
+    filters."""
+    p = Params()
+    cols = ["id", *(raw_ref(c, p) for c in person_columns(contact_property, attributes))]
+    if filters:
+        flag, _ = compile_filters(list(filters), params=p, values_prefix="g")
+        cols.append(f"if({flag}, 1, 0)")
+    id_list = ", ".join(f"toUUID({p.add('p', str(i), reuse=False)})" for i in ids)
+    sql = f"SELECT {', '.join(cols)} FROM persons WHERE id IN ({id_list}) ORDER BY id LIMIT {len(ids) + 1}"
+    return sql, p.values
 
 
 def persons_count(filters: Sequence[Any], customer_property: str) -> tuple[str, dict[str, Any]]:
@@ -162,20 +290,22 @@ def persons_count(filters: Sequence[Any], customer_property: str) -> tuple[str, 
     return f"SELECT count() FROM persons WHERE {' AND '.join(f'({c})' for c in conds)}", p.values
 
 
-
-
-def _contact_conditions(filters: Sequence[Any], customer_property: str, contact_property: str, p: Params) -> list[str]:
+def _contact_conditions(filters: Sequence[Any], customer_property: str | None, contact_property: str,
+                        p: Params) -> list[str]:
     extra = user_filters(filters, customer_property)
-    conds = [has_id(customer_property, p), has_id(contact_property, p)]
+    conds = [has_id(contact_property, p)]
+    if customer_property is not None:  # (group mode: every Person with the contact id)
+        conds.insert(0, has_id(customer_property, p))
     if extra:
         conds.append(compile_filters(extra, params=p)[0])
     return conds
 
 
 def duplicate_contact_ids(
-    filters: Sequence[Any], *, customer_property: str, contact_property: str
+    filters: Sequence[Any], *, customer_property: str | None, contact_property: str
 ) -> tuple[str, dict[str, Any]]:
-    """The contact ids (raw JSON text) that more than one of the Persons to sync holds."""
+    """The contact ids (raw JSON text) that more than one of the Persons to sync holds (group mode:
+    of the Persons matching the filters)."""
     p = Params()
     ref = raw_ref(contact_property, p)
     conds = _contact_conditions(filters, customer_property, contact_property, p)
@@ -185,7 +315,7 @@ def duplicate_contact_ids(
 
 
 def persons_with_contact_ids(
-    filters: Sequence[Any], raw_ids: Sequence[str], *, customer_property: str, contact_property: str
+    filters: Sequence[Any], raw_ids: Sequence[str], *, customer_property: str | None, contact_property: str
 ) -> tuple[str, dict[str, Any]]:
     """id, created_at and contact id (raw) of the Persons to sync holding one of ``raw_ids``."""
     p = Params()
