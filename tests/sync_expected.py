@@ -113,7 +113,26 @@ def expected_events(
     return out, skipped
 
 
-def expected_contacts(sb: Sandbox, *, customer_property: str, filters: list[dict], existing_only: bool = True) -> list[dict]:
+def attribute(value: Any) -> Any:
+    """A Person property as a contact attribute (issue 14): strings trimmed (empty: left out), ISO dates
+    and date-times as YYYY-MM-DD, numbers and booleans as they are, null and missing left out."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)[:255]
+    text = str(value).strip()
+    if len(text) >= 10 and text[4] == "-" and text[7] == "-" and text[:4].isdigit():
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return text[:10]
+        except ValueError:
+            pass
+    return text[:255] or None
+
+
+def expected_contacts(sb: Sandbox, *, customer_property: str, filters: list[dict], existing_only: bool = True,
+                      attributes: dict[str, str] | None = None) -> list[dict]:
+    """``attributes``: codename -> Person property, sent besides email."""
     customers = sb.customers()
     rules = [{"property": customer_property, "operator": "is_set"}, *filters]
     out = []
@@ -126,12 +145,17 @@ def expected_contacts(sb: Sandbox, *, customer_property: str, filters: list[dict
             continue
         email = props.get("email") or None
         name = props.get("name") or None
+        attrs = {"email": email} if email else {}
+        for code, prop in (attributes or {}).items():
+            v = attribute(props.get(prop))
+            if v is not None and code not in attrs:
+                attrs[code] = v
         out.append(
             {
                 "customer_external_id": cust,
                 "contact_external_id": p["id"],
                 "contact_name": (name or email or p["id"])[:255],
-                "attributes": {"email": email} if email else {},
+                "attributes": attrs,
             }
         )
     return out
