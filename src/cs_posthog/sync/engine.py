@@ -96,6 +96,7 @@ FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client cl
 DEFAULT_PERSONS_PAGE = 10_000
 IN_LIST = 500  # values per `x IN (...)` list of a query: Persons of a backfill stream, duplicated contact ids
 DROPPED_KEY = "dropped_events"  # meta: {event: [created_at, uuid]} where a deselected event's stream stopped
+CUSTOMER_KEY = "customer_rule"  # meta: the identification the Persons in persons_seen were attachable by
 RESUME_KEY = "resume_start"  # meta: {stream: [created_at, uuid]} the cursor a resume stream starts strictly after
 
 
@@ -350,6 +351,9 @@ class SyncEngine:
             same_project = legacy is None or legacy == legacy_events_settings_hash(cfg)
         else:
             same_project = old_ident == ident
+        customer_rule = json.dumps(cfg.identification.model_dump(mode="json", exclude={"group_type"}), sort_keys=True)
+        stored_rule = st.get_meta(CUSTOMER_KEY)
+        same_customer = stored_rule is None or stored_rule == customer_rule
         c_hash = contacts_settings_hash(cfg, ident)
         stored = st.get_meta("contacts_settings")
         same_contacts = stored is None or stored == c_hash or (
@@ -365,6 +369,9 @@ class SyncEngine:
             st.set_meta("events_project", ident)
             if not same_contacts:
                 st.clear_fingerprints()  # invariant 9
+            if not same_customer:  # another rule: its attachable Persons are not new ones (6a)
+                st.reset_persons()
+            st.set_meta(CUSTOMER_KEY, customer_rule)
             st.set_meta("contacts_settings", c_hash)
             self.run_id = st.start_run(rep.mode)
             rep.run_id = self.run_id
@@ -376,7 +383,8 @@ class SyncEngine:
         self._streams = self._plan_streams()
         main = self._streams[-1]
         self._start_cursor = None if main.cursor is None else (main.cursor.created_at, main.cursor.uuid)
-        self._persons_init = self._ignore_state or main.cursor is None or not st.persons_ready()
+        self._persons_init = (self._ignore_state or main.cursor is None or not st.persons_ready()
+                              or not same_customer)
         if main.cursor is None:
             if rep.mode != "full":
                 rep.mode = "first"  # (also after a change of project reset the cursors above)

@@ -887,6 +887,19 @@ class SyncState:
                            list(part))
                 db.execute(f"DELETE FROM persons_left WHERE person_id IN ({','.join('?' * len(part))})", list(part))
 
+    def reset_persons(self) -> None:
+        """Forget which Persons are attachable (and any backfill of new ones in progress): the next
+        Persons scan fills ``persons_seen`` again without backfilling, as a first sync does. For a
+        change of what identifies the customer (Person property, group): the Persons attachable by
+        the new rule are not "new", and their past events stay as they were sent or skipped."""
+        backfill = self.current_backfill()
+        with self.tx() as db:
+            if backfill is not None:
+                db.execute("DELETE FROM streams WHERE name=?", (backfill[0].name,))
+            for table in ("persons_seen", "persons_left"):
+                db.execute(f"DELETE FROM {table}")
+            db.execute("DELETE FROM meta WHERE key IN (?, ?)", (_PERSONS_READY_KEY, _BACKFILL_KEY))
+
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
