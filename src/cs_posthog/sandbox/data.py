@@ -258,9 +258,15 @@ CREATE TABLE IF NOT EXISTS person_distinct_ids (distinct_id TEXT PRIMARY KEY, pe
 CREATE TABLE IF NOT EXISTS events (
     rowid_ INTEGER PRIMARY KEY, uuid TEXT NOT NULL, event TEXT NOT NULL, timestamp TEXT NOT NULL,
     created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT, properties TEXT NOT NULL DEFAULT '{}',
-    person_properties TEXT);
+    person_properties TEXT, "$group_0" TEXT NOT NULL DEFAULT '', "$group_1" TEXT NOT NULL DEFAULT '',
+    "$group_2" TEXT NOT NULL DEFAULT '', "$group_3" TEXT NOT NULL DEFAULT '', "$group_4" TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS events_created ON events(created_at, uuid);
 CREATE INDEX IF NOT EXISTS events_ts ON events(timestamp);
+CREATE TABLE IF NOT EXISTS groups (
+    group_type_index INTEGER NOT NULL, group_key TEXT NOT NULL, created_at TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (group_type_index, group_key));
+CREATE TABLE IF NOT EXISTS group_type_mapping (
+    group_type_index INTEGER PRIMARY KEY, group_type TEXT NOT NULL UNIQUE, name_singular TEXT, name_plural TEXT);
 """
 
 SANDBOX_SCHEMA = """
@@ -270,6 +276,9 @@ CREATE TABLE IF NOT EXISTS sbx_event_definitions (
 CREATE TABLE IF NOT EXISTS sbx_property_definitions (
     type TEXT NOT NULL, name TEXT NOT NULL, id TEXT NOT NULL, property_type TEXT,
     PRIMARY KEY (type, name));
+CREATE TABLE IF NOT EXISTS sbx_group_property_definitions (
+    group_type_index INTEGER NOT NULL, name TEXT NOT NULL, id TEXT NOT NULL, property_type TEXT,
+    PRIMARY KEY (group_type_index, name));
 """
 
 # What the hooks and the legacy endpoints look up, besides the engine's own indexes.
@@ -351,6 +360,9 @@ class Dataset:
     id_type: str = "string"
     n_late_set: int = 0  # Persons whose customer id was set after their first events
     n_moved: int = 0  # Persons who changed company
+    groups: list[Group] = field(default_factory=list)  # every group of every type (groups table)
+    crm_customers: list[Company] = field(default_factory=list)  # Customerscore customers by crm_id
+    n_group_events: int = 0  # event rows with a $group_0 (company) key, duplicates included
 
 
 ID_TYPES = ("string", "numeric", "mixed")
@@ -421,6 +433,92 @@ def make_companies(seed: int, n: int, id_type: str = "string") -> tuple[list[Com
         missing = [companies[-1]]
     missing_ids = {c.external_id for c in missing}
     return companies, [c for c in companies if c.external_id not in missing_ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups (PostHog group analytics)
+# ---------------------------------------------------------------------------------------------
+
+# GroupTypeMapping rows: (group_type_index, group_type, name_singular, name_plural)
+GROUP_TYPES: list[tuple[int, str, str | None, str | None]] = [
+    (0, "company", "company", "companies"),
+    (1, "project", None, None),  # never named in the UI: PostHog keeps null names then
+]
+COMPANY_GROUP_TYPE = "company"
+COMPANY_GROUP_INDEX = 0
+PROJECT_GROUP_INDEX = 1
+GROUP_PROPERTY = "crm_id"  # the company group property holding the CRM's id of the company
+GROUP_KEY_SHARE = 0.90  # events of a company's Person that carry $group_0 (the others: '')
+PROJECT_SHARE = 0.50  # of those, the events that also carry $group_1
+CRM_ID_SHARE = 0.90  # companies whose group has a crm_id
+GROUP_PROPERTY_TYPES: dict[int, dict[str, str]] = {
+    COMPANY_GROUP_INDEX: {"name": "String", "plan": "String", "employees": "Numeric", "created": "DateTime",
+                          GROUP_PROPERTY: "String"},
+    PROJECT_GROUP_INDEX: {"name": "String", "company": "String"},
+}
+
+
+@dataclass
+class Group:
+    index: int  # group_type_index
+    key: str
+    created_us: int
+    properties: dict
+
+
+def make_groups(seed: int, companies: list[Company], anchor: int) -> tuple[list[Group], dict[str, list[str]],
+                                                                        list[Company]]:
+    """The groups (one ``company`` group per company, keyed by the company's customer id text, and one
+    to three ``project`` groups each), the project keys per company key, and the Customerscore
+    customers known by ``crm_id`` (the companies that have one, minus about one in ten).
+
+    Drawn from their own random generator, so that the rest of the data does not change with them."""
+    rng = random.Random(f"{seed}:groups")
+    groups: list[Group] = []
+    projects: dict[str, list[str]] = {}
+    crm_of: dict[str, str] = {}
+    used: set[str] = set()
+    for c in companies:
+        created = anchor - WINDOW_DAYS * DAY_US - rng.randrange(0, 400 * DAY_US)
+        created -= created % 1000  # groups.created_at is DateTime64(3) in PostHog
+        props: dict = {"name": c.name, "plan": c.plan, "employees": c.seats * rng.randint(2, 40),
+                       "created": fmt_db(created)[:10]}
+        if rng.random() < CRM_ID_SHARE:
+            crm = "001" + random_token(rng, 15)
+            while crm in used:
+                crm = "001" + random_token(rng, 15)
+            used.add(crm)
+            props[GROUP_PROPERTY] = crm
+            crm_of[c.external_id] = crm
+        groups.append(Group(COMPANY_GROUP_INDEX, c.external_id, created, props))
+        keys = []
+        for j in range(rng.randint(1, 3)):
+            key = "proj_" + random_token(rng, 10, _LOWER_ALNUM)
+            while key in used:
+                key = "proj_" + random_token(rng, 10, _LOWER_ALNUM)
+            used.add(key)
+            pcreated = created + rng.randrange(0, 30 * DAY_US)
+            pcreated -= pcreated % 1000
+            groups.append(Group(PROJECT_GROUP_INDEX, key, pcreated,
+                                {"name": f"{c.name} project {j + 1}", "company": c.external_id}))
+            keys.append(key)
+        projects[c.external_id] = keys
+    with_crm = [c for c in companies if c.external_id in crm_of]
+    missing = {c.external_id for c in with_crm if rng.random() < 0.1}
+    if not missing and len(with_crm) >= 5:
+        missing = {with_crm[-1].external_id}
+    crm_customers = [Company(crm_of[c.external_id], c.name, c.plan, c.owner_email, c.seats)
+                     for c in with_crm if c.external_id not in missing]
+    return groups, projects, crm_customers
+
+
+def _company_key(props: dict, keys: set[str]) -> str:
+    """The company group key of a Person version: its customer id's text when it names a company."""
+    v = props.get(CUSTOMER_PROPERTY)
+    if v is None or v == "" or isinstance(v, bool | dict | list):
+        return ""
+    text = str(v)
+    return text if text in keys else ""
 
 
 LATE_SET_SHARE = 0.20  # company Persons whose customer id was set hours to days after their first events
@@ -629,6 +727,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     org_type = customer_property_type(people, companies, id_type)
     ds = Dataset(seed=seed, anchor_us=anchor, companies=companies, customerscore_customers=cs_customers,
                  n_persons=len(people), id_type=id_type)
+    ds.groups, projects, ds.crm_customers = make_groups(seed, companies, anchor)
 
     dumps = dump_json
     conn.executemany(
@@ -648,6 +747,16 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     # the properties each event is stamped with (events.person_properties), per Person version
     stamps = {p.id: ([start for start, _ in p.versions], [dumps(props) for _, props in p.versions])
               for p in people}
+    # the company group key of each Person version: the company of the customer id it carries; a
+    # version without one (a late-identified Person's first hours) is in the Person's final company,
+    # which the app's group() call names from the signup on
+    company_keys = {c.external_id for c in companies}
+    version_keys: dict[str, list[str]] = {}
+    for p in people:
+        final = _company_key(p.properties, company_keys)
+        version_keys[p.id] = [_company_key(props, company_keys) or final for _, props in p.versions]
+    grng = random.Random(f"{seed}:group-events")
+    grnd = grng.random
 
     # events: generated in random order into a staging table, then stored in ingestion order
     # (created_at, uuid), as ClickHouse receives them: the sync's keyset scan then reads the table
@@ -659,7 +768,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
         conn.execute(f'DROP INDEX "{name}"')
     conn.execute("DROP TABLE IF EXISTS temp.sbx_events_load")
     conn.execute("CREATE TEMP TABLE sbx_events_load (uuid TEXT, event TEXT, timestamp TEXT, created_at TEXT, "
-                 "distinct_id TEXT, person_id TEXT, properties TEXT, person_properties TEXT)")
+                 "distinct_id TEXT, person_id TEXT, properties TEXT, person_properties TEXT, g0 TEXT, g1 TEXT)")
     rng = random.Random(f"{seed}:events")
     old_cutoff = anchor - 40 * DAY_US
     names = [n for n, _, _ in EVENT_NAMES]
@@ -682,7 +791,7 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     event_last: dict[str, int] = {}
     event_prop_types: dict[str, str | None] = {}  # None: no type inferred (PostHog stores NULL)
     insert = ("INSERT INTO temp.sbx_events_load(uuid, event, timestamp, created_at, distinct_id, person_id, "
-              "properties, person_properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+              "properties, person_properties, g0, g1) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
     rows: list[tuple] = []
     last_row: tuple | None = None
     last_created = 0
@@ -697,9 +806,10 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
                 gap = 900 * US + gap * 288
             created = min(last_created + gap, anchor)
             row = (last_row[0], last_row[1], last_row[2], fmt_db(created), last_row[4], last_row[5], last_row[6],
-                   last_row[7])
+                   last_row[7], last_row[8], last_row[9])
             rows.append(row)
             ds.n_duplicate_rows += 1
+            ds.n_group_events += bool(row[8])
         else:
             p = people[bisect.bisect_left(person_cum, rnd() * person_cum[-1])]
             k = bisect.bisect_left(name_cum, rnd() * total_w)
@@ -731,14 +841,24 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
                     and rnd() < 0.25:
                 name, kind = "user_signed_up", "signup"  # signup and onboarding, before the customer id
             starts, texts = stamps[p.id]
-            stamped = texts[0] if len(texts) == 1 else texts[bisect.bisect_right(starts, created) - 1]
+            vi = 0 if len(texts) == 1 else bisect.bisect_right(starts, created) - 1
+            stamped = texts[vi]
             props = _event_props(kind, rng, p, distinct_id)
             if kind not in seen_kinds:
                 seen_kinds.add(kind)
                 for key, value in props.items():
                     event_prop_types.setdefault(key, infer_property_type(value))
+            g0 = g1 = ""
+            gkey = version_keys[p.id][vi]
+            if gkey and grnd() < GROUP_KEY_SHARE:  # the SDK's group() call made: $groups on the event
+                g0 = gkey
+                if grnd() < PROJECT_SHARE:
+                    keys = projects[gkey]
+                    g1 = keys[int(grnd() * len(keys))]
+                props["$groups"] = {COMPANY_GROUP_TYPE: g0, **({"project": g1} if g1 else {})}
+                ds.n_group_events += 1
             row = (uuid7_from(rng, ts), name, fmt_db(ts), fmt_db(created), distinct_id, p.id,
-                   dumps(props), stamped)
+                   dumps(props), stamped, g0, g1)
             rows.append(row)
             last_row, last_created = row, created
             if created < event_first.get(name, 1 << 62):
@@ -753,8 +873,8 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
     if rows:
         conn.executemany(insert, rows)
     columns = "uuid, event, timestamp, created_at, distinct_id, person_id, properties, person_properties"
-    conn.execute(f"INSERT INTO events({columns}) SELECT {columns} FROM temp.sbx_events_load "
-                 "ORDER BY created_at, uuid")
+    conn.execute(f'INSERT INTO events({columns}, "$group_0", "$group_1") SELECT {columns}, g0, g1 '
+                 "FROM temp.sbx_events_load ORDER BY created_at, uuid")
     conn.execute("DROP TABLE temp.sbx_events_load")
     for _, sql in event_indexes:
         conn.execute(sql)
@@ -776,12 +896,30 @@ def generate(conn: sqlite3.Connection, *, seed: int, events: int, persons: int, 
         "INSERT INTO sbx_property_definitions(type, name, id, property_type) VALUES ('event', ?, ?, ?)",
         [(name, uuid4_from(drng), ptype) for name, ptype in sorted(event_prop_types.items())
          if name not in HIDDEN_PROPERTY_DEFINITIONS])
+    write_groups(conn, ds.groups, seed)
     conn.executemany("INSERT OR REPLACE INTO sbx_meta(key, value) VALUES (?, ?)", [
         ("seed", str(seed)), ("anchor", fmt_db(anchor)), ("events", str(events)), ("persons", str(persons)),
         ("customers", str(customers)), ("id_type", id_type)])
     conn.commit()
     ds.generation_s = time.perf_counter() - t0
     return ds
+
+
+def write_groups(conn: sqlite3.Connection, groups: list[Group], seed: int) -> None:
+    """The group types (group_type_mapping), the groups and their property definitions (type group,
+    by group type index: sbx_group_property_definitions)."""
+    conn.executemany("INSERT INTO group_type_mapping(group_type_index, group_type, name_singular, name_plural) "
+                     "VALUES (?, ?, ?, ?)", GROUP_TYPES)
+    conn.executemany("INSERT INTO groups(group_type_index, group_key, created_at, properties) VALUES (?, ?, ?, ?)",
+                     [(g.index, g.key, fmt_db(g.created_us), dump_json(g.properties)) for g in groups])
+    seen: dict[int, set[str]] = {}
+    for g in groups:
+        seen.setdefault(g.index, set()).update(g.properties)
+    rng = random.Random(f"{seed}:group-definitions")
+    conn.executemany(
+        "INSERT INTO sbx_group_property_definitions(group_type_index, name, id, property_type) VALUES (?, ?, ?, ?)",
+        [(index, name, uuid4_from(rng), GROUP_PROPERTY_TYPES.get(index, {}).get(name, "String"))
+         for index in sorted(seen) for name in sorted(seen[index])])
 
 
 def infer_property_type(value: object) -> str | None:
@@ -843,17 +981,36 @@ def iter_event_dump(conn: sqlite3.Connection, batch: int = 5000) -> Iterator[str
     The stored properties texts are spliced in as they are (compact JSON already): no re-parsing.
     ``person_properties`` is the Person as stamped on the event at ingestion (``{}`` when none).
     """
-    cur = conn.execute("SELECT uuid, event, timestamp, created_at, distinct_id, person_id, properties, "
-                       "person_properties FROM events ORDER BY rowid_")
+    cur = conn.execute('SELECT uuid, event, timestamp, created_at, distinct_id, person_id, properties, '
+                       'person_properties, "$group_0", "$group_1", "$group_2", "$group_3", "$group_4" '
+                       'FROM events ORDER BY rowid_')
     q = json.dumps
     while True:
         chunk = cur.fetchmany(batch)
         if not chunk:
             return
-        for u, ev, ts, created, did, pid, props, pprops in chunk:
+        for u, ev, ts, created, did, pid, props, pprops, g0, g1, g2, g3, g4 in chunk:
             yield (f'{{"uuid":{q(u)},"event":{q(ev, ensure_ascii=False)},"timestamp":"{db_to_iso(ts)}",'
                    f'"created_at":"{db_to_iso(created)}","distinct_id":{q(did, ensure_ascii=False)},'
-                   f'"person_id":{q(pid)},"properties":{props or "{}"},"person_properties":{pprops or "{}"}}}\n')
+                   f'"person_id":{q(pid)},"properties":{props or "{}"},"person_properties":{pprops or "{}"},'
+                   f'"$group_0":{q(g0, ensure_ascii=False)},"$group_1":{q(g1, ensure_ascii=False)},'
+                   f'"$group_2":{q(g2, ensure_ascii=False)},"$group_3":{q(g3, ensure_ascii=False)},'
+                   f'"$group_4":{q(g4, ensure_ascii=False)}}}\n')
+
+
+def iter_group_dump(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[str]:
+    """One JSON line per group, by group type index and key: ``index``, ``key``, ``properties`` (the
+    group's current properties) and ``created_at`` (ISO 8601, ``Z``)."""
+    cur = conn.execute("SELECT group_type_index, group_key, properties, created_at FROM groups "
+                       "ORDER BY group_type_index, group_key")
+    dumps = json.dumps
+    while True:
+        chunk = cur.fetchmany(batch)
+        if not chunk:
+            return
+        for index, key, props, created in chunk:
+            yield dumps({"index": index, "key": key, "properties": json.loads(props or "{}"),
+                         "created_at": db_to_iso(created)}, ensure_ascii=False) + "\n"
 
 
 def iter_person_dump(conn: sqlite3.Connection, batch: int = 2000) -> Iterator[str]:

@@ -177,9 +177,15 @@ CREATE TABLE persons (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, properties 
 CREATE TABLE person_distinct_ids (distinct_id TEXT PRIMARY KEY, person_id TEXT NOT NULL);
 CREATE TABLE events (rowid_ INTEGER PRIMARY KEY, uuid TEXT NOT NULL, event TEXT NOT NULL,
   timestamp TEXT NOT NULL, created_at TEXT NOT NULL, distinct_id TEXT NOT NULL, person_id TEXT NOT NULL,
-  properties TEXT NOT NULL, person_properties TEXT);
+  properties TEXT NOT NULL, person_properties TEXT, "$group_0" TEXT NOT NULL DEFAULT '',
+  "$group_1" TEXT NOT NULL DEFAULT '', "$group_2" TEXT NOT NULL DEFAULT '', "$group_3" TEXT NOT NULL DEFAULT '',
+  "$group_4" TEXT NOT NULL DEFAULT '');
 CREATE INDEX events_created ON events(created_at, uuid);
 CREATE INDEX events_ts ON events(timestamp);
+CREATE TABLE groups (group_type_index INTEGER NOT NULL, group_key TEXT NOT NULL, created_at TEXT NOT NULL,
+  properties TEXT NOT NULL DEFAULT '{}', PRIMARY KEY (group_type_index, group_key));
+CREATE TABLE group_type_mapping (group_type_index INTEGER PRIMARY KEY, group_type TEXT NOT NULL UNIQUE,
+  name_singular TEXT, name_plural TEXT);
 """ + """
 CREATE TRIGGER IF NOT EXISTS events_stamp_person_properties AFTER INSERT ON events
 WHEN NEW.person_properties IS NULL BEGIN
