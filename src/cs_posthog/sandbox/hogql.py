@@ -129,6 +129,7 @@ from .hogql_compile import (
     MATERIALIZED_PERSON_PROPERTIES,
     MAX_LIMIT,
     POE_MODES,
+    SQL_AGGREGATES,
     SQL_FUNCTIONS,
     Compiler,
     PersonSource,
@@ -401,7 +402,13 @@ def load_property_types(conn: sqlite3.Connection) -> tuple:
             "WHERE property_type IN ('Numeric', 'Boolean', 'DateTime') ORDER BY type, name").fetchall()
     except sqlite3.OperationalError:
         return ()
-    return tuple(rows)
+    try:  # group properties, by group type index: kind 'group_N' (events.group_N.properties.x)
+        rows += conn.execute(
+            "SELECT 'group_' || group_type_index, name, property_type FROM sbx_group_property_definitions "
+            "WHERE property_type IN ('Numeric', 'Boolean', 'DateTime')").fetchall()
+    except sqlite3.OperationalError:
+        pass
+    return tuple(sorted(rows))
 
 
 def _types_tuple(property_types: dict) -> tuple:
@@ -436,6 +443,8 @@ MMAP_SIZE = 4 << 30  # memory-mapped reads: the keyset scans read pages without 
 def _register_functions(conn: sqlite3.Connection) -> None:
     for name, nargs, fn in SQL_FUNCTIONS:
         conn.create_function(name, nargs, fn, deterministic=True)
+    for name, nargs, cls in SQL_AGGREGATES:
+        conn.create_aggregate(name, nargs, cls)
 
 
 def prepare_connection(conn: sqlite3.Connection) -> None:
@@ -767,6 +776,8 @@ def _events_before(hours: list, cum: list, ts: str) -> float:
 def _plan_cost(conn: sqlite3.Connection, plan: Plan, params: dict) -> int:
     if plan.table is None:
         return 0
+    if plan.table == "groups":  # every group (the table is not narrowed by any filter the sync uses)
+        return conn.execute("SELECT count(*) FROM groups").fetchone()[0]
     hours, cum, persons = _table_stats(conn)
     if plan.table == "persons":
         return persons

@@ -36,6 +36,7 @@ from .hogql_errors import (
 DT6 = "DateTime64(6, 'UTC')"  # events.timestamp / created_at, now(), toDateTime(...)
 DT3 = "DateTime64(3)"  # ClickHouse person.created_at: `created_at DateTime64` (no zone, millis)
 DT0 = "DateTime('UTC')"  # toStartOfDay(...)
+DTN = "DateTime"  # groups.updated_at: ClickHouse groups._timestamp, `DateTime` (seconds, no zone)
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 EPOCH = "1970-01-01 00:00:00.000000"
 
@@ -45,14 +46,18 @@ MAX_LIMIT = 50_000  # posthog/hogql/constants.py MAX_SELECT_RETURNED_ROWS
 # Fields PostHog has on these tables that the sandbox does not model: a clear 400, not "unknown".
 _EVENTS_ELSEWHERE = {
     "elements_chain", "$session_id", "$window_id", "session", "pdi", "poe", "goe_0", "goe_1", "goe_2",
-    "goe_3", "goe_4", "$group_0", "$group_1", "$group_2", "$group_3", "$group_4", "group_0", "group_1",
-    "group_2", "group_3", "group_4", "override", "event_person_id", "person_mode", "inserted_at",
+    "goe_3", "goe_4", "override", "event_person_id", "person_mode", "inserted_at",
     "elements_chain_href", "elements_chain_texts", "elements_chain_ids", "elements_chain_elements",
     "$session_id_uuid", "team_id", "_timestamp", "_offset",
 }
 _PERSONS_ELSEWHERE = {"pdi", "team_id", "is_deleted", "version", "last_seen_at", "$virt_initial_channel_type"}
+_GROUPS_ELSEWHERE = {"team_id"}
+# events.$group_N and events.group_N (posthog/hogql/database/schema/events.py): N = 0..4 (GROUP_TYPES_LIMIT)
+GROUP_INDEXES = range(5)
+_GROUP_COLUMNS = {f"$group_{i}": i for i in GROUP_INDEXES}
+_GROUP_JOINS = {f"group_{i}": i for i in GROUP_INDEXES}
 _OTHER_TABLES = {
-    "person_distinct_ids", "person_distinct_id_overrides", "sessions", "raw_sessions", "groups",
+    "person_distinct_ids", "person_distinct_id_overrides", "sessions", "raw_sessions",
     "cohort_people", "static_cohort_people", "session_replay_events", "raw_session_replay_events",
     "log_entries", "query_log", "heatmaps", "exchange_rate", "raw_persons", "raw_person_distinct_ids",
     "raw_groups", "numbers", "logs", "error_tracking_issues", "persons_revenue_analytics",
@@ -139,7 +144,7 @@ def _dt_converter(type_name: str) -> Callable[[Any], str]:
             raise HogQLError(CANNOT_PARSE_DATETIME, f"Cannot parse string {v!r} as {type_name}")
         if type_name == DT3:
             dt = dt.replace(microsecond=dt.microsecond // 1000 * 1000)
-        elif type_name == DT0:
+        elif type_name in (DT0, DTN):
             dt = dt.replace(microsecond=0)
         return canon(dt)
 
@@ -343,7 +348,7 @@ class Plan:
     renderers: tuple
     limit: Const | None  # None: no LIMIT (PostHog's paginator: 100 rows + hasMore)
     offset: Const | None
-    table: str | None = None  # the FROM table: "events", "persons" or None
+    table: str | None = None  # the FROM table: "events", "persons", "groups" or None
     joins_persons: bool = False  # an events query that reads the current Person through a join
     ts_bounds: tuple = ()  # ((op, param name, timestamp on the left), ...): top-level bounds on timestamp
     # The current Person's columns the joined modes read, as a per-connection temporary table (see
@@ -443,7 +448,7 @@ def print_hogql(n: dict | None, values: dict) -> str:
 
 # --- the compiler --------------------------------------------------------------------------------
 _AGGREGATES = {"count", "countIf", "min", "max", "sum", "avg", "uniq", "minIf", "maxIf", "sumIf", "avgIf",
-               "uniqIf"}
+               "uniqIf", "argMax", "argMin"}
 _CASE_INSENSITIVE = {"count", "sum", "min", "max", "avg", "coalesce", "lower", "upper", "length", "if",
                      "now", "today", "isnull", "isnotnull", "ifnull"}
 _INTERVALS = {
@@ -469,6 +474,7 @@ class Compiler:
         self.qualifier: str | None = None
         self.uses_person = False
         self.person_extracts: list[str] = []  # JSON extractions over persons.properties (pj.x<i>)
+        self.group_joins: set[int] = set()  # events.group_N read: groups of type N joined as gN
         self.aliases: dict[str, dict] = {}
         self.alias_stack: list[str] = []
         self.allow_agg = False
@@ -592,6 +598,10 @@ class Compiler:
         source = None
         if from_sql:
             sql.append(" FROM " + from_sql)
+            for i in sorted(self.group_joins):
+                # join_with_group_n_table: LEFT JOIN the groups of type N ON $group_N = key (a missing
+                # group reads ClickHouse's defaults: '' and 1970-01-01, see _group_join_field)
+                sql.append(f' LEFT JOIN groups AS g{i} ON g{i}.group_type_index = {i} AND g{i}.group_key = t."$group_{i}"')
             if self.uses_person:
                 sql.append(" LEFT JOIN \x00pj\x00 AS pj ON pj.id = t.person_id")
         if where_sql:
@@ -670,7 +680,7 @@ class Compiler:
         if table.get("node") != "Field":
             raise unsupported(f"FROM {table.get('node')}")
         name = ".".join(str(c) for c in table["chain"])
-        if name in ("events", "persons"):
+        if name in ("events", "persons", "groups"):
             self.table = name
             self.qualifier = j.get("alias") or name
             return f"{name} AS t"
@@ -749,7 +759,7 @@ class Compiler:
         if chain[0] == "filters":
             if len(chain) > 1:
                 raise unsupported("{filters.…} placeholders")
-            if self.table != "events":
+            if self.table not in ("events", "groups"):
                 raise query_error(FILTERS_WRONG_TABLE_MESSAGE)
             return self.const(("lit", True), True)  # no filters are sent with the query: `true`
         if len(chain) != 1:
@@ -775,9 +785,14 @@ class Compiler:
         if len(chain) > 1 and chain[0] == self.qualifier:
             chain = chain[1:]
         head = chain[0]
-        x = self._events_field(chain) if self.table == "events" else self._persons_field(chain, "t")
+        if self.table == "events":
+            x = self._events_field(chain)
+        elif self.table == "groups":
+            x = self._groups_field(chain)
+        else:
+            x = self._persons_field(chain, "t")
         if x is None:
-            where = _EVENTS_ELSEWHERE if self.table == "events" else _PERSONS_ELSEWHERE
+            where = {"events": _EVENTS_ELSEWHERE, "groups": _GROUPS_ELSEWHERE}.get(self.table, _PERSONS_ELSEWHERE)
             if head in where or (isinstance(head, str) and head.startswith("$virt_")):
                 raise unsupported(f"The {self.table} field `{head}`")
             raise query_error(f"Unable to resolve field: {head}")
@@ -806,6 +821,10 @@ class Compiler:
         if head in simple:
             sql, t, kind = simple[head]
             return self._plain(chain, self._col(sql, t, kind, head))
+        if head in _GROUP_COLUMNS:  # StringDatabaseField(nullable=False): '' when the event has no such group
+            return self._plain(chain, self._col(f't."{head}"', "String", "str", head))
+        if head in _GROUP_JOINS:
+            return self._group_join_field(_GROUP_JOINS[head], chain)
         if head == "properties":
             if len(chain) == 1:
                 return self._col("t.properties", "String", "str", "properties")
@@ -851,6 +870,55 @@ class Compiler:
                 return self._col(f"{t}.properties", "String", "str", "properties")
             return self._property(f"{t}.properties", chain[1:], "person")
         return None
+
+    def _groups_field(self, chain: list) -> X | None:
+        """The groups table (posthog/hogql/database/schema/groups.py GROUPS_TABLE_FIELDS): index, key,
+        created_at, updated_at, properties. ``properties.x`` is not typed here: PostHog's PropertyFinder
+        types a groups-table property only with a ``group_id`` global, which API queries never have."""
+        head = chain[0]
+        if head == "index":
+            return self._plain(chain, self._col("t.group_type_index", "UInt8", "num", "index"))
+        if head == "key":
+            return self._plain(chain, self._col("t.group_key", "String", "str", "key"))
+        if head == "created_at":
+            return self._plain(chain, self._col("(substr(t.created_at, 1, 23) || '000')", DT3, "dt", "created_at"))
+        if head == "updated_at":
+            return self._plain(chain, self._col("(substr(t.created_at, 1, 19) || '.000000')", DTN, "dt",
+                                                "updated_at"))
+        if head == "properties":
+            if len(chain) == 1:
+                return self._col("t.properties", "String", "str", "properties")
+            return self._property("t.properties", chain[1:], "groups")
+        return None
+
+    def _group_join_field(self, index: int, chain: list) -> X:
+        """events.group_N: PostHog's LazyJoin to the groups of type N on ``$group_N = key`` (the group's
+        current properties). ClickHouse's LEFT JOIN fills a missing group with its types' defaults, so
+        ``key`` reads '', ``created_at`` 1970-01-01 and every property NULL (JSONExtractRaw of '').
+        ``properties.x`` is typed by the group type's property definitions (PropertySwapper's
+        group_properties, keyed by group type index)."""
+        if len(chain) == 1:
+            raise query_error(f"Can't select a table when a column is expected: {chain[0]}")
+        self.group_joins.add(index)
+        g = f"g{index}"
+        sub = chain[1]
+        if sub == "key":
+            return self._plain(chain[1:], self._col(f"COALESCE({g}.group_key, '')", "String", "str", "key"))
+        if sub == "index":
+            return self._plain(chain[1:], self._col(f"COALESCE({g}.group_type_index, 0)", "UInt8", "num", "index"))
+        if sub == "created_at":
+            return self._plain(chain[1:], self._col(
+                f"COALESCE(substr({g}.created_at, 1, 23) || '000', '{EPOCH}')", DT3, "dt", "created_at"))
+        if sub == "updated_at":
+            return self._plain(chain[1:], self._col(
+                f"COALESCE(substr({g}.created_at, 1, 19) || '.000000', '{EPOCH}')", DTN, "dt", "updated_at"))
+        if sub == "properties":
+            if len(chain) > 2:
+                return self._property(f"{g}.properties", chain[2:], f"group_{index}")
+            return self._col(f"COALESCE({g}.properties, '')", "String", "str", "properties")
+        if sub in _GROUPS_ELSEWHERE:
+            raise unsupported(f"The groups field `{sub}`")
+        raise query_error(f"Unable to resolve field: {sub}")
 
     def _raw_json(self, base: str, keys: list) -> str:
         """_raw_json, with an extraction from the joined Person's properties read from its PersonSource
@@ -913,8 +981,9 @@ class Compiler:
             raise unsupported("Array and tuple access on expressions")
         chain = list(node["chain"])
         bare = chain[1:] if len(chain) > 1 and chain[0] == self.qualifier else chain
-        if bare not in (["properties"], ["person", "properties"]) and (len(bare) < 2 or bare[0] != "properties") \
-                and (len(bare) < 3 or bare[:2] != ["person", "properties"]):
+        owner = bare[:1] if bare[:1] == ["properties"] else bare[:2]
+        if owner not in (["properties"], ["person", "properties"]) and not (
+                self.table == "events" and len(owner) == 2 and owner[0] in _GROUP_JOINS and owner[1] == "properties"):
             raise unsupported("Array and tuple access outside properties")
         full = chain + keys
         return self.field(full, printed_name=".".join(_ident(c) for c in full))
@@ -1163,6 +1232,20 @@ class Compiler:
             return out(f"COUNT({'DISTINCT ' if distinct else ''}{args[0].sql})", "UInt64", False, "num")
         if distinct:
             raise unsupported(f"{name}(DISTINCT ...)")
+        if key in ("argMax", "argMin"):
+            # ClickHouse argMax(arg, val): arg of the row with the largest val; rows whose arg or val is NULL
+            # are skipped ("both skip Null"); over no rows NULL, or the type's default when arg is not
+            # nullable. Ties: the first row met (ClickHouse: any of them).
+            self._arity(name, args, 2)
+            value, by = args
+            if by.kind == "null":
+                raise unsupported(f"{name}() by NULL")
+            sql = f"{'ph_argmax' if key == 'argMax' else 'ph_argmin'}({value.sql}, {by.sql})"
+            if not value.nullable:
+                default = {"dt": f"'{EPOCH}'", "date": "'1970-01-01'", "uuid": f"'{ZERO_UUID}'",
+                           "str": "''"}.get(value.kind, "0")
+                sql = f"COALESCE({sql}, {default})"
+            return X(sql, value.t, value.nullable, value.kind, agg=True)
         if key == "uniq":
             self._arity(name, args, 1)
             return out(f"COUNT(DISTINCT {args[0].sql})", "UInt64", False, "num")
@@ -1380,6 +1463,10 @@ class Compiler:
                 return "t.properties"
             if self.table == "events" and chain == ["person", "properties"]:
                 return self._person_properties_base()
+            if self.table == "events" and len(chain) == 2 and chain[0] in _GROUP_JOINS and chain[1] == "properties":
+                index = _GROUP_JOINS[chain[0]]
+                self.group_joins.add(index)
+                return f"g{index}.properties"
         raise unsupported("JSON functions on anything but a properties column")
 
     def fn_toDate(self, name: str, args_n: list) -> X:
@@ -1524,7 +1611,7 @@ def _output_sql(x: X) -> str:
 
 def _renderer(x: X) -> Callable | None:
     if x.kind == "dt":
-        return _render_dt_naive if x.t == DT3 else _render_dt_utc
+        return _render_dt_naive if x.t in (DT3, DTN) else _render_dt_utc
     if x.kind == "date":
         return _render_date
     if x.kind == "bool":
@@ -1716,6 +1803,47 @@ SQL_FUNCTIONS: tuple = (
     ("ph_to_float", 1, _to_float),
     ("ph_num_str", 1, _num_str),
     ("ph_date_diff", 3, _date_diff),
+)
+
+
+def _sqlite_order(v: Any) -> tuple:
+    """A sort key ordering values as SQLite does across types: numbers, then text, then BLOBs."""
+    if isinstance(v, (int, float)):
+        return (0, v)
+    if isinstance(v, str):
+        return (1, v)
+    return (2, bytes(v))
+
+
+class _ArgBest:
+    """argMax / argMin as a SQLite aggregate: the first argument of the row whose second is the
+    largest (smallest); rows where either is NULL are skipped; the first row met wins ties."""
+
+    sign = 1
+
+    def __init__(self) -> None:
+        self.best: tuple | None = None
+        self.value: Any = None
+
+    def step(self, value: Any, by: Any) -> None:
+        if by is None or value is None:
+            return
+        k = _sqlite_order(by)
+        if self.best is None or (k > self.best if self.sign > 0 else k < self.best):
+            self.best = k
+            self.value = value
+
+    def finalize(self) -> Any:
+        return self.value
+
+
+class _ArgMin(_ArgBest):
+    sign = -1
+
+
+SQL_AGGREGATES: tuple = (
+    ("ph_argmax", 2, _ArgBest),
+    ("ph_argmin", 2, _ArgMin),
 )
 
 
