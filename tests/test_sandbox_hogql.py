@@ -104,7 +104,8 @@ def test_create_schema_makes_the_tables_and_indexes_the_data_generator_fills(db)
     assert {"events_created", "events_ts"} <= indexes
     assert [r[1] for r in db.execute("PRAGMA table_info(events)")] == [
         "rowid_", "uuid", "event", "timestamp", "created_at", "distinct_id", "person_id", "properties",
-        "person_properties"]
+        "person_properties", "$group_0", "$group_1", "$group_2", "$group_3", "$group_4"]
+    assert {"groups", "group_type_mapping"} <= tables
 
 
 def test_parse_returns_posthogs_ast_and_maps_syntax_errors():

@@ -5,7 +5,8 @@ exactly one JSON line on stdout when they are ready::
 
     {"posthog_us": URL, "posthog_eu": URL, "region": "us"|"eu", "project_id": N, "other_project_id": N,
      "api_key": "phx_...", "api_key_missing_scopes": "phx_...", "api_key_other_project": "phx_...",
-     "api_key_no_current": "phx_...", "customer_property": "organization_id",
+     "api_key_no_current": "phx_...", "api_key_no_group": "phx_...", "customer_property": "organization_id",
+     "group_type": "company", "group_type_index": 0, "group_property": "crm_id",
      "customerscore": URL, "customerscore_api_key": KEY, "tracker_key": "CS-XXXXX", ...}
 
 and serves until SIGTERM or Ctrl-C (exit 0). Progress and figures go to stderr.
@@ -14,7 +15,15 @@ and serves until SIGTERM or Ctrl-C (exit 0). Progress and figures go to stderr.
 ``property_definition:read``; ``api_key_other_project`` is scoped to ``other_project_id`` (same
 organization, no data); ``api_key_no_current`` has the scopes of ``api_key`` but its
 ``/api/personal_api_keys/@current/`` is refused with 403, as some servers do, so scope probing can
-be tested. Keys exist only in ``region``: the other region answers 401 to all of them.
+be tested; ``api_key_no_group`` has the scopes of ``api_key`` but ``group:read`` (Group (Read)). Keys
+exist only in ``region``: the other region answers 401 to all of them.
+
+Groups (PostHog group analytics): group type ``group_type`` (``company``) at ``group_type_index`` 0, one
+group per company keyed by the company's customer id text (what Persons carry under
+``customer_property``, and what the sandbox Customerscore knows its customers by), with the properties
+name, plan, employees, created and ``group_property`` (``crm_id``, on about 90% of them); a second type
+``project`` at index 1. ``--crm-customers``: the sandbox Customerscore also knows the companies by their
+``crm_id`` (those that have one, minus about one in ten; ``customerscore_crm_customers`` in the line).
 
 PostHog Cloud's behaviour is the default; each part can be switched (and is echoed in the JSON line):
 
@@ -94,6 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "event at ingestion (Cloud's default), joined = the current Person (default: stamped)")
     p.add_argument("--id-type", choices=("string", "numeric", "mixed"), default="mixed",
                    help="how the generated Persons store customer ids (default: mixed)")
+    p.add_argument("--crm-customers", action="store_true",
+                   help="the sandbox Customerscore also knows the companies by the crm_id property of their "
+                        "PostHog group (about 90%% of those that have one)")
     p.add_argument("--org-denies-personal-keys", action="store_true",
                    help="the organization refuses personal API keys (403 on every project and organization "
                         "endpoint)")
@@ -206,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                                     rate_scale=args.rate_scale,
                                     seed=args.seed, query_tier=args.query_tier, query_time_limit=args.query_time_limit,
                                     poe_mode=args.poe_mode, org_denies_personal_keys=args.org_denies_personal_keys)
-        cs = CustomerscoreApp(api_key=cs_key, tracker_key=tracker_key, customers=ds.customerscore_customers,
+        crm_customers = list(getattr(ds, "crm_customers", [])) if args.crm_customers else []
+        cs = CustomerscoreApp(api_key=cs_key, tracker_key=tracker_key,
+                              customers=ds.customerscore_customers + crm_customers,
                               store_dir=os.path.join(workdir, "customerscore"), rate_limits=args.rate_limits,
                               rate_scale=args.rate_scale)
         apps = [ph["us"], ph["eu"], cs]
@@ -227,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             "other_project_id": identity.other_project.id,
             **identity.named_keys,
             "customer_property": D.CUSTOMER_PROPERTY,
+            "group_type": D.COMPANY_GROUP_TYPE,
+            "group_type_index": D.COMPANY_GROUP_INDEX,
+            "group_property": D.GROUP_PROPERTY,
             "customerscore": servers[2].url,
             "customerscore_api_key": cs_key,
             "tracker_key": tracker_key,
@@ -235,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             "persons": ds.n_persons,
             "customers": len(ds.companies),
             "customerscore_customers": len(ds.customerscore_customers),
+            "crm_customers": args.crm_customers,
+            "customerscore_crm_customers": len(crm_customers),
+            "groups": len([g for g in ds.groups if g.index == D.COMPANY_GROUP_INDEX]),
             "data_now": D.db_to_iso(D.fmt_db(anchor)),
             "rate_limits": args.rate_limits,
             "faults": args.faults,

@@ -83,6 +83,7 @@ drf-exceptions-hog). Every Cloud behaviour below is on by default and can be swi
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import inspect
 import json
@@ -120,6 +121,7 @@ from cs_posthog.sandbox.server import (
 READ_SCOPES = [
     "action:read",
     "event_definition:read",
+    "group:read",
     "organization:read",
     "person:read",
     "project:read",
@@ -208,8 +210,10 @@ def build_identity(seed: int, region: str, anchor_us: int) -> Identity:
                        [s for s in READ_SCOPES if s not in ("query:read", "property_definition:read")], created)
     other_key = make_key(rng, "staging only", ["*"], created, scoped_teams=[other.id])
     no_current = make_key(rng, "cs-posthog (older server)", list(READ_SCOPES), created, refuse_current=True)
+    no_group = make_key(rng, "cs-posthog (no Group read)", [s for s in READ_SCOPES if s != "group:read"], created)
     for name, key in (("api_key", main), ("api_key_missing_scopes", missing),
-                      ("api_key_other_project", other_key), ("api_key_no_current", no_current)):
+                      ("api_key_other_project", other_key), ("api_key_no_current", no_current),
+                      ("api_key_no_group", no_group)):
         ident.keys[key.value] = key
         ident.named_keys[name] = key.value
     return ident
@@ -287,6 +291,9 @@ ROUTES = [
        "project", "h_event_definitions"),
     _r(P + r"/property_definitions", "/api/projects/{id}/property_definitions/", ("GET",),
        "property_definition:read", "project", "h_property_definitions"),
+    _r(P + r"/groups_types", "/api/projects/{id}/groups_types/", ("GET",), "group:read", "project",
+       "h_groups_types"),
+    _r(P + r"/groups", "/api/projects/{id}/groups/", ("GET",), "group:read", "project", "h_groups"),
     _r(P + r"/query", "/api/projects/{id}/query/", ("POST",), "query:read", "project", "h_query", "query"),
     _r(P + r"/query/(?P<qkind>[A-Z][A-Za-z]*)", "/api/projects/{id}/query/{kind}/", ("POST",), "query:read",
        "project", "h_query", "query"),
@@ -304,6 +311,7 @@ KNOWN_QUERY_KINDS = {
     "InsightVizNode", "SavedInsightNode", "TracesQuery",
 }
 FORCE_REFRESH = {"force_blocking", "force_async", "force_cache_async"}
+GROUPS_PAGE_SIZE = 100  # GroupsViewSet.list: list_groups' page
 CACHE_TTL_S = 6 * 3600
 CACHE_MAX_ROWS = 120_000
 
@@ -853,11 +861,16 @@ class PostHogApp(App):
         ptype = req.param("type", "event")
         if ptype not in ("event", "person", "group", "session"):
             raise validation(f'"{ptype}" is not a valid choice.', "invalid_choice", "type")
+        group_index = self._group_type_index_param(req, ptype)
         rows = []
         if project.pool is not None and ptype in ("event", "person"):
             with project.pool.conn() as conn:
                 rows = conn.execute("SELECT name, id, property_type FROM sbx_property_definitions WHERE type = ? "
                                     "ORDER BY name", (ptype,)).fetchall()
+        elif project.pool is not None and ptype == "group":
+            with project.pool.conn() as conn:
+                rows = conn.execute("SELECT name, id, property_type FROM sbx_group_property_definitions "
+                                    "WHERE group_type_index = ? ORDER BY name", (group_index,)).fetchall()
         terms = search_terms(req)
         matchers = [like_matcher(t) for t in terms]
         # add_latest_means_not_initial (posthog/api/property_definition.py), person properties only: a search
@@ -888,6 +901,98 @@ class PostHogApp(App):
                                     "property_type": prop_type, "tags": [], "is_seen_on_filtered_events": None,
                                     "virtual": True})
         return json_response(200, paginate(req, results, limit, offset))
+
+    @staticmethod
+    def _group_type_index_param(req: Request, ptype: str) -> int | None:
+        """PropertyDefinitionQuerySerializer (posthog/api/property_definition.py): ``group_type_index`` is an
+        integer, required with ``type=group``, refused with any other type, and 0..4 (GROUP_TYPES_LIMIT)."""
+        raw = req.param("group_type_index")
+        if raw is None or raw == "":
+            if ptype == "group":
+                raise validation("`group_type_index` must be set for `group` type")
+            return None
+        try:
+            index = int(raw)
+        except ValueError:
+            raise validation("A valid integer is required.", "invalid_input", "group_type_index") from None
+        if ptype != "group":
+            raise validation("`group_type_index` can only set for `group` type")
+        if index and not 0 <= index < 5:
+            raise validation("Invalid value for `group_type_index`")
+        return index
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    def h_groups_types(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        """GroupsTypesViewSet.list (posthog/api/group.py): every group type of the project by index, not
+        paginated (a plain JSON list), each as _group_type_row_to_response shapes it."""
+        rows = []
+        if project.pool is not None:
+            with project.pool.conn() as conn:
+                rows = conn.execute("SELECT group_type_index, group_type, name_singular, name_plural "
+                                    "FROM group_type_mapping ORDER BY group_type_index").fetchall()
+        return json_response(200, [
+            {"group_type": gtype, "group_type_index": index, "name_singular": singular, "name_plural": plural,
+             "detail_dashboard": None, "default_columns": None, "created_at": project.created_at}
+            for index, gtype, singular, plural in rows])
+
+    def h_groups(self, req: Request, key: ApiKey, project: Project, groups: dict) -> Response:
+        """GroupsViewSet.list (posthog/api/group.py): the groups of one type, newest first (created_at, then
+        group_key, descending), GROUPS_PAGE_SIZE a page with a forward-only ``cursor`` in ``next``;
+        ``previous`` is always null. ``search`` matches the key or the ``name`` property, ``group_key``
+        the key (case-insensitive substrings)."""
+        raw = req.param("group_type_index")
+        if not raw:
+            raise ApiError(400, "validation_error", "invalid_input",
+                           "You must pass ?group_type_index= in this URL. To get a list of valid group types, "
+                           "call /api/:project_id/groups_types/.", "group_type_index")
+        try:
+            index = int(raw)
+        except ValueError:
+            raise validation("A valid integer is required.", "invalid_input", "group_type_index") from None
+        search = (req.param("search") or "").lower()
+        key_part = (req.param("group_key") or "").lower()
+        after: tuple[str, str] | None = None
+        cursor = req.param("cursor")
+        if cursor:
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+                after = (D.fmt_db(int(decoded["c"])), str(decoded["k"]))
+            except (ValueError, KeyError, TypeError, UnicodeError):
+                after = None  # an invalid cursor restarts from the first page, as PostHog does
+        rows = []
+        if project.pool is not None:
+            with project.pool.conn() as conn:
+                rows = conn.execute("SELECT group_key, properties, created_at FROM groups WHERE group_type_index = ? "
+                                    "ORDER BY created_at DESC, group_key DESC", (index,)).fetchall()
+        picked = []
+        for gkey, props_text, created in rows:
+            if after is not None and (created, gkey) >= after:
+                continue
+            props = json.loads(props_text or "{}")
+            name = props.get("name")
+            if search and search not in gkey.lower() and not (isinstance(name, str) and search in name.lower()):
+                continue
+            if key_part and key_part not in gkey.lower():
+                continue
+            picked.append((gkey, props, created))
+            if len(picked) > GROUPS_PAGE_SIZE:
+                break
+        page = picked[:GROUPS_PAGE_SIZE]
+        nxt = None
+        if len(picked) > GROUPS_PAGE_SIZE:
+            last_key, _, last_created = page[-1]
+            token = base64.urlsafe_b64encode(json.dumps(
+                {"c": D.parse_time(last_created), "k": last_key}).encode()).decode()
+            params = {"group_type_index": index, "cursor": token}
+            if req.param("search"):
+                params["search"] = req.param("search")
+            if req.param("group_key"):
+                params["group_key"] = req.param("group_key")
+            nxt = f"{req.base_url}{req.path}?{urlencode(params)}"
+        return json_response(200, {"next": nxt, "previous": None, "results": [
+            {"group_type_index": index, "group_key": gkey, "group_properties": props, "created_at": iso_offset(created)}
+            for gkey, props, created in page]})
 
     # -- query ----------------------------------------------------------------------------------
 
@@ -1171,7 +1276,8 @@ class PostHogApp(App):
         path = req.path.rstrip("/")
         if req.method == "GET" and path == "/_sandbox/stats":
             return json_response(200, {"server": self.name, **self.stats.snapshot()})
-        if req.method == "GET" and path in ("/_sandbox/dump/events", "/_sandbox/dump/persons"):
+        if req.method == "GET" and path in ("/_sandbox/dump/events", "/_sandbox/dump/persons",
+                                            "/_sandbox/dump/groups"):
             return self._dump(path.rsplit("/", 1)[1])
         if req.method == "POST" and path == "/_sandbox/events":
             return self._post_events(req)
@@ -1215,7 +1321,8 @@ class PostHogApp(App):
 
         def lines():
             with pool.conn() as conn:
-                yield from (D.iter_event_dump(conn) if what == "events" else D.iter_person_dump(conn))
+                dump = {"events": D.iter_event_dump, "persons": D.iter_person_dump, "groups": D.iter_group_dump}[what]
+                yield from dump(conn)
 
         return jsonl_response(lines())
 

@@ -96,13 +96,14 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
                   rate_limits: str = "off", faults: float = 0.0, latency_ms: float = 0,
                   stall_s: float = 65.0, region: str = "eu", query_tier: str | None = None,
                   query_time_limit: float | None = None, poe_mode: str | None = None, id_type: str | None = None,
-                  org_denies_personal_keys: bool = False, extra_args: Sequence[str] = (),
+                  org_denies_personal_keys: bool = False, crm_customers: bool = False, extra_args: Sequence[str] = (),
                   timeout: float | None = None, env: dict[str, str] | None = None) -> SandboxProcess:
     """Launch ``python -m cs_posthog.sandbox --port-base 0 ...`` and wait for its JSON line.
 
     ``query_tier``, ``query_time_limit``, ``poe_mode``, ``id_type`` and ``org_denies_personal_keys`` are the
     sandbox's ``--query-tier``, ``--query-time-limit``, ``--poe-mode``, ``--id-type`` and
-    ``--org-denies-personal-keys`` (None / False: the sandbox's defaults, as on PostHog Cloud).
+    ``--org-denies-personal-keys`` (None / False: the sandbox's defaults, as on PostHog Cloud);
+    ``crm_customers`` is ``--crm-customers`` (the sandbox Customerscore also knows the companies' crm_id).
     """
     cmd = [sys.executable, "-m", "cs_posthog.sandbox", "--port-base", "0", "--events", str(events),
            "--persons", str(persons), "--customers", str(customers), "--seed", str(seed),
@@ -114,6 +115,8 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
             cmd += [flag, str(value)]
     if org_denies_personal_keys:
         cmd.append("--org-denies-personal-keys")
+    if crm_customers:
+        cmd.append("--crm-customers")
     cmd += list(extra_args)
     # the sandbox's databases and its stderr in one directory of ours: removed here whatever the
     # sandbox manages to do itself (a SIGKILL after a slow SIGTERM leaves it no chance)
