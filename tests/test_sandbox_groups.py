@@ -74,7 +74,7 @@ def test_ready_line_names_the_group_type_property_and_a_key_without_group_read(s
     assert KEY_RE.match(info["api_key_no_group"])
     assert info["api_key_no_group"] not in {info[k] for k in ("api_key", "api_key_missing_scopes",
                                                                "api_key_other_project", "api_key_no_current")}
-    assert info["groups"] == info["customers"] == 60
+    assert info["company_groups"] == info["customers"] == 60
     assert info["crm_customers"] is False and info["customerscore_crm_customers"] == 0
     # @current describes the keys as they are: Group (Read) on api_key, not on api_key_no_group
     status, full = api(sb, "/api/personal_api_keys/@current/")
@@ -188,7 +188,7 @@ def test_one_company_group_per_company_keyed_by_the_customer_id(sb, dumps):
     org_ids = {p["properties"].get("organization_id") for p in dumps["persons"]} - {None, ""}
     assert {str(v) for v in org_ids} <= set(companies)
     assert {"4711", "007"} <= set(companies)
-    for key, g in companies.items():
+    for g in companies.values():
         props = g["properties"]
         assert {"name", "plan", "employees", "created"} <= set(props) <= {"name", "plan", "employees", "created",
                                                                          "crm_id"}
@@ -323,7 +323,7 @@ def test_latest_group_per_person_with_argmax(sb, dumps):
 
 def test_groups_table_by_index_and_keys(sb, dumps):
     companies = company_groups(dumps)
-    keys = sorted(companies)[:7] + ["no such group"]
+    keys = [*sorted(companies)[:7], "no such group"]
     body = ok(sb, "SELECT key, properties.name, properties.crm_id FROM groups WHERE index = {gi} AND key IN {keys} "
                   "ORDER BY key LIMIT 100", {"gi": 0, "keys": keys})
     assert body["columns"] == ["key", "name", "crm_id"]

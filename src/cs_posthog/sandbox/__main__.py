@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "customerscore_customers": len(ds.customerscore_customers),
             "crm_customers": args.crm_customers,
             "customerscore_crm_customers": len(crm_customers),
-            "groups": len([g for g in ds.groups if g.index == D.COMPANY_GROUP_INDEX]),
+            "company_groups": len([g for g in ds.groups if g.index == D.COMPANY_GROUP_INDEX]),
             "data_now": D.db_to_iso(D.fmt_db(anchor)),
             "rate_limits": args.rate_limits,
             "faults": args.faults,

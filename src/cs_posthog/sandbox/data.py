@@ -25,6 +25,16 @@ current time floored to the hour, so that two runs a few seconds apart produce i
   ``timestamp <= created_at <= now`` always. Each event carries ``person_properties``: its Person
   as it was at the event's ingestion (so a late-identified Person's signup events lack the customer
   id, and a moved Person's old events carry the old company). Events are stored in ingestion order.
+* groups (PostHog group analytics, from their own random generators so that everything above is the
+  same with or without them): group type ``company`` at index 0 with one group per company, keyed by
+  the company's id text (``Company.external_id``: what Persons carry, what Customerscore knows), with
+  ``name``, ``plan``, ``employees``, ``created`` and, on about 90%, ``crm_id`` (Customerscore's
+  customers by CRM id: ``Dataset.crm_customers``, those minus about one in ten); type ``project`` at
+  index 1 with one to three groups per company. An event of a Person in a company carries that
+  company's key in ``$group_0`` (the company of the Person version stamped on it, so a moved Person's
+  later events name the new company; before a late customer id, the final one) on about 90% of its
+  events (``''`` on the rest), one of its projects in ``$group_1`` on half of those, and ``$groups``
+  (``{"company": key, "project": key}``) in its properties as the SDKs send it.
 
 Rows are written with ``executemany`` in chunks into a staging table (on disk) and copied sorted by
 (created_at, uuid), so 1,000,000 events need no more memory than one chunk plus SQLite's sorter.

@@ -49,6 +49,12 @@ where:
   for the second; posthog/renderers.py serialises with orjson OPT_UTC_Z: ``2024-01-02T03:04:05.123456Z``
   (the fraction dropped when zero) and ``2024-01-02T03:04:05.123000`` for persons.created_at.
   (Inferred from that chain, not observed on a live server.) NaN and infinities become null.
+- Groups: events ``$group_0``..``$group_4`` are non-nullable strings, '' without a group
+  (posthog/hogql/database/schema/events.py); ``group_N`` is a LazyJoin to the groups of type N on
+  ``$group_N = key`` (schema/groups.py join_with_group_n_table), a LEFT JOIN whose misses read
+  ClickHouse's defaults ('' , 1970-01-01, NULL properties); the ``groups`` table has ``index``, ``key``,
+  ``created_at``, ``updated_at`` (``_timestamp``; the sandbox keeps no update time: created_at at
+  seconds), ``properties``. ``argMax``/``argMin`` skip rows where either argument is NULL (ClickHouse).
 - Unknown table: the resolver's ``Unknown table "name".``; unknown field: ``Unable to resolve field:
   name``. Aggregates over no rows give ClickHouse defaults (max(timestamp) is 1970-01-01...), as
   PostHog users see.
@@ -58,7 +64,8 @@ Cloud semantics (each switchable through execute()'s keywords; defaults as on Po
 - Typed properties: posthog/hogql/transforms/property_types.py (build_property_swapper,
   PropertySwapper._field_type_to_property_call) wraps a top-level property whose definition
   (PropertyDefinition, type event for ``properties.x`` on events, person for ``person.properties.x``
-  and persons' ``properties.x``) is Numeric in ``toFloat`` (accurateCastOrNull(x, 'Float64'):
+  and persons' ``properties.x``, group of index N for ``group_N.properties.x`` on events) is Numeric
+  in ``toFloat`` (accurateCastOrNull(x, 'Float64'):
   "007" -> 7.0, non-numeric text -> NULL, integers above 2^53 rounded; clickhouse-driver gives a
   Python float and orjson prints it as ``4711.0``), Boolean in ``toBool(transform(toString(x),
   ['true', 'false'], [1, 0], NULL))``, DateTime in ``toDateTime`` (parseDateTime64BestEffortOrNull).
@@ -577,8 +584,9 @@ def execute(
       ``person.properties`` reads on events (stamped at ingestion, or the current Person for
       ``person_id_override_properties_joined`` / ``disabled``). ``poe_default`` is the mode when the
       modifiers do not name one (PostHog Cloud: ``person_id_override_properties_on_events``).
-    - ``property_types``: ``{(kind, name): property_type}`` with kind 'event' or 'person'; None reads
-      them from sbx_property_definitions. ``typed_properties=False`` turns the casts off.
+    - ``property_types``: ``{(kind, name): property_type}`` with kind 'event', 'person' or 'group_N';
+      None reads them from sbx_property_definitions and sbx_group_property_definitions.
+      ``typed_properties=False`` turns the casts off.
     - ``materialized=False``: MATERIALIZED_PERSON_PROPERTIES read like any other property.
     - ``max_cost``: rows the query may scan (``query_cost``); more raises QueryTimeLimit (HTTP 504,
       its message naming ``time_limit_s``). None: no limit.

@@ -601,7 +601,8 @@ class Compiler:
             for i in sorted(self.group_joins):
                 # join_with_group_n_table: LEFT JOIN the groups of type N ON $group_N = key (a missing
                 # group reads ClickHouse's defaults: '' and 1970-01-01, see _group_join_field)
-                sql.append(f' LEFT JOIN groups AS g{i} ON g{i}.group_type_index = {i} AND g{i}.group_key = t."$group_{i}"')
+                sql.append(f" LEFT JOIN groups AS g{i} ON g{i}.group_type_index = {i} "
+                           f'AND g{i}.group_key = t."$group_{i}"')
             if self.uses_person:
                 sql.append(" LEFT JOIN \x00pj\x00 AS pj ON pj.id = t.person_id")
         if where_sql:

@@ -23,7 +23,8 @@ drf-exceptions-hog). Every Cloud behaviour below is on by default and can be swi
 * Scopes per endpoint: ``@current`` none (a key may read itself; the ``api_key_no_current`` key is
   refused as older servers did, "API key missing required scope 'personal_api_key:read'"),
   ``/api/users/@me/`` user:read, organizations organization:read, projects project:read, event
-  definitions event_definition:read, property definitions property_definition:read, ``/query/`` and
+  definitions event_definition:read, property definitions property_definition:read (``type=group`` too),
+  ``/groups_types/`` and ``/groups/`` group:read (``api_key_no_group`` lacks it), ``/query/`` and
   the legacy ``/events/`` query:read, legacy ``/persons/`` person:read, ``/actions/`` action:read.
 * Rate limits per personal API key (DRF's sliding windows and wait formula). ``/query/`` has its own
   (``QueryViewSet.get_throttles`` replaces the default ones there): on the ``current`` tier
@@ -74,6 +75,10 @@ drf-exceptions-hog). Every Cloud behaviour below is on by default and can be swi
   case at first); the sandbox is deterministic (SQLite code-point order for names, ties in
   definitions broken by name, HogQL ties by SQLite's plan), so a client must not rely on an order
   beyond the keys it asks for.
+* Groups (``posthog/api/group.py``): ``/groups_types/`` a plain list (no pagination) of the group types;
+  ``/groups/?group_type_index=N`` newest first, 100 a page with a forward-only ``cursor``, ``search`` on the
+  key or the name. Group property definitions (``type=group&group_type_index=N``) with
+  PropertyDefinitionQuerySerializer's validation.
 * Legacy ``/persons/`` (limit/offset, newest first) and ``/events/`` (``after`` defaults to 24 hours
   ago, ``before``, ``event``, ``distinct_id``, ``person_id``, ``orderBy``; ``next`` moves ``before``
   to the last timestamp as PostHog does; offsets over 50,000 refused), both capped at 1,000 rows.
