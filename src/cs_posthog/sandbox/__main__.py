@@ -7,9 +7,16 @@ exactly one JSON line on stdout when they are ready::
      "api_key": "phx_...", "api_key_missing_scopes": "phx_...", "api_key_other_project": "phx_...",
      "api_key_no_current": "phx_...", "api_key_no_group": "phx_...", "customer_property": "organization_id",
      "group_type": "company", "group_type_index": 0, "group_property": "crm_id",
-     "customerscore": URL, "customerscore_api_key": KEY, "tracker_key": "CS-XXXXX", ...}
+     "customerscore": URL, "customerscore_api_key": KEY, "tracker_key": "CS-XXXXX",
+     "project_token": "phc_...", "other_project_token": "phc_...", ...}
 
 and serves until SIGTERM or Ctrl-C (exit 0). Progress and figures go to stderr.
+
+PostHog's SDKs send to the region's URL with ``project_token`` as their API key (``/batch/``, ``/capture/``,
+``/e/``, ``/i/v0/e/``): the events are ingested into the project as PostHog would (cs_posthog.sandbox.ingest,
+docs/posthog-ingestion.md); ``other_project_token`` feeds the other project. ``--events 0`` starts with no
+generated events and, unless ``--persons`` says otherwise, no Persons: only what SDKs send (the companies,
+and so the Customerscore customers, are still made, by ``--customers``).
 
 ``api_key`` has every read scope cs-posthog needs; ``api_key_missing_scopes`` lacks ``query:read`` and
 ``property_definition:read``; ``api_key_other_project`` is scoped to ``other_project_id`` (same
@@ -74,7 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port-base", type=int, default=0,
                    help="0: free ports; else PostHog US = BASE, EU = BASE+1, Customerscore = BASE+2")
     p.add_argument("--events", type=int, default=20_000, help="number of event rows (default 20,000)")
-    p.add_argument("--persons", type=int, default=None, help="number of persons (default events/20, 50..50,000)")
+    p.add_argument("--persons", type=int, default=None,
+                   help="number of persons (default events/20, 50..50,000; 0 with --events 0)")
     p.add_argument("--customers", type=int, default=60, help="number of companies (default 60)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate-limits", choices=("off", "real", "fast"), default="off",
@@ -118,8 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--faults must be between 0 and 1")
     if args.events < 0 or args.customers < 0:
         p.error("--events and --customers must be >= 0")
+    if args.persons is not None and args.persons < 0:
+        p.error("--persons must be >= 0")
     if args.persons is None:
-        args.persons = min(50_000, max(50, args.events // 20))
+        args.persons = 0 if args.events == 0 else min(50_000, max(50, args.events // 20))
     if args.region is None:
         args.region = "eu" if args.seed % 2 else "us"
     return args
@@ -244,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             "group_type": D.COMPANY_GROUP_TYPE,
             "group_type_index": D.COMPANY_GROUP_INDEX,
             "group_property": D.GROUP_PROPERTY,
+            "project_token": identity.project.api_token,
+            "other_project_token": identity.other_project.api_token,
             "customerscore": servers[2].url,
             "customerscore_api_key": cs_key,
             "tracker_key": tracker_key,

@@ -107,6 +107,7 @@ from zoneinfo import ZoneInfo
 from cs_posthog.sandbox import data as D
 from cs_posthog.sandbox import hogql_errors
 from cs_posthog.sandbox.hogql import HogQLError
+from cs_posthog.sandbox.ingest import Capture, capture_label, is_capture_path
 from cs_posthog.sandbox.server import (
     App,
     DBPool,
@@ -512,6 +513,10 @@ class PostHogApp(App):
         self._task_rng = random.Random(f"{seed}:tasks:{name}")
         self.stats.extra["hogql_queries"] = 0
         self.stats.extra["query_timeouts"] = 0
+        # capture (/batch/, /e/, ...): the projects' public tokens; the other region knows none
+        projects = {p.api_token: (p.pool, p.id) for p in (identity.project, identity.other_project)
+                    if p.pool is not None} if identity is not None else {}
+        self.capture = Capture(projects, self.stats, seed)
 
     def _make_windows(self) -> None:
         """One DRF throttle (scope) per window; each keeps its own history per key, as DRF's cache keys do."""
@@ -557,8 +562,10 @@ class PostHogApp(App):
             self.org_denies_personal_keys = bool(changes["org_denies_personal_keys"])
         if changes.get("reset_throttles"):
             self._make_windows()
+        if "ingest_faults" in changes:
+            self.capture.set_faults(changes["ingest_faults"])
         unknown = set(changes) - {"query_tier", "query_time_limit", "query_rows_per_second", "poe_mode",
-                                  "org_denies_personal_keys", "reset_throttles"}
+                                  "org_denies_personal_keys", "reset_throttles", "ingest_faults"}
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         with self._cache_lock:  # answers computed under other settings must not be served
@@ -570,11 +577,13 @@ class PostHogApp(App):
                 "query_time_limit_explicit": self.query_time_limit is not None,
                 "query_rows_per_second": self.query_rows_per_second, "poe_mode": self.poe_mode,
                 "org_denies_personal_keys": self.org_denies_personal_keys,
-                "rate_limits": self.rate_limits}
+                "rate_limits": self.rate_limits, "ingest_faults": self.capture.pending_faults()}
 
     # -- framework hooks ----------------------------------------------------------------------
 
     def route_of(self, method: str, path: str) -> str:
+        if is_capture_path(path):
+            return f"{method} {capture_label(path)}"
         for route in ROUTES:
             if route.pattern.match(path):
                 return f"{method} {route.label}"
@@ -591,6 +600,8 @@ class PostHogApp(App):
         return ApiError(413, "invalid_request", "request_too_large", "Request body too large.").response()
 
     def handle(self, req: Request) -> Response:
+        if is_capture_path(req.path):
+            return self.capture.handle(req)
         try:
             return self._handle(req)
         except ApiError as exc:
