@@ -35,6 +35,8 @@ SMOKE: dict[str, tuple[list[str], list[str]]] = {
     "attribution.py": (["--events", "2000", "--db", "{tmp}/attribution.db"],
                        ["joined.queries", "resolve.rows", "persons_scan.rows_scanned"]),
     "sandbox_cpu.py": (["--events", "2000", "--db", "{tmp}/sandbox_cpu.db"], []),
+    "sdk_ingest.py": (["--events", "2000", "--customers", "20"],
+                      ["ingest_events_per_s", "ingest_events_stored", "sync.events_sent", "late.events_sent"]),
 }
 # run by run_all.py --smoke; common.py is their shared module, not a script
 COVERED_BY_RUN_ALL = {"startup.py", "sync_throughput.py", "pacing.py", "chaos.py"}
