@@ -584,8 +584,8 @@ class Capture:
     """The capture endpoints of one sandbox PostHog region: tokens -> projects, faults, stats."""
 
     def __init__(self, projects: dict[str, tuple[DBPool, int]], stats: Any, seed: int) -> None:
-        self._rng = random.Random(f"{seed}:ingest")
-        self.projects = {token: ProjectIngestion(pool, team_id, self._rng)
+        # one random stream per project: each is used under its own project's write lock
+        self.projects = {token: ProjectIngestion(pool, team_id, random.Random(f"{seed}:ingest:{team_id}"))
                          for token, (pool, team_id) in projects.items() if pool is not None}
         self.stats = stats
         self._faults: list[str] = []
