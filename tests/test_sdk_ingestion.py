@@ -356,3 +356,45 @@ def test_person_properties_and_definitions_follow_ingestion(sb):
     assert last_seen["$set"].replace("+00:00", "Z") == latest_set
     assert sorted(last_seen) == ["$set", "$set_once", "report_created"]
     assert get_jsonl(sb.ph + "/_sandbox/dump/persons")[0]["is_identified"] is False
+
+
+def test_merges_follow_posthogs_rules(sb):
+    with sdk(sb) as ph:
+        guest_view = ph.capture("$pageview", distinct_id="guest-1")
+        ph.capture("$pageview", distinct_id="user-1", properties={"$set": {"email": "u1@example.com", "plan": "pro"}})
+        ph.capture("$pageview", distinct_id="guest-1", properties={"$set": {"plan": "free", "seen_pricing": True}})
+        # alias(previous_id, distinct_id): sent as previous_id with properties.alias; the alias's Person is
+        # merged into the event's, the event's Person wins a conflict
+        ph.alias(previous_id="user-1", distinct_id="guest-1")
+        ph.capture("$pageview", distinct_id="user-2", properties={"$set": {"email": "u2@example.com"}})
+        # user-1's Person is identified now: an $identify does not merge it away
+        ph.capture("$identify", distinct_id="user-2", properties={"$anon_distinct_id": "user-1"})
+        ph.capture("$pageview", distinct_id="anonymous")
+        ph.capture("$identify", distinct_id="user-3", properties={"$anon_distinct_id": "anonymous"})  # illegal id
+        bots = [ph.capture("$pageview", distinct_id="bot", properties={"$process_person_profile": False})
+                for _ in range(2)]
+        quiet = ph.capture("$pageview", distinct_id="user-2", properties={"$process_person_profile": False,
+                                                                         "$set": {"plan": "ignored"}})
+    persons, events = dump(sb)
+    stored = {u: v[0] for u, v in by_uuid(events).items()}
+    one = person_of(persons, "user-1")
+    assert sorted(one["distinct_ids"]) == ["guest-1", "user-1"] and one["is_identified"]
+    assert one["properties"] == {"email": "u1@example.com", "plan": "pro", "seen_pricing": True}
+    assert stored[guest_view]["person_id"] == one["id"]
+    two = person_of(persons, "user-2")
+    assert two["distinct_ids"] == ["user-2"] and two["is_identified"]  # refused, but identified itself
+    assert person_of(persons, "anonymous")["id"] != person_of(persons, "user-3")["id"]
+    assert not any("bot" in p["distinct_ids"] for p in persons.values())
+    assert stored[bots[0]]["person_id"] == stored[bots[1]]["person_id"] not in persons
+    assert stored[bots[0]]["person_properties"] == {}
+    assert (stored[quiet]["person_id"], stored[quiet]["person_properties"]) == (two["id"], two["properties"])
+    stats = get_json(sb.ph + "/_sandbox/stats")
+    assert (stats["ingest_persons_merged"], stats["ingest_merges_refused"]) == (1, 1)
+
+    with sdk(sb) as ph:  # $merge_dangerously merges even an identified Person
+        ph.capture("$merge_dangerously", distinct_id="user-2", properties={"alias": "user-1"})
+    persons, events = dump(sb)
+    merged = person_of(persons, "user-2")
+    assert sorted(merged["distinct_ids"]) == ["guest-1", "user-1", "user-2"] and one["id"] not in persons
+    assert merged["properties"] == {"email": "u2@example.com", "plan": "pro", "seen_pricing": True}
+    assert {e["person_id"] for e in events if e["distinct_id"] in ("guest-1", "user-1", "user-2")} == {merged["id"]}
