@@ -97,15 +97,21 @@ def start_sandbox(*, events: int = 2000, persons: int = 300, customers: int = 40
                   stall_s: float = 65.0, region: str = "eu", query_tier: str | None = None,
                   query_time_limit: float | None = None, poe_mode: str | None = None, id_type: str | None = None,
                   org_denies_personal_keys: bool = False, crm_customers: bool = False, extra_args: Sequence[str] = (),
-                  timeout: float | None = None, env: dict[str, str] | None = None) -> SandboxProcess:
+                  timeout: float | None = None, env: dict[str, str] | None = None,
+                  port_base: int = 0) -> SandboxProcess:
     """Launch ``python -m cs_posthog.sandbox --port-base 0 ...`` and wait for its JSON line.
+
+    ``events=0, persons=0``: a sandbox with no generated data, for PostHog's SDKs to fill (its capture
+    endpoints take the ready line's ``project_token``; ``info["project_token"]``, ``posthog_url``).
+    ``port_base``: fixed ports (PostHog US, EU, Customerscore = BASE, BASE+1, BASE+2), so that an app's
+    SDK configuration stays valid across restarts; 0 (default) picks free ones.
 
     ``query_tier``, ``query_time_limit``, ``poe_mode``, ``id_type`` and ``org_denies_personal_keys`` are the
     sandbox's ``--query-tier``, ``--query-time-limit``, ``--poe-mode``, ``--id-type`` and
     ``--org-denies-personal-keys`` (None / False: the sandbox's defaults, as on PostHog Cloud);
     ``crm_customers`` is ``--crm-customers`` (the sandbox Customerscore also knows the companies' crm_id).
     """
-    cmd = [sys.executable, "-m", "cs_posthog.sandbox", "--port-base", "0", "--events", str(events),
+    cmd = [sys.executable, "-m", "cs_posthog.sandbox", "--port-base", str(port_base), "--events", str(events),
            "--persons", str(persons), "--customers", str(customers), "--seed", str(seed),
            "--rate-limits", rate_limits, "--faults", str(faults), "--latency-ms", str(latency_ms),
            "--stall-s", str(stall_s), "--region", region]
