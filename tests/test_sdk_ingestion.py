@@ -187,7 +187,7 @@ def test_an_sdk_retry_stores_the_batch_twice_and_the_sync_sends_it_once(sb):
     # the next batch's first attempt fails with a 503 (nothing stored: the SDK retries), the second is
     # stored but its answer is lost (the SDK retries again): PostHog then holds that batch twice
     configure(sb.ph, ingest_faults=["503", "drop_after_store"])
-    with sdk(sb, flush_at=50) as ph:
+    with sdk(sb, flush_at=50, flush_interval=120) as ph:  # one batch, however slow the machine
         sent = [ph.capture("dashboard_viewed", distinct_id="dan", properties={"n": i}) for i in range(5)]
     assert configure(sb.ph)["ingest_faults"] == []
     persons, events = dump(sb)
