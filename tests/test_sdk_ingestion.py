@@ -19,7 +19,7 @@ import pytest
 from posthog import Posthog
 
 from cs_posthog.sandbox.runner import configure, get_json, get_jsonl, http_request, start_sandbox
-from helpers import sandbox_env
+from helpers import run_cli, sandbox_env
 from sync_expected import Sandbox, bag, ms
 from test_sync_engine import Received, make_config, sync
 
@@ -171,11 +171,11 @@ def test_a_user_who_changes_company(sb):
     stored = by_uuid(events)
     assert [stored[u][0]["person_properties"]["organization_id"] for u in old + new] == [c1, c1, c2]
     got = Received(sb)
-    report, error = sync(cfg)
-    assert error is None, error
+    r = run_cli("sync", "--json")  # as a user runs it
+    assert r.exit_code == 0, r.stderr
     # from now on under c2; what was delivered under c1 stays there, nothing is sent again (the overlap
     # re-reads the old events: already delivered, dropped)
-    assert report.events_sent == 1
+    assert json.loads(r.stdout)["events_sent"] == 1
     assert bag(got("events")) == bag([payload(stored[u][0], carla, c2) for u in new])
     assert [(c["contact_external_id"], c["customer_external_id"]) for c in got("contacts")] == [(carla["id"], c2)]
 
