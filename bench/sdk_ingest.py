@@ -4,7 +4,8 @@ what the SDK's batching sends, and what the sync makes of data no generator of o
 The sandbox starts with no generated data (``--events 0``). Users are made the way an app makes them:
 anonymous events, an ``$identify`` (as posthog-js sends it) with their email, their company's id set
 with the identify for four in five of them and only at the end for the others (late-identified
-Persons), then their events. Every event goes through one ``posthog.Posthog`` client with its defaults
+Persons), then their events; one in ten then uses a second device, anonymously until an ``$identify``
+merges its Person into theirs. Every event goes through one ``posthog.Posthog`` client with its defaults
 (batches of 100, one sending thread, no gzip). Then ``cs-posthog sync --json`` runs as its own process
 with every event name selected. Needs the test extra (``posthog``).
 
@@ -26,6 +27,8 @@ NAMES = [("$pageview", 40), ("dashboard_viewed", 20), ("report_created", 10), ("
          ("invoice_paid", 5), ("comment_added", 10), ("export_downloaded", 5)]
 PER_USER = 50  # events per user, the identify and the $set included
 ANON = 8  # of them anonymous, before the identify
+PHONE_SHARE = 0.1  # users who also use a second device, anonymously first
+PHONE = 4  # their events there before they log in (then an $identify merges the two Persons)
 
 
 def feed(info: dict, n: int, seed: int) -> tuple[dict, list[tuple[str, str]]]:
@@ -58,9 +61,15 @@ def feed(info: dict, n: int, seed: int) -> tuple[dict, list[tuple[str, str]]]:
             late.append((user, org))
         client.capture("$identify", distinct_id=user, properties={"$anon_distinct_id": anon, "$set": props})
         sent += 1
-        for _ in range(min(PER_USER - ANON - 1, n - sent)):
+        phone = rng.random() < PHONE_SHARE and n - sent > PER_USER - ANON - 1
+        for _ in range(min(PER_USER - ANON - 1 - (PHONE + 1 if phone else 0), n - sent)):
             client.capture(rng.choices(names, weights)[0], distinct_id=user, properties={"n": rng.randrange(100)})
             sent += 1
+        if phone:  # a second device, anonymous until they log in there: two Persons merged
+            for _ in range(PHONE):
+                client.capture("$screen", distinct_id=f"phone-{u}", properties={"$screen_name": "Home"})
+            client.capture("$identify", distinct_id=user, properties={"$anon_distinct_id": f"phone-{u}"})
+            sent += PHONE + 1
         if sent >= n:
             break
     queued_s = time.perf_counter() - t0
