@@ -249,10 +249,13 @@ def test_posthog_js_encodings_are_ingested(sb):
     assert (status, answer.decode()) == ok
     batch = {"api_key": sb.info["project_token"], "batch": [{"event": "plain", "distinct_id": 42}]}
     assert post(sb, "/batch", json.dumps(batch).encode(), {"Content-Type": "application/json"}) == ok
+    # labelled gzip but not: capture trusts the bytes, not the label
+    body = json.dumps([js_event(sb, "mislabelled", "web-4")]).encode()
+    assert post(sb, "/e/?compression=gzip-js", body, {"Content-Encoding": "gzip"}) == ok
     stored = {e["event"]: e for e in sb.events()}
-    assert sorted(stored) == ["form-b64", "get-b64", "gzip-js", "plain"]
+    assert sorted(stored) == ["form-b64", "get-b64", "gzip-js", "mislabelled", "plain"]
     assert stored["plain"]["distinct_id"] == "42"  # a number as its text
-    assert {e["distinct_id"] for e in stored.values()} == {"web-1", "web-2", "web-3", "42"}
+    assert {e["distinct_id"] for e in stored.values()} == {"web-1", "web-2", "web-3", "web-4", "42"}
 
 
 @pytest.mark.parametrize(("body", "headers", "status", "text"), [

@@ -4,8 +4,8 @@ would store it. Sources and what is left out: docs/posthog-ingestion.md.
 Capture (``rust/capture``: ``payload/analytics.rs``, ``v0_request.rs``, ``api.rs``, ``token.rs``):
 
 * ``POST`` (or ``GET`` with ``data=``) on ``/batch/``, ``/capture/``, ``/e/``, ``/i/v0/e/``, ``/track/``. The body
-  is JSON, gzip (``Content-Encoding: gzip``, ``?compression=gzip`` / ``gzip-js``, or just the gzip magic
-  bytes), a form ``data=...`` (``application/x-www-form-urlencoded``, with ``compression`` in the form or
+  is JSON, gzip (recognised by its magic bytes, whatever ``Content-Encoding`` or ``?compression=gzip-js``
+  say, as capture does), a form ``data=...`` (``application/x-www-form-urlencoded``, with ``compression`` in the form or
   the query) and base64 (``compression=base64``, or a body that is base64 rather than JSON). It holds a
   batch ``{"api_key"|"token", "batch": [...], "sent_at", "historical_migration"}``, a list of events, or
   one event.
@@ -154,8 +154,7 @@ def decode_payload(req: Request) -> object:
     if compression in ("gzip", "gzip-js") and not body.startswith(GZIP_MAGIC) and _BASE64_TEXT.match(
             body[:64].decode("latin-1")):
         body = _b64(body.decode("latin-1"))  # a form's gzip data arrives base64-encoded
-    if (compression in ("gzip", "gzip-js") or "gzip" in req.headers.get("content-encoding", "").lower()
-            or body.startswith(GZIP_MAGIC)):
+    if body.startswith(GZIP_MAGIC):  # capture peeks at the bytes rather than trust a label (v0_request.rs)
         body = _gunzip(body)
     try:
         text = body.decode("utf-8")
