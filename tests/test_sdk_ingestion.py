@@ -251,7 +251,8 @@ def test_posthog_js_encodings_are_ingested(sb):
     assert post(sb, "/batch", json.dumps(batch).encode(), {"Content-Type": "application/json"}) == ok
     # labelled gzip but not: capture trusts the bytes, not the label
     body = json.dumps([js_event(sb, "mislabelled", "web-4")]).encode()
-    assert post(sb, "/e/?compression=gzip-js", body, {"Content-Encoding": "gzip"}) == ok
+    labels = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    assert post(sb, "/e/?compression=gzip-js", body, labels) == ok
     stored = {e["event"]: e for e in sb.events()}
     assert sorted(stored) == ["form-b64", "get-b64", "gzip-js", "mislabelled", "plain"]
     assert stored["plain"]["distinct_id"] == "42"  # a number as its text
