@@ -1,7 +1,7 @@
 """PostHog's official Python SDK (the ``posthog`` package, unmodified, pinned in the test extra) feeds the
-sandbox's capture endpoints; then ``sync`` delivers what README's rules say. The sandbox starts empty
-(``--events 0``): every Person and event here was made by the SDK. Expectations are written per event uuid
-(the uuid ``capture`` returns) from the sandbox's raw dumps, not from the sync's code.
+sandbox's capture endpoints (Persons, merges, groups); then ``sync`` delivers what README's rules say. The
+sandbox starts empty (``--events 0``): every Person and event here was made by the SDK. Expectations are
+written per event uuid (the uuid ``capture`` returns) from the sandbox's raw dumps, not from the sync's code.
 
 Also the capture endpoints themselves, with what other SDKs send (posthog-js: gzip-js, base64 forms, GET
 ``data=``) and what PostHog's capture refuses (docs/posthog-ingestion.md)."""
@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from posthog import Posthog
 
+from cs_posthog.config import Config, save_config
 from cs_posthog.sandbox.runner import configure, get_json, get_jsonl, http_request, start_sandbox
 from helpers import run_cli, sandbox_env
-from sync_expected import Sandbox, bag, ms
+from sync_expected import Sandbox, bag, expected_group_contacts, expected_group_events, ms
 from test_sync_engine import Received, make_config, sync
 
 SELECTED = ["$pageview", "dashboard_viewed", "report_created", "invoice_paid"]
@@ -402,3 +403,52 @@ def test_merges_follow_posthogs_rules(sb):
     assert sorted(merged["distinct_ids"]) == ["guest-1", "user-1", "user-2"] and one["id"] not in persons
     assert merged["properties"] == {"email": "u2@example.com", "plan": "pro", "seen_pricing": True}
     assert {e["person_id"] for e in events if e["distinct_id"] in ("guest-1", "user-1", "user-2")} == {merged["id"]}
+
+
+def test_groups_from_the_sdk_and_a_sync_in_group_mode(sb):
+    c1, c2 = customers(sb)[:2]
+    index = sb.info["group_type_index"]  # "company", made by the sandbox with its companies
+    with sdk(sb) as ph:
+        ph.group_identify("company", c1, {"name": "Acme Renamed", "employees": 15})
+        ph.group_identify("team", "t-1", {"name": "Core", "size": 4})  # a group type PostHog has not seen yet
+        ph.set(distinct_id="gus", properties={"email": "gus@example.com"})
+        with_c1 = [ph.capture("report_created", distinct_id="gus", groups={"company": c1, "team": "t-1"}),
+                   ph.capture("$pageview", distinct_id="gus", groups={"company": c1})]
+        with_c2 = [ph.capture("dashboard_viewed", distinct_id="gus", groups={"company": c2})]
+        without = [ph.capture("$pageview", distinct_id="gus")]
+    types = get_json(f"{sb.ph}/api/projects/{sb.info['project_id']}/groups_types/",
+                     headers={"Authorization": f"Bearer {sb.info['api_key']}"})
+    team = next(t["group_type_index"] for t in types if t["group_type"] == "team")
+    assert team == 2  # the lowest free index: company is 0, project 1
+    groups = {(g["index"], g["key"]): g for g in get_jsonl(sb.ph + "/_sandbox/dump/groups")}
+    assert groups[(index, c1)]["properties"]["name"] == "Acme Renamed"
+    assert groups[(index, c1)]["properties"]["employees"] == 15
+    assert groups[(team, "t-1")]["properties"] == {"name": "Core", "size": 4}
+    stored = {u: v[0] for u, v in by_uuid(sb.events()).items()}
+    assert [stored[u][f"$group_{index}"] for u in with_c1 + with_c2 + without] == [c1, c1, c2, ""]
+    assert stored[with_c1[0]][f"$group_{team}"] == "t-1"
+    assert stored[with_c1[0]]["properties"][f"$group_{team}"] == "t-1"
+    group_defs = get_json(f"{sb.ph}/api/projects/{sb.info['project_id']}/property_definitions/?type=group"
+                          f"&group_type_index={team}", headers={"Authorization": f"Bearer {sb.info['api_key']}"})
+    assert {d["name"]: d["property_type"] for d in group_defs["results"]} == {"name": "String", "size": "Numeric"}
+
+    cfg = Config.model_validate({
+        "posthog": {"region": sb.info["region"], "host": sb.ph, "project_id": sb.info["project_id"]},
+        "customerscore": {"api_url": sb.cs, "tracker_key": sb.info["tracker_key"]},
+        "identification": {"kind": "group", "group_type": "company", "group_type_index": index},
+        "events": {"selected": SELECTED},
+    })
+    save_config(cfg)
+    got = Received(sb)
+    report, error = sync(cfg)
+    assert error is None, error
+    gus = person_of(sb.persons(), "gus")
+    want = [payload(stored[u], gus, c1) for u in with_c1] + [payload(stored[u], gus, c2) for u in with_c2]
+    assert bag(got("events")) == bag(want)
+    assert report.events_skipped_no_customer == len(without)
+    # the same, written out independently by sync_expected's group rules
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    assert bag(want) == bag(expected_group_events(sb, selected=SELECTED, since=since, index=index)[0])
+    contacts = got("contacts")
+    assert contacts == expected_group_contacts(sb, selected=SELECTED, since=since, index=index, filters=[])
+    assert [(c["contact_external_id"], c["customer_external_id"]) for c in contacts] == [(gus["id"], c2)]

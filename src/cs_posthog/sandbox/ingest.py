@@ -39,6 +39,11 @@ Ingestion (plugin-server ``worker/ingestion/``: ``person-state.ts``, ``timestamp
   the event's properties update the Person. ``$process_person_profile: false`` events touch no Person:
   their ``person_id`` is the existing Person's, or one derived from the distinct id.
 * ``person_properties`` of the event: its Person's properties after the event (persons on events).
+* Groups (``groups.ts``, ``group-type-manager.ts``): ``$groupidentify`` (``$group_type``, ``$group_key``,
+  ``$group_set``) creates the group (created_at = the event's timestamp) or updates its properties; a
+  group type not seen before takes the lowest free index, and none when all 5 are taken;
+  ``properties.$groups`` ``{type: key}`` on any event fills its ``$group_N`` (columns and properties).
+  Group property definitions are typed from the first value, as the others.
 * Definitions: an event definition per name (created, ``last_seen_at`` = ingestion time); event and person
   property definitions typed from the first value seen (``data.infer_property_type``).
 * A batch sent twice (an SDK retrying after a lost answer) is stored twice, same uuids: PostHog does not
@@ -59,7 +64,6 @@ import sqlite3
 import threading
 import uuid as uuid_mod
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -77,6 +81,7 @@ MAX_DISTINCT_ID = 200  # capture truncates longer distinct ids
 ILLEGAL_IDS_ANY_CASE = {"anonymous", "guest", "distinctid", "distinct_id", "id", "not_authenticated", "email",
                         "undefined", "true", "false"}
 ILLEGAL_IDS = {"[object Object]", "NaN", "None", "none", "null", "0", "undefined"}
+MAX_GROUP_TYPES = 5  # group_type_index 0..4: events have $group_0..$group_4
 INGEST_FAULTS = ("503", "drop_after_store")
 
 
@@ -328,6 +333,13 @@ def is_illegal_id(distinct_id: str) -> bool:
     return text.lower() in ILLEGAL_IDS_ANY_CASE or text in ILLEGAL_IDS
 
 
+def group_key(value: object) -> str | None:
+    """A group key as PostHog stores it (text), None for what is no key."""
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 @dataclass
 class _Person:
     id: str
@@ -375,6 +387,9 @@ class _Definitions:
             defs.event_last_seen[name] = last
         for kind, name, ptype in conn.execute("SELECT type, name, property_type FROM sbx_property_definitions"):
             defs.property_types[(kind, name)] = ptype
+        for index, name, ptype in conn.execute("SELECT group_type_index, name, property_type "
+                                               "FROM sbx_group_property_definitions"):
+            defs.property_types[(f"group_{index}", name)] = ptype
         return defs
 
 
@@ -474,9 +489,67 @@ class ProjectIngestion:
         """``uuidFromDistinctId``: the person id of a personless event whose distinct id has no Person."""
         return str(uuid_mod.uuid5(uuid_mod.NAMESPACE_URL, f"posthog:{self.team_id}:{distinct_id}"))
 
+    # -- groups --------------------------------------------------------------------------------
+
+    def _group_index(self, conn: sqlite3.Connection, group_type: str) -> int | None:
+        """``GroupTypeManager.fetchGroupTypeIndex``: the type's index, a new type the lowest free one (None
+        when the 5 are taken)."""
+        row = conn.execute("SELECT group_type_index FROM group_type_mapping WHERE group_type = ?",
+                           (group_type,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        used = {r[0] for r in conn.execute("SELECT group_type_index FROM group_type_mapping")}
+        free = [i for i in range(MAX_GROUP_TYPES) if i not in used]
+        if not free:
+            return None
+        conn.execute("INSERT INTO group_type_mapping(group_type_index, group_type, name_singular, name_plural) "
+                     "VALUES (?, ?, NULL, NULL)", (free[0], group_type))
+        return free[0]
+
+    def _group_identify(self, conn: sqlite3.Connection, defs: _Definitions, props: dict, ts: int) -> None:
+        """``upsertGroup``: the group of ``$group_type`` / ``$group_key`` with ``$group_set`` on top."""
+        group_type, key = props.get("$group_type"), group_key(props.get("$group_key"))
+        if not isinstance(group_type, str) or not group_type or key is None:
+            return
+        index = self._group_index(conn, group_type)
+        if index is None:
+            return
+        updates = props.get("$group_set")
+        updates = updates if isinstance(updates, dict) else {}
+        created = D.fmt_db(ts - ts % 1000)
+        row = conn.execute("SELECT created_at, properties FROM groups WHERE group_type_index = ? AND group_key = ?",
+                           (index, key)).fetchone()
+        if row is None:
+            conn.execute("INSERT INTO groups(group_type_index, group_key, created_at, properties) VALUES (?, ?, ?, ?)",
+                         (index, key, created, D.dump_json(updates)))
+        else:
+            old = json.loads(row[1] or "{}")
+            merged = {**old, **updates}
+            if merged != old or created < row[0]:
+                conn.execute("UPDATE groups SET created_at = ?, properties = ? WHERE group_type_index = ? AND "
+                             "group_key = ?", (min(created, row[0]), D.dump_json(merged), index, key))
+        self._define(conn, defs, f"group_{index}", updates)
+
+    def _group_columns(self, conn: sqlite3.Connection, props: dict) -> dict[str, str]:
+        """``addGroupProperties``: ``$groups`` {type: key} -> ``$group_N`` (also written into the properties)."""
+        groups = props.get("$groups")
+        out: dict[str, str] = {}
+        if not isinstance(groups, dict):
+            return out
+        for group_type, raw in groups.items():
+            key = group_key(raw)
+            if not isinstance(group_type, str) or not group_type or key is None:
+                continue
+            index = self._group_index(conn, group_type)
+            if index is not None:
+                out[f"$group_{index}"] = key
+        props.update(out)
+        return out
+
     # -- definitions ---------------------------------------------------------------------------
 
     def _define(self, conn: sqlite3.Connection, defs: _Definitions, kind: str, items: dict) -> None:
+        """Property definitions of ``kind`` (``event``, ``person``, ``group_N``) for names not typed yet."""
         for name, value in items.items():
             if not isinstance(name, str) or name in D.HIDDEN_PROPERTY_DEFINITIONS:
                 continue
@@ -485,13 +558,21 @@ class ProjectIngestion:
             if known and defs.property_types[key] is not None:
                 continue
             ptype = D.infer_property_type(value)
-            if not known:
+            if kind.startswith("group_"):
+                index = int(kind[6:])
+                if not known:
+                    conn.execute("INSERT OR IGNORE INTO sbx_group_property_definitions(group_type_index, name, id, "
+                                 "property_type) VALUES (?, ?, ?, ?)", (index, name, D.uuid4_from(self.rng), ptype))
+                elif ptype is not None:
+                    conn.execute("UPDATE sbx_group_property_definitions SET property_type = ? WHERE "
+                                 "group_type_index = ? AND name = ? AND property_type IS NULL", (ptype, index, name))
+            elif not known:
                 conn.execute("INSERT OR IGNORE INTO sbx_property_definitions(type, name, id, property_type) "
                              "VALUES (?, ?, ?, ?)", (kind, name, D.uuid4_from(self.rng), ptype))
-                defs.property_types[key] = ptype
             elif ptype is not None:
                 conn.execute("UPDATE sbx_property_definitions SET property_type = ? WHERE type = ? AND name = ? "
                              "AND property_type IS NULL", (ptype, kind, name))
+            if not known or ptype is not None:
                 defs.property_types[key] = ptype
 
     def _define_event(self, conn: sqlite3.Connection, defs: _Definitions, name: str, created: str) -> None:
@@ -509,10 +590,8 @@ class ProjectIngestion:
 
     # -- events --------------------------------------------------------------------------------
 
-    def ingest(self, events: list[dict], *, sent_at_us: int | None, now: int,
-               after_event: Callable[[sqlite3.Connection, dict, dict, int], dict] | None = None) -> IngestResult:
-        """Store ``events`` (validated by ``validate_events``) as ingestion would, in one transaction.
-        ``after_event(conn, event, properties, timestamp)`` may return extra columns for the event row."""
+    def ingest(self, events: list[dict], *, sent_at_us: int | None, now: int) -> IngestResult:
+        """Store ``events`` (validated by ``validate_events``) as ingestion would, in one transaction."""
         result = IngestResult()
         created = D.fmt_db(now)
         with self.pool.write_lock, self.pool.conn() as conn:
@@ -521,7 +600,7 @@ class ProjectIngestion:
                     self._defs = _Definitions.load(conn)
                 defs = self._defs
                 for ev in events:
-                    self._ingest_one(conn, defs, ev, sent_at_us, now, created, after_event, result)
+                    self._ingest_one(conn, defs, ev, sent_at_us, now, created, result)
                 conn.commit()
             except BaseException:
                 conn.rollback()
@@ -530,8 +609,7 @@ class ProjectIngestion:
         return result
 
     def _ingest_one(self, conn: sqlite3.Connection, defs: _Definitions, ev: dict, sent_at_us: int | None, now: int,
-                    created: str, after_event: Callable[[sqlite3.Connection, dict, dict, int], dict] | None,
-                    result: IngestResult) -> None:
+                    created: str, result: IngestResult) -> None:
         name = str(ev["event"])
         distinct_id = event_distinct_id(ev)
         props: dict[str, Any] = dict(ev.get("properties") or {})
@@ -563,11 +641,13 @@ class ProjectIngestion:
             for key in ("$set", "$set_once"):
                 if isinstance(props.get(key), dict):
                     self._define(conn, defs, "person", props[key])
-        extra = after_event(conn, ev, props, ts) if after_event is not None else {}
+        if name == "$groupidentify":
+            self._group_identify(conn, defs, props, ts)
+        groups = self._group_columns(conn, props)
         columns = ["uuid", "event", "timestamp", "created_at", "distinct_id", "person_id", "properties",
-                   "person_properties", *extra]
+                   "person_properties", *(f'"{c}"' for c in groups)]
         values = [u, name, D.fmt_db(ts), created, distinct_id, person_id, D.dump_json(props), stamped,
-                  *extra.values()]
+                  *groups.values()]
         conn.execute(f"INSERT INTO events({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)
         self._define_event(conn, defs, name, created)
         self._define(conn, defs, "event", props)
