@@ -134,6 +134,11 @@ NEEDED_SCOPES = (
     "property_definition:read",
     "query:read",
 )
+# Needed only when a PostHog group is the customer (``identification.kind = "group"``): the group types'
+# names (``/groups_types/``). Without it the type's index still works (HogQL reads ``$group_N`` and the
+# ``groups`` table with query:read).
+GROUP_SCOPE = "group:read"
+GROUP_INDEXES = range(5)  # PostHog's five group type slots, $group_0 .. $group_4
 
 
 _THROTTLE_RE = re.compile(r"Expected available in (\d+(?:\.\d+)?) seconds?", re.IGNORECASE)
@@ -144,6 +149,12 @@ _TOO_SLOW_RE = re.compile(
 
 T = TypeVar("T")
 Row = list[Any]
+
+
+def _group_index(index: Any) -> int:
+    if type(index) is not int or index not in GROUP_INDEXES:
+        raise ValueError(f"a group type index is 0 to 4, not {index!r}")
+    return index
 
 
 def scope_label(scope: str) -> str:
@@ -209,6 +220,24 @@ class PropertyDefinition:
     name: str
     property_type: str | None = None  # "String", "Numeric", "Boolean", "DateTime", "Duration" or None
     is_numerical: bool = False
+
+
+@dataclass(frozen=True)
+class GroupType:
+    """One of ``/groups_types/``: ``company`` at index 0 (its ``$group_0`` on events)."""
+
+    index: int
+    name: str
+    name_singular: str | None = None
+    name_plural: str | None = None
+
+    @property
+    def plural(self) -> str:
+        """How counts name its groups: "companies", "projects" (the type's name in the plural)."""
+        base = self.name
+        if base.endswith("y") and base[-2:-1] not in ("a", "e", "i", "o", "u", ""):
+            return base[:-1] + "ies"
+        return base + ("es" if base.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 @dataclass(frozen=True)
@@ -764,9 +793,23 @@ class PostHogClient:
         its ``next`` not followed), for autocomplete: a search term that is a substring of "latest"
         matches nearly every property there (``add_latest_means_not_initial``), so all pages of it
         would be the whole list."""
+        return self._property_definitions({"type": "person"}, search, project_id, one_page=one_page)
+
+    def group_properties(
+        self, group_type_index: int, search: str | None = None, project_id: int | None = None, *,
+        one_page: bool = False,
+    ) -> list[PropertyDefinition]:
+        """The property definitions of one group type (``type=group&group_type_index=N``), as
+        ``person_properties`` reads the Person ones."""
+        index = _group_index(group_type_index)
+        return self._property_definitions({"type": "group", "group_type_index": index}, search, project_id,
+                                          one_page=one_page)
+
+    def _property_definitions(self, kind: dict[str, Any], search: str | None, project_id: int | None, *,
+                              one_page: bool) -> list[PropertyDefinition]:
         path = f"/api/projects/{self._pid(project_id)}/property_definitions/"
         out: dict[str, PropertyDefinition] = {}
-        params = {"type": "person", "limit": DEFINITIONS_PAGE, "search": search or None}
+        params = {**kind, "limit": DEFINITIONS_PAGE, "search": search or None}
         if one_page:
             data = self.get(path, {k: v for k, v in params.items() if v is not None})
             results = data.get("results") if isinstance(data, dict) else None
@@ -785,6 +828,29 @@ class PostHogClient:
                 is_numerical=bool(item.get("is_numerical")),
             )
         return list(out.values())
+
+    # --- groups --------------------------------------------------------------------------------
+    def group_types(self, project_id: int | None = None) -> list[GroupType]:
+        """The project's group types (``GET /api/projects/{id}/groups_types/``, scope ``group:read``),
+        by index. PostHog answers a plain list; a paginated ``{"results": [...]}`` is read too. An
+        entry without a usable index (0 to 4) or name is left out."""
+        data = self.get(f"/api/projects/{self._pid(project_id)}/groups_types/")
+        items = data.get("results") if isinstance(data, dict) else data
+        out: dict[int, GroupType] = {}
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            index, name = item.get("group_type_index"), item.get("group_type")
+            if type(index) is not int or index not in GROUP_INDEXES or not isinstance(name, str) or not name:
+                continue
+
+            def text(key: str, item: dict[str, Any] = item) -> str | None:
+                v = item.get(key)
+                return v if isinstance(v, str) and v else None
+
+            out.setdefault(index, GroupType(index=index, name=name, name_singular=text("name_singular"),
+                                            name_plural=text("name_plural")))
+        return [out[i] for i in sorted(out)]
 
     # --- HogQL ---------------------------------------------------------------------------------
     def query(

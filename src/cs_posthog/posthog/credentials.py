@@ -46,7 +46,7 @@ from cs_posthog.errors import (
     UnavailableError,
 )
 from cs_posthog.http import RetryPolicy
-from cs_posthog.posthog.client import NEEDED_SCOPES, ApiKeyInfo, PostHogClient, scope_label
+from cs_posthog.posthog.client import GROUP_SCOPE, NEEDED_SCOPES, ApiKeyInfo, PostHogClient, scope_label
 from cs_posthog.posthog.regions import (
     EU,
     REGIONS,
@@ -457,10 +457,27 @@ def _problem(check: CredentialCheck) -> str | None:
     if not check.project_accessible:
         return f"the API key is restricted to other projects and cannot read project {check.project_id}"
     if check.missing_scopes:
-        labelled = zip(check.missing_labels, check.missing_scopes, strict=False)
-        pairs = ", ".join(f"{label} ({scope})" for label, scope in labelled)
-        return f"the API key is missing read access to: {pairs}"
+        return missing_scopes_sentence(check.missing_scopes, check.missing_labels)
     return None
+
+
+def missing_scopes_sentence(scopes: list[str], labels: list[str] | None = None) -> str:
+    """"the API key is missing read access to: Group (group:read)": each scope by the name PostHog's
+    key form shows, then its code."""
+    labels = labels or [scope_label(s) for s in scopes]
+    pairs = ", ".join(f"{label} ({scope})" for label, scope in zip(labels, scopes, strict=False))
+    return f"the API key is missing read access to: {pairs}"
+
+
+def group_scope_error(why: str) -> MissingScopesError:
+    """The key lacks Group (Read), which listing the group types needs (``why``: what for, e.g.
+    "to find the group type 'company' by its name"): exit 77, named like the other scopes."""
+    err = MissingScopesError([GROUP_SCOPE], [scope_label(GROUP_SCOPE)], service=SERVICE, status=403)
+    err.message = f"{missing_scopes_sentence([GROUP_SCOPE])}, {why}"
+    err.hint = (f"In PostHog: Settings → Personal API keys → edit the key, add Read access to "
+                f"{scope_label(GROUP_SCOPE)}, then retry.")
+    err.args = (err.message,)
+    return err
 
 
 def raise_for_check(check: CredentialCheck) -> None:

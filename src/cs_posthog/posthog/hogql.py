@@ -354,13 +354,13 @@ def event_volumes_query(days: int = 30) -> tuple[str, dict[str, Any]]:
     return sql, {}
 
 
-def count_events_query(events: Sequence[str], filters: Iterable[Any], days: int = 30) -> tuple[str, dict[str, Any]]:
+def count_events_query(events: Sequence[str], filters: Iterable[Any], days: int = 30, *,
+                       group: GroupRef | None = None) -> tuple[str, dict[str, Any]]:
     """How many of ``events`` in the last ``days`` days belong to a Person matching ``filters`` (on
     ``person.properties``: run it with ``JOINED_PERSONS_MODIFIERS``, so they are the Person's current
-    properties, as the sync reads them). Events, not rows: PostHog may hold one uuid twice."""
-    days = int(days)
-    if days < 1:
-        raise ValueError("days must be 1 or more")
+    properties, as the sync reads them). Events, not rows: PostHog may hold one uuid twice.
+    ``group``: only the events of a group that names a customer (``group_condition``)."""
+    days = _days(days)
     if not events:
         raise ValueError("no events to count")
     p = Params()
@@ -368,7 +368,102 @@ def count_events_query(events: Sequence[str], filters: Iterable[Any], days: int 
     where, _ = compile_filters(filters, prefix="person.properties", params=p)
     sql = (f"SELECT count(DISTINCT uuid) FROM events WHERE event IN ({', '.join(names)}) "
            f"AND timestamp >= now() - INTERVAL {days} DAY AND ({where})")
+    if group is not None:
+        sql += f" AND {group_condition(group, p)}"
     return sql, p.values
+
+
+def _days(days: int) -> int:
+    days = int(days)
+    if days < 1:
+        raise ValueError("days must be 1 or more")
+    return days
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups (PostHog group analytics: ``$group_N`` on events, the ``groups`` table)
+# ---------------------------------------------------------------------------------------------
+
+
+class GroupRef:
+    """A group type as the customer: its index (``$group_N``) and, when the customer id is a group
+    property rather than the group key, that property's name."""
+
+    def __init__(self, index: int, prop: str | None = None) -> None:
+        if type(index) is not int or not 0 <= index <= 4:
+            raise ValueError(f"a group type index is 0 to 4, not {index!r}")
+        if prop is not None:
+            quote_identifier(prop)  # the same names are refused (NUL, empty) everywhere
+        self.index = index
+        self.prop = prop
+
+    @property
+    def column(self) -> str:
+        """The events column holding the group key of this type: ``$group_0``."""
+        return f"$group_{self.index}"
+
+    def __repr__(self) -> str:
+        return f"GroupRef({self.index}, {self.prop!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GroupRef) and (self.index, self.prop) == (other.index, other.prop)
+
+    def __hash__(self) -> int:
+        return hash((self.index, self.prop))
+
+
+def group_condition(group: GroupRef, params: Params) -> str:
+    """On events: the event carries a group of this type (``$group_N`` not empty) and, when the
+    customer id is a group property, that group has it (``group_N.properties``, PostHog's join of
+    the event's group)."""
+    cond = f"{group.column} != ''"
+    if group.prop is not None:
+        cond += f" AND {has_id(group.prop, params, f'group_{group.index}.properties')}"
+    return cond
+
+
+def count_groups_query(group: GroupRef) -> tuple[str, dict[str, Any]]:
+    """How many groups of the type there are (with the customer-id property, when there is one)."""
+    p = Params()
+    sql = f"SELECT count() FROM groups WHERE index = {p.add('gi', group.index)}"
+    if group.prop is not None:
+        sql += f" AND {has_id(group.prop, p)}"
+    return sql, p.values
+
+
+def group_coverage_query(group: GroupRef, days: int = 30, events: Sequence[str] = (),
+                         filters: Iterable[Any] = ()) -> tuple[str, dict[str, Any]]:
+    """Two counts over the last ``days`` days of events (``events`` only, when given) that carry a
+    group of the type naming a customer: the distinct groups, and the distinct Persons (matching
+    ``filters`` on ``person.properties``: run it with ``JOINED_PERSONS_MODIFIERS``). A Person counted
+    belongs to a group: the sync attaches them to the group of their most recent such event."""
+    days = _days(days)
+    p = Params()
+    conds = [f"timestamp >= now() - INTERVAL {days} DAY", group_condition(group, p)]
+    if events:
+        conds.append(f"event IN ({', '.join(p.add('e', name, reuse=False) for name in events)})")
+    where, _ = compile_filters(filters, prefix="person.properties", params=p)
+    if where != TRUE_CONDITION:
+        conds.append(f"({where})")
+    sql = (f"SELECT count(DISTINCT {group.column}), count(DISTINCT person_id) FROM events "
+           f"WHERE {' AND '.join(conds)}")
+    return sql, p.values
+
+
+def preview_groups_query(group: GroupRef, limit: int = PREVIEW_ROWS) -> tuple[str, dict[str, Any], list[str]]:
+    """``(hogql, values, labels)``: the newest ``limit`` groups of the type: key, name, and the
+    customer-id property when there is one (raw JSON text)."""
+    p = Params()
+    props = ["name"] + ([group.prop] if group.prop is not None and group.prop != "name" else [])
+    cols = ["key", *(raw_ref(name, p) for name in props)]
+    sql = (f"SELECT {', '.join(cols)} FROM groups WHERE index = {p.add('gi', group.index)} "
+           f"ORDER BY created_at DESC, key LIMIT {max(1, int(limit))}")
+    return sql, p.values, ["key", *props]
+
+
+def group_indexes_query() -> tuple[str, dict[str, Any]]:
+    """How many groups each group type index has (the ``groups`` table, no Group scope needed)."""
+    return "SELECT index, count() FROM groups GROUP BY index ORDER BY index", {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,8 +489,9 @@ def preview_persons(
     return labels, rows
 
 
-def count_events(client: PostHogClient, events: Sequence[str], filters: Iterable[Any], days: int = 30) -> int:
-    sql, values = count_events_query(events, filters, days)
+def count_events(client: PostHogClient, events: Sequence[str], filters: Iterable[Any], days: int = 30, *,
+                 group: GroupRef | None = None) -> int:
+    sql, values = count_events_query(events, filters, days, group=group)
     res = client.query(sql, values, name=f"cs-posthog count events ({int(days)} days)",
                        modifiers=JOINED_PERSONS_MODIFIERS)
     return int(res.results[0][0]) if res.results and res.results[0] else 0
@@ -406,3 +502,32 @@ def event_volumes(client: PostHogClient, days: int = 30) -> dict[str, int]:
     sql, values = event_volumes_query(days)
     res = client.query(sql, values, name=f"cs-posthog event volumes ({int(days)} days)")
     return {str(name): int(count) for name, count in res.results}
+
+
+def count_groups(client: PostHogClient, group: GroupRef) -> int:
+    sql, values = count_groups_query(group)
+    res = client.query(sql, values, name="cs-posthog count groups")
+    return int(res.results[0][0]) if res.results and res.results[0] else 0
+
+
+def group_coverage(client: PostHogClient, group: GroupRef, days: int = 30, events: Sequence[str] = (),
+                   filters: Iterable[Any] = ()) -> tuple[int, int]:
+    """(groups with events, Persons belonging to one) over the last ``days`` days."""
+    sql, values = group_coverage_query(group, days, events, filters)
+    res = client.query(sql, values, name=f"cs-posthog group coverage ({int(days)} days)",
+                       modifiers=JOINED_PERSONS_MODIFIERS)
+    row = res.results[0] if res.results else [0, 0]
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def preview_groups(client: PostHogClient, group: GroupRef) -> tuple[list[str], list[list[Any]]]:
+    sql, values, labels = preview_groups_query(group)
+    res = client.query(sql, values, name="cs-posthog preview groups")
+    return labels, [[row[0], *(raw_display(v) for v in row[1:])] for row in res.results]
+
+
+def group_indexes(client: PostHogClient) -> dict[int, int]:
+    """Group type index -> number of groups, for the indexes that have any."""
+    sql, values = group_indexes_query()
+    res = client.query(sql, values, name="cs-posthog group type indexes")
+    return {int(i): int(n) for i, n in res.results if n}

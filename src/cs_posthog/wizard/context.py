@@ -20,7 +20,11 @@ from cs_posthog.secrets import SPECS, Name, find_secret, register_secret, store_
 from cs_posthog.wizard.source import PostHogSource
 
 if TYPE_CHECKING:
-    from cs_posthog.config import Config, Draft, PersonFilter, PostHogSettings
+    from collections.abc import Sequence
+
+    from cs_posthog.config import Config, ContactAttribute, Draft, PersonFilter, PostHogSettings
+    from cs_posthog.posthog.client import GroupType
+    from cs_posthog.posthog.hogql import GroupRef
     from cs_posthog.output import Output
     from cs_posthog.posthog.credentials import CredentialCheck
 
@@ -36,13 +40,31 @@ class DataSource(Protocol):
 
     def count_persons(self, filters: list[PersonFilter]) -> int: ...
 
-    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS) -> int:
-        """The selected events of the last ``days`` days whose Person (as now) matches ``filters``."""
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS,
+                     group: GroupRef | None = None) -> int:
+        """The selected events of the last ``days`` days whose Person (as now) matches ``filters``
+        (and, with ``group``, that carry a group naming a customer)."""
         ...
 
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]: ...
+
+    # group analytics (identification by a PostHog group)
+    def group_types(self) -> list[GroupType]: ...
+
+    def group_indexes(self) -> dict[int, int]: ...
+
+    def group_properties(self, index: int, search: str | None = None) -> list[str]: ...
+
+    def count_groups(self, group: GroupRef) -> int: ...
+
+    def group_coverage(self, group: GroupRef, days: int = DEFAULT_BACKFILL_DAYS, events: Sequence[str] = (),
+                       filters: Sequence[PersonFilter] = ()) -> tuple[int, int]:
+        """(groups with events, Persons belonging to one) in the last ``days`` days."""
+        ...
+
+    def preview_groups(self, group: GroupRef) -> tuple[list[str], list[list[Any]]]: ...
 
 
 # (api_key, project_ref, host=...) -> CredentialCheck (cs_posthog.posthog.credentials.check_credentials)
@@ -61,10 +83,13 @@ class Prefill:
     cs_url: str | None = None
     cs_url_given: bool = False  # --cs-url answers the advanced question; the demo only offers its URL
     customer_property: str | None = None
+    customer_group: str | None = None  # --customer-group: a group type's name or index
+    customer_group_property: str | None = None
     events: list[str] = field(default_factory=list)
     all_events: bool = False
     filters: list[PersonFilter] = field(default_factory=list)
     contact_id: str | None = None
+    attributes: list[ContactAttribute] = field(default_factory=list)  # --contact-attribute
     filter_events: bool | None = None  # --filter-events / --no-filter-events
     # name -> (value, where it comes from), offered as "Enter to keep"
     secrets: dict[str, tuple[str, str]] = field(default_factory=dict)

@@ -121,10 +121,11 @@ def format_filter(f: PersonFilter) -> str:
 
 
 # --- conditions that leave no one ------------------------------------------------------------
-def contradiction(f: PersonFilter, customer_property: str, contact_id: str = "person_id") -> str | None:
+def contradiction(f: PersonFilter, customer_property: str | None, contact_id: str = "person_id") -> str | None:
     """Why ``f`` ("it ...") cannot hold together with the locked conditions (the customer id, and the contact id
-    when it is a Person property, set and not empty): no Person could match it. None when it can."""
-    locked = [(customer_property, "the customer id")]
+    when it is a Person property, set and not empty): no Person could match it. None when it can.
+    ``customer_property`` None: the customer is a PostHog group, no Person property is locked."""
+    locked = [(customer_property, "the customer id")] if customer_property is not None else []
     if contact_id != "person_id":
         locked.append((contact_id, "the contact id"))
     for prop, what in locked:
@@ -154,7 +155,7 @@ def conflict(a: PersonFilter, b: PersonFilter) -> bool:
     return False
 
 
-def refusal(new: PersonFilter, others: list[PersonFilter], customer_property: str,
+def refusal(new: PersonFilter, others: list[PersonFilter], customer_property: str | None,
             contact_id: str = "person_id") -> str | None:
     """Why ``new`` cannot be added to ``others`` (the user's conditions so far): it contradicts a
     locked condition, or one of ``others``. None when it can."""
@@ -167,7 +168,7 @@ def refusal(new: PersonFilter, others: list[PersonFilter], customer_property: st
     return None
 
 
-def refusals(filters: list[PersonFilter], customer_property: str,
+def refusals(filters: list[PersonFilter], customer_property: str | None,
              contact_id: str = "person_id") -> list[tuple[PersonFilter, str]]:
     """``(filter, why)`` for each of ``filters`` that contradicts the locked conditions or one before it."""
     out = []

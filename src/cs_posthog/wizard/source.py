@@ -15,10 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.posthog.client import PostHogClient
-from cs_posthog.posthog.hogql import count_events, count_persons, event_volumes, preview_persons
+from cs_posthog.posthog.hogql import (
+    GroupRef,
+    count_events,
+    count_groups,
+    count_persons,
+    event_volumes,
+    group_coverage,
+    group_indexes,
+    preview_groups,
+    preview_persons,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from cs_posthog.config import PersonFilter, PostHogSettings
+    from cs_posthog.posthog.client import GroupType
 
 
 class PostHogSource:
@@ -67,10 +80,35 @@ class PostHogSource:
     def count_persons(self, filters: list[PersonFilter]) -> int:
         return count_persons(self.client, filters)
 
-    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS) -> int:
-        return count_events(self.client, events, filters, days)
+    def count_events(self, events: list[str], filters: list[PersonFilter], days: int = DEFAULT_BACKFILL_DAYS,
+                     group: GroupRef | None = None) -> int:
+        return count_events(self.client, events, filters, days, group=group)
 
     def preview_persons(
         self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
     ) -> tuple[list[str], list[list[Any]]]:
         return preview_persons(self.client, filters, extra_columns)
+
+    # --- groups --------------------------------------------------------------------------------
+    def group_types(self) -> list[GroupType]:
+        """The project's group types; MissingScopesError when the key lacks Group (Read)."""
+        return self.client.group_types()
+
+    def group_indexes(self) -> dict[int, int]:
+        """Group type index -> number of groups (HogQL: no Group scope needed)."""
+        return group_indexes(self.client)
+
+    def group_properties(self, index: int, search: str | None = None) -> list[str]:
+        """One page of PostHog's search of the group type's property definitions."""
+        return [p.name for p in self.client.group_properties(index, search, one_page=True)]
+
+    def count_groups(self, group: GroupRef) -> int:
+        return count_groups(self.client, group)
+
+    def group_coverage(self, group: GroupRef, days: int = DEFAULT_BACKFILL_DAYS, events: Sequence[str] = (),
+                       filters: Sequence[PersonFilter] = ()) -> tuple[int, int]:
+        """(groups with events, Persons belonging to one) in the last ``days`` days."""
+        return group_coverage(self.client, group, days, events, filters)
+
+    def preview_groups(self, group: GroupRef) -> tuple[list[str], list[list[Any]]]:
+        return preview_groups(self.client, group)
