@@ -273,6 +273,25 @@ CustomerProperty = Annotated[
     str | None,
     typer.Option("--customer-property", metavar="NAME", help="Person property holding the customer (company) id."),
 ]
+CustomerGroup = Annotated[
+    str | None,
+    typer.Option("--customer-group", metavar="TYPE",
+                 help="The customer is a PostHog group of this type (its name, e.g. company, or its index 0-4); "
+                 "events go to the group they carry, a Person to the group of their most recent selected event. "
+                 "Not with --customer-property."),
+]
+CustomerGroupProperty = Annotated[
+    str | None,
+    typer.Option("--customer-group-property", metavar="NAME",
+                 help="With --customer-group: the group property holding the customer id (default: the group key)."),
+]
+ContactAttributes = Annotated[
+    list[str] | None,
+    typer.Option("--contact-attribute", metavar="PROP[=CODENAME]",
+                 help="A Person property sent as a contact attribute (repeatable), under the Customerscore attribute "
+                 "codename CODENAME (default: the name in snake_case; split at the last =). Customerscore drops, "
+                 "silently, an attribute whose codename it does not define. In edit: the new list."),
+]
 Events = Annotated[list[str] | None, typer.Option("--event", metavar="NAME", help="An event to sync (repeatable).")]
 AllEvents = Annotated[bool, typer.Option("--all-events", help="Sync every event PostHog knows.")]
 Filters = Annotated[
@@ -322,6 +341,8 @@ def connect(
     project: Project = None,
     host: Host = None,
     customer_property: CustomerProperty = None,
+    customer_group: CustomerGroup = None,
+    customer_group_property: CustomerGroupProperty = None,
     event: Events = None,
     all_events: AllEvents = False,
     filter: Filters = None,
@@ -329,6 +350,7 @@ def connect(
     cs_url: CsUrl = None,
     tracker_key: TrackerKey = None,
     contact_id: ContactId = None,
+    contact_attribute: ContactAttributes = None,
     no_sync: NoSync = False,
 ) -> None:
     """Set up the integration (interactive wizard, or --no-input).
@@ -384,6 +406,8 @@ def edit(
     project: Project = None,
     host: Host = None,
     customer_property: CustomerProperty = None,
+    customer_group: CustomerGroup = None,
+    customer_group_property: CustomerGroupProperty = None,
     event: Events = None,
     all_events: AllEvents = False,
     filter: Filters = None,
@@ -391,6 +415,7 @@ def edit(
     cs_url: CsUrl = None,
     tracker_key: TrackerKey = None,
     contact_id: ContactId = None,
+    contact_attribute: ContactAttributes = None,
 ) -> None:
     """Change the saved setup (the wizard again, pre-filled).
 

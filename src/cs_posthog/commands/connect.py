@@ -14,7 +14,14 @@ from cs_posthog.errors import NoTerminalError, UsageError
 from cs_posthog.wizard.context import Prefill, WizardContext
 from cs_posthog.wizard.filters import FilterSyntaxError, parse_filter
 from cs_posthog.wizard.flow import run_connect
-from cs_posthog.wizard.noinput import Flags, check_host, connect_no_input
+from cs_posthog.wizard.noinput import (
+    Flags,
+    Problems,
+    check_attributes,
+    check_host,
+    check_identification_flags,
+    connect_no_input,
+)
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config
@@ -77,11 +84,16 @@ def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, A
             parsed.append(parse_filter(rule))
         except (FilterSyntaxError, ValueError) as exc:
             raise UsageError(f"--filter {rule!r}: {exc}") from None
+    problems = Problems()
+    check_identification_flags(flags, problems)
+    attributes = check_attributes(flags.contact_attributes, problems)
+    problems.raise_if_any(mode)
     prefill = Prefill(
         project=flags.project, tracker_key=flags.tracker_key, cs_url=flags.cs_url,
         cs_url_given=flags.cs_url is not None, customer_property=flags.customer_property,
+        customer_group=flags.customer_group, customer_group_property=flags.customer_group_property,
         events=list(flags.events), all_events=flags.all_events, filters=parsed,
-        contact_id=flags.contact_id, filter_events=flags.filter_events,
+        contact_id=flags.contact_id, attributes=attributes, filter_events=flags.filter_events,
     )
     if demo_defaults:
         prefill.project = prefill.project or str(demo_defaults.get("project_id") or "") or None

@@ -81,7 +81,10 @@ def collect(config: Config | None = None) -> dict[str, Any]:
         },
         "customerscore": {"api_url": cfg.customerscore.api_url, "tracker_key": cfg.customerscore.tracker_key},
         "keys": keys,
-        "customer_property": cfg.identification.property,
+        "customer_property": cfg.identification.person_property,  # None when a group is the customer
+        "identification": {**cfg.identification.model_dump(mode="json"),
+                           "describe": cfg.identification.describe()},
+        "contact_attributes": [a.model_dump(mode="json") for a in cfg.persons.attributes],
         "events": list(cfg.events.selected),
         "filters": [f.describe() for f in cfg.all_filters()],
         "filter_events": cfg.persons.filter_events,
@@ -181,8 +184,16 @@ def render(out: Output, d: dict[str, Any]) -> None:
     for k in d["keys"].values():
         val = f"{show(k['masked'])} (in {show(k['stored_in'])})" if k["masked"] else "missing"
         t.add_row(k["label"], Text(val, style="" if k["masked"] else "red"))
-    t.add_row("Customer property", Text(show(d["customer_property"])))
+    ident = d.get("identification") or {}
+    t.add_row("Customer", Text(show(ident.get("describe") or f"Person property {d['customer_property']}")))
+    if ident.get("kind") == "group":
+        t.add_row("Contacts", Text("each Person belongs to the group on their most recent selected event in the last "
+                                   f"{d['sync_settings']['backfill_days']} days"))
     t.add_row("Contact id", Text(show(d["contact_id"])))
+    attrs = d.get("contact_attributes") or []
+    t.add_row("Contact attributes", Text(", ".join(["email", *(
+        show(a["property"]) if a["property"] == a["codename"] else f"{show(a['property'])} as {show(a['codename'])}"
+        for a in attrs)])))
     t.add_row("Events", Text(", ".join(map(show, d["events"]))))
     scope = ("they choose the events too" if d.get("filter_events")
              else "contacts only: the events of every Person with a customer id are sent"

@@ -36,7 +36,13 @@ Silent drops, as the real API: a contact or event whose customer (``customer_ext
 The customers are the PostHog sandbox's companies minus about one in ten, plus any posted to
 ``/api/v1/customers``. Event names are not checked against metric codenames (all are kept).
 
-Hooks: ``GET /_sandbox/stats``, ``GET /_sandbox/received/events``, ``GET /_sandbox/received/contacts``,
+Contact attributes: Customerscore keeps an attribute only when its key is an attribute codename
+defined in the account (``ATTRIBUTE_CODENAMES`` here, listed by ``GET /_sandbox/attributes``); any
+other key is dropped silently, the contact kept. ``/_sandbox/received/contacts`` shows the contacts
+as kept (``?as_sent=1``: as sent), and ``/_sandbox/stats`` counts ``attributes_dropped`` (keys).
+
+Hooks: ``GET /_sandbox/stats``, ``GET /_sandbox/attributes``, ``GET /_sandbox/received/events``,
+``GET /_sandbox/received/contacts``,
 ``GET /_sandbox/received/customers`` (JSON lines of every accepted item as sent, in arrival order,
 duplicates included), ``GET /_sandbox/customers`` (JSON list of the customers that exist).
 """
@@ -65,6 +71,8 @@ MAX_ITEMS = 100
 MAX_STR = 255
 MAX_METRICS = 200
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# the contact attribute codenames the sandbox account defines (Customerscore: Settings → Attributes)
+ATTRIBUTE_CODENAMES = ("email", "name", "phone", "plan", "role", "title", "seats", "signup_date", "country")
 
 ROUTES = {
     "/api/v1/contacts": "contacts",
@@ -215,7 +223,7 @@ class CustomerscoreApp(App):
             self._files[what] = open(path, "ab", buffering=1 << 20)  # noqa: SIM115 - lives as long as the app
             self._records[what] = []
         for name in ("events_received", "events_dropped", "contacts_received", "contacts_dropped",
-                     "customers_received"):
+                     "customers_received", "attributes_dropped"):
             self.stats.extra[name] = 0
 
     def close(self) -> None:
@@ -294,6 +302,8 @@ class CustomerscoreApp(App):
             self._append("contacts", raw, "contacts", items, kept)
             self.stats.incr("contacts_received", len(kept))
             self.stats.incr("contacts_dropped", len(items) - len(kept))
+            self.stats.incr("attributes_dropped", sum(
+                1 for c in kept for k in (c.get("attributes") or {}) if k not in ATTRIBUTE_CODENAMES))
         return json_response(200, {"status": "ok", "processed": len(items)})
 
     def _customers(self, body: object, raw: bytes = b"") -> Response:
@@ -388,15 +398,17 @@ class CustomerscoreApp(App):
             with self._lock:
                 snap["customers"] = len(self.customers)
             return json_response(200, {"server": self.name, **snap})
+        if req.method == "GET" and path == "/_sandbox/attributes":
+            return json_response(200, list(ATTRIBUTE_CODENAMES))
         if req.method == "GET" and path == "/_sandbox/customers":
             with self._lock:
                 return json_response(200, sorted(self.customers.values(), key=lambda c: c["external_id"]))
         m = re.fullmatch(r"/_sandbox/received/(events|contacts|customers)", path)
         if req.method == "GET" and m:
-            return self._received(m.group(1))
+            return self._received(m.group(1), as_sent=req.param("as_sent") == "1")
         return json_response(404, {"error": "unknown sandbox hook", "path": req.path})
 
-    def _received(self, what: str) -> Response:
+    def _received(self, what: str, *, as_sent: bool = False) -> Response:
         with self._lock:
             fh = self._files[what]
             fh.flush()
@@ -409,6 +421,10 @@ class CustomerscoreApp(App):
                     rf.seek(offset)
                     items = json.loads(rf.read(length).decode("utf-8"))[key]
                     for i in (range(len(items)) if picked is None else picked):
-                        yield json.dumps(items[i], ensure_ascii=False, separators=(",", ":")) + "\n"
+                        item = items[i]
+                        if what == "contacts" and not as_sent and isinstance(item.get("attributes"), dict):
+                            item["attributes"] = {k: v for k, v in item["attributes"].items()
+                                                  if k in ATTRIBUTE_CODENAMES}
+                        yield json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
 
         return jsonl_response(lines())

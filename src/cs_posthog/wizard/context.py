@@ -23,10 +23,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from cs_posthog.config import Config, ContactAttribute, Draft, PersonFilter, PostHogSettings
-    from cs_posthog.posthog.client import GroupType
-    from cs_posthog.posthog.hogql import GroupRef
     from cs_posthog.output import Output
+    from cs_posthog.posthog.client import GroupType
     from cs_posthog.posthog.credentials import CredentialCheck
+    from cs_posthog.posthog.hogql import GroupRef
 
 
 class DataSource(Protocol):

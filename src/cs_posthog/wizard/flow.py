@@ -21,7 +21,7 @@ from cs_posthog.paths import get_paths
 from cs_posthog.secrets import SPECS, Name, find_secret
 from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
-from cs_posthog.wizard.step_persons import contact_label
+from cs_posthog.wizard.step_persons import attributes_line, contact_label
 from cs_posthog.wizard.ui import use_stream_glyphs
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def ask_edit_section(cfg: Config) -> str | None:
     choices = [
         ("posthog", f"PostHog key and project · now {project}, {ph.region.value}"),
         ("customerscore", f"Customerscore keys · tracker key {cs.tracker_key}"),
-        ("identification", f"How customers are identified · Person property {cfg.identification.property}"),
+        ("identification", f"How customers are identified · {cfg.identification.describe()}"),
         ("events", f"Events to sync · {events} selected"),
         ("persons", f"Persons sent as contacts · {filters} filter{'s' if filters != 1 else ''}, "
                     f"id: {contact_label(cfg.persons.contact_id)}"),
@@ -271,7 +271,7 @@ def describe_changes(old: Config, new: Config, keys_changed: list[Name]) -> list
         if old.customerscore.api_url != new.customerscore.api_url:
             lines.append(f"Customerscore URL: {old.customerscore.api_url} → {new.customerscore.api_url}")
     if old.identification != new.identification:
-        lines.append(f"customer property: {old.identification.property} → {new.identification.property}")
+        lines.append(f"customer: {old.identification.describe()} → {new.identification.describe()}")
     if old.events != new.events:
         added = [e for e in new.events.selected if e not in old.events.selected]
         removed = [e for e in old.events.selected if e not in new.events.selected]
@@ -281,11 +281,15 @@ def describe_changes(old: Config, new: Config, keys_changed: list[Name]) -> list
         if removed:
             parts.append("- " + ", ".join(removed))
         lines.append("events: " + ("; ".join(parts) or "reordered"))
-    if old.persons.model_copy(update={"filter_events": new.persons.filter_events}) != new.persons:
+    same_but = {"filter_events": new.persons.filter_events, "attributes": new.persons.attributes}
+    if old.persons.model_copy(update=same_but) != new.persons:
         lines.append(
-            "Persons: " + (" AND ".join(f.describe() for f in new.all_filters()))
+            "Persons: " + (" AND ".join(f.describe() for f in new.all_filters()) or "every Person of a group")
             + f"; contact id: {new.persons.contact_id}"
         )
+    if old.persons.attributes != new.persons.attributes:
+        lines.append(attributes_line(new.persons.attributes).replace("Contact attributes: ", "contact attributes: ")
+                     + " (the next sync sends the contacts whose attributes changed)")
     if old.persons.filter_events != new.persons.filter_events:
         lines.append(filter_events_change(new.persons.filter_events))
     return lines
@@ -340,12 +344,31 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
         out.info(f"  • {esc(line)}")
     if cfg.persons.contact_id != new.persons.contact_id:
         out.warn(contact_id_warning(cfg.persons.contact_id, new.persons.contact_id))
+    if cfg.identification != new.identification:
+        out.warn(identification_warning(cfg, new))
     if steps[-1] != 5 and not ask_save_changes(changes):
         out.info("Nothing changed.")
         return
     if section in ("credentials", "posthog") and _project_changed(cfg.posthog, new.posthog):
         out.warn("the project changed: check the events and Persons too (`cs-posthog edit`).")
     save_and_sync_edit(ctx, new, previous=cfg)
+
+
+def identification_warning(old: Config, new: Config) -> str:
+    """What a new identification does: contacts are attached another way, and all are sent again."""
+    o, n = old.identification, new.identification
+    days = new.sync.backfill_days
+    if n.is_group and not o.is_group:
+        how = (f"contacts are attached to the {n.group_label} of the group on their most recent selected event "
+               f"(last {days} days) instead of by the Person property {o.property}, and events to the group "
+               "they carry")
+    elif o.is_group and not n.is_group:
+        how = (f"contacts and events are attached by the Person property {n.property} instead of by the "
+               f"{o.group_label} group")
+    else:
+        how = f"contacts and events are attached by the {n.describe()} instead of the {o.describe()}"
+    return (f"{how}: the next sync sends every contact again; events already sent stay with the customer they "
+            "were sent to.")
 
 
 def contact_id_warning(old: str, new: str) -> str:

@@ -17,26 +17,53 @@ from pydantic import ValidationError
 
 from cs_posthog.config import (
     CUSTOMERSCORE_URL,
+    DEFAULT_BACKFILL_DAYS,
+    GROUP_INDEXES,
     Config,
+    ContactAttribute,
     CustomerscoreSettings,
     Draft,
     EventsSettings,
     Identification,
     PersonsSettings,
+    codename_problem,
     load_config,
+    suggest_codename,
 )
-from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError, UnavailableError, UsageError
+from cs_posthog.errors import (
+    AuthError,
+    CsPosthogError,
+    MissingScopesError,
+    PermissionDeniedError,
+    UnavailableError,
+    UsageError,
+)
 from cs_posthog.output import count
 from cs_posthog.paths import get_paths
-from cs_posthog.posthog.credentials import raise_for_check, region_note
+from cs_posthog.posthog.client import GROUP_SCOPE, GroupType
+from cs_posthog.posthog.credentials import group_scope_error, missing_scopes_sentence, raise_for_check, region_note
+from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.posthog.regions import normalize_host
 from cs_posthog.secrets import find_secret, register_secret
 from cs_posthog.wizard import step_customerscore, step_posthog
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.filters import FilterSyntaxError, format_filter, parse_filter, refusals
-from cs_posthog.wizard.flow import _keys_changed, _project_changed, describe_changes, save_and_sync, save_and_sync_edit
-from cs_posthog.wizard.step_identification import has_value
-from cs_posthog.wizard.step_persons import events_scope_line, persons_badge, sync_filters
+from cs_posthog.wizard.flow import (
+    _keys_changed,
+    _project_changed,
+    describe_changes,
+    identification_warning,
+    save_and_sync,
+    save_and_sync_edit,
+)
+from cs_posthog.wizard.step_identification import contacts_rule, find_group_type, has_value
+from cs_posthog.wizard.step_persons import (
+    ATTRIBUTES_REMINDER,
+    attributes_line,
+    events_scope_line,
+    persons_badge,
+    sync_filters,
+)
 from cs_posthog.wizard.step_posthog import REGION_NAMES, check_ok, explain_failure
 
 if TYPE_CHECKING:
@@ -67,6 +94,9 @@ class Flags:
     tracker_key: str | None = None
     contact_id: str | None = None
     filter_events: bool | None = None  # --filter-events / --no-filter-events; None: not given
+    customer_group: str | None = None  # a group type's name or index
+    customer_group_property: str | None = None
+    contact_attributes: list[str] = field(default_factory=list)  # PROP[=CODENAME]
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Flags:
@@ -78,12 +108,13 @@ class Flags:
             option = _SINGULAR.get(f.name, f.name)
             if option in options:
                 values[f.name] = options[option]
-        values["events"] = list(values.get("events") or [])
-        values["filters"] = list(values.get("filters") or [])
+        for name in _SINGULAR:
+            values[name] = list(values.get(name) or [])
         return cls(**values)
 
 
-_SINGULAR = {"events": "event", "filters": "filter"}  # Flags field -> its repeatable option's name
+# Flags field -> its repeatable option's name
+_SINGULAR = {"events": "event", "filters": "filter", "contact_attributes": "contact_attribute"}
 
 
 # flag -> edit section it belongs to
@@ -95,6 +126,9 @@ FLAG_SECTION = {
     "--cs-url": "customerscore",
     "--tracker-key": "customerscore",
     "--customer-property": "identification",
+    "--customer-group": "identification",
+    "--customer-group-property": "identification",
+    "--contact-attribute": "persons",
     "--event": "events",
     "--all-events": "events",
     "--filter": "persons",
@@ -111,6 +145,8 @@ def given_flags(f: Flags) -> list[str]:
         ("--project", f.project), ("--host", f.host), ("--cs-url", f.cs_url), ("--tracker-key", f.tracker_key),
         ("--customer-property", f.customer_property), ("--event", f.events), ("--all-events", f.all_events),
         ("--filter", f.filters), ("--contact-id", f.contact_id),
+        ("--customer-group", f.customer_group), ("--customer-group-property", f.customer_group_property),
+        ("--contact-attribute", f.contact_attributes),
     ):
         if value not in (None, False, []):
             out.append(name)
@@ -194,13 +230,15 @@ def check_filters(rules: list[str], problems: Problems) -> list[PersonFilter]:
     return parsed
 
 
-def check_conditions(filters: list[PersonFilter], customer_property: str, contact_id: str, problems: Problems,
+def check_conditions(filters: list[PersonFilter], customer_property: str | None, contact_id: str, problems: Problems,
                      *, flag: str = "--filter") -> None:
     """Conditions no Person can match (``organization_id is not set`` beside the locked
-    ``organization_id is set``; ``plan = a`` and ``plan = b``): refused like a syntax error."""
-    if not customer_property.strip():
+    ``organization_id is set``; ``plan = a`` and ``plan = b``): refused like a syntax error.
+    ``customer_property`` None: a group is the customer (no locked condition)."""
+    if customer_property is not None and not customer_property.strip():
         return  # reported as missing or empty by the caller
-    for bad, why in refusals(filters, customer_property.strip(), (contact_id or "person_id").strip() or "person_id"):
+    prop = customer_property.strip() if customer_property is not None else None
+    for bad, why in refusals(filters, prop, (contact_id or "person_id").strip() or "person_id"):
         problems.invalid.append(f"{flag} {format_filter(bad)!r}: {why}")
 
 
@@ -210,6 +248,10 @@ def check_fields(f: Flags, problems: Problems) -> None:
     events = [e.strip() for e in f.events if e.strip()]
     for flag, model, data in (
         ("--customer-property", Identification, {"property": (f.customer_property or "").strip()}),
+        ("--customer-group-property", Identification,
+         {"property": (f.customer_group_property or "").strip(), "kind": "group", "group_type_index": 0}),
+        ("--customer-group", Identification,
+         {"group_type": (f.customer_group or "").strip(), "kind": "group", "group_type_index": 0}),
         ("--contact-id", PersonsSettings, {"contact_id": (f.contact_id or "").strip()}),
         ("--event", EventsSettings, {"selected": events}),
     ):
@@ -219,6 +261,82 @@ def check_fields(f: Flags, problems: Problems) -> None:
             model.model_validate(data)
         except ValidationError as exc:
             problems.invalid.append(f"{flag}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
+
+
+def check_identification_flags(f: Flags, problems: Problems) -> None:
+    """--customer-property and --customer-group exclude each other; a group is a name or an index 0-4."""
+    if f.customer_property is not None and f.customer_group is not None:
+        problems.invalid.append("--customer-property and --customer-group: pick one (a Person property or a "
+                                "PostHog group names the customer)")
+    if f.customer_group is not None:
+        group = f.customer_group.strip()
+        if not group:
+            problems.invalid.append("--customer-group: empty")
+        elif group.isdigit() and int(group) not in GROUP_INDEXES:
+            problems.invalid.append(f"--customer-group {group!r}: a group type index is 0 to 4")
+    if f.customer_group_property is not None and not f.customer_group_property.strip():
+        problems.invalid.append("--customer-group-property: empty")
+
+
+def check_attributes(rules: list[str], problems: Problems) -> list[ContactAttribute]:
+    """``--contact-attribute PROP[=CODENAME]`` (split at the last ``=``; the codename defaults to the
+    property's name in snake_case), each checked as a Customerscore attribute codename."""
+    out: list[ContactAttribute] = []
+    for rule in rules:
+        prop, sep, code = rule.rpartition("=")
+        if not sep:
+            prop, code = rule, ""
+        prop, code = prop.strip(), code.strip()
+        if not prop:
+            problems.invalid.append(f"--contact-attribute {rule!r}: no property name")
+            continue
+        codename = code or suggest_codename(prop)
+        why = codename_problem(codename)
+        if why is not None:
+            problems.invalid.append(f"--contact-attribute {rule!r}: {why}")
+            continue
+        try:
+            out.append(ContactAttribute(property=prop, codename=codename))
+        except ValidationError as exc:
+            problems.invalid.append(f"--contact-attribute {rule!r}: {_first_line(exc)}")
+    try:
+        PersonsSettings(attributes=out)
+    except ValidationError as exc:
+        problems.invalid.append(f"--contact-attribute: {_first_line(exc)}")
+    return out
+
+
+def resolve_group(out: Output, source: DataSource, wanted: str, prop: str | None) -> Identification:
+    """``--customer-group TYPE`` (a name or an index) as the identification, checked against the
+    project's group types. Without Group (Read): an index goes on, nameless, with a warning; a name
+    cannot be found (exit 77, the scope named)."""
+    text = wanted.strip()
+    index = int(text) if text.isdigit() and len(text) == 1 else None
+    try:
+        types = source.group_types()
+    except MissingScopesError:
+        if index is None:
+            raise group_scope_error(f"needed to find the group type {text!r} by its name") from None
+        out.warn(f"{missing_scopes_sentence([GROUP_SCOPE])}: the name of group type {index} cannot be read; "
+                 "saved by its index.")
+        return Identification(kind="group", group_type_index=index, property=prop)
+    except CsPosthogError as exc:
+        if index is None:
+            raise
+        out.warn(f"could not list the group types: {esc(exc.message)}; saved by its index.")
+        return Identification(kind="group", group_type_index=index, property=prop)
+    found = find_group_type(types, text)
+    if found is None:
+        known = ", ".join(f"{t.name} ({t.index})" for t in types)
+        if index is not None:
+            out.warn(f"this project has no group type {index} yet" + (f" (it has {esc(known)})" if known else "")
+                     + "; saved by its index.")
+            return Identification(kind="group", group_type_index=index, property=prop)
+        raise UsageError(f"--customer-group {text!r}: no such group type in this project",
+                         hint=f"Its group types: {known}." if known else
+                         "The project has no group types yet: PostHog creates them when your app calls "
+                         "posthog.group(TYPE, KEY).")
+    return Identification(kind="group", group_type=found.name, group_type_index=found.index, property=prop)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -291,7 +409,7 @@ def note_region(out: Output, check: CredentialCheck, settings: PostHogSettings) 
 @dataclass
 class _Wanted:
     events: list[str]
-    customer_property: str
+    identification: Identification
 
 
 def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events: bool) -> list[str] | None:
@@ -312,7 +430,11 @@ def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events:
         unknown = [e for e in wanted.events if e not in names]
         if unknown:
             out.warn("not seen in PostHog yet (kept): " + esc(", ".join(unknown)))
-    prop = wanted.customer_property
+    ident = wanted.identification
+    if ident.is_group:
+        _group_coverage(out, source, ident)
+        return None
+    prop = ident.property or ""
     try:
         with_prop = source.count_persons(has_value(prop))
         if with_prop == 0:
@@ -324,6 +446,31 @@ def data_checks(out: Output, source: DataSource, wanted: _Wanted, *, all_events:
     except CsPosthogError as exc:
         out.warn(f"could not count Persons: {esc(exc.message)}")
     return None
+
+
+def _group_coverage(out: Output, source: DataSource, ident: Identification) -> None:
+    """"41 of 60 companies have events in the last 30 days; 1,912 of 2,400 Persons belong to one", and
+    the contacts rule."""
+    assert ident.group_type_index is not None  # (a group identification has its index)
+    group = GroupRef(ident.group_type_index, ident.group_property)
+    label = ident.group_label
+    plural = GroupType(index=group.index, name=ident.group_type).plural if ident.group_type else f"groups of {label}"
+    days = DEFAULT_BACKFILL_DAYS
+    try:
+        total = source.count_groups(GroupRef(group.index))
+        with_events, persons = source.group_coverage(group, days)
+        all_persons = source.count_persons([])
+    except CsPosthogError as exc:
+        out.warn(f"could not count the {esc(plural)}: {esc(exc.message)}")
+    else:
+        has = f"with {group.prop} " if group.prop is not None else ""
+        line = (f"{with_events:,} of {total:,} {plural} {has}have events in the last {days} days; "
+                f"{persons:,} of {all_persons:,} Persons belong to one.")
+        if with_events:
+            out.info(esc(line))
+        else:
+            out.warn(esc(line[:1].lower() + line[1:]) + " Nothing can be attached to a customer yet.")
+    out.info(esc(contacts_rule(label)))
 
 
 # --- connect ---------------------------------------------------------------------------------
@@ -339,8 +486,8 @@ def connect_no_input(
                  "or remove it with `cs-posthog disconnect --yes` first.",
         )
     ph_key, cs_key = _connect_keys(f, stdin)
-    filters = _check_connect_flags(f, ph_key, cs_key)
-    assert ph_key and cs_key and f.project and f.tracker_key and f.customer_property
+    filters, attributes = _check_connect_flags(f, ph_key, cs_key)
+    assert ph_key and cs_key and f.project and f.tracker_key and (f.customer_property or f.customer_group)
     register_secret(ph_key)
     register_secret(cs_key)
 
@@ -356,16 +503,21 @@ def connect_no_input(
                         first_sync=first_sync)
     ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
     source = ctx.source()
-    wanted = _Wanted(events=[e.strip() for e in f.events], customer_property=f.customer_property.strip())
+    if f.customer_group is not None:
+        ident = resolve_group(out, source, f.customer_group, _stripped(f.customer_group_property))
+    else:
+        ident = Identification(property=(f.customer_property or "").strip())
+    wanted = _Wanted(events=[e.strip() for e in f.events], identification=ident)
     events = data_checks(out, source, wanted, all_events=f.all_events) or wanted.events
 
     cfg = Config(
         posthog=posthog,
         customerscore=customerscore,
-        identification=Identification(property=wanted.customer_property),
+        identification=ident,
         events=EventsSettings(selected=events),
         # a new setup: the filters choose the events too unless --no-filter-events (config.PersonsSettings)
-        persons=PersonsSettings(filters=filters, contact_id=(f.contact_id or "person_id").strip(),
+        persons=PersonsSettings(filters=filters, attributes=attributes,
+                                contact_id=(f.contact_id or "person_id").strip(),
                                 filter_events=True if f.filter_events is None else f.filter_events),
     )
     _report_persons(out, source, cfg)
@@ -385,9 +537,10 @@ def _connect_keys(f: Flags, stdin: IO[str] | None) -> tuple[str | None, str | No
     return ph_key, cs_key
 
 
-def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
+def _check_connect_flags(f: Flags, ph_key: str | None,
+                         cs_key: str | None) -> tuple[list[PersonFilter], list[ContactAttribute]]:
     """Every missing or invalid flag or key of a new setup, named in one error (exit 2); else the
-    Person filters given."""
+    Person filters and contact attributes given."""
 
     p = Problems()
     if not ph_key:
@@ -410,8 +563,11 @@ def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> li
         p.invalid.append(f"--tracker-key: {v}")
     if f.cs_url and (v := _verdict(step_customerscore.validate_cs_url(f.cs_url))) is not None:
         p.invalid.append(f"--cs-url: {v}")
-    if not (f.customer_property or "").strip():
-        p.missing.append("--customer-property")
+    if not (f.customer_property or "").strip() and f.customer_group is None:
+        p.missing.append("--customer-property (or --customer-group)")
+    check_identification_flags(f, p)
+    if f.customer_group_property is not None and f.customer_group is None:
+        p.invalid.append("--customer-group-property: goes with --customer-group")
     if f.events and f.all_events:
         p.invalid.append("--event and --all-events: pick one")
     elif not f.events and not f.all_events:
@@ -422,18 +578,32 @@ def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None) -> li
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")
-    check_conditions(filters, f.customer_property or "", f.contact_id or "person_id", p)
+    attributes = check_attributes(f.contact_attributes, p)
+    check_conditions(filters, None if f.customer_group is not None else (f.customer_property or ""),
+                     f.contact_id or "person_id", p)
     p.raise_if_any("connect")
-    return filters
+    return filters, attributes
+
+
+def _stripped(text: str | None) -> str | None:
+    return text.strip() if text is not None else None
 
 
 def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
     """The Persons the saved conditions select, and whose events are sent; a warning when no Person
     matches (saved all the same: a script may set up before the data arrives)."""
-    conditions = esc(' AND '.join(x.describe() for x in cfg.all_filters()))
-    scope = events_scope_line(cfg.persons.filter_events, bool(cfg.persons.filters))
+    ident = cfg.identification
+    label = ident.group_label if ident.is_group else None
+    shown = cfg.all_filters()
+    conditions = esc(' AND '.join(x.describe() for x in shown)) if shown else f"every Person of a {esc(label)}"
+    scope = events_scope_line(cfg.persons.filter_events, bool(cfg.persons.filters), label)
+    expanded = sync_filters(cfg.all_filters(), ident.person_property, cfg.persons.contact_id)
     try:
-        n = source.count_persons(sync_filters(cfg.all_filters(), cfg.identification.property, cfg.persons.contact_id))
+        if ident.is_group and ident.group_type_index is not None:
+            group = GroupRef(ident.group_type_index, ident.group_property)
+            n = source.group_coverage(group, DEFAULT_BACKFILL_DAYS, cfg.events.selected, expanded)[1]
+        else:
+            n = source.count_persons(expanded)
     except CsPosthogError as exc:
         out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
         out.info(f"{count(len(cfg.events.selected), 'event')}; Persons: {conditions}. {scope}")
@@ -442,8 +612,10 @@ def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
         out.warn(f"no Person matches {conditions}: no contact will be sent until one does "
                  "(saved all the same; change it with `cs-posthog edit persons`).")
     else:
-        out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n)} ({conditions}).")
+        out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n, label)} ({conditions}).")
     out.info(scope)
+    if cfg.persons.attributes:
+        out.info(esc(attributes_line(cfg.persons.attributes)) + ". " + esc(ATTRIBUTES_REMINDER))
 
 
 # --- edit ------------------------------------------------------------------------------------
@@ -454,7 +626,7 @@ def edit_no_input(
     cfg = load_config()
     _check_edit_scope(f, section)
     ph_key, cs_key = read_stdin_keys(f, stdin)
-    filters = _check_edit_flags(f, cfg, ph_key, cs_key)
+    filters, attributes = _check_edit_flags(f, cfg, ph_key, cs_key)
 
     draft = Draft.of(cfg)
     ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
@@ -470,8 +642,11 @@ def edit_no_input(
         draft.posthog = _recheck_posthog(out, f, cfg, ph_key, check_fn)
     if cs_key is not None or f.tracker_key is not None or f.cs_url is not None:
         _recheck_customerscore(out, f, cfg, cs_key)
-    _apply_edit_flags(draft, f, cfg, filters)
-    if f.all_events or f.events or f.customer_property is not None or posthog_touched:
+    _apply_edit_flags(draft, f, cfg, filters, attributes)
+    group_flags = f.customer_group is not None or f.customer_group_property is not None
+    if group_flags:
+        draft.identification = _edited_group(out, ctx, f, cfg)
+    if f.all_events or f.events or f.customer_property is not None or group_flags or posthog_touched:
         _edit_data_checks(out, ctx, draft, f)
 
     new = draft.to_config(cfg)
@@ -481,7 +656,10 @@ def edit_no_input(
         return cfg
     for line in changes:
         out.info(f"  • {esc(line)}")
-    if f.filters or f.customer_property is not None or f.contact_id is not None or f.filter_events is not None:
+    if cfg.identification != new.identification:
+        out.warn(esc(identification_warning(cfg, new)))
+    if (f.filters or f.customer_property is not None or group_flags or f.contact_id is not None
+            or f.filter_events is not None or f.contact_attributes):
         _report_edited_persons(out, ctx, new)
     if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
         out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
@@ -507,8 +685,10 @@ def _check_edit_scope(f: Flags, section: str | None) -> None:
             )
 
 
-def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | None) -> list[PersonFilter]:
-    """Every invalid flag or key of an edit, named in one error (exit 2); else the Person filters given."""
+def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None,
+                      cs_key: str | None) -> tuple[list[PersonFilter], list[ContactAttribute]]:
+    """Every invalid flag or key of an edit, named in one error (exit 2); else the Person filters and
+    contact attributes given."""
 
     p = Problems()
     if ph_key is not None and (v := _verdict(
@@ -528,6 +708,12 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | N
         p.invalid.append(f"--cs-url: {v}")
     if f.customer_property is not None and not f.customer_property.strip():
         p.invalid.append("--customer-property: empty")
+    check_identification_flags(f, p)
+    if f.customer_group_property is not None and f.customer_group is None and (
+            f.customer_property is not None or not cfg.identification.is_group):
+        p.invalid.append(f"--customer-group-property: the customer is {cfg.identification.describe()}; "
+                         "give --customer-group TYPE too")
+    attributes = check_attributes(f.contact_attributes, p)
     if f.events and f.all_events:
         p.invalid.append("--event and --all-events: pick one")
     elif any(not e.strip() for e in f.events):
@@ -536,14 +722,16 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | N
     filters = check_filters(f.filters, p)
     if f.contact_id is not None and not f.contact_id.strip():
         p.invalid.append("--contact-id: empty")
-    if not p.invalid and (f.filters or f.customer_property is not None or f.contact_id is not None):
+    if not p.invalid and (f.filters or f.customer_property is not None or f.customer_group is not None
+                          or f.contact_id is not None):
         # the conditions as they would be saved: the new ones, or the saved ones under a new property
-        check_conditions(filters if f.filters else list(cfg.persons.filters),
-                         f.customer_property if f.customer_property is not None else cfg.identification.property,
+        customer_property = (None if f.customer_group is not None else f.customer_property
+                             if f.customer_property is not None else cfg.identification.person_property)
+        check_conditions(filters if f.filters else list(cfg.persons.filters), customer_property,
                          f.contact_id if f.contact_id is not None else cfg.persons.contact_id, p,
                          flag="--filter" if f.filters else "saved filter")
     p.raise_if_any("edit")
-    return filters
+    return filters, attributes
 
 
 def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
@@ -571,7 +759,19 @@ def _recheck_customerscore(out: Output, f: Flags, cfg: Config, cs_key: str | Non
     check_cs_keys_or_raise(out, url, key, tracker)
 
 
-def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonFilter]) -> None:
+def _edited_group(out: Output, ctx: WizardContext, f: Flags, cfg: Config) -> Identification:
+    """--customer-group (and --customer-group-property): the group type checked with PostHog; the
+    property alone changes what holds the id on the saved group type."""
+    prop = _stripped(f.customer_group_property)
+    if f.customer_group is not None:
+        return resolve_group(out, ctx.source(), f.customer_group, prop)
+    saved = cfg.identification
+    return Identification(kind="group", group_type=saved.group_type, group_type_index=saved.group_type_index,
+                          property=prop)
+
+
+def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonFilter],
+                      attributes: list[ContactAttribute]) -> None:
     """The sections the flags change, onto the draft (the saved values where a flag is not given)."""
     if f.tracker_key is not None or f.cs_url is not None:
         draft.customerscore = CustomerscoreSettings(
@@ -582,9 +782,10 @@ def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonF
         draft.identification = Identification(property=f.customer_property.strip())
     if f.events:
         draft.events = EventsSettings(selected=[e.strip() for e in f.events])
-    if f.filters or f.contact_id is not None or f.filter_events is not None:
+    if f.filters or f.contact_id is not None or f.filter_events is not None or f.contact_attributes:
         draft.persons = PersonsSettings(
             filters=filters if f.filters else cfg.persons.filters,
+            attributes=attributes if f.contact_attributes else cfg.persons.attributes,
             contact_id=(f.contact_id or cfg.persons.contact_id).strip(),
             filter_events=cfg.persons.filter_events if f.filter_events is None else f.filter_events,
         )
@@ -595,7 +796,7 @@ def _edit_data_checks(out: Output, ctx: WizardContext, draft: Draft, f: Flags) -
     source = ctx.source()
     events, ident = draft.events, draft.identification
     assert events is not None and ident is not None  # (a draft of a saved config: every section is set)
-    wanted = _Wanted(events=events.selected, customer_property=ident.property)
+    wanted = _Wanted(events=events.selected, identification=ident)
     names = data_checks(out, source, wanted, all_events=f.all_events)
     if names is not None:
         draft.events = EventsSettings(selected=names)

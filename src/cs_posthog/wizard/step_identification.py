@@ -119,7 +119,6 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
     kind = "group" if group_given or (prev is not None and prev.is_group and not ctx.prefill.customer_property) \
         else "property"
     kind = ask_identification_kind(kind)
-    again = False
     while True:
         if kind == "unsure":
             ctx.out.info(NOT_SURE)
@@ -131,7 +130,6 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
                 ctx.out.info("This project has no groups yet: a Person property is the way, or set up "
                              "group analytics in your app first.")
             kind = ask_identification_kind("group" if types else "property", again=True)
-            again = True
             continue
         if kind == "stop":
             raise StopWizard()

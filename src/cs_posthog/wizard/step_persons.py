@@ -30,6 +30,7 @@ import questionary
 from rich.table import Table
 
 from cs_posthog.config import (
+    DEFAULT_BACKFILL_DAYS,
     ContactAttribute,
     Identification,
     Operator,
@@ -38,11 +39,10 @@ from cs_posthog.config import (
     codename_problem,
     suggest_codename,
 )
-from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.errors import CsPosthogError
+from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
 from cs_posthog.wizard.filters import format_filter, refusal, refusals
-from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
 from cs_posthog.wizard.ui import PAUSE_AFTER_S, LiveCount, NameCompleter, add_footer, budget_of, busy, paused_text
 
@@ -297,8 +297,8 @@ def show_conditions(ctx: WizardContext, locked: PersonFilter | None, filters: li
         ctx.out.info(f"  {start}. {esc(locked.describe())}, not empty [dim](locked: needed to find the customer)[/dim]")
         start += 1
     elif identification is not None and identification.is_group:
-        ctx.out.info(f"  [dim]A Person's customer is the {esc(identification.group_label)} of the group on their most recent selected "
-                     f"event in the last {EVENT_DAYS} days.[/dim]")
+        ctx.out.info(f"  [dim]A Person's customer is the {esc(identification.group_label)} of the group on their "
+                     f"most recent selected event in the last {EVENT_DAYS} days.[/dim]")
     if contact_id != "person_id":
         ctx.out.info(f"  {start}. {esc(contact_id)} is set, not empty [dim](locked: the contact id)[/dim]")
         start += 1
