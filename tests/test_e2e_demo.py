@@ -99,8 +99,9 @@ def test_stopping_the_wizard_ends_the_demo_cleanly(tmp_path):
             child.expect(re.escape(question))
             child.send("\r")
         child.expect("Stop here \\(nothing is saved\\)")
-        # Save, Add, Remove (the demo's condition), Change contact, Also sync only these Persons' events?, Stop
-        child.send("\x1b[B" * 5 + "\r")
+        # Save, Add, Remove (the demo's condition), Change contact, Also sync only these Persons' events?,
+        # Contact attributes, Stop
+        child.send("\x1b[B" * 6 + "\r")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)

@@ -284,7 +284,7 @@ def test_identification_not_sure_explains_and_stops(home, capsys):
 
     ctx = make_ctx(source=sample_source(), draft=Draft(posthog=posthog_settings()))
     with piped_keys() as keys, pytest.raises(StopWizard):
-        keys.send_text(DOWN + ENTER)
+        keys.send_text(DOWN + DOWN + ENTER + DOWN + DOWN + ENTER)  # I'm not sure; then "Stop here"
         ask_identification(ctx)
     err = capsys.readouterr().err
     assert SUPPORT_EMAIL in err and "company" in err
@@ -432,7 +432,7 @@ def test_persons_contact_id_from_a_property_and_quit(home, capsys):
         settings = ask_persons(persons_ctx(src))
     assert settings.contact_id == "email"
     with piped_keys() as keys, pytest.raises(StopWizard):
-        keys.send_text(DOWN * 3 + ENTER)  # "Stop here"
+        keys.send_text(DOWN * 4 + ENTER)  # "Stop here" (after "Contact attributes to send")
         ask_persons(persons_ctx(src))
 
 

@@ -181,3 +181,98 @@ CTRL_U = "\x15"  # clears a pre-filled text answer
 CTRL_A = "\x01"
 TAB = "\t"  # toggles the checklist row at the pointer (Space types a space while searching)
 CTRL_C = "\x03"
+
+
+# --- groups ----------------------------------------------------------------------------------
+def sample_groups() -> list[dict]:
+    """Companies (index 0) and projects (index 1); every third company lacks crm_id."""
+    groups = []
+    for i in range(9):
+        props = {"name": f"Company {i}", "plan": "pro" if i % 2 else "free"}
+        if i % 3 != 2:
+            props["crm_id"] = f"crm-{i}"
+        groups.append({"index": 0, "key": f"acme-{i}", "properties": props, "created_at": i})
+    for i in range(3):
+        groups.append({"index": 1, "key": f"proj-{i}", "properties": {"name": f"Project {i}"}, "created_at": i})
+    return groups
+
+
+class FakeGroupSource(FakeSource):
+    """A FakeSource with group analytics: ``groups`` (index, key, properties) and each Person's
+    ``{"groups": {index: key}}`` (the group their events carry; their events are ``{"events": ...}``).
+    ``types``: what ``/groups_types/`` answers, or an exception it raises."""
+
+    def __init__(self, *, groups: list[dict] | None = None, types: Any = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        from cs_posthog.posthog.client import GroupType
+
+        self.groups = groups if groups is not None else sample_groups()
+        self.types = types if types is not None else [GroupType(0, "company"), GroupType(1, "project")]
+        self.group_props = {0: ["crm_id", "name", "plan"], 1: ["name"]}
+
+    def group_types(self) -> list:
+        self._log("group_types")
+        if isinstance(self.types, Exception):
+            raise self.types
+        return list(self.types)
+
+    def group_indexes(self) -> dict[int, int]:
+        self._log("group_indexes")
+        out: dict[int, int] = {}
+        for g in self.groups:
+            out[g["index"]] = out.get(g["index"], 0) + 1
+        return out
+
+    def group_properties(self, index: int, search: str | None = None) -> list[str]:
+        self._log("group_properties", index, search)
+        terms = (search or "").lower().split()
+        return [p for p in self.group_props.get(index, []) if all(t in p.lower() for t in terms)]
+
+    def _customer_groups(self, group: Any) -> set[str]:
+        return {g["key"] for g in self.groups if g["index"] == group.index
+                and (group.prop is None or g["properties"].get(group.prop) not in (None, ""))}
+
+    def count_groups(self, group: Any) -> int:
+        self._log("count_groups", group.index, group.prop)
+        return len(self._customer_groups(group))
+
+    def _members(self, group: Any, events: Any, filters: list) -> list[dict]:
+        ok = self._customer_groups(group)
+        return [p for p in self.matching(list(filters)) if p.get("groups", {}).get(group.index) in ok
+                and (not events or any(e in events for e in p.get("events", {})))]
+
+    def group_coverage(self, group: Any, days: int = 30, events: Any = (), filters: Any = ()) -> tuple[int, int]:
+        self._log("group_coverage", group.index, group.prop, tuple(events), tuple(f.describe() for f in filters))
+        members = self._members(group, events, list(filters))
+        return len({p["groups"][group.index] for p in members}), len(members)
+
+    def count_events(self, events: list[str], filters: list, days: int = 30, group: Any = None) -> int:
+        if group is None:
+            return super().count_events(events, filters, days)
+        self._log("count_events", tuple(events), tuple(f.describe() for f in filters), days, group.index)
+        return sum(n for p in self._members(group, events, filters) for e, n in p.get("events", {}).items()
+                   if e in events)
+
+    def preview_groups(self, group: Any) -> tuple[list[str], list[list]]:
+        self._log("preview_groups", group.index, group.prop)
+        props = ["name"] + ([group.prop] if group.prop and group.prop != "name" else [])
+        rows = sorted((g for g in self.groups if g["index"] == group.index), key=lambda g: -g["created_at"])[:5]
+        return ["key", *props], [[g["key"], *(g["properties"].get(p) for p in props)] for g in rows]
+
+
+def group_persons(n: int = 40) -> list[dict]:
+    """``sample_persons`` whose events carry a company: every 5th none; company i % 7 (acme-7 and
+    acme-8 have no member); each Person has 2 invoice_paid events and 1 $pageview."""
+    persons = sample_persons(n)
+    for i, p in enumerate(persons):
+        p["events"] = {"invoice_paid": 2, "$pageview": 1}
+        if i % 5 != 0:
+            p["groups"] = {0: f"acme-{i % 7}", 1: f"proj-{i % 3}"}
+    return persons
+
+
+def group_source(**kw: Any) -> FakeGroupSource:
+    kw.setdefault("events", ["$pageview", "invoice_paid", "report_created"])
+    kw.setdefault("volumes", {"$pageview": 5000, "invoice_paid": 120})
+    kw.setdefault("persons", group_persons())
+    return FakeGroupSource(**kw)

@@ -56,7 +56,7 @@ from cs_posthog.wizard.flow import (
     save_and_sync,
     save_and_sync_edit,
 )
-from cs_posthog.wizard.step_identification import contacts_rule, find_group_type, has_value
+from cs_posthog.wizard.step_identification import contacts_rule, find_group_type, group_identification, has_value
 from cs_posthog.wizard.step_persons import (
     ATTRIBUTES_REMINDER,
     attributes_line,
@@ -319,24 +319,24 @@ def resolve_group(out: Output, source: DataSource, wanted: str, prop: str | None
             raise group_scope_error(f"needed to find the group type {text!r} by its name") from None
         out.warn(f"{missing_scopes_sentence([GROUP_SCOPE])}: the name of group type {index} cannot be read; "
                  "saved by its index.")
-        return Identification(kind="group", group_type_index=index, property=prop)
+        return group_identification(index, None, prop)
     except CsPosthogError as exc:
         if index is None:
             raise
         out.warn(f"could not list the group types: {esc(exc.message)}; saved by its index.")
-        return Identification(kind="group", group_type_index=index, property=prop)
+        return group_identification(index, None, prop)
     found = find_group_type(types, text)
     if found is None:
         known = ", ".join(f"{t.name} ({t.index})" for t in types)
         if index is not None:
             out.warn(f"this project has no group type {index} yet" + (f" (it has {esc(known)})" if known else "")
                      + "; saved by its index.")
-            return Identification(kind="group", group_type_index=index, property=prop)
+            return group_identification(index, None, prop)
         raise UsageError(f"--customer-group {text!r}: no such group type in this project",
                          hint=f"Its group types: {known}." if known else
                          "The project has no group types yet: PostHog creates them when your app calls "
                          "posthog.group(TYPE, KEY).")
-    return Identification(kind="group", group_type=found.name, group_type_index=found.index, property=prop)
+    return group_identification(found.index, found.name, prop)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -766,8 +766,8 @@ def _edited_group(out: Output, ctx: WizardContext, f: Flags, cfg: Config) -> Ide
     if f.customer_group is not None:
         return resolve_group(out, ctx.source(), f.customer_group, prop)
     saved = cfg.identification
-    return Identification(kind="group", group_type=saved.group_type, group_type_index=saved.group_type_index,
-                          property=prop)
+    assert saved.group_type_index is not None  # (checked: the saved customer is a group)
+    return group_identification(saved.group_type_index, saved.group_type, prop)
 
 
 def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonFilter],

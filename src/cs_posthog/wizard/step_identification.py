@@ -122,7 +122,10 @@ def ask_identification(ctx: WizardContext, *, header: bool = True, only: bool = 
     while True:
         if kind == "unsure":
             ctx.out.info(NOT_SURE)
-            types = project_group_types(ctx, quiet=True)
+            try:
+                types = project_group_types(ctx, quiet=True)
+            except CsPosthogError:  # e.g. no key to ask PostHog with: the explanation stands alone
+                types = None
             if types:
                 ctx.out.info("This project has group types: " + esc(", ".join(
                     f"{t.name} (index {t.index})" for t in types)) + ".")
@@ -171,6 +174,16 @@ def contacts_rule(label: str, days: int = DEFAULT_BACKFILL_DAYS) -> str:
     """The contacts rule of group mode, in one line."""
     return (f"A Person belongs to the {label} of the group on their most recent selected event in the last "
             f"{days} days; events without a {label} are not synced.")
+
+
+def group_identification(index: int, name: str | None, prop: str | None) -> Identification:
+    """A group identification; the fields left unset are not given (the model's name checks read only text)."""
+    fields: dict[str, Any] = {"kind": "group", "group_type_index": index}
+    if name is not None:
+        fields["group_type"] = name
+    if prop is not None:
+        fields["property"] = prop
+    return Identification(**fields)
 
 
 def project_group_types(ctx: WizardContext, *, quiet: bool = False) -> list[GroupType] | None:
@@ -280,7 +293,7 @@ def ask_group_identification(ctx: WizardContext, prev: Identification | None) ->
                          "accepted.[/dim]")
             prop = ask_property_name(f"Which {esc(label, markup=False)} property stores the customer identifier?",
                                      group_property_completer(ctx, chosen.index), prev_prop or "")
-        ident = Identification(kind="group", group_type=name, group_type_index=chosen.index, property=prop)
+        ident = group_identification(chosen.index, name, prop)
         group = GroupRef(chosen.index, prop)
         shown = show_group_coverage(ctx, group, label, chosen.plural if _named(chosen) else f"groups of {label}")
         ctx.out.info(f"  {esc(contacts_rule(label))}")
