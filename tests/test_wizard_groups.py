@@ -13,7 +13,7 @@ from cs_posthog.output import Output
 from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.wizard.context import StopWizard, WizardContext
 
-GROUP = DOWN + ENTER  # "A PostHog group is the customer" (the second answer)
+GROUP = DOWN + ENTER  # "A PostHog group (group analytics)" (the second answer)
 
 
 def ctx_for(src, **draft) -> WizardContext:

@@ -48,11 +48,11 @@ def ask_identification_kind(default: str = "property", *, again: bool = False) -
     """"property", "group", "unsure" (the first time) or "stop" (asked again after the explanation)."""
     choices = [
         questionary.Choice("A Person property holds the customer's ID", value="property"),
-        questionary.Choice("A PostHog group is the customer (group analytics)", value="group"),
+        questionary.Choice("A PostHog group (group analytics)", value="group"),
         questionary.Choice("Stop here", value="stop") if again else questionary.Choice("I'm not sure", value="unsure"),
     ]
     return questionary.select(
-        "So, how are Persons tied to a customer?" if again else "How are Persons tied to a customer?",
+        "Which one, then?" if again else "How are Persons tied to a customer?",  # fits 80 columns
         choices=choices,
         default=default,
     ).unsafe_ask()
