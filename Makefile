@@ -50,7 +50,7 @@ test-lowest: $(LOWEST)/.installed
 	$(LOWEST)/bin/python -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(DEMO_STAMP)
-	@if [ -t 0 ]; then $(BIN)/cs-posthog demo; else $(BIN)/cs-posthog demo --no-input; fi
+	@if [ -t 0 ]; then $(BIN)/cs-posthog demo $(DEMO_FLAGS); else $(BIN)/cs-posthog demo --no-input $(DEMO_FLAGS); fi
 
 # The built wheel in a fresh virtualenv, no extras, outside the checkout: --help, --version,
 # completion and the demo, then the same with the sandbox extra (CI runs it after the tests).

@@ -138,7 +138,8 @@ def test_a_key_without_group_read(home, env, monkeypatch):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--customer-property", PROP, "--customer-group", "company"], "--customer-property and --customer-group: pick one"),
+    (["--customer-property", PROP, "--customer-group", "company"],
+     "--customer-property and --customer-group: pick one"),
     (["--customer-group-property", "crm_id", "--customer-property", PROP],
      "--customer-group-property: goes with --customer-group"),
     (["--customer-group", "7"], "--customer-group '7': a group type index is 0 to 4"),
@@ -274,3 +275,37 @@ def test_interactive_connect_step3_without_group_read_falls_back_to_the_indexes(
     err = words(capsys.readouterr().err)
     assert "the API key is missing read access to: Group (group:read), which lists the group types by name" in err
     assert re.search(r"\d+ of \d+ groups of group type 1 have events in the last 30 days", err)
+
+
+# --- the demo ------------------------------------------------------------------------------------
+def test_demo_in_group_mode_sends_events_to_the_group_they_carry(tmp_path, sandbox, dumps):
+    """`cs-posthog demo --no-input --groups --json` (`make demo DEMO_FLAGS=--groups`): the setup names the
+    company group, and every event Customerscore received went to the company group its PostHog event
+    carries."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_POSTHOG_", "POSTHOG_", "CUSTOMERSCORE_"))}
+    env.update(TMPDIR=str(tmpdir), NO_COLOR="1", COLUMNS="100", CS_POSTHOG_DEMO_SANDBOX=json.dumps(sandbox.info))
+    cs = sandbox.info["customerscore"]
+    before = len(get_jsonl(cs + "/_sandbox/received/events"))
+    proc = subprocess.run([sys.executable, "-m", "cs_posthog", "demo", "--no-input", "--groups", "--json"], env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["customer"] == "company group key"
+    got = get_jsonl(cs + "/_sandbox/received/events")[before:]
+    assert got and summary["sync"]["status"] == "ok"
+    # each event went to the company group its PostHog event carries (matched by name and time)
+    carried: dict[tuple, set] = {}
+    for e in dumps["events"]:
+        ms = int(datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00")).timestamp() * 1000)
+        carried.setdefault((e["event"], ms), set()).add(e["$group_0"])
+    for e in got:
+        near = set().union(*(carried.get((e["name"], e["timestamp"] + d), set()) for d in (-1, 0, 1)))
+        assert e["identification"]["customer"] in near, e  # (±1 ms: float rounding of the microseconds)
+    assert list(tmpdir.iterdir()) == []  # the temporary home is gone

@@ -504,6 +504,10 @@ def demo(
     json_: Annotated[
         bool, typer.Option("--json", help="Print what Customerscore received as one JSON document.")
     ] = False,
+    groups: Annotated[
+        bool, typer.Option("--groups", help="The customer is a PostHog group (the sandbox's company), not a "
+                                            "Person property.")
+    ] = False,
 ) -> None:
     """Try everything on a local sandbox: nothing to sign up for.
 
@@ -512,7 +516,7 @@ def demo(
     On a terminal the real wizard runs with the sandbox's credentials offered as defaults.
     """
     out = _output(json_mode=json_)
-    _command("demo").run(out, no_input=no_input, json_=json_)
+    _command("demo").run(out, no_input=no_input, json_=json_, groups=groups)
 
 
 SHELLS = ("bash", "zsh", "fish")

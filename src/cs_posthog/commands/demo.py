@@ -67,7 +67,8 @@ _ENV_KEYS = (
 ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
 
 
-def run(out: Output, *, no_input: bool = False, json_: bool = False) -> None:
+def run(out: Output, *, no_input: bool = False, json_: bool = False, groups: bool = False) -> None:
+    """``groups``: the customer is the sandbox's PostHog group (``company``), not a Person property."""
     if not os.environ.get(ATTACH_ENV):
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
@@ -75,13 +76,14 @@ def run(out: Output, *, no_input: bool = False, json_: bool = False) -> None:
         region = info["region"]
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({region.upper()}) at {info['posthog_' + region]}, "
                  f"Customerscore at {info['customerscore']}; temporary home {home}")
-        cfg = _connect(out, info, interactive=interactive)
+        cfg = _connect(out, info, interactive=interactive, groups=groups)
         if cfg is None:  # the wizard was stopped before saving
             out.info("The demo stopped before the setup was saved: nothing was synced. "
                      "Run `cs-posthog demo` again to see the whole of it.")
             return
         report = _first_sync(out, cfg)
         summary = summarize(info, report.as_dict())
+        summary["customer"] = cfg.identification.describe()
         if json_:
             out.data(summary)
         else:
@@ -156,7 +158,7 @@ class _ConnectCommon(TypedDict):
     caller_syncs: bool
 
 
-def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config | None:
+def _connect(out: Output, info: dict[str, Any], *, interactive: bool, groups: bool = False) -> Config | None:
     # the demo runs the first sync itself
     common: _ConnectCommon = dict(restart=True, no_sync=True, caller_syncs=True)
     if interactive:
@@ -171,7 +173,8 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
             ("Customerscore API key", info["customerscore_api_key"]),
             ("Tracker key", info["tracker_key"]),
             ("Customerscore API URL", f"{info['customerscore']} (an advanced option)"),
-            ("Customer property", info["customer_property"]),
+            ("Customer", f"the PostHog group {info['group_type']} (its key)" if groups
+             else f"the Person property {info['customer_property']}"),
             ("Events", ", ".join(DEMO_EVENTS)),
             ("Persons condition", DEMO_FILTERS[0]),
         ):
@@ -179,14 +182,19 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
         if out.human:
             out.err.print(offered)
         connect.run(  # the URL is offered (demo_defaults), not given
-            out, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS), no_input=False, demo_defaults=info, **common,
+            out, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS, customer_group=info["group_type"] if groups else None),
+            no_input=False, demo_defaults=info, **common,
         )
     else:
+        customer = (f"PostHog group {info['group_type']!r}" if groups
+                    else f"customer property {info['customer_property']!r}")
         out.info(
-            f"Connecting with: project {info['project_id']}, customer property "
-            f"{info['customer_property']!r}, events {', '.join(DEMO_EVENTS)}, filter {DEMO_FILTERS[0]!r}"
+            f"Connecting with: project {info['project_id']}, {customer}, events {', '.join(DEMO_EVENTS)}, "
+            f"filter {DEMO_FILTERS[0]!r}"
         )
-        flags = Flags(project=str(info["project_id"]), customer_property=info["customer_property"],
+        flags = Flags(project=str(info["project_id"]),
+                      customer_property=None if groups else info["customer_property"],
+                      customer_group=info["group_type"] if groups else None,
                       events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
                       tracker_key=info["tracker_key"])
         connect.run(out, flags, no_input=True, **common)
@@ -268,8 +276,10 @@ def render(out: Output, summary: dict, *, top: int = 12) -> None:
     why.add_column("count", justify="right")
     why.add_column("what")
     why.add_column("reason")
+    group_mode = " group " in f" {summary.get('customer', '')} "
     why.add_row(f"{s.get('events_skipped_no_customer', 0):,}", "events skipped by cs-posthog",
-                "their Person has no customer id (the customer property is not set)")
+                "they carry no group of the customer's type" if group_mode
+                else "their Person has no customer id (the customer property is not set)")
     persons_skipped = sum(s.get(k, 0) or 0 for k in
                           ("contacts_skipped_no_customer", "contacts_skipped_no_contact_id",
                            "contacts_skipped_invalid"))
