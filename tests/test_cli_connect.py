@@ -62,7 +62,7 @@ def test_full_wizard_writes_a_private_config_and_drops_the_draft(home, tty, fake
     assert cfg["customerscore"] == {"api_url": "https://api.customerscore.io", "tracker_key": "CS-AB12C"}
     assert cfg["identification"]["property"] == "organization_id"
     assert cfg["events"]["selected"] == ["invoice_paid"]
-    assert cfg["persons"] == {"filters": [], "contact_id": "person_id", "filter_events": True}
+    assert cfg["persons"] == {"filters": [], "attributes": [], "contact_id": "person_id", "filter_events": True}
     assert (home / "config.toml").stat().st_mode & 0o777 == 0o600
     assert not (home / "draft.toml").exists()
     assert read_toml(home / "secrets.toml") == {"posthog": check.good, "customerscore": CS_KEY}
@@ -130,7 +130,8 @@ def test_resume_can_start_over_and_restart_flag_ignores_the_draft(home, tty, fak
 def test_not_sure_stops_with_progress_kept(home, tty, fakes, capsys):
     check, _ = fakes
     with piped_keys() as keys:
-        connect(fakes, keys, step1(check) + STEP2 + DOWN + ENTER)  # "I'm not sure"
+        # "I'm not sure": explained, asked again; "Stop here"
+        connect(fakes, keys, step1(check) + STEP2 + DOWN + DOWN + ENTER + DOWN + DOWN + ENTER)
     assert not (home / "config.toml").exists()
     assert set(read_toml(home / "draft.toml")) == {"version", "posthog", "customerscore"}
     err = capsys.readouterr().err
@@ -286,7 +287,7 @@ def test_flags_on_a_terminal_are_the_offered_answers(home, tty, fakes):
     assert cfg["customerscore"]["tracker_key"] == "CS-FLAG1"
     assert sorted(cfg["events"]["selected"]) == ["purchase", "report_created"]
     assert cfg["persons"] == {"filters": [{"property": "plan", "operator": "equals", "value": "pro"}],
-                              "contact_id": "email", "filter_events": True}
+                              "attributes": [], "contact_id": "email", "filter_events": True}
 
 
 def test_bad_filter_flag_on_a_terminal_is_a_usage_error(home, tty, fakes):

@@ -77,6 +77,7 @@ def test_every_flag(home, env):
     assert cfg["persons"] == {
         "contact_id": "email",
         "filter_events": True,  # a new setup: the filters choose the events too (no --no-filter-events)
+        "attributes": [],
         "filters": [
             {"property": "plan", "operator": "not_equals", "value": "free"},
             {"property": "email", "operator": "is_set"},
@@ -282,7 +283,7 @@ def test_edit_no_input_changes_only_what_is_given(home, env):
     assert r.exit_code == 0, r.stderr
     after = config(home)
     assert after["persons"] == {"contact_id": "email", "filters": [{"property": "email", "operator": "is_set"}],
-                                "filter_events": True}  # as saved: not given
+                                "attributes": [], "filter_events": True}  # as saved: not given
 
 
 def test_edit_no_input_checks_the_customerscore_keys_before_saving(home, env, monkeypatch):

@@ -265,7 +265,8 @@ def test_an_80_column_terminal_breaks_lines_between_words(sandbox, term_env, hom
 
     from cs_posthog.wizard.step_posthog import SCOPE_LABELS
 
-    assert words("3. Scopes, Read only: " + ", ".join(SCOPE_LABELS) + ".") in words(first)  # wrapped by rich
+    assert words("3. Scopes, Read only: " + ", ".join(SCOPE_LABELS) + " (and Group, if your customers are PostHog "
+                 "groups).") in words(first)  # wrapped by rich
     assert all(len(line) <= 80 for line in first.splitlines())
     assert words("This key works in PostHog EU Cloud (the address is on PostHog US Cloud): going on with "
                  "PostHog EU Cloud.") in words(region)

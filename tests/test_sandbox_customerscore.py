@@ -35,8 +35,8 @@ def customers(sb) -> set[str]:
     return {c["external_id"] for c in get_json(sb.customerscore_url + "/_sandbox/customers")}
 
 
-def received(sb, what: str, *, as_sent: bool = False) -> list:
-    return get_jsonl(sb.customerscore_url + f"/_sandbox/received/{what}" + ("?as_sent=1" if as_sent else ""))
+def received(sb, what: str, *, as_kept: bool = False) -> list:
+    return get_jsonl(sb.customerscore_url + f"/_sandbox/received/{what}" + ("?as_kept=1" if as_kept else ""))
 
 
 def contact(customer: str, cid: str, **kw) -> dict:
@@ -80,7 +80,7 @@ def test_accepted_items_are_recorded_in_order_with_duplicates(sb):
     status, body, _ = cs(sb, "/api/v1/contacts", {"contacts": batch})
     assert (status, body) == (200, {"status": "ok", "processed": 2})
     assert cs(sb, "/api/v1/contacts/", {"contacts": batch[:1]})[0] == 200  # trailing slash tolerated
-    got = [c for c in received(sb, "contacts", as_sent=True) if c["contact_external_id"].startswith("ord-")]
+    got = [c for c in received(sb, "contacts") if c["contact_external_id"].startswith("ord-")]
     assert got == [batch[0], batch[1], batch[0]]
     evs = [event(sb, cust[0], "ord_event", 1_712_000_000_000 + i) for i in range(3)]
     assert track(sb, evs)[:2] == (200, {"status": "ok", "processed": 3})
@@ -99,9 +99,9 @@ def test_attributes_that_are_no_defined_codename_are_dropped_silently(sb):
     sent = contact(cust, "attr-1", attributes={"email": "a@example.com", "plan": "pro", "signed_up_at": "2024-01-31",
                                                "Plan": "x", "signup_date": "2024-01-31"})
     assert cs(sb, "/api/v1/contacts", {"contacts": [sent]})[:2] == (200, {"status": "ok", "processed": 1})
-    [kept] = [c for c in received(sb, "contacts") if c["contact_external_id"] == "attr-1"]
+    [kept] = [c for c in received(sb, "contacts", as_kept=True) if c["contact_external_id"] == "attr-1"]
     assert kept["attributes"] == {"email": "a@example.com", "plan": "pro", "signup_date": "2024-01-31"}
-    assert [c for c in received(sb, "contacts", as_sent=True) if c["contact_external_id"] == "attr-1"] == [sent]
+    assert [c for c in received(sb, "contacts") if c["contact_external_id"] == "attr-1"] == [sent]
     assert get_json(sb.customerscore_url + "/_sandbox/stats")["attributes_dropped"] == before + 2
 
 

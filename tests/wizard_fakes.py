@@ -33,7 +33,8 @@ class FakeSource:
         self.events = events
         self.volumes = volumes
         self.persons = persons
-        self.properties = properties if properties is not None else sorted({k for p in persons for k in p["properties"]})
+        self.properties = properties if properties is not None else sorted(
+            {k for p in persons for k in p["properties"]})
         self.volume_error = volume_error
         self.count_delay = count_delay
         self.calls: list[tuple] = []
@@ -73,6 +74,14 @@ class FakeSource:
         """A Person's events are ``{"events": {name: n}}`` in their dict (none by default)."""
         self._log("count_events", tuple(events), tuple(f.describe() for f in filters), days)
         return sum(n for p in self.matching(filters) for e, n in p.get("events", {}).items() if e in events)
+
+    def group_types(self) -> list:  # a project without group analytics (FakeGroupSource has some)
+        self._log("group_types")
+        return []
+
+    def group_indexes(self) -> dict[int, int]:
+        self._log("group_indexes")
+        return {}
 
     def preview_persons(self, filters: list, extra_columns: tuple[str, ...] = ()) -> tuple[list[str], list[list]]:
         self._log("preview_persons", tuple(f.describe() for f in filters), tuple(extra_columns))

@@ -39,7 +39,8 @@ The customers are the PostHog sandbox's companies minus about one in ten, plus a
 Contact attributes: Customerscore keeps an attribute only when its key is an attribute codename
 defined in the account (``ATTRIBUTE_CODENAMES`` here, listed by ``GET /_sandbox/attributes``); any
 other key is dropped silently, the contact kept. ``/_sandbox/received/contacts`` shows the contacts
-as kept (``?as_sent=1``: as sent), and ``/_sandbox/stats`` counts ``attributes_dropped`` (keys).
+as sent; ``?as_kept=1``, as Customerscore keeps them (those attributes left out); ``/_sandbox/stats``
+counts ``attributes_dropped`` (keys).
 
 Hooks: ``GET /_sandbox/stats``, ``GET /_sandbox/attributes``, ``GET /_sandbox/received/events``,
 ``GET /_sandbox/received/contacts``,
@@ -405,10 +406,10 @@ class CustomerscoreApp(App):
                 return json_response(200, sorted(self.customers.values(), key=lambda c: c["external_id"]))
         m = re.fullmatch(r"/_sandbox/received/(events|contacts|customers)", path)
         if req.method == "GET" and m:
-            return self._received(m.group(1), as_sent=req.param("as_sent") == "1")
+            return self._received(m.group(1), as_kept=req.param("as_kept") == "1")
         return json_response(404, {"error": "unknown sandbox hook", "path": req.path})
 
-    def _received(self, what: str, *, as_sent: bool = False) -> Response:
+    def _received(self, what: str, *, as_kept: bool = False) -> Response:
         with self._lock:
             fh = self._files[what]
             fh.flush()
@@ -422,7 +423,7 @@ class CustomerscoreApp(App):
                     items = json.loads(rf.read(length).decode("utf-8"))[key]
                     for i in (range(len(items)) if picked is None else picked):
                         item = items[i]
-                        if what == "contacts" and not as_sent and isinstance(item.get("attributes"), dict):
+                        if what == "contacts" and as_kept and isinstance(item.get("attributes"), dict):
                             item["attributes"] = {k: v for k, v in item["attributes"].items()
                                                   if k in ATTRIBUTE_CODENAMES}
                         yield json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"

@@ -36,8 +36,8 @@ Then paste the key (it stays hidden) and the project ID, or the address of any p
 
 
 def scope_lines() -> str:
-    """The scope names, on one line (rich wraps it to the terminal)."""
-    return ", ".join(SCOPE_LABELS) + "."
+    """The scope names, on one line (rich wraps it to the terminal); Group only for group mode."""
+    return ", ".join(SCOPE_LABELS) + " (and Group, if your customers are PostHog groups)."
 
 REGION_NAMES = {"us": "PostHog US Cloud", "eu": "PostHog EU Cloud", "self-hosted": "self-hosted PostHog"}
 
