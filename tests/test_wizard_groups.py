@@ -226,3 +226,66 @@ def test_suggested_codenames():
     assert suggest_codename("$initial_referrer") == "initial_referrer"
     assert suggest_codename("Plan Tier") == "plan_tier"
     assert codename_problem("Plan") is not None and codename_problem("plan_2") is None
+
+
+def test_group_type_names_from_posthog_are_shown_escaped(home, capsys):
+    """A group type's name is anyone's to choose in PostHog: control characters and rich markup in it are
+    shown as text in step 3 (questions, counts, rule, preview) and in step 5 (rule, badge, scope line)."""
+    from cs_posthog.posthog.client import GroupType
+    from cs_posthog.wizard.step_identification import ask_identification
+    from cs_posthog.wizard.step_persons import ask_persons
+
+    name = "co\x1b]0;PWNED\x07[bold]x[/bold]\x9b2J"
+    src = group_source(types=[GroupType(0, name)])
+    with piped_keys() as keys:
+        keys.send_text(GROUP + ENTER + ENTER)
+        ident = ask_identification(ctx_for(src))
+    assert ident.group_type == name  # the real name is what is saved
+    with piped_keys() as keys:
+        keys.send_text(ENTER)
+        ask_persons(ctx_for(src, identification=ident, events=EventsSettings(selected=["invoice_paid"])))
+    err = capsys.readouterr().err
+    assert not any(c in err for c in ("\x1b", "\x07", "\x9b")), repr(err)
+    shown = "co\\x1b]0;PWNED\\x07[bold]x[/bold]\\x9b2J"
+    assert f"A Person belongs to the {shown} of the group" in words(err)
+    assert f"persons of a {shown} will be synced" in err
+
+
+# --- the whole wizard --------------------------------------------------------------------------
+def test_interactive_connect_in_group_mode_saves_the_group_and_attributes(home, monkeypatch, capsys):
+    """`cs-posthog connect` on a terminal (piped keys, fake PostHog): step 3 a group with a property,
+    step 5 an attribute; the saved configuration holds both. `--customer-group` on a terminal is the answer
+    offered, and with `--customer-property` too it is a usage error naming both."""
+    import tomllib
+
+    from helpers import fake_key
+    from wizard_fakes import TAB, FakeCheck
+
+    from cs_posthog.commands import connect
+    from cs_posthog.errors import UsageError
+    from cs_posthog.wizard.noinput import Flags
+
+    monkeypatch.setattr(Output, "stdin_is_tty", staticmethod(lambda: True))
+    check, src = FakeCheck(), group_source()
+    cs_key = fake_key("", 32)
+    keys_text = (check.good + ENTER + "101" + ENTER                          # step 1
+                 + cs_key + ENTER + "CS-AB12C" + ENTER + "n"                 # step 2
+                 + ENTER + ENTER + DOWN + ENTER + "crm_id" + ENTER           # group, company (both offered); crm_id
+                 + "invoice" + TAB + ENTER                                   # step 4
+                 + DOWN * 3 + ENTER + ENTER + "plan" + ENTER + ENTER + DOWN * 2 + ENTER  # attribute plan; Done
+                 + ENTER)                                                    # save
+    with piped_keys() as keys:
+        keys.send_text(keys_text)
+        connect.run(Output(), Flags(customer_group="Company"), no_sync=True, check_credentials=check,
+                    make_source=lambda s, k: src)
+    cfg = tomllib.loads((home / "config.toml").read_text())
+    assert cfg["identification"] == {"kind": "group", "group_type": "company", "group_type_index": 0,
+                                     "property": "crm_id"}
+    assert cfg["persons"]["attributes"] == [{"property": "plan", "codename": "plan"}]
+    assert cfg["events"]["selected"] == ["invoice_paid"]
+    err = capsys.readouterr().err
+    assert "Configuration saved to" in err
+
+    with pytest.raises(UsageError, match="--customer-property and --customer-group: pick one"):
+        connect.run(Output(), Flags(customer_group="0", customer_property="organization_id"), restart=True,
+                    check_credentials=check, make_source=lambda s, k: src)

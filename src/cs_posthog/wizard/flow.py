@@ -345,7 +345,7 @@ def run_edit(ctx: WizardContext, cfg: Config, *, section: str | None, no_sync: b
     if cfg.persons.contact_id != new.persons.contact_id:
         out.warn(contact_id_warning(cfg.persons.contact_id, new.persons.contact_id))
     if cfg.identification != new.identification:
-        out.warn(identification_warning(cfg, new))
+        out.warn(esc(identification_warning(cfg, new)))
     if steps[-1] != 5 and not ask_save_changes(changes):
         out.info("Nothing changed.")
         return

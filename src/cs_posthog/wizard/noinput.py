@@ -606,14 +606,14 @@ def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
             n = source.count_persons(expanded)
     except CsPosthogError as exc:
         out.warn(f"could not count the Persons to sync: {esc(exc.message)}")
-        out.info(f"{count(len(cfg.events.selected), 'event')}; Persons: {conditions}. {scope}")
+        out.info(f"{count(len(cfg.events.selected), 'event')}; Persons: {conditions}. {esc(scope)}")
         return
     if n == 0:
         out.warn(f"no Person matches {conditions}: no contact will be sent until one does "
                  "(saved all the same; change it with `cs-posthog edit persons`).")
     else:
-        out.info(f"{count(len(cfg.events.selected), 'event')}; {persons_badge(n, label)} ({conditions}).")
-    out.info(scope)
+        out.info(f"{count(len(cfg.events.selected), 'event')}; {esc(persons_badge(n, label))} ({conditions}).")
+    out.info(esc(scope))
     if cfg.persons.attributes:
         out.info(esc(attributes_line(cfg.persons.attributes)) + ". " + esc(ATTRIBUTES_REMINDER))
 

@@ -354,7 +354,7 @@ def show_group_preview(ctx: WizardContext, group: GroupRef, label: str) -> None:
         return
     if not rows or not ctx.out.human:
         return
-    table = Table(title=f"Preview (the newest {label} groups)", title_justify="left")
+    table = Table(title=f"Preview (the newest {esc(label)} groups)", title_justify="left")
     for c in columns:
         table.add_column(esc(c), overflow="ellipsis", max_width=36, no_wrap=True)
     for row in rows[:5]:

@@ -308,7 +308,7 @@ def show_conditions(ctx: WizardContext, locked: PersonFilter | None, filters: li
         ctx.out.info("  (none)")
     if filter_events is not None:
         group_label = identification.group_label if identification is not None and identification.is_group else None
-        ctx.out.info(events_scope_line(filter_events, bool(filters), group_label))
+        ctx.out.info(esc(events_scope_line(filter_events, bool(filters), group_label)))
 
 
 def preview_columns(all_filters: list[PersonFilter], contact_id: str,
@@ -405,7 +405,8 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     customer_property = ident.person_property  # None: a group is the customer
     group = GroupRef(ident.group_type_index, ident.group_property) \
         if ident.is_group and ident.group_type_index is not None else None
-    label = ident.group_label if group is not None else None
+    # shown in the prompt's footer (no markup) and by rich (escaped there): control characters visible
+    label = esc(ident.group_label, markup=False) if group is not None else None
     locked = PersonFilter(property=customer_property, operator=Operator.IS_SET) if customer_property else None
     prev = ctx.draft.persons
     filters = [f for f in (ctx.prefill.filters or (prev.filters if prev else [])) if f != locked]
@@ -473,10 +474,10 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                     if not ask_save_nobody():
                         continue
                 elif n is not None:
-                    ctx.out.success(persons_badge(n, label) + ".")
+                    ctx.out.success(esc(persons_badge(n, label)) + ".")
                     ev = live.wait_events()
                     if ev is not None:
-                        ctx.out.info(f"  {events_badge(ev, filter_events, label)}.")
+                        ctx.out.info(f"  {esc(events_badge(ev, filter_events, label))}.")
                 return PersonsSettings(filters=filters, attributes=attributes, contact_id=contact_id,
                                        filter_events=filter_events)
             if action == "quit":
