@@ -309,3 +309,44 @@ def test_demo_in_group_mode_sends_events_to_the_group_they_carry(tmp_path, sandb
         near = set().union(*(carried.get((e["name"], e["timestamp"] + d), set()) for d in (-1, 0, 1)))
         assert e["identification"]["customer"] in near, e  # (±1 ms: float rounding of the microseconds)
     assert list(tmpdir.iterdir()) == []  # the temporary home is gone
+
+
+# --- the data source on the real client -------------------------------------------------------------
+def test_posthog_source_reads_group_types_properties_and_counts(env, dumps):
+    from cs_posthog.config import PostHogSettings, Region
+    from cs_posthog.errors import MissingScopesError
+    from cs_posthog.posthog.hogql import GroupRef
+    from cs_posthog.wizard.source import PostHogSource
+
+    settings = PostHogSettings(region=Region.EU, host=env["posthog_eu"], project_id=env["project_id"])
+    src = PostHogSource(settings, env["api_key"])
+    try:
+        types = src.group_types()
+        assert [(t.index, t.name, t.plural) for t in types] == [(0, "company", "companies"), (1, "project", "projects")]
+        assert "crm_id" in src.group_properties(0, "cr") and "name" not in src.group_properties(0, "cr")
+        assert {"name", "plan", "crm_id"} <= set(src.group_properties(0))
+        assert "crm_id" not in src.group_properties(1)  # the definitions of that type only
+        assert src.group_indexes() == {i: sum(1 for g in dumps["groups"] if g["index"] == i) for i in (0, 1)}
+        with_crm = sum(1 for g in dumps["groups"] if g["index"] == 0 and g["properties"].get("crm_id"))
+        assert src.count_groups(GroupRef(0, "crm_id")) == with_crm < src.count_groups(GroupRef(0))
+        columns, rows = src.preview_groups(GroupRef(0, "crm_id"))
+        assert columns == ["key", "name", "crm_id"]
+        by_key = {g["key"]: g["properties"] for g in dumps["groups"] if g["index"] == 0}
+        assert rows and all([by_key[k].get("name"), by_key[k].get("crm_id")] == rest for k, *rest in rows)
+    finally:
+        src.close()
+    nogroup = PostHogSource(settings, env["api_key_no_group"])
+    try:
+        with pytest.raises(MissingScopesError) as exc:
+            nogroup.group_types()
+        assert exc.value.missing == ["group:read"]
+        assert nogroup.group_indexes()  # HogQL needs no Group scope
+    finally:
+        nogroup.close()
+
+
+def test_group_type_plurals():
+    from cs_posthog.posthog.client import GroupType
+
+    assert [GroupType(0, n).plural for n in ("company", "project", "key", "business", "box")] == [
+        "companies", "projects", "keys", "businesses", "boxes"]
