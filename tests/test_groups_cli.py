@@ -195,7 +195,9 @@ def test_edit_switches_to_a_group_and_back(home, env):
 
     r = run_cli("status")
     assert r.exit_code == 0, r.stderr
-    assert re.search(r"Customer\s+company group key", r.stdout)
+    assert re.search(r"Customer\s+company group key", r.stdout), r.stdout
+    assert re.search(r"Contacts\s+each Person belongs to the group", r.stdout), r.stdout
+    assert re.search(r"Person filters\s+plan does not equal 'free'", r.stdout)  # no locked condition now
 
     r = run_cli("edit", "identification", "--no-input", "--customer-group-property", "crm_id")
     assert r.exit_code == 0, r.stderr

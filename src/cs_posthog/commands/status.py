@@ -198,7 +198,8 @@ def render(out: Output, d: dict[str, Any]) -> None:
     scope = ("they choose the events too" if d.get("filter_events")
              else "contacts only: the events of every Person with a customer id are sent"
              ) if len(d["filters"]) > 1 else ""
-    t.add_row("Person filters", Text(" AND ".join(map(show, d["filters"])) + (f" ({scope})" if scope else "")))
+    t.add_row("Person filters", Text((" AND ".join(map(show, d["filters"])) or "none")
+                                     + (f" ({scope})" if scope else "")))
     s = d["sync_settings"]
     t.add_row(
         "Sync",
