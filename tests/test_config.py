@@ -158,3 +158,16 @@ def test_paths_default_to_platform_dirs(monkeypatch):
     p = get_paths()
     assert p.config_file.name == "config.toml" and "cs-posthog" in str(p.config_dir)
     assert "cs-posthog" in str(p.state_dir)
+
+
+def test_identification_fields_given_as_none_are_left_out_not_a_crash():
+    from cs_posthog.config import Identification
+
+    group = Identification(kind="group", property=None, group_type=None, group_type_index=1)
+    assert group.is_group and group.group_property is None and group.describe() == "group type 1 group key"
+    person = Identification(property="org", group_type=None, group_type_index=None)
+    assert person.person_property == "org"
+    with pytest.raises(ValueError, match="needs `property`"):
+        Identification(property=None)
+    with pytest.raises(ValueError, match="group_type_index"):
+        Identification(kind="group", group_type="company")

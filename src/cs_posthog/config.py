@@ -91,9 +91,11 @@ class CustomerscoreSettings(_Model):
         return v
 
 
-def _queryable_name(v: str) -> str:
+def _queryable_name(v: str | None) -> str | None:
     """Property names reach HogQL as quoted identifiers, which cannot hold NUL (PostHog's parser
-    drops it and reads another property)."""
+    drops it and reads another property). None (an optional name left out) passes."""
+    if v is None:
+        return v
     if "\0" in v:
         raise ValueError("a property name cannot contain a NUL character")
     return no_key(v)
