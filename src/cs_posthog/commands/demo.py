@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from rich.table import Table
 
+from cs_posthog.app import App
 from cs_posthog.commands import connect
 from cs_posthog.commands.sync import SUMMARY_FIELDS, execute
 from cs_posthog.config import load_config
 from cs_posthog.errors import CsPosthogError, ExitCode
 from cs_posthog.output import count
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.requirements import parser_problem
 from cs_posthog.sandbox.runner import SandboxUnavailable, get_json, get_jsonl, start_sandbox
+from cs_posthog.settings import Settings
 from cs_posthog.sync.engine import SyncOptions
 from cs_posthog.wizard.noinput import Flags
 
@@ -67,20 +68,24 @@ _ENV_KEYS = (
 ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
 
 
-def run(out: Output, *, no_input: bool = False, json_: bool = False) -> None:
+def run(app: App, *, no_input: bool = False, json_: bool = False) -> None:
+    out = app.out
     if not os.environ.get(ATTACH_ENV):
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
     with _sandbox(out) as info, _temporary_home(info, interactive=interactive) as home:
+        # the environment points at the temporary home now: an App for it (same output sink)
+        demo = App.from_settings(Settings.from_environ(os.environ), debug=app.debug, out=out)
+        demo.know_keys()
         region = info["region"]
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({region.upper()}) at {info['posthog_' + region]}, "
                  f"Customerscore at {info['customerscore']}; temporary home {home}")
-        cfg = _connect(out, info, interactive=interactive)
+        cfg = _connect(demo, info, interactive=interactive)
         if cfg is None:  # the wizard was stopped before saving
             out.info("The demo stopped before the setup was saved: nothing was synced. "
                      "Run `cs-posthog demo` again to see the whole of it.")
             return
-        report = _first_sync(out, cfg)
+        report = _first_sync(demo, cfg)
         summary = summarize(info, report.as_dict())
         if json_:
             out.data(summary)
@@ -156,8 +161,9 @@ class _ConnectCommon(TypedDict):
     caller_syncs: bool
 
 
-def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config | None:
+def _connect(app: App, info: dict[str, Any], *, interactive: bool) -> Config | None:
     # the demo runs the first sync itself
+    out = app.out
     common: _ConnectCommon = dict(restart=True, no_sync=True, caller_syncs=True)
     if interactive:
         out.info("\n[bold]The setup wizard[/bold], against the sandbox. Each question offers the sandbox's "
@@ -179,7 +185,7 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
         if out.human:
             out.err.print(offered)
         connect.run(  # the URL is offered (demo_defaults), not given
-            out, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS), no_input=False, demo_defaults=info, **common,
+            app, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS), no_input=False, demo_defaults=info, **common,
         )
     else:
         out.info(
@@ -189,16 +195,16 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool) -> Config 
         flags = Flags(project=str(info["project_id"]), customer_property=info["customer_property"],
                       events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
                       tracker_key=info["tracker_key"])
-        connect.run(out, flags, no_input=True, **common)
+        connect.run(app, flags, no_input=True, **common)
 
-    if not get_paths().config_file.exists():
+    if not app.paths.config_file.exists():
         return None
-    return load_config()
+    return load_config(app.paths.config_file)
 
 
-def _first_sync(out: Output, cfg: Config) -> Report:
-    out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
-    report, error = execute(out, cfg, SyncOptions())
+def _first_sync(app: App, cfg: Config) -> Report:
+    app.out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
+    report, error = execute(app, cfg, SyncOptions())
     if error is not None:
         raise error
     return report

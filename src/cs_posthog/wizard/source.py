@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.posthog.client import PostHogClient
 from cs_posthog.posthog.hogql import count_events, count_persons, event_volumes, preview_persons
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     from cs_posthog.config import PersonFilter, PostHogSettings
 
 
 class PostHogSource:
-    def __init__(self, settings: PostHogSettings, api_key: str) -> None:
+    def __init__(self, settings: PostHogSettings, api_key: str, *, env: Settings = DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self.client = PostHogClient(
             settings.host,
@@ -31,6 +32,7 @@ class PostHogSource:
             query_budget_per_hour=settings.query_budget_per_hour,
             query_tier=settings.query_tier,
             on_tier_change=self._tier_found,
+            settings=env,
         )
 
     def _tier_found(self, tier: str) -> None:
