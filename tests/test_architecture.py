@@ -98,3 +98,31 @@ def test_imports_follow_the_map(path):
             wrong.append(f"line {line}: {room} speaks HTTP itself (httpx); go through a client")
     assert not wrong, f"{path.relative_to(SRC)}:\n" + "\n".join(wrong)
 
+
+def _names_used(path: Path) -> set[str]:
+    """Every ``os.environ`` / ``os.getenv`` / ``environ`` reference and every call of ``get_paths``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+            found.add(f"os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found |= {f"os.{a.name}" for a in node.names if a.name in ("environ", "getenv", "environb")}
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_paths":
+            found.add("get_paths()")
+    return found
+
+
+def test_the_environment_is_read_once_where_the_app_is_made():
+    """``Settings.from_environ`` is handed ``os.environ`` by cli.py (which also answers Click's
+    completion hook); the App works out the paths; everything else gets them handed down. The
+    sandbox, the other side of the wire, is its own program."""
+    allowed = {"cli.py": {"os.environ"}, "app.py": {"get_paths()"}}
+    wrong = {}
+    for path in FILES:
+        rel = str(path.relative_to(SRC))
+        if room_of(path) == "sandbox":
+            continue
+        extra = _names_used(path) - allowed.get(rel, set())
+        if extra:
+            wrong[rel] = sorted(extra)
+    assert not wrong, wrong
