@@ -79,7 +79,7 @@ def main() -> int:
 
     # (a) the current Person joined by PostHog
     def build_a(after):
-        return Q.events_page(window(after), customer_property=prop, contact_property=None)
+        return Q.events_page(window(after), customer=Q.CustomerSource(person_property=prop), contact_property=None)
 
     a = run_pages(conn, build_a, key_of, Q.EVENTS_MODIFIERS)
 

@@ -47,7 +47,8 @@ def all_event_names(info: dict) -> list[str]:
 
 @contextmanager
 def connected_home(info: dict, *, events: list[str] | None = None, filters: list[dict] | None = None):
-    """A temporary CS_POSTHOG_HOME holding a config for the sandbox; yields the env for the sync."""
+    """A temporary CS_POSTHOG_HOME holding a config for the sandbox; yields the env for the sync (the
+    home is in that env only: this process's environment is left alone)."""
     from cs_posthog.config import Config, save_config
 
     home = Path(tempfile.mkdtemp(prefix="cs-posthog-bench-"))
@@ -59,8 +60,6 @@ def connected_home(info: dict, *, events: list[str] | None = None, filters: list
         "CUSTOMERSCORE_API_KEY": info["customerscore_api_key"],
         "NO_COLOR": "1",
     }
-    old = os.environ.get("CS_POSTHOG_HOME")
-    os.environ["CS_POSTHOG_HOME"] = str(home)
     try:
         region = info["region"]
         cfg = Config.model_validate({
@@ -72,13 +71,9 @@ def connected_home(info: dict, *, events: list[str] | None = None, filters: list
             "persons": {"filters": filters or []},
             "sync": {"backfill_days": 60},
         })
-        save_config(cfg)
+        save_config(cfg, home / "config.toml")
         yield env
     finally:
-        if old is None:
-            os.environ.pop("CS_POSTHOG_HOME", None)
-        else:
-            os.environ["CS_POSTHOG_HOME"] = old
         shutil.rmtree(home, ignore_errors=True)
 
 

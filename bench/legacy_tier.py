@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 import httpx
 from common import connected_home, cs_posthog_cmd, machine, run_measured, sandbox, stats
@@ -42,7 +43,7 @@ def one(n: int, *, spent: int, page_size: int | None, seed: int, scale: int = 60
             report = m.json()
             from cs_posthog.config import load_config
 
-            tier = load_config().posthog.query_tier
+            tier = load_config(Path(env["CS_POSTHOG_HOME"]) / "config.toml").posthog.query_tier
         ph = stats(info, "posthog")
     return {
         "exit_code": m.returncode,

@@ -45,8 +45,7 @@ def hermetic_env(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     from cs_posthog import secrets
 
-    secrets._reset_keyring_state()
-    secrets._known.clear()
+    secrets.forget_secrets()  # redaction is process-wide; each test's App has its own store
     yield home
 
 
@@ -63,10 +62,10 @@ def _no_real_customerscore(monkeypatch):
     if real is None:
         return
 
-    def check_key(url, api_key, tracker_key=None):
+    def check_key(url, api_key, tracker_key=None, **kw):
         if (urlsplit(url).hostname or "").endswith("customerscore.io"):
             return S2.KeyCheck("unchecked", "Customerscore did not answer (tests are offline)", 75)
-        return real(url, api_key, tracker_key)
+        return real(url, api_key, tracker_key, **kw)
 
     monkeypatch.setattr(S2, "check_key", check_key)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cs_posthog.sandbox.runner import start_sandbox
+from helpers import env_settings
 from posthog_testlib import FAST_RETRIES
 
 
@@ -31,5 +32,6 @@ def ph_client(ph_env):
     from cs_posthog.posthog.client import PostHogClient
 
     info = ph_env.info
-    with PostHogClient(ph_env.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES) as client:
+    with PostHogClient(ph_env.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES,
+                       settings=env_settings()) as client:
         yield client

@@ -62,3 +62,44 @@ def cs_posthog_cmd() -> list[str]:
     """The installed console script (as a user runs it), else ``python -m cs_posthog``."""
     script = Path(sys.executable).parent / "cs-posthog"
     return [str(script)] if script.exists() else [sys.executable, "-m", "cs_posthog"]
+
+
+# --- the App a command would make, from the test's environment (as cli.py does) ------------------
+def env_settings():
+    """What the environment says now (``Settings.from_environ``), for in-process calls below the CLI."""
+    import os
+
+    from cs_posthog.settings import Settings
+
+    return Settings.from_environ(os.environ)
+
+
+def env_app(**kw):
+    """The App a command would make now: the test's CS_POSTHOG_HOME, keys and overrides."""
+    import os
+
+    from cs_posthog.app import App
+
+    return App.from_environ(os.environ, **kw)
+
+
+def env_paths():
+    """The files of the test's installation (its CS_POSTHOG_HOME)."""
+    return env_app().paths
+
+
+def env_store():
+    """The secret store of the test's installation (a new one: it has seen nothing yet)."""
+    return env_app().secrets
+
+
+def sync_parts() -> dict:
+    """What ``run_sync`` needs besides the config, from the test's environment."""
+    app = env_app()
+    return {"paths": app.paths, "secrets": app.secrets, "settings": app.settings}
+
+
+def wizard_parts() -> dict:
+    """What a ``WizardContext`` gets from the command's App, from the test's environment."""
+    app = env_app()
+    return {"paths": app.paths, "secrets": app.secrets, "env": app.settings}

@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import cs_posthog_cmd
 
 from cs_posthog.sandbox.runner import start_sandbox
+from helpers import cs_posthog_cmd
 
 PROP = "organization_id"
 ENCODINGS = ["latin-1", "ascii", "cp1252"]
@@ -267,7 +267,6 @@ def test_wrapped_messages_keep_their_indent_on_a_terminal():
     def shown(soft_wrap: bool) -> list[str]:
         out = Output()
         out._err = Console(file=io.StringIO(), width=40, soft_wrap=soft_wrap, no_color=True, highlight=False)
-        out._keys_known = True
         out.info("  [dim]They are used as typed; the first sync will tell if Customerscore refuses them.[/dim]")
         out.success("Customerscore at https://api.customerscore.io · both keys accepted")
         out.warn("the Customerscore keys were not checked: timeout; they are saved as given")

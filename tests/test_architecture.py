@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cs_posthog"
 
 # a room may import rooms of a lower rank only (and itself)
 RANK = {
-    "__init__": 0, "errors": 0, "paths": 0, "_private_apis": 0, "timeutil": 0,
+    "__init__": 0, "errors": 0, "paths": 0, "_private_apis": 0, "timeutil": 0, "settings": 0,
     "interrupts": 1, "fsutil": 1,
     "secrets": 2,
     "urls": 3, "output": 3, "http": 3,
@@ -23,15 +23,16 @@ RANK = {
     "posthog": 5, "customerscore": 5,
     "sync": 6,
     "wizard": 7,
-    "commands": 8,
-    "cli": 9,
-    "__main__": 10,
+    "app": 8,
+    "commands": 9,
+    "cli": 10,
+    "__main__": 11,
 }
 # the sandbox stands alone (it is the other side of the wire); only commands (the demo) start it
 SANDBOX_USERS = {"commands"}
 # the core: no terminal, no prompts
-CORE = {"errors", "paths", "timeutil", "interrupts", "fsutil", "secrets", "urls", "http", "config", "posthog",
-        "customerscore", "sync"}
+CORE = {"errors", "paths", "timeutil", "settings", "interrupts", "fsutil", "secrets", "urls", "http", "config",
+        "posthog", "customerscore", "sync"}
 TERMINAL = ("rich", "questionary", "prompt_toolkit", "typer", "click")
 # HTTP goes through the two clients (and http.py under them)
 HTTP_ROOMS = {"http", "urls", "posthog", "customerscore", "sandbox"}
@@ -96,3 +97,32 @@ def test_imports_follow_the_map(path):
         elif top == "httpx" and room not in HTTP_ROOMS:
             wrong.append(f"line {line}: {room} speaks HTTP itself (httpx); go through a client")
     assert not wrong, f"{path.relative_to(SRC)}:\n" + "\n".join(wrong)
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every ``os.environ`` / ``os.getenv`` / ``environ`` reference and every call of ``get_paths``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+            found.add(f"os.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found |= {f"os.{a.name}" for a in node.names if a.name in ("environ", "getenv", "environb")}
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "get_paths":
+            found.add("get_paths()")
+    return found
+
+
+def test_the_environment_is_read_once_where_the_app_is_made():
+    """``Settings.from_environ`` is handed ``os.environ`` by cli.py (which also answers Click's
+    completion hook); the App works out the paths; everything else gets them handed down. The
+    sandbox, the other side of the wire, is its own program."""
+    allowed = {"cli.py": {"os.environ"}, "app.py": {"get_paths()"}}
+    wrong = {}
+    for path in FILES:
+        rel = str(path.relative_to(SRC))
+        if room_of(path) == "sandbox":
+            continue
+        extra = _names_used(path) - allowed.get(rel, set())
+        if extra:
+            wrong[rel] = sorted(extra)
+    assert not wrong, wrong

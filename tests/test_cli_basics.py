@@ -128,7 +128,7 @@ def test_errors_render_one_line_hint_and_exit_code(monkeypatch):
     assert exc.value.code == 75
 
 
-def test_unexpected_exception_is_exit_1_and_traceback_only_with_debug(capsys):
+def test_unexpected_exception_is_exit_1_and_traceback_only_with_debug(capsys, monkeypatch):
     import typer
 
     from cs_posthog import cli
@@ -137,19 +137,23 @@ def test_unexpected_exception_is_exit_1_and_traceback_only_with_debug(capsys):
     def buggy():
         raise ZeroDivisionError("division by zero")
 
-    cli.state.debug = False
-    with pytest.raises(typer.Exit) as exc:
-        buggy()
-    assert exc.value.exit_code == 1
+    def run(debug: bool) -> int:
+        """``buggy`` in an invocation whose root options say ``--debug`` or not (no module state)."""
+        with typer.Context(typer.main.get_command(cli.app), obj=cli.Invocation(debug=debug)), \
+                pytest.raises(typer.Exit) as exc:
+            buggy()
+        return exc.value.exit_code
+
+    assert run(debug=False) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("error: unexpected error: ZeroDivisionError")
     assert "--debug" in err
-    cli.state.debug = True
-    try:
-        with pytest.raises(typer.Exit):
-            buggy()
-    finally:
-        cli.state.debug = False
+    assert run(debug=True) == 1
+    assert "Traceback" in capsys.readouterr().err
+    assert run(debug=False) == 1  # the next invocation starts without it
+    assert "Traceback" not in capsys.readouterr().err
+    monkeypatch.setenv("CS_POSTHOG_DEBUG", "1")  # read by the App, as --debug
+    assert run(debug=False) == 1
     assert "Traceback" in capsys.readouterr().err
 
 

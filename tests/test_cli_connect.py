@@ -7,11 +7,11 @@ import dataclasses
 import tomllib
 
 import pytest
-from helpers import run_cli, sample_config_dict
-from wizard_fakes import CTRL_C, CTRL_U, DOWN, ENTER, TAB, FakeCheck, piped_keys, sample_source
 
 from cs_posthog.output import Output
 from cs_posthog.wizard.noinput import Flags
+from helpers import env_app, env_paths, env_store, run_cli, sample_config_dict
+from wizard_fakes import CTRL_C, CTRL_U, DOWN, ENTER, TAB, FakeCheck, piped_keys, sample_source
 
 FLAG_FIELDS = {f.name for f in dataclasses.fields(Flags)}
 
@@ -35,7 +35,7 @@ def connect(fakes, keys, text, **kw):
     keys.send_text(text)
     kw.setdefault("no_sync", True)
     flags = Flags(**{k: kw.pop(k) for k in list(kw) if k in FLAG_FIELDS})
-    cmd.run(Output(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
+    cmd.run(env_app(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
 
 
 def step1(check):
@@ -157,7 +157,7 @@ def test_existing_config_is_left_alone_or_edited(home, tty, fakes, capsys):
     from cs_posthog.config import Config, save_config
 
     check, _ = fakes
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     before = (home / "config.toml").read_bytes()
     with piped_keys() as keys:
         connect(fakes, keys, DOWN + DOWN + ENTER)  # "Nothing: leave it as it is"
@@ -179,14 +179,13 @@ def test_no_terminal_exits_2_with_a_hint(home):
 # --- edit (interactive) ------------------------------------------------------------------------
 def saved_config(home, check):
     from cs_posthog.config import Config, save_config
-    from cs_posthog.secrets import store_secret
 
     data = sample_config_dict()
     data["posthog"]["project_id"] = 101
     data["events"]["selected"] = ["invoice_paid", "report_created"]
-    save_config(Config.model_validate(data))
-    store_secret("posthog", check.good)
-    store_secret("customerscore", CS_KEY)
+    save_config(Config.model_validate(data), env_paths().config_file)
+    env_store().store("posthog", check.good)
+    env_store().store("customerscore", CS_KEY)
     return (home / "config.toml").read_bytes(), (home / "secrets.toml").read_bytes()
 
 
@@ -196,7 +195,7 @@ def edit(fakes, keys, text, **kw):
     check, src = fakes
     keys.send_text(text)
     flags = Flags(**{k: kw.pop(k) for k in list(kw) if k in FLAG_FIELDS})
-    cmd.run(Output(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
+    cmd.run(env_app(), flags, check_credentials=check, make_source=lambda s, k: src, **kw)
 
 
 def test_edit_events_prefilled_and_saved(home, tty, fakes, capsys):
@@ -230,7 +229,6 @@ def test_edit_ctrl_c_or_no_changes_nothing(home, tty, fakes, capsys):
 
 
 def test_edit_credentials_stores_the_new_key_only_on_save(home, tty, fakes, capsys):
-    from cs_posthog.secrets import get_secret
 
     check, _ = fakes
     saved_config(home, check)
@@ -240,8 +238,8 @@ def test_edit_credentials_stores_the_new_key_only_on_save(home, tty, fakes, caps
         # new key, project kept (Enter), CS key kept (Enter), tracker changed, no advanced, save
         edit(fakes, keys, check.good + ENTER + ENTER + ENTER + CTRL_U + "CS-NEW42" + ENTER + "n" + "y",
              section="credentials")
-    assert get_secret("posthog") == check.good != other_good
-    assert get_secret("customerscore") == CS_KEY
+    assert env_store().get("posthog") == check.good != other_good
+    assert env_store().get("customerscore") == CS_KEY
     cfg = read_toml(home / "config.toml")
     assert cfg["customerscore"]["tracker_key"] == "CS-NEW42"
     err = capsys.readouterr().err

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from helpers import fake_key, run_cli, sample_config_dict
+from helpers import env_app, env_paths, env_store, fake_key, run_cli, sample_config_dict
 
 FAKE_CRONTAB = """#!/bin/sh
 f="$FAKE_CRONTAB_FILE"
@@ -19,14 +19,13 @@ esac
 
 def connected(home):
     from cs_posthog.config import Config, Draft, save_config, save_draft
-    from cs_posthog.secrets import store_secret
     from cs_posthog.sync.state import SyncState
 
     cfg = Config.model_validate(sample_config_dict())
-    save_config(cfg)
-    save_draft(Draft(posthog=cfg.posthog))
-    store_secret("posthog", fake_key())
-    store_secret("customerscore", fake_key("cs_"))
+    save_config(cfg, env_paths().config_file)
+    save_draft(Draft(posthog=cfg.posthog), env_paths().draft_file)
+    env_store().store("posthog", fake_key())
+    env_store().store("customerscore", fake_key("cs_"))
     SyncState(home / "state.sqlite3").close()
     return cfg
 
@@ -61,20 +60,19 @@ def test_disconnect_without_yes_off_a_terminal_asks_for_yes(home):
 
 
 def test_disconnect_confirmation_no_and_yes(home, monkeypatch):
-    from wizard_fakes import piped_keys
-
     from cs_posthog.commands import disconnect
     from cs_posthog.output import Output
+    from wizard_fakes import piped_keys
 
     monkeypatch.setattr(Output, "stdin_is_tty", staticmethod(lambda: True))
     connected(home)
     with piped_keys() as keys:
         keys.send_text("n")
-        disconnect.run(Output(), yes=False)
+        disconnect.run(env_app(), yes=False)
     assert (home / "config.toml").exists() and (home / "secrets.toml").exists()
     with piped_keys() as keys:
         keys.send_text("y")
-        disconnect.run(Output(), yes=False)
+        disconnect.run(env_app(), yes=False)
     assert not (home / "config.toml").exists() and not (home / "secrets.toml").exists()
 
 
@@ -111,8 +109,8 @@ def test_disconnect_points_at_a_leftover_schedule(home, monkeypatch, tmp_path):
     monkeypatch.setenv("CS_POSTHOG_CRONTAB", str(prog))
     monkeypatch.setenv("FAKE_CRONTAB_FILE", str(table))
     connected(home)
-    table.write_text(cron_line() + "\n")
+    table.write_text(cron_line(env_app()) + "\n")
     r = run_cli("disconnect", "--yes")
     assert r.exit_code == 0
     assert "cs-posthog schedule --remove" in r.stderr
-    assert table.read_text() == cron_line() + "\n"  # the crontab itself is the user's to change
+    assert table.read_text() == cron_line(env_app()) + "\n"  # the crontab itself is the user's to change

@@ -4,7 +4,6 @@ CS_POSTHOG_CRONTAB) keeping its table in a file: the real crontab is never touch
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -13,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from cs_posthog.config import Config, save_config
-from cs_posthog.paths import get_paths
 from cs_posthog.sync.state import Cursor, Stream, SyncState
-from helpers import fake_key, run_cli, sample_config_dict
+from helpers import env_paths, env_store, fake_key, run_cli, sample_config_dict
+
 
 @pytest.fixture
 def connected(home):
     cfg = Config.model_validate(sample_config_dict())
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 
@@ -33,9 +32,9 @@ def test_schedule_prints_an_hourly_quiet_line_with_a_log(home, crontab):
     fields = line.split()
     assert fields[:5] == ["7", "*", "*", "*", "*"]
     assert "sync --quiet" in line
-    assert f">> {shlex.quote(str(get_paths().log_file))} 2>&1" in line
+    assert f">> {shlex.quote(str(env_paths().log_file))} 2>&1" in line
     assert f"CS_POSTHOG_HOME={shlex.quote(str(Path(home).resolve()))}" in line  # cron has no env
-    assert line.endswith(f"# cs-posthog sync: {get_paths().config_dir}")
+    assert line.endswith(f"# cs-posthog sync: {env_paths().config_dir}")
     assert "--install" in r.stderr
     assert not crontab.exists()  # printing never touches the crontab
 
@@ -59,7 +58,7 @@ def test_install_keeps_other_lines_and_never_duplicates(home, crontab, connected
     assert lines[:2] == ["MAILTO=me@example.com", "0 5 * * * /usr/bin/backup"]
     ours = [ln for ln in lines if "cs-posthog sync:" in ln]
     assert len(ours) == 1 and ours[0].startswith("7 * * * * ")
-    assert get_paths().log_file.parent.is_dir()
+    assert env_paths().log_file.parent.is_dir()
 
     again = run_cli("schedule", "--install")
     assert again.exit_code == 0 and "unchanged" in again.stderr
@@ -117,7 +116,7 @@ def test_missing_crontab_program_says_so(home, monkeypatch, connected):
 
 # --- status --------------------------------------------------------------------------------------
 def seed_state() -> None:
-    st = SyncState(get_paths().state_db)
+    st = SyncState(env_paths().state_db)
     run1 = st.start_run("first")
     st.finish_run(run1, "ok", {"events_sent": 1234, "contacts_sent": 56, "events_skipped_no_customer": 7, "duration_s": 3.2, "contacts_no_longer_matching": 0})
     run2 = st.start_run("incremental")
@@ -175,7 +174,7 @@ def test_status_before_any_sync(home, connected, crontab):
     r = run_cli("status")
     assert r.exit_code == 0
     assert "No sync has run yet" in r.stdout
-    assert not get_paths().state_db.exists()  # status never creates state
+    assert not env_paths().state_db.exists()  # status never creates state
 
 
 def test_status_not_connected_is_78(home):
@@ -186,7 +185,6 @@ def test_status_not_connected_is_78(home):
 # --- the cron line really runs a sync ------------------------------------------------------------
 def test_the_installed_cron_line_runs_a_quiet_sync_with_a_bare_environment(home, crontab, monkeypatch, tmp_path):
     from cs_posthog.sandbox.runner import get_jsonl, start_sandbox
-    from cs_posthog.secrets import store_secret
 
     with start_sandbox(events=800, persons=100, customers=20, seed=2) as sb:
         info = sb.info
@@ -195,20 +193,20 @@ def test_the_installed_cron_line_runs_a_quiet_sync_with_a_bare_environment(home,
             "customerscore": {"api_url": info["customerscore"], "tracker_key": info["tracker_key"]},
             "identification": {"property": info["customer_property"]},
             "events": {"selected": ["$pageview", "invoice_paid"]},
-        }))
-        store_secret("posthog", info["api_key"])  # cron has no environment: keys in the 0600 file
-        store_secret("customerscore", info["customerscore_api_key"])
+        }), env_paths().config_file)
+        env_store().store("posthog", info["api_key"])  # cron has no environment: keys in the 0600 file
+        env_store().store("customerscore", info["customerscore_api_key"])
         assert run_cli("schedule", "--install", "--every", "15m").exit_code == 0
         (line,) = [ln for ln in crontab.read_text().splitlines() if "cs-posthog sync:" in ln]
         command = " ".join(line.split(" ")[5:]).replace("\\%", "%")  # what cron hands to sh
         bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh", "CS_POSTHOG_SECRET_STORE": "file",
                 "CS_POSTHOG_RATE_SCALE": "off"}
         proc = subprocess.run(["/bin/sh", "-c", command], env=bare, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, get_paths().log_file.read_text() if get_paths().log_file.exists() else proc.stderr
+        assert proc.returncode == 0, env_paths().log_file.read_text() if env_paths().log_file.exists() else proc.stderr
         assert proc.stdout == "" and proc.stderr == ""
-        assert get_paths().log_file.exists() and get_paths().log_file.read_text() == ""  # quiet on success
+        assert env_paths().log_file.exists() and env_paths().log_file.read_text() == ""  # quiet on success
         assert len(get_jsonl(info["customerscore"] + "/_sandbox/received/events")) > 0
-        st = SyncState(get_paths().state_db, readonly=True)
+        st = SyncState(env_paths().state_db, readonly=True)
         assert st.last_runs(1)[0].status == "ok"
         st.close()
     assert sys.executable  # the line names this interpreter's cs-posthog

@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cs_posthog.config import Config, save_config
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.runner import start_sandbox
 from cs_posthog.sync.state import RunLock
+from helpers import env_paths
 from sync_expected import Sandbox, bag, expected_contacts, expected_events
 
 SELECTED = ["$pageview", "invoice_paid", "dashboard_viewed", "user_logged_in"]
@@ -39,7 +39,7 @@ def configure(sb: Sandbox, monkeypatch, *, selected=SELECTED, filters=FILTERS) -
             "persons": {"filters": filters},
         }
     )
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 
@@ -165,7 +165,7 @@ def test_a_sync_while_another_holds_the_lock_exits_75_at_once(quick, monkeypatch
     sb = quick
     configure(sb, monkeypatch, selected=["invoice_paid"])
     before = sb.stats()["total"]
-    with RunLock(get_paths().lock_file):
+    with RunLock(env_paths().lock_file):
         t0 = time.monotonic()
         proc = cli("sync")
         elapsed = time.monotonic() - t0
@@ -197,7 +197,7 @@ def test_two_concurrent_syncs_one_exits_75(slow, monkeypatch):
     got = Received(sb)
     first = spawn("sync", "--json", "--since", since)
     try:
-        assert wait_for(lambda: RunLock(get_paths().lock_file).held_elsewhere)
+        assert wait_for(lambda: RunLock(env_paths().lock_file).held_elsewhere)
         second = cli("sync", "--json", "--since", since)
         assert second.returncode == 75 and "another sync is running" in second.stderr
         assert second.stdout == ""
@@ -333,7 +333,7 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_loses_nothing(slow, monkeypa
     with GatedCustomerscore(sb.cs, pass_first=2) as gate:
         cfg = configure(sb, monkeypatch, selected=["$pageview", "dashboard_viewed"])
         cfg.customerscore.api_url = gate.url
-        save_config(cfg)
+        save_config(cfg, env_paths().config_file)
         proc = spawn("sync", "--json", "--since", since)
         try:
             # the third batch is held at the gate: the run is in its middle, that batch in flight

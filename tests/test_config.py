@@ -9,15 +9,14 @@ import tomli_w
 from cs_posthog import config as cfgmod
 from cs_posthog.config import Config, Draft, Operator, PersonFilter, load_config, load_draft, save_config, save_draft
 from cs_posthog.errors import ExitCode, InvalidConfigError, NotConnectedError
-from cs_posthog.paths import get_paths
-from helpers import run_cli, sample_config_dict
+from helpers import env_paths, run_cli, sample_config_dict
 
 
 def test_round_trip_preserves_every_field(home):
     cfg = Config.model_validate(sample_config_dict())
-    path = save_config(cfg)
+    path = save_config(cfg, env_paths().config_file)
     assert path == home / "config.toml"
-    loaded = load_config()
+    loaded = load_config(env_paths().config_file)
     assert loaded == cfg
     assert loaded.persons.filters[0] == PersonFilter(property="plan", operator=Operator.EQUALS, value="pro")
     assert loaded.sync.backfill_days == 30  # defaults survive a round trip
@@ -25,23 +24,23 @@ def test_round_trip_preserves_every_field(home):
 
 
 def test_saved_at_0600_in_a_0700_directory(home):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(home / "config.toml").st_mode) == 0o600
-    save_draft(Draft(identification={"property": "org"}))
+    save_draft(Draft(identification={"property": "org"}), env_paths().draft_file)
     assert stat.S_IMODE(os.stat(home / "draft.toml").st_mode) == 0o600
 
 
 def test_existing_loose_directory_is_tightened(home):
     home.mkdir(mode=0o755)
     os.chmod(home, 0o755)
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
 
 
 def test_failed_write_leaves_old_file_intact(home, monkeypatch):
     cfg = Config.model_validate(sample_config_dict())
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     before = (home / "config.toml").read_bytes()
 
     def boom(fd):
@@ -53,14 +52,14 @@ def test_failed_write_leaves_old_file_intact(home, monkeypatch):
     from cs_posthog.errors import FileError
 
     with pytest.raises(FileError) as info:  # the file and the OS's reason, exit 74 (disk full)
-        save_config(changed)
+        save_config(changed, env_paths().config_file)
     assert info.value.exit_code == 74 and str(home / "config.toml") in info.value.message
     assert (home / "config.toml").read_bytes() == before
     assert [p.name for p in home.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_secrets_are_not_part_of_the_config(home):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     text = (home / "config.toml").read_text()
     assert "api_key" not in text and "phx_" not in text
 
@@ -75,15 +74,15 @@ def test_locked_condition_comes_first_and_once():
 
 
 def test_draft_round_trip_with_missing_sections(home):
-    assert load_draft() is None
-    save_draft(Draft(events={"selected": ["a", "b", "a"]}))
-    d = load_draft()
+    assert load_draft(env_paths().draft_file) is None
+    save_draft(Draft(events={"selected": ["a", "b", "a"]}), env_paths().draft_file)
+    d = load_draft(env_paths().draft_file)
     assert d is not None and d.events.selected == ["a", "b"] and d.posthog is None
 
 
 def test_missing_config_is_not_connected(home):
     with pytest.raises(NotConnectedError) as exc:
-        load_config()
+        load_config(env_paths().config_file)
     assert exc.value.exit_code == ExitCode.CONFIG
 
 
@@ -128,7 +127,7 @@ BROKEN = [
 def test_broken_config_is_one_line_naming_file_key_and_line(home, desc, text, pieces):
     path = _write(home, text)
     with pytest.raises(InvalidConfigError) as exc:
-        load_config()
+        load_config(env_paths().config_file)
     msg = str(exc.value)
     assert "\n" not in msg
     assert msg.startswith(str(path))
@@ -155,7 +154,7 @@ def test_key_line_is_found_for_nested_keys():
 
 def test_paths_default_to_platform_dirs(monkeypatch):
     monkeypatch.delenv("CS_POSTHOG_HOME")
-    p = get_paths()
+    p = env_paths()
     assert p.config_file.name == "config.toml" and "cs-posthog" in str(p.config_dir)
     assert "cs-posthog" in str(p.state_dir)
 

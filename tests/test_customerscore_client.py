@@ -19,7 +19,6 @@ from cs_posthog.customerscore.client import (
     batched,
     encode,
 )
-from cs_posthog.http import rate_scale
 from cs_posthog.errors import (
     AuthError,
     BadRequestError,
@@ -30,8 +29,8 @@ from cs_posthog.errors import (
     UnavailableError,
     UnexpectedStatusError,
 )
-from cs_posthog.http import RetryPolicy
-from helpers import fake_key
+from cs_posthog.http import RetryPolicy, rate_scale
+from helpers import env_settings, fake_key
 
 FAST = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_cap=0.01, max_throttle_wait=5)
 
@@ -47,7 +46,8 @@ def make(handler, **kw) -> tuple[CustomerscoreClient, str]:
     key = fake_key("csk_", 24)
     kw.setdefault("policy", FAST)
     kw.setdefault("pace", False)
-    c = CustomerscoreClient("http://cs.test/api/v1", key, "CS-TEST1", transport=httpx.MockTransport(handler), **kw)
+    c = CustomerscoreClient("http://cs.test/api/v1", key, "CS-TEST1", transport=httpx.MockTransport(handler), **kw,
+                            settings=env_settings())
     return c, key
 
 
@@ -241,10 +241,10 @@ def test_pacer_keeps_under_the_per_minute_budget(monkeypatch):
 
 def test_rate_scale_env(monkeypatch):
     monkeypatch.delenv("CS_POSTHOG_RATE_SCALE", raising=False)
-    assert rate_scale() == 1.0
+    assert rate_scale(env_settings()) == 1.0
     monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "60")
-    assert rate_scale() == 60.0
+    assert rate_scale(env_settings()) == 60.0
     monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-    assert rate_scale() is None
+    assert rate_scale(env_settings()) is None
     c, _ = make(lambda r: httpx.Response(200), pace=None)
     assert c.tracker_pacer is None and c.rest_pacer is None

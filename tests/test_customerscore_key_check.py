@@ -9,12 +9,12 @@ import socket
 
 import httpx
 import pytest
-from helpers import fake_key, run_cli, sandbox_env
-from wizard_fakes import CTRL_U, ENTER, piped_keys
 
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.errors import AuthError, UnavailableError
 from cs_posthog.sandbox.runner import get_json, get_jsonl, start_sandbox
+from helpers import env_settings, env_store, fake_key, run_cli, sandbox_env, wizard_parts
+from wizard_fakes import CTRL_U, ENTER, piped_keys
 
 PROP = "organization_id"
 
@@ -34,7 +34,7 @@ def closed_port() -> int:
 
 
 def cs_client(url: str, key: str, tracker: str) -> CustomerscoreClient:
-    return CustomerscoreClient(url, key, tracker, pace=False)
+    return CustomerscoreClient(url, key, tracker, pace=False, settings=env_settings())
 
 
 def received_nothing(sb) -> None:
@@ -95,7 +95,7 @@ def test_unreachable_is_unavailable_after_quick_retries():
 def test_the_empty_batch_answers_the_real_api_may_give_are_accepted(answer):
     transport = httpx.MockTransport(lambda req: answer)
     with CustomerscoreClient("http://cs.test", fake_key("csk_", 24), "CS-ABCD1", pace=False,
-                             transport=transport) as c:
+                             transport=transport, settings=env_settings()) as c:
         c.check_api_key()
         c.check_tracker_key()
 
@@ -103,11 +103,11 @@ def test_the_empty_batch_answers_the_real_api_may_give_are_accepted(answer):
 def test_5xx_after_retries_and_a_web_page_are_not_acceptance():
     transport = httpx.MockTransport(lambda req: httpx.Response(503, text="down"))
     with CustomerscoreClient("http://cs.test", fake_key("csk_", 24), "CS-ABCD1", pace=False,
-                             transport=transport) as c, pytest.raises(UnavailableError):
+                             transport=transport, settings=env_settings()) as c, pytest.raises(UnavailableError):
         c.check_api_key()
     page = httpx.MockTransport(lambda req: httpx.Response(200, html="<html><title>Wi-Fi login</title></html>"))
     with CustomerscoreClient("http://cs.test", fake_key("csk_", 24), "CS-ABCD1", pace=False,
-                             transport=page) as c, pytest.raises(Exception) as exc:
+                             transport=page, settings=env_settings()) as c, pytest.raises(Exception) as exc:
         c.check_tracker_key()
     assert not isinstance(exc.value, AuthError) and "HTML page" in str(exc.value)
 
@@ -164,7 +164,7 @@ def make_ctx(cs_url: str):
     from cs_posthog.output import Output
     from cs_posthog.wizard.context import Prefill, WizardContext
 
-    return WizardContext(out=Output(), draft=Draft(), mode="connect", prefill=Prefill(cs_url=cs_url))
+    return WizardContext(out=Output(), draft=Draft(), mode="connect", prefill=Prefill(cs_url=cs_url), **wizard_parts())
 
 
 def test_wizard_asks_again_for_a_refused_api_key_and_tracker_key(home, sandbox, capsys):
@@ -185,9 +185,8 @@ def test_wizard_asks_again_for_a_refused_api_key_and_tracker_key(home, sandbox, 
     assert "error: Customerscore rejected the API key (401): Missing or invalid customerscore-key header." in err
     assert "error: Customerscore rejected the tracker key (401): Unknown trackerKey." in err
     assert "both keys accepted" in err and "✓ Customerscore at" in err
-    from cs_posthog.secrets import find_secret
 
-    assert find_secret("customerscore").value == info["customerscore_api_key"]  # the accepted one
+    assert env_store().find("customerscore").value == info["customerscore_api_key"]  # the accepted one
     received_nothing(sandbox)
 
 

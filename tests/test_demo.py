@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from urllib.parse import urlsplit
 
@@ -112,3 +113,45 @@ def test_ctrl_c_cleans_up(demo_env, when):
     for port in ports:
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+
+
+def test_an_in_process_demo_leaves_the_environment_and_other_apps_alone(home, monkeypatch, tmp_path):
+    """The demo runs in an App of its own (temporary home, sandbox hosts and keys): while it syncs and
+    after it, os.environ is what it was, an App made from it meanwhile is this test's installation,
+    and an App made before it keeps its home, hosts and (no) keys."""
+    from cs_posthog.commands import demo as demo_cmd
+    from helpers import env_app, run_cli
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile_dir = tempfile.tempdir
+    tempfile.tempdir = None  # TMPDIR is read again: the demo's home goes under tmp_path
+    try:
+        with start_sandbox(events=1500, persons=200, customers=20, seed=5) as sb:
+            monkeypatch.setenv("CS_POSTHOG_DEMO_SANDBOX", json.dumps(sb.info))
+            before = dict(os.environ)
+            outer = env_app()
+            seen = {}
+            execute = demo_cmd.execute
+
+            def watching_execute(app, cfg, options):
+                seen["environ"] = dict(os.environ)
+                seen["meanwhile"] = env_app()
+                seen["demo_home"] = app.paths.config_dir
+                return execute(app, cfg, options)
+
+            monkeypatch.setattr(demo_cmd, "execute", watching_execute)
+            r = run_cli("demo", "--no-input", "--json")
+            after = dict(os.environ)
+    finally:
+        tempfile.tempdir = tempfile_dir
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["sync"]["status"] == "ok"
+    assert seen["environ"] == before and after == before  # never rewritten, not even for a while
+    assert seen["demo_home"] != home and seen["demo_home"].parent == tmp_path
+    meanwhile = seen["meanwhile"]
+    for app in (meanwhile, outer, env_app()):
+        assert app.paths.config_dir == home
+        assert (app.settings.us_host, app.settings.eu_host) == ("", "")
+        assert app.secrets.find("posthog") is None and app.secrets.find("customerscore") is None
+    assert not home.exists() or not (home / "config.toml").exists()  # the demo wrote nothing here
+    assert list(tmp_path.glob("cs-posthog-demo-*")) == []  # its temporary home is gone

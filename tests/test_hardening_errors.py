@@ -22,12 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from helpers import fake_key, run_cli, sample_config_dict
 
-from cs_posthog.config import Config, save_config
 from cs_posthog import errors
-from cs_posthog.errors import ExitCode
+from cs_posthog.config import Config, save_config
 from cs_posthog.http import RetryPolicy
+from helpers import env_paths, env_settings, fake_key, run_cli, sample_config_dict
 
 FAST = RetryPolicy(max_attempts=2, backoff_base=0.001, backoff_cap=0.01, max_throttle_wait=1)
 
@@ -69,7 +68,7 @@ def connect_to(home, monkeypatch, posthog: str, customerscore: str = "https://ap
     data["posthog"].update(region="self-hosted", host=posthog)
     data["customerscore"]["api_url"] = customerscore
     cfg = Config.model_validate(data)
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", fake_key())
     monkeypatch.setenv("CUSTOMERSCORE_API_KEY", fake_key("csk_", 24))
     monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
@@ -90,7 +89,7 @@ def one_error(stderr: str) -> tuple[str, str]:
 @pytest.mark.parametrize("since", ["0001-01-01T00:00:00+01:00", "0001-01-01", "1969-12-31T23:59:59Z",
                                    "9999-12-31T23:30:00-01:00"])
 def test_an_impossible_since_is_a_usage_error_naming_the_flag(home, since):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     r = run_cli("sync", "--since", since)
     assert r.exit_code == 2, r.stderr
     error, _ = one_error(r.stderr)
@@ -117,7 +116,8 @@ def test_a_redirect_to_a_login_page_says_the_url_does_not_lead_to_the_api():
     from cs_posthog.posthog.client import PostHogClient
 
     with PostHogClient("https://ph.example.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST, pace=False) as client, pytest.raises(getattr(errors, 'RedirectedError', ())) as info:
+                       policy=FAST, pace=False,
+                       settings=env_settings()) as client, pytest.raises(getattr(errors, 'RedirectedError', ())) as info:
         client.query("SELECT 1", name="t")
     assert info.value.exit_code == 78
     assert "https://ph.example.com/login?next=/api/" in info.value.message
@@ -131,7 +131,7 @@ def test_a_redirect_from_customerscore_is_the_api_url_to_fix():
         return httpx.Response(301, headers={"Location": "https://api2.customerscore.io" + req.url.path})
 
     c = CustomerscoreClient("https://api.customerscore.io", fake_key("csk_", 24), "CS-TEST1",
-                            transport=httpx.MockTransport(handler), policy=FAST, pace=False)
+                            transport=httpx.MockTransport(handler), policy=FAST, pace=False, settings=env_settings())
     with pytest.raises(getattr(errors, 'RedirectedError', ())) as info:
         c.track([{"name": "x", "timestamp": 1, "identification": {"customer": "c"}, "data": {}}])
     assert info.value.exit_code == 78 and info.value.status == 301
@@ -155,7 +155,8 @@ def test_a_malformed_result_row_is_posthogs_answer_not_a_bug(page):
         return httpx.Response(200, json=QUERY_PAGES[page])
 
     with PostHogClient("https://ph.example.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST, pace=False) as client, pytest.raises(getattr(errors, 'UnexpectedAnswerError', ())) as info:
+                       policy=FAST, pace=False,
+                       settings=env_settings()) as client, pytest.raises(getattr(errors, 'UnexpectedAnswerError', ())) as info:
         client.query("SELECT 1", name="probe")
     assert info.value.exit_code == 69
     assert "PostHog's answer to the query 'probe' is malformed: row" in info.value.message
@@ -172,7 +173,7 @@ def test_a_well_formed_answer_passes_untouched():
         return httpx.Response(200, json=page)
 
     with PostHogClient("https://ph.example.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST, pace=False) as client:
+                       policy=FAST, pace=False, settings=env_settings()) as client:
         assert client.query("SELECT 1", name="t").results == page["results"]
 
 

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import fake_key
-from wizard_fakes import ENTER, FakeSource, piped_keys
 
 from cs_posthog.sandbox.runner import post_json, start_sandbox
+from helpers import fake_key, wizard_parts
+from wizard_fakes import ENTER, FakeSource, piped_keys
 
 # OSC 0 (window title) ended by ST, then CSI 2J (clear the screen); an 8-bit CSI and a bidi override
 EVENT = "x\x1b]0;TITLE\x1b\\\x1b[2J\x9b31m\u202eevil"
@@ -93,7 +93,7 @@ def make_ctx(source):
 
     posthog = PostHogSettings(region=Region.EU, host="https://eu.posthog.com", project_id=101)
     ctx = WizardContext(out=Output(), draft=Draft(posthog=posthog), mode="connect",
-                        make_source=lambda settings, key: source)
+                        make_source=lambda settings, key: source, **wizard_parts())
     ctx.pending_secrets["posthog"] = fake_key()
     return ctx
 

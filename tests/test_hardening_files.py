@@ -21,11 +21,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import cs_posthog_cmd, fake_key, run_cli, sample_config_dict, sandbox_env
 
 from cs_posthog.config import Config, save_config
 from cs_posthog.sandbox.runner import start_sandbox
 from cs_posthog.sync.state import SyncState
+from helpers import cs_posthog_cmd, env_paths, fake_key, run_cli, sample_config_dict, sandbox_env
 
 PROP = "organization_id"
 
@@ -209,7 +209,7 @@ def test_a_looping_config_link_is_named(home):
 # --- 15: secrets.toml readable by others -----------------------------------------------------------------
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
 def test_a_secrets_file_others_can_read_is_warned_about_and_made_private(home, mode):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     key = fake_key()
     secrets = home / "secrets.toml"
     secrets.write_text(f'posthog = "{key}"\ncustomerscore = "{fake_key("csk_", 24)}"\n')
@@ -226,7 +226,7 @@ def test_a_secrets_file_others_can_read_is_warned_about_and_made_private(home, m
 
 
 def test_a_private_secrets_file_is_used_silently(home):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     secrets = home / "secrets.toml"
     secrets.write_text(f'posthog = "{fake_key()}"\n')
     secrets.chmod(0o600)

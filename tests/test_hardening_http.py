@@ -41,13 +41,12 @@ from cs_posthog.errors import (
     UnexpectedStatusError,
 )
 from cs_posthog.http import RetryPolicy
-from cs_posthog.paths import get_paths
 from cs_posthog.posthog.client import PostHogClient
 from cs_posthog.sandbox.runner import start_sandbox
 from cs_posthog.sync.engine import SyncOptions
 from cs_posthog.sync.runner import run_sync
 from cs_posthog.sync.state import MAIN_STREAM, RunLock, SyncState
-from helpers import fake_key, run_cli, sample_config_dict
+from helpers import env_paths, env_settings, fake_key, run_cli, sample_config_dict, sync_parts
 from sync_expected import Sandbox, bag, expected_events
 
 FAST = RetryPolicy(max_attempts=3, backoff_base=0.001, backoff_cap=0.01, max_throttle_wait=5)
@@ -132,7 +131,7 @@ def event(i: int) -> dict:
 def cs_client(url: str, tracker_key: str = "CS-TEST1", **kw) -> CustomerscoreClient:
     kw.setdefault("policy", FAST)
     kw.setdefault("pace", False)
-    return CustomerscoreClient(url + "/api/v1", fake_key("csk_", 24), tracker_key, **kw)
+    return CustomerscoreClient(url + "/api/v1", fake_key("csk_", 24), tracker_key, **kw, settings=env_settings())
 
 
 HTML = b"<!doctype html><html><head><title>Hotel WiFi - please log in</title></head><body>hi</body></html>"
@@ -193,7 +192,7 @@ def configure(sb: Sandbox, monkeypatch) -> Config:
             "events": {"selected": SELECTED},
         }
     )
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 
@@ -212,7 +211,7 @@ class Received:
 
 
 def main_cursor():
-    st = SyncState(get_paths().state_db, readonly=True)
+    st = SyncState(env_paths().state_db, readonly=True)
     try:
         main = st.stream(MAIN_STREAM)
         return main.cursor if main else None
@@ -227,14 +226,14 @@ def test_sync_against_a_200_html_customerscore_moves_no_cursor_then_sends_everyt
     got = Received(sb)
     with RawServer(lambda sock, m, p, b, n: reply(sock, 200, HTML, "text/html")) as portal:
         report, error = run_sync(cfg, options=SyncOptions(since=since),
-                                 customerscore=cs_client(portal.url, sb.info["tracker_key"]))
+                                 customerscore=cs_client(portal.url, sb.info["tracker_key"]), **sync_parts())
         assert portal.requests  # it did try to deliver
     assert isinstance(error, NotAcknowledgedError), error
     assert report.status == "failed" and report.exit_code == 69
     assert report.events_sent == 0 and report.contacts_sent == 0
     assert got.events() == []
     # the URL is fixed: every event arrives, once
-    report2, error2 = run_sync(cfg, options=SyncOptions(since=since if main_cursor() is None else None))
+    report2, error2 = run_sync(cfg, options=SyncOptions(since=since if main_cursor() is None else None), **sync_parts())
     assert error2 is None, error2
     want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=PROP)
     assert len(want) > 300  # several tracker batches
@@ -316,11 +315,12 @@ def test_a_400_from_something_else_drops_no_event(sandbox, monkeypatch):
     since = since_of(sb)
     got = Received(sb)
     with FlakyProxy(sb.cs) as proxy:
-        report, error = run_sync(cfg, options=SyncOptions(since=since), customerscore=cs_client(proxy.url, sb.info["tracker_key"]))
+        report, error = run_sync(cfg, options=SyncOptions(since=since), customerscore=cs_client(proxy.url, sb.info["tracker_key"]),
+                                 **sync_parts())
         assert proxy.refused >= 1, (error, [(m, p, len(b)) for m, p, b in proxy.requests][:10])
     assert isinstance(error, UnexpectedStatusError), error
     assert report.events_rejected == 0 and report.exit_code == 69
-    report2, error2 = run_sync(cfg, options=SyncOptions(since=since if main_cursor() is None else None))
+    report2, error2 = run_sync(cfg, options=SyncOptions(since=since if main_cursor() is None else None), **sync_parts())
     assert error2 is None, error2
     want, _ = expected_events(sb, selected=SELECTED, since=since, customer_property=PROP)
     assert bag(got.events()) == bag(want)  # nothing dropped as "rejected", nothing twice
@@ -375,7 +375,7 @@ def test_cs_posthog_timeout_also_bounds_a_dripping_answer(monkeypatch):
 def test_posthog_calls_have_a_deadline_too(monkeypatch):
     monkeypatch.setenv("CS_POSTHOG_DEADLINE", "1")
     with RawServer(drip_body) as srv:
-        with PostHogClient(srv.url, fake_key(), 1, policy=FAST, pace=False) as ph:
+        with PostHogClient(srv.url, fake_key(), 1, policy=FAST, pace=False, settings=env_settings()) as ph:
             with pytest.raises(UnavailableError, match="no complete answer within 1 s"):
                 ph.get("/api/projects/1/")
             with pytest.raises(UnavailableError, match="within 1 s"):  # /query/: too slow, after its retries
@@ -398,8 +398,8 @@ HOLDER = textwrap.dedent(
 def test_status_reports_a_sync_that_made_no_progress(home):
     from cs_posthog.config import Config as C
 
-    save_config(C.model_validate(sample_config_dict()))
-    lock_path = get_paths().lock_file
+    save_config(C.model_validate(sample_config_dict()), env_paths().config_file)
+    lock_path = env_paths().lock_file
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock_path)], stdout=subprocess.PIPE, text=True,
                             env={**os.environ})
     try:
@@ -435,10 +435,11 @@ def test_the_running_sync_touches_its_heartbeat(sandbox, monkeypatch):
         real(self)
 
     monkeypatch.setattr(RunLock, "heartbeat", counting)
-    report, error = run_sync(cfg, options=SyncOptions(since=since_of(sandbox) if main_cursor() is None else None))
+    report, error = run_sync(cfg, options=SyncOptions(since=since_of(sandbox) if main_cursor() is None else None),
+                             **sync_parts())
     assert error is None, error
     assert beats and all(beats)  # after each page and batch, with the file there
-    assert not RunLock(get_paths().lock_file).heartbeat_path.exists()  # gone with the lock
+    assert not RunLock(env_paths().lock_file).heartbeat_path.exists()  # gone with the lock
 
 
 # === item 10: an endless answer body ================================================================
@@ -465,11 +466,11 @@ def test_an_endless_customerscore_answer_fails_the_request_cleanly():
 
 def test_an_endless_posthog_answer_fails_the_request_cleanly():
     with RawServer(endless) as srv:
-        with PostHogClient(srv.url, fake_key(), 1, policy=FAST, pace=False) as ph:
+        with PostHogClient(srv.url, fake_key(), 1, policy=FAST, pace=False, settings=env_settings()) as ph:
             with pytest.raises(ResponseTooLargeError, match="larger than 8 MB"):
                 ph.get("/api/projects/1/")
         with PostHogClient(srv.url, fake_key(), 1, policy=FAST, pace=False,
-                           query_max_response_bytes=4 * 1024 * 1024) as ph:
+                           query_max_response_bytes=4 * 1024 * 1024, settings=env_settings()) as ph:
             assert PostHogClient.__init__.__kwdefaults__["query_max_response_bytes"] == 256 * 1024 * 1024
             with pytest.raises(ResponseTooLargeError, match="larger than 4 MB"):
                 ph.query("select 1", name="t")

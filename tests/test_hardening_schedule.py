@@ -13,7 +13,9 @@ import re
 import shlex
 
 import pytest
-from helpers import run_cli
+
+from helpers import env_app, run_cli
+
 
 def cron_command(line: str) -> str:
     """What cron hands to the shell for a crontab line (crontab(5)): the text after the five time
@@ -77,5 +79,5 @@ def test_status_finds_the_line_of_a_home_with_a_percent(tmp_path, monkeypatch, c
 
     monkeypatch.setenv("CS_POSTHOG_HOME", str(tmp_path / "50%off"))
     assert run_cli("schedule", "--install").exit_code == 0
-    line = installed_line()
+    line = installed_line(env_app())
     assert line is not None and line.endswith("50\\%off")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from helpers import fake_key
 
 from cs_posthog.sandbox.runner import start_sandbox
+from helpers import env_app, fake_key
 
 
 @pytest.fixture(scope="module")
@@ -305,11 +305,10 @@ def test_redact_finds_a_key_split_by_escapes():
 
 def test_every_store_is_registered_before_anything_is_written(home, monkeypatch, capsys):
     """Keys in the environment, the keyring and the file are masked by every channel of the output
-    sink before any command read them."""
+    sink before any command read them: the App, as cli.py makes it, knows them all."""
     from rich.table import Table
 
     from cs_posthog import secrets
-    from cs_posthog.output import Output
 
     env_key, ring_key, file_key = _Key("cs_"), _Key("kr_"), _Key("f_", '"')
     monkeypatch.setenv("CUSTOMERSCORE_API_KEY", env_key.value)
@@ -317,11 +316,14 @@ def test_every_store_is_registered_before_anything_is_written(home, monkeypatch,
     (home / "secrets.toml").write_text(tomli_w.dumps({"customerscore": file_key.value}))
     os.chmod(home / "secrets.toml", 0o600)
     ring = {"posthog-personal-api-key": ring_key.value}
-    monkeypatch.setattr(secrets, "_keyring_call",
-                        lambda fn, service, user, *a: (True, ring.get(user)) if fn == "get_password" else (False, None))
+    monkeypatch.setattr(secrets.SecretStore, "_keyring_call",
+                        lambda self, fn, service, user, *a: (True, ring.get(user)) if fn == "get_password"
+                        else (False, None))
     keys = (env_key, ring_key, file_key)
     text = " ".join(k.value for k in keys)
-    out = Output()
+    app = env_app()
+    app.know_keys()
+    out = app.out
     out.warn(text)
     out.info(text)
     out.error(text)

@@ -25,10 +25,9 @@ import pytest
 
 from cs_posthog import __version__
 from cs_posthog.config import Config, save_config
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox import requirements
 from cs_posthog.sync.state import WRITER_KEY, SyncState
-from helpers import run_cli, sample_config_dict
+from helpers import env_paths, run_cli, sample_config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ["posthog", "customerscore", "credentials", "identification", "events", "persons"]
@@ -285,7 +284,7 @@ def test_start_sandbox_raises_sandbox_unavailable_with_its_lines(tmp_path, monke
 # --- status: which cs-posthog wrote the state --------------------------------------------------------
 @pytest.fixture
 def connected(home):
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
 
 
 def _state_line(out: str) -> str:
@@ -293,7 +292,7 @@ def _state_line(out: str) -> str:
 
 
 def test_status_names_the_version_that_wrote_the_state(connected):
-    st = SyncState(get_paths().state_db)
+    st = SyncState(env_paths().state_db)
     st.finish_run(st.start_run("first"), "ok", {"events_sent": 1, "contacts_sent": 0})
     assert st.get_meta(WRITER_KEY) == __version__
     st.close()
@@ -305,7 +304,7 @@ def test_status_names_the_version_that_wrote_the_state(connected):
 
 
 def test_status_names_another_writer_and_an_old_state(connected):
-    st = SyncState(get_paths().state_db)
+    st = SyncState(env_paths().state_db)
     st.finish_run(st.start_run("first"), "ok", {"events_sent": 1, "contacts_sent": 0})
     st.set_meta(WRITER_KEY, "0.0.9")
     st.close()
@@ -313,7 +312,7 @@ def test_status_names_another_writer_and_an_old_state(connected):
     assert _state_line(run_cli("status").stdout) == (
         f"• cs-posthog {__version__}; the state was last written by cs-posthog 0.0.9")
 
-    st = SyncState(get_paths().state_db)  # a state file from before the version was recorded
+    st = SyncState(env_paths().state_db)  # a state file from before the version was recorded
     with st.tx() as db:
         db.execute("DELETE FROM meta WHERE key=?", (WRITER_KEY,))
     st.close()

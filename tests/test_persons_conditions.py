@@ -10,11 +10,11 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import run_cli, sandbox_env
-from wizard_fakes import CTRL_U, DOWN, ENTER, piped_keys
 
 from cs_posthog.config import EventsSettings, Identification, Operator, PersonFilter
 from cs_posthog.sandbox.runner import get_jsonl, start_sandbox
+from helpers import run_cli, sandbox_env, wizard_parts
+from wizard_fakes import CTRL_U, DOWN, ENTER, piped_keys
 
 PROP = "organization_id"
 
@@ -129,7 +129,7 @@ def step5_ctx(info, **prefill):
 
     settings = PostHogSettings(region="eu", host=info["posthog_eu"], project_id=info["project_id"])
     ctx = WizardContext(out=Output(), draft=Draft(posthog=settings, identification=Identification(property=PROP),
-                                                  events=EventsSettings(selected=["invoice_paid"])))
+                                                  events=EventsSettings(selected=["invoice_paid"])), **wizard_parts())
     ctx.prefill.secrets["posthog"] = (info["api_key"], "test")
     for k, v in prefill.items():
         setattr(ctx.prefill, k, v)

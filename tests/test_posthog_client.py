@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from posthog_testlib import FAST_RETRIES, Intercept, posthog_error, route_count, sandbox_stats
 from cs_posthog.errors import (
     AuthError,
     MissingScopesError,
@@ -26,6 +25,8 @@ from cs_posthog.http import Pacer, RetryPolicy
 from cs_posthog.posthog.client import MAX_PAGE_SIZE, PostHogClient, QueryTooSlowError
 from cs_posthog.sandbox.runner import get_jsonl, http_request, post_json, start_sandbox
 from cs_posthog.timeutil import parse_datetime
+from helpers import env_settings
+from posthog_testlib import FAST_RETRIES, Intercept, posthog_error, route_count, sandbox_stats
 
 pytest_plugins = ["conftest_posthog"]
 
@@ -63,19 +64,22 @@ def test_key_user_and_project(ph_client, ph_env):
 def test_typed_errors_for_bad_key_unknown_project_and_scopes(ph_env):
     info = ph_env.info
     url = ph_env.posthog_url
-    with PostHogClient(url, info["api_key_missing_scopes"], info["project_id"], policy=FAST_RETRIES) as c:
+    with PostHogClient(url, info["api_key_missing_scopes"], info["project_id"], policy=FAST_RETRIES,
+                       settings=env_settings()) as c:
         with pytest.raises(MissingScopesError) as miss:
             c.query("SELECT 1", name="t")
         assert miss.value.missing == ["query:read"] and miss.value.labels == ["Query"]
         assert c.stats.requests == 1  # 4xx are never retried
-    with PostHogClient(url, info["api_key"], 424242, policy=FAST_RETRIES) as c:
+    with PostHogClient(url, info["api_key"], 424242, policy=FAST_RETRIES, settings=env_settings()) as c:
         with pytest.raises(NotFoundError) as nf:
             c.project()
         assert "424242" in str(nf.value) and nf.value.status == 404
-    with PostHogClient(url, info["api_key_other_project"], info["project_id"], policy=FAST_RETRIES) as c:
+    with PostHogClient(url, info["api_key_other_project"], info["project_id"], policy=FAST_RETRIES,
+                       settings=env_settings()) as c:
         with pytest.raises(PermissionDeniedError, match="other projects"):
             c.event_definitions()
-    with PostHogClient(ph_env.other_region_url, info["api_key"], info["project_id"], policy=FAST_RETRIES) as c:
+    with PostHogClient(ph_env.other_region_url, info["api_key"], info["project_id"], policy=FAST_RETRIES,
+                       settings=env_settings()) as c:
         with pytest.raises(AuthError) as auth:
             c.project()
         assert auth.value.status == 401 and auth.value.code == "authentication_failed"
@@ -139,7 +143,7 @@ def test_query_sends_values_refresh_utc_and_name(ph_env):
     info = ph_env.info
     intercept = Intercept(lambda request: None)
     with PostHogClient(ph_env.posthog_url, info["api_key"], info["project_id"], transport=intercept,
-                       policy=FAST_RETRIES) as client:
+                       policy=FAST_RETRIES, settings=env_settings()) as client:
         before = sandbox_stats(ph_env.posthog_url)["hogql_queries"]
         sql = "SELECT uuid, event, timestamp FROM events WHERE event = {ev} ORDER BY timestamp DESC LIMIT 3"
         first = client.query(sql, {"ev": "$pageview"}, name="cs-posthog test")
@@ -186,7 +190,7 @@ def test_iter_pages_across_the_50000_row_cap():
             return parse_datetime(row[1]).strftime("%Y-%m-%d %H:%M:%S.%f"), row[0]
 
         with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], pace=False,
-                           timeout=60) as client:
+                           timeout=60, settings=env_settings()) as client:
             pages = [[r[0] for r in page] for page in client.iter_pages(build, key_of)]
             assert [len(p) for p in pages] == [MAX_PAGE_SIZE, len(dump) - MAX_PAGE_SIZE]
             assert client.stats.requests == 2
@@ -258,7 +262,8 @@ def test_throttled_requests_wait_what_the_detail_says(monkeypatch):
             post_json(sb.posthog_url + "/_sandbox/config", {"reset_throttles": True})
 
         transport = DetailTransport()
-        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], transport=transport) as client:
+        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], transport=transport,
+                           settings=env_settings()) as client:
             client.other_pacer = RecordingPacer(clock=clock, sleep=sleep)
             done: list[int] = []
 
@@ -290,7 +295,7 @@ def test_5xx_timeouts_and_dropped_connections_are_retried():
         info = sb.info
         policy = RetryPolicy(max_attempts=8, backoff_base=0.02, backoff_cap=0.1)
         with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], policy=policy, pace=False,
-                           timeout=0.3) as client:
+                           timeout=0.3, settings=env_settings()) as client:
             names = {client.project().name for _ in range(24)}
             counts = [client.query("SELECT count() FROM persons", name="t").results[0][0] for _ in range(8)]
         stats = sandbox_stats(sb.posthog_url)
@@ -313,7 +318,7 @@ def test_5xx_that_outlive_the_retries_and_4xx_that_are_never_retried():
         return posthog_error(400, "validation_error", "invalid_input", "A valid integer is required.", attr="limit")
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         with pytest.raises(UnavailableError) as info:
             client.query("SELECT 1", name="t")
         assert info.value.status == 502 and len(calls) == FAST_RETRIES.max_attempts
@@ -332,7 +337,7 @@ def test_a_long_throttle_gives_up_at_once():
                              "Request was throttled. Expected available in 3500 seconds.")
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       pace=False) as client:
+                       pace=False, settings=env_settings()) as client:
         with pytest.raises(ThrottledError) as info:
             client.query("SELECT 1", name="t")
         # no waiting and no second try: the first answer ends the call
@@ -375,7 +380,7 @@ def test_iter_pages_halves_the_page_when_posthog_times_out():
     handler, asked = keyset_server(2_500, max_limit=1_000)
     shrinks: list[int] = []
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         pages = list(client.iter_pages(build_k, lambda r: r[0], on_shrink=shrinks.append))
     assert shrinks == [24_999, 12_499, 6_249, 3_124, 1_562, 781]  # halved each time
     # each too-slow answer asked once (not retried as it was), then the same page smaller
@@ -399,7 +404,7 @@ def test_iter_pages_grows_back_while_answers_are_fast():
     shrinks: list[int] = []
     grows: list[int] = []
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=2_000, min_page_size=100,
                                        on_shrink=shrinks.append, on_grow=grows.append))
     assert shrinks == [1_000, 500]
@@ -410,7 +415,7 @@ def test_iter_pages_grows_back_while_answers_are_fast():
     handler2, asked2 = keyset_server(5_000, max_limit=10**9)
     grows.clear()
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler2),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         sizes = [len(p) for p in client.iter_pages(build_k, lambda r: r[0], page_size=100, max_page_size=800,
                                                     on_grow=grows.append)]
     assert grows == [200, 400, 800]
@@ -422,7 +427,7 @@ def test_iter_pages_gives_up_at_the_smallest_page():
                                    detail="Estimated query execution time (40.1 seconds) is too long. Try reducing "
                                           "its scope by changing the time range.")
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         with pytest.raises(QueryTooSlowError) as info:
             list(client.iter_pages(build_k, lambda r: r[0], page_size=2_000, min_page_size=500))
     assert asked == [2_001, 1_001, 501] and info.value.status == 512
@@ -449,7 +454,7 @@ def test_any_504_from_query_shrinks_and_a_504_elsewhere_is_retried():
         return httpx.Response(200, json={"id": 1, "name": "P", "timezone": "UTC"})
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       policy=FAST_RETRIES, pace=False) as client:
+                       policy=FAST_RETRIES, pace=False, settings=env_settings()) as client:
         pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=10, min_page_size=2))
         assert pages == [[[1]]] and asked == [11, 6]
         assert client.project().name == "P" and len(project_calls) == 3
@@ -474,7 +479,7 @@ def test_definitions_ignore_a_capped_count_and_never_follow_next_to_another_host
                                          "results": [{"id": n, "name": n, "last_seen_at": None} for n in page]})
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(handler),
-                       pace=False) as client:
+                       pace=False, settings=env_settings()) as client:
         assert client.event_names() == names
         assert client.stats.requests == 3
     assert hosts == {"eu.posthog.com"}
@@ -494,7 +499,7 @@ def test_definitions_follow_a_cursor_and_stop_when_paging_is_ignored():
         return httpx.Response(200, json={"next": nxt, "results": [{"name": n} for n in page]})
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(cursor_handler),
-                       pace=False) as client:
+                       pace=False, settings=env_settings()) as client:
         assert [p.name for p in client.person_properties()] == names
     assert asked[1] == {"cursor": "100", "limit": "100", "type": "person"}
 
@@ -503,6 +508,6 @@ def test_definitions_follow_a_cursor_and_stop_when_paging_is_ignored():
                                          "results": [{"name": n} for n in names[:100]]})
 
     with PostHogClient("https://eu.posthog.com", "phx_test", 1, transport=httpx.MockTransport(ignoring_handler),
-                       pace=False) as client:
+                       pace=False, settings=env_settings()) as client:
         assert [p.name for p in client.person_properties()] == names[:100]
         assert client.stats.requests == 2  # the second page brought nothing new: stop

@@ -13,6 +13,7 @@ from cs_posthog.errors import (
     UnavailableError,
 )
 from cs_posthog.posthog.credentials import CredentialCheck, check_credentials, raise_for_check
+from helpers import env_settings
 from posthog_testlib import Intercept, dead_url, posthog_error, route_count, sandbox_stats
 
 pytest_plugins = ["conftest_posthog"]
@@ -41,7 +42,7 @@ def totals(sb) -> tuple[int, int]:
 def test_key_valid_only_in_eu_is_found_there(ph_env):
     info = ph_env.info
     us_before = sandbox_stats(info["posthog_us"])
-    check = check_credentials(info["api_key"], info["project_id"])
+    check = check_credentials(info["api_key"], info["project_id"], settings=env_settings())
     us_after = sandbox_stats(info["posthog_us"])
     assert check.ok and check.problem is None
     assert (check.key_valid, check.region, check.host) == (True, "eu", info["posthog_eu"])
@@ -57,7 +58,7 @@ def test_key_valid_only_in_eu_is_found_there(ph_env):
 def test_key_valid_in_neither_region(ph_env):
     info = ph_env.info
     made_up = "phx_" + "Zq7" * 12  # right shape, unknown everywhere (built at run time)
-    check = check_credentials(made_up, info["project_id"])
+    check = check_credentials(made_up, info["project_id"], settings=env_settings())
     assert not check.ok and not check.key_valid and not check.unreachable
     assert check.region is None and check.tried == ["us", "eu"]
     assert check.problem == ("the API key is not valid in PostHog US or EU Cloud "
@@ -69,7 +70,7 @@ def test_key_valid_in_neither_region(ph_env):
 
 
 def test_a_project_token_is_named_as_such(ph_env):
-    check = check_credentials("phc_" + "x" * 40, ph_env.info["project_id"])
+    check = check_credentials("phc_" + "x" * 40, ph_env.info["project_id"], settings=env_settings())
     assert not check.key_valid and "project API key (phc_" in check.problem
     with pytest.raises(AuthError) as info:
         raise_for_check(check)
@@ -79,7 +80,8 @@ def test_a_project_token_is_named_as_such(ph_env):
 def test_a_url_naming_a_region_asks_that_region_only(ph_env):
     info = ph_env.info
     us_before, eu_before = totals(ph_env)
-    check = check_credentials(info["api_key"], f"{info['posthog_eu']}/project/{info['project_id']}/insights")
+    check = check_credentials(info["api_key"], f"{info['posthog_eu']}/project/{info['project_id']}/insights",
+                              settings=env_settings())
     us_after, eu_after = totals(ph_env)
     assert check.ok and check.region == "eu" and check.tried == ["eu"]
     assert us_after == us_before and eu_after > eu_before
@@ -92,7 +94,8 @@ def test_a_url_of_the_other_region_goes_on_where_the_key_works(ph_env):
     from cs_posthog.posthog.credentials import region_note
 
     info = ph_env.info
-    check = check_credentials(info["api_key"], f"{info['posthog_us']}/project/{info['project_id']}/insights")
+    check = check_credentials(info["api_key"], f"{info['posthog_us']}/project/{info['project_id']}/insights",
+                              settings=env_settings())
     assert check.ok and check.problem is None
     assert (check.region, check.host, check.switched_from) == ("eu", info["posthog_eu"], "us")
     assert check.tried == ["us", "eu"] and check.project_name == "Sandbox web app"
@@ -101,7 +104,7 @@ def test_a_url_of_the_other_region_goes_on_where_the_key_works(ph_env):
     raise_for_check(check)
 
     made_up = "phx_" + "Zq7" * 12  # unknown in both: both were asked, and the sentence says so
-    bad = check_credentials(made_up, f"{info['posthog_us']}/project/{info['project_id']}")
+    bad = check_credentials(made_up, f"{info['posthog_us']}/project/{info['project_id']}", settings=env_settings())
     assert not bad.key_valid and bad.switched_from is None and bad.tried == ["us", "eu"]
     assert "not valid in PostHog US or EU Cloud" in bad.problem and region_note(bad) is None
 
@@ -111,17 +114,17 @@ def test_a_self_hosted_host_is_the_only_one_asked(ph_env):
     port = info["posthog_eu"].rsplit(":", 1)[1]
     host = f"http://localhost:{port}/"  # the same server under a name that is not a region host
     us_before, _ = totals(ph_env)
-    check = check_credentials(info["api_key"], str(info["project_id"]), host=host)
+    check = check_credentials(info["api_key"], str(info["project_id"]), host=host, settings=env_settings())
     assert check.ok and check.region == "self-hosted" and check.host == f"http://localhost:{port}"
     assert check.tried == ["self-hosted"] and totals(ph_env)[0] == us_before
 
-    refused = check_credentials(info["api_key"], info["project_id"], host=info["posthog_us"])
+    refused = check_credentials(info["api_key"], info["project_id"], host=info["posthog_us"], settings=env_settings())
     assert not refused.key_valid and refused.tried == ["us"]
 
 
 def test_missing_scopes_read_from_the_key(ph_env):
     info = ph_env.info
-    check = check_credentials(info["api_key_missing_scopes"], info["project_id"])
+    check = check_credentials(info["api_key_missing_scopes"], info["project_id"], settings=env_settings())
     assert check.key_valid and check.project_found and check.project_accessible and not check.ok
     assert check.scopes_source == "current_key"
     assert check.missing_scopes == ["property_definition:read", "query:read"]
@@ -138,7 +141,7 @@ def test_missing_scopes_read_from_the_key(ph_env):
 def test_without_current_every_needed_endpoint_is_probed(ph_env):
     info = ph_env.info
     before = sandbox_stats(ph_env.posthog_url)
-    check = check_credentials(info["api_key_no_current"], info["project_id"])
+    check = check_credentials(info["api_key_no_current"], info["project_id"], settings=env_settings())
     after = sandbox_stats(ph_env.posthog_url)
     assert check.ok and check.scopes_source == "probing" and check.scopes is None
     assert (check.project_name, check.timezone) == ("Sandbox web app", "Europe/Prague")
@@ -155,7 +158,8 @@ def test_probing_reads_posthogs_missing_scope_details(ph_env):
     info = ph_env.info
 
     transport = Intercept(refuse_current_in(info["posthog_eu"]))
-    check = check_credentials(info["api_key_missing_scopes"], info["project_id"], transport=transport)
+    check = check_credentials(info["api_key_missing_scopes"], info["project_id"], transport=transport,
+                              settings=env_settings())
     assert check.scopes_source == "probing" and check.key_valid and check.project_found and check.region == "eu"
     assert check.missing_scopes == ["property_definition:read", "query:read"]
     assert check.missing_labels == ["Property definition", "Query"]
@@ -166,7 +170,7 @@ def test_probing_reads_posthogs_missing_scope_details(ph_env):
 def test_a_key_restricted_to_another_project(ph_env):
     info = ph_env.info
     for key in ("api_key_other_project",):
-        check = check_credentials(info[key], info["project_id"])
+        check = check_credentials(info[key], info["project_id"], settings=env_settings())
         assert check.key_valid and not check.project_accessible and not check.ok
         assert check.scoped_teams == [info["other_project_id"]] and check.missing_scopes == []
         assert check.problem == f"the API key is restricted to other projects and cannot read project {info['project_id']}"
@@ -174,7 +178,7 @@ def test_a_key_restricted_to_another_project(ph_env):
             raise_for_check(check)
         assert "allow this project" in err.value.hint and err.value.exit_code == ExitCode.NOPERM
     # the same key on its own project is fine: organization:read cannot be given to such a key
-    own = check_credentials(info["api_key_other_project"], info["other_project_id"])
+    own = check_credentials(info["api_key_other_project"], info["other_project_id"], settings=env_settings())
     assert own.ok and own.project_name == "Sandbox staging"
 
 
@@ -182,7 +186,8 @@ def test_a_key_restricted_to_another_project_when_probing(ph_env):
     info = ph_env.info
 
     transport = Intercept(refuse_current_in(info["posthog_eu"]))
-    check = check_credentials(info["api_key_other_project"], info["project_id"], transport=transport)
+    check = check_credentials(info["api_key_other_project"], info["project_id"], transport=transport,
+                              settings=env_settings())
     assert check.scopes_source == "probing" and check.key_valid and check.region == "eu"
     assert not check.project_accessible and check.project_found is None
     # organization endpoints refuse project-restricted keys: not reported as a scope to add
@@ -192,7 +197,7 @@ def test_a_key_restricted_to_another_project_when_probing(ph_env):
 @pytest.mark.parametrize("key", ["api_key", "api_key_no_current"])
 def test_an_unknown_project(ph_env, key):
     info = ph_env.info
-    check = check_credentials(info[key], "424242")
+    check = check_credentials(info[key], "424242", settings=env_settings())
     assert check.key_valid and check.project_found is False and not check.ok
     assert check.problem == "project 424242 does not exist in PostHog EU Cloud (or this key's user cannot see it)"
     with pytest.raises(NotFoundError) as err:
@@ -203,7 +208,7 @@ def test_an_unknown_project(ph_env, key):
 def test_an_unreachable_region_that_could_hold_the_key(ph_env, monkeypatch):
     info = ph_env.info
     monkeypatch.setenv("CS_POSTHOG_EU_HOST", dead_url())
-    check = check_credentials(info["api_key"], info["project_id"])
+    check = check_credentials(info["api_key"], info["project_id"], settings=env_settings())
     assert check.unreachable and not check.key_valid and not check.ok
     assert check.region == "eu" and "could not check the key with PostHog EU Cloud" in check.problem
     with pytest.raises(UnavailableError) as err:
@@ -212,12 +217,12 @@ def test_an_unreachable_region_that_could_hold_the_key(ph_env, monkeypatch):
     # the region that knows the key wins even when the other one is down
     monkeypatch.setenv("CS_POSTHOG_EU_HOST", info["posthog_eu"])
     monkeypatch.setenv("CS_POSTHOG_US_HOST", dead_url())
-    assert check_credentials(info["api_key"], info["project_id"]).ok
+    assert check_credentials(info["api_key"], info["project_id"], settings=env_settings()).ok
 
 
 def test_a_host_that_is_not_posthog(ph_env):
     info = ph_env.info
-    check = check_credentials(info["api_key"], 1, host=ph_env.customerscore_url)
+    check = check_credentials(info["api_key"], 1, host=ph_env.customerscore_url, settings=env_settings())
     assert check.unreachable and "does not answer like a PostHog API" in check.problem
 
 

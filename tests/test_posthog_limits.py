@@ -17,12 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from helpers import run_cli, sample_config_dict
-from posthog_testlib import FAST_RETRIES, sandbox_stats
 from cs_posthog.errors import ExitCode, PermissionDeniedError, PersonalKeysNotAllowedError, ThrottledError
 from cs_posthog.http import RetryPolicy
 from cs_posthog.posthog.client import PostHogClient, QueryTooSlowError
 from cs_posthog.sandbox.runner import start_sandbox
+from helpers import env_paths, env_settings, env_store, run_cli, sample_config_dict
+from posthog_testlib import FAST_RETRIES, sandbox_stats
 
 
 # --- a tiny PostHog stand-in --------------------------------------------------------------------
@@ -123,7 +123,8 @@ def test_a_read_timeout_on_query_halves_the_page_and_the_run_goes_on():
 
     with FakePostHog(handle) as ph:
         shrinks: list[int] = []
-        with PostHogClient(ph.url, "phx_test", 1, pace=False, policy=FAST_RETRIES, query_timeout=0.3) as client:
+        with PostHogClient(ph.url, "phx_test", 1, pace=False, policy=FAST_RETRIES, query_timeout=0.3,
+                           settings=env_settings()) as client:
             pages = list(client.iter_pages(build_k, lambda r: r[0], page_size=1_000, min_page_size=100,
                                            on_shrink=shrinks.append))
         asked = [limit_of(b) for b in ph.queries()]
@@ -137,7 +138,8 @@ def test_a_plain_query_that_keeps_timing_out_is_too_slow_not_down():
         return 200, {"results": []}, 0.6
 
     with FakePostHog(handle) as ph:
-        with PostHogClient(ph.url, "phx_test", 1, pace=False, policy=FAST_RETRIES, query_timeout=0.2) as client:
+        with PostHogClient(ph.url, "phx_test", 1, pace=False, policy=FAST_RETRIES, query_timeout=0.2,
+                           settings=env_settings()) as client:
             with pytest.raises(QueryTooSlowError) as info:
                 client.query("SELECT count() FROM events", name="t")
             assert client.project is not None
@@ -151,10 +153,10 @@ def test_query_read_timeout_is_above_posthogs_longest_limit(monkeypatch):
     from cs_posthog.posthog.client import QUERY_TIMEOUT_S
 
     monkeypatch.delenv("CS_POSTHOG_TIMEOUT", raising=False)
-    assert QUERY_TIMEOUT_S > 60 and default_timeout(QUERY_TIMEOUT_S).read == QUERY_TIMEOUT_S
-    assert default_timeout().read == 30  # other endpoints keep theirs
+    assert QUERY_TIMEOUT_S > 60 and default_timeout(QUERY_TIMEOUT_S, env_settings()).read == QUERY_TIMEOUT_S
+    assert default_timeout(settings=env_settings()).read == 30  # other endpoints keep theirs
     monkeypatch.setenv("CS_POSTHOG_TIMEOUT", "2")  # tests and slow proxies set every timeout
-    assert default_timeout(QUERY_TIMEOUT_S).read == 2
+    assert default_timeout(QUERY_TIMEOUT_S, env_settings()).read == 2
 
 
 def test_the_sandbox_time_limit_is_too_slow_and_gives_up_at_the_smallest_page():
@@ -173,7 +175,7 @@ def test_the_sandbox_time_limit_is_too_slow_and_gives_up_at_the_smallest_page():
 
         shrinks: list[int] = []
         with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], pace=False,
-                           policy=FAST_RETRIES) as client:
+                           policy=FAST_RETRIES, settings=env_settings()) as client:
             with pytest.raises(QueryTooSlowError) as too_slow:
                 list(client.iter_pages(build, lambda r: r, page_size=4_000, min_page_size=1_000,
                                        on_shrink=shrinks.append))
@@ -200,7 +202,7 @@ def test_legacy_tier_is_recognised_from_the_first_429_on_the_sandbox(monkeypatch
         # a person waiting (the credential check's policy): a wait of a minute ends the call at once
         policy = RetryPolicy(max_attempts=3, backoff_base=0.02, backoff_cap=0.1, max_throttle_wait=5)
         with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], on_tier_change=changes.append,
-                           policy=policy) as client:
+                           policy=policy, settings=env_settings()) as client:
             assert client.query_tier is None and client.query_budget_per_hour == 2_400
             for _ in range(120):
                 client.query("SELECT 1", name="t")
@@ -218,7 +220,8 @@ def test_current_tier_is_not_mistaken_for_legacy(monkeypatch):
     monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "60")
     with start_sandbox(events=200, persons=20, customers=5, seed=33, rate_limits="fast") as sb:
         info = sb.info
-        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES) as client:
+        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES,
+                           settings=env_settings()) as client:
             for _ in range(300):  # more than 240 a (scaled) minute: paced, never throttled
                 client.query("SELECT 1", name="t")
             assert client.query_tier is None and client.query_budget_per_hour == 2_400
@@ -257,7 +260,8 @@ def test_after_the_switch_no_query_is_throttled_again(monkeypatch):
     switched_at: list[float] = []
     with FakePostHog(server) as ph:
         with PostHogClient(ph.url, "phx_test", 1, policy=FAST_RETRIES,
-                           on_tier_change=lambda t: switched_at.append(time.monotonic())) as client:
+                           on_tier_change=lambda t: switched_at.append(time.monotonic()),
+                           settings=env_settings()) as client:
             def work():
                 for _ in range(45):
                     assert client.query("SELECT 1", name="t").results == [[1]]
@@ -286,8 +290,8 @@ def test_a_stored_legacy_tier_paces_from_the_first_query(monkeypatch, home):
         data = sample_config_dict()
         data["posthog"].update(host=ph.url, region="self-hosted", query_tier="legacy")
         cfg = Config.model_validate(data)
-        save_config(cfg)
-        with make_posthog_client(cfg, policy=FAST_RETRIES) as client:
+        save_config(cfg, env_paths().config_file)
+        with make_posthog_client(cfg, policy=FAST_RETRIES, secrets=env_store(), settings=env_settings()) as client:
             assert client.query_tier == "legacy" and client.query_budget_per_hour == 120
             for _ in range(120):
                 client.query("SELECT 1", name="t")
@@ -306,11 +310,11 @@ def test_the_detected_tier_is_stored_and_shown_by_status(monkeypatch, home):
         data = sample_config_dict()
         data["posthog"].update(host=ph.url, region="self-hosted")
         cfg = Config.model_validate(data)
-        save_config(cfg)
+        save_config(cfg, env_paths().config_file)
         before = (home / "config.toml").read_text()
         assert "query_tier" not in before  # an old config, without the field, loads as it is
         policy = RetryPolicy(max_attempts=3, backoff_base=0.02, backoff_cap=0.1, max_throttle_wait=0.5)
-        with make_posthog_client(cfg, policy=policy) as client:
+        with make_posthog_client(cfg, policy=policy, secrets=env_store(), settings=env_settings()) as client:
             for _ in range(120):
                 client.query("SELECT 1", name="t")
             with pytest.raises(ThrottledError):  # the run ends here (a wait too long), the tier is known
@@ -320,12 +324,12 @@ def test_the_detected_tier_is_stored_and_shown_by_status(monkeypatch, home):
             warnings: list[str] = []
 
         report = Report()
-        assert remember_query_tier(cfg, client, report) is True
-    saved = load_config()
+        assert remember_query_tier(cfg, client, env_paths().config_file, report) is True
+    saved = load_config(env_paths().config_file)
     assert saved.posthog.query_tier == "legacy" and saved.posthog.query_tier_detected_at is not None
     assert saved.model_dump(exclude={"posthog"}) == cfg.model_dump(exclude={"posthog"})  # nothing else changed
     assert "120 HogQL queries an hour" in report.warnings[0]
-    assert remember_query_tier(saved, client) is False  # already stored
+    assert remember_query_tier(saved, client, env_paths().config_file) is False  # already stored
 
     monkeypatch.setenv("COLUMNS", "200")
     r = run_cli("status")
@@ -343,7 +347,7 @@ def test_config_query_tier_values(home):
     (home / "config.toml").parent.mkdir(parents=True, exist_ok=True)
     from cs_posthog.config import Config, save_config
 
-    save_config(Config.model_validate(sample_config_dict()))
+    save_config(Config.model_validate(sample_config_dict()), env_paths().config_file)
     r = run_cli("status")
     assert r.exit_code == 0 and "2,400/hour" in r.stdout
     text = (home / "config.toml").read_text().replace("[posthog]\n", "[posthog]\nquery_tier = \"slow\"\n")
@@ -351,7 +355,7 @@ def test_config_query_tier_values(home):
     r = run_cli("status")
     assert r.exit_code == 78 and "posthog.query_tier" in r.stderr
     (home / "config.toml").write_text(text.replace('"slow"', '"current"'))
-    assert save_query_tier("legacy") is True
+    assert save_query_tier("legacy", None, env_paths().config_file) is True
     assert 'query_tier = "legacy"' in (home / "config.toml").read_text()
 
 
@@ -364,14 +368,15 @@ def test_org_that_refuses_personal_api_keys_is_its_own_error(monkeypatch, home):
         monkeypatch.setenv("CS_POSTHOG_US_HOST", info["posthog_us"])
         monkeypatch.setenv("CS_POSTHOG_EU_HOST", info["posthog_eu"])
         monkeypatch.setenv("CS_POSTHOG_RATE_SCALE", "off")
-        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES) as client:
+        with PostHogClient(sb.posthog_url, info["api_key"], info["project_id"], policy=FAST_RETRIES,
+                           settings=env_settings()) as client:
             with pytest.raises(PersonalKeysNotAllowedError) as denied:
                 client.query("SELECT 1", name="t")
         assert isinstance(denied.value, PermissionDeniedError) and denied.value.exit_code == ExitCode.NOPERM
         assert "organization policy" in denied.value.message
         assert "Members can use personal API keys" in denied.value.hint
 
-        check = check_credentials(info["api_key"], str(info["project_id"]))
+        check = check_credentials(info["api_key"], str(info["project_id"]), settings=env_settings())
         assert not check.ok and check.org_policy and "does not allow using personal API keys" in check.org_policy
         assert check.missing_scopes == [] and "organization" in check.problem and "scope" not in check.problem.replace(
             "not a scope", "")
@@ -399,7 +404,7 @@ def test_definitions_paging_asks_by_name_and_property_search_asks_one_page():
         return 200, {"next": nxt, "results": [{"id": n, "name": n} for n in page]}, 0
 
     with FakePostHog(handle) as ph:
-        with PostHogClient(ph.url, "phx_test", 1, pace=False) as client:
+        with PostHogClient(ph.url, "phx_test", 1, pace=False, settings=env_settings()) as client:
             assert [d.name for d in client.event_definitions()] == names
             events = [q for m, p, q, b in ph.requests if p.endswith("/event_definitions/")]
             assert len(events) == 3 and all(q.get("ordering") == "name" for q in events)

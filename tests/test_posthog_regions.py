@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import httpx
 import pytest
 
-from posthog_testlib import posthog_error
 from cs_posthog.errors import (
     AuthError,
     BadRequestError,
@@ -30,6 +29,8 @@ from cs_posthog.posthog.client import (
 )
 from cs_posthog.posthog.regions import ProjectRef, normalize_host, parse_project_ref, region_hosts, region_of_host
 from cs_posthog.timeutil import parse_datetime
+from helpers import env_settings
+from posthog_testlib import posthog_error
 
 # --- project references ----------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ from cs_posthog.timeutil import parse_datetime
     ],
 )
 def test_project_refs(text, expected):
-    assert parse_project_ref(text) == expected
+    assert parse_project_ref(text, settings=env_settings()) == expected
 
 
 @pytest.mark.parametrize(
@@ -86,34 +87,35 @@ def test_project_refs(text, expected):
 )
 def test_bad_project_refs_say_what_to_paste(text):
     with pytest.raises(UsageError) as info:
-        parse_project_ref(text)
+        parse_project_ref(text, settings=env_settings())
     assert info.value.exit_code == ExitCode.USAGE
     assert info.value.hint and ("project" in info.value.hint.lower() or "https" in info.value.hint)
 
 
 def test_region_hosts_default_and_overrides(monkeypatch):
-    assert region_hosts() == {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
+    assert region_hosts(settings=env_settings()) == {"us": "https://us.posthog.com", "eu": "https://eu.posthog.com"}
     monkeypatch.setenv("CS_POSTHOG_EU_HOST", "http://127.0.0.1:9999/")
-    assert region_hosts() == {"us": "https://us.posthog.com", "eu": "http://127.0.0.1:9999"}
+    assert region_hosts(settings=env_settings()) == {"us": "https://us.posthog.com", "eu": "http://127.0.0.1:9999"}
     # a pasted URL on an overridden region host names that region
-    assert parse_project_ref("http://127.0.0.1:9999/project/12/insights") == ProjectRef(12, region="eu")
-    assert region_of_host("http://127.0.0.1:9999") == "eu"
-    assert region_of_host("https://app.posthog.com") == "us"
-    assert region_of_host("https://posthog.example.com") is None
+    assert parse_project_ref("http://127.0.0.1:9999/project/12/insights",
+                             settings=env_settings()) == ProjectRef(12, region="eu")
+    assert region_of_host("http://127.0.0.1:9999", settings=env_settings()) == "eu"
+    assert region_of_host("https://app.posthog.com", settings=env_settings()) == "us"
+    assert region_of_host("https://posthog.example.com", settings=env_settings()) is None
     monkeypatch.setenv("CS_POSTHOG_US_HOST", "http://proxy.example.com")
     with pytest.raises(UsageError) as info:
-        region_hosts()
+        region_hosts(settings=env_settings())
     assert "CS_POSTHOG_US_HOST" in str(info.value) and "https" in str(info.value)
 
 
 def test_normalize_host():
-    assert normalize_host("posthog.example.com/") == "https://posthog.example.com"
-    assert normalize_host("https://app.posthog.com") == "https://us.posthog.com"
-    assert normalize_host("eu.posthog.com") == "https://eu.posthog.com"
-    assert normalize_host("http://localhost:8000") == "http://localhost:8000"
+    assert normalize_host("posthog.example.com/", settings=env_settings()) == "https://posthog.example.com"
+    assert normalize_host("https://app.posthog.com", settings=env_settings()) == "https://us.posthog.com"
+    assert normalize_host("eu.posthog.com", settings=env_settings()) == "https://eu.posthog.com"
+    assert normalize_host("http://localhost:8000", settings=env_settings()) == "http://localhost:8000"
     for bad in ("", "http://posthog.example.com", "ftp://x.example.com"):
         with pytest.raises(UsageError):
-            normalize_host(bad)
+            normalize_host(bad, settings=env_settings())
 
 
 # --- scopes ------------------------------------------------------------------------------------

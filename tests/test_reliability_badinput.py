@@ -23,6 +23,7 @@ import pytest
 import tomli_w
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
+
 from helpers import fake_key, run_cli, sample_config_dict
 
 # RELIABILITY_SCALE=20 for a deep run (examples x20); the default keeps the file fast
@@ -96,8 +97,7 @@ def reset_home(home: Path) -> None:
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(mode=0o700, parents=True)
-    secrets._reset_keyring_state()
-    secrets._known.clear()
+    secrets.forget_secrets()
 
 
 def assert_clean_failure(r, *, codes=ALLOWED_FAILURES, naming: str | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from posthog import Posthog
 
 from cs_posthog.config import Config, save_config
 from cs_posthog.sandbox.runner import configure, get_json, get_jsonl, http_request, start_sandbox
-from helpers import run_cli, sandbox_env
+from helpers import env_paths, run_cli, sandbox_env
 from sync_expected import Sandbox, bag, expected_group_contacts, expected_group_events, ms
 from test_sync_engine import Received, make_config, sync
 
@@ -438,7 +438,7 @@ def test_groups_from_the_sdk_and_a_sync_in_group_mode(sb):
         "identification": {"kind": "group", "group_type": "company", "group_type_index": index},
         "events": {"selected": SELECTED},
     })
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     got = Received(sb)
     report, error = sync(cfg)
     assert error is None, error

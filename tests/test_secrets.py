@@ -13,7 +13,7 @@ from keyring.errors import NoKeyringError
 from cs_posthog import secrets
 from cs_posthog.errors import ExitCode, MissingSecretError
 from cs_posthog.output import setup_logging
-from helpers import fake_key
+from helpers import env_store, fake_key
 
 
 class MemoryKeyring(KeyringBackend):
@@ -57,35 +57,35 @@ def fake_keyring(monkeypatch):
 
 def test_file_store_is_0600_and_found(home):
     key = fake_key()
-    assert secrets.store_secret("posthog", key) == "file"
+    assert env_store().store("posthog", key) == "file"
     path = home / "secrets.toml"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    found = secrets.find_secret("posthog")
+    found = env_store().find("posthog")
     assert found.value == key and found.source == "file"
-    assert secrets.find_secret("customerscore") is None
+    assert env_store().find("customerscore") is None
 
 
 def test_env_beats_keyring_beats_file(home, fake_keyring, monkeypatch):
     file_key, ring_key, env_key = fake_key(), fake_key(), fake_key()
     monkeypatch.setenv("CS_POSTHOG_SECRET_STORE", "file")
-    secrets.store_secret("posthog", file_key)
+    env_store().store("posthog", file_key)
     monkeypatch.setenv("CS_POSTHOG_SECRET_STORE", "auto")
     fake_keyring.set_password("cs-posthog", "posthog-personal-api-key", ring_key)
-    assert secrets.find_secret("posthog") == secrets.Found(ring_key, "keyring")
+    assert env_store().find("posthog") == secrets.Found(ring_key, "keyring")
     monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", env_key)
-    assert secrets.find_secret("posthog") == secrets.Found(env_key, "env")
+    assert env_store().find("posthog") == secrets.Found(env_key, "env")
     monkeypatch.delenv("POSTHOG_PERSONAL_API_KEY")
     fake_keyring.store.clear()
-    assert secrets.find_secret("posthog") == secrets.Found(file_key, "file")
+    assert env_store().find("posthog") == secrets.Found(file_key, "file")
 
 
 def test_store_prefers_working_keyring_and_keeps_one_copy(home, fake_keyring, monkeypatch):
     old = fake_key()
     monkeypatch.setenv("CS_POSTHOG_SECRET_STORE", "file")
-    secrets.store_secret("posthog", old)
+    env_store().store("posthog", old)
     monkeypatch.setenv("CS_POSTHOG_SECRET_STORE", "auto")
     new = fake_key()
-    assert secrets.store_secret("posthog", new) == "keyring"
+    assert env_store().store("posthog", new) == "keyring"
     assert fake_keyring.store[("cs-posthog", "posthog-personal-api-key")] == new
     assert not (home / "secrets.toml").exists()  # the file held only that key
 
@@ -97,8 +97,8 @@ def test_broken_keyring_falls_back_to_file_silently(home, monkeypatch, caplog):
     try:
         key = fake_key()
         with caplog.at_level(logging.WARNING):
-            assert secrets.store_secret("customerscore", key) == "file"
-            assert secrets.find_secret("customerscore") == secrets.Found(key, "file")
+            assert env_store().store("customerscore", key) == "file"
+            assert env_store().find("customerscore") == secrets.Found(key, "file")
         assert caplog.records == []  # no noise at the default level
     finally:
         keyring.set_keyring(previous)
@@ -111,9 +111,9 @@ def test_hanging_keyring_times_out(home, monkeypatch):
     keyring.set_keyring(HangingKeyring())
     try:
         key = fake_key()
-        secrets._write_file({"posthog": key})
+        env_store().write_file({"posthog": key})
         t0 = time.monotonic()
-        assert secrets.find_secret("posthog") == secrets.Found(key, "file")
+        assert env_store().find("posthog") == secrets.Found(key, "file")
         assert time.monotonic() - t0 < 2
     finally:
         keyring.set_keyring(previous)
@@ -121,15 +121,15 @@ def test_hanging_keyring_times_out(home, monkeypatch):
 
 def test_missing_secret_is_a_config_error_with_hint(home):
     with pytest.raises(MissingSecretError) as exc:
-        secrets.get_secret("posthog")
+        env_store().get("posthog")
     assert exc.value.exit_code == ExitCode.CONFIG
     assert "POSTHOG_PERSONAL_API_KEY" in exc.value.hint
 
 
 def test_delete_removes_keyring_and_file(home, fake_keyring, monkeypatch):
     fake_keyring.set_password("cs-posthog", "customerscore-api-key", "cs_secret_value_1")
-    secrets._write_file({"posthog": fake_key()})
-    removed = secrets.delete_secrets()
+    env_store().write_file({"posthog": fake_key()})
+    removed = env_store().delete_all()
     assert "keyring:customerscore" in removed and str(home / "secrets.toml") in removed
     assert fake_keyring.store == {} and not (home / "secrets.toml").exists()
 
@@ -146,7 +146,7 @@ def test_logs_mask_both_keys_everywhere(home, monkeypatch, capsys):
     ph, cs = fake_key(), fake_key("cs_", 30)
     monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", ph)
     monkeypatch.setenv("CUSTOMERSCORE_API_KEY", cs)
-    secrets.get_secret("posthog"), secrets.get_secret("customerscore")
+    env_store().get("posthog"), env_store().get("customerscore")
     setup_logging(debug=True)
     log = logging.getLogger("cs_posthog.test")
     log.warning("header Authorization: Bearer %s and %s", ph, cs)
@@ -162,3 +162,35 @@ def test_logs_mask_both_keys_everywhere(home, monkeypatch, capsys):
         assert secret not in err
     assert secrets.mask(ph) in err and secrets.mask(cs) in err
     assert "RuntimeError" in err
+
+
+def test_each_store_keeps_its_own_state(home, tmp_path, monkeypatch):
+    """What a store learns (its keyring hung, the file it warned about) is its own: another store in
+    the same process (the demo's App beside the command's) asks the keyring again and warns again."""
+    monkeypatch.setattr(secrets, "KEYRING_TIMEOUT_S", 0.3)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(HangingKeyring())
+    try:
+        first = secrets.SecretStore(home / "secrets.toml", mode="auto")
+        assert first.keyring_value("posthog") is None  # timed out: this store stops asking
+        ring = MemoryKeyring()
+        ring.set_password("cs-posthog", "posthog-personal-api-key", "phx_" + "k" * 40)
+        keyring.set_keyring(ring)
+        assert first.keyring_value("posthog") is None
+        second = secrets.SecretStore(tmp_path / "other" / "secrets.toml", mode="auto")
+        assert second.keyring_value("posthog") == "phx_" + "k" * 40
+    finally:
+        keyring.set_keyring(previous)
+
+
+def test_a_store_reads_its_own_file_and_environment(home, tmp_path):
+    """Two stores, two installations: keys given to one (its environment, its file) are not the other's."""
+    mine = secrets.SecretStore(home / "secrets.toml", mode="file", env={"posthog": " phx_" + "e" * 40 + " "})
+    other = secrets.SecretStore(tmp_path / "elsewhere" / "secrets.toml", mode="file")
+    assert mine.find("posthog") == secrets.Found("phx_" + "e" * 40, "env")
+    assert other.find("posthog") is None
+    key = fake_key()
+    assert other.store("customerscore", key) == "file"
+    found = other.find("customerscore")
+    assert found == secrets.Found(key, "file") and found.where == str(tmp_path / "elsewhere" / "secrets.toml")
+    assert mine.find("customerscore") is None and not (home / "secrets.toml").exists()

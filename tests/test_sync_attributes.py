@@ -5,7 +5,7 @@ Against the sandbox over real HTTP; the expectation is computed from the sandbox
 from __future__ import annotations
 
 import pytest
-from helpers import sandbox_env
+from helpers import env_paths, sandbox_env
 from sync_expected import Sandbox, bag, expected_contacts
 from test_sync_engine import SELECTED, Received, sync
 
@@ -37,7 +37,7 @@ def config(sb: Sandbox, attributes: dict[str, str]) -> Config:
                     "attributes": [{"property": p, "codename": c} for c, p in attributes.items()]},
         "sync": {"backfill_days": 3650},
     })
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from cs_posthog.sandbox.runner import get_jsonl, post_json, start_sandbox
-from helpers import sandbox_env
+from helpers import env_paths, env_settings, env_store, sandbox_env
 from sync_expected import Sandbox, bag, expected_contacts, expected_events, ms, parse
 from test_sync_engine import SELECTED, Received, make_config, since_of, sync
 
@@ -151,10 +151,10 @@ def test_a_person_who_gets_a_customer_id_brings_their_recent_events_once(cloud, 
 def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     """A dry run counts a new Person's backfill and changes nothing; a run stopped in the middle of
     the backfill keeps its place; the next run finishes it: each event exactly once overall."""
-    from cs_posthog.paths import get_paths
     from cs_posthog.sync.engine import SyncEngine, SyncOptions
     from cs_posthog.sync.runner import make_customerscore_client, make_posthog_client
     from cs_posthog.sync.state import SyncState
+    from helpers import env_paths
 
     sb = _env(monkeypatch, cloud)
     cfg, since, pid, evs = _synced_then_a_person_without_customer(sb)
@@ -165,12 +165,13 @@ def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     assert error is None, error
     assert report.events_backfilled_for_new_persons == n
     assert got("events") == []
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         assert st.pending_persons_count() == 0  # the dry run wrote nothing
 
-    ph, cs = make_posthog_client(cfg), make_customerscore_client(cfg)
+    store, settings = env_store(), env_settings()
+    ph, cs = make_posthog_client(cfg, store, settings), make_customerscore_client(cfg, store, settings)
     try:
-        with SyncState(get_paths().state_db) as st:
+        with SyncState(env_paths().state_db) as st:
             engine = SyncEngine(cfg, ph, cs, st, options=SyncOptions(events_page_size=1, events_page_max=1),
                                 progress=lambda p: engine.report.events_backfilled_for_new_persons and engine.stop.set())
             report = engine.run()  # (engine.stop is what Ctrl-C sets: the run ends between batches)
@@ -190,7 +191,7 @@ def test_an_interrupted_backfill_resumes_without_resending(cloud, monkeypatch):
     assert error is None, error
     mine = [e for e in got("events") if e["identification"]["contact"] == pid]
     assert sorted(e["timestamp"] for e in mine) == _times(evs)  # each once
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         assert st.pending_persons_count() == 0 and st.current_backfill() is None
 
 
@@ -213,7 +214,7 @@ def test_filters_on_numeric_and_boolean_properties(cloud, monkeypatch, filters):
     prop = sb.info["customer_property"]
     defs = {d["name"]: d.get("property_type") for d in _definitions(sb)}
     assert defs.get(filters[0]["property"]) in ("Numeric", "Boolean", "DateTime")
-    with PostHogClient(sb.ph, sb.info["api_key"], sb.info["project_id"]) as client:
+    with PostHogClient(sb.ph, sb.info["api_key"], sb.info["project_id"], settings=env_settings()) as client:
         n = count_persons(client, [PersonFilter.model_validate(f) for f in filters])
     assert n == sum(all(matches(p["properties"], f) for f in filters) for p in sb.persons().values())
     assert n > 0
@@ -299,7 +300,7 @@ def test_a_sync_that_meets_the_legacy_tier_completes_paced_and_remembers_it(monk
         # and Persons readers): none started after the switch
         throttled = get_json(sb.ph + "/_sandbox/stats")["throttled"]
         assert 1 <= throttled <= 3 and report.throttled == throttled
-    assert load_config().posthog.query_tier == "legacy"
+    assert load_config(env_paths().config_file).posthog.query_tier == "legacy"
     monkeypatch.setenv("COLUMNS", "200")
     r = run_cli("status")
     assert "120/hour (legacy tier" in r.stdout, r.stdout

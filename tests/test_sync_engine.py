@@ -15,6 +15,7 @@ from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.engine import SyncEngine, SyncOptions
 from cs_posthog.sync.runner import run_sync
 from cs_posthog.sync.state import SyncState
+from helpers import env_paths, env_settings, sync_parts
 from sync_expected import Sandbox, bag, expected_contacts, expected_events
 
 SELECTED = ["$pageview", "invoice_paid", "report_created", "dashboard_viewed"]
@@ -46,7 +47,7 @@ def make_config(sb: Sandbox, *, selected=SELECTED, filters=FILTERS, **sync) -> C
             "sync": sync,
         }
     )
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 
@@ -67,7 +68,7 @@ class Received:
 
 
 def sync(cfg, **opts):
-    report, error = run_sync(cfg, options=SyncOptions(**opts))
+    report, error = run_sync(cfg, options=SyncOptions(**opts), **sync_parts())
     return report, error
 
 
@@ -156,9 +157,9 @@ def test_late_events_arrive_on_the_next_run_and_only_once(env):
 
 
 def SyncState_path():
-    from cs_posthog.paths import get_paths
+    from helpers import env_paths
 
-    return get_paths().state_db
+    return env_paths().state_db
 
 
 def test_dry_run_sends_nothing_and_moves_nothing(env):
@@ -302,13 +303,13 @@ def test_another_posthog_project_starts_the_events_over(env):
     first, _ = sync(cfg, since=since_of(sb))
     # another project of the organization (no data): old cursors mean nothing there
     other = cfg.model_copy(update={"posthog": cfg.posthog.model_copy(update={"project_id": sb.info["other_project_id"]})})
-    save_config(other)
+    save_config(other, env_paths().config_file)
     report, error = sync(other)
     assert error is None, error
     assert any("start over" in w for w in report.warnings)
     assert report.events_sent == 0 and report.mode == "first"
     # and back: the first project's events are sent again from its backfill start
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     report, error = sync(cfg, since=since_of(sb))
     assert error is None, error
     assert report.events_sent == first.events_sent and report.mode == "first"
@@ -328,9 +329,9 @@ def test_posthog_down_fails_with_75_and_changes_nothing(env):
     s.close()  # nothing listens there now
     cfg = make_config(sb, selected=["invoice_paid"], filters=[])
     ph = PostHogClient(f"http://127.0.0.1:{port}", sb.info["api_key"], sb.info["project_id"],
-                       policy=RetryPolicy(backoff_base=0.01, backoff_cap=0.02), pace=False)
+                       policy=RetryPolicy(backoff_base=0.01, backoff_cap=0.02), pace=False, settings=env_settings())
     got = Received(sb)
-    report, error = run_sync(cfg, options=SyncOptions(since=since_of(sb)), posthog=ph)
+    report, error = run_sync(cfg, options=SyncOptions(since=since_of(sb)), posthog=ph, **sync_parts())
     assert isinstance(error, UnavailableError) and error.exit_code == ExitCode.TEMPFAIL
     assert report.status == "failed" and report.exit_code == 75 and "PostHog" in report.error
     assert got("events") == [] and got("contacts") == []

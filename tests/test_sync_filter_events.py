@@ -8,12 +8,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from helpers import run_cli, sandbox_env
-from sync_expected import Sandbox, bag, expected_contacts, expected_events, matches
-from test_sync_engine import SELECTED, Received, sync
 
 from cs_posthog.config import Config, load_config, save_config
 from cs_posthog.sandbox.runner import post_json, start_sandbox
+from helpers import env_paths, run_cli, sandbox_env
+from sync_expected import Sandbox, bag, expected_contacts, expected_events, matches
+from test_sync_engine import SELECTED, Received, sync
 
 FILTERS = [{"property": "plan", "operator": "equals", "value": "pro"}]
 EVERYTHING = datetime(2000, 1, 1, tzinfo=UTC)  # backfill_days = 3650: every event of the sandbox
@@ -43,7 +43,7 @@ def config(sb: Sandbox, *, filter_events: bool | None, filters=FILTERS) -> Confi
         "persons": persons,
         "sync": {"backfill_days": 3650},
     })
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 
@@ -88,16 +88,16 @@ def test_no_filter_events_sends_the_events_of_every_person_with_a_customer_id(en
 
 
 def test_a_config_from_before_the_option_keeps_sending_every_persons_events(env):
-    from cs_posthog.paths import get_paths
+    from helpers import env_paths
 
     sb = env
     config(sb, filter_events=None)
-    path = get_paths().config_file
+    path = env_paths().config_file
     path.write_text("".join(line for line in path.read_text().splitlines(True) if not line.startswith("filter_events")))
     assert "filter_events" not in path.read_text()
-    assert load_config().persons.filter_events is False
+    assert load_config(env_paths().config_file).persons.filter_events is False
     got = Received(sb)
-    _, error = sync(load_config())
+    _, error = sync(load_config(env_paths().config_file))
     assert error is None, error
     assert bag(got("events")) == bag(want(sb)[0])
 
@@ -128,7 +128,7 @@ def test_turning_filter_events_off_sends_the_events_left_out_once_and_on_again_s
     # off (what `edit --no-input --no-filter-events` writes)
     r = run_cli("edit", "persons", "--no-input", "--no-filter-events")
     assert r.exit_code == 0, r.stderr
-    cfg = load_config()
+    cfg = load_config(env_paths().config_file)
     assert cfg.persons.filter_events is False
     got = Received(sb)
     report, error = sync(cfg)
@@ -145,7 +145,7 @@ def test_turning_filter_events_off_sends_the_events_left_out_once_and_on_again_s
     out_pid, in_pid = _person(sb, inside=False), _person(sb, inside=True)
     r = run_cli("edit", "persons", "--no-input", "--filter-events")
     assert r.exit_code == 0, r.stderr
-    cfg = load_config()
+    cfg = load_config(env_paths().config_file)
     assert cfg.persons.filter_events is True
     post_json(sb.ph + "/_sandbox/events", [{"event": SELECTED[0], "person_id": out_pid},
                                            {"event": SELECTED[1], "person_id": in_pid}])
@@ -161,15 +161,15 @@ def test_turning_filter_events_off_sends_the_events_left_out_once_and_on_again_s
     got = Received(sb)
     # a dry run backfills them from where they left too, not their whole window again (their older
     # events were sent long ago: no delivered uuid remembers them)
-    report, error = sync(load_config(), dry_run=True)
+    report, error = sync(load_config(env_paths().config_file), dry_run=True)
     assert error is None, error
     assert report.events_backfilled_for_new_persons == 1 and got("events") == []
-    report, error = sync(load_config())
+    report, error = sync(load_config(env_paths().config_file))
     assert error is None, error
     assert [(e["name"], e["identification"]["contact"]) for e in got("events")] == [(SELECTED[0], out_pid)]
     assert report.events_sent == 1
     got = Received(sb)
-    report, error = sync(load_config())
+    report, error = sync(load_config(env_paths().config_file))
     assert error is None, error
     assert got("events") == []
 

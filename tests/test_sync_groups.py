@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
-from helpers import run_cli, sandbox_env
+from helpers import env_paths, run_cli, sandbox_env
 from sync_expected import Sandbox, bag, expected_contacts, expected_group_contacts, expected_group_events
 from test_sync_engine import SELECTED, Received, sync
 
@@ -52,7 +52,7 @@ def config(sb: Sandbox, *, prop: str | None = None, person_mode: bool = False, f
         "persons": {"filters": filters, "filter_events": filter_events},
         "sync": {"backfill_days": 3650},
     })
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     return cfg
 
 

@@ -11,10 +11,9 @@ import tomllib
 import pytest
 import tomli_w
 
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.state import MAIN_STREAM, SyncState
-from helpers import run_cli, sandbox_env
+from helpers import env_paths, run_cli, sandbox_env
 from sync_expected import Sandbox, bag, expected_events
 from test_sync_engine import SELECTED, Received, make_config, since_of, sync
 
@@ -32,13 +31,13 @@ def env(sandbox, monkeypatch):
 
 
 def _state() -> tuple[dict, int, int]:
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         main = st.stream(MAIN_STREAM)
         return (main.cursor.as_dict() if main and main.cursor else {}), st.delivered_count(), st.contacts_count()
 
 
 def _edit_config(**posthog) -> None:
-    path = get_paths().config_file
+    path = env_paths().config_file
     data = tomllib.loads(path.read_text())
     data["posthog"].update(posthog)
     path.write_text(tomli_w.dumps(data))
@@ -88,7 +87,7 @@ def test_the_same_project_through_another_host_name_is_not_a_new_project(env, ho
 
 def test_a_boolean_is_no_project_id(env, home):
     make_config(env, filters=[])
-    path = get_paths().config_file
+    path = env_paths().config_file
     path.write_text(path.read_text().replace(f"project_id = {env.info['project_id']}", "project_id = true"))
     r = run_cli("sync", "--json")
     assert r.exit_code == 78
@@ -178,7 +177,7 @@ def test_persons_sharing_a_contact_id_send_one_contact_once(env, home):
     cfg = cfg.model_copy(update={"persons": cfg.persons.model_copy(update={"contact_id": "email"})})
     from cs_posthog.config import save_config
 
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     got = Received(sb)
     # pages of one Person: the two are never in the same page
     report, error = sync(cfg, since=since_of(sb), persons_page_size=1)
@@ -207,7 +206,7 @@ def test_persons_sharing_a_contact_id_send_one_contact_once(env, home):
 def test_a_damaged_state_is_one_line_naming_the_file(env, home, damage):
     sb = env
     first_sync(sb)
-    db = get_paths().state_db
+    db = env_paths().state_db
     with sqlite3.connect(db) as conn:
         conn.executescript(damage)
     got = Received(sb)
@@ -222,7 +221,7 @@ def test_a_damaged_state_is_one_line_naming_the_file(env, home, damage):
 def test_status_shows_a_run_whose_summary_is_damaged(env, home):
     sb = env
     first_sync(sb)
-    with sqlite3.connect(get_paths().state_db) as conn:
+    with sqlite3.connect(env_paths().state_db) as conn:
         conn.execute("UPDATE runs SET summary = '{not json'")
     r = run_cli("status")
     assert r.exit_code == 0, r.stderr
@@ -273,15 +272,15 @@ def test_a_refused_batch_is_not_in_flight_nor_resent_after_a_crash(env, home):
     bad = cfg.model_copy(update={"customerscore": cfg.customerscore.model_copy(update={"tracker_key": "CS-WRONGKEY"})})
     from cs_posthog.config import save_config
 
-    save_config(bad)
+    save_config(bad, env_paths().config_file)
     r = run_cli("sync", "--json", "--since", since_of(sb).date().isoformat())
     assert r.exit_code == 77, r.stderr
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         assert st.inflight() == set()
     r = run_cli("status", "--json")
     assert json.loads(r.stdout).get("batch_in_flight", 0) == 0
     assert "in flight when a sync stopped" not in run_cli("status").stdout
-    save_config(cfg)
+    save_config(cfg, env_paths().config_file)
     r = run_cli("sync", "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["resent_after_crash"] == 0

@@ -14,10 +14,9 @@ import sys
 
 import pytest
 
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.state import SyncState
-from helpers import run_cli, sandbox_env
+from helpers import env_paths, run_cli, sandbox_env
 from sync_expected import Sandbox
 from test_sync_engine import FILTERS, SELECTED, make_config, since_of
 
@@ -91,7 +90,7 @@ def summary_row(screen: str, label: str) -> int | None:
 
 
 def last_report() -> dict:
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         return st.last_runs(1)[0].summary
 
 
@@ -178,7 +177,8 @@ def test_a_failing_stream_ends_with_a_cross_and_an_unfilled_bar(env, home, encod
     cfg = make_config(sb, filters=FILTERS)
     from cs_posthog.config import save_config
 
-    save_config(cfg.model_copy(update={"customerscore": cfg.customerscore.model_copy(update={"tracker_key": "CS-WRONGKEY"})}))
+    save_config(cfg.model_copy(update={"customerscore": cfg.customerscore.model_copy(update={"tracker_key": "CS-WRONGKEY"})}),
+                env_paths().config_file)
     code, screen = term_sync("--since", since_of(sb).date().isoformat(), encoding=encoding)
     assert code == 77, screen
     bars, rep = final_bars(screen), last_report()
@@ -202,8 +202,9 @@ def test_a_run_that_fails_before_reading_crosses_both_bars(env, home):
     make_config(sb, filters=FILTERS)
     from cs_posthog.config import load_config, save_config
 
-    cfg = load_config()
-    save_config(cfg.model_copy(update={"posthog": cfg.posthog.model_copy(update={"project_id": sb.info["project_id"] + 999})}))
+    cfg = load_config(env_paths().config_file)
+    save_config(cfg.model_copy(update={"posthog": cfg.posthog.model_copy(update={"project_id": sb.info["project_id"] + 999})}),
+                env_paths().config_file)
     code, screen = term_sync("--since", since_of(sb).date().isoformat())
     assert code != 0, screen
     bars = final_bars(screen)
@@ -228,7 +229,7 @@ def test_a_second_sync_with_nothing_new_says_so_plainly(env, home):
     assert_complete(co, rep["contacts_read"], screen)
     assert co["detail"]["sent"] == 0 and co["detail"]["unchanged"] == rep["contacts_unchanged"]
     text = ANSI.sub("", screen)
-    with SyncState(get_paths().state_db) as st:
+    with SyncState(env_paths().state_db) as st:
         previous = st.last_runs(2)[1].finished_at
     line = (f"Nothing new since the last sync ({previous[:16].replace('T', ' ')} UTC): no new events, "
             f"{rep['contacts_unchanged']:,} contacts unchanged.")

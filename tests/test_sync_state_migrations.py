@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.state import SCHEMA_VERSION, SyncState
-from helpers import sandbox_env
+from helpers import env_paths, sandbox_env
 from sync_expected import Sandbox
 from test_sync_engine import Received, make_config, since_of
 
@@ -436,7 +435,7 @@ def rewrite_as(path: Path, version: str, cfg) -> None:
 def test_a_sync_on_a_migrated_state_sends_only_what_is_new(env, version):
     sb = env
     cfg = first_sync(sb)
-    path = get_paths().state_db
+    path = env_paths().state_db
     rewrite_as(path, version, cfg)
     delivered_before = {r[0] for r in dump(path)["delivered"]}
 
@@ -465,7 +464,7 @@ def test_a_sync_on_a_migrated_state_sends_only_what_is_new(env, version):
 def test_a_state_of_a_newer_schema_is_refused_and_left_as_it_was(env):
     sb = env
     first_sync(sb)
-    path = get_paths().state_db
+    path = env_paths().state_db
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.commit()

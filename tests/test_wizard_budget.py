@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 
-from wizard_fakes import ENTER, FakeSource, piped_keys, sample_persons
-
 from cs_posthog.config import Draft, Identification, PostHogSettings, Region
 from cs_posthog.http import Pacer
 from cs_posthog.output import Output
 from cs_posthog.wizard.context import WizardContext
+from helpers import wizard_parts
+from wizard_fakes import ENTER, FakeSource, piped_keys, sample_persons
 
 
 def spent_pacer(per_window: int, window_s: float) -> Pacer:
@@ -97,7 +97,7 @@ def test_live_count_asks_once_per_settled_input_and_remembers_answers():
 def persons_ctx(src) -> WizardContext:
     settings = PostHogSettings(region=Region.EU, host="https://eu.posthog.com", project_id=101, project_name="Acme")
     draft = Draft(posthog=settings, identification=Identification(property="organization_id"))
-    ctx = WizardContext(out=Output(), draft=draft, make_source=lambda s, k: src)
+    ctx = WizardContext(out=Output(), draft=draft, make_source=lambda s, k: src, **wizard_parts())
     ctx.prefill.secrets["posthog"] = ("phx_test", "test")
     return ctx
 

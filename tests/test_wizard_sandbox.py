@@ -6,13 +6,13 @@ from __future__ import annotations
 import socket
 
 import pytest
-from helpers import fake_key, sandbox_env
-from wizard_fakes import DOWN, ENTER, TAB, piped_keys
 
 from cs_posthog.config import Draft, Identification, Operator, PersonFilter
 from cs_posthog.output import Output
 from cs_posthog.sandbox.runner import get_json, get_jsonl, start_sandbox
 from cs_posthog.wizard.context import WizardContext
+from helpers import env_app, env_store, fake_key, sandbox_env, wizard_parts
+from wizard_fakes import DOWN, ENTER, TAB, piped_keys
 
 PROP = "organization_id"
 
@@ -39,7 +39,7 @@ def count_where(info, pred) -> int:
 def ask_step1(text: str):
     from cs_posthog.wizard.step_posthog import ask_posthog
 
-    ctx = WizardContext(out=Output(), draft=Draft())
+    ctx = WizardContext(out=Output(), draft=Draft(), **wizard_parts())
     with piped_keys() as keys:
         keys.send_text(text)
         settings = ask_posthog(ctx)
@@ -145,7 +145,6 @@ def test_the_badge_is_what_the_first_sync_sends(home, info, capsys):
     skipped by the sync and must not be counted)."""
     from cs_posthog.commands.sync import execute
     from cs_posthog.config import CustomerscoreSettings, EventsSettings
-    from cs_posthog.secrets import store_secret
     from cs_posthog.sync.engine import SyncOptions
     from cs_posthog.wizard.flow import draft_to_config
     from cs_posthog.wizard.step_persons import ask_persons
@@ -154,7 +153,7 @@ def test_the_badge_is_what_the_first_sync_sends(home, info, capsys):
     ctx.draft.identification = Identification(property=PROP)
     ctx.draft.events = EventsSettings(selected=["invoice_paid"])
     ctx.draft.customerscore = CustomerscoreSettings(api_url=info["customerscore"], tracker_key=info["tracker_key"])
-    store_secret("customerscore", info["customerscore_api_key"])
+    env_store().store("customerscore", info["customerscore_api_key"])
     capsys.readouterr()
     with piped_keys() as keys:
         # contact id: the email property; add "plan != free"; save
@@ -165,7 +164,7 @@ def test_the_badge_is_what_the_first_sync_sends(home, info, capsys):
     import re
 
     promised = int(re.search(r"✓ ([\d,]+) persons will be synced\.", capsys.readouterr().err).group(1).replace(",", ""))
-    report, error = execute(Output(), draft_to_config(ctx.draft), SyncOptions())
+    report, error = execute(env_app(), draft_to_config(ctx.draft), SyncOptions())
     assert error is None and report.status == "ok"
     assert report.contacts_skipped_no_customer + report.contacts_skipped_no_contact_id > 0  # there was something to leave out
     assert report.contacts_sent == promised > 0

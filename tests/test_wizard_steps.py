@@ -9,17 +9,18 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from wizard_fakes import CTRL_A, CTRL_U, DOWN, ENTER, FakeCheck, piped_keys, sample_source
 
 from cs_posthog.config import Draft, EventsSettings, Identification, Operator, PersonFilter, PostHogSettings, Region
 from cs_posthog.output import Output
 from cs_posthog.wizard.context import StopWizard, WizardContext
+from helpers import env_store, wizard_parts
+from wizard_fakes import CTRL_A, CTRL_U, DOWN, ENTER, FakeCheck, piped_keys, sample_source
 
 
 def make_ctx(check=None, source=None, mode="connect", draft=None) -> WizardContext:
     return WizardContext(
         out=Output(), draft=draft or Draft(), mode=mode, check_credentials=check,
-        make_source=(lambda settings, key: source) if source is not None else None,
+        make_source=(lambda settings, key: source) if source is not None else None, **wizard_parts()
     )
 
 
@@ -194,11 +195,10 @@ def test_posthog_step_unreachable_try_again_then_stop(home, capsys):
 
 
 def test_posthog_step_enter_keeps_the_stored_key(home, monkeypatch):
-    from cs_posthog.secrets import store_secret
     from cs_posthog.wizard.step_posthog import ask_posthog
 
     check = FakeCheck()
-    store_secret("posthog", check.good)
+    env_store().store("posthog", check.good)
     with piped_keys() as keys:
         keys.send_text(ENTER + "101" + ENTER)
         ask_posthog(make_ctx(check))
@@ -437,10 +437,9 @@ def test_persons_contact_id_from_a_property_and_quit(home, capsys):
 
 
 def test_names_and_values_with_brackets_are_shown_as_text(home, capsys):
-    from wizard_fakes import FakeSource
-
     from cs_posthog.wizard.step_identification import ask_identification
     from cs_posthog.wizard.step_persons import ask_persons
+    from wizard_fakes import FakeSource
 
     people = [{"id": f"p{i}", "properties": {"[org]": f"[/x] {i}", "email": f"[b]{i}@x.test"}} for i in range(3)]
     src = FakeSource(events=["e"], volumes={}, persons=people)
@@ -461,10 +460,9 @@ def test_counts_leave_out_persons_with_an_empty_customer_or_contact_id(home, cap
     """The sync skips a Person whose customer id (or contact id property) is empty or missing, so the
     coverage line and the badge must not count them: the wizard used to promise 55 Persons and the
     first sync sent 51."""
-    from wizard_fakes import FakeSource
-
     from cs_posthog.wizard.step_identification import ask_identification
     from cs_posthog.wizard.step_persons import ask_persons
+    from wizard_fakes import FakeSource
 
     people = (
         [{"id": f"a{i}", "properties": {"organization_id": f"org_{i}", "email": f"a{i}@x.test"}} for i in range(6)]
@@ -502,9 +500,8 @@ def test_counts_leave_out_persons_with_an_empty_customer_or_contact_id(home, cap
 def test_persons_value_in_quotes_keeps_its_spaces(home, capsys):
     """PostHog holds "Gold " (a trailing space) apart from "gold": a quoted value keeps its ends,
     an unquoted one is trimmed, as with --filter."""
-    from wizard_fakes import FakeSource
-
     from cs_posthog.wizard.step_persons import ask_persons, read_value
+    from wizard_fakes import FakeSource
 
     people = ([{"id": f"g{i}", "properties": {"organization_id": "o", "plan tier": "Gold "}} for i in range(3)]
               + [{"id": f"h{i}", "properties": {"organization_id": "o", "plan tier": "Gold"}} for i in range(2)])
@@ -526,9 +523,8 @@ def test_persons_value_in_quotes_keeps_its_spaces(home, capsys):
 def test_preview_gives_the_id_column_way_to_the_conditions(home, capsys, monkeypatch):
     """On a 100-column terminal a UUID, an email and two condition columns do not fit: the id is
     shortened, the value of the condition stays whole."""
-    from wizard_fakes import FakeSource
-
     from cs_posthog.wizard.step_persons import ask_persons, preview_widths
+    from wizard_fakes import FakeSource
 
     monkeypatch.setenv("COLUMNS", "100")
     people = [{"id": f"22f204e1-a708-488e-8d58-d78a07d2c{i:03d}",

@@ -10,7 +10,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any
 
-from helpers import fake_key
+from helpers import env_settings, fake_key
 
 
 def matches(props: dict, f: Any) -> bool:
@@ -138,7 +138,7 @@ class FakeCheck:
         from cs_posthog.posthog.regions import parse_project_ref
 
         self.calls.append((api_key, project_ref, host))
-        ref = parse_project_ref(project_ref)
+        ref = parse_project_ref(project_ref, settings=env_settings())
         pid = ref.id
         # every key here is an EU Cloud key: an address of US Cloud has US asked first, which refuses
         # it, then EU, where a known key goes on (``switched_from``), as the real check does

@@ -14,6 +14,7 @@ from typing import Any
 # Typer vendors Click from 0.26 (typer._click); its command classes are what `cls=` takes
 from typer._click.exceptions import NoArgsIsHelpError
 from typer._click.exceptions import UsageError as ClickUsageError
+from typer._click.globals import get_current_context
 from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 from typer.core import TyperArgument, TyperCommand, TyperGroup
@@ -25,6 +26,7 @@ __all__ = [
     "TyperCommand",
     "TyperGroup",
     "completion_script",
+    "get_current_context",
     "inquirer_control_class",
     "register_completion_shells",
     "set_checkbox_indicators",

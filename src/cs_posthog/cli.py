@@ -1,4 +1,9 @@
-"""The command line. Parses, calls the core, renders results and errors; nothing else.
+"""The command line. Parses, makes the App, calls the command, renders errors; nothing else.
+
+Each command makes the invocation's ``App`` (``app.py``: output, paths, secret store, the settings
+read from the environment once) and hands it to its module in ``commands/``. What the root options
+say (--debug, -v) and the App once made live on Click's context of this invocation, not in module
+state.
 
 Heavy modules (httpx, pydantic, questionary, prompt_toolkit) are imported inside command bodies so
 that ``cs-posthog --help`` and ``--version`` stay fast (a test guards it).
@@ -10,13 +15,14 @@ import functools
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from cs_posthog import interrupts
 
 if TYPE_CHECKING:
+    from cs_posthog.app import App
     from cs_posthog.config import Config
-    from cs_posthog.output import Output
     from cs_posthog.wizard.noinput import Flags
 
 if os.path.basename(sys.argv[0] if sys.argv else "") == "cs-posthog":  # the console script: SIGTERM
@@ -25,7 +31,14 @@ try:  # Ctrl-C while starting up: one line and 130, not a traceback
     import typer
 
     from cs_posthog import __version__
-    from cs_posthog._private_apis import ClickUsageError, NoArgsIsHelpError, TyperArgument, TyperCommand, TyperGroup
+    from cs_posthog._private_apis import (
+        ClickUsageError,
+        NoArgsIsHelpError,
+        TyperArgument,
+        TyperCommand,
+        TyperGroup,
+        get_current_context,
+    )
     from cs_posthog.errors import CsPosthogError, ExitCode, Interrupted, UsageError, file_errno_error
 except KeyboardInterrupt as _exc:
     interrupts.exit_now(_exc)
@@ -111,12 +124,20 @@ app = typer.Typer(
 )
 
 
-class State:
-    debug: bool = False
+@dataclass
+class Invocation:
+    """This invocation's root options, and its App once a command made it (``ctx.obj``)."""
+
+    debug: bool = False  # --debug
     verbose: int = 0
+    app: App | None = None
 
 
-state = State()
+def _invocation() -> Invocation:
+    """The Invocation of the running command (an empty one outside a Click context)."""
+    ctx = get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Invocation) else Invocation()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,6 +161,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool | None,
         typer.Option("--version", callback=_version_callback, is_eager=True,
@@ -150,8 +172,7 @@ def _root(
         int, typer.Option("--verbose", "-v", count=True, show_default=False, help="More log output (-v: info).")
     ] = 0,
 ) -> None:
-    state.debug = debug or os.environ.get("CS_POSTHOG_DEBUG") == "1"
-    state.verbose = verbose
+    ctx.obj = Invocation(debug=debug, verbose=verbose)
 
 
 def _command(name: str) -> Any:
@@ -168,11 +189,19 @@ def _flags(options: dict[str, Any]) -> Flags:
     return Flags.from_options(options)
 
 
-def _output(*, json_mode: bool = False, quiet: bool = False) -> Output:
-    from cs_posthog.output import Output, setup_logging
+def _app(*, json_mode: bool = False, quiet: bool = False) -> App:
+    """The invocation's App, made here once: the environment read (``App.from_environ``), logging
+    set up, and every key the installation could use registered for redaction before anything is
+    printed or a config value is checked."""
+    from cs_posthog.app import App
+    from cs_posthog.output import setup_logging
 
-    setup_logging(verbose=state.verbose, debug=state.debug)
-    return Output(json_mode=json_mode, quiet=quiet, debug=state.debug)
+    inv = _invocation()
+    app = App.from_environ(os.environ, debug=inv.debug, json_mode=json_mode, quiet=quiet)
+    setup_logging(verbose=inv.verbose, debug=app.debug)
+    app.know_keys()
+    inv.app = app
+    return app
 
 
 def handle_errors(fn: F) -> F:
@@ -199,7 +228,7 @@ def handle_errors(fn: F) -> F:
             if type(exc).__module__ == "sqlite3":  # the state file damaged, full or read-only mid-run
                 from cs_posthog.sync.state import unusable_state_error
 
-                err = unusable_state_error(exc)
+                err = unusable_state_error(exc, _current_app().paths.state_db)
                 if err is not None:
                     _render_error(err.message, err.hint)
                     raise typer.Exit(int(err.exit_code)) from None
@@ -216,15 +245,28 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _render_error(message: str, hint: str | None, *, with_traceback: bool = True) -> None:
-    from cs_posthog.secrets import redact, register_stored_secrets
+def _current_app() -> App:
+    """The App the command made, or (an error before it did) one made now from the environment."""
+    inv = _invocation()
+    if inv.app is None:
+        from cs_posthog.app import App
 
+        inv.app = App.from_environ(os.environ, debug=inv.debug)
+    return inv.app
+
+
+def _render_error(message: str, hint: str | None, *, with_traceback: bool = True) -> None:
+    from cs_posthog.secrets import redact
+
+    debug = False
     try:
-        register_stored_secrets()  # errors may quote a key before any command read it (a pasted one)
+        app = _current_app()
+        debug = app.debug
+        app.know_keys()  # errors may quote a key before any command read it (a pasted one)
     except Exception:  # rendering an error must not fail
         pass
 
-    if state.debug and with_traceback:
+    if debug and with_traceback:
         import traceback
 
         from cs_posthog.output import esc
@@ -359,7 +401,8 @@ def connect(
     With --no-input, every choice comes from flags and the keys from env or stdin.
     """
     flags = _flags(locals())
-    _command("connect").run(_output(), flags, no_input=no_input, restart=restart, no_sync=no_sync)
+    app = _app()
+    _command("connect").run(app, flags, no_input=no_input, restart=restart, no_sync=no_sync)
 
 
 EDIT_SECTIONS = ("posthog", "customerscore", "credentials", "identification", "events", "persons")
@@ -422,13 +465,14 @@ def edit(
     With a SECTION, only that part. Leaving without saving changes nothing. With --no-input, the
     flags given are the changes.
     """
+    flags = _flags(locals())
+    app = _app()
     if section is not None and section not in EDIT_SECTIONS:
         raise UsageError(
             f"{section!r} is not a section of the setup",
             hint=f"Choose one of: {', '.join(EDIT_SECTIONS)} (or none: a menu asks).",
         )
-    flags = _flags(locals())
-    _command("edit").run(_output(), flags, section=section, no_input=no_input)
+    _command("edit").run(app, flags, section=section, no_input=no_input)
 
 
 @app.command()
@@ -450,18 +494,18 @@ def sync(
 
     Incremental and safe to run from cron: a second run while one is going exits 75 at once.
     """
-    out = _output(json_mode=json_, quiet=quiet)
-    cfg = _require_config()
-    _command("sync").run(out, config=cfg, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
+    app = _app(json_mode=json_, quiet=quiet)
+    cfg = _require_config(app)
+    _command("sync").run(app, config=cfg, json_=json_, quiet=quiet, dry_run=dry_run, full=full, since=since)
 
 
 @app.command()
 @handle_errors
 def status(json_: JsonOpt = False) -> None:
     """Show the connection, keys (masked), last runs and schedule."""
-    out = _output(json_mode=json_)
-    cfg = _require_config()
-    _command("status").run(out, config=cfg, json_=json_)
+    app = _app(json_mode=json_)
+    cfg = _require_config(app)
+    _command("status").run(app, config=cfg, json_=json_)
 
 
 @app.command()
@@ -474,8 +518,7 @@ def disconnect(
     Deletes the config, the draft, the stored keys and the sync state. Data already sent to
     Customerscore stays there.
     """
-    out = _output()
-    _command("disconnect").run(out, yes=yes)
+    _command("disconnect").run(_app(), yes=yes)
 
 
 @app.command()
@@ -491,10 +534,10 @@ def schedule(
 
     The line runs `cs-posthog sync --quiet` and appends to a log file.
     """
+    app = _app()
     if install and remove:
         raise UsageError("--install and --remove cannot be used together", hint="Pick one.")
-    out = _output()
-    _command("schedule").run(out, every=every, install=install, remove=remove)
+    _command("schedule").run(app, every=every, install=install, remove=remove)
 
 
 @app.command()
@@ -515,8 +558,7 @@ def demo(
     touched), connects, runs the first sync, shows what Customerscore received, and cleans up.
     On a terminal the real wizard runs with the sandbox's credentials offered as defaults.
     """
-    out = _output(json_mode=json_)
-    _command("demo").run(out, no_input=no_input, json_=json_, groups=groups)
+    _command("demo").run(_app(json_mode=json_), no_input=no_input, json_=json_, groups=groups)
 
 
 SHELLS = ("bash", "zsh", "fish")
@@ -559,11 +601,11 @@ def completion(
     typer.echo(completion_script(prog_name="cs-posthog", complete_var=COMPLETE_VAR, shell=shell))
 
 
-def _require_config() -> Config:
+def _require_config(app: App) -> Config:
     """The validated config for `sync` and `status`: "not connected" or a one-line error, exit 78."""
     from cs_posthog.config import load_config
 
-    return load_config()
+    return load_config(app.paths.config_file)
 
 
 def main() -> None:

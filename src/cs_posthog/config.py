@@ -22,7 +22,6 @@ from pydantic_core import ErrorDetails
 
 from cs_posthog.errors import InvalidConfigError, NotConnectedError
 from cs_posthog.fsutil import atomic_write_text
-from cs_posthog.paths import get_paths
 from cs_posthog.secrets import no_key
 from cs_posthog.urls import check_base_url
 
@@ -354,16 +353,14 @@ def _dump(model: BaseModel) -> str:
     return tomli_w.dumps(data)
 
 
-def save_config(cfg: Config, path: Path | None = None) -> Path:
-    path = path or get_paths().config_file
+def save_config(cfg: Config, path: Path) -> Path:
     atomic_write_text(path, _dump(cfg))
     return path
 
 
-def save_query_tier(tier: str, detected_at: datetime | None = None, path: Path | None = None) -> bool:
-    """Record PostHog's query tier in the saved config (read fresh from disk, so that nothing else in
-    it changes; atomic). False when there is no valid config to update or it already says so."""
-    path = path or get_paths().config_file
+def save_query_tier(tier: str, detected_at: datetime | None, path: Path) -> bool:
+    """Record PostHog's query tier in the config at ``path`` (read fresh from disk, so that nothing
+    else in it changes; atomic). False when there is no valid config to update or it already says so."""
     cfg = load_config(path)
     if cfg.posthog.query_tier == tier:
         return False
@@ -373,22 +370,20 @@ def save_query_tier(tier: str, detected_at: datetime | None = None, path: Path |
     return True
 
 
-def save_draft(draft: Draft, path: Path | None = None) -> Path:
-    path = path or get_paths().draft_file
+def save_draft(draft: Draft, path: Path) -> Path:
     atomic_write_text(path, _dump(draft))
     return path
 
 
-def load_config(path: Path | None = None) -> Config:
-    """Load and validate the config. Raises NotConnectedError or InvalidConfigError (exit 78)."""
-    path = path or get_paths().config_file
+def load_config(path: Path) -> Config:
+    """Load and validate the config at ``path`` (``Paths.config_file``). Raises NotConnectedError or
+    InvalidConfigError (exit 78)."""
     if not _exists(path):
         raise NotConnectedError()
     return _load(path, Config)
 
 
-def load_draft(path: Path | None = None) -> Draft | None:
-    path = path or get_paths().draft_file
+def load_draft(path: Path) -> Draft | None:
     if not _exists(path):
         return None
     return _load(path, Draft)

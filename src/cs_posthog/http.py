@@ -31,7 +31,6 @@ clients choose theirs per kind of request (PostHog's ``/query/``: longer and muc
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -52,65 +51,39 @@ from cs_posthog.errors import (
     ThrottledError,
     UnavailableError,
 )
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 DEFAULT_TIMEOUT_S = 30.0
-TIMEOUT_ENV = "CS_POSTHOG_TIMEOUT"
-# Overall time allowed for one attempt (request sent, whole answer read). CS_POSTHOG_DEADLINE
-# overrides every one; without it, CS_POSTHOG_TIMEOUT (when set) makes every deadline 4x that (5 s at least).
+# Overall time allowed for one attempt (request sent, whole answer read). ``Settings.deadline_s``
+# (CS_POSTHOG_DEADLINE) overrides every one; without it, ``Settings.timeout_s`` (CS_POSTHOG_TIMEOUT)
+# makes every deadline 4x that (5 s at least).
 DEFAULT_DEADLINE_S = 120.0
-DEADLINE_ENV = "CS_POSTHOG_DEADLINE"
 DEADLINE_PER_TIMEOUT = 4.0
 DEADLINE_FLOOR_S = 5.0  # ...but never under this (a loaded machine with a tiny test timeout)
 # Largest answer body read for a request that names no cap of its own (PostHog's /query/ does).
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-# Pacing scale for sandboxes with a scaled clock (``--rate-limits fast`` is 60x); ``off`` (or 0)
-# turns client-side pacing off. Both clients read it, so they always agree. Never needed for real APIs.
-RATE_SCALE_ENV = "CS_POSTHOG_RATE_SCALE"
 
 
-def rate_scale() -> float | None:
-    """The pacing multiplier from ``CS_POSTHOG_RATE_SCALE``; None means no client-side pacing."""
-    raw = (os.environ.get(RATE_SCALE_ENV) or "").strip().lower()
-    if not raw:
-        return 1.0
-    if raw in ("off", "none", "0"):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return 1.0
-    return value if value > 0 else None
+def rate_scale(settings: Settings = DEFAULT_SETTINGS) -> float | None:
+    """The pacing multiplier (``CS_POSTHOG_RATE_SCALE``); None means no client-side pacing."""
+    return settings.rate_scale
 
 
-def default_timeout(seconds: float = DEFAULT_TIMEOUT_S) -> httpx.Timeout:
+def default_timeout(seconds: float = DEFAULT_TIMEOUT_S, settings: Settings = DEFAULT_SETTINGS) -> httpx.Timeout:
     """Client timeout of ``seconds`` (30 by default; PostHog's ``/query/`` asks for more);
-    ``CS_POSTHOG_TIMEOUT`` (seconds) overrides every one of them (tests, slow proxies)."""
-    raw = os.environ.get(TIMEOUT_ENV)
-    total = seconds
-    if raw:
-        try:
-            total = max(0.1, float(raw))
-        except ValueError:
-            pass
+    ``settings.timeout_s`` (CS_POSTHOG_TIMEOUT) overrides every one of them (tests, slow proxies)."""
+    total = settings.timeout_s if settings.timeout_s is not None else seconds
     return httpx.Timeout(total, connect=min(10.0, total))
 
 
-def default_deadline(seconds: float = DEFAULT_DEADLINE_S) -> float:
-    """Overall seconds for one attempt: ``seconds``, or ``CS_POSTHOG_DEADLINE``, or 4x
-    ``CS_POSTHOG_TIMEOUT`` (at least 5 s) when only that is set (so a small timeout also bounds a
-    dripping answer)."""
-    raw = os.environ.get(DEADLINE_ENV)
-    if raw:
-        try:
-            return max(0.1, float(raw))
-        except ValueError:
-            pass
-    raw = os.environ.get(TIMEOUT_ENV)
-    if raw:
-        try:
-            return max(DEADLINE_FLOOR_S, DEADLINE_PER_TIMEOUT * max(0.1, float(raw)))
-        except ValueError:
-            pass
+def default_deadline(seconds: float = DEFAULT_DEADLINE_S, settings: Settings = DEFAULT_SETTINGS) -> float:
+    """Overall seconds for one attempt: ``seconds``, or ``settings.deadline_s`` (CS_POSTHOG_DEADLINE),
+    or 4x ``settings.timeout_s`` (at least 5 s) when only that is set (so a small timeout also bounds
+    a dripping answer)."""
+    if settings.deadline_s is not None:
+        return settings.deadline_s
+    if settings.timeout_s is not None:
+        return max(DEADLINE_FLOOR_S, DEADLINE_PER_TIMEOUT * settings.timeout_s)
     return seconds
 
 

@@ -218,7 +218,6 @@ class Output:
         self.debug = debug
         self._err: Console | None = None
         self._out: Console | None = None
-        self._keys_known = False
 
     # consoles are created lazily so that `--help` never pays for them
     @property
@@ -259,27 +258,12 @@ class Output:
     def human(self) -> bool:
         return not self.json_mode and not self.quiet
 
-    # --- keys are masked everywhere ------------------------------------------------------------
-    def _know_keys(self) -> None:
-        """Register the stored keys (environment, keyring, file) before the first thing is written,
-        so that every channel below masks them even before a command reads them."""
-        if not self._keys_known:
-            self._keys_known = True
-            # local: cli.main() imports this module at start-up (--help stays light)
-            from cs_posthog.secrets import register_stored_secrets
-
-            try:
-                register_stored_secrets()
-            except Exception:  # output must not fail for it
-                pass
-
     def _message(self, message: str) -> str:
         """A rich message as written: keys masked, stray control characters visible (its own line
         breaks kept). The names it quotes went through ``esc`` already; this is the net."""
         # local: cli.main() imports this module at start-up (--help stays light)
         from cs_posthog.secrets import redact
 
-        self._know_keys()
         return fit(esc(redact(message), markup=False, keep="\n"), sys.stderr)
 
     def glyph(self, text: str, *, stream: Any = None) -> str:
@@ -331,7 +315,6 @@ class Output:
         # local: cli.main() imports this module at start-up (--help stays light)
         from cs_posthog.secrets import redact
 
-        self._know_keys()
         self._print_hanging("[red]error:[/red] ", fit(esc(redact(message)), sys.stderr))
         if hint:
             self._print_hanging("[dim]hint:[/dim] ", fit(esc(redact(hint)), sys.stderr))
@@ -343,7 +326,6 @@ class Output:
         # local: cli.main() imports this module at start-up (--help stays light)
         from cs_posthog.secrets import redact_data
 
-        self._know_keys()
         text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
         text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
         if not is_unicode(sys.stdout):  # a latin-1 or ascii stream: \uXXXX escapes lose nothing
@@ -357,8 +339,7 @@ class Output:
     def print(self, renderable: Any = "") -> None:
         """Human results on stdout (tables, text); nothing in quiet mode. Keys masked, controls visible."""
         if not self.quiet:
-            self._know_keys()
-            self.out.print(_safe_renderable(renderable, sys.stdout))
+                self.out.print(_safe_renderable(renderable, sys.stdout))
 
 
 def setup_logging(*, verbose: int = 0, debug: bool = False) -> None:

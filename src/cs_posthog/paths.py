@@ -1,8 +1,9 @@
-"""Where cs-posthog keeps its files. Light: imported by ``cli.py`` at start-up.
+"""Where cs-posthog keeps its files.
 
-With ``CS_POSTHOG_HOME`` set, one directory holds everything (tests, the demo). Otherwise the
-platform's usual places: config in ``user_config_path``, state in ``user_state_path``, logs in
-``user_log_path``.
+With a home (``CS_POSTHOG_HOME``, or the demo's temporary directory), one directory holds
+everything. Otherwise the platform's usual places: config in ``user_config_path``, state in
+``user_state_path``, logs in ``user_log_path``. ``get_paths`` is called once, where the App is made
+(``app.py``); everything else receives the ``Paths`` (or one path) as an argument.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 import platformdirs
 
 APP = "cs-posthog"
-HOME_ENV = "CS_POSTHOG_HOME"
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class Paths:
         return self.log_dir / "sync.log"
 
 
-def get_paths() -> Paths:
-    home = os.environ.get(HOME_ENV)
+def get_paths(home: str | None) -> Paths:
+    """The files of the installation at ``home`` (``Settings.home``), or the platform's places."""
     if home:
         root = Path(home).expanduser()
         return Paths(root, root, root)

@@ -24,13 +24,16 @@ from cs_posthog.wizard.noinput import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cs_posthog.app import App
     from cs_posthog.config import Config
     from cs_posthog.output import Output
     from cs_posthog.wizard.context import CheckCredentials, MakeSource
 
 
 def run(
-    out: Output,
+    app: App,
     flags: Flags | None = None,
     *,
     no_input: bool = False,
@@ -49,30 +52,36 @@ def run(
     customer property are the answers offered, and the setup is not resumable (the demo's home is
     thrown away), so nothing says "`cs-posthog connect` resumes"."""
     flags = flags or Flags()
+    out = app.out
     if no_input:
-        connect_no_input(out, flags, no_sync=no_sync, check_fn=check_credentials, make_source=make_source,
-                         caller_syncs=caller_syncs, first_sync=first_sync)
+        connect_no_input(out, flags, paths=app.paths, secrets=app.secrets, env=app.settings, no_sync=no_sync,
+                         check_fn=check_credentials, make_source=make_source, caller_syncs=caller_syncs,
+                         first_sync=first_sync(app))
         return
     if not out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog connect` asks questions, and stdin is not a terminal")
     if flags.api_key_stdin or flags.cs_api_key_stdin:
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
-    ctx = interactive_context(out, flags, demo_defaults=demo_defaults, check_credentials=check_credentials,
+    ctx = interactive_context(app, flags, demo_defaults=demo_defaults, check_credentials=check_credentials,
                               make_source=make_source)
     ctx.caller_syncs = caller_syncs
-    ctx.first_sync = first_sync
+    ctx.first_sync = first_sync(app)
     ctx.resumable = not demo_defaults
 
     run_connect(ctx, restart=restart, no_sync=no_sync)
 
 
-def first_sync(out: Output, cfg: Config) -> None:
+def first_sync(app: App) -> Callable[[Output, Config], None]:
     """The sync connect runs after saving: `cs-posthog sync` with the config just saved."""
-    sync.run(out, config=cfg)
+
+    def run_first(out: Output, cfg: Config) -> None:
+        sync.run(app, config=cfg)
+
+    return run_first
 
 
-def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, Any] | None = None,
+def interactive_context(app: App, flags: Flags, *, demo_defaults: dict[str, Any] | None = None,
                         check_credentials: CheckCredentials | None = None, make_source: MakeSource | None = None,
                         mode: Literal["connect", "edit"] = "connect") -> WizardContext:
     """The wizard's context; flags given on a terminal are the answers offered."""
@@ -105,6 +114,7 @@ def interactive_context(out: Output, flags: Flags, *, demo_defaults: dict[str, A
         if demo_defaults.get("customerscore_api_key"):
             prefill.secrets["customerscore"] = (demo_defaults["customerscore_api_key"], "sandbox")
     return WizardContext(
-        out=out, draft=Draft(), mode=mode, check_credentials=check_credentials, make_source=make_source,
+        out=app.out, draft=Draft(), paths=app.paths, secrets=app.secrets, env=app.settings, mode=mode,
+        check_credentials=check_credentials, make_source=make_source,
         host=flags.host, prefill=prefill,
     )

@@ -1,16 +1,16 @@
 """`cs-posthog demo`: the whole product on the embedded sandbox, nothing to sign up for.
 
-Starts the sandbox (PostHog US/EU and Customerscore) on free loopback ports, points a temporary
-``CS_POSTHOG_HOME`` at a fresh directory (a real configuration is never touched), connects (the real
-wizard on a terminal, sensible choices without one), runs the first sync, shows what Customerscore
-received, and prints the next steps. The sandbox and the temporary files are removed on the way out,
-Ctrl-C included.
+Starts the sandbox (PostHog US/EU and Customerscore) on free loopback ports, makes its own App for a
+fresh temporary home, the sandbox's region hosts, a key file and (without a terminal) the sandbox's
+keys (a real configuration is never touched, and neither is ``os.environ``: the command's App and
+any other in the process are unchanged), connects (the real wizard on a terminal, sensible choices
+without one), runs the first sync, shows what Customerscore received, and prints the next steps. The
+sandbox and the temporary files are removed on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -24,7 +24,6 @@ from cs_posthog.commands.sync import SUMMARY_FIELDS, execute
 from cs_posthog.config import load_config
 from cs_posthog.errors import CsPosthogError, ExitCode
 from cs_posthog.output import count
-from cs_posthog.paths import get_paths
 from cs_posthog.sandbox.requirements import parser_problem
 from cs_posthog.sandbox.runner import SandboxUnavailable, get_json, get_jsonl, start_sandbox
 from cs_posthog.sync.engine import SyncOptions
@@ -33,6 +32,7 @@ from cs_posthog.wizard.noinput import Flags
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from cs_posthog.app import App
     from cs_posthog.config import Config
     from cs_posthog.output import Output
     from cs_posthog.sync.engine import Report
@@ -53,35 +53,27 @@ class _SandboxSize(TypedDict):
 
 DEMO_SIZE: _SandboxSize = {"events": 20_000, "persons": 1_000, "customers": 60, "seed": 7}
 
-# Environment the demo sets for its own run and restores afterwards.
-_ENV_KEYS = (
-    "CS_POSTHOG_HOME",
-    "CS_POSTHOG_SECRET_STORE",
-    "CS_POSTHOG_US_HOST",
-    "CS_POSTHOG_EU_HOST",
-    "POSTHOG_PERSONAL_API_KEY",
-    "CUSTOMERSCORE_API_KEY",
-)
-# Tests (and anyone curious) can run the demo against a sandbox they started themselves:
-# the sandbox's JSON line in this variable; the demo then leaves that sandbox running.
-ATTACH_ENV = "CS_POSTHOG_DEMO_SANDBOX"
 
 
-def run(out: Output, *, no_input: bool = False, json_: bool = False, groups: bool = False) -> None:
-    """``groups``: the customer is the sandbox's PostHog group (``company``), not a Person property."""
-    if not os.environ.get(ATTACH_ENV):
+def run(app: App, *, no_input: bool = False, json_: bool = False, groups: bool = False) -> None:
+    """``app`` is the command's; the demo runs in an App of its own (``_demo_app``). Tests (and anyone
+    curious) can attach the demo to a sandbox they started themselves: its JSON line in
+    ``CS_POSTHOG_DEMO_SANDBOX`` (``app.settings.demo_sandbox``); the demo then leaves it running.
+    ``groups``: the customer is the sandbox's PostHog group (``company``), not a Person property."""
+    out = app.out
+    if not app.settings.demo_sandbox:
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
-    with _sandbox(out) as info, _temporary_home(info, interactive=interactive) as home:
+    with _sandbox(app) as info, _demo_app(app, info, interactive=interactive) as demo:
         region = info["region"]
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({region.upper()}) at {info['posthog_' + region]}, "
-                 f"Customerscore at {info['customerscore']}; temporary home {home}")
-        cfg = _connect(out, info, interactive=interactive, groups=groups)
+                 f"Customerscore at {info['customerscore']}; temporary home {demo.settings.home}")
+        cfg = _connect(demo, info, interactive=interactive, groups=groups)
         if cfg is None:  # the wizard was stopped before saving
             out.info("The demo stopped before the setup was saved: nothing was synced. "
                      "Run `cs-posthog demo` again to see the whole of it.")
             return
-        report = _first_sync(out, cfg)
+        report = _first_sync(demo, cfg)
         summary = summarize(info, report.as_dict())
         summary["customer"] = cfg.identification.describe()
         if json_:
@@ -109,13 +101,13 @@ def check_requirements() -> None:
 
 
 @contextmanager
-def _sandbox(out: Output) -> Iterator[dict[str, Any]]:
-    attached = os.environ.get(ATTACH_ENV)
+def _sandbox(app: App) -> Iterator[dict[str, Any]]:
+    attached = app.settings.demo_sandbox
     if attached:
         yield json.loads(attached)
         return
 
-    out.info("Starting a local PostHog (US and EU regions) and Customerscore…")
+    app.out.info("Starting a local PostHog (US and EU regions) and Customerscore…")
     try:
         sb = start_sandbox(**DEMO_SIZE, region="eu")
     except SandboxUnavailable as exc:  # the parser is there but does not load
@@ -127,26 +119,21 @@ def _sandbox(out: Output) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def _temporary_home(info: dict, *, interactive: bool):
-    saved = {k: os.environ.get(k) for k in _ENV_KEYS}
+def _demo_app(app: App, info: dict[str, Any], *, interactive: bool) -> Iterator[App]:
+    """The demo's own App: a fresh temporary home (removed afterwards), keys in a file there, the
+    sandbox as PostHog's US and EU Cloud and, without a terminal, the sandbox's keys as if they were
+    in the environment (the wizard asks for them on a terminal). Same output sink and other
+    settings (timeouts, pacing) as ``app``, which is left as it was."""
     home = tempfile.mkdtemp(prefix="cs-posthog-demo-")
     try:
-        os.environ.update(
-            CS_POSTHOG_HOME=home,
-            CS_POSTHOG_SECRET_STORE="file",
-            CS_POSTHOG_US_HOST=info["posthog_us"],
-            CS_POSTHOG_EU_HOST=info["posthog_eu"],
-        )
-        if not interactive:  # the wizard asks for them on a terminal
-            os.environ["POSTHOG_PERSONAL_API_KEY"] = info["api_key"]
-            os.environ["CUSTOMERSCORE_API_KEY"] = info["customerscore_api_key"]
-        yield home
+        changes: dict[str, Any] = dict(home=home, secret_store="file", us_host=info["posthog_us"],
+                                       eu_host=info["posthog_eu"])
+        if not interactive:
+            changes.update(posthog_key=info["api_key"], customerscore_key=info["customerscore_api_key"])
+        demo = app.with_settings(**changes)
+        demo.know_keys()
+        yield demo
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -158,8 +145,9 @@ class _ConnectCommon(TypedDict):
     caller_syncs: bool
 
 
-def _connect(out: Output, info: dict[str, Any], *, interactive: bool, groups: bool = False) -> Config | None:
+def _connect(app: App, info: dict[str, Any], *, interactive: bool, groups: bool = False) -> Config | None:
     # the demo runs the first sync itself
+    out = app.out
     common: _ConnectCommon = dict(restart=True, no_sync=True, caller_syncs=True)
     if interactive:
         out.info("\n[bold]The setup wizard[/bold], against the sandbox. Each question offers the sandbox's "
@@ -182,7 +170,7 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool, groups: bo
         if out.human:
             out.err.print(offered)
         connect.run(  # the URL is offered (demo_defaults), not given
-            out, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS, customer_group=info["group_type"] if groups else None),
+            app, Flags(events=DEMO_EVENTS, filters=DEMO_FILTERS, customer_group=info["group_type"] if groups else None),
             no_input=False, demo_defaults=info, **common,
         )
     else:
@@ -197,16 +185,16 @@ def _connect(out: Output, info: dict[str, Any], *, interactive: bool, groups: bo
                       customer_group=info["group_type"] if groups else None,
                       events=DEMO_EVENTS, filters=DEMO_FILTERS, cs_url=info["customerscore"],
                       tracker_key=info["tracker_key"])
-        connect.run(out, flags, no_input=True, **common)
+        connect.run(app, flags, no_input=True, **common)
 
-    if not get_paths().config_file.exists():
+    if not app.paths.config_file.exists():
         return None
-    return load_config()
+    return load_config(app.paths.config_file)
 
 
-def _first_sync(out: Output, cfg: Config) -> Report:
-    out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
-    report, error = execute(out, cfg, SyncOptions())
+def _first_sync(app: App, cfg: Config) -> Report:
+    app.out.info("\n[bold]First sync[/bold] (30 days of events, then the Persons as Contacts)…")
+    report, error = execute(app, cfg, SyncOptions())
     if error is not None:
         raise error
     return report

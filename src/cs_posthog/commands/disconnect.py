@@ -13,16 +13,15 @@ from typing import TYPE_CHECKING
 
 import questionary
 
-from cs_posthog import secrets
 from cs_posthog.commands.schedule import marker, read_crontab
 from cs_posthog.errors import UsageError
-from cs_posthog.paths import get_paths
-from cs_posthog.secrets import delete_secrets
+from cs_posthog.secrets import SPECS
 from cs_posthog.sync.state import RunLock
 
 if TYPE_CHECKING:
-    from cs_posthog.output import Output
+    from cs_posthog.app import App
     from cs_posthog.paths import Paths
+    from cs_posthog.secrets import SecretStore
 
 KEPT = "Data already sent to Customerscore stays there (delete it in Customerscore if you want it gone)."
 
@@ -32,19 +31,19 @@ def _state_files(paths: Paths) -> list[Path]:
     return [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
 
 
-def _keyring_entries() -> list[str]:
+def _keyring_entries(secrets: SecretStore) -> list[str]:
     """Which keys the OS keyring holds for us (bounded by the keyring timeout)."""
-    return [spec.label for name, spec in secrets.SPECS.items() if secrets.keyring_value(name)]
+    return [spec.label for name, spec in SPECS.items() if secrets.keyring_value(name)]
 
 
-def inventory(paths: Paths) -> list[str]:
+def inventory(paths: Paths, secrets: SecretStore) -> list[str]:
     """What there is to remove, in words, with paths."""
     items = []
     if paths.config_file.exists():
         items.append(f"the configuration ({paths.config_file})")
     if paths.draft_file.exists():
         items.append(f"the unfinished setup ({paths.draft_file})")
-    for label in _keyring_entries():
+    for label in _keyring_entries(secrets):
         items.append(f"the {label} in the OS keyring")
     if paths.secrets_file.exists():
         items.append(f"the stored keys ({paths.secrets_file})")
@@ -57,20 +56,20 @@ def ask_confirm() -> bool:
     return bool(questionary.confirm("Remove all of this?", default=False).unsafe_ask())
 
 
-def schedule_installed() -> bool:
+def schedule_installed(app: App) -> bool:
     """True when our line is in the crontab (never fails: False when it cannot tell)."""
     try:
-        return marker() in read_crontab()
+        return marker(app) in read_crontab(app)
     except Exception:
         return False
 
 
-def run(out: Output, *, yes: bool = False) -> None:
-    paths = get_paths()
-    items = inventory(paths)
+def run(app: App, *, yes: bool = False) -> None:
+    out, paths = app.out, app.paths
+    items = inventory(paths, app.secrets)
     if not items:
         out.info("Not connected: there is nothing to remove.")
-        if schedule_installed():
+        if schedule_installed(app):
             out.warn("a cs-posthog line is still in your crontab: remove it with `cs-posthog schedule --remove`.")
         return
 
@@ -92,13 +91,13 @@ def run(out: Output, *, yes: bool = False) -> None:
             p.unlink(missing_ok=True)
         paths.config_file.unlink(missing_ok=True)
         paths.draft_file.unlink(missing_ok=True)
-        delete_secrets()
+        app.secrets.delete_all()
     finally:
         if lock is not None:
             lock.release()
             paths.lock_file.unlink(missing_ok=True)
     out.success("Disconnected: configuration, keys and sync state removed.")
     out.info(KEPT)
-    if schedule_installed():
+    if schedule_installed(app):
         out.warn("your crontab still runs `cs-posthog sync`: remove it with `cs-posthog schedule --remove`.")
     out.info("To connect again: `cs-posthog connect`.")

@@ -14,12 +14,12 @@ from cs_posthog.wizard.flow import run_edit
 from cs_posthog.wizard.noinput import Flags, edit_no_input
 
 if TYPE_CHECKING:
-    from cs_posthog.output import Output
+    from cs_posthog.app import App
     from cs_posthog.wizard.context import CheckCredentials, MakeSource
 
 
 def run(
-    out: Output,
+    app: App,
     flags: Flags | None = None,
     *,
     section: str | None = None,
@@ -29,15 +29,16 @@ def run(
 ) -> None:
     flags = flags or Flags()
     if no_input:
-        edit_no_input(out, flags, section=section, check_fn=check_credentials, make_source=make_source)
+        edit_no_input(app.out, flags, paths=app.paths, secrets=app.secrets, env=app.settings, section=section,
+                      check_fn=check_credentials, make_source=make_source)
         return
-    cfg = load_config()  # not connected / invalid: exit 78 before any question
-    if not out.stdin_is_tty():
+    cfg = load_config(app.paths.config_file)  # not connected / invalid: exit 78 before any question
+    if not app.out.stdin_is_tty():
         raise NoTerminalError("`cs-posthog edit` asks questions, and stdin is not a terminal")
     if flags.api_key_stdin or flags.cs_api_key_stdin:
         raise UsageError("--api-key-stdin and --cs-api-key-stdin go with --no-input",
                          hint="On a terminal the wizard asks for the keys.")
 
-    ctx = interactive_context(out, flags, check_credentials=check_credentials, make_source=make_source, mode="edit")
+    ctx = interactive_context(app, flags, check_credentials=check_credentials, make_source=make_source, mode="edit")
     ctx.draft = Draft.of(cfg)
     run_edit(ctx, cfg, section=section)

@@ -6,12 +6,12 @@ so that ``--install`` replaces our own line (never duplicates it) and leaves oth
 and the user's other lines alone.
 
 The crontab program is ``crontab`` (``crontab -l`` / ``crontab -``); env ``CS_POSTHOG_CRONTAB``
-points at another program with the same interface (tests use a fake one, never the real crontab).
+(``app.settings.crontab``) points at another program with the same interface (tests use a fake one,
+never the real crontab).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cs_posthog.errors import ConfigError, CsPosthogError, ExitCode, UsageError
-from cs_posthog.paths import HOME_ENV, ensure_private_dir, get_paths
-from cs_posthog.secrets import SPECS, find_secret
+from cs_posthog.paths import ensure_private_dir
+from cs_posthog.secrets import SPECS
+from cs_posthog.settings import HOME_ENV
 
 if TYPE_CHECKING:
-    from cs_posthog.output import Output
+    from cs_posthog.app import App
 
-CRONTAB_ENV = "CS_POSTHOG_CRONTAB"
 MARKER = "# cs-posthog sync:"
 
 INTERVALS = {
@@ -53,8 +53,8 @@ def cron_expr(every: str) -> str:
     return INTERVALS[key]
 
 
-def marker() -> str:
-    return f"{MARKER} {get_paths().config_dir}"
+def marker(app: App) -> str:
+    return f"{MARKER} {app.paths.config_dir}"
 
 
 def command_words() -> list[str]:
@@ -88,25 +88,25 @@ def _check_one_line(what: str, text: str) -> None:
         )
 
 
-def cron_line(every: str = "1h") -> str:
-    paths = get_paths()
+def cron_line(app: App, every: str = "1h") -> str:
+    paths = app.paths
     words = [*command_words(), "sync", "--quiet"]
     _check_one_line(f"directory of this installation ({HOME_ENV} or the config dir)", str(paths.config_dir))
     _check_one_line("log file's path", str(paths.log_file))
-    _check_one_line(f"{HOME_ENV} path", os.environ.get(HOME_ENV, ""))
+    _check_one_line(f"{HOME_ENV} path", app.settings.home or "")
     _check_one_line("path of the cs-posthog program", " ".join(words))
     cmd = " ".join(shlex.quote(w) for w in words)
     env = ""
-    home = os.environ.get(HOME_ENV)
+    home = app.settings.home
     if home:
         env = f"{HOME_ENV}={shlex.quote(str(Path(home).expanduser().resolve()))} "
     log = shlex.quote(str(paths.log_file))
-    return _cron_escape(f"{cron_expr(every)} {env}{cmd} >> {log} 2>&1 {marker()}")
+    return _cron_escape(f"{cron_expr(every)} {env}{cmd} >> {log} 2>&1 {marker(app)}")
 
 
 # --- crontab I/O -------------------------------------------------------------------------------
-def _crontab_program() -> list[str]:
-    prog = os.environ.get(CRONTAB_ENV) or "crontab"
+def _crontab_program(app: App) -> list[str]:
+    prog = app.settings.crontab
     path = shutil.which(prog)
     if path is None:
         err = CsPosthogError(
@@ -118,9 +118,9 @@ def _crontab_program() -> list[str]:
     return [path]
 
 
-def read_crontab() -> str:
+def read_crontab(app: App) -> str:
     """The user's crontab ("" when there is none)."""
-    proc = subprocess.run([*_crontab_program(), "-l"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([*_crontab_program(app), "-l"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         if "no crontab" in (proc.stderr or "").lower():
             return ""
@@ -128,70 +128,71 @@ def read_crontab() -> str:
     return proc.stdout
 
 
-def write_crontab(text: str) -> None:
-    proc = subprocess.run([*_crontab_program(), "-"], input=text, capture_output=True, text=True)
+def write_crontab(app: App, text: str) -> None:
+    proc = subprocess.run([*_crontab_program(app), "-"], input=text, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CsPosthogError(f"`crontab -` failed: {(proc.stderr or '').strip() or proc.returncode}")
 
 
-def our_lines(text: str) -> list[str]:
+def our_lines(app: App, text: str) -> list[str]:
     """Our line(s) in a crontab: those ending with our marker as it is written there (a % escaped)."""
-    m = _cron_escape(marker())
+    m = _cron_escape(marker(app))
     return [ln for ln in text.splitlines() if ln.rstrip().endswith(m)]
 
 
-def installed_line() -> str | None:
+def installed_line(app: App) -> str | None:
     """This installation's line in the crontab, or None (never raises: for ``status``)."""
     try:
-        lines = our_lines(read_crontab())
+        lines = our_lines(app, read_crontab(app))
     except Exception:
         return None
     return lines[0] if lines else None
 
 
-def install_line(line: str) -> str:
+def install_line(app: App, line: str) -> str:
     """Add ``line``, replacing a previous line of ours. Returns "installed", "replaced" or "unchanged"."""
-    current = read_crontab()
-    ours = our_lines(current)
+    current = read_crontab(app)
+    ours = our_lines(app, current)
     if ours == [line]:
         return "unchanged"
     kept = [ln for ln in current.splitlines() if ln not in ours]
     while kept and not kept[-1].strip():
         kept.pop()
-    write_crontab("\n".join([*kept, line]) + "\n")
+    write_crontab(app, "\n".join([*kept, line]) + "\n")
     return "replaced" if ours else "installed"
 
 
-def remove_lines() -> int:
+def remove_lines(app: App) -> int:
     """Take our line(s) out. Returns how many were removed."""
-    current = read_crontab()
-    ours = our_lines(current)
+    current = read_crontab(app)
+    ours = our_lines(app, current)
     if not ours:
         return 0
     kept = [ln for ln in current.splitlines() if ln not in ours]
-    write_crontab("\n".join(kept) + ("\n" if kept else ""))
+    write_crontab(app, "\n".join(kept) + ("\n" if kept else ""))
     return len(ours)
 
 
 # --- the command -------------------------------------------------------------------------------
-def run(out: Output, *, every: str = "1h", install: bool = False, remove: bool = False) -> None:
+def run(app: App, *, every: str = "1h", install: bool = False, remove: bool = False) -> None:
+    out = app.out
     if remove:
-        n = remove_lines()
+        n = remove_lines(app)
         if n:
             out.success("Removed the scheduled sync from your crontab.")
         else:
             out.info("No scheduled sync of this installation was in your crontab: nothing to remove.")
         return
-    line = cron_line(every)
+    line = cron_line(app, every)
     if not install:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         out.info("[dim]Add it with `cs-posthog schedule --install` (or paste it into `crontab -e`).[/dim]")
-        _warn_about_keys(out)
+        _warn_about_keys(app)
         return
-    paths = get_paths()
+    paths = app.paths
     ensure_private_dir(paths.log_file.parent)
-    result = install_line(line)
+    result = install_line(app, line)
     if result == "unchanged":
         out.success("Already scheduled with this line; crontab unchanged.")
     elif result == "replaced":
@@ -201,7 +202,7 @@ def run(out: Output, *, every: str = "1h", install: bool = False, remove: bool =
     out.info(f"[dim]Log: {paths.log_file}[/dim]")
     if not paths.config_file.exists():
         out.warn("not connected yet: the scheduled sync will fail until you run `cs-posthog connect`")
-    _warn_about_keys(out)
+    _warn_about_keys(app)
 
 
 def _describe(every: str) -> str:
@@ -211,11 +212,12 @@ def _describe(every: str) -> str:
     )
 
 
-def _warn_about_keys(out: Output) -> None:
+def _warn_about_keys(app: App) -> None:
     """Cron has neither the shell's environment nor, usually, the desktop keyring."""
+    out = app.out
     for name in ("posthog", "customerscore"):
         try:
-            found = find_secret(name)
+            found = app.secrets.find(name)
         except Exception:
             continue
         if found is None:

@@ -12,23 +12,23 @@ from cs_posthog import __version__
 from cs_posthog.commands.schedule import installed_line
 from cs_posthog.config import load_config
 from cs_posthog.output import count, esc
-from cs_posthog.paths import get_paths
-from cs_posthog.secrets import SPECS, find_secret, mask
+from cs_posthog.secrets import SPECS, mask
 from cs_posthog.sync.state import WRITER_KEY, RunLock, SyncState
 
 if TYPE_CHECKING:
+    from cs_posthog.app import App
     from cs_posthog.config import Config
     from cs_posthog.output import Output
 
 
-def collect(config: Config | None = None) -> dict[str, Any]:
+def collect(app: App, config: Config | None = None) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` document)."""
-    cfg = config if config is not None else load_config()
-    paths = get_paths()
+    paths = app.paths
+    cfg = config if config is not None else load_config(paths.config_file)
     keys: dict[str, Any] = {}
     for name in ("posthog", "customerscore"):
         try:
-            found = find_secret(name)
+            found = app.secrets.find(name)
         except Exception:
             found = None
         keys[name] = {
@@ -64,7 +64,7 @@ def collect(config: Config | None = None) -> dict[str, Any]:
     not_matching = None
     if last_ok and last_ok.get("summary"):
         not_matching = last_ok["summary"].get("contacts_no_longer_matching")
-    line = installed_line()
+    line = installed_line(app)
     return {
         "posthog": {
             "host": cfg.posthog.host,
@@ -109,8 +109,9 @@ def collect(config: Config | None = None) -> dict[str, Any]:
     }
 
 
-def run(out: Output, *, config: Config | None = None, json_: bool = False) -> None:
-    data = collect(config)
+def run(app: App, *, config: Config | None = None, json_: bool = False) -> None:
+    out = app.out
+    data = collect(app, config)
     if json_:
         out.data(data)
         return

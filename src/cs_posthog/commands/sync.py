@@ -7,7 +7,6 @@ module only when the command runs, so ``cs-posthog --help`` does not pay for its
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from datetime import UTC, datetime
@@ -33,11 +32,10 @@ from cs_posthog.sync.engine import SyncOptions
 from cs_posthog.sync.runner import run_sync
 
 if TYPE_CHECKING:
+    from cs_posthog.app import App
     from cs_posthog.config import Config
     from cs_posthog.output import Output
     from cs_posthog.sync.engine import Report
-
-PAGE_SIZE_ENV = "CS_POSTHOG_PAGE_SIZE"
 
 SUMMARY_FIELDS = (
     "status",
@@ -83,7 +81,7 @@ def parse_since(text: str | None) -> Any:
 
 
 def run(
-    out: Output,
+    app: App,
     *,
     config: Config | None = None,
     json_: bool = False,
@@ -92,10 +90,11 @@ def run(
     full: bool = False,
     since: str | None = None,
 ) -> None:
+    out = app.out
     since_dt = parse_since(since)
-    cfg = config if config is not None else load_config()
+    cfg = config if config is not None else load_config(app.paths.config_file)
     options = SyncOptions(dry_run=dry_run, full=full, since=since_dt)
-    report, error = execute(out, cfg, options)
+    report, error = execute(app, cfg, options)
     for w in report.warnings:
         out.warn(w)
     if json_:
@@ -106,17 +105,19 @@ def run(
         raise error
 
 
-def execute(out: Output, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
+def execute(app: App, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
     """Run one sync with progress bars when stderr is a terminal; returns ``(report, error)``.
-    Shared by `sync` and `demo`."""
+    Shared by `sync` and `demo`. ``CS_POSTHOG_PAGE_SIZE`` (``app.settings.page_size``) sets the rows
+    per PostHog query, for tests and benchmarks that need many pages from little data."""
+    out = app.out
     options.count_totals = out.is_tty
-    page = _page_size_from_env()
+    page = app.settings.page_size
     if page:
         options.events_page_size = options.persons_page_size = options.events_page_max = page
     with _sigterm_as_interrupt():
         if out.is_tty:
-            return _with_progress(out, cfg, options)
-        return run_sync(cfg, options=options)
+            return _with_progress(app, cfg, options)
+        return run_sync(cfg, paths=app.paths, secrets=app.secrets, settings=app.settings, options=options)
 
 
 class _sigterm_as_interrupt:
@@ -133,24 +134,13 @@ class _sigterm_as_interrupt:
             signal.signal(signal.SIGTERM, self._old)
 
 
-def _page_size_from_env() -> int | None:
-    """``CS_POSTHOG_PAGE_SIZE``: rows per PostHog query (200 to 50,000; default 10,000). For tests and
-    benchmarks that need many pages from little data; the default suits real projects."""
-    raw = os.environ.get(PAGE_SIZE_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        return max(200, min(50_000, int(raw)))
-    except ValueError:
-        return None
-
-
-def _with_progress(out: Output, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
+def _with_progress(app: App, cfg: Config, options: SyncOptions) -> tuple[Report, BaseException | None]:
     """The sync with a bar per stream on stderr. A bar's total is what the engine counted before
     reading (events and Persons it will account for); it advances by what is sent, skipped, dropped
     or unchanged, so that on success it ends at the summary's figures (``events_read``,
     ``contacts_read``) with a green tick; a stream that fails or is stopped ends with a cross and
     the bar where it stopped."""
+    out = app.out
     tick = Text.from_markup(f"[green]{out.glyph('✓')}[/green]")
     cross = {"failed": Text.from_markup(f"[red]{out.glyph('✗')}[/red]"),
              "stopped": Text.from_markup(f"[yellow]{out.glyph('✗')}[/yellow]")}
@@ -216,7 +206,8 @@ def _with_progress(out: Output, cfg: Config, options: SyncOptions) -> tuple[Repo
 
     with progress:
         try:
-            report, error = run_sync(cfg, options=options, progress=on_progress)
+            report, error = run_sync(cfg, paths=app.paths, secrets=app.secrets, settings=app.settings,
+                                     options=options, progress=on_progress)
         except BaseException as exc:  # another sync holds the lock, a key is missing, Ctrl-C
             end_unfinished("stopped" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise

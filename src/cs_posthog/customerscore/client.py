@@ -55,6 +55,7 @@ from cs_posthog.http import (
     rate_scale,
     send,
 )
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 SERVICE = "Customerscore"
 MAX_ITEMS = 100
@@ -139,6 +140,7 @@ class CustomerscoreClient:
         pace: bool | None = None,
         deadline: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        settings: Settings = DEFAULT_SETTINGS,
     ) -> None:
         base = api_url.rstrip("/")
         if base.endswith("/api/v1"):
@@ -152,9 +154,9 @@ class CustomerscoreClient:
         self._tracker_key_json = json.dumps(tracker_key).encode()
         self.stats = Stats()
         self.policy = policy or RetryPolicy()
-        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S)
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings)
         self.max_response_bytes = max_response_bytes
-        scale = rate_scale() if pace is None else (1.0 if pace else None)
+        scale = rate_scale(settings) if pace is None else (1.0 if pace else None)
         if scale is None:
             self.rest_pacer = self.tracker_pacer = None
         else:
@@ -168,7 +170,7 @@ class CustomerscoreClient:
             self.rest_pacer = Pacer([(rest_per_minute, period)], margin=margin)
             self.tracker_pacer = Pacer([(tracker_per_minute, period)], margin=margin)
         self._client = httpx.Client(
-            timeout=timeout if timeout is not None else default_timeout(),
+            timeout=timeout if timeout is not None else default_timeout(settings=settings),
             transport=transport,
             headers={
                 "customerscore-key": api_key,

@@ -91,6 +91,7 @@ from cs_posthog.http import (
     retry_after_header,
     send,
 )
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.timeutil import parse_optional_datetime
 from cs_posthog.urls import check_base_url
 
@@ -470,7 +471,7 @@ class PostHogClient:
     Pacing stays under PostHog's per-key limits: ``/query/`` at 240/minute and the query tier's
     hourly budget (2,400 on the current tier, 120 on the legacy one; ``query_budget_per_hour`` can
     only lower it) with at most 3 queries in flight; every other endpoint at 480/minute and
-    4,800/hour. ``CS_POSTHOG_RATE_SCALE`` (or ``pace=False``) adapts pacing to a sandbox's scaled
+    4,800/hour. ``settings.rate_scale`` (CS_POSTHOG_RATE_SCALE; or ``pace=False``) adapts pacing to a sandbox's scaled
     clock.
 
     Query tier. ``query_tier`` is what the caller knows ("current", "legacy", or None: unknown,
@@ -483,7 +484,7 @@ class PostHogClient:
          minute (short waits near the end of a legacy window; the 240/minute limit cannot be ours).
     Then the query pacer's hourly budget drops to 120 (what we already sent in the hour counts),
     ``query_tier`` becomes "legacy", ``query_tier_detected_at`` is set and ``on_tier_change("legacy")``
-    is called once. Minutes and hours are scaled by ``CS_POSTHOG_RATE_SCALE`` like the pacing. A key
+    is called once. Minutes and hours are scaled by ``settings.rate_scale`` like the pacing. A key
     also used heavily by someone else can look legacy by this rule; pacing at 120/hour is then
     still what is left of the budget.
     """
@@ -506,6 +507,7 @@ class PostHogClient:
         query_deadline: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         query_max_response_bytes: int = QUERY_MAX_RESPONSE_BYTES,
+        settings: Settings = DEFAULT_SETTINGS,
     ) -> None:
         try:
             self.host = check_base_url(host)
@@ -522,7 +524,7 @@ class PostHogClient:
         self.query_tier_detected_at: datetime | None = None  # set when this client found the tier out
         self.on_tier_change = on_tier_change
         self._budget_cap = max(1, min(int(query_budget_per_hour), QUERY_PER_HOUR))
-        scale = rate_scale() if pace is None else (1.0 if pace else None)
+        scale = rate_scale(settings) if pace is None else (1.0 if pace else None)
         self._minute_s, self._hour_s = 60.0 / (scale or 1.0), 3600.0 / (scale or 1.0)
         if scale is None:
             self.query_pacer = Pacer(concurrency=QUERY_CONCURRENCY)
@@ -540,15 +542,16 @@ class PostHogClient:
         self._tier_lock = threading.Lock()
         self._answered: deque[float] = deque()
         self._throttles: deque[float] = deque()
-        base_timeout = timeout if timeout is not None else default_timeout()
+        base_timeout = timeout if timeout is not None else default_timeout(settings=settings)
         if query_timeout is not None:
             self._query_timeout: httpx.Timeout | float = query_timeout
         elif timeout is not None:
             self._query_timeout = timeout
         else:
-            self._query_timeout = default_timeout(QUERY_TIMEOUT_S)
-        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S)
-        self.query_deadline = query_deadline if query_deadline is not None else default_deadline(QUERY_DEADLINE_S)
+            self._query_timeout = default_timeout(QUERY_TIMEOUT_S, settings)
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings)
+        self.query_deadline = (query_deadline if query_deadline is not None
+                               else default_deadline(QUERY_DEADLINE_S, settings))
         self.max_response_bytes = max_response_bytes
         self.query_max_response_bytes = query_max_response_bytes
         self._client = httpx.Client(

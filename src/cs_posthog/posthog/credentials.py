@@ -57,6 +57,7 @@ from cs_posthog.posthog.regions import (
     region_hosts,
     region_of_host,
 )
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -154,6 +155,7 @@ def check_credentials(
     timeout: httpx.Timeout | float | None = None,
     transport: httpx.BaseTransport | None = None,
     needed: tuple[str, ...] | None = None,
+    settings: Settings = DEFAULT_SETTINGS,
 ) -> CredentialCheck:
     """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).
 
@@ -166,19 +168,20 @@ def check_credentials(
     """
 
     needed = tuple(needed or NEEDED_SCOPES)
-    ref = parse_project_ref(project_ref)
+    ref = parse_project_ref(project_ref, settings)
     pid = ref.id
-    hosts = region_hosts()
+    hosts = region_hosts(settings)
     if host is not None:
-        base = normalize_host(host)
-        candidates = [(region_of_host(base) or SELF_HOSTED, base)]
+        base = normalize_host(host, settings)
+        candidates = [(region_of_host(base, settings) or SELF_HOSTED, base)]
     elif ref.host is not None:
         candidates = [(SELF_HOSTED, ref.host)]
     elif ref.region is not None:
         candidates = [(ref.region, hosts[ref.region])]
     else:
         candidates = [(r, hosts[r]) for r in REGIONS]
-    client_kw = {k: v for k, v in (("timeout", timeout), ("transport", transport)) if v is not None}
+    client_kw: dict[str, Any] = {k: v for k, v in (("timeout", timeout), ("transport", transport)) if v is not None}
+    client_kw["settings"] = settings
 
     if len(candidates) == 1:
         answers = [_ask_region(*candidates[0], api_key, pid, client_kw)]

@@ -9,19 +9,19 @@ same 401 as a bad key. Users often paste the address of any page of their projec
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cs_posthog.errors import UsageError
+from cs_posthog.settings import DEFAULT_SETTINGS, EU_HOST_ENV, US_HOST_ENV, Settings
 from cs_posthog.urls import EU_HOST, US_HOST, check_base_url, is_loopback
 
 US = "us"
 EU = "eu"
 SELF_HOSTED = "self-hosted"
 REGIONS = (US, EU)
-HOST_ENV = {US: "CS_POSTHOG_US_HOST", EU: "CS_POSTHOG_EU_HOST"}
+HOST_ENV = {US: US_HOST_ENV, EU: EU_HOST_ENV}  # named in the message when an override is unusable
 _DEFAULT_HOSTS = {US: US_HOST, EU: EU_HOST}
 
 # Host names (lower case) of PostHog Cloud pages and APIs, by region. app.posthog.com is the
@@ -58,16 +58,18 @@ class ProjectRef:
     host: str | None = None
 
 
-def region_hosts() -> dict[str, str]:
+def region_hosts(settings: Settings = DEFAULT_SETTINGS) -> dict[str, str]:
     """Base URL of each Cloud region: ``{"us": ..., "eu": ...}``.
 
-    ``CS_POSTHOG_US_HOST`` / ``CS_POSTHOG_EU_HOST`` override them (a proxy, or the sandbox in tests).
-    Raises UsageError when an override is not an https URL (http only on loopback).
+    ``settings.us_host`` / ``eu_host`` (``CS_POSTHOG_US_HOST`` / ``CS_POSTHOG_EU_HOST``) override them
+    (a proxy, or the sandbox in tests). Raises UsageError when an override is not an https URL (http
+    only on loopback).
     """
     out: dict[str, str] = {}
+    overrides = {US: settings.us_host, EU: settings.eu_host}
     for region in REGIONS:
         env = HOST_ENV[region]
-        raw = (os.environ.get(env) or "").strip()
+        raw = overrides[region].strip()
         if not raw:
             out[region] = _DEFAULT_HOSTS[region]
             continue
@@ -78,17 +80,17 @@ def region_hosts() -> dict[str, str]:
     return out
 
 
-def region_of_host(host: str) -> str | None:
+def region_of_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str | None:
     """"us"/"eu" for a base URL that is one of the region hosts (overrides included), else None."""
     base = host.strip().rstrip("/").lower()
-    for region, url in region_hosts().items():
+    for region, url in region_hosts(settings).items():
         if url.lower() == base:
             return region
     name = urlsplit(base if "://" in base else "https://" + base).hostname or ""
     return _CLOUD_NAMES.get(name)
 
 
-def normalize_host(host: str) -> str:
+def normalize_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str:
     """A user-given PostHog base URL (``--host``) checked and normalised; UsageError when unfit.
 
     A scheme-less host gets ``https://``. A Cloud page name maps to its region's API host
@@ -109,11 +111,11 @@ def normalize_host(host: str) -> str:
     parts = urlsplit(base)
     region = _CLOUD_NAMES.get((parts.hostname or "").lower())
     if region is not None:
-        return region_hosts()[region]
+        return region_hosts(settings)[region]
     return base
 
 
-def parse_project_ref(text: str | int) -> ProjectRef:
+def parse_project_ref(text: str | int, settings: Settings = DEFAULT_SETTINGS) -> ProjectRef:
     """Read a bare project id or a pasted PostHog URL; UsageError (with a hint) for anything else.
 
     Accepted: ``12345``; ``https://eu.posthog.com/project/12345/...`` (also ``us.``, legacy
@@ -159,7 +161,7 @@ def parse_project_ref(text: str | int) -> ProjectRef:
     origin = f"{parts.scheme}://{netloc}"
     prefix = pm.group("prefix").rstrip("/")
     # an overridden region host (proxy, sandbox) first, then the Cloud names
-    for region, base in region_hosts().items():
+    for region, base in region_hosts(settings).items():
         if base.lower() in (origin, origin + prefix):
             return ProjectRef(project_id, region=region)
     cloud = _CLOUD_NAMES.get(hostname)

@@ -1,4 +1,7 @@
-"""One sync run end to end: the lock, the clients (keys from ``secrets``), the state, the engine.
+"""One sync run end to end: the lock, the clients (keys from the ``SecretStore``), the state, the engine.
+
+The caller hands down what the run needs: the ``Paths`` (lock, state, config), the secret store and
+the ``Settings`` (region hosts, timeouts, pacing, page size); nothing here reads the environment.
 
 ``run_sync`` returns the report and the error that ended the run (or None); the command decides
 how to show them. No terminal I/O here.
@@ -9,32 +12,37 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from cs_posthog.config import load_config, save_query_tier
+from cs_posthog.config import save_query_tier
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.errors import CsPosthogError
-from cs_posthog.paths import get_paths
 from cs_posthog.posthog.client import PostHogClient
-from cs_posthog.secrets import get_secret
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.sync.engine import ProgressFn, Report, StreamProgress, SyncEngine, SyncOptions
 from cs_posthog.sync.state import RunLock, SyncState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cs_posthog.config import Config
+    from cs_posthog.paths import Paths
+    from cs_posthog.secrets import SecretStore
 
 
-def make_posthog_client(cfg: Config, **kw: Any) -> PostHogClient:
+def make_posthog_client(cfg: Config, secrets: SecretStore, settings: Settings = DEFAULT_SETTINGS,
+                        **kw: Any) -> PostHogClient:
     """The PostHog client of a config, paced to the stored query tier's budget."""
     return PostHogClient(
         cfg.posthog.host,
-        get_secret("posthog"),
+        secrets.get("posthog"),
         cfg.posthog.project_id,
         query_budget_per_hour=cfg.posthog.query_budget_per_hour,
         query_tier=getattr(cfg.posthog, "query_tier", None),
+        settings=settings,
         **kw,
     )
 
 
-def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | None = None) -> bool:
+def remember_query_tier(cfg: Config, client: PostHogClient, config_file: Path, report: Report | None = None) -> bool:
     """When ``client`` found out PostHog's query tier during the run (a 429 revealing the legacy
     tier), store it in the saved config so the next runs pace to it from their first query, and
     say so in the report's warnings. True when the config changed. Never raises: a config that
@@ -46,7 +54,7 @@ def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | Non
 
     saved = False
     try:
-        saved = save_query_tier(tier, when)
+        saved = save_query_tier(tier, when, config_file)
     except (CsPosthogError, OSError) as exc:
         logging.getLogger(__name__).warning("could not store PostHog's query tier in the config: %s", exc)
     try:
@@ -63,8 +71,10 @@ def remember_query_tier(cfg: Config, client: PostHogClient, report: Report | Non
     return saved
 
 
-def make_customerscore_client(cfg: Config) -> CustomerscoreClient:
-    return CustomerscoreClient(cfg.customerscore.api_url, get_secret("customerscore"), cfg.customerscore.tracker_key)
+def make_customerscore_client(cfg: Config, secrets: SecretStore,
+                              settings: Settings = DEFAULT_SETTINGS) -> CustomerscoreClient:
+    return CustomerscoreClient(cfg.customerscore.api_url, secrets.get("customerscore"), cfg.customerscore.tracker_key,
+                               settings=settings)
 
 
 def with_heartbeat(progress: ProgressFn | None, lock: RunLock | None) -> ProgressFn | None:
@@ -83,8 +93,11 @@ def with_heartbeat(progress: ProgressFn | None, lock: RunLock | None) -> Progres
 
 
 def run_sync(
-    cfg: Config | None = None,
+    cfg: Config,
     *,
+    paths: Paths,
+    secrets: SecretStore,
+    settings: Settings = DEFAULT_SETTINGS,
     options: SyncOptions | None = None,
     progress: ProgressFn | None = None,
     posthog: PostHogClient | None = None,
@@ -94,16 +107,15 @@ def run_sync(
     configuration/secret errors (78) before anything is read; every later failure ends up in the
     report and the returned error (what was acknowledged before it is kept)."""
     options = options or SyncOptions()
-    cfg = cfg or load_config()
-    paths = get_paths()
+    secrets.register_known()  # the run's report is stored with every key this installation has masked
     lock = None if options.dry_run else RunLock(paths.lock_file).acquire()
     own_ph = own_cs = False
     state = None
     try:
         if posthog is None:
-            posthog, own_ph = make_posthog_client(cfg), True
+            posthog, own_ph = make_posthog_client(cfg, secrets, settings), True
         if customerscore is None and not options.dry_run:
-            customerscore, own_cs = make_customerscore_client(cfg), True
+            customerscore, own_cs = make_customerscore_client(cfg, secrets, settings), True
         state = SyncState(paths.state_db, readonly=options.dry_run)
         engine = SyncEngine(cfg, posthog, customerscore, state, options=options,
                             progress=with_heartbeat(progress, lock))
@@ -111,7 +123,7 @@ def run_sync(
             report = engine.run()
         finally:
             if not options.dry_run:
-                remember_query_tier(cfg, posthog, getattr(engine, "report", None))
+                remember_query_tier(cfg, posthog, paths.config_file, getattr(engine, "report", None))
         return report, engine.error
     finally:
         if state is not None:

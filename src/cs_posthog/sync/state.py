@@ -40,8 +40,8 @@ from filelock import FileLock, Timeout
 from cs_posthog import __version__
 from cs_posthog.errors import ConfigError, CsPosthogError, FileError, LockHeldError, NewerStateError
 from cs_posthog.fsutil import atomic_write_text
-from cs_posthog.paths import ensure_private_dir, get_paths
-from cs_posthog.secrets import redact, redact_data, register_stored_secrets
+from cs_posthog.paths import ensure_private_dir
+from cs_posthog.secrets import redact, redact_data
 from cs_posthog.timeutil import fmt_ts, norm_ts, parse_ts, utcnow
 
 MAIN_STREAM = "events"
@@ -260,7 +260,7 @@ def _delete_keys(db: sqlite3.Connection, head: str, keys: Sequence[Any]) -> None
         db.execute(f"{head} ({','.join('?' * len(part))})", part)
 
 
-def unusable_state_error(exc: BaseException, path: Path | None = None, *,
+def unusable_state_error(exc: BaseException, path: Path | str, *,
                          opening: bool = False) -> CsPosthogError | None:
     """The error to report for an SQLite error that says the state file itself is the problem, or None
     (then it is a bug).
@@ -273,8 +273,6 @@ def unusable_state_error(exc: BaseException, path: Path | None = None, *,
     "corrupt" and "not a database": a ConfigError (78) suggesting to move it away. ``cli.py`` applies
     it to errors that escape a command too."""
     name = getattr(exc, "sqlite_errorname", "") or ""
-    if path is None:
-        path = get_paths().state_db
     if isinstance(exc, sqlite3.DatabaseError) and (name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or (
         name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) and _os_reason(Path(path)) is not None
     )):
@@ -934,10 +932,6 @@ class SyncState:
     ) -> None:
         """Record how a run ended. The summary and the error are stored with every key masked (a
         server's error may quote the request headers; `status` shows them later)."""
-        try:
-            register_stored_secrets()
-        except Exception:  # recording the run must not fail for it
-            pass
         stored_summary = json.dumps(redact_data(json.loads(json.dumps(summary, default=str))))
         stored_error = redact(error) if error is not None else None
         with self.tx() as db:

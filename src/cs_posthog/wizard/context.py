@@ -1,22 +1,23 @@
 """What every wizard step gets: the output sink, the setup so far, and how to reach PostHog.
 
+The command hands down what the App holds for it: the installation's ``Paths``, its
+``SecretStore`` and the ``Settings`` read from the environment (region hosts, timeouts).
+
 The data source (event definitions, Person properties, counts, preview) and the credential check
 are passed in, so each step can be driven in tests with a fake or against the sandbox.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from cs_posthog import secrets
 from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.errors import MissingSecretError
 from cs_posthog.output import esc
-from cs_posthog.paths import get_paths
-from cs_posthog.secrets import SPECS, Name, find_secret, register_secret, store_secret
+from cs_posthog.secrets import SPECS, Name, register_secret
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.wizard.source import PostHogSource
 
 if TYPE_CHECKING:
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
 
     from cs_posthog.config import Config, ContactAttribute, Draft, PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.paths import Paths
     from cs_posthog.posthog.client import GroupType
     from cs_posthog.posthog.credentials import CredentialCheck
     from cs_posthog.posthog.hogql import GroupRef
+    from cs_posthog.secrets import SecretStore
 
 
 class DataSource(Protocol):
@@ -114,10 +117,13 @@ SECTION_OF_STEP = {1: "posthog", 2: "customerscore", 3: "identification", 4: "ev
 class WizardContext:
     out: Output
     draft: Draft
+    paths: Paths  # where the config, the draft and the key file are
+    secrets: SecretStore
     mode: Literal["connect", "edit"] = "connect"
     check_credentials: CheckCredentials | None = None
     make_source: MakeSource | None = None
     host: str | None = None  # --host: self-hosted PostHog
+    env: Settings = DEFAULT_SETTINGS  # region hosts, timeouts: what the environment said
     # edit: keys are stored only when the user saves; connect: as soon as they validate
     pending_secrets: dict[Name, str] = field(default_factory=dict)
     prefill: Prefill = field(default_factory=Prefill)
@@ -141,7 +147,7 @@ class WizardContext:
         if name in self.prefill.secrets:
             return self.prefill.secrets[name]
 
-        found = find_secret(name)
+        found = self.secrets.find(name)
         if found is None:
             return None
         return found.value, {"env": "environment", "keyring": "OS keyring", "file": "key file"}[found.source]
@@ -161,12 +167,12 @@ class WizardContext:
                 continue
             self._stored[name] = value
             spec = SPECS[name]
-            if secrets.stored_value(name) != value:  # a key kept with Enter is not stored (nor announced) again
-                where = store_secret(name, value)
+            if self.secrets.stored_value(name) != value:  # a key kept with Enter is not stored (nor announced) again
+                where = self.secrets.store(name, value)
                 if not quiet:
-                    place = "the OS keyring" if where == "keyring" else str(get_paths().secrets_file)
+                    place = "the OS keyring" if where == "keyring" else str(self.secrets.file)
                     self.out.info(f"  [dim]{spec.label} stored in {esc(place)}.[/dim]")
-            env = os.environ.get(spec.env, "").strip()
+            env = self.secrets.env_value(name)
             if env and env != value:
                 self.out.warn(f"{spec.env} is set in the environment and wins over the stored key; "
                               "unset it or update it.")
@@ -185,7 +191,7 @@ class WizardContext:
         ident = (self.draft.posthog.host, self.draft.posthog.project_id, key)
         if self._source is None or self._source_for != ident:
             if self.make_source is None:
-                self._source = PostHogSource(self.draft.posthog, key)
+                self._source = PostHogSource(self.draft.posthog, key, env=self.env)
             else:
                 self._source = self.make_source(self.draft.posthog, key)
             self._source_for = ident

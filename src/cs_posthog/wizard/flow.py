@@ -17,8 +17,7 @@ import questionary
 
 from cs_posthog.config import Draft, load_config, load_draft, save_config, save_draft
 from cs_posthog.errors import InvalidConfigError
-from cs_posthog.paths import get_paths
-from cs_posthog.secrets import SPECS, Name, find_secret
+from cs_posthog.secrets import SPECS, Name
 from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 from cs_posthog.wizard.step_persons import attributes_line, contact_label
@@ -26,6 +25,7 @@ from cs_posthog.wizard.ui import use_stream_glyphs
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, PostHogSettings
+    from cs_posthog.secrets import SecretStore
 
 # edit's sections -> the steps they run ("credentials" is both services' keys; "posthog" and
 # "customerscore" one each; None is every step in order)
@@ -59,12 +59,12 @@ def first_unfinished(draft: Draft) -> int:
     return TOTAL_STEPS + 1
 
 
-def resume_point(draft: Draft) -> int:
+def resume_point(draft: Draft, secrets: SecretStore) -> int:
     """The first unfinished step, moved back when a key the finished steps need is gone."""
     step = first_unfinished(draft)
-    if step > 2 and draft.customerscore is not None and find_secret("customerscore") is None:
+    if step > 2 and draft.customerscore is not None and secrets.find("customerscore") is None:
         step = 2
-    if step > 1 and draft.posthog is not None and find_secret("posthog") is None:
+    if step > 1 and draft.posthog is not None and secrets.find("posthog") is None:
         step = 1
     # never resume at step 5 (the save) without 1-4: sections are kept in order
     return step
@@ -138,11 +138,11 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
     """The interactive ``connect``. ``ctx.draft`` is replaced by the saved draft unless restarting."""
     use_stream_glyphs()
     out = ctx.out
-    paths = get_paths()
+    paths = ctx.paths
     existing: Config | None = None
     if paths.config_file.exists():
         try:
-            cfg = load_config()
+            cfg = load_config(paths.config_file)
             out.info(f"Already connected: {esc(describe_config(cfg))}.")
         except InvalidConfigError as exc:
             cfg = None
@@ -164,12 +164,12 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
         paths.draft_file.unlink(missing_ok=True)
     else:
         try:
-            draft = load_draft()
+            draft = load_draft(paths.draft_file)
         except InvalidConfigError as exc:
             out.warn(f"the saved progress cannot be read ({esc(exc.message)}); starting over.")
             paths.draft_file.unlink(missing_ok=True)
     draft = draft or Draft()
-    start = resume_point(draft)
+    start = resume_point(draft, ctx.secrets)
     if first_unfinished(draft) > 1:  # there is progress to resume
         if start < first_unfinished(draft):
             out.info("A key that the finished steps need is no longer stored: it is asked again.")
@@ -192,11 +192,11 @@ def run_connect(ctx: WizardContext, *, restart: bool, no_sync: bool) -> None:
                 clear_from(draft, 2)
             setattr(draft, SECTION_OF_STEP[step], section)
             if step < TOTAL_STEPS:
-                save_draft(draft)
+                save_draft(draft, paths.draft_file)
     except StopWizard:
         clear_from(draft, step)
         if step > 1:
-            save_draft(draft)
+            save_draft(draft, paths.draft_file)
         if ctx.resumable:
             out.info(f"Stopped at step {step}; the finished steps are kept: `cs-posthog connect` resumes there.")
         else:
@@ -221,8 +221,8 @@ def save_and_sync(ctx: WizardContext, cfg: Config, *, no_sync: bool, previous: C
     """Write the config (atomic, 0600), drop the draft, run the first sync unless ``no_sync``."""
     out = ctx.out
     ctx.store_pending(quiet=False)
-    path = save_config(cfg)
-    get_paths().draft_file.unlink(missing_ok=True)
+    path = save_config(cfg, ctx.paths.config_file)
+    ctx.paths.draft_file.unlink(missing_ok=True)
     out.success(f"Configuration saved to {esc(path)}")
     if previous is not None and _project_changed(previous.posthog, cfg.posthog):
         out.info("  [dim]Another PostHog project: the sync starts its events afresh "
@@ -380,7 +380,7 @@ def contact_id_warning(old: str, new: str) -> str:
 
 def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> None:
     ctx.store_pending(quiet=False)
-    path = save_config(cfg)
+    path = save_config(cfg, ctx.paths.config_file)
     ctx.out.success(f"Configuration saved to {esc(path)}; the next `cs-posthog sync` uses it.")
     if _project_changed(previous.posthog, cfg.posthog):
         ctx.out.info("  [dim]Another PostHog project: the next sync starts its events afresh "
@@ -390,7 +390,7 @@ def save_and_sync_edit(ctx: WizardContext, cfg: Config, *, previous: Config) -> 
 def _keys_changed(ctx: WizardContext) -> list[Name]:
     changed: list[Name] = []
     for name, value in ctx.pending_secrets.items():
-        found = find_secret(name)
+        found = ctx.secrets.find(name)
         if found is None or found.value != value:
             changed.append(name)
     return changed

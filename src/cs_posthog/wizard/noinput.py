@@ -8,6 +8,7 @@ second). Unknown event or property names are warnings, not errors: PostHog may n
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -39,12 +40,12 @@ from cs_posthog.errors import (
     UsageError,
 )
 from cs_posthog.output import count
-from cs_posthog.paths import get_paths
 from cs_posthog.posthog.client import GROUP_SCOPE, GroupType
 from cs_posthog.posthog.credentials import group_scope_error, missing_scopes_sentence, raise_for_check, region_note
 from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.posthog.regions import normalize_host
-from cs_posthog.secrets import find_secret, register_secret
+from cs_posthog.secrets import register_secret
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.wizard import step_customerscore, step_posthog
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.filters import FilterSyntaxError, format_filter, parse_filter, refusals
@@ -71,7 +72,9 @@ if TYPE_CHECKING:
 
     from cs_posthog.config import PersonFilter, PostHogSettings
     from cs_posthog.output import Output
+    from cs_posthog.paths import Paths
     from cs_posthog.posthog.credentials import CredentialCheck
+    from cs_posthog.secrets import SecretStore
     from cs_posthog.wizard.context import CheckCredentials, DataSource, MakeSource
 
 KEYS_HINT = (
@@ -368,12 +371,13 @@ def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: st
     raise UnavailableError(explain_failure(check, project, host), service="PostHog")  # not ok, yet no reason
 
 
-def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str) -> None:
+def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str,
+                           env: Settings = DEFAULT_SETTINGS) -> None:
     """Check both Customerscore keys with requests that change nothing (step 2's check): a refused
     key exits 77 before anything is written; Customerscore unreachable is a warning."""
-    verdict = step_customerscore.check_key(url, cs_key)
+    verdict = step_customerscore.check_key(url, cs_key, settings=env)
     if verdict.status == "ok":
-        verdict = step_customerscore.check_key(url, cs_key, tracker_key)
+        verdict = step_customerscore.check_key(url, cs_key, tracker_key, settings=env)
         if verdict.status == "rejected":
             raise AuthError(
                 f"--tracker-key: {verdict.reason}",
@@ -475,32 +479,34 @@ def _group_coverage(out: Output, source: DataSource, ident: Identification) -> N
 
 # --- connect ---------------------------------------------------------------------------------
 def connect_no_input(
-    out: Output, f: Flags, *, no_sync: bool, check_fn: CheckCredentials | None = None,
+    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings = DEFAULT_SETTINGS,
+    no_sync: bool, check_fn: CheckCredentials | None = None,
     make_source: MakeSource | None = None, stdin: IO[str] | None = None, caller_syncs: bool = False,
     first_sync: Callable[[Output, Config], None] | None = None,
 ) -> Config:
-    if get_paths().config_file.exists():
+    if paths.config_file.exists():
         raise UsageError(
             "already connected: a configuration exists",
             hint="Change it with `cs-posthog edit --no-input <flags>`, "
                  "or remove it with `cs-posthog disconnect --yes` first.",
         )
-    ph_key, cs_key = _connect_keys(f, stdin)
+    ph_key, cs_key = _connect_keys(f, stdin, secrets)
     filters, attributes = _check_connect_flags(f, ph_key, cs_key)
     assert ph_key and cs_key and f.project and f.tracker_key and (f.customer_property or f.customer_group)
     register_secret(ph_key)
     register_secret(cs_key)
 
-    check = check_credentials_or_raise(check_fn or step_posthog.default_check, ph_key, f.project.strip(), f.host)
+    check = check_credentials_or_raise(check_fn or functools.partial(step_posthog.default_check, settings=env),
+                                       ph_key, f.project.strip(), f.host)
     posthog = step_posthog.settings_from_check(check)
     note_region(out, check, posthog)
     out.success(esc(step_posthog.describe_project(posthog)))
 
     customerscore = CustomerscoreSettings(api_url=f.cs_url or CUSTOMERSCORE_URL, tracker_key=f.tracker_key.strip())
-    check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key)
+    check_cs_keys_or_raise(out, customerscore.api_url, cs_key, customerscore.tracker_key, env)
     draft = Draft(posthog=posthog, customerscore=customerscore)
-    ctx = WizardContext(out=out, draft=draft, mode="connect", make_source=make_source, caller_syncs=caller_syncs,
-                        first_sync=first_sync)
+    ctx = WizardContext(out=out, draft=draft, paths=paths, secrets=secrets, env=env, mode="connect",
+                        make_source=make_source, caller_syncs=caller_syncs, first_sync=first_sync)
     ctx.pending_secrets = {"posthog": ph_key, "customerscore": cs_key}
     source = ctx.source()
     if f.customer_group is not None:
@@ -525,14 +531,14 @@ def connect_no_input(
     return cfg
 
 
-def _connect_keys(f: Flags, stdin: IO[str] | None) -> tuple[str | None, str | None]:
+def _connect_keys(f: Flags, stdin: IO[str] | None, secrets: SecretStore) -> tuple[str | None, str | None]:
     """The two keys: from stdin when the flags say so, else from the environment or where they are stored."""
     ph_key, cs_key = read_stdin_keys(f, stdin)
     if ph_key is None and not f.api_key_stdin:
-        found = find_secret("posthog")
+        found = secrets.find("posthog")
         ph_key = found.value if found else None
     if cs_key is None and not f.cs_api_key_stdin:
-        found = find_secret("customerscore")
+        found = secrets.find("customerscore")
         cs_key = found.value if found else None
     return ph_key, cs_key
 
@@ -620,16 +626,18 @@ def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
 
 # --- edit ------------------------------------------------------------------------------------
 def edit_no_input(
-    out: Output, f: Flags, *, section: str | None, check_fn: CheckCredentials | None = None,
+    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings = DEFAULT_SETTINGS,
+    section: str | None, check_fn: CheckCredentials | None = None,
     make_source: MakeSource | None = None, stdin: IO[str] | None = None,
 ) -> Config:
-    cfg = load_config()
+    cfg = load_config(paths.config_file)
     _check_edit_scope(f, section)
     ph_key, cs_key = read_stdin_keys(f, stdin)
     filters, attributes = _check_edit_flags(f, cfg, ph_key, cs_key)
 
     draft = Draft.of(cfg)
-    ctx = WizardContext(out=out, draft=draft, mode="edit", make_source=make_source)
+    ctx = WizardContext(out=out, draft=draft, paths=paths, secrets=secrets, env=env, mode="edit",
+                        make_source=make_source)
     if ph_key:
         register_secret(ph_key)
         ctx.pending_secrets["posthog"] = ph_key
@@ -639,9 +647,9 @@ def edit_no_input(
 
     posthog_touched = ph_key is not None or f.project is not None or f.host is not None
     if posthog_touched:
-        draft.posthog = _recheck_posthog(out, f, cfg, ph_key, check_fn)
+        draft.posthog = _recheck_posthog(ctx, f, cfg, ph_key, check_fn)
     if cs_key is not None or f.tracker_key is not None or f.cs_url is not None:
-        _recheck_customerscore(out, f, cfg, cs_key)
+        _recheck_customerscore(ctx, f, cfg, cs_key)
     _apply_edit_flags(draft, f, cfg, filters, attributes)
     group_flags = f.customer_group is not None or f.customer_group_property is not None
     if group_flags:
@@ -734,29 +742,31 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None,
     return filters, attributes
 
 
-def _recheck_posthog(out: Output, f: Flags, cfg: Config, ph_key: str | None,
+def _recheck_posthog(ctx: WizardContext, f: Flags, cfg: Config, ph_key: str | None,
                      check_fn: CheckCredentials | None) -> PostHogSettings:
     """A new PostHog key, project or host: checked with PostHog (the stored key when none is given)."""
-    key = ph_key or (found.value if (found := find_secret("posthog")) else None)
+    out = ctx.out
+    key = ph_key or (found.value if (found := ctx.secrets.find("posthog")) else None)
     if not key:
         raise UsageError("missing the PostHog key", hint=KEYS_HINT)
     project = (f.project or str(cfg.posthog.project_id)).strip()
     host = f.host or (cfg.posthog.host if cfg.posthog.region.value == "self-hosted" else None)
-    check = check_credentials_or_raise(check_fn or step_posthog.default_check, key, project, host)
+    check_fn = check_fn or functools.partial(step_posthog.default_check, settings=ctx.env)
+    check = check_credentials_or_raise(check_fn, key, project, host)
     settings = step_posthog.settings_from_check(check)
     note_region(out, check, settings)
     out.success(esc(step_posthog.describe_project(settings)))
     return settings
 
 
-def _recheck_customerscore(out: Output, f: Flags, cfg: Config, cs_key: str | None) -> None:
+def _recheck_customerscore(ctx: WizardContext, f: Flags, cfg: Config, cs_key: str | None) -> None:
     """A new Customerscore key, tracker key or URL: both keys checked (the stored key when none is given)."""
     url = f.cs_url or cfg.customerscore.api_url
     tracker = (f.tracker_key or cfg.customerscore.tracker_key).strip()
-    key = cs_key or (found.value if (found := find_secret("customerscore")) else None)
+    key = cs_key or (found.value if (found := ctx.secrets.find("customerscore")) else None)
     if not key:
         raise UsageError("missing the Customerscore key", hint=KEYS_HINT)
-    check_cs_keys_or_raise(out, url, key, tracker)
+    check_cs_keys_or_raise(ctx.out, url, key, tracker, ctx.env)
 
 
 def _edited_group(out: Output, ctx: WizardContext, f: Flags, cfg: Config) -> Identification:

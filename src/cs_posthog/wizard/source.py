@@ -26,6 +26,7 @@ from cs_posthog.posthog.hogql import (
     preview_groups,
     preview_persons,
 )
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 
 class PostHogSource:
-    def __init__(self, settings: PostHogSettings, api_key: str) -> None:
+    def __init__(self, settings: PostHogSettings, api_key: str, *, env: Settings = DEFAULT_SETTINGS) -> None:
         self.settings = settings
         self.client = PostHogClient(
             settings.host,
@@ -44,6 +45,7 @@ class PostHogSource:
             query_budget_per_hour=settings.query_budget_per_hour,
             query_tier=settings.query_tier,
             on_tier_change=self._tier_found,
+            settings=env,
         )
 
     def _tier_found(self, tier: str) -> None:

@@ -18,6 +18,7 @@ from cs_posthog.config import CUSTOMERSCORE_URL, CustomerscoreSettings
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError
 from cs_posthog.secrets import key_problem, mask
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.urls import check_base_url
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
@@ -77,11 +78,12 @@ class KeyCheck:
     exit_code: int = 0
 
 
-def check_key(url: str, api_key: str, tracker_key: str | None = None) -> KeyCheck:
+def check_key(url: str, api_key: str, tracker_key: str | None = None, *,
+              settings: Settings = DEFAULT_SETTINGS) -> KeyCheck:
     """Check the API key (``tracker_key`` None: an empty contacts upsert) or the tracker key (an
     empty tracker batch, sent with the API key) with Customerscore at ``url``. Changes nothing."""
     try:
-        with CustomerscoreClient(url, api_key, tracker_key or "CS-CHECK", pace=False) as client:
+        with CustomerscoreClient(url, api_key, tracker_key or "CS-CHECK", pace=False, settings=settings) as client:
             if tracker_key is None:
                 client.check_api_key()
             else:
@@ -99,7 +101,7 @@ def _checked_api_key(ctx: WizardContext, url: str, key: str) -> tuple[str, KeyCh
     """Check ``key`` at ``url``; while Customerscore refuses it, say why and ask again."""
     while True:
         with busy(ctx.out, "Checking the API key with Customerscore…"):
-            verdict = check_key(url, key)
+            verdict = check_key(url, key, settings=ctx.env)
         if verdict.status != "rejected":
             return key, verdict
         ctx.out.error(verdict.reason)  # error() escapes
@@ -110,7 +112,7 @@ def _checked_api_key(ctx: WizardContext, url: str, key: str) -> tuple[str, KeyCh
 def _checked_tracker_key(ctx: WizardContext, url: str, key: str, tracker: str) -> tuple[str, KeyCheck]:
     while True:
         with busy(ctx.out, "Checking the tracker key with Customerscore…"):
-            verdict = check_key(url, key, tracker)
+            verdict = check_key(url, key, tracker, settings=ctx.env)
         if verdict.status != "rejected":
             return tracker, verdict
         ctx.out.error(verdict.reason)

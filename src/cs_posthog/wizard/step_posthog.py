@@ -10,6 +10,7 @@ again; PostHog unreachable: try again).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import questionary
@@ -19,6 +20,7 @@ from cs_posthog.errors import PersonalKeysNotAllowedError, UnavailableError, Usa
 from cs_posthog.posthog.credentials import check_credentials, region_note
 from cs_posthog.posthog.regions import parse_project_ref
 from cs_posthog.secrets import key_problem, mask
+from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
 
@@ -132,8 +134,9 @@ def ask_after_unreachable() -> str:
 
 
 # --- the step --------------------------------------------------------------------------------
-def default_check(api_key: str, project_ref: str, *, host: str | None = None) -> Any:
-    return check_credentials(api_key, project_ref, host=host)
+def default_check(api_key: str, project_ref: str, *, host: str | None = None,
+                  settings: Settings = DEFAULT_SETTINGS) -> Any:
+    return check_credentials(api_key, project_ref, host=host, settings=settings)
 
 
 def describe_project(settings: PostHogSettings) -> str:
@@ -169,10 +172,10 @@ def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
     return f"this key cannot read project {project_ref}"
 
 
-def parse_region(project_ref: str) -> str | None:
+def parse_region(project_ref: str, settings: Settings = DEFAULT_SETTINGS) -> str | None:
     """``"us"``/``"eu"`` when the pasted reference is an address of a PostHog Cloud region."""
     try:
-        return parse_project_ref(project_ref).region
+        return parse_project_ref(project_ref, settings).region
     except UsageError:
         return None
 
@@ -188,7 +191,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     ctx.out.info(INSTRUCTIONS.format(scopes=scope_lines()))
     prev = ctx.draft.posthog
     host = ctx.host or (prev.host if prev is not None and prev.region.value == "self-hosted" else None)
-    check_fn = ctx.check_credentials or default_check
+    check_fn = ctx.check_credentials or functools.partial(default_check, settings=ctx.env)
 
     key = ask_posthog_key(ctx.current_secret("posthog"))
     project = ask_project(ctx.prefill.project or (str(prev.project_id) if prev is not None else ""))
@@ -221,7 +224,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
                          + esc(where) + ".")
             key = ask_posthog_key(None)
-            if parse_region(project) is not None:  # the region in the address may be the mistake
+            if parse_region(project, ctx.env) is not None:  # the region in the address may be the mistake
                 project = ask_project(project)
         elif getattr(check, "org_policy", None):
             ctx.out.info("  " + esc(PersonalKeysNotAllowedError.default_hint or ""))
