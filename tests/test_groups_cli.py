@@ -10,7 +10,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import run_cli, sandbox_env
+from helpers import env_app, run_cli, sandbox_env, wizard_parts
 from wizard_fakes import DOWN, ENTER, piped_keys
 
 from cs_posthog.sandbox.runner import get_jsonl, start_sandbox
@@ -247,7 +247,7 @@ def test_interactive_edit_switches_to_a_group(home, env, tty, capsys, dumps):
     before = datetime.now(UTC)
     with piped_keys() as keys:
         keys.send_text(DOWN + ENTER + ENTER + ENTER + "y")  # group; company; the key; save
-        edit.run(Output(), section="identification")
+        edit.run(env_app(), section="identification")
     after = datetime.now(UTC)
     assert config(home)["identification"] == {"kind": "group", "group_type": "company", "group_type_index": 0}
     err = capsys.readouterr().err
@@ -267,8 +267,8 @@ def test_interactive_connect_step3_without_group_read_falls_back_to_the_indexes(
     from cs_posthog.wizard.step_posthog import default_check, settings_from_check
 
     key = env["api_key_no_group"]
-    settings = settings_from_check(default_check(key, str(env["project_id"])))
-    ctx = WizardContext(out=Output(), draft=Draft(posthog=settings))
+    settings = settings_from_check(default_check(key, str(env["project_id"]), settings=env_app().settings))
+    ctx = WizardContext(out=Output(), draft=Draft(posthog=settings), **wizard_parts())
     ctx.prefill.secrets["posthog"] = (key, "test")
     with piped_keys() as keys:
         keys.send_text(DOWN + ENTER + DOWN + ENTER + ENTER)  # group; group type 1; its key

@@ -5,6 +5,7 @@ codenames. The same against the sandbox: test_groups_cli.py."""
 from __future__ import annotations
 
 import pytest
+from helpers import env_app, wizard_parts
 from wizard_fakes import CTRL_U, DOWN, ENTER, group_source, piped_keys
 
 from cs_posthog.config import ContactAttribute, Draft, EventsSettings, Identification, PostHogSettings, Region
@@ -19,7 +20,7 @@ GROUP = DOWN + ENTER  # "A PostHog group (group analytics)" (the second answer)
 def ctx_for(src, **draft) -> WizardContext:
     settings = PostHogSettings(region=Region.EU, host="https://eu.posthog.com", project_id=101, project_name="Acme")
     ctx = WizardContext(out=Output(), draft=Draft(posthog=settings, **draft),
-                        make_source=lambda settings, key: src)
+                        make_source=lambda settings, key: src, **wizard_parts())
     ctx.prefill.secrets["posthog"] = ("phx_test", "test")
     return ctx
 
@@ -276,7 +277,7 @@ def test_interactive_connect_in_group_mode_saves_the_group_and_attributes(home, 
                  + ENTER)                                                    # save
     with piped_keys() as keys:
         keys.send_text(keys_text)
-        connect.run(Output(), Flags(customer_group="Company"), no_sync=True, check_credentials=check,
+        connect.run(env_app(), Flags(customer_group="Company"), no_sync=True, check_credentials=check,
                     make_source=lambda s, k: src)
     cfg = tomllib.loads((home / "config.toml").read_text())
     assert cfg["identification"] == {"kind": "group", "group_type": "company", "group_type_index": 0,
@@ -287,5 +288,5 @@ def test_interactive_connect_in_group_mode_saves_the_group_and_attributes(home, 
     assert "Configuration saved to" in err
 
     with pytest.raises(UsageError, match="--customer-property and --customer-group: pick one"):
-        connect.run(Output(), Flags(customer_group="0", customer_property="organization_id"), restart=True,
+        connect.run(env_app(), Flags(customer_group="0", customer_property="organization_id"), restart=True,
                     check_credentials=check, make_source=lambda s, k: src)
