@@ -551,13 +551,34 @@ def demo(
         bool, typer.Option("--groups", help="The customer is a PostHog group (the sandbox's company), not a "
                                             "Person property.")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Keep a local PostHog and Customerscore running for your own app: "
+                                           "point PostHog's SDK at the printed host and project token; every "
+                                           "event name it sends is synced every --every seconds. Ctrl-C stops.")
+    ] = False,
+    every: Annotated[
+        float, typer.Option("--every", metavar="SECONDS", help="With --serve: seconds between syncs.")
+    ] = 10.0,
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65533,
+                          help="With --serve: PostHog US, EU and Customerscore on PORT, PORT+1, PORT+2 "
+                               "(fixed, so an app's SDK settings survive a restart); 0 picks free ports.")
+    ] = 8010,
 ) -> None:
     """Try everything on a local sandbox: nothing to sign up for.
 
     Starts a local PostHog and Customerscore in a temporary home (your own configuration is never
     touched), connects, runs the first sync, shows what Customerscore received, and cleans up.
     On a terminal the real wizard runs with the sandbox's credentials offered as defaults.
+
+    With --serve, the local PostHog starts empty and stays up: send it events from your app with
+    PostHog's SDK and watch them reach Customerscore (README: "Try it with your own app").
     """
+    if serve:
+        _command("demo_serve").serve(_app(json_mode=json_), every=every, port=port, groups=groups, json_=json_)
+        return
+    if every != 10.0 or port != 8010:
+        raise UsageError("--every and --port go with --serve")
     _command("demo").run(_app(json_mode=json_), no_input=no_input, json_=json_, groups=groups)
 
 

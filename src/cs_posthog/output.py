@@ -320,19 +320,21 @@ class Output:
             self._print_hanging("[dim]hint:[/dim] ", fit(esc(redact(hint)), sys.stderr))
 
     # --- data (stdout) -------------------------------------------------------------------------
-    def data(self, obj: Any) -> None:
-        """One JSON document on stdout, keys masked. C1 controls, line separators and bidi overrides
-        inside its strings are written as ``\\uXXXX`` (JSON escapes the C0 ones itself)."""
+    def data(self, obj: Any, *, line: bool = False) -> None:
+        """One JSON document on stdout, keys masked (``line``: on one line, for a stream of JSON
+        lines). C1 controls, line separators and bidi overrides inside its strings are written as
+        ``\\uXXXX`` (JSON escapes the C0 ones itself)."""
         # local: cli.main() imports this module at start-up (--help stays light)
         from cs_posthog.secrets import redact_data
 
-        text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=2, ensure_ascii=False)
+        indent = None if line else 2
+        text = json.dumps(redact_data(json.loads(json.dumps(obj, default=str))), indent=indent, ensure_ascii=False)
         text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
         if not is_unicode(sys.stdout):  # a latin-1 or ascii stream: \uXXXX escapes lose nothing
             try:
                 text.encode(stream_encoding(sys.stdout))
             except (UnicodeEncodeError, LookupError):
-                text = json.dumps(json.loads(text), indent=2, ensure_ascii=True)
+                text = json.dumps(json.loads(text), indent=indent, ensure_ascii=True)
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
