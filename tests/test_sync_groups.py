@@ -204,3 +204,31 @@ def test_group_mode_under_faults_and_a_sigkill_delivers_exactly(faulty, monkeypa
     faults = sum(sb.stats()["faults"].values()) + sum(get_json(sb.ph + "/_sandbox/stats")["faults"].values())
     assert faults > 0
     assert doc["status"] == "ok"
+
+
+def test_connect_no_input_with_a_group_then_its_first_sync_delivers_exactly(env, home):
+    """`connect --no-input --customer-group company` and the first sync it runs (30 days back): the
+    events to the group they carry, the contacts to the group of their latest event."""
+    from datetime import timedelta
+
+    sb = env
+    args = ["connect", "--no-input", "--project", str(sb.info["project_id"]), "--tracker-key", sb.info["tracker_key"],
+            "--cs-url", sb.cs, "--customer-group", "company", "--filter", "plan is set"]
+    for name in SELECTED:
+        args += ["--event", name]
+    got = Received(sb)
+    before = datetime.now(UTC)
+    r = run_cli(*args)
+    after = datetime.now(UTC)
+    assert r.exit_code == 0, r.stderr
+
+    def window(at: datetime):
+        since = at - timedelta(days=30)
+        events, _ = expected_group_events(sb, selected=SELECTED, since=since, index=0, filters=FILTERS)
+        contacts = expected_group_contacts(sb, selected=SELECTED, since=since, index=0, filters=FILTERS)
+        return bag(events), bag(contacts)
+
+    wide, narrow = window(before), window(after)  # (an event at the window's edge may fall either side)
+    events, contacts = bag(got("events")), bag(got("contacts"))
+    assert narrow[0] <= events <= wide[0] and len(narrow[0]) > 100
+    assert set(narrow[1]) <= set(contacts) <= set(wide[1]) | set(narrow[1])
