@@ -34,7 +34,7 @@ from cs_posthog.posthog.hogql import (
 )
 from posthog_testlib import chains, raw_refs
 from cs_posthog.sandbox.hogql import _parsed, create_schema, dump_properties, execute, parse
-from cs_posthog.sync.queries import EventsWindow, events_page, persons_page
+from cs_posthog.sync.queries import CustomerSource, EventsWindow, events_page, persons_page
 
 SCALE = max(1, int(os.environ.get("RELIABILITY_SCALE", "1")))
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -248,7 +248,7 @@ def test_every_builder_parses_and_selects_what_python_selects(case):
         assert {g[0] for g in got if g[-1]} == {i for i in want_ids if i in expected}
 
     window = EventsWindow(events=("e",), timestamp_from="2025-01-01T00:00:00Z", created_from="2025-01-01T00:00:00Z")
-    sql, vals = events_page(window, customer_property=customer, contact_property=contact)
+    sql, vals = events_page(window, customer=CustomerSource(person_property=customer), contact_property=contact)
     sql += " LIMIT 1000"
     assert_names(sql, vals, {("person", "properties", n) for n in [customer, "email"] + ([contact] if contact else [])})
     got = run(conn, sql, vals)
