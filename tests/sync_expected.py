@@ -79,12 +79,16 @@ class Sandbox:
 
 
 def expected_events(
-    sb: Sandbox, *, selected: list[str], since: datetime, customer_property: str, existing_only: bool = True,
-    filters: list[dict] | None = None,
+    sb: Sandbox, *, selected: list[str], since: datetime, customer_property: str | None = None,
+    existing_only: bool = True, filters: list[dict] | None = None, group: tuple[int, str | None] | None = None,
 ) -> tuple[list[dict], int]:
     """(payloads Customerscore keeps, number of selected events skipped for lack of a customer id).
-    ``filters``: only the events of Persons matching them (as they are now)."""
+    ``filters``: only the events of Persons matching them (as they are now). The customer: the
+    Person's ``customer_property`` (as the Person is now), or with ``group`` = (index, property or
+    None) the event's group of that type (``$group_N``, stamped at ingestion), by key or by the
+    group's property as the group is now (issue 14)."""
     persons = sb.persons()
+    groups = sb.groups() if group is not None else {}
     customers = sb.customers()
     out: list[dict] = []
     skipped = 0
@@ -99,7 +103,11 @@ def expected_events(
         props = person["properties"] if person else {}
         if filters is not None and not all(matches(props, f) for f in filters):
             continue  # outside the filters: not read at all, so neither sent nor skipped
-        cust = customer_id(props.get(customer_property))
+        if group is not None:
+            cust = group_customer(groups, group[0], e.get(f"$group_{group[0]}") or "", group[1])
+        else:
+            assert customer_property is not None
+            cust = customer_id(props.get(customer_property))
         if cust is None:
             skipped += 1
             continue
@@ -184,39 +192,10 @@ def expected_group_events(
     sb: Sandbox, *, selected: list[str], since: datetime, index: int, prop: str | None = None,
     existing_only: bool = True, filters: list[dict] | None = None,
 ) -> tuple[list[dict], int]:
-    """Group mode (issue 14): (payloads Customerscore keeps, selected events skipped for lack of a
-    customer id). An event's customer is its group of type ``index`` (``$group_N``, stamped at
-    ingestion), by key or by the group's property ``prop`` as the group is now."""
-    persons = sb.persons()
-    groups = sb.groups()
-    customers = sb.customers()
-    out: list[dict] = []
-    skipped = 0
-    seen: set[str] = set()
-    for e in sb.events():
-        if e["uuid"] in seen:
-            continue
-        seen.add(e["uuid"])
-        if e["event"] not in selected or parse(e["timestamp"]) < since:
-            continue
-        person = persons.get(e["person_id"])
-        props = person["properties"] if person else {}
-        if filters is not None and not all(matches(props, f) for f in filters):
-            continue
-        cust = group_customer(groups, index, e.get(f"$group_{index}") or "", prop)
-        if cust is None:
-            skipped += 1
-            continue
-        if existing_only and cust not in customers:
-            continue
-        email = props.get("email")
-        out.append({
-            "name": e["event"],
-            "timestamp": ms(e["timestamp"]),
-            "identification": {"customer": cust, "contact": e["person_id"]},
-            "data": {"customer": {}, "contact": {"email": email} if email else {}},
-        })
-    return out, skipped
+    """Group mode (issue 14): ``expected_events`` with the customer from the event's group of type
+    ``index``, by key or by the group's property ``prop``."""
+    return expected_events(sb, selected=selected, since=since, existing_only=existing_only, filters=filters,
+                           group=(index, prop))
 
 
 def expected_group_contacts(
