@@ -232,3 +232,37 @@ def test_connect_no_input_with_a_group_then_its_first_sync_delivers_exactly(env,
     events, contacts = bag(got("events")), bag(got("contacts"))
     assert narrow[0] <= events <= wide[0] and len(narrow[0]) > 100
     assert set(narrow[1]) <= set(contacts) <= set(wide[1]) | set(narrow[1])
+
+
+def test_a_group_that_gets_its_customer_property_later_has_its_skipped_events_sent_once(env):
+    """6d: in group-property mode the events of a group read while it lacked the property were skipped;
+    when it gets the property (here from an SDK's $groupidentify, through capture), the next sync sends
+    them once, and the one after sends nothing."""
+    from cs_posthog.sandbox.runner import post_json
+
+    sb = env
+    report, error = sync(config(sb, prop="crm_id"))  # a first sync: every group with crm_id is seen
+    assert error is None, error
+    groups, customers, events = sb.groups(), sb.customers(), sb.events()
+    late = next(key for (i, key), props in sorted(groups.items())
+                if i == 0 and props.get("crm_id") in (None, "") and key in customers
+                and sum(1 for e in events if e["$group_0"] == key and e["event"] in SELECTED) >= 3)
+    post_json(sb.ph + "/batch/", {"api_key": sb.info["project_token"], "batch": [{
+        "event": "$groupidentify", "distinct_id": "crm-sync", "properties": {
+            "$group_type": "company", "$group_key": late, "$group_set": {"crm_id": late}}}]})
+    assert sb.groups()[(0, late)]["crm_id"] == late
+
+    expected, _ = want(sb, "crm_id")
+    of_late = [e for e in expected if e["identification"]["customer"] == late]
+    assert of_late
+    got = Received(sb)
+    report, error = sync(config(sb, prop="crm_id"))
+    assert error is None, error
+    assert report.groups_became_attachable == 1
+    assert bag(got("events")) == bag(of_late)
+    assert report.events_backfilled_for_new_persons == len(of_late)
+
+    got = Received(sb)
+    report, error = sync(config(sb, prop="crm_id"))
+    assert error is None, error
+    assert got("events") == [] and report.groups_became_attachable == 0

@@ -73,6 +73,7 @@ from cs_posthog.sync.mapping import (
 )
 from cs_posthog.sync.prefetch import Prefetcher
 from cs_posthog.sync.state import (
+    GROUPS_READY_KEY,
     MAIN_STREAM,
     PERSONS_STREAM_PREFIX,
     Cursor,
@@ -166,6 +167,7 @@ class Report:
     contacts_read: int = 0
     events_backfilled_for_new_persons: int = 0  # (also in events_sent)
     persons_became_attachable: int = 0
+    groups_became_attachable: int = 0  # group-property mode: groups that got the property (6d)
     query_windows_narrowed: int = 0  # events queries PostHog found too slow, read in shorter time windows
     resent_after_crash: int = 0
     contacts_sent: int = 0
@@ -1064,6 +1066,8 @@ class SyncEngine:
                     self._emit("contacts", sent=len(ok), skipped=len(bad))
         if not self.opt.dry_run and self._persons_init and can_seen:
             self.state.set_persons_ready()
+        if can_seen:
+            self._note_attachable_groups()
         if not self.opt.dry_run and self.run_id is not None:
             rep.contacts_no_longer_matching = self.state.contacts_not_seen_since(self.run_id)
         rep.customers_referenced = len(self._customers)
@@ -1165,6 +1169,35 @@ class SyncEngine:
             self._dry_new_persons.extend(new)
         else:
             self.state.add_persons(new, pending=True)
+
+    def _note_attachable_groups(self) -> None:
+        """Group-property mode (6d): the groups holding a customer id now, kept in ``persons_seen``
+        beside the Persons (``queries.group_owner``): a group seen for the first time after the first
+        complete scan is pending, and its events of the backfill window, skipped while it lacked the
+        property, are sent once by the backfill of ``_backfill_new_persons``."""
+        gi, prop = self.customer.group_index, self.customer.group_property
+        if gi is None or prop is None:
+            return
+        init = self._persons_init or self.state.get_meta(GROUPS_READY_KEY) != "1"
+        if init and self.opt.dry_run:
+            return
+
+        def build(after: str | None) -> tuple[str, dict[str, Any]]:
+            return queries.attachable_groups_page(gi, prop, after)
+
+        for rows in self._paged(build, lambda row: str(row[0]), self.opt.persons_page_size, "cs-posthog sync groups"):
+            ids = [queries.group_owner(gi, str(row[0])) for row in rows]
+            if init:
+                self.state.add_persons(ids, pending=False)
+                continue
+            new = self.state.persons_unseen(ids)
+            self.report.groups_became_attachable += len(new)
+            if self.opt.dry_run:
+                self._dry_new_persons.extend(new)
+            else:
+                self.state.add_persons(new, pending=True)
+        if init:
+            self.state.set_meta(GROUPS_READY_KEY, "1")
 
     def _map_contacts(self, rows: list[list[Any]], flag_col: int | None,
                       first_attr: int) -> tuple[list[_Contact], list[str], list[str]]:

@@ -23,6 +23,7 @@ Person's customer is the group of their most recent selected event in the backfi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -118,7 +119,8 @@ def _dt(p: Params, stem: str, iso: str) -> str:
 class EventsWindow:
     """One page's bounds: strictly after ``after`` (or from ``created_from``), not past ``upto``,
     before ``before`` when PostHog needs a shorter time window; only the events of ``persons`` when
-    given (a new-person backfill); only the events of Persons (as they are now) matching
+    given (a backfill of Persons who became attachable: their ids, and ``group_owner`` ids for groups
+    that did, whose events carry them); only the events of Persons (as they are now) matching
     ``person_filters`` when given (the saved filters, with ``persons.filter_events``)."""
 
     events: tuple[str, ...]
@@ -144,12 +146,45 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
         where.append(f"created_at < {_dt(p, 'bc', w.before[0])}")
         where.append(f"timestamp < {_dt(p, 'bt', w.before[1])}")
     if w.persons:
-        ids = [p.add("p", pid, reuse=False) for pid in w.persons]
-        where.append(f"person_id IN ({', '.join(ids)})")
+        where.append(_owners(w.persons, p))
     if w.person_filters:
         sql = compile_filters(w.person_filters, prefix="person.properties", values_prefix="f", params=p)[0]
         where.append("(" + sql + ")")
     return where
+
+
+_GROUP_OWNER_RE = re.compile(r"^g([0-4]):")
+
+
+def group_owner(group_index: int, key: str) -> str:
+    """The id under which a group (of type ``group_index``, its ``key``) is kept beside the Persons in
+    the state's ``persons_seen`` (a Person id is a UUID: never ``g0:...``)."""
+    return f"g{int(group_index)}:{key}"
+
+
+def _owners(ids: Sequence[str], p: Params) -> str:
+    """The events of the Persons ``ids`` and of the groups among them (``group_owner``)."""
+    persons: list[str] = []
+    groups: dict[int, list[str]] = {}
+    for x in ids:
+        m = _GROUP_OWNER_RE.match(x)
+        if m is None:
+            persons.append(p.add("p", x, reuse=False))
+        else:
+            groups.setdefault(int(m.group(1)), []).append(p.add("g", x[m.end():], reuse=False))
+    conds = [f"person_id IN ({', '.join(persons)})"] if persons else []
+    conds += [f"{quote_identifier(f'$group_{gi}')} IN ({', '.join(keys)})" for gi, keys in sorted(groups.items())]
+    return conds[0] if len(conds) == 1 else "(" + " OR ".join(conds) + ")"
+
+
+def attachable_groups_page(group_index: int, group_property: str, after_key: str | None) -> tuple[str, dict[str, Any]]:
+    """Group-property mode: the keys of the groups of type ``group_index`` that hold a customer id in
+    ``group_property`` now, keyset on key, without LIMIT."""
+    p = Params()
+    conds = [f"index = {p.add('gi', int(group_index))}", has_id(group_property, p)]
+    if after_key is not None:
+        conds.append(f"key > {p.add('after', str(after_key))}")
+    return f"SELECT key FROM groups WHERE {' AND '.join(conds)} ORDER BY key", p.values
 
 
 def events_page(

@@ -49,6 +49,7 @@ _CHUNK = 500  # parameters per IN (...) query
 _MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
 _INFLIGHT_KEY = "inflight_batch"  # meta row: the batch in flight (see SyncState.mark_inflight)
 PERSONS_STREAM_PREFIX = "persons:"  # event streams that backfill Persons who became attachable
+GROUPS_READY_KEY = "groups_seen_ready"  # meta: persons_seen holds every attachable group of a complete scan
 _PERSONS_READY_KEY = "persons_seen_ready"  # meta: persons_seen holds every attachable Person of a complete scan
 _BACKFILL_KEY = "persons_backfill"  # meta: the new-person backfill in progress (stream, person ids, upto)
 WRITER_KEY = "written_by"  # meta: the cs-posthog version of the last sync that wrote the state (absent before)
@@ -896,7 +897,7 @@ class SyncState:
                 db.execute("DELETE FROM streams WHERE name=?", (backfill[0].name,))
             for table in ("persons_seen", "persons_left"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key IN (?, ?)", (_PERSONS_READY_KEY, _BACKFILL_KEY))
+            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?)", (_PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY))
 
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -904,8 +905,9 @@ class SyncState:
         with self.tx() as db:
             for table in ("streams", "delivered", "inflight", "persons_seen", "persons_left"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key IN ('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?)",
-                       (_INFLIGHT_KEY, _PERSONS_READY_KEY, _BACKFILL_KEY))
+            db.execute("DELETE FROM meta WHERE key IN "
+                       "('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?, ?)",
+                       (_INFLIGHT_KEY, _PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY))
             db.execute("UPDATE contacts SET fingerprint=''")
         self._pending, self._spilled_marks = None, False
 
