@@ -6,8 +6,23 @@ import secrets as _secrets
 import string
 import sys
 from pathlib import Path
+from unittest import mock
 
+import typer.main
+import typer.testing
 from typer.testing import CliRunner
+
+_commands: dict[int, tuple[object, object]] = {}
+
+
+def _command_of(app):
+    """Typer's click command for ``app``, built once: building it (every parameter of every command
+    read from the signatures and type hints) costs several times more than most invocations, and a
+    click command is made to be invoked many times (each invocation gets a context of its own)."""
+    hit = _commands.get(id(app))
+    if hit is None or hit[0] is not app:
+        hit = _commands[id(app)] = (app, typer.main.get_command(app))
+    return hit[1]
 
 
 def fake_key(prefix: str = "phx_", n: int = 40) -> str:
@@ -20,7 +35,8 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None):
     """Invoke the Typer app in-process with stdout and stderr kept apart."""
     from cs_posthog.cli import app
 
-    return CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+    with mock.patch.object(typer.testing, "_get_command", _command_of):
+        return CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
 
 
 def sample_config_dict() -> dict:
