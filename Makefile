@@ -27,6 +27,11 @@ venv: $(TEST_STAMP)
 # suite under coverage, every Python process counted (pyproject's [tool.coverage.run]), and prints
 # the report; nothing fails on its figure.
 JOBS ?= 4
+# The suite starts hundreds of Python processes (the CLI, the sandbox, the benchmarks) and pytest
+# rewrites every test module: with PYTHONDONTWRITEBYTECODE in the shell each of them compiles the
+# package from source again (a fifth of the suite's CPU); here they keep their bytecode (__pycache__
+# is ignored by git and left out of the wheel).
+test test-lowest: export PYTHONDONTWRITEBYTECODE :=
 test: $(TEST_STAMP)
 	$(if $(COVERAGE),rm -f .coverage .coverage.*)
 	$(BIN)/python $(if $(COVERAGE),-m coverage run) -m pytest -q -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
