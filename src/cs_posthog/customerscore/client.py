@@ -54,6 +54,7 @@ from cs_posthog.http import (
     install_deadlines,
     rate_scale,
     send,
+    tls_context,
 )
 from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
@@ -172,6 +173,7 @@ class CustomerscoreClient:
         self._client = httpx.Client(
             timeout=timeout if timeout is not None else default_timeout(settings=settings),
             transport=transport,
+            verify=tls_context(),
             headers={
                 "customerscore-key": api_key,
                 "Content-Type": "application/json",

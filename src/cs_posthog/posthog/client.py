@@ -90,6 +90,7 @@ from cs_posthog.http import (
     rate_scale,
     retry_after_header,
     send,
+    tls_context,
 )
 from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.timeutil import parse_optional_datetime
@@ -558,6 +559,7 @@ class PostHogClient:
             timeout=base_timeout,
             transport=transport,
             http2=False,
+            verify=tls_context(),
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
             headers={
                 "Authorization": f"Bearer {api_key.strip()}",
