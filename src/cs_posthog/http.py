@@ -31,7 +31,6 @@ clients choose theirs per kind of request (PostHog's ``/query/``: longer and muc
 
 from __future__ import annotations
 
-import os
 import random
 import ssl
 import threading
@@ -57,22 +56,19 @@ from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 
 DEFAULT_TIMEOUT_S = 30.0
 
-_tls_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+_tls: list[ssl.SSLContext] = []
 _tls_lock = threading.Lock()
 
 
 def tls_context() -> ssl.SSLContext:
-    """What httpx would verify a new client's TLS connections with (``httpx.create_ssl_context()``:
-    certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), loaded once per process and shared by
-    the clients (``httpx.Client(verify=tls_context())``). Loading the bundle costs about 20 ms of
-    CPU, and httpx does it for every client made: one or two per command, hundreds in the test suite.
-    Kept per value of those two variables, so a client still gets what httpx would have given it."""
-    key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    """What httpx verifies a new client's TLS connections with (``httpx.create_ssl_context()``:
+    certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` as httpx reads them), loaded once per
+    process and shared by the clients (``httpx.Client(verify=tls_context())``). httpx loads the bundle
+    again for every client made, about 20 ms of CPU: one or two per command, hundreds in the suite."""
     with _tls_lock:
-        ctx = _tls_contexts.get(key)
-        if ctx is None:
-            ctx = _tls_contexts[key] = httpx.create_ssl_context()
-    return ctx
+        if not _tls:
+            _tls.append(httpx.create_ssl_context())
+        return _tls[0]
 # Overall time allowed for one attempt (request sent, whole answer read). ``Settings.deadline_s``
 # (CS_POSTHOG_DEADLINE) overrides every one; without it, ``Settings.timeout_s`` (CS_POSTHOG_TIMEOUT)
 # makes every deadline 4x that (5 s at least).
