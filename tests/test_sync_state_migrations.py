@@ -20,7 +20,7 @@ import pytest
 
 from cs_posthog.sandbox.runner import post_json, start_sandbox
 from cs_posthog.sync.state import SCHEMA_VERSION, SyncState
-from helpers import env_paths, sandbox_env
+from helpers import env_paths, run_cli, sandbox_env
 from sync_expected import Sandbox
 from test_sync_engine import Received, make_config, since_of
 
@@ -396,8 +396,9 @@ def env(sandbox, monkeypatch, home):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cs_posthog", *args], capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    """`cs-posthog ARGS`, in process (``run_cli``: the whole command, without a Python start-up each)."""
+    r = run_cli(*args)
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
 
 def first_sync(sb: Sandbox):
