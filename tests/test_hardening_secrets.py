@@ -27,7 +27,7 @@ import pytest
 import tomli_w
 
 from cs_posthog.sandbox.runner import start_sandbox
-from helpers import env_app, fake_key
+from helpers import env_app, fake_key, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,18 @@ class Cli:
         if code is not None:
             assert proc.returncode == code, (args, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
         return proc
+
+    def run_here(self, *args: str, stdin: str = "", env: dict | None = None,
+                 code: int = 0) -> subprocess.CompletedProcess:
+        """The command in this process (``run_cli``), started as a new process starts: no key known
+        beforehand (redaction is process-wide; the command's App registers what its store holds).
+        For refusals of what was typed, where a process of its own adds nothing to check."""
+        from cs_posthog import secrets
+
+        secrets.forget_secrets()
+        r = run_cli(*args, input=stdin, env={**self.env, **(env or {})})
+        assert r.exit_code == code, (args, r.exit_code, r.stdout[-2000:], r.stderr[-2000:])
+        return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
     def runs(self) -> list[tuple[str, str | None, str | None]]:
         db = sqlite3.connect(self.home / "state.sqlite3")
@@ -244,7 +256,7 @@ def test_a_key_given_as_a_field_flag_is_refused_without_being_printed(cli):
         args = ["connect", "--no-input", "--no-sync", "--project", str(info["project_id"]),
                 "--tracker-key", info["tracker_key"], "--cs-url", info["customerscore"], "--event", "invoice_paid",
                 *extra]
-        proc = cli.run(*args, env=env, code=2)
+        proc = cli.run_here(*args, env=env, code=2)
         assert "API key" in proc.stderr and "****" in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 2 and not proc.stdout
         for secret in (cs_key.value, info["api_key"], stranger):
@@ -252,13 +264,13 @@ def test_a_key_given_as_a_field_flag_is_refused_without_being_printed(cli):
         assert not (cli.home / "config.toml").exists()
 
     # connected, then an edit that would put the key in a filter value or the customer property
-    cli.run("connect", "--no-input", "--no-sync", "--project", str(info["project_id"]),
+    cli.run_here("connect", "--no-input", "--no-sync", "--project", str(info["project_id"]),
             "--tracker-key", info["tracker_key"], "--cs-url", info["customerscore"], "--event", "invoice_paid",
             "--customer-property", info["customer_property"],
             env={**env, "CUSTOMERSCORE_API_KEY": info["customerscore_api_key"]})  # a key Customerscore accepts
     before = (cli.home / "config.toml").read_text()
     for extra in (["--filter", f"plan != {cs_key.value}"], ["--customer-property", cs_key.value]):
-        proc = cli.run("edit", "--no-input", *extra, env=env, code=2)
+        proc = cli.run_here("edit", "--no-input", *extra, env=env, code=2)
         assert cs_key.value not in proc.stderr and "****" in proc.stderr
     assert (cli.home / "config.toml").read_text() == before
 
@@ -268,7 +280,7 @@ def test_a_key_in_config_toml_is_refused_by_sync_and_status(cli):
     the field, the key masked; nothing is sent to PostHog (the sync stops at the config)."""
     info = cli.info
     ph, cs = info["api_key"], info["customerscore_api_key"]
-    cli.run(*connect_args(info, info["customerscore"], "--api-key-stdin", "--cs-api-key-stdin"), stdin=f"{ph}\n{cs}\n")
+    cli.run_here(*connect_args(info, info["customerscore"], "--api-key-stdin", "--cs-api-key-stdin"), stdin=f"{ph}\n{cs}\n")
     good = tomllib.loads((cli.home / "config.toml").read_text())
     for where, value in ((("identification", "property"), cs),
                          (("persons", "contact_id"), ph),
@@ -278,7 +290,7 @@ def test_a_key_in_config_toml_is_refused_by_sync_and_status(cli):
         cfg.setdefault(where[0], {})[where[1]] = value
         (cli.home / "config.toml").write_text(tomli_w.dumps(cfg))
         for args in (["sync"], ["status"], ["status", "--json"]):
-            proc = cli.run(*args, code=78)
+            proc = cli.run_here(*args, code=78)
             assert "config.toml" in proc.stderr and where[1] in proc.stderr, proc.stderr
             assert "API key" in proc.stderr and "****" in proc.stderr
             assert cs not in proc.stdout + proc.stderr and ph not in proc.stdout + proc.stderr
