@@ -159,3 +159,17 @@ def test_serve_with_groups_sends_events_to_the_company_they_carry():
     finally:
         code, err = served.stop()
     assert code == 0, err
+
+
+def test_ports_in_use_are_one_line_and_a_hint():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([*cs_posthog_cmd(), "demo", "--serve", "--port", str(port)], capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=90)
+    assert r.returncode == 69, r.stderr
+    assert f"could not start on ports {port}-{port + 2}" in r.stderr and "--port 0" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from cs_posthog.commands.demo import DemoUnavailableError, _demo_app, check_requirements
 from cs_posthog.config import Config, save_config
-from cs_posthog.errors import CsPosthogError, Interrupted, UsageError
+from cs_posthog.errors import Interrupted, UsageError
 from cs_posthog.output import count
 from cs_posthog.posthog.client import PostHogClient
 from cs_posthog.sandbox.runner import SandboxError, SandboxUnavailable, get_json, start_sandbox
@@ -56,7 +56,7 @@ def serve(app: App, *, every: float = DEFAULT_EVERY, port: int = DEFAULT_PORT, g
         raise DemoUnavailableError(exc.message, hint=exc.hint) from None
     except SandboxError as exc:
         busy = "Address already in use" in str(exc) or "address already in use" in str(exc)
-        raise CsPosthogError(
+        raise DemoUnavailableError(  # (69, as when the demo cannot run here at all)
             f"the local PostHog could not start on ports {port}-{port + 2}" if busy
             else "the local PostHog and Customerscore did not start",
             hint="Choose other ports with --port N (or --port 0 for any free ones)." if busy
@@ -65,6 +65,9 @@ def serve(app: App, *, every: float = DEFAULT_EVERY, port: int = DEFAULT_PORT, g
     try:
         info = sb.info
         with _demo_app(app, info, interactive=False) as demo:
+            # a sync every few seconds for hours: no pacing to PostHog Cloud's hourly query budget,
+            # which a local sandbox does not have (it would slow the syncs down after an hour or so)
+            demo = demo.with_settings(rate_scale=None)
             _announce(app, info, json_=json_, groups=groups)
             _loop(demo, info, every=every, groups=groups, json_=json_, cycles=cycles)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cs_posthog.interrupts): the way to stop it, exit 0
