@@ -315,7 +315,7 @@ def test_demo_in_group_mode_sends_events_to_the_group_they_carry(tmp_path, sandb
 
 # --- the data source on the real client -------------------------------------------------------------
 def test_posthog_source_reads_group_types_properties_and_counts(env, dumps):
-    from cs_posthog.config import PostHogSettings, Region
+    from cs_posthog.config import Operator, PersonFilter, PostHogSettings, Region
     from cs_posthog.errors import MissingScopesError
     from cs_posthog.posthog.hogql import GroupRef
     from cs_posthog.wizard.source import PostHogSource
@@ -331,6 +331,18 @@ def test_posthog_source_reads_group_types_properties_and_counts(env, dumps):
         assert src.group_indexes() == {i: sum(1 for g in dumps["groups"] if g["index"] == i) for i in (0, 1)}
         with_crm = sum(1 for g in dumps["groups"] if g["index"] == 0 and g["properties"].get("crm_id"))
         assert src.count_groups(GroupRef(0, "crm_id")) == with_crm < src.count_groups(GroupRef(0))
+        # step 5's preview in group mode: Persons who belong to a company, with its key (their latest)
+        since = datetime.now(UTC) - timedelta(days=30)
+        latest: dict[str, tuple[str, str]] = {}
+        for e in dumps["events"]:
+            if e["$group_0"] and e["event"] == "invoice_paid" and e["timestamp"] >= since.isoformat()[:19]:
+                latest[e["person_id"]] = max(latest.get(e["person_id"], ("", "")), (e["timestamp"], e["$group_0"]))
+        plan = PersonFilter(property="plan", operator=Operator.IS_SET)
+        columns, rows = src.preview_persons([plan], (), group=GroupRef(0), group_label="company",
+                                            events=["invoice_paid"])
+        assert columns[:2] == ["id", "company"] and len(rows) == 5
+        plans = {p["id"]: p["properties"].get("plan") for p in dumps["persons"]}
+        assert all(latest[pid][1] == key and plans[pid] is not None for pid, key, *_ in rows), (rows, latest)
         columns, rows = src.preview_groups(GroupRef(0, "crm_id"))
         assert columns == ["key", "name", "crm_id"]
         by_key = {g["key"]: g["properties"] for g in dumps["groups"] if g["index"] == 0}

@@ -162,6 +162,10 @@ def test_persons_in_group_mode_have_no_locked_condition_and_count_group_members(
     assert "Events: those of every company are sent." in err
     # counted over the selected events, with no Person property condition
     assert ("group_coverage", 0, None, ("invoice_paid",), ()) in src.calls
+    # the preview shows Persons of a company (as the sync attaches them), with the company's key
+    assert any(c[0] == "preview_persons" and c[-1] == 0 for c in src.calls)
+    member = src._members(GroupRef(0), ["invoice_paid"], [])[0]
+    assert "company" in err and member["groups"][0] in err
 
 
 def test_a_person_property_condition_that_was_locked_is_free_in_group_mode(home, capsys):

@@ -250,6 +250,18 @@ class FakeGroupSource(FakeSource):
         return [p for p in self.matching(list(filters)) if p.get("groups", {}).get(group.index) in ok
                 and (not events or any(e in events for e in p.get("events", {})))]
 
+    def preview_persons(self, filters: list, extra_columns: tuple[str, ...] = (), *, group: Any = None,
+                        group_label: str = "group", events: Any = (), days: int = 30) -> tuple[list[str], list[list]]:
+        if group is None:
+            return super().preview_persons(filters, extra_columns)
+        self._log("preview_persons", tuple(f.describe() for f in filters), tuple(extra_columns), group.index)
+        cols = ["id", group_label, "email", *[c for c in extra_columns if c != "email"]][:5]
+        rows = []
+        for p in self._members(group, events, list(filters))[:5]:
+            rows.append([p["id"] if c == "id" else p["groups"][group.index] if c == group_label
+                         else p["properties"].get(c) for c in cols])
+        return cols, rows
+
     def group_coverage(self, group: Any, days: int = 30, events: Any = (), filters: Any = ()) -> tuple[int, int]:
         self._log("group_coverage", group.index, group.prop, tuple(events), tuple(f.describe() for f in filters))
         members = self._members(group, events, list(filters))

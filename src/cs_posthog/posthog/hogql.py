@@ -450,6 +450,29 @@ def group_coverage_query(group: GroupRef, days: int = 30, events: Sequence[str] 
     return sql, p.values
 
 
+def preview_group_persons_query(group: GroupRef, label: str, events: Sequence[str], filters: Sequence[Any],
+                                columns: Sequence[str] = (), days: int = 30,
+                                limit: int = PREVIEW_ROWS) -> tuple[str, dict[str, Any], list[str]]:
+    """``(hogql, values, labels)``: up to ``limit`` Persons who belong to a group of the type (events of
+    ``events`` in the last ``days`` days carrying one) and match ``filters`` on ``person.properties``
+    (run it with ``JOINED_PERSONS_MODIFIERS``): ``id``, the key of the group of their most recent such
+    event (labelled ``label``), then the properties ``preview_persons_query`` shows."""
+    days = _days(days)
+    props = preview_columns(filters, columns)
+    p = Params()
+    conds = [f"timestamp >= now() - INTERVAL {days} DAY", group_condition(group, p)]
+    if events:
+        conds.append(f"event IN ({', '.join(p.add('e', name, reuse=False) for name in events)})")
+    where, _ = compile_filters(filters, prefix="person.properties", params=p)
+    if where != TRUE_CONDITION:
+        conds.append(f"({where})")
+    cols = ["person_id", f"argMax({group.column}, timestamp)",
+            *(f"argMax({raw_ref(name, p, 'person.properties')}, timestamp)" for name in props)]
+    sql = (f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(conds)} "
+           f"GROUP BY person_id ORDER BY person_id LIMIT {max(1, int(limit))}")
+    return sql, p.values, ["id", label, *props]
+
+
 def preview_groups_query(group: GroupRef, limit: int = PREVIEW_ROWS) -> tuple[str, dict[str, Any], list[str]]:
     """``(hogql, values, labels)``: the newest ``limit`` groups of the type: key, name, and the
     customer-id property when there is one (raw JSON text)."""
@@ -486,6 +509,17 @@ def preview_persons(
     sql, values, labels = preview_persons_query(filters, extra_columns)
     res = client.query(sql, values, name="cs-posthog preview persons")
     rows = [[row[0], *(raw_display(v) for v in row[1:])] for row in res.results]
+    return labels, rows
+
+
+def preview_group_persons(
+    client: PostHogClient, group: GroupRef, label: str, events: Sequence[str], filters: Sequence[Any],
+    extra_columns: Sequence[str] = (), days: int = 30,
+) -> tuple[list[str], list[list[Any]]]:
+    """``preview_persons`` when the customer is a group: Persons who belong to one, with its key."""
+    sql, values, labels = preview_group_persons_query(group, label, events, list(filters), extra_columns, days)
+    res = client.query(sql, values, name="cs-posthog preview group persons", modifiers=JOINED_PERSONS_MODIFIERS)
+    rows = [[row[0], row[1], *(raw_display(v) for v in row[2:])] for row in res.results]
     return labels, rows
 
 

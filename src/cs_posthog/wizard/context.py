@@ -50,7 +50,8 @@ class DataSource(Protocol):
         ...
 
     def preview_persons(
-        self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
+        self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = (), *, group: GroupRef | None = None,
+        group_label: str = "group", events: Sequence[str] = (), days: int = DEFAULT_BACKFILL_DAYS,
     ) -> tuple[list[str], list[list[Any]]]: ...
 
     # group analytics (identification by a PostHog group)

@@ -23,6 +23,7 @@ from cs_posthog.posthog.hogql import (
     event_volumes,
     group_coverage,
     group_indexes,
+    preview_group_persons,
     preview_groups,
     preview_persons,
 )
@@ -87,8 +88,13 @@ class PostHogSource:
         return count_events(self.client, events, filters, days, group=group)
 
     def preview_persons(
-        self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = ()
+        self, filters: list[PersonFilter], extra_columns: tuple[str, ...] = (), *, group: GroupRef | None = None,
+        group_label: str = "group", events: Sequence[str] = (), days: int = DEFAULT_BACKFILL_DAYS,
     ) -> tuple[list[str], list[list[Any]]]:
+        """Up to 5 matching Persons; with ``group``, only those who belong to a group of the type
+        (``events`` in the last ``days`` days carrying one), with its key."""
+        if group is not None:
+            return preview_group_persons(self.client, group, group_label, events, filters, extra_columns, days)
         return preview_persons(self.client, filters, extra_columns)
 
     # --- groups --------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ an attribute whose key is no codename defined there, silently: the step says so 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import questionary
@@ -328,7 +328,10 @@ def preview_columns(all_filters: list[PersonFilter], contact_id: str,
 
 
 def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id: str,
-                 attributes: list[ContactAttribute] | None = None) -> None:
+                 attributes: list[ContactAttribute] | None = None, *, group: GroupRef | None = None,
+                 group_label: str = "group", events: Sequence[str] = ()) -> None:
+    """Up to 5 Persons the conditions select (group mode: only Persons who belong to a group of the
+    type, with their group's key, as the sync attaches them)."""
     extra = preview_columns(all_filters, contact_id, attributes)
     budget = budget_of(ctx.source())
     if budget is not None:
@@ -339,7 +342,11 @@ def show_preview(ctx: WizardContext, all_filters: list[PersonFilter], contact_id
             return
     try:
         with busy(ctx.out, "Loading a preview…"):
-            columns, rows = ctx.source().preview_persons(all_filters, extra)
+            if group is None:
+                columns, rows = ctx.source().preview_persons(all_filters, extra)
+            else:
+                columns, rows = ctx.source().preview_persons(all_filters, extra, group=group, group_label=group_label,
+                                                             events=events, days=EVENT_DAYS)
     except CsPosthogError as exc:
         ctx.out.warn(f"no preview: {esc(exc.message)}")
         return
@@ -456,7 +463,8 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 show_conditions(ctx, locked, filters, contact_id, filter_events, ident)
                 if attributes:
                     ctx.out.info(esc(attributes_line(attributes)))
-                show_preview(ctx, expand(all_filters), contact_id, attributes)
+                show_preview(ctx, expand(all_filters), contact_id, attributes, group=group,
+                             group_label=ident.group_label, events=selected)
             changed = False
             action = ask_persons_action(live, can_remove=bool(filters), contact_label=contact_label(contact_id),
                                         mode=ctx.mode, resumable=ctx.resumable,
