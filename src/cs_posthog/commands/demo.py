@@ -56,7 +56,7 @@ DEMO_SIZE: _SandboxSize = {"events": 20_000, "persons": 1_000, "customers": 60, 
 
 
 def run(app: App, *, no_input: bool = False, json_: bool = False, groups: bool = False) -> None:
-    """``app`` is the command's; the demo runs in an App of its own (``_demo_app``). Tests (and anyone
+    """``app`` is the command's; the demo runs in an App of its own (``demo_app``). Tests (and anyone
     curious) can attach the demo to a sandbox they started themselves: its JSON line in
     ``CS_POSTHOG_DEMO_SANDBOX`` (``app.settings.demo_sandbox``); the demo then leaves it running.
     ``groups``: the customer is the sandbox's PostHog group (``company``), not a Person property."""
@@ -64,7 +64,7 @@ def run(app: App, *, no_input: bool = False, json_: bool = False, groups: bool =
     if not app.settings.demo_sandbox:
         check_requirements()
     interactive = not no_input and not json_ and out.stdin_is_tty()
-    with _sandbox(app) as info, _demo_app(app, info, interactive=interactive) as demo:
+    with _sandbox(app) as info, demo_app(app, info, interactive=interactive) as demo:
         region = info["region"]
         out.info(f"[bold]Sandbox ready[/bold]: PostHog ({region.upper()}) at {info['posthog_' + region]}, "
                  f"Customerscore at {info['customerscore']}; temporary home {demo.settings.home}")
@@ -119,7 +119,7 @@ def _sandbox(app: App) -> Iterator[dict[str, Any]]:
 
 
 @contextmanager
-def _demo_app(app: App, info: dict[str, Any], *, interactive: bool) -> Iterator[App]:
+def demo_app(app: App, info: dict[str, Any], *, interactive: bool) -> Iterator[App]:
     """The demo's own App: a fresh temporary home (removed afterwards), keys in a file there, the
     sandbox as PostHog's US and EU Cloud and, without a terminal, the sandbox's keys as if they were
     in the environment (the wizard asks for them on a terminal). Same output sink and other

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from cs_posthog.commands.demo import DemoUnavailableError, _demo_app, check_requirements
+from cs_posthog.commands.demo import DemoUnavailableError, check_requirements, demo_app
 from cs_posthog.config import Config, save_config
 from cs_posthog.errors import Interrupted, UsageError
 from cs_posthog.output import count
@@ -64,7 +64,7 @@ def serve(app: App, *, every: float = DEFAULT_EVERY, port: int = DEFAULT_PORT, g
         ) from exc
     try:
         info = sb.info
-        with _demo_app(app, info, interactive=False) as demo:
+        with demo_app(app, info, interactive=False) as demo:
             # a sync every few seconds for hours: no pacing to PostHog Cloud's hourly query budget,
             # which a local sandbox does not have (it would slow the syncs down after an hour or so)
             demo = demo.with_settings(rate_scale=None)

@@ -431,20 +431,28 @@ def count_groups_query(group: GroupRef) -> tuple[str, dict[str, Any]]:
     return sql, p.values
 
 
+def _group_events_where(group: GroupRef, days: int, events: Sequence[str], filters: Iterable[Any],
+                        p: Params) -> list[str]:
+    """The events of the last ``days`` days (``events`` only, when given) that carry a group of the
+    type naming a customer, of Persons matching ``filters`` on ``person.properties`` (queries with
+    them run with ``JOINED_PERSONS_MODIFIERS``)."""
+    conds = [f"timestamp >= now() - INTERVAL {_days(days)} DAY", group_condition(group, p)]
+    if events:
+        conds.append(f"event IN ({', '.join(p.add('e', name, reuse=False) for name in events)})")
+    where, _ = compile_filters(filters, prefix="person.properties", params=p)
+    if where != TRUE_CONDITION:
+        conds.append(f"({where})")
+    return conds
+
+
 def group_coverage_query(group: GroupRef, days: int = 30, events: Sequence[str] = (),
                          filters: Iterable[Any] = ()) -> tuple[str, dict[str, Any]]:
     """Two counts over the last ``days`` days of events (``events`` only, when given) that carry a
     group of the type naming a customer: the distinct groups, and the distinct Persons (matching
     ``filters`` on ``person.properties``: run it with ``JOINED_PERSONS_MODIFIERS``). A Person counted
     belongs to a group: the sync attaches them to the group of their most recent such event."""
-    days = _days(days)
     p = Params()
-    conds = [f"timestamp >= now() - INTERVAL {days} DAY", group_condition(group, p)]
-    if events:
-        conds.append(f"event IN ({', '.join(p.add('e', name, reuse=False) for name in events)})")
-    where, _ = compile_filters(filters, prefix="person.properties", params=p)
-    if where != TRUE_CONDITION:
-        conds.append(f"({where})")
+    conds = _group_events_where(group, days, events, filters, p)
     sql = (f"SELECT count(DISTINCT {group.column}), count(DISTINCT person_id) FROM events "
            f"WHERE {' AND '.join(conds)}")
     return sql, p.values
@@ -457,15 +465,9 @@ def preview_group_persons_query(group: GroupRef, label: str, events: Sequence[st
     ``events`` in the last ``days`` days carrying one) and match ``filters`` on ``person.properties``
     (run it with ``JOINED_PERSONS_MODIFIERS``): ``id``, the key of the group of their most recent such
     event (labelled ``label``), then the properties ``preview_persons_query`` shows."""
-    days = _days(days)
     props = preview_columns(filters, columns)
     p = Params()
-    conds = [f"timestamp >= now() - INTERVAL {days} DAY", group_condition(group, p)]
-    if events:
-        conds.append(f"event IN ({', '.join(p.add('e', name, reuse=False) for name in events)})")
-    where, _ = compile_filters(filters, prefix="person.properties", params=p)
-    if where != TRUE_CONDITION:
-        conds.append(f"({where})")
+    conds = _group_events_where(group, days, events, filters, p)
     cols = ["person_id", f"argMax({group.column}, timestamp)",
             *(f"argMax({raw_ref(name, p, 'person.properties')}, timestamp)" for name in props)]
     sql = (f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(conds)} "

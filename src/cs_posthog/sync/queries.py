@@ -32,8 +32,10 @@ from cs_posthog.config import Identification, Operator, PersonFilter
 from cs_posthog.posthog.hogql import (
     JOINED_PERSONS_MODIFIERS,
     RAW_NO_ID,
+    GroupRef,
     Params,
     compile_filters,
+    group_condition,
     has_id,
     persons_page_query,
     quote_identifier,
@@ -52,58 +54,59 @@ EVENTS_MODIFIERS: dict[str, Any] = JOINED_PERSONS_MODIFIERS
 @dataclass(frozen=True)
 class CustomerSource:
     """Where an event's customer id is read on the events table: a Person property (the Person as it
-    is now), the key of the event's group of one type, or a property of that group (as it is now).
+    is now), or a group type (``GroupRef``): the key of the event's group of that type, or a property
+    of that group (as it is now).
 
     ``raw``: the column is ``JSONExtractRaw``'s text (parse it with ``raw_id``); a group key is
     plain text (``''``: the event has no group of that type)."""
 
     person_property: str | None = None
-    group_index: int | None = None
-    group_property: str | None = None
+    group: GroupRef | None = None
 
     @classmethod
     def of(cls, ident: Identification) -> CustomerSource:
-        if ident.is_group:
-            return cls(group_index=ident.group_type_index, group_property=ident.group_property)
+        if ident.is_group and ident.group_type_index is not None:
+            return cls(group=GroupRef(ident.group_type_index, ident.group_property))
         return cls(person_property=ident.person_property)
 
     @property
-    def is_group(self) -> bool:
-        return self.group_index is not None
+    def group_index(self) -> int | None:
+        return None if self.group is None else self.group.index
+
+    @property
+    def group_property(self) -> str | None:
+        return None if self.group is None else self.group.prop
 
     @property
     def raw(self) -> bool:
-        return not self.is_group or self.group_property is not None
+        return self.group is None or self.group.prop is not None
 
     def group_column(self) -> str:
         """``$group_N`` (quoted): the event's group key of the chosen type."""
-        if self.group_index is None:
+        if self.group is None:
             raise ValueError("not a group customer")
-        return quote_identifier(f"$group_{int(self.group_index)}")
+        return quote_identifier(self.group.column)
 
     def ref(self, p: Params) -> str:
         """The customer id column of an events query."""
-        if self.group_index is None:
-            return raw_ref(self._person_prop(), p, "person.properties")
-        if self.group_property is None:
+        if self.group is None:
+            if self.person_property is None:
+                raise ValueError("no customer property")
+            return raw_ref(self.person_property, p, "person.properties")
+        if self.group.prop is None:
             return self.group_column()
-        return raw_ref(self.group_property, p, f"group_{int(self.group_index)}.properties")
+        return raw_ref(self.group.prop, p, f"group_{self.group.index}.properties")
 
     def has(self, p: Params) -> str:
         """The condition "the event may hold a customer id"."""
-        if self.is_group and self.group_property is None:
-            return f"{self.group_column()} != ''"
+        if self.group is not None:
+            return group_condition(self.group, p)
         return f"{self.ref(p)} NOT IN {RAW_NO_ID}"
 
     def lacks(self, p: Params) -> str:
-        if self.is_group and self.group_property is None:
+        if self.group is not None and self.group.prop is None:
             return f"{self.group_column()} = ''"
         return f"{self.ref(p)} IN {RAW_NO_ID}"
-
-    def _person_prop(self) -> str:
-        if self.person_property is None:
-            raise ValueError("no customer property")
-        return self.person_property
 
 
 def ch_time(iso: str) -> str:
