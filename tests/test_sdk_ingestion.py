@@ -133,13 +133,15 @@ def test_anonymous_events_then_identify_then_the_customer_id_later(sb):
     report, error = sync(cfg)
     assert error is None, error
     # Ann became attachable: her events from before her customer id come once, as a backfill, with the
-    # new one. The phone's events are Bob's now, but they were read (and skipped: no customer id) by the
-    # last run, and Bob was attachable already: no backfill brings them (README: a Person is backfilled
-    # when they first become attachable; only the overlap re-reads what was read before).
+    # new one. The phone's events are Bob's now; the last run skipped them (no customer id) and Bob was
+    # attachable already, so the overlap and Ann's kind of backfill would not bring them: the $identify
+    # that merged the phone does (6e), and they go to Bob's customer.
     want = [payload(stored[u][0], ann, c1) for u in anon + before + after]
+    want += [payload(stored[u][0], bob, c1) for u in phone]
     assert bag(got("events")) == bag(want)
-    assert report.events_backfilled_for_new_persons == len(anon + before)
+    assert report.events_backfilled_for_new_persons == len(anon + before + phone)
     assert report.persons_became_attachable == 1
+    assert report.distinct_ids_merged == 1
     assert {c["contact_external_id"]: c["customer_external_id"] for c in got("contacts")} == {ann["id"]: c1}
 
     got = Received(sb)

@@ -126,6 +126,16 @@ SCHEMA_2_PERSONS_SEEN = (
     ") WITHOUT ROWID"
 )
 
+# Schema 3 (1245619 to the release before skipped_ids): steps 1 to 3 in one transaction, then
+# user_version 3 and meta 'schema' = '3'. Step 3's table:
+SCHEMA_3_PERSONS_LEFT = (
+    "CREATE TABLE persons_left (\n"
+    "    person_id TEXT PRIMARY KEY,        -- a Person whose events were sent, then no longer\n"
+    "    created_at TEXT NOT NULL,          -- the main cursor before the run that found them outside\n"
+    "    uuid TEXT NOT NULL\n"
+    ") WITHOUT ROWID"
+)
+
 
 def _ddl(db: sqlite3.Connection, script: str) -> None:
     for stmt in script.split(";"):
@@ -141,12 +151,14 @@ def build(path: Path, version: str, rows: dict[str, list[tuple]]) -> None:
         _ddl(db, SCHEMA_1_DDL)
     elif version == "2":
         _ddl(db, SCHEMA_2_DDL)
-    elif version == "2 (user_version)":
+    elif version in ("2 (user_version)", "3"):
         _ddl(db, SCHEMA_1_DDL)
         db.execute(SCHEMA_2_ALTER)
         db.execute(SCHEMA_2_PERSONS_SEEN)
-        db.execute("PRAGMA user_version = 2")
-        db.execute("INSERT INTO meta (key, value) VALUES ('schema', '2')")
+        if version == "3":
+            db.execute(SCHEMA_3_PERSONS_LEFT)
+        db.execute(f"PRAGMA user_version = {version[0]}")
+        db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (version[0],))
     else:  # "2 from 1": a schema-1 state the schema-2 releases opened
         _ddl(db, SCHEMA_1_DDL)
         db.execute("INSERT INTO meta (key, value) VALUES ('schema', '1')")
@@ -208,8 +220,15 @@ def rows_2() -> dict[str, list[tuple]]:
     return rows
 
 
-VERSIONS = {"1": rows_1, "2": rows_2, "2 from 1": rows_2, "2 (user_version)": rows_2}
-BUILT_VERSION = {"2 (user_version)": 2}  # the others: 0 (written before user_version was kept)
+def rows_3() -> dict[str, list[tuple]]:
+    """Schema 3 on top: where a Person's events stopped being sent (persons_left)."""
+    rows = rows_2()
+    rows["persons_left"] = [("p-new", *CURSOR)]
+    return rows
+
+
+VERSIONS = {"1": rows_1, "2": rows_2, "2 from 1": rows_2, "2 (user_version)": rows_2, "3": rows_3}
+BUILT_VERSION = {"2 (user_version)": 2, "3": 3}  # the others: 0 (written before user_version was kept)
 
 
 def shape(path: Path) -> dict:
@@ -289,6 +308,9 @@ def check_readers(st: SyncState, rows: dict[str, list[tuple]], version: str) -> 
         assert (stream.name, ids, upto) == ("persons:00aa11bb22cc", ["p-new"], CURSOR)
         assert st.get_meta("events_project") == "uuid:01234567-89ab-cdef-0123-456789abcdef"
         assert st.json_meta("dropped_events", {}) == {"dashboard_viewed": ["2026-11-10T00:00:00.000000Z", "u-dropped"]}
+    if version == "3":
+        assert st.left_points(["p-new", "p-1"]) == {"p-new": CURSOR}
+    assert not st.has_skipped_ids()  # added by schema 4, empty
     assert st.get_meta("schema") == str(SCHEMA_VERSION)
 
 
@@ -420,6 +442,8 @@ def rewrite_as(path: Path, version: str, cfg) -> None:
     rows = {t: old[t] for t in ("meta", "streams", "delivered", "inflight", "contacts", "persons_seen", "runs")}
     meta = dict(rows["meta"])
     assert meta.pop("schema") == str(SCHEMA_VERSION)
+    for key in ("skipped_ids_upto", "merges_upto"):  # schema 4's
+        meta.pop(key, None)
     if version == "1":  # no skipped column (skips were recorded as handled), no persons, no project identity
         rows["delivered"] = [r[:2] for r in rows["delivered"]]
         del rows["persons_seen"]
@@ -429,10 +453,10 @@ def rewrite_as(path: Path, version: str, cfg) -> None:
         meta["contacts_settings"] = contacts_settings_hash(cfg)
     rows["meta"] = sorted(meta.items())
     build(path, version, rows)
-    assert user_version(path) == 0
+    assert user_version(path) == BUILT_VERSION.get(version, 0)
 
 
-@pytest.mark.parametrize("version", ["2", "1"])
+@pytest.mark.parametrize("version", ["3", "2", "1"])
 def test_a_sync_on_a_migrated_state_sends_only_what_is_new(env, version):
     sb = env
     cfg = first_sync(sb)

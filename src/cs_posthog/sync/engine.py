@@ -75,7 +75,9 @@ from cs_posthog.sync.prefetch import Prefetcher
 from cs_posthog.sync.state import (
     GROUPS_READY_KEY,
     MAIN_STREAM,
+    MERGES_KEY,
     PERSONS_STREAM_PREFIX,
+    SKIPPED_IDS_KEY,
     Cursor,
     Stream,
     SyncState,
@@ -168,6 +170,7 @@ class Report:
     events_backfilled_for_new_persons: int = 0  # (also in events_sent)
     persons_became_attachable: int = 0
     groups_became_attachable: int = 0  # group-property mode: groups that got the property (6d)
+    distinct_ids_merged: int = 0  # skipped distinct ids PostHog merged into another Person (6e)
     query_windows_narrowed: int = 0  # events queries PostHog found too slow, read in shorter time windows
     resent_after_crash: int = 0
     contacts_sent: int = 0
@@ -204,6 +207,20 @@ class Report:
             d.pop("contacts_to_send")
             d.pop("sample")
         return d
+
+
+def _merged_id(raw: Any) -> str | None:
+    """A distinct id named by a merge event's property (raw JSON text): a string as it is, a number
+    as written (PostHog's ingestion turns it into text); nothing else names one."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        v = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(v, str):
+        return v or None
+    return raw if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 # --- rows ------------------------------------------------------------------------------------
@@ -556,6 +573,8 @@ class SyncEngine:
                 rep.events_read += n
                 if n:
                     self._emit("events", skipped=n)
+                self._note_skipped_ids(s.events, s.floor, after=self._resume_start.get(s.name, (None,))[0],
+                                       upto=upto[0])
                 if not self.opt.dry_run:
                     merged = self.state.merge_stream(s, main)
                     main.events = merged.events
@@ -563,7 +582,109 @@ class SyncEngine:
                     main.events = main.events + s.events
             if s.is_main and completed:
                 self._count_main_skips(start)
+                self._note_main_skipped_ids(start)
+        self._merged_devices()
         self._backfill_new_persons(base_events)
+
+    # --- skipped distinct ids merged into attachable Persons (invariant 6e) --------------------
+    def _note_main_skipped_ids(self, start: Cursor | None) -> None:
+        """Person mode: keep the distinct ids of the main stream's skipped events (no customer id),
+        from a watermark of their own, as ``_count_main_skips`` counts them."""
+        if self.customer_prop is None or self.opt.dry_run:
+            return
+        mark = self.state.time_meta(SKIPPED_IDS_KEY)
+        main = self._streams[-1]
+        upto = fmt_ts(utcnow())
+        if self._note_skipped_ids(main.events, main.floor, after=mark or (start.created_at if start else None),
+                                  upto=upto):
+            self.state.set_meta(SKIPPED_IDS_KEY, upto)
+
+    def _note_skipped_ids(self, events: list[str], floor: str, *, after: str | None, upto: str) -> bool:
+        """Person mode: record in ``skipped_ids`` the distinct ids of the selected events ingested in
+        (``after``, ``upto``] (from ``floor`` when ``after`` is None) that lack a customer id, so that
+        a later merge into an attachable Person brings their events (6e). False when PostHog could not
+        answer (nothing lost but that chance: the events stay skipped, as before 6e)."""
+        if self.customer_prop is None or self.opt.dry_run or self._ignore_state:
+            return False
+        floor_dt = parse_ts(floor)
+        rows: list[tuple[str, str, str, str]] = []
+
+        def one(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
+            ts_from = fmt_ts(max(floor_dt, lo - self.overlap - self.lateness))
+            before = (fmt_ts(hi), fmt_ts(hi + FUTURE_SLACK)) if hi_open else None
+            w = queries.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo),
+                                     before=before)
+
+            def build(key: tuple[str, str] | None) -> tuple[str, dict[str, Any]]:
+                return queries.skipped_ids_page(w, customer=self.customer, created_to=None if hi_open else fmt_ts(hi),
+                                                created_after=fmt_ts(lo) if lo_open else None, after=key)
+
+            size = self.opt.persons_page_size
+            for page in self._paged(build, lambda r: (str(r[0]), str(r[1])), size, "cs-posthog sync skipped ids",
+                                    queries.EVENTS_MODIFIERS, min_page_size=size):
+                rows.extend((str(d), str(pid), norm_ts(first), norm_ts(last)) for d, pid, first, last in page
+                            if isinstance(d, str) and d)
+
+        def go(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
+            try:
+                one(lo, lo_open, hi, hi_open)
+            except QueryTooSlowError:
+                if hi - lo < 2 * MIN_WINDOW:
+                    raise
+                mid = lo + (hi - lo) / 2
+                go(lo, lo_open, mid, True)
+                go(mid, False, hi, hi_open)
+
+        try:
+            go(parse_ts(after or floor), after is not None, parse_ts(upto), False)
+        except CsPosthogError as exc:
+            log.info("could not note the distinct ids of skipped events: %s", exc)
+            return False
+        if rows:
+            keep_from = fmt_ts(self.now - timedelta(days=self.cfg.sync.backfill_days))
+            self.state.record_skipped_ids(rows, keep_from=keep_from)
+        return True
+
+    def _merged_devices(self) -> None:
+        """Person mode: the merge events (``$identify``, ``$create_alias``, ``$merge_dangerously``)
+        ingested since the last run name distinct ids that PostHog merged into another Person; those
+        whose selected events were skipped (no customer id then) have those events, which now belong
+        to the surviving Person, sent by the backfill of ``_backfill_new_persons`` (``device_owner``
+        ids in ``persons_seen``). Nothing is sent twice: only skipped ids are taken, once."""
+        if self.customer_prop is None or self._ignore_state:
+            return
+        mark = self.state.time_meta(MERGES_KEY)
+        upto = fmt_ts(utcnow())
+        if not self.state.has_skipped_ids():
+            if not self.opt.dry_run:
+                self.state.set_meta(MERGES_KEY, upto)
+            return
+        # a first run: the merges before it were done when it read the events; later, the overlap
+        # reads late-inserted merge events again (looking at one twice finds nothing more)
+        after = fmt_ts(parse_ts(mark) - self.overlap) if mark else fmt_ts(self.now)
+        ts_from = fmt_ts(parse_ts(after) - self.lateness)
+
+        def build(key: tuple[str, str] | None) -> tuple[str, dict[str, Any]]:
+            return queries.merge_events_page(timestamp_from=ts_from, created_after=after, created_to=upto, after=key)
+
+        found: set[str] = set()
+        try:
+            for page in self._paged(build, lambda r: (norm_ts(r[0]), str(r[1])), self.opt.persons_page_size,
+                                    "cs-posthog sync merges"):
+                # the merged-away side: the event's own distinct id is the Person that stays
+                named = {x for row in page for x in map(_merged_id, row[3:]) if x}
+                found.update(self.state.skipped_ids_merged(sorted(named)))
+        except CsPosthogError as exc:  # the next run looks at them again
+            log.info("could not read PostHog's merge events: %s", exc)
+            return
+        new = sorted(found)
+        self.report.distinct_ids_merged += len(new)
+        owners = [queries.device_owner(d) for d in new]
+        if self.opt.dry_run:
+            self._dry_new_persons.extend(owners)
+            return
+        self.state.mark_merged(new, owners)
+        self.state.set_meta(MERGES_KEY, upto)
 
     # --- Persons who became attachable (invariant 6a) ------------------------------------------
     def _backfill_new_persons(self, base_events: list[str]) -> None:

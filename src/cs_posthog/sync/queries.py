@@ -41,6 +41,7 @@ from cs_posthog.posthog.hogql import (
     quote_identifier,
     raw_ref,
 )
+from cs_posthog.sync.state import DEVICE_OWNER_PREFIX
 
 # Column positions in the events query
 EV_UUID, EV_EVENT, EV_TIMESTAMP, EV_CREATED, EV_PERSON, EV_CUSTOMER, EV_EMAIL, EV_CONTACT = range(8)
@@ -159,6 +160,13 @@ def _event_where(w: EventsWindow, p: Params) -> list[str]:
 _GROUP_OWNER_RE = re.compile(r"^g([0-4]):")
 
 
+def device_owner(distinct_id: str) -> str:
+    """The id under which a distinct id whose events were skipped, then merged into an attachable
+    Person, waits for its backfill in ``persons_seen`` (invariant 6e; a Person id is a UUID, a group
+    owner ``g<N>:...``: never ``d:...``)."""
+    return DEVICE_OWNER_PREFIX + distinct_id
+
+
 def group_owner(group_index: int, key: str) -> str:
     """The id under which a group (of type ``group_index``, its ``key``) is kept beside the Persons in
     the state's ``persons_seen`` (a Person id is a UUID: never ``g0:...``)."""
@@ -166,16 +174,21 @@ def group_owner(group_index: int, key: str) -> str:
 
 
 def _owners(ids: Sequence[str], p: Params) -> str:
-    """The events of the Persons ``ids`` and of the groups among them (``group_owner``)."""
+    """The events of the Persons ``ids``, of the groups among them (``group_owner``) and of the
+    distinct ids among them (``device_owner``)."""
     persons: list[str] = []
+    devices: list[str] = []
     groups: dict[int, list[str]] = {}
     for x in ids:
         m = _GROUP_OWNER_RE.match(x)
-        if m is None:
-            persons.append(p.add("p", x, reuse=False))
-        else:
+        if m is not None:
             groups.setdefault(int(m.group(1)), []).append(p.add("g", x[m.end():], reuse=False))
+        elif x.startswith(DEVICE_OWNER_PREFIX):
+            devices.append(p.add("d", x[len(DEVICE_OWNER_PREFIX):], reuse=False))
+        else:
+            persons.append(p.add("p", x, reuse=False))
     conds = [f"person_id IN ({', '.join(persons)})"] if persons else []
+    conds += [f"distinct_id IN ({', '.join(devices)})"] if devices else []
     conds += [f"{quote_identifier(f'$group_{gi}')} IN ({', '.join(keys)})" for gi, keys in sorted(groups.items())]
     return conds[0] if len(conds) == 1 else "(" + " OR ".join(conds) + ")"
 
@@ -231,6 +244,54 @@ def events_count(
     # PostHog may hold one uuid in two rows: count events, not rows (unless asked for rows)
     what = "count()" if rows else "count(DISTINCT uuid)"
     return f"SELECT {what} FROM events WHERE {' AND '.join(where)}", p.values
+
+
+def skipped_ids_page(
+    w: EventsWindow, *, customer: CustomerSource, created_to: str | None = None, created_after: str | None = None,
+    after: tuple[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Person mode (invariant 6e): the distinct ids whose selected events in ``w`` (bounded like
+    ``events_count``) lack a customer id on their Person now, each with that Person and the earliest
+    and latest timestamp of those events. Keyset on ``(distinct_id, person_id)``, without LIMIT. Run
+    with ``EVENTS_MODIFIERS``."""
+    p = Params()
+    where = _event_where(w, p)
+    where.append(customer.lacks(p))
+    if created_to is not None:
+        where.append(f"created_at <= {_dt(p, 'ct', created_to)}")
+    if created_after is not None:
+        where.append(f"created_at > {_dt(p, 'ca', created_after)}")
+    if after is not None:
+        where.append(f"(distinct_id, person_id) > ({p.add('ad', after[0])}, toUUID({p.add('ap', after[1])}))")
+    sql = (f"SELECT distinct_id, person_id, min(timestamp), max(timestamp) FROM events WHERE {' AND '.join(where)} "
+           "GROUP BY distinct_id, person_id ORDER BY distinct_id, person_id")
+    return sql, p.values
+
+
+# The events by which PostHog merges one Person into another (docs/posthog-ingestion.md): $identify
+# merges properties.$anon_distinct_id into the event's distinct id, $create_alias and
+# $merge_dangerously merge properties.alias into it.
+MERGE_EVENTS = ("$identify", "$create_alias", "$merge_dangerously")
+MERGE_ID_PROPERTIES = ("$anon_distinct_id", "alias")
+
+
+def merge_events_page(
+    *, timestamp_from: str, created_after: str | None, created_to: str, after: tuple[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The merge events (``MERGE_EVENTS``) ingested in (``created_after``, ``created_to``], keyset on
+    ``(created_at, uuid)``, without LIMIT. Columns: created_at, uuid, distinct_id, then the raw JSON
+    text of each of ``MERGE_ID_PROPERTIES``."""
+    p = Params()
+    names = ", ".join(p.add("m", name, reuse=False) for name in MERGE_EVENTS)
+    where = [f"event IN ({names})", f"timestamp >= {_dt(p, 'ts', timestamp_from)}",
+             f"created_at <= {_dt(p, 'ct', created_to)}"]
+    if after is not None:
+        where.append(f"(created_at, uuid) > ({_dt(p, 'ac', after[0])}, toUUID({p.add('au', after[1])}))")
+    elif created_after is not None:
+        where.append(f"created_at > {_dt(p, 'ca', created_after)}")
+    cols = ["created_at", "uuid", "distinct_id", *(raw_ref(name, p) for name in MERGE_ID_PROPERTIES)]
+    sql = f"SELECT {', '.join(cols)} FROM events WHERE {' AND '.join(where)} ORDER BY created_at, uuid"
+    return sql, p.values
 
 
 def user_filters(filters: Sequence[Any], customer_property: str | None) -> list[Any]:

@@ -48,10 +48,13 @@ MAIN_STREAM = "events"
 _CHUNK = 500  # parameters per IN (...) query
 _MAX_PARAMS = 900  # per multi-row statement: under SQLite's historical 999-variable limit
 _INFLIGHT_KEY = "inflight_batch"  # meta row: the batch in flight (see SyncState.mark_inflight)
+DEVICE_OWNER_PREFIX = "d:"  # persons_seen ids of distinct ids merged into a Person, awaiting their backfill (6e)
 PERSONS_STREAM_PREFIX = "persons:"  # event streams that backfill Persons who became attachable
 GROUPS_READY_KEY = "groups_seen_ready"  # meta: persons_seen holds every attachable group of a complete scan
 _PERSONS_READY_KEY = "persons_seen_ready"  # meta: persons_seen holds every attachable Person of a complete scan
 _BACKFILL_KEY = "persons_backfill"  # meta: the new-person backfill in progress (stream, person ids, upto)
+SKIPPED_IDS_KEY = "skipped_ids_upto"  # meta: skipped_ids holds the skips of events ingested up to this time
+MERGES_KEY = "merges_upto"  # meta: the merge events ingested up to this time were looked at (6e)
 WRITER_KEY = "written_by"  # meta: the cs-posthog version of the last sync that wrote the state (absent before)
 
 # --- the schema and its migrations -------------------------------------------------------------
@@ -148,7 +151,23 @@ def _schema_3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2, _schema_3)
+def _schema_4(db: sqlite3.Connection) -> None:
+    """The distinct ids whose selected events were skipped for want of a customer id (``skipped_ids``,
+    invariant 6e): when PostHog merges one of them into a Person (``$identify``, ``$create_alias``,
+    ``$merge_dangerously``), its skipped events of the backfill window are sent once."""
+    db.execute(
+        "CREATE TABLE skipped_ids (\n"
+        "    distinct_id TEXT PRIMARY KEY,      -- whose selected events lacked a customer id\n"
+        "    person_id TEXT NOT NULL,           -- their Person then\n"
+        "    first_ts TEXT NOT NULL,            -- the earliest and latest timestamp of those events\n"
+        "    last_ts TEXT NOT NULL\n"
+        ") WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX skipped_ids_by_person ON skipped_ids (person_id)")
+    db.execute("CREATE INDEX skipped_ids_by_time ON skipped_ids (last_ts)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_schema_1, _schema_2, _schema_3, _schema_4)
 SCHEMA_VERSION = len(MIGRATIONS)  # the PRAGMA user_version of every state this cs-posthog writes
 
 
@@ -885,6 +904,9 @@ class SyncState:
                 db.execute(f"UPDATE persons_seen SET pending = 0 WHERE person_id IN ({','.join('?' * len(part))})",
                            list(part))
                 db.execute(f"DELETE FROM persons_left WHERE person_id IN ({','.join('?' * len(part))})", list(part))
+            # a merged distinct id is done with: its events are the surviving Person's from now on
+            db.execute("DELETE FROM persons_seen WHERE pending = 0 AND substr(person_id, 1, ?) = ?",
+                       (len(DEVICE_OWNER_PREFIX), DEVICE_OWNER_PREFIX))
 
     def reset_persons(self) -> None:
         """Forget which Persons are attachable (and any backfill of new ones in progress): the next
@@ -895,19 +917,63 @@ class SyncState:
         with self.tx() as db:
             if backfill is not None:
                 db.execute("DELETE FROM streams WHERE name=?", (backfill[0].name,))
-            for table in ("persons_seen", "persons_left"):
+            for table in ("persons_seen", "persons_left", "skipped_ids"):
                 db.execute(f"DELETE FROM {table}")
-            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?)", (_PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY))
+            db.execute("DELETE FROM meta WHERE key IN (?, ?, ?, ?, ?)", (
+                _PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY, SKIPPED_IDS_KEY, MERGES_KEY))
+
+    # --- skipped distinct ids and merges (invariant 6e) ------------------------------------
+    def record_skipped_ids(self, rows: Sequence[tuple[str, str, str, str]], *, keep_from: str) -> None:
+        """Note ``(distinct_id, person_id, first_ts, last_ts)`` of skipped events (timestamps in our
+        canonical form), widening what is kept of each id, and forget the ids whose latest skipped
+        event is before ``keep_from`` (the backfill floor: a backfill would not reach them)."""
+        with self.tx() as db:
+            db.executemany(
+                "INSERT INTO skipped_ids (distinct_id, person_id, first_ts, last_ts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(distinct_id) DO UPDATE SET person_id = excluded.person_id, "
+                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)", rows)
+            db.execute("DELETE FROM skipped_ids WHERE last_ts < ?", (keep_from,))
+
+    def has_skipped_ids(self) -> bool:
+        return bool(self._read("SELECT 1 FROM skipped_ids LIMIT 1"))
+
+    def skipped_ids_merged(self, distinct_ids: Sequence[str]) -> list[str]:
+        """The skipped distinct ids a merge of ``distinct_ids`` into another Person brings back: those
+        among them, and the other skipped ids of the same Persons (a Person merged away takes all its
+        ids along). Not those of a Person who became attachable since (``persons_seen``): their
+        events were sent by that Person's backfill."""
+        persons: set[str] = set()
+        for part in _chunks(sorted(set(distinct_ids))):
+            marks = ",".join("?" * len(part))
+            persons.update(str(r[0]) for r in self._read(
+                f"SELECT person_id FROM skipped_ids WHERE distinct_id IN ({marks}) "
+                "AND person_id NOT IN (SELECT person_id FROM persons_seen)", part))
+        found: set[str] = set()
+        for part in _chunks(sorted(persons)):
+            marks = ",".join("?" * len(part))
+            found.update(str(r[0]) for r in self._read(
+                f"SELECT distinct_id FROM skipped_ids WHERE person_id IN ({marks})", part))
+        return sorted(found)
+
+    def mark_merged(self, distinct_ids: Sequence[str], owners: Sequence[str]) -> None:
+        """The skipped ``distinct_ids`` were merged into another Person: their events wait for a
+        backfill under ``owners`` (their ``persons_seen`` ids, pending again even if a backfill sent
+        them once before), and they are no longer kept as skipped."""
+        with self.tx() as db:
+            _insert_rows(db, "INSERT OR REPLACE INTO persons_seen (person_id, pending) VALUES ",
+                         [(o, 1) for o in owners], 2)
+            _delete_keys(db, "DELETE FROM skipped_ids WHERE distinct_id IN", list(distinct_ids))
 
     # --- --full ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget cursors, delivered uuids, in-flight marks and fingerprints (a full re-sync)."""
         with self.tx() as db:
-            for table in ("streams", "delivered", "inflight", "persons_seen", "persons_left"):
+            for table in ("streams", "delivered", "inflight", "persons_seen", "persons_left", "skipped_ids"):
                 db.execute(f"DELETE FROM {table}")
             db.execute("DELETE FROM meta WHERE key IN "
-                       "('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?, ?)",
-                       (_INFLIGHT_KEY, _PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY))
+                       "('skip_count_upto', 'dropped_events', 'resume_start', ?, ?, ?, ?, ?, ?)",
+                       (_INFLIGHT_KEY, _PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY, SKIPPED_IDS_KEY,
+                        MERGES_KEY))
             db.execute("UPDATE contacts SET fingerprint=''")
         self._pending, self._spilled_marks = None, False
 
