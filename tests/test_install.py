@@ -9,7 +9,9 @@
   wrote the sync state.
 
 The wheel itself (built, installed into a fresh virtualenv without the source tree, demo run) is
-checked by ``make wheel-check``, which CI runs (.ci/run): too slow for a unit test.
+checked by ``make wheel-check``, which CI runs (.ci/run): too slow for a unit test. Its check that every
+module the code imports is installed (.ci/check-imports: a dependency left out of pyproject.toml that no
+command's run would notice, such as keyring) is tested here.
 """
 
 from __future__ import annotations
@@ -327,3 +329,48 @@ def test_status_before_any_sync_has_no_writer(connected):
     assert r.exit_code == 0
     assert _state_line(r.stdout) == f"• cs-posthog {__version__}; no sync has written the state yet"
     assert json.loads(run_cli("status", "--json").stdout)["state_written_by"] is None
+
+
+# --- .ci/check-imports: what wheel-check runs in the fresh virtualenv --------------------------------
+CHECK_IMPORTS = ROOT / ".ci" / "check-imports"
+
+
+def _check_imports(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", str(CHECK_IMPORTS), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_check_imports_names_each_module_not_installed_where_it_is_first_imported(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import os\nfrom pkg.sub import helper\nfrom . import sub\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "helper.py").write_text(
+        "from __future__ import annotations\n"
+        "from typing import TYPE_CHECKING\n"
+        "import httpx\n"
+        "if TYPE_CHECKING:\n"
+        "    import cs_absent_typing_only\n"
+        "\n"
+        "\n"
+        "def store(key):\n"
+        "    import cs_absent_keychain.backends  # loaded only when called, as cs-posthog loads keyring\n"
+        "    from cs_absent_other import thing\n"
+        "    import cs_absent_keychain\n")
+    r = _check_imports(str(pkg))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "not installed: cs_absent_keychain (imported at pkg/sub/helper.py:9)",
+        "not installed: cs_absent_other (imported at pkg/sub/helper.py:10)",
+    ]
+    r = _check_imports(str(pkg), "--optional", "cs_absent_keychain", "--optional", "cs_absent_other")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert _check_imports(str(pkg), "--optional").returncode == 2
+    assert _check_imports(str(tmp_path / "nowhere")).returncode == 2
+
+
+def test_check_imports_finds_every_module_cs_posthog_imports_in_the_test_environment():
+    import cs_posthog
+
+    r = _check_imports(str(Path(cs_posthog.__file__).parent))
+    assert (r.returncode, r.stderr) == (0, "")

@@ -95,7 +95,8 @@ def test_wheel_check_uses_the_test_venv_to_build_and_a_fresh_one_to_run(checkout
     script = (ROOT / ".ci/wheel-check").read_text()
     assert os.access(ROOT / ".ci/wheel-check", os.X_OK)
     for needed in ('-m pip wheel', '--no-deps', '-m venv "$work/venv"', 'pip install -q --disable-pip-version-check "$wheel"',
-                   'env -u PYTHONPATH', 'demo --no-input', '"$wheel[sandbox]"'):
+                   'env -u PYTHONPATH', 'demo --no-input', '"$wheel[sandbox]"',
+                   '"$work/venv/bin/python" -I "$checkout/.ci/check-imports" "$(dirname "$where")"'):
         assert needed in script, needed
 
 
