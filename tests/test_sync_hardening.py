@@ -286,6 +286,35 @@ def test_a_refused_batch_is_not_in_flight_nor_resent_after_a_crash(env, home):
     assert json.loads(r.stdout)["resent_after_crash"] == 0
 
 
+def test_a_batch_left_unanswered_by_a_failing_run_is_not_called_a_crash(env, home, monkeypatch):
+    """Customerscore unreachable after the retries (exit 75): the batch stays in flight (it may have
+    been applied), but that run failed cleanly: status says so, not "a sync stopped", and the run
+    that sends the batch again does not call it "resent after crash"."""
+    from cs_posthog.customerscore.client import CustomerscoreClient
+    from cs_posthog.errors import UnavailableError
+
+    sb = env
+    make_config(sb, filters=[])
+
+    def unreachable(self, parts):
+        raise UnavailableError("Customerscore did not answer after 6 attempts (connection refused or unreachable)",
+                               service="Customerscore")
+
+    with monkeypatch.context() as m:
+        m.setattr(CustomerscoreClient, "track_encoded", unreachable)
+        r = run_cli("sync", "--since", since_of(sb).date().isoformat())
+    assert r.exit_code == 75, r.stderr
+    status = run_cli("status")
+    inflight = json.loads(run_cli("status", "--json").stdout)["batch_in_flight"]
+    assert inflight > 0  # kept: the next run sends it again
+    assert "stopped" not in status.stdout
+    assert f"{inflight:,} events were being sent when the last sync failed" in status.stdout
+    r = run_cli("sync")
+    assert r.exit_code == 0, r.stderr
+    assert "crash" not in r.stdout + r.stderr
+    assert "sent again" in r.stdout and "the batch in flight when the last run ended" in r.stdout
+
+
 # --- issue 12, 4: the numbers add up ----------------------------------------------------------------
 def accounts(d: dict) -> None:
     """What a completed run read is what it sent, skipped, dropped or had rejected: no row unaccounted."""

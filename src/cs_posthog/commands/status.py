@@ -242,8 +242,15 @@ def render(out: Output, d: dict[str, Any]) -> None:
         extra.append(running_line(d.get("running_sync")))
     if d["batch_in_flight"]:
         n = d["batch_in_flight"]
-        extra.append(f"{count(n, 'event')} {'was' if n == 1 else 'were'} in flight when a sync stopped: "
-                     f"the next run resends {'it' if n == 1 else 'them'}")
+        it = "it" if n == 1 else "them"
+        if d["last_runs"] and d["last_runs"][0]["status"] == "failed":
+            # a clean failure (Customerscore unreachable, 5xx after retries): no crash, nothing stopped;
+            # the batch may have been applied all the same, so it is sent again
+            extra.append(f"{count(n, 'event')} {'was' if n == 1 else 'were'} being sent when the last sync "
+                         f"failed (Customerscore may have {it} already): the next run sends {it} again")
+        else:
+            extra.append(f"{count(n, 'event')} {'was' if n == 1 else 'were'} in flight when a sync stopped: "
+                         f"the next run resends {it}")
     extra.append(f"{count(d['contacts_known'], 'contact')} sent so far")
     if d["contacts_no_longer_matching"]:
         extra.append(

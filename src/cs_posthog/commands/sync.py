@@ -267,8 +267,9 @@ def render_summary(out: Output, report: Report) -> None:
         table.add_row("duplicates dropped", f"{r.events_duplicates_dropped:,}",
                       "stored twice by PostHog, or already delivered")
     if r.resent_after_crash:
-        table.add_row("resent after crash", f"{r.resent_after_crash:,}",
-                      "the batch in flight when the last run stopped")
+        # the last run crashed, was stopped, or failed without an answer: "after crash" is not always so
+        table.add_row("sent again", f"{r.resent_after_crash:,}",
+                      "the batch in flight when the last run ended")
     if r.events_possibly_doubled:
         table.add_row("possibly doubled", f"{r.events_possibly_doubled:,}",
                       "retried after a timeout that may have been applied")
