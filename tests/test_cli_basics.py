@@ -178,3 +178,44 @@ def test_python_dash_m_works():
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout.splitlines()[0] == f"cs-posthog {__version__}"
     assert proc.stdout.splitlines()[1].startswith(f"Python {sys.version.split()[0]} ")
+
+
+def test_an_error_on_a_narrow_terminal_breaks_between_words_under_its_text(tmp_path):
+    """The error and hint lines of a failed command, on a 40-column terminal: broken between words by
+    us, the lines after the first under the text (issue 12, 6 and 10: the terminal cut words and
+    started them at column 0). Off a terminal they stay one line each (cron logs, pipes)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from helpers import cs_posthog_cmd
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(CS_POSTHOG_HOME=str(tmp_path / "home"), PYTHONIOENCODING="utf-8")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    proc = subprocess.run([*cs_posthog_cmd(), "sync"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=follower, env=env, timeout=60)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the terminal's other end is closed and everything was read
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    lines = b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
+    assert proc.returncode == 78
+    assert lines == ["error: not connected: no configuration",
+                     "       found",
+                     "hint: Run `cs-posthog connect` to set up",
+                     "      the integration."], lines
+
+    piped = run_cli("sync")  # not a terminal: one line each
+    assert piped.stderr.splitlines() == ["error: not connected: no configuration found",
+                                         "hint: Run `cs-posthog connect` to set up the integration."]

@@ -272,10 +272,37 @@ def _render_error(message: str, hint: str | None, *, with_traceback: bool = True
         from cs_posthog.output import esc
 
         sys.stderr.write(esc(redact(traceback.format_exc()), markup=False, keep="\n\t"))
-    sys.stderr.write(f"error: {_one_line(redact(message))}\n")
+    width = _terminal_width(sys.stderr)
+    sys.stderr.write(_wrapped("error: ", _one_line(redact(message)), width))
     if hint:
-        sys.stderr.write(f"hint: {_one_line(redact(hint))}\n")
+        sys.stderr.write(_wrapped("hint: ", _one_line(redact(hint)), width))
     sys.stderr.flush()
+
+
+def _terminal_width(stream: object) -> int | None:
+    """The columns of the terminal ``stream`` writes to; None off a terminal (a log, a pipe, cron),
+    where an error stays one line."""
+    try:
+        if not stream.isatty():  # type: ignore[attr-defined]
+            return None
+        columns = os.environ.get("COLUMNS", "")
+        if columns.isdigit() and int(columns) > 0:
+            return int(columns)
+        return os.get_terminal_size(stream.fileno()).columns  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _wrapped(prefix: str, text: str, width: int | None) -> str:
+    """``prefix`` and ``text`` as one line, or on a terminal broken between words at its width, the
+    lines after the first starting under the text (the terminal would cut words at column 0)."""
+    if width is None or len(prefix) + len(text) <= width or width < 2 * len(prefix) + 10:
+        return f"{prefix}{text}\n"
+    import textwrap
+
+    lines = textwrap.wrap(text, width=width, initial_indent=prefix, subsequent_indent=" " * len(prefix),
+                          break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines) + "\n"
 
 
 def _one_line(text: str) -> str:
