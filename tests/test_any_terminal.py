@@ -280,3 +280,23 @@ def test_wrapped_messages_keep_their_indent_on_a_terminal():
     assert lines[warn_at + 1].startswith(" " * len("warning: ")) and lines[warn_at + 1].strip()
     assert all(line == line.rstrip() for line in lines)
     assert len(shown(True)) == 3
+
+
+def test_a_key_not_checked_line_wraps_under_its_text():
+    """The yellow "!" line of step 2 when Customerscore cannot be reached: its reason, wrapped, starts
+    under the text, not at column 0 (issue 12, 10: wrapped lines without indent)."""
+    import io
+
+    from rich.console import Console
+
+    from cs_posthog.output import Output
+
+    out = Output()
+    out._err = Console(file=io.StringIO(), width=60, soft_wrap=False, no_color=True, highlight=False)
+    out.info("[yellow]![/yellow] Customerscore at https://api.customerscore.io · tracker key CS-8W0IW · "
+             "[yellow]keys not checked[/yellow]: Customerscore did not answer after 3 attempts (connection "
+             "refused or unreachable)")
+    lines = out._err.file.getvalue().splitlines()
+    assert lines[0].startswith("! Customerscore at") and len(lines) > 2
+    assert all(line.startswith("  ") and line.strip() for line in lines[1:]), lines
+    assert all(len(line) <= 60 for line in lines)

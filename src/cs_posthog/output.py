@@ -57,8 +57,9 @@ GLYPH_FALLBACKS = {
     "≤": "<=", "≥": ">=", "≠": "!=", "\u00a0": " ", "\u202f": " ",
 }
 FALLBACK_ERRORS = "cs-posthog-fallback"
-# a message line's indent and list marker ("  1. ", "  • ", "- "): its wrapped lines start after it
-_HANGING_LEAD = re.compile(r" *(?:(?:[0-9]+\.|[•*\-]) +)?").match
+# a message line's indent and list marker ("  1. ", "  • ", "- ", the "! " of a not-checked key):
+# its wrapped lines start after it
+_HANGING_LEAD = re.compile(r" *(?:(?:[0-9]+\.|[•*\-!]) +)?").match
 # Where a screen is laid out cell by cell (prompt_toolkit's prompts), a stand-in must take the
 # glyph's one column, or everything after it on the line is drawn where the layout did not expect.
 ONE_COLUMN_FALLBACKS = {"→": ">", "←": "<", "⇒": ">", "…": ".", "—": "-", "≤": "<", "≥": ">", "≠": "#"}
