@@ -4,6 +4,7 @@ CS_POSTHOG_CRONTAB) keeping its table in a file: the real crontab is never touch
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -210,3 +211,17 @@ def test_the_installed_cron_line_runs_a_quiet_sync_with_a_bare_environment(home,
         assert st.last_runs(1)[0].status == "ok"
         st.close()
     assert sys.executable  # the line names this interpreter's cs-posthog
+
+
+def test_schedule_help_lists_every_interval_it_takes():
+    """`schedule --help` names the values --every takes (issue 12, 10), all of them: the help text is
+    written by hand beside the table the command reads."""
+    from cs_posthog.commands.schedule import INTERVALS
+
+    r = run_cli("schedule", "--help", env={"COLUMNS": "100"})
+    assert r.exit_code == 0
+    shown = " ".join(r.stdout.split())
+    assert "--every INTERVAL" in shown
+    every_help = shown.split("--every INTERVAL", 1)[1].split("[default", 1)[0]
+    for interval in INTERVALS:
+        assert re.search(rf"(?<![\w.]){re.escape(interval)}\b", every_help), (interval, every_help)
