@@ -169,6 +169,10 @@ def walk(term: Terminal, info: dict) -> None:
     term.keys("Tab")  # ticks invoice_paid
     term.keys("Enter")
     term.wait_for("Persons to sync")
+    # menu items are broken between words at the terminal's width, never cut at its last column
+    term.wait_for("Stop here")
+    menu = term.screen()
+    assert "(now: PostHog person ID)" in " ".join(menu.split()), menu
     term.keys("Enter")  # save as it is
     term.wait_for("Sync on a schedule", timeout=120)
     term.wait_prompt()
@@ -182,6 +186,9 @@ def walk(term: Terminal, info: dict) -> None:
     # --- edit: the menu, then the events step only ---------------------------------------------
     term.run("cs-posthog edit")
     term.wait_for("What do you want to change?")
+    menu = " ".join(term.wait_for("Nothing: leave it as it is").split())
+    for whole in (f"Person property {PROP}", "id: PostHog person ID", "Everything, step by step"):
+        assert whole in menu, menu
     for _ in range(3):
         term.keys("Down")
     term.keys("Enter")

@@ -21,7 +21,7 @@ from cs_posthog.secrets import SPECS, Name
 from cs_posthog.wizard import step_customerscore, step_events, step_identification, step_persons, step_posthog
 from cs_posthog.wizard.context import SECTION_OF_STEP, STEP_TITLES, TOTAL_STEPS, StopWizard, WizardContext, esc
 from cs_posthog.wizard.step_persons import attributes_line, contact_label
-from cs_posthog.wizard.ui import use_stream_glyphs
+from cs_posthog.wizard.ui import select, use_stream_glyphs
 
 if TYPE_CHECKING:
     from cs_posthog.config import Config, PostHogSettings
@@ -82,7 +82,7 @@ def draft_to_config(draft: Draft, base: Config | None = None) -> Config:
 
 # --- connect ---------------------------------------------------------------------------------
 def ask_resume(step: int) -> str:
-    return questionary.select(
+    return select(
         "A setup is in progress. Continue it?",
         choices=[
             questionary.Choice(f"Resume at step {step} of {TOTAL_STEPS}: {STEP_TITLES[step]}", value="resume"),
@@ -92,7 +92,7 @@ def ask_resume(step: int) -> str:
 
 
 def ask_existing_config() -> str:
-    return questionary.select(
+    return select(
         "What do you want to do?",
         choices=[
             questionary.Choice("Edit the saved setup (same as `cs-posthog edit`)", value="edit"),
@@ -120,7 +120,7 @@ def ask_edit_section(cfg: Config) -> str | None:
         ("all", "Everything, step by step"),
         ("quit", "Nothing: leave it as it is"),
     ]
-    answer = questionary.select(
+    answer = select(
         "What do you want to change?",
         choices=[questionary.Choice(esc(title, markup=False), value=value) for value, title in choices],
     ).unsafe_ask()

@@ -26,7 +26,16 @@ from cs_posthog.posthog.client import GROUP_SCOPE, GroupType
 from cs_posthog.posthog.credentials import missing_scopes_sentence
 from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
-from cs_posthog.wizard.ui import PAUSE_AFTER_S, NameCompleter, add_footer, budget_of, busy, paused_text, threaded
+from cs_posthog.wizard.ui import (
+    PAUSE_AFTER_S,
+    NameCompleter,
+    add_footer,
+    budget_of,
+    busy,
+    paused_text,
+    select,
+    threaded,
+)
 
 SUPPORT_EMAIL = "support@customerscore.io"
 
@@ -51,7 +60,7 @@ def ask_identification_kind(default: str = "property", *, again: bool = False) -
         questionary.Choice("A PostHog group (group analytics)", value="group"),
         questionary.Choice("Stop here", value="stop") if again else questionary.Choice("I'm not sure", value="unsure"),
     ]
-    return questionary.select(
+    return select(
         "Which one, then?" if again else "How are Persons tied to a customer?",  # fits 80 columns
         choices=choices,
         default=default,
@@ -238,7 +247,7 @@ def find_group_type(types: list[GroupType], wanted: str) -> GroupType | None:
 def ask_group_type(types: list[GroupType], default: int | None) -> GroupType:
     choices = [questionary.Choice(esc(f"{t.name} (index {t.index})" if _named(t) else t.name, markup=False),
                                   value=t.index) for t in types]
-    index = questionary.select(
+    index = select(
         "Which group type is the customer?", choices=choices,
         default=next((c for c in choices if c.value == default), None),
     ).unsafe_ask()
@@ -246,7 +255,7 @@ def ask_group_type(types: list[GroupType], default: int | None) -> GroupType:
 
 
 def ask_group_id_kind(label: str, default: str = "key") -> str:
-    return questionary.select(
+    return select(
         f"What holds the customer's ID on a {label}?",
         choices=[
             questionary.Choice(esc(f"The group key (the ID in posthog.group('{label}', ID))", markup=False),

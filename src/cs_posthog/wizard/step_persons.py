@@ -44,7 +44,16 @@ from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.wizard.context import StopWizard, WizardContext, esc
 from cs_posthog.wizard.filters import format_filter, refusal, refusals
 from cs_posthog.wizard.step_identification import ask_property_name, has_value, property_completer
-from cs_posthog.wizard.ui import PAUSE_AFTER_S, LiveCount, NameCompleter, add_footer, budget_of, busy, paused_text
+from cs_posthog.wizard.ui import (
+    PAUSE_AFTER_S,
+    LiveCount,
+    NameCompleter,
+    add_footer,
+    budget_of,
+    busy,
+    paused_text,
+    select,
+)
 
 PREVIEW_ROWS = 5
 PREVIEW_COLUMNS = 5
@@ -161,7 +170,7 @@ def ask_persons_action(live: Any, *, can_remove: bool, contact_label: str, mode:
             value="quit",
         )
     )
-    q = questionary.select("Persons to sync:", choices=choices)
+    q = select("Persons to sync:", choices=choices)
     add_footer(q, live.text, index=2)
     return q.unsafe_ask()
 
@@ -174,7 +183,7 @@ def ask_operator(live: Any, prop: str, refuse: Callable[[Any], str | None] = lam
         return "no Person would match: it contradicts another condition" if refuse(
             PersonFilter(property=prop, operator=op)) is not None else None
 
-    q = questionary.select(
+    q = select(
         f"Condition on {esc(prop, markup=False)}:",
         choices=[questionary.Choice(op.label, value=op, disabled=disabled(op)) for op in Operator],
     )
@@ -217,7 +226,7 @@ def read_value(text: str) -> str:
 
 
 def ask_remove(filters: list[PersonFilter]) -> int | None:
-    q = questionary.select(
+    q = select(
         "Remove which condition?",
         choices=[questionary.Choice(esc(f.describe(), markup=False), value=i) for i, f in enumerate(filters)]
         + [questionary.Choice("(keep them all)", value=-1)],
@@ -227,7 +236,7 @@ def ask_remove(filters: list[PersonFilter]) -> int | None:
 
 
 def ask_contact_kind(current: str) -> str:
-    return questionary.select(
+    return select(
         "What identifies a contact in Customerscore?",
         choices=[
             questionary.Choice("The PostHog person ID (always present)", value="person_id"),
@@ -242,7 +251,7 @@ def ask_attribute_action(has_any: bool) -> str:
     if has_any:
         choices.append(questionary.Choice("Remove one", value="remove"))
     choices.append(questionary.Choice("Done", value="done"))
-    return questionary.select("Contact attributes:", choices=choices).unsafe_ask()
+    return select("Contact attributes:", choices=choices).unsafe_ask()
 
 
 def ask_codename(prop: str, taken: dict[str, str]) -> str:
@@ -271,7 +280,7 @@ def ask_attributes(ctx: WizardContext, completer: NameCompleter,
         if action == "done":
             return attrs
         if action == "remove":
-            q = questionary.select("Remove which attribute?", choices=[
+            q = select("Remove which attribute?", choices=[
                 questionary.Choice(esc(f"{a.property} (as {a.codename})", markup=False), value=i)
                 for i, a in enumerate(attrs)] + [questionary.Choice("(keep them all)", value=-1)])
             idx = q.unsafe_ask()

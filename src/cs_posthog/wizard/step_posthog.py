@@ -22,7 +22,7 @@ from cs_posthog.posthog.regions import parse_project_ref
 from cs_posthog.secrets import key_problem, mask
 from cs_posthog.settings import DEFAULT_SETTINGS, Settings
 from cs_posthog.wizard.context import WizardContext, esc
-from cs_posthog.wizard.ui import busy
+from cs_posthog.wizard.ui import busy, select
 
 SCOPE_LABELS = ("Action", "Event definition", "Organization", "Project", "Property definition", "Query")
 
@@ -91,7 +91,7 @@ def ask_project(default: str = "") -> str:
 
 
 def ask_after_missing_scopes() -> str:
-    return questionary.select(
+    return select(
         "What now?",
         choices=[
             questionary.Choice("Check again (I added the scopes to the key)", value="retry"),
@@ -101,7 +101,7 @@ def ask_after_missing_scopes() -> str:
 
 
 def ask_after_no_access() -> str:
-    return questionary.select(
+    return select(
         "What now?",
         choices=[
             questionary.Choice("Enter another project", value="project"),
@@ -112,7 +112,7 @@ def ask_after_no_access() -> str:
 
 
 def ask_after_org_policy() -> str:
-    return questionary.select(
+    return select(
         "What now?",
         choices=[
             questionary.Choice("Check again (an admin allowed personal API keys)", value="retry"),
@@ -123,7 +123,7 @@ def ask_after_org_policy() -> str:
 
 
 def ask_after_unreachable() -> str:
-    return questionary.select(
+    return select(
         "What now?",
         choices=[
             questionary.Choice("Try again", value="retry"),

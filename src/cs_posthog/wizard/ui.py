@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
 import string
 import sys
 import textwrap
@@ -287,6 +288,46 @@ def wrap_to_terminal(text: str, indent: str = "  ") -> str:
     lines = textwrap.wrap(text, width=max(20, width - 1), initial_indent=indent, subsequent_indent=indent,
                           break_on_hyphens=False)
     return "\n".join(lines)
+
+
+def select(message: str, choices: Sequence[Any], **kw: Any) -> Any:
+    """``questionary.select`` with its choices fitted to the terminal (``fit_choices``)."""
+    return questionary.select(message, choices=fit_choices(choices), **kw)
+
+
+def fit_choices(choices: Sequence[Any], width: int | None = None) -> list[Any]:
+    """Menu items broken between words at the terminal's width, continued under their text:
+    prompt_toolkit cuts a menu line at the last column, and at 60 columns "Change how contacts are
+    identified (now: ...)" lost what it is now. A disabled item's reason joins its title, so that
+    it is wrapped with it. Strings become ``Choice``s; separators and formatted titles are kept."""
+    if width is None:
+        width = _terminal_columns()
+    out: list[Any] = []
+    for c in choices:
+        if isinstance(c, str):
+            c = questionary.Choice(c)
+        if _is_separator(c) or not isinstance(c.title, str):
+            out.append(c)
+            continue
+        if isinstance(c.disabled, str):  # drawn as "- title (reason)"
+            c.title, c.disabled = f"{c.title} ({c.disabled})", True
+        lead = _MENU_LEAD + (2 if c.disabled else 0)
+        room = width - lead - 1
+        if len(c.title) > room >= 20:
+            c.title = ("\n" + " " * lead).join(textwrap.wrap(c.title, room, break_on_hyphens=False))
+        out.append(c)
+    return out
+
+
+_MENU_LEAD = 3  # the columns before a menu item's title: " » " (questionary's pointer) or three spaces
+
+
+def _terminal_columns() -> int:
+    """The columns of the terminal the prompts draw on (stdout); 80 when it is not one."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def _is_separator(choice: Any) -> bool:
