@@ -41,12 +41,12 @@ def env(sandbox, monkeypatch):
     return sandbox
 
 
-def term_sync(*args: str, encoding: str = "utf-8") -> tuple[int, str]:
-    """`cs-posthog sync ARGS` in a 140-column colour terminal: (exit code, everything it wrote)."""
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "140", "PYTHONIOENCODING": encoding}
+def term_sync(*args: str, encoding: str = "utf-8", columns: int = 140) -> tuple[int, str]:
+    """`cs-posthog sync ARGS` in a colour terminal (140 columns): (exit code, everything it wrote)."""
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": str(columns), "PYTHONIOENCODING": encoding}
     env.pop("NO_COLOR", None)
     child = pexpect.spawn(sys.executable, ["-m", "cs_posthog", "sync", *args], env=env, encoding=encoding,
-                          codec_errors="strict", timeout=120, dimensions=(30, 140))
+                          codec_errors="strict", timeout=120, dimensions=(30, columns))
     child.expect(pexpect.EOF)
     child.close()
     return child.exitstatus, child.before
@@ -195,6 +195,25 @@ def test_a_failing_stream_ends_with_a_cross_and_an_unfilled_bar(env, home, encod
     marks = re.findall(r"\x1b\[(\d+)m(.)\x1b\[0m events", screen)
     assert marks and marks[-1] == ("31", cross), marks[-3:]
     assert all(mark != tick for _, mark in marks)
+
+
+def test_at_60_columns_the_numbers_and_the_time_stay_whole(env, home):
+    """A dry run's details are long ("to send 506 · skipped 333 · duplicates 7"): on a narrow
+    terminal the bar gives way and a detail continues on the next line, while the mark, the name,
+    the counts and the time stay whole (they were cut to "eve…" and lost)."""
+    sb = env
+    make_config(sb, filters=FILTERS)
+    code, screen = term_sync("--dry-run", "--since", since_of(sb).date().isoformat(), columns=60)
+    assert code == 0, screen
+    text = ANSI.sub("", screen)
+    rows = re.findall(r"(\S) (events|contacts) +\S* *(\d+)/(\d+) (.*?) (\d+:\d\d:\d\d)", text)
+    last = {name: (mark, int(done), int(total), detail) for mark, name, done, total, detail, _ in rows}
+    assert set(last) == {"events", "contacts"}, text[-3000:]
+    for name in ("events", "contacts"):
+        mark, done, total, detail = last[name]
+        assert mark == "✓" and done == total > 0 and detail.strip().startswith("to send"), last
+    assert last["events"][2] == summary_row(text, "events to send") + summary_row(text, "events skipped") + (
+        summary_row(text, "duplicates dropped") or 0), text[-3000:]
 
 
 def test_a_run_that_fails_before_reading_crosses_both_bars(env, home):

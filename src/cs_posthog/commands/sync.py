@@ -21,7 +21,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from cs_posthog.config import load_config
@@ -169,17 +169,18 @@ def _with_progress(app: App, cfg: Config, options: SyncOptions) -> tuple[Report,
                                width=None if self.bar_width is None else max(1, self.bar_width),
                                style=self.style, complete_style=colour, finished_style=colour)
 
-    # the bar gives way on a narrow terminal (its numbers and details stay whole); a terminal that
-    # is not UTF-8 gets an ASCII spinner and marks (rich draws the bar itself in ASCII there)
+    # the bar gives way on a narrow terminal; the mark, the name, the numbers and the time are never
+    # cut, and a detail too long for what is left continues on the next line, under itself. A
+    # terminal that is not UTF-8 gets an ASCII spinner and marks (rich draws the bar in ASCII there)
     width = out.err.width
     unicode = is_unicode(out.err.file)
     progress = Progress(
-        StateColumn(spinner_name="dots" if unicode else "line"),
-        TextColumn("{task.description:<9}"),
-        StreamBar(bar_width=max(5, min(40, width - 60)), finished_style="green"),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
+        StateColumn(spinner_name="dots" if unicode else "line", table_column=Column(no_wrap=True)),
+        TextColumn("{task.description:<9}", table_column=Column(no_wrap=True)),
+        StreamBar(bar_width=max(5, min(40, width - 75)), finished_style="green", table_column=Column(no_wrap=True)),
+        MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[detail]}", table_column=Column(overflow="fold")),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
         console=out.err,
         transient=False,
     )
