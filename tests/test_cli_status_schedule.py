@@ -225,3 +225,23 @@ def test_schedule_help_lists_every_interval_it_takes():
     every_help = shown.split("--every INTERVAL", 1)[1].split("[default", 1)[0]
     for interval in INTERVALS:
         assert re.search(rf"(?<![\w.]){re.escape(interval)}\b", every_help), (interval, every_help)
+
+
+def test_status_at_60_columns_cuts_no_word_of_a_run(home, connected, crontab, monkeypatch):
+    """A failed run's reason is long ("Customerscore rejected the tracker key ..."): at 60
+    columns the table wraps it, and breaks a word too long for its column instead of cutting it short
+    ("Customersco…")."""
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("POSTHOG_PERSONAL_API_KEY", fake_key())
+    seed_state()
+    st = SyncState(env_paths().state_db)
+    run = st.start_run("incremental")
+    st.finish_run(run, "failed", {"events_sent": 0, "contacts_sent": 0},
+                  "Customerscore rejected the tracker key (401): Unknown trackerKey.")
+    st.close()
+    r = run_cli("status")
+    assert r.exit_code == 0, r.stderr
+    assert "…" not in r.stdout, r.stdout
+    words = " ".join(r.stdout.replace("│", " ").replace("|", " ").split())
+    for text in ("Customersc", "trackerKey.", "1,234", "skipped"):
+        assert text in words, r.stdout

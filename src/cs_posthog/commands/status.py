@@ -213,7 +213,7 @@ def render(out: Output, d: dict[str, Any]) -> None:
 
     runs = Table(title="Last runs", title_justify="left")
     for col in ("started", "mode", "result", "counts"):
-        runs.add_column(col)
+        runs.add_column(col, overflow="fold")  # a narrow terminal breaks a long word, never cuts it short
     for r in d["last_runs"]:
         style = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(r["status"], "")
         result = show(r["status"]) + (f": {show(r['error'])}" if r.get("error") else "")
