@@ -171,7 +171,7 @@ class QueryError(BadRequestError):
 
 class ThrottledError(ApiError):
     exit_code = ExitCode.TEMPFAIL
-    default_hint = "The API rate limit was reached; try again later (cron will)."
+    default_hint = "The API rate limit was reached; try again later (a scheduled sync retries on its own)."
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
@@ -182,7 +182,7 @@ class UnavailableError(ApiError):
     """5xx, timeouts and dropped connections that outlived the retries."""
 
     exit_code = ExitCode.TEMPFAIL
-    default_hint = "The service is down or unreachable; try again later (cron will)."
+    default_hint = "The service is down or unreachable; try again later (a scheduled sync retries on its own)."
 
 
 class RedirectedError(ApiError):
@@ -255,7 +255,7 @@ class UnexpectedStatusError(_NotTheApiHint, UnexpectedAnswerError):
 # --- sync ------------------------------------------------------------------------------------
 class LockHeldError(CsPosthogError):
     exit_code = ExitCode.TEMPFAIL
-    default_hint = "Wait for it to finish; cron will run the next one on schedule."
+    default_hint = "Wait for it to finish; a scheduled sync runs again at its next time."
 
     def __init__(self, message: str = "another sync is running", **kw: Any) -> None:
         super().__init__(message, **kw)
