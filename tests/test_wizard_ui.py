@@ -276,6 +276,7 @@ def test_checklist_says_when_the_list_scrolls():
 
 # --- issue 12 item 7: search with spaces, Space/Tab, the scroll hint, the codename note ------------
 BACKSPACE = "\x7f"
+CTRL_U = "\x15"
 
 
 def footer_texts(q) -> list[str]:
@@ -351,6 +352,13 @@ def test_checklist_space_types_while_searching_and_toggles_otherwise():
     answer, records = drive(events_checklist(), [*"checkout", DOWN, "s", BACKSPACE, " ", TAB, ENTER])
     assert records[-1]["search"] == "checkout "
     assert answer == ["Checkout Completed"]
+
+
+def test_checklist_ctrl_u_clears_the_search():
+    answer, records = drive(events_checklist(), [*"order ", CTRL_U, " ", ENTER])
+    assert records[-1]["search"] is None
+    assert records[-1]["footer"][0] == "  1 of 6 events selected"
+    assert answer == ["invoice_paid"]  # the whole list again, the pointer at its top: Space toggles
 
 
 def test_checklist_tab_toggles_one_row_not_every_hidden_one():

@@ -284,7 +284,7 @@ def render_summary(out: Output, report: Report) -> None:
         _render_sample(out, r.sample)
     if r.customers_referenced and not r.dry_run and (r.events_sent or r.contacts_sent):
         out.info(
-            f"[dim]The contacts synced name {count(r.customers_referenced, 'customer id')}. "
+            f"[dim]The Persons synced name {count(r.customers_referenced, 'customer id')}. "
             "Customerscore silently ignores contacts and events of customers that do not exist there, "
             "and events whose name is not a metric codename.[/dim]"
         )

@@ -132,7 +132,8 @@ def ask_cs_key(current: tuple[str, str] | None) -> str:
 
 
 def ask_tracker_key(default: str = "") -> str:
-    return questionary.text("Tracker key (CS-…):", default=default, validate=validate_tracker_key).unsafe_ask().strip()
+    answer = questionary.text("Tracker key (CS-...):", default=default, validate=validate_tracker_key).unsafe_ask()
+    return str(answer).strip()
 
 
 def ask_advanced(default: bool = False) -> bool:

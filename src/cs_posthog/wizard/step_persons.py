@@ -486,8 +486,7 @@ def ask_persons(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                         ctx.out.warn(f"{esc(format_filter(f))}: {esc(why)}. Remove it to save.")
                     continue
                 n = live.wait(30)
-                if n == 0:
-                    ctx.out.warn("no Person matches these conditions.")
+                if n == 0:  # the question says so: no warning line above it saying it again
                     if not ask_save_nobody():
                         continue
                 elif n is not None:

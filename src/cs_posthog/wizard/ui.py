@@ -156,7 +156,7 @@ def checklist(
 
     def keys_line() -> list[tuple[str, str]]:
         if typing[0]:
-            text = "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Enter confirms"
+            text = "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Ctrl-U clears · Enter confirms"
         else:
             text = "Space or Tab toggles · type to search · Ctrl-A all/none · Enter confirms"
         return [("class:instruction", wrap_to_terminal(text))]
@@ -215,6 +215,12 @@ def checklist(
         if character not in string.whitespace:
             kb.add(character, eager=True)(_search)
     kb.add(Keys.Backspace, eager=True)(_search)
+
+    @kb.add(Keys.ControlU, eager=True)  # as in a shell's line: the whole search goes, the list is whole again
+    def _clear(_event: Any) -> None:
+        ic.search_filter = None
+        ic.pointed_at = 0
+        typing[0] = False
 
     def _move(step: int) -> Callable[[Any], None]:
         def move(_event: Any) -> None:
