@@ -202,6 +202,22 @@ def test_full_resends_everything_and_since_needs_full(env):
     assert bag(got("events")) == bag(want)
 
 
+def test_full_sends_once_what_posthog_holds_twice_in_different_pages(env):
+    """PostHog holds a few uuids twice, the second copy ingested minutes to days later: in pages of 50
+    rows the copies are read in different pages. A --full run dropped only copies within one page (it
+    read the state as if empty all along, its own deliveries included) and sent the others twice."""
+    sb = env
+    selected = [*SELECTED, "search_performed", "$pageleave"]  # the data's three uuids held twice
+    cfg = make_config(sb, selected=selected, filters=[])
+    since = since_of(sb) - timedelta(days=60)
+    got = Received(sb)
+    report, error = sync(cfg, full=True, since=since, events_page_size=50, events_page_max=50)
+    assert error is None, error
+    want, skipped = expected_events(sb, selected=selected, since=since, customer_property="organization_id")
+    assert bag(got("events")) == bag(want)
+    assert report.events_duplicates_dropped > 0 and report.events_skipped_no_customer == skipped
+
+
 def test_a_newly_selected_event_is_backfilled_alone(env):
     sb = env
     since = since_of(sb)

@@ -266,3 +266,52 @@ def test_a_group_that_gets_its_customer_property_later_has_its_skipped_events_se
     report, error = sync(config(sb, prop="crm_id"))
     assert error is None, error
     assert got("events") == [] and report.groups_became_attachable == 0
+
+
+def test_group_mode_meets_posthogs_time_limit_with_time_slices(monkeypatch, home):
+    """PostHog stops a query at its time limit whatever its LIMIT: the Persons scan's aggregation
+    over the backfill window (each Person's latest group) is read in time slices, each Person's latest
+    kept over them, and the sync stays exact (it failed: "could not answer even a page of 500 rows")."""
+    with start_sandbox(events=6000, persons=200, customers=30, seed=14, query_time_limit=0.003) as proc:
+        sb = Sandbox(proc.info)
+        sandbox_env(monkeypatch, sb.info)
+        got = Received(sb)
+        report, error = sync(config(sb), full=True)
+        assert error is None, error
+        assert get_json(sb.ph + "/_sandbox/stats").get("query_timeouts", 0) > 0  # the limit was hit
+        assert report.query_windows_narrowed > 0
+        assert bag(got("events")) == bag(want(sb)[0])
+        assert bag(got("contacts")) == bag(want_contacts(sb))
+        adds_up(report.as_dict())
+
+
+def test_group_mode_meeting_the_time_limit_mid_scan_reads_the_rest_in_slices(env, monkeypatch):
+    """The limit comes after the first page of Persons (PostHog busier, say): those already handed out
+    are not read again, the others come from time slices; each contact is sent once."""
+    from cs_posthog.sandbox.runner import configure
+    from cs_posthog.sync import queries
+
+    sb = env
+    limit = configure(sb.ph)["query_time_limit"]
+    asked: list[str | None] = []
+    page_query = queries.person_groups_page
+
+    def second_page_meets_the_limit(w, *, customer, after_id, until=None):
+        if until is None:  # the whole window, page by page
+            asked.append(after_id)
+            if len(asked) == 2:  # just before PostHog is asked for the second page
+                configure(sb.ph, query_time_limit=0.001)  # 1,000 rows: the window holds 3,000 events
+        return page_query(w, customer=customer, after_id=after_id, until=until)
+
+    monkeypatch.setattr(queries, "person_groups_page", second_page_meets_the_limit)
+    got = Received(sb)
+    try:
+        report, error = sync(config(sb), full=True, persons_page_size=40)
+    finally:
+        configure(sb.ph, query_time_limit=limit)
+    assert error is None, error
+    assert len(asked) == 2 and asked[0] is None and report.query_windows_narrowed > 0
+    contacts = got("contacts")
+    assert len({c["contact_external_id"] for c in contacts}) == len(contacts)  # none sent twice
+    assert bag(contacts) == bag(want_contacts(sb))
+    assert report.contacts_unchanged == 0  # (nobody read twice: a full run has no unchanged contact)

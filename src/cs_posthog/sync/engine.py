@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -273,7 +274,9 @@ class SyncEngine:
         self.stop = threading.Event()
         self.run_id: int | None = None
         self._inflight_before: set[str] = set()
-        self._ignore_state = self.opt.full  # dry-run --full: read state as if empty
+        # a dry run of --full reads the state as if it were empty; a real one empties it (_prepare) and
+        # then reads it like any run: the uuids it delivered are what drops a copy PostHog holds twice
+        self._ignore_state = self.opt.full and self.opt.dry_run
         self._progress = {"events": StreamProgress("events"), "contacts": StreamProgress("contacts")}
         self._plock = threading.Lock()
         self._customers: set[str] = set()
@@ -380,6 +383,7 @@ class SyncEngine:
         if not self.opt.dry_run:
             if self.opt.full:
                 st.reset()
+                self._skip_mark = None
             # another PostHog project: old cursors mean nothing
             if not same_project and st.streams():
                 rep.warnings.append("the PostHog project changed: events start over")
@@ -1208,24 +1212,83 @@ class SyncEngine:
                                    "cs-posthog sync persons")
             return
         w = self._groups_window()
+        size = self.opt.persons_page_size
 
         def build_groups(after: str | None) -> tuple[str, dict[str, Any]]:
             return queries.person_groups_page(w, customer=self.customer, after_id=after)
 
-        for rows in self._paged(build_groups, lambda row: str(row[0]), self.opt.persons_page_size,
-                                "cs-posthog sync person groups", queries.EVENTS_MODIFIERS):
-            group_of = {str(pid): str(key) for pid, key in rows}
-            rows.clear()
-            customers = self._group_customers(group_of)
-            ids = list(group_of)
-            page: list[list[Any]] = []
-            for i in range(0, len(ids), IN_LIST):
-                self._check_stop()
-                sql, values = queries.persons_by_ids(ids[i : i + IN_LIST], extra, contact_property=self.contact_prop,
-                                                     attributes=attrs)
-                for prow in self._query(sql, values, "cs-posthog sync persons").results:
-                    page.append([prow[0], customers.get(str(prow[0])), *prow[1:]])
-            yield page
+        last: str | None = None  # the last Person handed out: what follows is read after them
+        try:
+            # a smaller page scans as many events: PostHog's time limit is met by time slices instead
+            for rows in self._paged(build_groups, lambda row: str(row[0]), size, "cs-posthog sync person groups",
+                                    queries.EVENTS_MODIFIERS, min_page_size=size):
+                group_of = {str(row[0]): str(row[1]) for row in rows}
+                last = str(rows[-1][0])  # PostHog's order (ClickHouse's for UUIDs), which the keyset follows
+                rows.clear()
+                yield self._group_persons_page(group_of, extra, attrs)
+            return
+        except QueryTooSlowError as exc:
+            log.info("PostHog too slow for the Persons' groups over the backfill window: reading it in time "
+                     "slices (%s)", exc.message)
+        for group_of in self._person_groups_by_slices(w, after=last):
+            yield self._group_persons_page(group_of, extra, attrs)
+
+    def _group_persons_page(self, group_of: dict[str, str], extra: list[Any], attrs: list[str]) -> list[list[Any]]:
+        """Group mode: the Persons scan's rows for ``group_of`` (Person id -> their latest group's key)."""
+        customers = self._group_customers(group_of)
+        ids = list(group_of)
+        page: list[list[Any]] = []
+        for i in range(0, len(ids), IN_LIST):
+            self._check_stop()
+            sql, values = queries.persons_by_ids(ids[i : i + IN_LIST], extra, contact_property=self.contact_prop,
+                                                 attributes=attrs)
+            for prow in self._query(sql, values, "cs-posthog sync persons").results:
+                page.append([prow[0], customers.get(str(prow[0])), *prow[1:]])
+        return page
+
+    def _person_groups_by_slices(self, w: queries.EventsWindow, *, after: str | None) -> Iterator[dict[str, str]]:
+        """Group mode, when PostHog cannot aggregate the whole backfill window within its time limit:
+        each Person's latest group over time slices of the window (halved on each too-slow answer, as
+        the events pages' windows are), kept in a private temporary SQLite database (on disk when it
+        grows: a Person a row) and handed out in Person id order, a page at a time. Only Persons
+        after ``after`` (those before were handed out already)."""
+        size = self.opt.persons_page_size
+        db = sqlite3.connect("")  # a temporary database of this connection's own, deleted when closed
+        try:
+            db.execute("CREATE TABLE latest (person_id TEXT PRIMARY KEY, ts TEXT NOT NULL, grp TEXT NOT NULL)")
+
+            def scan(lo: datetime, hi: datetime) -> None:
+                sw = replace(w, timestamp_from=fmt_ts(lo))
+
+                def build(key: str | None) -> tuple[str, dict[str, Any]]:
+                    return queries.person_groups_page(sw, customer=self.customer, after_id=key or after,
+                                                      until=fmt_ts(hi))
+
+                for rows in self._paged(build, lambda row: str(row[0]), size, "cs-posthog sync person groups",
+                                        queries.EVENTS_MODIFIERS, min_page_size=size):
+                    db.executemany(
+                        "INSERT INTO latest VALUES (?, ?, ?) ON CONFLICT(person_id) DO UPDATE SET ts = excluded.ts, "
+                        "grp = excluded.grp WHERE excluded.ts > latest.ts",
+                        [(str(pid), norm_ts(ts), str(key)) for pid, key, ts in rows])
+
+            def go(lo: datetime, hi: datetime) -> None:
+                if hi - lo < 2 * MIN_WINDOW:
+                    scan(lo, hi)  # (too slow even so: the run fails, as the events pages do)
+                    return
+                mid = lo + (hi - lo) / 2
+                self.report.query_windows_narrowed += 1
+                for a, b in ((lo, mid), (mid, hi)):
+                    try:
+                        scan(a, b)
+                    except QueryTooSlowError:
+                        go(a, b)
+
+            go(parse_ts(w.timestamp_from), self.now + FUTURE_SLACK)
+            cur = db.execute("SELECT person_id, grp FROM latest ORDER BY person_id")
+            while rows := cur.fetchmany(size):
+                yield dict(rows)
+        finally:
+            db.close()
 
     def _groups_window(self, person_filters: tuple[Any, ...] = ()) -> queries.EventsWindow:
         """Group mode: the selected events of the backfill window, where a Person's group is found."""

@@ -326,19 +326,23 @@ def persons_page(
 
 
 def person_groups_page(
-    w: EventsWindow, *, customer: CustomerSource, after_id: str | None
+    w: EventsWindow, *, customer: CustomerSource, after_id: str | None, until: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Group mode: each Person with selected events of a group of the chosen type in ``w`` (the
-    backfill window), with the key of the group of their most recent such event; keyset on
-    ``person_id``, without LIMIT. Run with ``EVENTS_MODIFIERS`` (the Person as it is now: merged
-    Persons are one)."""
+    backfill window; with ``until``, only its events before that timestamp), with the key of the
+    group of their most recent such event and that event's timestamp; keyset on ``person_id``,
+    without LIMIT. Run with ``EVENTS_MODIFIERS`` (the Person as it is now: merged Persons are one).
+    A time slice of the window (``timestamp_from`` .. ``until``) is what PostHog answers within its
+    time limit when the whole window is too much: the engine keeps each Person's latest over slices."""
     p = Params()
     where = _event_where(w, p)
     col = customer.group_column()
     where.append(f"{col} != ''")
+    if until is not None:
+        where.append(f"timestamp < {_dt(p, 'tu', until)}")
     if after_id is not None:
         where.append(f"person_id > toUUID({p.add('after', str(after_id))})")
-    sql = (f"SELECT person_id, argMax({col}, timestamp) FROM events WHERE {' AND '.join(where)} "
+    sql = (f"SELECT person_id, argMax({col}, timestamp), max(timestamp) FROM events WHERE {' AND '.join(where)} "
            "GROUP BY person_id ORDER BY person_id")
     return sql, p.values
 
