@@ -13,7 +13,7 @@ import json
 import pytest
 
 from cs_posthog.sync.state import SyncState
-from helpers import env_paths
+from helpers import env_paths, run_cli
 from sync_expected import bag
 from test_sdk_ingestion import SELECTED, by_uuid, customers, dump, payload, person_of, sb, sdk  # noqa: F401
 from test_sync_engine import Received, make_config, sync
@@ -176,6 +176,11 @@ def test_a_dry_run_shows_them_and_a_failed_run_loses_nothing(sb):
         assert st.pending_persons(10) == ["d:phone-3"]
     finally:
         st.close()
+    doc = json.loads(run_cli("status", "--json").stdout)
+    assert (doc["merged_ids_waiting_for_backfill"], doc["persons_waiting_for_backfill"]) == (1, 0)
+    shown = " ".join(run_cli("status").stdout.split())
+    assert "1 anonymous id PostHog merged into known Persons since their events were skipped" in shown
+    assert "became attachable" not in shown
 
     got = Received(sb)
     report, error = sync(cfg)

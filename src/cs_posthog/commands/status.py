@@ -54,6 +54,7 @@ def collect(app: App, config: Config | None = None) -> dict[str, Any]:
         inflight = len(state.inflight())
         contacts_known = state.contacts_count()
         persons_pending = state.pending_persons_count()
+        merged_pending = state.pending_merged_count()
         written_by = state.get_meta(WRITER_KEY)
     finally:
         state.close()
@@ -97,6 +98,7 @@ def collect(app: App, config: Config | None = None) -> dict[str, Any]:
         "running": running,
         "running_sync": holder,
         "persons_waiting_for_backfill": persons_pending,
+        "merged_ids_waiting_for_backfill": merged_pending,
         "last_runs": runs,
         "cursors": cursors,
         "batch_in_flight": inflight,
@@ -228,6 +230,10 @@ def render(out: Output, d: dict[str, Any]) -> None:
         n = d["persons_waiting_for_backfill"]
         out.print(Text(f"{n:,} Person{'s' if n != 1 else ''} became attachable since the last sync: the next sync "
                        f"sends their events of the last {s['backfill_days']} days."))
+    if d.get("merged_ids_waiting_for_backfill"):
+        n = d["merged_ids_waiting_for_backfill"]
+        out.print(Text(f"{count(n, 'anonymous id')} PostHog merged into known Persons since their events were "
+                       "skipped: the next sync sends those events."))
     if d["cursors"]:
         c = Table(title="Event cursors", title_justify="left")
         for col in ("stream", "events", "read up to (ingestion time)", "since"):

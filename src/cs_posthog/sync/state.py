@@ -856,7 +856,15 @@ class SyncState:
             "SELECT person_id FROM persons_seen WHERE pending = 1 ORDER BY person_id LIMIT ?", (int(limit),))]
 
     def pending_persons_count(self) -> int:
-        rows = self._read("SELECT count(*) FROM persons_seen WHERE pending = 1")
+        """Persons (and groups) waiting for their backfill; not the merged distinct ids (6e)."""
+        rows = self._read("SELECT count(*) FROM persons_seen WHERE pending = 1 AND substr(person_id, 1, ?) != ?",
+                          (len(DEVICE_OWNER_PREFIX), DEVICE_OWNER_PREFIX))
+        return rows[0][0] if rows else 0
+
+    def pending_merged_count(self) -> int:
+        """Distinct ids merged into a known Person whose skipped events wait for their backfill (6e)."""
+        rows = self._read("SELECT count(*) FROM persons_seen WHERE pending = 1 AND substr(person_id, 1, ?) = ?",
+                          (len(DEVICE_OWNER_PREFIX), DEVICE_OWNER_PREFIX))
         return rows[0][0] if rows else 0
 
     def current_backfill(self) -> tuple[Stream, list[str], tuple[str, str]] | None:
