@@ -3,6 +3,7 @@ invalid flag named (exit 2), credential problems (77), PostHog down (75), the fi
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tomllib
@@ -284,6 +285,29 @@ def test_edit_no_input_changes_only_what_is_given(home, env):
     after = config(home)
     assert after["persons"] == {"contact_id": "email", "filters": [{"property": "email", "operator": "is_set"}],
                                 "attributes": [], "filter_events": True}  # as saved: not given
+
+
+def test_edit_no_input_clears_the_filters_and_the_contact_attributes(home, env):
+    args = base_args(env, "--event", "invoice_paid", "--filter", "plan = pro", "--contact-attribute", "plan")
+    assert run_cli(*args).exit_code == 0
+    assert config(home)["persons"]["attributes"] == [{"property": "plan", "codename": "plan"}]
+    before = (home / "config.toml").read_bytes()
+    for flags, why in ((["--filter", "email is set", "--no-filters"], "--filter and --no-filters: pick one"),
+                       (["--contact-attribute", "name", "--no-contact-attributes"],
+                        "--contact-attribute and --no-contact-attributes: pick one")):
+        r = run_cli("edit", "--no-input", *flags)
+        assert r.exit_code == 2 and why in r.stderr, r.stderr
+    r = run_cli("edit", "events", "--no-input", "--no-filters")
+    assert r.exit_code == 2 and "--no-filters: not part of the 'events' section" in r.stderr
+    assert (home / "config.toml").read_bytes() == before
+
+    r = run_cli("edit", "persons", "--no-input", "--no-filters", "--no-contact-attributes")
+    assert r.exit_code == 0, r.stderr
+    persons = config(home)["persons"]
+    assert (persons["filters"], persons["attributes"]) == ([], [])
+    assert config(home)["events"]["selected"] == ["invoice_paid"]  # the rest as it was
+    r = run_cli("status", "--json")
+    assert json.loads(r.stdout)["filters"] == [f"{env['customer_property']} is set"]  # the locked one stays
 
 
 def test_edit_no_input_checks_the_customerscore_keys_before_saving(home, env, monkeypatch):

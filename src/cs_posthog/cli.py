@@ -486,6 +486,12 @@ def edit(
     tracker_key: TrackerKey = None,
     contact_id: ContactId = None,
     contact_attribute: ContactAttributes = None,
+    no_filters: Annotated[
+        bool, typer.Option("--no-filters", help="With --no-input: remove every Person filter (the customer id "
+                           "condition stays).")] = False,
+    no_contact_attributes: Annotated[
+        bool, typer.Option("--no-contact-attributes", help="With --no-input: send no contact attribute "
+                           "(email and name only).")] = False,
 ) -> None:
     """Change the saved setup (the wizard again, pre-filled).
 

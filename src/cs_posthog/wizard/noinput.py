@@ -100,6 +100,8 @@ class Flags:
     customer_group: str | None = None  # a group type's name or index
     customer_group_property: str | None = None
     contact_attributes: list[str] = field(default_factory=list)  # PROP[=CODENAME]
+    no_filters: bool = False  # edit: remove every filter of the user's (the locked one stays)
+    no_contact_attributes: bool = False  # edit: send no contact attribute
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Flags:
@@ -138,6 +140,8 @@ FLAG_SECTION = {
     "--contact-id": "persons",
     "--filter-events": "persons",
     "--no-filter-events": "persons",
+    "--no-filters": "persons",
+    "--no-contact-attributes": "persons",
 }
 
 
@@ -149,7 +153,8 @@ def given_flags(f: Flags) -> list[str]:
         ("--customer-property", f.customer_property), ("--event", f.events), ("--all-events", f.all_events),
         ("--filter", f.filters), ("--contact-id", f.contact_id),
         ("--customer-group", f.customer_group), ("--customer-group-property", f.customer_group_property),
-        ("--contact-attribute", f.contact_attributes),
+        ("--contact-attribute", f.contact_attributes), ("--no-filters", f.no_filters),
+        ("--no-contact-attributes", f.no_contact_attributes),
     ):
         if value not in (None, False, []):
             out.append(name)
@@ -667,7 +672,7 @@ def edit_no_input(
     if cfg.identification != new.identification:
         out.warn(esc(identification_warning(cfg, new)))
     if (f.filters or f.customer_property is not None or group_flags or f.contact_id is not None
-            or f.filter_events is not None or f.contact_attributes):
+            or f.filter_events is not None or f.contact_attributes or f.no_filters or f.no_contact_attributes):
         _report_edited_persons(out, ctx, new)
     if _project_changed(cfg.posthog, new.posthog) and not (f.events or f.all_events):
         out.warn("the project changed but the events did not: check them (`cs-posthog edit events`).")
@@ -722,6 +727,10 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None,
         p.invalid.append(f"--customer-group-property: the customer is {cfg.identification.describe()}; "
                          "give --customer-group TYPE too")
     attributes = check_attributes(f.contact_attributes, p)
+    if f.contact_attributes and f.no_contact_attributes:
+        p.invalid.append("--contact-attribute and --no-contact-attributes: pick one")
+    if f.filters and f.no_filters:
+        p.invalid.append("--filter and --no-filters: pick one")
     if f.events and f.all_events:
         p.invalid.append("--event and --all-events: pick one")
     elif any(not e.strip() for e in f.events):
@@ -792,10 +801,11 @@ def _apply_edit_flags(draft: Draft, f: Flags, cfg: Config, filters: list[PersonF
         draft.identification = Identification(property=f.customer_property.strip())
     if f.events:
         draft.events = EventsSettings(selected=[e.strip() for e in f.events])
-    if f.filters or f.contact_id is not None or f.filter_events is not None or f.contact_attributes:
+    if (f.filters or f.contact_id is not None or f.filter_events is not None or f.contact_attributes
+            or f.no_filters or f.no_contact_attributes):
         draft.persons = PersonsSettings(
-            filters=filters if f.filters else cfg.persons.filters,
-            attributes=attributes if f.contact_attributes else cfg.persons.attributes,
+            filters=filters if f.filters or f.no_filters else cfg.persons.filters,
+            attributes=attributes if f.contact_attributes or f.no_contact_attributes else cfg.persons.attributes,
             contact_id=(f.contact_id or cfg.persons.contact_id).strip(),
             filter_events=cfg.persons.filter_events if f.filter_events is None else f.filter_events,
         )
