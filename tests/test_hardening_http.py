@@ -442,6 +442,35 @@ def test_the_running_sync_touches_its_heartbeat(sandbox, monkeypatch):
     assert not RunLock(env_paths().lock_file).heartbeat_path.exists()  # gone with the lock
 
 
+def test_a_sync_waiting_for_posthogs_budget_touches_its_heartbeat(sandbox, monkeypatch):
+    """On the legacy tier a sync may wait long for its query budget: it touches its heartbeat while it
+    waits, so `status` does not call it stalled (it touched it only after pages and batches)."""
+    import inspect
+
+    from cs_posthog.sync.runner import make_posthog_client
+
+    cfg = configure(sandbox, monkeypatch)
+    parts = sync_parts()
+    waiting_beats: list[bool] = []
+    real = RunLock.heartbeat
+
+    def counting(self):
+        waiting_beats.append(any(f.function == "_start" and "http.py" in f.filename for f in inspect.stack()))
+        real(self)
+
+    monkeypatch.setattr(RunLock, "heartbeat", counting)
+    ph = make_posthog_client(cfg, parts["secrets"], parts["settings"])
+    ph.query_pacer.block_for(1.0)  # PostHog said "come back in 1 s": the first query waits
+    try:
+        report, error = run_sync(cfg, options=SyncOptions(since=since_of(sandbox) if main_cursor() is None else None),
+                                 posthog=ph, **parts)
+        assert ph.query_pacer.on_wait is None  # the lock is gone: nothing touches it any more
+    finally:
+        ph.close()
+    assert error is None, error
+    assert waiting_beats and waiting_beats[0]  # the first touch: while the first query waited
+
+
 # === item 10: an endless answer body ================================================================
 def endless(sock, m, p, b, n, *, limit=96 * 1024 * 1024):
     """200, chunked, a 64 KB chunk after another, up to ``limit`` (so old code ends, not hangs)."""

@@ -152,3 +152,14 @@ def test_a_request_in_flight_never_leaves_the_window():
     t.join(5)
     t2.join(5)
     assert entered and entered[0] >= 1101.0  # a full period after the first one's end
+
+
+def test_a_request_waiting_for_room_calls_on_wait_before_each_wait_and_none_without_waiting():
+    pacer, clock = make([(1, 60.0)])
+    seen: list[float] = []
+    pacer.on_wait = lambda: seen.append(clock.now)
+    pacer.acquire()
+    assert seen == []  # room at once: no wait, no call
+    pacer.acquire()  # a minute to wait, in slices of at most 5 s: called before each of them
+    assert len(seen) == len(clock.slept) == 12 and all(s <= 5.0 for s in clock.slept)
+    assert seen == [1000.0 + 5.0 * i for i in range(12)]

@@ -257,6 +257,9 @@ class Pacer:
         self._blocked_until = 0.0
         self._clock = clock
         self._sleep = sleep
+        # called before each wait for room (at most 5 s apart while waiting): the sync touches its
+        # heartbeat there, so that `status` does not call a sync waiting for its budget stalled
+        self.on_wait: Callable[[], None] | None = None
 
     def _room_in(self, now: float) -> float:
         """Seconds to wait before a request may start (0 if now)."""
@@ -286,6 +289,8 @@ class Pacer:
                         log.append(entry)
                     return waited, entries
             wait = min(wait, 5.0)
+            if self.on_wait is not None:
+                self.on_wait()
             self._sleep(wait)
             waited += wait
 

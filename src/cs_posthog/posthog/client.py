@@ -577,6 +577,13 @@ class PostHogClient:
         """The hourly ``/query/`` budget paced to: the tier's, or the configured one when lower."""
         return min(self._budget_cap, TIER_BUDGETS.get(self.query_tier or "current", QUERY_PER_HOUR))
 
+    def on_wait(self, hook: Callable[[], None] | None) -> None:
+        """``hook()`` is called while a request waits for room in PostHog's rate limits or query
+        budget (before each wait, at most 5 s apart); None removes it."""
+        for pacer in (self.query_pacer, self.other_pacer):
+            if pacer is not None:
+                pacer.on_wait = hook
+
     def query_wait(self) -> float:
         """Seconds a query started now would wait for the budget (0: none). Never blocks."""
         return self.query_pacer.delay()

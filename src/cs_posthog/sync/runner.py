@@ -116,6 +116,8 @@ def run_sync(
             posthog, own_ph = make_posthog_client(cfg, secrets, settings), True
         if customerscore is None and not options.dry_run:
             customerscore, own_cs = make_customerscore_client(cfg, secrets, settings), True
+        if lock is not None:  # waiting for the query budget is not being stuck (status reads the heartbeat)
+            posthog.on_wait(lock.heartbeat)
         state = SyncState(paths.state_db, readonly=options.dry_run)
         engine = SyncEngine(cfg, posthog, customerscore, state, options=options,
                             progress=with_heartbeat(progress, lock))
@@ -128,6 +130,8 @@ def run_sync(
     finally:
         if state is not None:
             state.close()
+        if lock is not None and posthog is not None:
+            posthog.on_wait(None)
         for client, own in ((posthog, own_ph), (customerscore, own_cs)):
             if own and client is not None:
                 try:
