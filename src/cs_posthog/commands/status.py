@@ -164,7 +164,8 @@ def running_line(holder: dict[str, Any] | None) -> str:
     kill = f"`kill {holder['pid']}`" if holder.get("pid") else "stop it"
     return (
         f"a sync has been running since {since} and made no progress for {minutes} minutes ({pid}): it may be "
-        f"stuck on a connection, or waiting for PostHog's query budget. If it stays so, {kill}: the next run "
+        f"stuck on a connection (waiting for PostHog's query budget counts as progress). If it stays so, {kill}: "
+        "the next run "
         "resumes from its last checkpoint"
     )
 
