@@ -372,7 +372,7 @@ def test_the_events_checklist_at_60_columns(sandbox, term_env, home, tmp_path):
         assert lines[counter - 1].startswith(" » ")  # the pointer on the last row shown: 2 rows went up
         keys("-l", "Checkout Completed")
         searched = wait_for(r"1 match 'Checkout Completed'")
-        assert "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Enter confirms" in words(searched)
+        assert "Space types a space · Tab toggles · ↑↓ move, then Space toggles · Ctrl-U clears · Enter confirms" in words(searched)
         keys("Tab")
         ticked = wait_for(r'keeps "Checkout Completed" only if')
     finally:
