@@ -611,7 +611,7 @@ class SyncEngine:
         if self.customer_prop is None or self.opt.dry_run or self._ignore_state:
             return False
         floor_dt = parse_ts(floor)
-        rows: list[tuple[str, str, str, str]] = []
+        rows: list[tuple[str, str, str]] = []
 
         def one(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
             ts_from = fmt_ts(max(floor_dt, lo - self.overlap - self.lateness))
@@ -626,8 +626,7 @@ class SyncEngine:
             size = self.opt.persons_page_size
             for page in self._paged(build, lambda r: (str(r[0]), str(r[1])), size, "cs-posthog sync skipped ids",
                                     queries.EVENTS_MODIFIERS, min_page_size=size):
-                rows.extend((str(d), str(pid), norm_ts(first), norm_ts(last)) for d, pid, first, last in page
-                            if isinstance(d, str) and d)
+                rows.extend((str(d), str(pid), norm_ts(last)) for d, pid, last in page if isinstance(d, str) and d)
 
         def go(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
             try:

@@ -251,8 +251,8 @@ def skipped_ids_page(
     after: tuple[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Person mode (invariant 6e): the distinct ids whose selected events in ``w`` (bounded like
-    ``events_count``) lack a customer id on their Person now, each with that Person and the earliest
-    and latest timestamp of those events. Keyset on ``(distinct_id, person_id)``, without LIMIT. Run
+    ``events_count``) lack a customer id on their Person now, each with that Person and the latest
+    timestamp of those events. Keyset on ``(distinct_id, person_id)``, without LIMIT. Run
     with ``EVENTS_MODIFIERS``."""
     p = Params()
     where = _event_where(w, p)
@@ -263,7 +263,7 @@ def skipped_ids_page(
         where.append(f"created_at > {_dt(p, 'ca', created_after)}")
     if after is not None:
         where.append(f"(distinct_id, person_id) > ({p.add('ad', after[0])}, toUUID({p.add('ap', after[1])}))")
-    sql = (f"SELECT distinct_id, person_id, min(timestamp), max(timestamp) FROM events WHERE {' AND '.join(where)} "
+    sql = (f"SELECT distinct_id, person_id, max(timestamp) FROM events WHERE {' AND '.join(where)} "
            "GROUP BY distinct_id, person_id ORDER BY distinct_id, person_id")
     return sql, p.values
 

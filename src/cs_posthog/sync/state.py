@@ -159,8 +159,7 @@ def _schema_4(db: sqlite3.Connection) -> None:
         "CREATE TABLE skipped_ids (\n"
         "    distinct_id TEXT PRIMARY KEY,      -- whose selected events lacked a customer id\n"
         "    person_id TEXT NOT NULL,           -- their Person then\n"
-        "    first_ts TEXT NOT NULL,            -- the earliest and latest timestamp of those events\n"
-        "    last_ts TEXT NOT NULL\n"
+        "    last_ts TEXT NOT NULL              -- the latest timestamp of those events (kept while in the window)\n"
         ") WITHOUT ROWID"
     )
     db.execute("CREATE INDEX skipped_ids_by_person ON skipped_ids (person_id)")
@@ -931,15 +930,15 @@ class SyncState:
                 _PERSONS_READY_KEY, GROUPS_READY_KEY, _BACKFILL_KEY, SKIPPED_IDS_KEY, MERGES_KEY))
 
     # --- skipped distinct ids and merges (invariant 6e) ------------------------------------
-    def record_skipped_ids(self, rows: Sequence[tuple[str, str, str, str]], *, keep_from: str) -> None:
-        """Note ``(distinct_id, person_id, first_ts, last_ts)`` of skipped events (timestamps in our
-        canonical form), widening what is kept of each id, and forget the ids whose latest skipped
-        event is before ``keep_from`` (the backfill floor: a backfill would not reach them)."""
+    def record_skipped_ids(self, rows: Sequence[tuple[str, str, str]], *, keep_from: str) -> None:
+        """Note ``(distinct_id, person_id, last_ts)`` of skipped events (the latest timestamp, in our
+        canonical form), and forget the ids whose latest skipped event is before ``keep_from`` (the
+        backfill floor: a backfill would not reach them)."""
         with self.tx() as db:
             db.executemany(
-                "INSERT INTO skipped_ids (distinct_id, person_id, first_ts, last_ts) VALUES (?, ?, ?, ?) "
+                "INSERT INTO skipped_ids (distinct_id, person_id, last_ts) VALUES (?, ?, ?) "
                 "ON CONFLICT(distinct_id) DO UPDATE SET person_id = excluded.person_id, "
-                "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)", rows)
+                "last_ts = max(last_ts, excluded.last_ts)", rows)
             db.execute("DELETE FROM skipped_ids WHERE last_ts < ?", (keep_from,))
 
     def has_skipped_ids(self) -> bool:
