@@ -212,31 +212,38 @@ def test_two_concurrent_syncs_one_exits_75(slow, monkeypatch):
 
 def test_sigkill_mid_run_then_restart_loses_nothing(slow, monkeypatch):
     sb = slow
-    configure(sb, monkeypatch)
+    cfg = configure(sb, monkeypatch)
     since = since_arg(sb, 60)
     want, _ = expected_events(sb, selected=SELECTED, since=since_dt(since), customer_property=PROP)
     assert len(want) > 1000
     got = Received(sb)
     kills = 0
     args = ["sync", "--json", "--since", since]
-    for threshold in (250, 700):
-        proc = spawn(*args)
-        args = ["sync", "--json"]
-        hit = wait_for(lambda: len(got("events")) >= threshold or proc.poll() is not None, step=0.01)
-        assert hit
-        if proc.poll() is not None:  # the resumed run ended first (a loaded machine): nothing to kill
-            assert kills and proc.returncode == 0, "the first sync finished before it could be killed"
-            proc.stdout.close()
-            proc.stderr.close()
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        proc.stdout.close()
-        proc.stderr.close()
+    # each run is killed while a tracker batch is held at the gate: in its middle, whatever the load
+    # (waiting for a number of events instead let a fast run finish before it could be killed)
+    for pass_first in (2, 4):
+        with GatedCustomerscore(sb.cs, pass_first=pass_first) as gate:
+            cfg.customerscore.api_url = gate.url
+            save_config(cfg, env_paths().config_file)
+            proc = spawn(*args)
+            args = ["sync", "--json"]
+            try:
+                assert gate.held.wait(60), "the sync never sent the batch to hold"
+                assert proc.poll() is None
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+                proc.stdout.close()
+                proc.stderr.close()
+        # (leaving the gate releases the held batch: Customerscore may get it after its sender died)
         kills += 1
-        # at most the batch in flight per kill came twice (a kill after the last batch is possible
-        # on a loaded machine: then the rest of the test finds nothing left to send)
+        # at most the batch in flight per kill came twice
         assert len(got("events")) <= len(want) + 100 * kills
+    cfg.customerscore.api_url = sb.cs
+    save_config(cfg, env_paths().config_file)
     final = cli(*args, timeout=120)
     assert final.returncode == 0, final.stderr
     doc = json.loads(final.stdout)
