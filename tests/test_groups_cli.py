@@ -10,7 +10,7 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import env_app, run_cli, sandbox_env, wizard_parts
+from helpers import env_app, env_settings, run_cli, sandbox_env, wizard_parts
 from wizard_fakes import DOWN, ENTER, piped_keys
 
 from cs_posthog.sandbox.runner import get_jsonl, start_sandbox
@@ -321,7 +321,7 @@ def test_posthog_source_reads_group_types_properties_and_counts(env, dumps):
     from cs_posthog.wizard.source import PostHogSource
 
     settings = PostHogSettings(region=Region.EU, host=env["posthog_eu"], project_id=env["project_id"])
-    src = PostHogSource(settings, env["api_key"])
+    src = PostHogSource(settings, env["api_key"], env=env_settings())
     try:
         types = src.group_types()
         assert [(t.index, t.name, t.plural) for t in types] == [(0, "company", "companies"), (1, "project", "projects")]
@@ -349,7 +349,7 @@ def test_posthog_source_reads_group_types_properties_and_counts(env, dumps):
         assert rows and all([by_key[k].get("name"), by_key[k].get("crm_id")] == rest for k, *rest in rows)
     finally:
         src.close()
-    nogroup = PostHogSource(settings, env["api_key_no_group"])
+    nogroup = PostHogSource(settings, env["api_key_no_group"], env=env_settings())
     try:
         with pytest.raises(MissingScopesError) as exc:
             nogroup.group_types()

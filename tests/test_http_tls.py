@@ -10,6 +10,7 @@ import httpx
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.http import tls_context
 from cs_posthog.posthog.client import PostHogClient
+from cs_posthog.settings import Settings
 
 
 def _context_of(client: httpx.Client) -> ssl.SSLContext:
@@ -17,8 +18,9 @@ def _context_of(client: httpx.Client) -> ssl.SSLContext:
 
 
 def test_every_client_verifies_with_the_one_context_httpx_would_make():
-    ph = [PostHogClient("https://eu.posthog.com", "phx_" + "a" * 40, project_id=1) for _ in range(2)]
-    cs = CustomerscoreClient("https://api.customerscore.io", "k" * 32, "CS-ABCD1")
+    ph = [PostHogClient("https://eu.posthog.com", "phx_" + "a" * 40, project_id=1, settings=Settings())
+          for _ in range(2)]
+    cs = CustomerscoreClient("https://api.customerscore.io", "k" * 32, "CS-ABCD1", settings=Settings())
     try:
         used = {id(_context_of(c._client)) for c in (*ph, cs)}
         assert used == {id(tls_context())}

@@ -153,10 +153,10 @@ def test_query_read_timeout_is_above_posthogs_longest_limit(monkeypatch):
     from cs_posthog.posthog.client import QUERY_TIMEOUT_S
 
     monkeypatch.delenv("CS_POSTHOG_TIMEOUT", raising=False)
-    assert QUERY_TIMEOUT_S > 60 and default_timeout(QUERY_TIMEOUT_S, env_settings()).read == QUERY_TIMEOUT_S
+    assert QUERY_TIMEOUT_S > 60 and default_timeout(QUERY_TIMEOUT_S, settings=env_settings()).read == QUERY_TIMEOUT_S
     assert default_timeout(settings=env_settings()).read == 30  # other endpoints keep theirs
     monkeypatch.setenv("CS_POSTHOG_TIMEOUT", "2")  # tests and slow proxies set every timeout
-    assert default_timeout(QUERY_TIMEOUT_S, env_settings()).read == 2
+    assert default_timeout(QUERY_TIMEOUT_S, settings=env_settings()).read == 2
 
 
 def test_the_sandbox_time_limit_is_too_slow_and_gives_up_at_the_smallest_page():

@@ -13,7 +13,7 @@ import pytest
 from cs_posthog.config import Draft, EventsSettings, Identification, Operator, PersonFilter, PostHogSettings, Region
 from cs_posthog.output import Output
 from cs_posthog.wizard.context import StopWizard, WizardContext
-from helpers import env_store, wizard_parts
+from helpers import env_settings, env_store, wizard_parts
 from wizard_fakes import CTRL_A, CTRL_U, DOWN, ENTER, FakeCheck, piped_keys, sample_source
 
 
@@ -208,9 +208,9 @@ def test_posthog_step_enter_keeps_the_stored_key(home, monkeypatch):
 def test_posthog_step_invalid_project_text_is_refused_in_the_prompt(home):
     from cs_posthog.wizard.step_posthog import ask_posthog, validate_project_ref
 
-    assert validate_project_ref("12345") is True
-    assert validate_project_ref("https://eu.posthog.com/project/7/insights") is True
-    assert "project" in str(validate_project_ref("hello world")).lower()
+    assert validate_project_ref("12345", env_settings()) is True
+    assert validate_project_ref("https://eu.posthog.com/project/7/insights", env_settings()) is True
+    assert "project" in str(validate_project_ref("hello world", env_settings())).lower()
     check = FakeCheck()
     with piped_keys() as keys:
         keys.send_text(check.good + ENTER + "not a project" + ENTER + CTRL_U + "101" + ENTER)

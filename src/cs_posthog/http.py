@@ -52,7 +52,7 @@ from cs_posthog.errors import (
     ThrottledError,
     UnavailableError,
 )
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -79,19 +79,19 @@ DEADLINE_FLOOR_S = 5.0  # ...but never under this (a loaded machine with a tiny 
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
-def rate_scale(settings: Settings = DEFAULT_SETTINGS) -> float | None:
+def rate_scale(settings: Settings) -> float | None:
     """The pacing multiplier (``CS_POSTHOG_RATE_SCALE``); None means no client-side pacing."""
     return settings.rate_scale
 
 
-def default_timeout(seconds: float = DEFAULT_TIMEOUT_S, settings: Settings = DEFAULT_SETTINGS) -> httpx.Timeout:
+def default_timeout(seconds: float = DEFAULT_TIMEOUT_S, *, settings: Settings) -> httpx.Timeout:
     """Client timeout of ``seconds`` (30 by default; PostHog's ``/query/`` asks for more);
     ``settings.timeout_s`` (CS_POSTHOG_TIMEOUT) overrides every one of them (tests, slow proxies)."""
     total = settings.timeout_s if settings.timeout_s is not None else seconds
     return httpx.Timeout(total, connect=min(10.0, total))
 
 
-def default_deadline(seconds: float = DEFAULT_DEADLINE_S, settings: Settings = DEFAULT_SETTINGS) -> float:
+def default_deadline(seconds: float = DEFAULT_DEADLINE_S, *, settings: Settings) -> float:
     """Overall seconds for one attempt: ``seconds``, or ``settings.deadline_s`` (CS_POSTHOG_DEADLINE),
     or 4x ``settings.timeout_s`` (at least 5 s) when only that is set (so a small timeout also bounds
     a dripping answer)."""
@@ -415,7 +415,7 @@ def send(
     on_exc: Callable[[Exception, bool], ApiError | None] | None = None,
     on_response: Callable[[httpx.Response], None] | None = None,
     accept: Callable[[httpx.Response], str | None] | None = None,
-    deadline: float | None = None,
+    deadline: float,
     max_bytes: int | None = None,
     **kwargs: Any,
 ) -> Sent:
@@ -428,11 +428,10 @@ def send(
     ``on_response(resp)`` sees every answer, before it is acted on (429s included).
     ``accept(resp)`` judges a 2xx answer: None when it is the API's answer, else what is wrong with
     it (retried like a 5xx, then ``NotAcknowledgedError``, exit 69).
-    ``deadline``: overall seconds per attempt (default ``default_deadline()``); ``max_bytes``: the
+    ``deadline``: overall seconds per attempt (``default_deadline(settings=...)``); ``max_bytes``: the
     largest answer body read (default ``DEFAULT_MAX_RESPONSE_BYTES``).
     """
     policy = policy or RetryPolicy()
-    deadline = default_deadline() if deadline is None else deadline
     max_bytes = DEFAULT_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
     stats = stats if stats is not None else Stats()
     failures = 0

@@ -110,6 +110,3 @@ def _page_size(raw: str | None) -> int | None:
     except ValueError:
         return None
 
-
-# What a library function gets when its caller hands it no settings: a plain installation's.
-DEFAULT_SETTINGS = Settings()

@@ -85,7 +85,7 @@ def interactive_context(app: App, flags: Flags, *, demo_defaults: dict[str, Any]
                         check_credentials: CheckCredentials | None = None, make_source: MakeSource | None = None,
                         mode: Literal["connect", "edit"] = "connect") -> WizardContext:
     """The wizard's context; flags given on a terminal are the answers offered."""
-    if flags.host is not None and (why := check_host(flags.host)) is not None:
+    if flags.host is not None and (why := check_host(flags.host, app.settings)) is not None:
         raise UsageError(f"--host: {why}", hint="Give the base URL of your PostHog, e.g. https://posthog.example.com.")
     parsed = []
     for rule in flags.filters:

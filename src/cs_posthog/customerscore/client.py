@@ -56,7 +56,7 @@ from cs_posthog.http import (
     send,
     tls_context,
 )
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 
 SERVICE = "Customerscore"
 MAX_ITEMS = 100
@@ -141,7 +141,7 @@ class CustomerscoreClient:
         pace: bool | None = None,
         deadline: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
-        settings: Settings = DEFAULT_SETTINGS,
+        settings: Settings,
     ) -> None:
         base = api_url.rstrip("/")
         if base.endswith("/api/v1"):
@@ -155,7 +155,7 @@ class CustomerscoreClient:
         self._tracker_key_json = json.dumps(tracker_key).encode()
         self.stats = Stats()
         self.policy = policy or RetryPolicy()
-        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings)
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings=settings)
         self.max_response_bytes = max_response_bytes
         scale = rate_scale(settings) if pace is None else (1.0 if pace else None)
         if scale is None:

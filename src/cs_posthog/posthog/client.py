@@ -92,7 +92,7 @@ from cs_posthog.http import (
     send,
     tls_context,
 )
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.timeutil import parse_optional_datetime
 from cs_posthog.urls import check_base_url
 
@@ -508,7 +508,7 @@ class PostHogClient:
         query_deadline: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         query_max_response_bytes: int = QUERY_MAX_RESPONSE_BYTES,
-        settings: Settings = DEFAULT_SETTINGS,
+        settings: Settings,
     ) -> None:
         try:
             self.host = check_base_url(host)
@@ -549,10 +549,10 @@ class PostHogClient:
         elif timeout is not None:
             self._query_timeout = timeout
         else:
-            self._query_timeout = default_timeout(QUERY_TIMEOUT_S, settings)
-        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings)
+            self._query_timeout = default_timeout(QUERY_TIMEOUT_S, settings=settings)
+        self.deadline = deadline if deadline is not None else default_deadline(DEADLINE_S, settings=settings)
         self.query_deadline = (query_deadline if query_deadline is not None
-                               else default_deadline(QUERY_DEADLINE_S, settings))
+                               else default_deadline(QUERY_DEADLINE_S, settings=settings))
         self.max_response_bytes = max_response_bytes
         self.query_max_response_bytes = query_max_response_bytes
         self._client = httpx.Client(

@@ -57,7 +57,7 @@ from cs_posthog.posthog.regions import (
     region_hosts,
     region_of_host,
 )
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
@@ -155,7 +155,7 @@ def check_credentials(
     timeout: httpx.Timeout | float | None = None,
     transport: httpx.BaseTransport | None = None,
     needed: tuple[str, ...] | None = None,
-    settings: Settings = DEFAULT_SETTINGS,
+    settings: Settings,
 ) -> CredentialCheck:
     """Check ``api_key`` against the project ``project_ref`` (an id or a pasted project URL).
 

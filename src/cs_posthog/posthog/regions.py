@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cs_posthog.errors import UsageError
-from cs_posthog.settings import DEFAULT_SETTINGS, EU_HOST_ENV, US_HOST_ENV, Settings
+from cs_posthog.settings import EU_HOST_ENV, US_HOST_ENV, Settings
 from cs_posthog.urls import EU_HOST, US_HOST, check_base_url, is_loopback
 
 US = "us"
@@ -58,7 +58,7 @@ class ProjectRef:
     host: str | None = None
 
 
-def region_hosts(settings: Settings = DEFAULT_SETTINGS) -> dict[str, str]:
+def region_hosts(settings: Settings) -> dict[str, str]:
     """Base URL of each Cloud region: ``{"us": ..., "eu": ...}``.
 
     ``settings.us_host`` / ``eu_host`` (``CS_POSTHOG_US_HOST`` / ``CS_POSTHOG_EU_HOST``) override them
@@ -80,7 +80,7 @@ def region_hosts(settings: Settings = DEFAULT_SETTINGS) -> dict[str, str]:
     return out
 
 
-def region_of_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str | None:
+def region_of_host(host: str, settings: Settings) -> str | None:
     """"us"/"eu" for a base URL that is one of the region hosts (overrides included), else None."""
     base = host.strip().rstrip("/").lower()
     for region, url in region_hosts(settings).items():
@@ -90,7 +90,7 @@ def region_of_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str | No
     return _CLOUD_NAMES.get(name)
 
 
-def normalize_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str:
+def normalize_host(host: str, settings: Settings) -> str:
     """A user-given PostHog base URL (``--host``) checked and normalised; UsageError when unfit.
 
     A scheme-less host gets ``https://``. A Cloud page name maps to its region's API host
@@ -115,7 +115,7 @@ def normalize_host(host: str, settings: Settings = DEFAULT_SETTINGS) -> str:
     return base
 
 
-def parse_project_ref(text: str | int, settings: Settings = DEFAULT_SETTINGS) -> ProjectRef:
+def parse_project_ref(text: str | int, settings: Settings) -> ProjectRef:
     """Read a bare project id or a pasted PostHog URL; UsageError (with a hint) for anything else.
 
     Accepted: ``12345``; ``https://eu.posthog.com/project/12345/...`` (also ``us.``, legacy

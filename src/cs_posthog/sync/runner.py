@@ -16,7 +16,7 @@ from cs_posthog.config import save_query_tier
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.errors import CsPosthogError
 from cs_posthog.posthog.client import PostHogClient
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.sync.engine import ProgressFn, Report, StreamProgress, SyncEngine, SyncOptions
 from cs_posthog.sync.state import RunLock, SyncState
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from cs_posthog.secrets import SecretStore
 
 
-def make_posthog_client(cfg: Config, secrets: SecretStore, settings: Settings = DEFAULT_SETTINGS,
+def make_posthog_client(cfg: Config, secrets: SecretStore, settings: Settings,
                         **kw: Any) -> PostHogClient:
     """The PostHog client of a config, paced to the stored query tier's budget."""
     return PostHogClient(
@@ -72,7 +72,7 @@ def remember_query_tier(cfg: Config, client: PostHogClient, config_file: Path, r
 
 
 def make_customerscore_client(cfg: Config, secrets: SecretStore,
-                              settings: Settings = DEFAULT_SETTINGS) -> CustomerscoreClient:
+                              settings: Settings) -> CustomerscoreClient:
     return CustomerscoreClient(cfg.customerscore.api_url, secrets.get("customerscore"), cfg.customerscore.tracker_key,
                                settings=settings)
 
@@ -97,7 +97,7 @@ def run_sync(
     *,
     paths: Paths,
     secrets: SecretStore,
-    settings: Settings = DEFAULT_SETTINGS,
+    settings: Settings,
     options: SyncOptions | None = None,
     progress: ProgressFn | None = None,
     posthog: PostHogClient | None = None,

@@ -17,7 +17,7 @@ from cs_posthog.config import DEFAULT_BACKFILL_DAYS
 from cs_posthog.errors import MissingSecretError
 from cs_posthog.output import esc
 from cs_posthog.secrets import SPECS, Name, register_secret
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.wizard.source import PostHogSource
 
 if TYPE_CHECKING:
@@ -120,11 +120,11 @@ class WizardContext:
     draft: Draft
     paths: Paths  # where the config, the draft and the key file are
     secrets: SecretStore
+    env: Settings  # region hosts, timeouts: what the environment said
     mode: Literal["connect", "edit"] = "connect"
     check_credentials: CheckCredentials | None = None
     make_source: MakeSource | None = None
     host: str | None = None  # --host: self-hosted PostHog
-    env: Settings = DEFAULT_SETTINGS  # region hosts, timeouts: what the environment said
     # edit: keys are stored only when the user saves; connect: as soon as they validate
     pending_secrets: dict[Name, str] = field(default_factory=dict)
     prefill: Prefill = field(default_factory=Prefill)

@@ -45,7 +45,7 @@ from cs_posthog.posthog.credentials import group_scope_error, missing_scopes_sen
 from cs_posthog.posthog.hogql import GroupRef
 from cs_posthog.posthog.regions import normalize_host
 from cs_posthog.secrets import register_secret
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.wizard import step_customerscore, step_posthog
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.filters import FilterSyntaxError, format_filter, parse_filter, refusals
@@ -215,10 +215,10 @@ class Problems:
         raise UsageError("; ".join(parts), hint=hint)
 
 
-def check_host(host: str) -> str | None:
+def check_host(host: str, settings: Settings) -> str | None:
     """Why ``--host`` is unusable, or None (the client's own reading of a self-hosted address)."""
     try:
-        normalize_host(host)
+        normalize_host(host, settings)
     except UsageError as exc:
         return exc.message
     return None
@@ -377,7 +377,7 @@ def check_credentials_or_raise(check_fn: CheckCredentials, key: str, project: st
 
 
 def check_cs_keys_or_raise(out: Output, url: str, cs_key: str, tracker_key: str,
-                           env: Settings = DEFAULT_SETTINGS) -> None:
+                           env: Settings) -> None:
     """Check both Customerscore keys with requests that change nothing (step 2's check): a refused
     key exits 77 before anything is written; Customerscore unreachable is a warning."""
     verdict = step_customerscore.check_key(url, cs_key, settings=env)
@@ -484,7 +484,7 @@ def _group_coverage(out: Output, source: DataSource, ident: Identification) -> N
 
 # --- connect ---------------------------------------------------------------------------------
 def connect_no_input(
-    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings = DEFAULT_SETTINGS,
+    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings,
     no_sync: bool, check_fn: CheckCredentials | None = None,
     make_source: MakeSource | None = None, stdin: IO[str] | None = None, caller_syncs: bool = False,
     first_sync: Callable[[Output, Config], None] | None = None,
@@ -496,7 +496,7 @@ def connect_no_input(
                  "or remove it with `cs-posthog disconnect --yes` first.",
         )
     ph_key, cs_key = _connect_keys(f, stdin, secrets)
-    filters, attributes = _check_connect_flags(f, ph_key, cs_key)
+    filters, attributes = _check_connect_flags(f, ph_key, cs_key, env)
     assert ph_key and cs_key and f.project and f.tracker_key and (f.customer_property or f.customer_group)
     register_secret(ph_key)
     register_secret(cs_key)
@@ -548,8 +548,8 @@ def _connect_keys(f: Flags, stdin: IO[str] | None, secrets: SecretStore) -> tupl
     return ph_key, cs_key
 
 
-def _check_connect_flags(f: Flags, ph_key: str | None,
-                         cs_key: str | None) -> tuple[list[PersonFilter], list[ContactAttribute]]:
+def _check_connect_flags(f: Flags, ph_key: str | None, cs_key: str | None,
+                         env: Settings) -> tuple[list[PersonFilter], list[ContactAttribute]]:
     """Every missing or invalid flag or key of a new setup, named in one error (exit 2); else the
     Person filters and contact attributes given."""
 
@@ -560,9 +560,9 @@ def _check_connect_flags(f: Flags, ph_key: str | None,
         p.invalid.append(f"the PostHog key: {v}")
     if not f.project:
         p.missing.append("--project")
-    elif (v := _verdict(step_posthog.validate_project_ref(f.project))) is not None:
+    elif (v := _verdict(step_posthog.validate_project_ref(f.project, env))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
-    if f.host is not None and (v := check_host(f.host)) is not None:
+    if f.host is not None and (v := check_host(f.host, env)) is not None:
         p.invalid.append(f"--host: {v}")
     if not cs_key:
         p.missing.append("the Customerscore key")
@@ -631,14 +631,14 @@ def _report_persons(out: Output, source: DataSource, cfg: Config) -> None:
 
 # --- edit ------------------------------------------------------------------------------------
 def edit_no_input(
-    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings = DEFAULT_SETTINGS,
+    out: Output, f: Flags, *, paths: Paths, secrets: SecretStore, env: Settings,
     section: str | None, check_fn: CheckCredentials | None = None,
     make_source: MakeSource | None = None, stdin: IO[str] | None = None,
 ) -> Config:
     cfg = load_config(paths.config_file)
     _check_edit_scope(f, section)
     ph_key, cs_key = read_stdin_keys(f, stdin)
-    filters, attributes = _check_edit_flags(f, cfg, ph_key, cs_key)
+    filters, attributes = _check_edit_flags(f, cfg, ph_key, cs_key, env)
 
     draft = Draft.of(cfg)
     ctx = WizardContext(out=out, draft=draft, paths=paths, secrets=secrets, env=env, mode="edit",
@@ -698,8 +698,8 @@ def _check_edit_scope(f: Flags, section: str | None) -> None:
             )
 
 
-def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None,
-                      cs_key: str | None) -> tuple[list[PersonFilter], list[ContactAttribute]]:
+def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None, cs_key: str | None,
+                      env: Settings) -> tuple[list[PersonFilter], list[ContactAttribute]]:
     """Every invalid flag or key of an edit, named in one error (exit 2); else the Person filters and
     contact attributes given."""
 
@@ -710,9 +710,9 @@ def _check_edit_flags(f: Flags, cfg: Config, ph_key: str | None,
     if cs_key is not None and (v := _verdict(
             step_customerscore.validate_cs_key(cs_key, have_current=False))) is not None:
         p.invalid.append(f"the Customerscore key: {v}")
-    if f.project is not None and (v := _verdict(step_posthog.validate_project_ref(f.project))) is not None:
+    if f.project is not None and (v := _verdict(step_posthog.validate_project_ref(f.project, env))) is not None:
         p.invalid.append(f"--project {f.project!r}: {v}")
-    if f.host is not None and (v := check_host(f.host)) is not None:
+    if f.host is not None and (v := check_host(f.host, env)) is not None:
         p.invalid.append(f"--host: {v}")
     if f.tracker_key is not None and (v := _verdict(
             step_customerscore.validate_tracker_key(f.tracker_key))) is not None:

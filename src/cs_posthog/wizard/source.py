@@ -27,7 +27,7 @@ from cs_posthog.posthog.hogql import (
     preview_groups,
     preview_persons,
 )
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 class PostHogSource:
-    def __init__(self, settings: PostHogSettings, api_key: str, *, env: Settings = DEFAULT_SETTINGS) -> None:
+    def __init__(self, settings: PostHogSettings, api_key: str, *, env: Settings) -> None:
         self.settings = settings
         self.client = PostHogClient(
             settings.host,

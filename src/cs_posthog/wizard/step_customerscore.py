@@ -18,7 +18,7 @@ from cs_posthog.config import CUSTOMERSCORE_URL, CustomerscoreSettings
 from cs_posthog.customerscore.client import CustomerscoreClient
 from cs_posthog.errors import AuthError, CsPosthogError, PermissionDeniedError
 from cs_posthog.secrets import key_problem, mask
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.urls import check_base_url
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy
@@ -79,7 +79,7 @@ class KeyCheck:
 
 
 def check_key(url: str, api_key: str, tracker_key: str | None = None, *,
-              settings: Settings = DEFAULT_SETTINGS) -> KeyCheck:
+              settings: Settings) -> KeyCheck:
     """Check the API key (``tracker_key`` None: an empty contacts upsert) or the tracker key (an
     empty tracker batch, sent with the API key) with Customerscore at ``url``. Changes nothing."""
     try:

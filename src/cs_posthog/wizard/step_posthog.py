@@ -20,7 +20,7 @@ from cs_posthog.errors import PersonalKeysNotAllowedError, UnavailableError, Usa
 from cs_posthog.posthog.credentials import check_credentials, region_note
 from cs_posthog.posthog.regions import parse_project_ref
 from cs_posthog.secrets import key_problem, mask
-from cs_posthog.settings import DEFAULT_SETTINGS, Settings
+from cs_posthog.settings import Settings
 from cs_posthog.wizard.context import WizardContext, esc
 from cs_posthog.wizard.ui import busy, select
 
@@ -72,22 +72,22 @@ def ask_posthog_key(current: tuple[str, str] | None) -> str:
     return answer or (current[0] if current else "")
 
 
-def validate_project_ref(text: str) -> bool | str:
+def validate_project_ref(text: str, settings: Settings) -> bool | str:
     if not text.strip():
         return "Enter the project ID (a number) or paste a URL of the project"
     try:
-        parse_project_ref(text.strip())
+        parse_project_ref(text.strip(), settings)
     except UsageError as exc:
         return exc.message[:1].upper() + exc.message[1:]
     return True
 
 
-def ask_project(default: str = "") -> str:
-    return questionary.text(
+def ask_project(settings: Settings, default: str = "") -> str:
+    return str(questionary.text(
         "Project ID or project URL:",
         default=default,
-        validate=validate_project_ref,
-    ).unsafe_ask().strip()
+        validate=lambda text: validate_project_ref(text, settings),
+    ).unsafe_ask()).strip()
 
 
 def ask_after_missing_scopes() -> str:
@@ -135,7 +135,7 @@ def ask_after_unreachable() -> str:
 
 # --- the step --------------------------------------------------------------------------------
 def default_check(api_key: str, project_ref: str, *, host: str | None = None,
-                  settings: Settings = DEFAULT_SETTINGS) -> Any:
+                  settings: Settings) -> Any:
     return check_credentials(api_key, project_ref, host=host, settings=settings)
 
 
@@ -172,7 +172,7 @@ def explain_failure(check: Any, project_ref: str, host: str | None) -> str:
     return f"this key cannot read project {project_ref}"
 
 
-def parse_region(project_ref: str, settings: Settings = DEFAULT_SETTINGS) -> str | None:
+def parse_region(project_ref: str, settings: Settings) -> str | None:
     """``"us"``/``"eu"`` when the pasted reference is an address of a PostHog Cloud region."""
     try:
         return parse_project_ref(project_ref, settings).region
@@ -194,7 +194,7 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
     check_fn = ctx.check_credentials or functools.partial(default_check, settings=ctx.env)
 
     key = ask_posthog_key(ctx.current_secret("posthog"))
-    project = ask_project(ctx.prefill.project or (str(prev.project_id) if prev is not None else ""))
+    project = ask_project(ctx.env, ctx.prefill.project or (str(prev.project_id) if prev is not None else ""))
     while True:
         where = host or "PostHog US and EU"
         with busy(ctx.out, f"Checking the key and project with {where}…"):
@@ -218,14 +218,14 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
                 )
             if choice == "both":
                 key = ask_posthog_key((key, "entered above"))
-                project = ask_project(project)
+                project = ask_project(ctx.env, project)
         elif not check.key_valid:
             where = host or "PostHog US or EU Cloud"  # an address's region refusing it has the other asked too
             ctx.out.info("  Check that you copied the whole key (it starts with phx_) and that it is from "
                          + esc(where) + ".")
             key = ask_posthog_key(None)
             if parse_region(project, ctx.env) is not None:  # the region in the address may be the mistake
-                project = ask_project(project)
+                project = ask_project(ctx.env, project)
         elif getattr(check, "org_policy", None):
             ctx.out.info("  " + esc(PersonalKeysNotAllowedError.default_hint or ""))
             choice = ask_after_org_policy()
@@ -235,13 +235,13 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             if choice == "key":
                 key = ask_posthog_key(None)
         elif check.project_found is False:
-            project = ask_project("")
+            project = ask_project(ctx.env, "")
         elif not check.project_accessible:
             ctx.out.info("  In PostHog: Settings → Personal API Keys → edit the key → allow this project "
                          "under Organization & project access, or use another project.")
             choice = ask_after_no_access()
             if choice == "project":
-                project = ask_project("")
+                project = ask_project(ctx.env, "")
             elif choice == "key":
                 key = ask_posthog_key(None)
         elif check.missing_scopes:
@@ -256,4 +256,4 @@ def ask_posthog(ctx: WizardContext, *, header: bool = True, only: bool = False) 
             if ask_after_unreachable() == "stop":
                 raise UnavailableError(explain_failure(check, project, host), service="PostHog")
             key = ask_posthog_key((key, "entered above"))
-            project = ask_project(project)
+            project = ask_project(ctx.env, project)
