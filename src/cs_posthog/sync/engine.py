@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cs_posthog.customerscore.client import FIELD_MAX, batched, encode
 from cs_posthog.errors import (
@@ -95,6 +95,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS_PAGE = 10_000  # the first page; pages grow while PostHog answers fast
 MAX_EVENTS_PAGE = 49_999  # PostHog caps a LIMIT at 50,000 (see PostHogClient.iter_pages)
+_T = TypeVar("_T")
 MIN_WINDOW = timedelta(minutes=1)  # the narrowest time window before a too-slow query fails the run
 FUTURE_SLACK = timedelta(days=1)  # timestamp may be after created_at (client clocks; PostHog clamps at +23 h)
 DEFAULT_PERSONS_PAGE = 10_000
@@ -613,7 +614,8 @@ class SyncEngine:
         floor_dt = parse_ts(floor)
         rows: list[tuple[str, str, str]] = []
 
-        def one(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
+        def one(lo: datetime, lo_open: bool, hi: datetime | None, hi_open: bool) -> None:
+            assert hi is not None  # (the range ends at upto)
             ts_from = fmt_ts(max(floor_dt, lo - self.overlap - self.lateness))
             before = (fmt_ts(hi), fmt_ts(hi + FUTURE_SLACK)) if hi_open else None
             w = queries.EventsWindow(tuple(events), ts_from, created_from=None if lo_open else fmt_ts(lo),
@@ -628,18 +630,8 @@ class SyncEngine:
                                     queries.EVENTS_MODIFIERS, min_page_size=size):
                 rows.extend((str(d), str(pid), norm_ts(last)) for d, pid, last in page if isinstance(d, str) and d)
 
-        def go(lo: datetime, lo_open: bool, hi: datetime, hi_open: bool) -> None:
-            try:
-                one(lo, lo_open, hi, hi_open)
-            except QueryTooSlowError:
-                if hi - lo < 2 * MIN_WINDOW:
-                    raise
-                mid = lo + (hi - lo) / 2
-                go(lo, lo_open, mid, True)
-                go(mid, False, hi, hi_open)
-
         try:
-            go(parse_ts(after or floor), after is not None, parse_ts(upto), False)
+            self._in_halves(one, parse_ts(after or floor), after is not None, parse_ts(upto))
         except CsPosthogError as exc:
             log.info("could not note the distinct ids of skipped events: %s", exc)
             return False
@@ -1038,17 +1030,21 @@ class SyncEngine:
                 created_after=fmt_ts(lo_dt) if lo_open else None, rows=rows)
             return self._count(sql, values, name, queries.EVENTS_MODIFIERS)
 
-        def go(lo_dt: datetime, lo_open: bool, hi_dt: datetime | None, hi_open: bool) -> int:
-            try:
-                return one(lo_dt, lo_open, hi_dt, hi_open)
-            except QueryTooSlowError:
-                top = hi_dt if hi_dt is not None else max(self.now, lo_dt)
-                if top - lo_dt < 2 * MIN_WINDOW:
-                    raise
-                mid = lo_dt + (top - lo_dt) / 2
-                return go(lo_dt, lo_open, mid, True) + go(mid, False, hi_dt, hi_open)
+        return sum(self._in_halves(one, parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None))
 
-        return go(parse_ts(lo), lo_open, parse_ts(hi) if hi is not None else None, False)
+    def _in_halves(self, one: Callable[[datetime, bool, datetime | None, bool], _T], lo: datetime, lo_open: bool,
+                   hi: datetime | None, hi_open: bool = False) -> list[_T]:
+        """``one(lo, lo_open, hi, hi_open)`` over a range of ingestion time (``hi`` None: up to now),
+        or, when PostHog finds that too slow, over its two halves, each halved again as needed, like
+        the pages' windows (3): the results in range order. Too slow at 2 * ``MIN_WINDOW``: raised."""
+        try:
+            return [one(lo, lo_open, hi, hi_open)]
+        except QueryTooSlowError:
+            top = hi if hi is not None else max(self.now, lo)
+            if top - lo < 2 * MIN_WINDOW:
+                raise
+            mid = lo + (top - lo) / 2
+            return self._in_halves(one, lo, lo_open, mid, True) + self._in_halves(one, mid, False, hi, hi_open)
 
     def _count_without_customer(self, events: list[str], floor: str, created_to: str, *,
                                 after: str | None = None) -> int:
